@@ -1,0 +1,1 @@
+//! Policy, decisions and projections: pure functions of ledger events.

@@ -1,0 +1,604 @@
+//! The typed events of the ledger.
+//!
+//! Every event is a record `{0: seq, 1: ts, 2: kind, 3: body}`
+//! (docs/ledger-format.md, section 2). The writer assigns `seq` and `ts`; the
+//! rest of the system only ever builds an [`EventBody`]. Bodies are fixed
+//! structs with small integer keys (no maps with arbitrary keys in hashed
+//! data), so each has exactly one encoding.
+
+use crate::cbor::{self, Bytes, Cbor, DecodeError, Dec, Enc};
+use crate::{cbor_enum, cbor_struct};
+
+/// A gateway session, unique within one ledger.
+pub type SessionId = u64;
+
+/// Unix time in nanoseconds, UTC.
+pub type Nanos = u64;
+
+cbor_enum! {
+    /// How a statement reached the gateway.
+    pub enum Protocol {
+        /// A simple-protocol `Query` message.
+        Simple = 0,
+        /// An extended-protocol Parse/Bind/Execute sequence.
+        Extended = 1,
+        /// A `COPY` data stream.
+        Copy = 2,
+    }
+}
+
+cbor_enum! {
+    /// What kind of statement policy judged.
+    pub enum StatementClass {
+        /// Reads data and changes nothing.
+        Read = 0,
+        /// Changes rows (INSERT, UPDATE, DELETE, MERGE, COPY FROM, ...).
+        Write = 1,
+        /// Changes the schema.
+        Ddl = 2,
+        /// Changes session state (SET ROLE, search_path, read-only overrides, ...).
+        Session = 3,
+        /// Calls a function that is not a known-safe builtin.
+        Function = 4,
+        /// Administrative (GRANT, VACUUM, server files and programs, ...).
+        Admin = 5,
+        /// Could not be classified; denied by default.
+        Unknown = 6,
+        /// Transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT).
+        Transaction = 7,
+    }
+}
+
+cbor_enum! {
+    /// What policy decided for a statement.
+    pub enum Action {
+        /// Forwarded upstream.
+        Allow = 0,
+        /// Refused with an error; the session survives.
+        Deny = 1,
+        /// Held until an approver decides.
+        RequireApproval = 2,
+        /// Forwarded, with sensitive columns masked in the response.
+        Mask = 3,
+    }
+}
+
+cbor_struct! {
+    /// One bind parameter exactly as the client sent it.
+    pub struct Param {
+        /// Format code: 0 text, 1 binary.
+        0 => format: u16,
+        /// The value's bytes; `None` for SQL NULL.
+        1 => value: Option<Bytes>,
+    }
+}
+
+cbor_struct! {
+    /// A column whose values were masked in one response.
+    pub struct MaskedColumn {
+        /// `schema.table.column`.
+        0 => column: String,
+        /// The strategy applied (`redact`, `partial`, `email`, `hash`, `null`, ...).
+        1 => strategy: String,
+        /// How many values were replaced.
+        2 => values: u64,
+    }
+}
+
+cbor_struct! {
+    /// A client connected, authenticated and was bound to an upstream target.
+    pub struct SessionOpened {
+        0 => session: SessionId,
+        1 => identity: String,
+        2 => target: String,
+        3 => client_addr: String,
+        4 => application_name: Option<String>,
+        /// The credential the client proved.
+        5 => credential: Option<String>,
+        6 => tls: bool,
+    }
+}
+
+cbor_struct! {
+    /// A session ended, by the client or the gateway.
+    pub struct SessionClosed {
+        0 => session: SessionId,
+        1 => identity: String,
+        2 => reason: String,
+        /// Statements the session sent.
+        3 => statements: u64,
+    }
+}
+
+cbor_struct! {
+    /// A login attempt failed.
+    pub struct AuthenticationFailed {
+        /// The identity the client claimed (may not exist).
+        0 => identity: String,
+        1 => client_addr: String,
+        2 => target: Option<String>,
+        3 => reason: String,
+    }
+}
+
+cbor_struct! {
+    /// A statement arrived from a client. Written ahead of forwarding it.
+    pub struct QueryReceived {
+        0 => session: SessionId,
+        1 => identity: String,
+        /// Statement number within the session, from 1.
+        2 => query: u64,
+        3 => sql: String,
+        4 => params: Vec<Param>,
+        /// Prepared statement name (extended protocol; empty = unnamed).
+        5 => statement: Option<String>,
+        /// Portal name (extended protocol; empty = unnamed).
+        6 => portal: Option<String>,
+        7 => protocol: Protocol,
+    }
+}
+
+cbor_struct! {
+    /// Policy's verdict on a statement. Written ahead of forwarding it.
+    pub struct Decision {
+        0 => session: SessionId,
+        1 => identity: String,
+        2 => query: u64,
+        3 => action: Action,
+        /// The rule that decided; `None` means the default (deny).
+        4 => rule: Option<String>,
+        5 => class: StatementClass,
+        /// Schema-qualified tables the statement touches.
+        6 => tables: Vec<String>,
+        /// `schema.table.column` references the statement names.
+        7 => columns: Vec<String>,
+        /// The message shown to the client on denial.
+        8 => message: Option<String>,
+    }
+}
+
+cbor_struct! {
+    /// Sensitive values were masked in a response.
+    pub struct MaskApplied {
+        0 => session: SessionId,
+        1 => identity: String,
+        2 => query: u64,
+        3 => columns: Vec<MaskedColumn>,
+    }
+}
+
+cbor_struct! {
+    /// How a forwarded statement ended.
+    pub struct Response {
+        0 => session: SessionId,
+        1 => identity: String,
+        2 => query: u64,
+        3 => command_tag: Option<String>,
+        4 => rows: u64,
+        5 => duration_ns: u64,
+        6 => sqlstate: Option<String>,
+        7 => error: Option<String>,
+        /// Bytes sent to the client for this statement.
+        8 => bytes: u64,
+    }
+}
+
+cbor_struct! {
+    /// A statement is held for a human's approval.
+    pub struct ApprovalRequested {
+        0 => approval: u64,
+        1 => session: SessionId,
+        2 => identity: String,
+        3 => query: u64,
+        4 => sql: String,
+        5 => params: Vec<Param>,
+        6 => class: StatementClass,
+        7 => rule: String,
+        /// BLAKE3 of the exact SQL and parameters the approval is bound to.
+        8 => binding: Bytes,
+        /// Distinct approvers required.
+        9 => quorum: u64,
+        10 => expires_at: Nanos,
+    }
+}
+
+cbor_struct! {
+    /// An approver approved a held statement.
+    pub struct ApprovalGranted {
+        0 => approval: u64,
+        1 => operator: String,
+        /// When set, the identity may run this statement's fingerprint until then.
+        2 => grant_until: Option<Nanos>,
+    }
+}
+
+cbor_struct! {
+    /// A held statement was refused (by an approver, or by the gateway on restart).
+    pub struct ApprovalDenied {
+        0 => approval: u64,
+        1 => operator: Option<String>,
+        2 => reason: String,
+    }
+}
+
+cbor_struct! {
+    /// A held statement timed out.
+    pub struct ApprovalExpired {
+        0 => approval: u64,
+    }
+}
+
+cbor_struct! {
+    /// An agent identity was created.
+    pub struct IdentityCreated {
+        0 => identity: String,
+        1 => operator: String,
+        2 => description: Option<String>,
+    }
+}
+
+cbor_struct! {
+    /// An identity was blocked: its sessions end and it cannot log in.
+    pub struct IdentityBlocked {
+        0 => identity: String,
+        1 => operator: String,
+        2 => reason: String,
+        /// The automatic trigger that blocked it, if no human did.
+        3 => trigger: Option<String>,
+    }
+}
+
+cbor_struct! {
+    /// A block was lifted.
+    pub struct IdentityUnblocked {
+        0 => identity: String,
+        1 => operator: String,
+        2 => reason: Option<String>,
+    }
+}
+
+cbor_struct! {
+    /// A gateway credential was issued. Holds the SCRAM-SHA-256 verifier, never the secret.
+    pub struct CredentialIssued {
+        0 => credential: String,
+        1 => identity: String,
+        2 => operator: String,
+        3 => expires_at: Nanos,
+        4 => salt: Bytes,
+        5 => iterations: u32,
+        6 => stored_key: Bytes,
+        7 => server_key: Bytes,
+    }
+}
+
+cbor_struct! {
+    /// A credential was revoked; sessions using it end.
+    pub struct CredentialRevoked {
+        0 => credential: String,
+        1 => identity: String,
+        2 => operator: String,
+        3 => reason: String,
+    }
+}
+
+cbor_struct! {
+    /// A new policy took effect.
+    pub struct PolicyChanged {
+        0 => operator: String,
+        /// The policy file exactly as applied.
+        1 => source: String,
+        /// BLAKE3 of `source`.
+        2 => digest: Bytes,
+    }
+}
+
+cbor_struct! {
+    /// The gateway ended a session (kill, block, revocation).
+    pub struct SessionTerminated {
+        0 => session: SessionId,
+        1 => identity: String,
+        2 => operator: Option<String>,
+        3 => reason: String,
+    }
+}
+
+cbor_struct! {
+    /// Anything else an operator did, including refused attempts.
+    pub struct OperatorAction {
+        0 => operator: String,
+        1 => action: String,
+        2 => target: Option<String>,
+        3 => outcome: String,
+        4 => detail: Option<String>,
+    }
+}
+
+cbor_struct! {
+    /// The ledger's signing key changed; later checkpoints use `new_key`.
+    pub struct KeyRotated {
+        0 => operator: String,
+        /// Verifier key string of the retired key.
+        1 => old_key: String,
+        /// Verifier key string of the new key.
+        2 => new_key: String,
+    }
+}
+
+cbor_struct! {
+    /// Projection state folded over every event before `covers`.
+    pub struct Snapshot {
+        /// Number of events folded into `state`.
+        0 => covers: u64,
+        1 => state: Bytes,
+        /// BLAKE3 of `state`.
+        2 => state_hash: Bytes,
+    }
+}
+
+macro_rules! event_kinds {
+    ($( $code:literal => $variant:ident, )*) => {
+        /// The kind of an event, as stored in its record's key 2.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum EventKind { $( #[doc = stringify!($variant)] $variant, )* }
+
+        impl EventKind {
+            /// Every kind, in code order.
+            pub const ALL: &'static [EventKind] = &[$(EventKind::$variant),*];
+
+            /// The integer stored in records.
+            pub fn code(self) -> u64 {
+                match self { $(EventKind::$variant => $code,)* }
+            }
+
+            /// The kind stored as `code`.
+            pub fn from_code(code: u64) -> Option<Self> {
+                match code { $($code => Some(EventKind::$variant),)* _ => None }
+            }
+
+            /// The kind's name, as shown to people.
+            pub fn name(self) -> &'static str {
+                match self { $(EventKind::$variant => stringify!($variant),)* }
+            }
+
+            /// The body's map keys, for the format documentation.
+            pub fn keys(self) -> &'static [u64] {
+                match self { $(EventKind::$variant => $variant::KEYS,)* }
+            }
+        }
+
+        /// The kind-specific content of an event.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum EventBody { $( #[doc = stringify!($variant)] $variant($variant), )* }
+
+        impl EventBody {
+            /// This body's kind.
+            pub fn kind(&self) -> EventKind {
+                match self { $(EventBody::$variant(_) => EventKind::$variant,)* }
+            }
+
+            /// Appends the canonical encoding of the body (without envelope).
+            pub fn encode(&self, enc: &mut Enc) {
+                match self { $(EventBody::$variant(b) => b.encode(enc),)* }
+            }
+
+            /// Decodes a body of the given kind.
+            pub fn decode(kind: EventKind, dec: &mut Dec<'_>) -> Result<Self, DecodeError> {
+                Ok(match kind { $(EventKind::$variant => EventBody::$variant($variant::decode(dec)?),)* })
+            }
+        }
+
+        $(
+            impl From<$variant> for EventBody {
+                fn from(body: $variant) -> Self { EventBody::$variant(body) }
+            }
+        )*
+    };
+}
+
+event_kinds! {
+    1 => SessionOpened,
+    2 => SessionClosed,
+    3 => AuthenticationFailed,
+    4 => QueryReceived,
+    5 => Decision,
+    6 => MaskApplied,
+    7 => Response,
+    8 => ApprovalRequested,
+    9 => ApprovalGranted,
+    10 => ApprovalDenied,
+    11 => ApprovalExpired,
+    12 => IdentityCreated,
+    13 => IdentityBlocked,
+    14 => IdentityUnblocked,
+    15 => CredentialIssued,
+    16 => CredentialRevoked,
+    17 => PolicyChanged,
+    18 => SessionTerminated,
+    19 => OperatorAction,
+    20 => KeyRotated,
+    21 => Snapshot,
+}
+
+impl EventBody {
+    /// The session this event belongs to, for the ledger's session index.
+    pub fn session(&self) -> Option<SessionId> {
+        use EventBody::*;
+        match self {
+            SessionOpened(b) => Some(b.session),
+            SessionClosed(b) => Some(b.session),
+            QueryReceived(b) => Some(b.session),
+            Decision(b) => Some(b.session),
+            MaskApplied(b) => Some(b.session),
+            Response(b) => Some(b.session),
+            ApprovalRequested(b) => Some(b.session),
+            SessionTerminated(b) => Some(b.session),
+            _ => None,
+        }
+    }
+
+    /// The agent identity this event concerns, for the ledger's identity index.
+    pub fn identity(&self) -> Option<&str> {
+        use EventBody::*;
+        match self {
+            SessionOpened(b) => Some(&b.identity),
+            SessionClosed(b) => Some(&b.identity),
+            AuthenticationFailed(b) => Some(&b.identity),
+            QueryReceived(b) => Some(&b.identity),
+            Decision(b) => Some(&b.identity),
+            MaskApplied(b) => Some(&b.identity),
+            Response(b) => Some(&b.identity),
+            ApprovalRequested(b) => Some(&b.identity),
+            IdentityCreated(b) => Some(&b.identity),
+            IdentityBlocked(b) => Some(&b.identity),
+            IdentityUnblocked(b) => Some(&b.identity),
+            CredentialIssued(b) => Some(&b.identity),
+            CredentialRevoked(b) => Some(&b.identity),
+            SessionTerminated(b) => Some(&b.identity),
+            _ => None,
+        }
+    }
+
+    /// Encodes the body for [`crate::Ledger::append`]. Callers encode in their
+    /// own task, so the single writer only frames and hashes.
+    pub fn to_pending(&self) -> PendingEvent {
+        let mut enc = Enc::default();
+        self.encode(&mut enc);
+        PendingEvent {
+            kind: self.kind(),
+            session: self.session(),
+            identity: self.identity().map(str::to_owned),
+            body: enc.into_bytes(),
+        }
+    }
+}
+
+/// An encoded body waiting for the writer to give it a sequence number and time.
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    /// The body's kind.
+    pub kind: EventKind,
+    /// Session index value.
+    pub session: Option<SessionId>,
+    /// Identity index value.
+    pub identity: Option<String>,
+    /// The body's canonical CBOR.
+    pub body: Vec<u8>,
+}
+
+/// A whole event: envelope and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Position in the log, from 0.
+    pub seq: u64,
+    /// When the writer recorded it, Unix nanoseconds; never decreases along the log.
+    pub ts: Nanos,
+    /// The typed content.
+    pub body: EventBody,
+}
+
+impl Event {
+    /// The canonical record bytes: what the ledger stores and hashes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut enc = Enc::default();
+        self.body.encode(&mut enc);
+        record_bytes(self.seq, self.ts, self.body.kind(), &enc.into_bytes())
+    }
+
+    /// Decodes a record, rejecting bytes that are not its canonical encoding.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Event, DecodeError> {
+        let mut dec = Dec::new(bytes);
+        let offset = dec.offset();
+        if dec.map()? != 4 {
+            return Err(DecodeError::Unexpected {
+                offset,
+                expected: "a record map of four entries",
+            });
+        }
+        dec.key(0)?;
+        let seq = dec.uint()?;
+        dec.key(1)?;
+        let ts = dec.uint()?;
+        dec.key(2)?;
+        let offset = dec.offset();
+        let kind = EventKind::from_code(dec.uint()?).ok_or(DecodeError::Unexpected {
+            offset,
+            expected: "a known event kind",
+        })?;
+        dec.key(3)?;
+        let body = EventBody::decode(kind, &mut dec)?;
+        dec.finish()?;
+        let event = Event { seq, ts, body };
+        if event.to_bytes() != bytes {
+            return Err(DecodeError::NotCanonical);
+        }
+        Ok(event)
+    }
+}
+
+/// Frames an encoded body into a record (docs/ledger-format.md, section 2).
+pub fn record_bytes(seq: u64, ts: Nanos, kind: EventKind, body: &[u8]) -> Vec<u8> {
+    let mut enc = Enc::with_buffer(Vec::with_capacity(body.len() + 24));
+    enc.map(4);
+    enc.uint(0);
+    enc.uint(seq);
+    enc.uint(1);
+    enc.uint(ts);
+    enc.uint(2);
+    enc.uint(kind.code());
+    enc.uint(3);
+    enc.raw(body);
+    enc.into_bytes()
+}
+
+/// Decodes one body struct on its own (used by tests and tools).
+pub fn decode_body<T: Cbor>(bytes: &[u8]) -> Result<T, DecodeError> {
+    cbor::decode_canonical(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_codes_are_unique_and_round_trip() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::from_code(kind.code()), Some(*kind));
+        }
+        assert_eq!(EventKind::from_code(0), None);
+    }
+
+    #[test]
+    fn every_body_has_strictly_increasing_keys() {
+        for kind in EventKind::ALL {
+            let keys = kind.keys();
+            assert!(
+                keys.windows(2).all(|w| w[0] < w[1]),
+                "{} has keys {keys:?}",
+                kind.name()
+            );
+            assert_eq!(keys.first(), Some(&0), "{} keys start at 0", kind.name());
+        }
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let event = Event {
+            seq: 7,
+            ts: 1_700_000_000_123_456_789,
+            body: EventBody::Decision(Decision {
+                session: 3,
+                identity: "agent-7".into(),
+                query: 1,
+                action: Action::Deny,
+                rule: Some("no-ssn".into()),
+                class: StatementClass::Read,
+                tables: vec!["public.customers".into()],
+                columns: vec!["public.customers.ssn".into()],
+                message: Some("SSNs are off limits".into()),
+            }),
+        };
+        let bytes = event.to_bytes();
+        assert_eq!(Event::from_bytes(&bytes).unwrap(), event);
+        assert_eq!(bytes[0], 0xa4);
+    }
+}

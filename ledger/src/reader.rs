@@ -1,0 +1,262 @@
+//! Concurrent read access: events by sequence, time, session and identity.
+//!
+//! Readers use their own read-only connections; in WAL mode they see a
+//! consistent committed prefix and never block the writer. Iterators fetch
+//! pages by sequence number (keyset pagination), so a long scan holds no
+//! transaction open and memory stays bounded.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::event::{Event, Nanos, SessionId};
+use crate::schema;
+use crate::LedgerError;
+
+const PAGE: i64 = 512;
+
+/// A read-only view of a ledger file.
+pub struct LedgerReader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A stored event: the decoded event and the exact bytes that were hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The decoded event.
+    pub event: Event,
+    /// Its record bytes as stored.
+    pub bytes: Vec<u8>,
+}
+
+/// A stored checkpoint row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// Events covered.
+    pub size: u64,
+    /// The signed note.
+    pub note: String,
+    /// Consistency proof from the previous checkpoint, 32-byte hashes.
+    pub proof: Vec<u8>,
+}
+
+#[derive(Clone)]
+enum Filter {
+    All,
+    Session(SessionId),
+    Identity(String),
+}
+
+impl LedgerReader {
+    /// Opens a ledger for reading; fails if it does not exist.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, LedgerError> {
+        let path = path.as_ref().to_path_buf();
+        let conn = schema::open_read_only(&path)?;
+        Ok(LedgerReader { conn, path })
+    }
+
+    fn err(&self, e: rusqlite::Error) -> LedgerError {
+        LedgerError::sqlite(&self.path, e)
+    }
+
+    /// Number of events committed.
+    pub fn len(&self) -> Result<u64, LedgerError> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM events", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Whether the ledger holds no events.
+    pub fn is_empty(&self) -> Result<bool, LedgerError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// One event by sequence number.
+    pub fn get(&self, seq: u64) -> Result<Option<StoredEvent>, LedgerError> {
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row("SELECT seq, data FROM events WHERE seq = ?1", [seq as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        row.map(|(seq, data)| decode(seq as u64, data)).transpose()
+    }
+
+    /// Events with sequence numbers in `range`, in order.
+    pub fn events(&self, range: Range<u64>) -> EventIter<'_> {
+        EventIter::new(self, Filter::All, range)
+    }
+
+    /// Every event of one session, in order.
+    pub fn events_by_session(&self, session: SessionId) -> EventIter<'_> {
+        EventIter::new(self, Filter::Session(session), 0..u64::MAX)
+    }
+
+    /// Every event concerning one identity, in order.
+    pub fn events_by_identity(&self, identity: &str) -> EventIter<'_> {
+        EventIter::new(self, Filter::Identity(identity.to_owned()), 0..u64::MAX)
+    }
+
+    /// Events with `from <= ts < to`, in order.
+    pub fn events_between(&self, from: Nanos, to: Nanos) -> Result<EventIter<'_>, LedgerError> {
+        let start = self.first_at_or_after(from)?;
+        let end = self.first_at_or_after(to)?;
+        Ok(self.events(start..end.max(start)))
+    }
+
+    /// The first sequence number whose timestamp is at least `ts` (the
+    /// event count if none). Timestamps never decrease along the log, so a
+    /// binary search over sequence numbers replaces a time index.
+    pub fn first_at_or_after(&self, ts: Nanos) -> Result<u64, LedgerError> {
+        let (mut lo, mut hi) = (0u64, self.len()?);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT ts FROM events WHERE seq = ?1")
+            .map_err(|e| self.err(e))?;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let at: i64 = stmt
+                .query_row([mid as i64], |r| r.get(0))
+                .map_err(|e| LedgerError::sqlite(&self.path, e))?;
+            if (at as u64) < ts {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Every checkpoint, by increasing size.
+    pub fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT size, note, proof FROM checkpoints ORDER BY size")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(StoredCheckpoint {
+                    size: r.get::<_, i64>(0)? as u64,
+                    note: r.get(1)?,
+                    proof: r.get(2)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The newest checkpoint, if any.
+    pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT size, note, proof FROM checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(StoredCheckpoint {
+                        size: r.get::<_, i64>(0)? as u64,
+                        note: r.get(1)?,
+                        proof: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn page(&self, filter: &Filter, from: u64, to: u64) -> Result<Vec<(i64, Vec<u8>)>, LedgerError> {
+        let (sql, key): (&str, Option<rusqlite::types::Value>) = match filter {
+            Filter::All => (
+                "SELECT seq, data FROM events WHERE seq >= ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
+                None,
+            ),
+            Filter::Session(s) => (
+                "SELECT seq, data FROM events WHERE session = ?4 AND seq >= ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
+                Some((*s as i64).into()),
+            ),
+            Filter::Identity(i) => (
+                "SELECT seq, data FROM events WHERE identity = ?4 AND seq >= ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
+                Some(i.clone().into()),
+            ),
+        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let to = to.min(i64::MAX as u64) as i64;
+        let map = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
+        let rows = match key {
+            None => stmt.query_map(rusqlite::params![from as i64, to, PAGE], map),
+            Some(k) => stmt.query_map(rusqlite::params![from as i64, to, PAGE, k], map),
+        }
+        .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+fn decode(seq: u64, data: Vec<u8>) -> Result<StoredEvent, LedgerError> {
+    let event = Event::from_bytes(&data)
+        .map_err(|e| LedgerError::Damaged(format!("event {seq} cannot be decoded: {e}")))?;
+    if event.seq != seq {
+        return Err(LedgerError::Damaged(format!(
+            "row {seq} holds the record of event {}",
+            event.seq
+        )));
+    }
+    Ok(StoredEvent { event, bytes: data })
+}
+
+/// Iterates events page by page. Yields an error (and then stops) if a
+/// stored event cannot be decoded: damage is reported, never skipped.
+pub struct EventIter<'r> {
+    reader: &'r LedgerReader,
+    filter: Filter,
+    next: u64,
+    end: u64,
+    buf: VecDeque<(i64, Vec<u8>)>,
+    done: bool,
+}
+
+impl<'r> EventIter<'r> {
+    fn new(reader: &'r LedgerReader, filter: Filter, range: Range<u64>) -> Self {
+        EventIter {
+            reader,
+            filter,
+            next: range.start,
+            end: range.end,
+            buf: VecDeque::new(),
+            done: false,
+        }
+    }
+}
+
+impl Iterator for EventIter<'_> {
+    type Item = Result<StoredEvent, LedgerError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.buf.is_empty() {
+            match self.reader.page(&self.filter, self.next, self.end) {
+                Ok(rows) if rows.is_empty() => {
+                    self.done = true;
+                    return None;
+                }
+                Ok(rows) => self.buf.extend(rows),
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        let (seq, data) = self.buf.pop_front()?;
+        self.next = seq as u64 + 1;
+        let item = decode(seq as u64, data);
+        if item.is_err() {
+            self.done = true;
+        }
+        Some(item)
+    }
+}

@@ -1,0 +1,445 @@
+//! The single writer: group commit with one signed checkpoint per batch.
+//!
+//! Callers encode their bodies and send them to one writer thread. The thread
+//! takes everything queued (up to a batch limit), frames each body with its
+//! sequence number and time, extends the hash chain and the Merkle frontier,
+//! signs one checkpoint for the batch and commits events and checkpoint in
+//! one SQLite transaction. Only then do the batch's callers get their
+//! receipts; if the commit fails, every one of them gets the error, so the
+//! gateway can refuse the statements it was about to forward (fail closed).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::chain::{self, Link};
+use crate::checkpoint::Checkpoint;
+use crate::event::{record_bytes, EventBody, Nanos, PendingEvent};
+use crate::merkle::{leaf_hash, Frontier};
+use crate::note::{NoteSigner, VerifierKey};
+use crate::schema;
+use crate::LedgerError;
+
+/// How hard a commit tries to survive failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=NORMAL`: a committed batch survives a process crash, not
+    /// necessarily a power loss.
+    #[default]
+    Os,
+    /// `synchronous=FULL`: every commit is fsynced and survives power loss.
+    Fsync,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "os" => Ok(Durability::Os),
+            "fsync" => Ok(Durability::Fsync),
+            other => Err(format!("durability must be \"os\" or \"fsync\", not {other:?}")),
+        }
+    }
+}
+
+/// Where time comes from; tests and golden vectors use a fixed clock.
+pub type Clock = Arc<dyn Fn() -> Nanos + Send + Sync>;
+
+/// The wall clock in Unix nanoseconds.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as Nanos)
+            .unwrap_or(0)
+    })
+}
+
+/// How to open a ledger for writing.
+#[derive(Clone)]
+pub struct WriterOptions {
+    /// The SQLite file; created with the schema if missing.
+    pub path: PathBuf,
+    /// Signs checkpoints; its name is the log's origin.
+    pub signer: NoteSigner,
+    /// Commit durability.
+    pub durability: Durability,
+    /// Source of event timestamps.
+    pub clock: Clock,
+    /// Most events committed in one transaction.
+    pub max_batch: usize,
+    /// Append requests that may wait for the writer before callers block.
+    pub queue: usize,
+}
+
+impl WriterOptions {
+    /// Defaults: `os` durability, system clock, batches of up to 8,192 events.
+    pub fn new(path: impl Into<PathBuf>, signer: NoteSigner) -> Self {
+        WriterOptions {
+            path: path.into(),
+            signer,
+            durability: Durability::Os,
+            clock: system_clock(),
+            max_batch: 8192,
+            queue: 65536,
+        }
+    }
+}
+
+/// Where an appended event landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its timestamp.
+    pub ts: Nanos,
+    /// Size of the signed checkpoint committed with it.
+    pub checkpoint: u64,
+}
+
+/// Why an append did not commit. Nothing of the request is in the ledger.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum AppendError {
+    /// The batch's transaction failed.
+    #[error("ledger commit failed: {0}; the events were not recorded")]
+    Commit(String),
+    /// The writer has stopped (closed, or poisoned by an earlier failure it
+    /// could not recover from).
+    #[error("ledger writer is not running: {0}")]
+    Stopped(String),
+}
+
+struct Request {
+    events: Vec<PendingEvent>,
+    reply: oneshot::Sender<Result<Vec<Receipt>, AppendError>>,
+}
+
+/// A handle to the ledger writer. Cheap to clone; the writer stops when the
+/// last handle is dropped or [`Ledger::close`] is called.
+#[derive(Clone)]
+pub struct Ledger {
+    tx: mpsc::Sender<Request>,
+    verifier: VerifierKey,
+    path: PathBuf,
+    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger at `options.path` and starts its writer.
+    pub fn open(options: WriterOptions) -> Result<Ledger, LedgerError> {
+        let state = WriterState::open(&options)?;
+        let (tx, rx) = mpsc::channel(options.queue.max(1));
+        let verifier = options.signer.verifier();
+        let path = options.path.clone();
+        let thread = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || state.run(rx, options.max_batch.max(1)))
+            .map_err(|e| LedgerError::Io(format!("cannot start the ledger writer thread: {e}")))?;
+        Ok(Ledger {
+            tx,
+            verifier,
+            path,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        })
+    }
+
+    /// The key that verifies this ledger's checkpoints.
+    pub fn verifier_key(&self) -> &VerifierKey {
+        &self.verifier
+    }
+
+    /// The ledger file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one event; returns once it is committed under a signed checkpoint.
+    pub async fn append(&self, body: &EventBody) -> Result<Receipt, AppendError> {
+        let mut r = self.append_pending(vec![body.to_pending()]).await?;
+        Ok(r.remove(0))
+    }
+
+    /// Appends events atomically, with contiguous sequence numbers: all
+    /// commit in the same transaction or none do.
+    pub async fn append_all(&self, bodies: &[EventBody]) -> Result<Vec<Receipt>, AppendError> {
+        self.append_pending(bodies.iter().map(EventBody::to_pending).collect())
+            .await
+    }
+
+    /// Appends pre-encoded bodies (see [`EventBody::to_pending`]).
+    pub async fn append_pending(&self, events: Vec<PendingEvent>) -> Result<Vec<Receipt>, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request { events, reply })
+            .await
+            .map_err(|_| AppendError::Stopped("the writer has shut down".into()))?;
+        rx.await
+            .map_err(|_| AppendError::Stopped("the writer exited before answering".into()))?
+    }
+
+    /// Blocking form of [`Ledger::append_all`] for code outside an async
+    /// runtime (command-line tools). Panics if called from inside one.
+    pub fn append_blocking(&self, bodies: &[EventBody]) -> Result<Vec<Receipt>, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        let events = bodies.iter().map(EventBody::to_pending).collect();
+        self.tx
+            .blocking_send(Request { events, reply })
+            .map_err(|_| AppendError::Stopped("the writer has shut down".into()))?;
+        rx.blocking_recv()
+            .map_err(|_| AppendError::Stopped("the writer exited before answering".into()))?
+    }
+
+    /// Stops accepting appends, lets queued ones commit, and waits for the
+    /// writer to finish. Other clones of this handle then get `Stopped`.
+    pub fn close(self) {
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        drop(self.tx);
+        if let Some(t) = thread {
+            // The writer exits once every sender is gone; a clone still alive
+            // elsewhere keeps it running, so do not wait on it in that case.
+            if Arc::strong_count(&self.thread) == 1 {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// The writer thread's state: everything needed to extend the log.
+struct WriterState {
+    conn: Connection,
+    signer: NoteSigner,
+    clock: Clock,
+    size: u64,
+    last_ts: Nanos,
+    frontier: Frontier,
+    chain: Link,
+    path: PathBuf,
+}
+
+impl WriterState {
+    fn open(options: &WriterOptions) -> Result<Self, LedgerError> {
+        let conn = schema::open_for_writing(&options.path, options.signer.name(), options.durability)?;
+        let mut state = WriterState {
+            conn,
+            signer: options.signer.clone(),
+            clock: options.clock.clone(),
+            size: 0,
+            last_ts: 0,
+            frontier: Frontier::new(),
+            chain: chain::GENESIS,
+            path: options.path.clone(),
+        };
+        state.resync()?;
+        Ok(state)
+    }
+
+    /// Reloads the tail of the log from the database: used at open and after
+    /// a failed commit, so memory never runs ahead of what is stored.
+    fn resync(&mut self) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let ctx = |e: rusqlite::Error| LedgerError::sqlite(&path, e);
+        let last: Option<(i64, String, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT size, note, frontier FROM checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(ctx)?;
+        let events: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM events", [], |r| r.get(0))
+            .map_err(ctx)?;
+        let Some((size, note, frontier)) = last else {
+            if events != 0 {
+                return Err(LedgerError::Damaged(format!(
+                    "{} holds {events} events but no checkpoint; run gatehouse-verify on it",
+                    path.display()
+                )));
+            }
+            self.size = 0;
+            self.last_ts = 0;
+            self.frontier = Frontier::new();
+            self.chain = chain::GENESIS;
+            return Ok(());
+        };
+        let text = self.signer.verifier().verify(&note).map_err(|e| {
+            LedgerError::KeyMismatch(format!(
+                "the last checkpoint of {} is not signed by key {} ({e}); use the key this ledger was created with",
+                self.path.display(),
+                self.signer.verifier()
+            ))
+        })?;
+        let checkpoint = Checkpoint::parse(text).map_err(|e| LedgerError::Damaged(e.to_string()))?;
+        let frontier = Frontier::from_bytes(&frontier)
+            .filter(|f| f.size() == size as u64 && f.root() == checkpoint.root)
+            .ok_or_else(|| {
+                LedgerError::Damaged(format!(
+                    "writer state of {} does not match its last checkpoint; run gatehouse-verify on it",
+                    self.path.display()
+                ))
+            })?;
+        if events != size {
+            return Err(LedgerError::Damaged(format!(
+                "{} holds {events} events but its last checkpoint covers {size}; run gatehouse-verify on it",
+                self.path.display()
+            )));
+        }
+        let last_ts: i64 = self
+            .conn
+            .query_row("SELECT ts FROM events WHERE seq = ?1", [size - 1], |r| r.get(0))
+            .map_err(ctx)?;
+        self.size = size as u64;
+        self.last_ts = last_ts as Nanos;
+        self.frontier = frontier;
+        self.chain = checkpoint.chain;
+        Ok(())
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
+        let checkpointer = WalCheckpointer::start(&self.path);
+        let mut poisoned: Option<String> = None;
+        let mut batch: Vec<Request> = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut count = first.events.len();
+            batch.push(first);
+            while count < max_batch {
+                match rx.try_recv() {
+                    Ok(req) => {
+                        count += req.events.len();
+                        batch.push(req);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Some(why) = &poisoned {
+                for req in batch.drain(..) {
+                    let _ = req.reply.send(Err(AppendError::Stopped(why.clone())));
+                }
+                continue;
+            }
+            match self.commit(&batch) {
+                Ok(receipts) => {
+                    for (req, r) in batch.drain(..).zip(receipts) {
+                        let _ = req.reply.send(Ok(r));
+                    }
+                }
+                Err(e) => {
+                    let err = AppendError::Commit(e.to_string());
+                    for req in batch.drain(..) {
+                        let _ = req.reply.send(Err(err.clone()));
+                    }
+                    if let Err(e) = self.resync() {
+                        poisoned = Some(format!("cannot recover after a failed commit: {e}"));
+                    }
+                }
+            }
+        }
+        drop(checkpointer);
+    }
+
+    fn commit(&mut self, batch: &[Request]) -> Result<Vec<Vec<Receipt>>, rusqlite::Error> {
+        let ts = (self.clock)().max(self.last_ts);
+        let mut frontier = self.frontier.clone();
+        let mut chain = self.chain;
+        let mut leaves = Vec::new();
+        let mut receipts = Vec::with_capacity(batch.len());
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (seq, ts, kind, session, identity, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for req in batch {
+                let mut mine = Vec::with_capacity(req.events.len());
+                for ev in &req.events {
+                    let seq = frontier.size();
+                    let bytes = record_bytes(seq, ts, ev.kind, &ev.body);
+                    let leaf = leaf_hash(&bytes);
+                    leaves.push(leaf);
+                    frontier.push(leaf);
+                    chain = chain::link(&chain, &bytes);
+                    insert.execute(params![
+                        seq as i64,
+                        ts as i64,
+                        ev.kind.code() as i64,
+                        ev.session.map(|s| s as i64),
+                        ev.identity,
+                        bytes
+                    ])?;
+                    mine.push(Receipt { seq, ts, checkpoint: 0 });
+                }
+                receipts.push(mine);
+            }
+        }
+        let size = frontier.size();
+        if size == self.size {
+            tx.commit()?;
+            return Ok(receipts);
+        }
+        let checkpoint = Checkpoint {
+            origin: self.signer.name().to_owned(),
+            size,
+            root: frontier.root(),
+            chain,
+        };
+        let proof: Vec<u8> = self.frontier.consistency_proof(&leaves).concat();
+        let note = self.signer.sign(&checkpoint.text());
+        tx.prepare_cached("INSERT INTO checkpoints (size, note, proof, frontier) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![size as i64, note, proof, frontier.to_bytes()])?;
+        tx.commit()?;
+        self.size = size;
+        self.last_ts = ts;
+        self.frontier = frontier;
+        self.chain = chain;
+        for r in receipts.iter_mut().flatten() {
+            r.checkpoint = size;
+        }
+        Ok(receipts)
+    }
+}
+
+/// Copies the write-ahead log back into the database from its own thread and
+/// connection, so WAL checkpoints (and their fsyncs) never stall a commit.
+struct WalCheckpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WalCheckpointer {
+    fn start(path: &Path) -> WalCheckpointer {
+        let (stop, wait) = std::sync::mpsc::channel::<()>();
+        let path = path.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("ledger-wal".into())
+            .spawn(move || {
+                let Ok(conn) = Connection::open(&path) else { return };
+                let _ = conn.busy_timeout(Duration::from_millis(50));
+                loop {
+                    match wait.recv_timeout(Duration::from_millis(200)) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                        }
+                        _ => break,
+                    }
+                }
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            })
+            .ok();
+        WalCheckpointer { stop: Some(stop), thread }
+    }
+}
+
+impl Drop for WalCheckpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
