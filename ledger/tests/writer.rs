@@ -1,0 +1,193 @@
+//! The writer and readers against real SQLite files.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use gatehouse_ledger::checkpoint::Checkpoint;
+use gatehouse_ledger::event::{OperatorAction, QueryReceived, SessionOpened};
+use gatehouse_ledger::merkle::{self, Frontier};
+use gatehouse_ledger::note::NoteSigner;
+use gatehouse_ledger::{AppendError, EventBody, Ledger, LedgerError, LedgerReader, WriterOptions};
+
+fn signer() -> NoteSigner {
+    NoteSigner::from_seed("gatehouse.test/writer", [3; 32]).unwrap()
+}
+
+fn options(path: &std::path::Path) -> WriterOptions {
+    let mut o = WriterOptions::new(path, signer());
+    let clock = Arc::new(AtomicU64::new(1_000));
+    o.clock = Arc::new(move || clock.fetch_add(10, Ordering::Relaxed));
+    o
+}
+
+fn query(session: u64, identity: &str, n: u64) -> EventBody {
+    QueryReceived {
+        session,
+        identity: identity.into(),
+        query: n,
+        sql: format!("SELECT {n}"),
+        params: vec![],
+        statement: None,
+        portal: None,
+        protocol: gatehouse_ledger::event::Protocol::Simple,
+    }
+    .into()
+}
+
+fn action(n: u64) -> EventBody {
+    OperatorAction {
+        operator: "ops".into(),
+        action: format!("action {n}"),
+        target: None,
+        outcome: "ok".into(),
+        detail: None,
+    }
+    .into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_get_contiguous_sequence_numbers_under_signed_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = Ledger::open(options(&path)).unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..32u64 {
+        let ledger = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..50 {
+                let r = ledger.append(&query(t, &format!("agent-{}", t % 4), i)).await.unwrap();
+                assert!(r.checkpoint > r.seq, "covered by its checkpoint");
+                seqs.push(r.seq);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..1600).collect::<Vec<_>>());
+
+    let reader = LedgerReader::open(&path).unwrap();
+    assert_eq!(reader.len().unwrap(), 1600);
+    let checkpoints = reader.checkpoints().unwrap();
+    assert_eq!(checkpoints.last().unwrap().size, 1600);
+    // Recompute the tree and chain from the stored bytes and check every note.
+    let verifier = signer().verifier();
+    let mut frontier = Frontier::new();
+    let mut chain = gatehouse_ledger::chain::GENESIS;
+    let mut next = checkpoints.iter().peekable();
+    let mut last_ts = 0;
+    for stored in reader.events(0..u64::MAX) {
+        let stored = stored.unwrap();
+        assert!(stored.event.ts >= last_ts);
+        last_ts = stored.event.ts;
+        frontier.push(merkle::leaf_hash(&stored.bytes));
+        chain = gatehouse_ledger::chain::link(&chain, &stored.bytes);
+        if next.peek().map(|c| c.size) == Some(frontier.size()) {
+            let c = next.next().unwrap();
+            let cp = Checkpoint::parse(verifier.verify(&c.note).unwrap()).unwrap();
+            assert_eq!((cp.root, cp.chain), (frontier.root(), chain));
+        }
+    }
+    assert!(next.next().is_none());
+    // Each session's events, via the index.
+    let s7: Vec<_> = reader.events_by_session(7).map(|e| e.unwrap().event.seq).collect();
+    assert_eq!(s7.len(), 50);
+    let a3 = reader.events_by_identity("agent-3").count();
+    assert_eq!(a3, 8 * 50);
+    ledger.close();
+}
+
+#[test]
+fn append_all_is_atomic_and_contiguous_and_reopen_continues_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = Ledger::open(options(&path)).unwrap();
+    let r = ledger.append_blocking(&[action(0), action(1), action(2)]).unwrap();
+    assert_eq!(r.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
+    ledger.close();
+
+    let ledger = Ledger::open(options(&path)).unwrap();
+    let r = ledger.append_blocking(&[action(3)]).unwrap();
+    assert_eq!(r[0].seq, 3);
+    assert_eq!(r[0].checkpoint, 4);
+    ledger.close();
+    let reader = LedgerReader::open(&path).unwrap();
+    let sizes: Vec<u64> = reader.checkpoints().unwrap().iter().map(|c| c.size).collect();
+    assert_eq!(sizes, vec![3, 4]);
+}
+
+#[test]
+fn a_failed_commit_fails_every_event_of_the_batch_and_the_writer_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = Ledger::open(options(&path)).unwrap();
+    ledger.append_blocking(&[action(0)]).unwrap();
+    // Make the database refuse operator actions, as a full disk would refuse any write.
+    let saboteur = rusqlite::Connection::open(&path).unwrap();
+    saboteur
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.kind = 19 \
+             BEGIN SELECT RAISE(ABORT, 'simulated I/O failure'); END;",
+        )
+        .unwrap();
+    let session = SessionOpened {
+        session: 1,
+        identity: "a".into(),
+        target: "db".into(),
+        client_addr: "127.0.0.1:1".into(),
+        application_name: None,
+        credential: None,
+        tls: false,
+    };
+    let err = ledger
+        .append_blocking(&[session.clone().into(), action(1)])
+        .unwrap_err();
+    assert!(matches!(err, AppendError::Commit(ref m) if m.contains("simulated")), "{err}");
+    assert_eq!(LedgerReader::open(&path).unwrap().len().unwrap(), 1, "nothing of the batch stored");
+    saboteur.execute_batch("DROP TRIGGER refuse").unwrap();
+    let r = ledger.append_blocking(&[session.into()]).unwrap();
+    assert_eq!(r[0].seq, 1, "sequence numbers stay contiguous after the failure");
+    ledger.close();
+}
+
+#[test]
+fn reopening_with_another_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = Ledger::open(options(&path)).unwrap();
+    ledger.append_blocking(&[action(0)]).unwrap();
+    ledger.close();
+    let mut o = options(&path);
+    o.signer = NoteSigner::from_seed("gatehouse.test/writer", [4; 32]).unwrap();
+    assert!(matches!(Ledger::open(o), Err(LedgerError::KeyMismatch(_))));
+    let mut o = options(&path);
+    o.signer = NoteSigner::from_seed("other-origin", [3; 32]).unwrap();
+    assert!(matches!(Ledger::open(o), Err(LedgerError::KeyMismatch(_))));
+}
+
+#[test]
+fn time_queries_use_monotonic_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = Ledger::open(options(&path)).unwrap();
+    let mut ts = Vec::new();
+    for i in 0..20 {
+        ts.push(ledger.append_blocking(&[action(i)]).unwrap()[0].ts);
+    }
+    ledger.close();
+    let reader = LedgerReader::open(&path).unwrap();
+    assert_eq!(reader.first_at_or_after(0).unwrap(), 0);
+    assert_eq!(reader.first_at_or_after(ts[5]).unwrap(), 5);
+    assert_eq!(reader.first_at_or_after(ts[19] + 1).unwrap(), 20);
+    let got: Vec<u64> = reader
+        .events_between(ts[3], ts[8])
+        .unwrap()
+        .map(|e| e.unwrap().event.seq)
+        .collect();
+    assert_eq!(got, vec![3, 4, 5, 6, 7]);
+    assert!(LedgerReader::open(dir.path().join("missing.db")).is_err());
+}
