@@ -48,8 +48,8 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
     let config = Config::load(&out.config)?;
     let ledger = Ledger::open(config.writer_options()?)?;
     let events = incident();
-    for chunk in events.chunks(3) {
-        ledger.append_blocking(chunk)?;
+    for event in &events {
+        ledger.append_blocking(std::slice::from_ref(event))?;
     }
     ledger.close();
     say(
@@ -61,7 +61,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
     let ledger_path = dir.join(LEDGER);
     print_timeline(&ledger_path)?;
 
-    let key = VerifierKey::parse(&std::fs::read_to_string(dir.join(VERIFIER_KEY))?)?;
+    let key = VerifierKey::parse(std::fs::read_to_string(dir.join(VERIFIER_KEY))?.trim())?;
     let report = verify_ledger(&ledger_path, &key, None)?;
     if !report.is_intact() {
         bail!("the fresh ledger did not verify: {:?}", report.failure);
@@ -170,7 +170,9 @@ fn edit_denied_query(path: &Path) -> Result<u64> {
     let needle = b"SELECT ssn FROM customers";
     for (seq, mut data) in rows {
         if let Some(at) = data.windows(needle.len()).position(|w| w == needle) {
-            data[at..at + needle.len()].copy_from_slice(b"SELECT 1 -- nothing here");
+            // Same length, so the CBOR stays well-formed and only hashes can tell.
+            let harmless = format!("{:<1$}", "SELECT 1", needle.len());
+            data[at..at + needle.len()].copy_from_slice(harmless.as_bytes());
             conn.execute("UPDATE events SET data = ?1 WHERE seq = ?2", rusqlite::params![data, seq])?;
             return Ok(seq as u64);
         }

@@ -101,7 +101,7 @@ mod tests {
         }
         let pubkey = std::fs::read_to_string(target.join(VERIFIER_KEY)).unwrap();
         assert_eq!(pubkey.trim(), out.verifier_key);
-        let key = gatehouse_verify::VerifierKey::parse(&pubkey).unwrap();
+        let key = gatehouse_verify::VerifierKey::parse(pubkey.trim()).unwrap();
         let report = gatehouse_verify::verify_ledger(&target.join(LEDGER), &key, None).unwrap();
         assert!(report.is_intact());
         assert_eq!(LedgerReader::open(target.join(LEDGER)).unwrap().len().unwrap(), 1);

@@ -1,0 +1,300 @@
+//! `gatehouse-bench`: measured figures for docs/benchmarks.md.
+//!
+//! Benchmarks print what they measured and the targets they are judged
+//! against; they never pass or fail. Absolute numbers swing between machines,
+//! so each run describes its machine.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use gatehouse_ledger::cbor::Bytes;
+use gatehouse_ledger::event::{Param, Protocol, QueryReceived};
+use gatehouse_ledger::note::NoteSigner;
+use gatehouse_ledger::{Durability, EventBody, Ledger, WriterOptions};
+use hdrhistogram::Histogram;
+
+#[derive(Parser)]
+#[command(about = "Gatehouse benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sustained appends: throughput, latency percentiles, storage overhead.
+    LedgerAppend {
+        /// Concurrent appenders (each waits for its append before the next).
+        #[arg(long, value_delimiter = ',', default_value = "1,64")]
+        appenders: Vec<usize>,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// `os` or `fsync`.
+        #[arg(long, default_value = "os")]
+        durability: String,
+        /// Directory for the ledger files (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Builds a ledger of N events and times full verification of it.
+    LedgerVerify {
+        /// Events in the ledger.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Reuse (or keep) the ledger at this path.
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+    },
+    /// Appends forever from 4 tasks, printing each committed sequence number
+    /// on its own line; used by the crash-safety test.
+    AppendStream {
+        /// The ledger file.
+        #[arg(long)]
+        ledger: PathBuf,
+    },
+}
+
+fn body(i: u64) -> EventBody {
+    QueryReceived {
+        session: i % 64,
+        identity: format!("agent-{}", i % 64),
+        query: i,
+        sql: "SELECT abalance FROM pgbench_accounts WHERE aid = $1".into(),
+        params: vec![Param {
+            format: 0,
+            value: Some(Bytes((i % 100_000).to_string().into_bytes())),
+        }],
+        statement: Some(String::new()),
+        portal: Some(String::new()),
+        protocol: Protocol::Extended,
+    }
+    .into()
+}
+
+fn bench_signer() -> NoteSigner {
+    NoteSigner::from_seed("gatehouse.bench/ledger", [11; 32]).expect("valid name")
+}
+
+fn open(path: &Path, durability: Durability) -> Result<Ledger> {
+    let mut o = WriterOptions::new(path, bench_signer());
+    o.durability = durability;
+    Ok(Ledger::open(o)?)
+}
+
+fn file_bytes(path: &Path) -> u64 {
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    [path.to_path_buf(), wal]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cpus} CPUs, {model}")
+}
+
+async fn append_run(dir: &Path, appenders: usize, seconds: u64, durability: Durability) -> Result<()> {
+    let path = dir.join(format!("append-{appenders}.db"));
+    let _ = std::fs::remove_file(&path);
+    let ledger = open(&path, durability)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let body_bytes = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    // One second of warm-up is excluded from the latency histogram.
+    let warm_until = Instant::now() + Duration::from_secs(1);
+    for a in 0..appenders {
+        let ledger = ledger.clone();
+        let stop = stop.clone();
+        let body_bytes = body_bytes.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut n = 0u64;
+            let mut i = a as u64;
+            while !stop.load(Ordering::Relaxed) {
+                let event = body(i);
+                let pending = event.to_pending();
+                body_bytes.fetch_add(pending.body.len() as u64, Ordering::Relaxed);
+                let t = Instant::now();
+                ledger.append_pending(vec![pending]).await.expect("append");
+                if t > warm_until {
+                    hist.record(t.elapsed().as_micros().max(1) as u64).ok();
+                    n += 1;
+                }
+                i += appenders as u64;
+            }
+            (hist, n)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut measured = 0;
+    for t in tasks {
+        let (h, n) = t.await?;
+        hist.add(h)?;
+        measured += n;
+    }
+    ledger.close();
+    // The writer's WAL thread truncates the WAL on close; what remains is the file.
+    let reader = gatehouse_ledger::LedgerReader::open(&path)?;
+    let events = reader.len()?;
+    let checkpoints = reader.checkpoints()?.len() as u64;
+    let bytes = file_bytes(&path);
+    let body_avg = body_bytes.load(Ordering::Relaxed) as f64 / events as f64;
+    let overhead = bytes as f64 / events as f64 - body_avg;
+    let rate = measured as f64 / elapsed.as_secs_f64();
+    println!(
+        "appenders={appenders:<3} events/s={rate:>9.0} p50={:>6}us p99={:>6}us p99.9={:>6}us max={:>7}us \
+         events={events} checkpoints={checkpoints} (avg batch {:.1}) file={:.1}MB body={body_avg:.0}B overhead={overhead:.0}B/event",
+        hist.value_at_quantile(0.50),
+        hist.value_at_quantile(0.99),
+        hist.value_at_quantile(0.999),
+        hist.max(),
+        events as f64 / checkpoints.max(1) as f64,
+        bytes as f64 / 1e6,
+    );
+    Ok(())
+}
+
+async fn fill(path: &Path, events: u64) -> Result<()> {
+    let ledger = open(path, Durability::Os)?;
+    let next = Arc::new(AtomicU64::new(gatehouse_ledger::LedgerReader::open(path)?.len()?));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let ledger = ledger.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(16, Ordering::Relaxed);
+                if i >= events {
+                    break;
+                }
+                let n = 16.min(events - i);
+                let bodies: Vec<EventBody> = (i..i + n).map(body).collect();
+                ledger.append_all(&bodies).await.expect("append");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    ledger.close();
+    Ok(())
+}
+
+async fn verify_run(events: u64, ledger: Option<PathBuf>) -> Result<()> {
+    let tmp = tempfile_dir()?;
+    let path = ledger.unwrap_or_else(|| tmp.join("verify.db"));
+    let have = if path.exists() {
+        gatehouse_ledger::LedgerReader::open(&path)?.len()?
+    } else {
+        0
+    };
+    if have < events {
+        let t = Instant::now();
+        fill(&path, events).await?;
+        println!(
+            "built a ledger of {events} events in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let key = gatehouse_verify::VerifierKey::parse(&bench_signer().verifier().to_string())?;
+    let t = Instant::now();
+    let report = gatehouse_verify::verify_ledger(&path, &key, None)?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "verified {} events, {} checkpoints in {secs:.2}s: {:.0} events/s ({})",
+        report.events,
+        report.checkpoints,
+        report.events as f64 / secs,
+        if report.is_intact() { "intact" } else { "FAILED" }
+    );
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("gatehouse-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+async fn append_stream(path: PathBuf) -> Result<()> {
+    use std::io::Write;
+    let ledger = open(&path, Durability::Os)?;
+    let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let mut tasks = Vec::new();
+    for a in 0..4u64 {
+        let ledger = ledger.clone();
+        let out = out.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = a;
+            loop {
+                let r = ledger.append(&body(i)).await.expect("append");
+                let mut o = out.lock().expect("stdout lock");
+                writeln!(o, "{}", r.seq).and_then(|_| o.flush()).expect("stdout");
+                i += 4;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::LedgerAppend {
+            appenders,
+            seconds,
+            durability,
+            dir,
+        } => {
+            let durability: Durability = durability.parse().map_err(anyhow::Error::msg)?;
+            let keep = dir.is_some();
+            let dir = match dir {
+                Some(d) => d,
+                None => tempfile_dir()?,
+            };
+            std::fs::create_dir_all(&dir)?;
+            println!(
+                "ledger append benchmark: {} durability, {seconds}s per run, on {}",
+                if durability == Durability::Os { "os" } else { "fsync" },
+                machine()
+            );
+            println!("targets (os durability): >= 50,000 events/s at 64 appenders; p99 <= 2,000us at 1 and 64; overhead <= 200 B/event");
+            for a in appenders {
+                append_run(&dir, a, seconds, durability).await?;
+            }
+            if !keep {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+        Command::LedgerVerify { events, ledger } => {
+            println!("ledger verify benchmark on {}; target >= 300,000 events/s", machine());
+            verify_run(events, ledger).await?;
+        }
+        Command::AppendStream { ledger } => append_stream(ledger).await?,
+    }
+    Ok(())
+}
