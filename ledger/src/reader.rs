@@ -93,13 +93,38 @@ impl LedgerReader {
     }
 
     /// Every event of one session, in order.
-    pub fn events_by_session(&self, session: SessionId) -> EventIter<'_> {
-        EventIter::new(self, Filter::Session(session), 0..u64::MAX)
+    pub fn events_by_session(&self, session: SessionId) -> Result<EventIter<'_>, LedgerError> {
+        let ranges = self.bucket_ranges(
+            "SELECT bucket FROM session_buckets WHERE session = ?1 ORDER BY bucket",
+            (session as i64).into(),
+        )?;
+        Ok(EventIter::over(self, Filter::Session(session), ranges))
     }
 
     /// Every event concerning one identity, in order.
-    pub fn events_by_identity(&self, identity: &str) -> EventIter<'_> {
-        EventIter::new(self, Filter::Identity(identity.to_owned()), 0..u64::MAX)
+    pub fn events_by_identity(&self, identity: &str) -> Result<EventIter<'_>, LedgerError> {
+        let ranges = self.bucket_ranges(
+            "SELECT bucket FROM identity_buckets WHERE identity = ?1 ORDER BY bucket",
+            identity.to_owned().into(),
+        )?;
+        Ok(EventIter::over(self, Filter::Identity(identity.to_owned()), ranges))
+    }
+
+    /// The sequence ranges of the index buckets a key appears in.
+    fn bucket_ranges(&self, sql: &str, key: rusqlite::types::Value) -> Result<VecDeque<Range<u64>>, LedgerError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let buckets = stmt
+            .query_map([key], |r| r.get::<_, i64>(0))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(buckets
+            .into_iter()
+            .map(|b| {
+                let start = (b as u64) << schema::BUCKET_BITS;
+                start..start + (1 << schema::BUCKET_BITS)
+            })
+            .collect())
     }
 
     /// Events with `from <= ts < to`, in order.
@@ -175,11 +200,11 @@ impl LedgerReader {
                 None,
             ),
             Filter::Session(s) => (
-                "SELECT seq, data FROM events WHERE session = ?4 AND seq >= ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
+                "SELECT seq, data FROM events WHERE seq >= ?1 AND seq < ?2 AND session = ?4 ORDER BY seq LIMIT ?3",
                 Some((*s as i64).into()),
             ),
             Filter::Identity(i) => (
-                "SELECT seq, data FROM events WHERE identity = ?4 AND seq >= ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
+                "SELECT seq, data FROM events WHERE seq >= ?1 AND seq < ?2 AND identity = ?4 ORDER BY seq LIMIT ?3",
                 Some(i.clone().into()),
             ),
         };
@@ -207,24 +232,27 @@ fn decode(seq: u64, data: Vec<u8>) -> Result<StoredEvent, LedgerError> {
     Ok(StoredEvent { event, bytes: data })
 }
 
-/// Iterates events page by page. Yields an error (and then stops) if a
-/// stored event cannot be decoded: damage is reported, never skipped.
+/// Iterates events page by page over a list of sequence ranges. Yields an
+/// error (and then stops) if a stored event cannot be decoded: damage is
+/// reported, never skipped.
 pub struct EventIter<'r> {
     reader: &'r LedgerReader,
     filter: Filter,
-    next: u64,
-    end: u64,
+    ranges: VecDeque<Range<u64>>,
     buf: VecDeque<(i64, Vec<u8>)>,
     done: bool,
 }
 
 impl<'r> EventIter<'r> {
     fn new(reader: &'r LedgerReader, filter: Filter, range: Range<u64>) -> Self {
+        Self::over(reader, filter, VecDeque::from([range]))
+    }
+
+    fn over(reader: &'r LedgerReader, filter: Filter, ranges: VecDeque<Range<u64>>) -> Self {
         EventIter {
             reader,
             filter,
-            next: range.start,
-            end: range.end,
+            ranges,
             buf: VecDeque::new(),
             done: false,
         }
@@ -235,16 +263,19 @@ impl Iterator for EventIter<'_> {
     type Item = Result<StoredEvent, LedgerError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        if self.buf.is_empty() {
-            match self.reader.page(&self.filter, self.next, self.end) {
+        while !self.done && self.buf.is_empty() {
+            let Some(range) = self.ranges.front_mut() else {
+                self.done = true;
+                break;
+            };
+            match self.reader.page(&self.filter, range.start, range.end) {
                 Ok(rows) if rows.is_empty() => {
-                    self.done = true;
-                    return None;
+                    self.ranges.pop_front();
                 }
-                Ok(rows) => self.buf.extend(rows),
+                Ok(rows) => {
+                    range.start = rows.last().map_or(range.end, |(seq, _)| *seq as u64 + 1);
+                    self.buf.extend(rows);
+                }
                 Err(e) => {
                     self.done = true;
                     return Some(Err(e));
@@ -252,10 +283,10 @@ impl Iterator for EventIter<'_> {
             }
         }
         let (seq, data) = self.buf.pop_front()?;
-        self.next = seq as u64 + 1;
         let item = decode(seq as u64, data);
         if item.is_err() {
             self.done = true;
+            self.buf.clear();
         }
         Some(item)
     }

@@ -11,6 +11,16 @@ use crate::LedgerError;
 /// Value of `ledger_meta.format` for this version of the format.
 pub const FORMAT: &str = "gatehouse-ledger-v1";
 
+/// Events per index bucket, as a power of two: `bucket = seq >> BUCKET_BITS`.
+///
+/// A per-event index on (session, seq) would touch one B-tree page per
+/// distinct session in every commit, multiplying the bytes written to the
+/// WAL by the number of concurrent sessions. The bucket tables instead get
+/// one row per (session, bucket) pair: readers find a session's buckets and
+/// scan those 1,024-event ranges by sequence number, filtering on the
+/// `session` column.
+pub const BUCKET_BITS: u32 = 10;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -21,8 +31,16 @@ CREATE TABLE IF NOT EXISTS events (
     identity TEXT,
     data     BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_by_session ON events (session, seq) WHERE session IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_by_identity ON events (identity, seq) WHERE identity IS NOT NULL;
+CREATE TABLE IF NOT EXISTS session_buckets (
+    session INTEGER NOT NULL,
+    bucket  INTEGER NOT NULL,
+    PRIMARY KEY (session, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS identity_buckets (
+    identity TEXT NOT NULL,
+    bucket   INTEGER NOT NULL,
+    PRIMARY KEY (identity, bucket)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (
     size     INTEGER PRIMARY KEY,
     note     TEXT NOT NULL,

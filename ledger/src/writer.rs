@@ -8,6 +8,7 @@
 //! receipts; if the commit fails, every one of them gets the error, so the
 //! gateway can refuse the statements it was about to forward (fail closed).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -219,6 +220,10 @@ struct WriterState {
     frontier: Frontier,
     chain: Link,
     path: PathBuf,
+    /// The last bucket each session was indexed in (committed rows only).
+    sessions: HashMap<u64, u64>,
+    /// The last bucket each identity was indexed in (committed rows only).
+    identities: HashMap<String, u64>,
 }
 
 impl WriterState {
@@ -233,6 +238,8 @@ impl WriterState {
             frontier: Frontier::new(),
             chain: chain::GENESIS,
             path: options.path.clone(),
+            sessions: HashMap::new(),
+            identities: HashMap::new(),
         };
         state.resync()?;
         Ok(state)
@@ -243,6 +250,8 @@ impl WriterState {
     fn resync(&mut self) -> Result<(), LedgerError> {
         let path = self.path.clone();
         let ctx = |e: rusqlite::Error| LedgerError::sqlite(&path, e);
+        self.sessions.clear();
+        self.identities.clear();
         let last: Option<(i64, String, Vec<u8>)> = self
             .conn
             .query_row(
@@ -350,11 +359,18 @@ impl WriterState {
         let mut chain = self.chain;
         let mut leaves = Vec::new();
         let mut receipts = Vec::with_capacity(batch.len());
+        // Index pairs this batch adds; cached only once the commit succeeds.
+        let mut new_sessions: HashMap<u64, u64> = HashMap::new();
+        let mut new_identities: HashMap<String, u64> = HashMap::new();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (seq, ts, kind, session, identity, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            let mut index_session =
+                tx.prepare_cached("INSERT OR IGNORE INTO session_buckets (session, bucket) VALUES (?1, ?2)")?;
+            let mut index_identity =
+                tx.prepare_cached("INSERT OR IGNORE INTO identity_buckets (identity, bucket) VALUES (?1, ?2)")?;
             for req in batch {
                 let mut mine = Vec::with_capacity(req.events.len());
                 for ev in &req.events {
@@ -372,6 +388,23 @@ impl WriterState {
                         ev.identity,
                         bytes
                     ])?;
+                    let bucket = seq >> schema::BUCKET_BITS;
+                    if let Some(session) = ev.session {
+                        let known = self.sessions.get(&session) == Some(&bucket)
+                            || new_sessions.get(&session) == Some(&bucket);
+                        if !known {
+                            index_session.execute(params![session as i64, bucket as i64])?;
+                            new_sessions.insert(session, bucket);
+                        }
+                    }
+                    if let Some(identity) = &ev.identity {
+                        let known = self.identities.get(identity.as_str()) == Some(&bucket)
+                            || new_identities.get(identity.as_str()) == Some(&bucket);
+                        if !known {
+                            index_identity.execute(params![identity, bucket as i64])?;
+                            new_identities.insert(identity.clone(), bucket);
+                        }
+                    }
                     mine.push(Receipt { seq, ts, checkpoint: 0 });
                 }
                 receipts.push(mine);
@@ -393,10 +426,19 @@ impl WriterState {
         tx.prepare_cached("INSERT INTO checkpoints (size, note, proof, frontier) VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![size as i64, note, proof, frontier.to_bytes()])?;
         tx.commit()?;
+        let previous = self.size.saturating_sub(1) >> schema::BUCKET_BITS;
         self.size = size;
         self.last_ts = ts;
         self.frontier = frontier;
         self.chain = chain;
+        let current = (size - 1) >> schema::BUCKET_BITS;
+        if previous != current {
+            // Forget sessions and identities idle since an earlier bucket.
+            self.sessions.retain(|_, b| *b == current);
+            self.identities.retain(|_, b| *b == current);
+        }
+        self.sessions.extend(new_sessions);
+        self.identities.extend(new_identities);
         for r in receipts.iter_mut().flatten() {
             r.checkpoint = size;
         }

@@ -94,9 +94,16 @@ async fn concurrent_appends_get_contiguous_sequence_numbers_under_signed_checkpo
     }
     assert!(next.next().is_none());
     // Each session's events, via the index.
-    let s7: Vec<_> = reader.events_by_session(7).map(|e| e.unwrap().event.seq).collect();
+    let s7: Vec<_> = reader.events_by_session(7).unwrap().map(|e| e.unwrap().event.seq).collect();
+    let scanned: Vec<_> = reader
+        .events(0..u64::MAX)
+        .map(|e| e.unwrap())
+        .filter(|e| e.event.body.session() == Some(7))
+        .map(|e| e.event.seq)
+        .collect();
+    assert_eq!(s7, scanned, "the bucket index finds exactly the session's events");
     assert_eq!(s7.len(), 50);
-    let a3 = reader.events_by_identity("agent-3").count();
+    let a3 = reader.events_by_identity("agent-3").unwrap().count();
     assert_eq!(a3, 8 * 50);
     ledger.close();
 }
