@@ -36,7 +36,9 @@ impl Checkpoint {
     /// parses only if it is exactly what the writer would have produced.
     pub fn parse(text: &str) -> Result<Checkpoint, NoteError> {
         let bad = |why: &str| NoteError::MalformedNote(format!("checkpoint: {why}"));
-        let body = text.strip_suffix('\n').ok_or_else(|| bad("text must end with a newline"))?;
+        let body = text
+            .strip_suffix('\n')
+            .ok_or_else(|| bad("text must end with a newline"))?;
         let lines: Vec<&str> = body.split('\n').collect();
         let [origin, size, root, chain] = lines[..] else {
             return Err(bad("expected four lines: origin, size, root, chain"));
@@ -44,20 +46,28 @@ impl Checkpoint {
         if origin.is_empty() {
             return Err(bad("empty origin line"));
         }
-        let size_n: u64 = size.parse().map_err(|_| bad("size is not a decimal number"))?;
+        let size_n: u64 = size
+            .parse()
+            .map_err(|_| bad("size is not a decimal number"))?;
         if size_n.to_string() != size {
             return Err(bad("size has leading zeros or a sign"));
         }
         let hash32 = |s: &str, what: &str| -> Result<[u8; 32], NoteError> {
-            let raw = B64.decode(s).map_err(|_| bad(&format!("{what} is not base64")))?;
-            let arr: [u8; 32] = raw.try_into().map_err(|_| bad(&format!("{what} is not 32 bytes")))?;
+            let raw = B64
+                .decode(s)
+                .map_err(|_| bad(&format!("{what} is not base64")))?;
+            let arr: [u8; 32] = raw
+                .try_into()
+                .map_err(|_| bad(&format!("{what} is not 32 bytes")))?;
             if B64.encode(arr) != s {
                 return Err(bad(&format!("{what} is not canonical base64")));
             }
             Ok(arr)
         };
         let root = hash32(root, "root")?;
-        let chain = chain.strip_prefix("chain ").ok_or_else(|| bad("fourth line must be `chain <base64>`"))?;
+        let chain = chain
+            .strip_prefix("chain ")
+            .ok_or_else(|| bad("fourth line must be `chain <base64>`"))?;
         let chain = hash32(chain, "chain head")?;
         Ok(Checkpoint {
             origin: origin.into(),

@@ -6,7 +6,7 @@
 //! structs with small integer keys (no maps with arbitrary keys in hashed
 //! data), so each has exactly one encoding.
 
-use crate::cbor::{self, Bytes, Cbor, DecodeError, Dec, Enc};
+use crate::cbor::{self, Bytes, Cbor, Dec, DecodeError, Enc};
 use crate::{cbor_enum, cbor_struct};
 
 /// A gateway session, unique within one ledger.

@@ -73,8 +73,14 @@ mod tests {
         let path = dir.path().join("signing.key");
         let signer = NoteSigner::from_seed("log", [5; 32]).unwrap();
         write_signing_key(&path, &signer).unwrap();
-        assert_eq!(load_signing_key(&path).unwrap().verifier(), signer.verifier());
-        assert!(write_signing_key(&path, &signer).is_err(), "never overwrites");
+        assert_eq!(
+            load_signing_key(&path).unwrap().verifier(),
+            signer.verifier()
+        );
+        assert!(
+            write_signing_key(&path, &signer).is_err(),
+            "never overwrites"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -82,7 +88,9 @@ mod tests {
             let err = load_signing_key(&path).unwrap_err().to_string();
             assert!(err.contains("chmod 600"), "{err}");
         }
-        let missing = load_signing_key(&dir.path().join("nope")).unwrap_err().to_string();
+        let missing = load_signing_key(&dir.path().join("nope"))
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("cannot read signing key"), "{missing}");
     }
 }

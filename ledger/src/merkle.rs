@@ -154,7 +154,14 @@ impl Frontier {
 
 /// RFC 9162 `SUBPROOF(m, D[0:n], true)` with subtree hashes from `mth(start, end)`.
 fn consistency_proof_with(m: u64, n: u64, mth: &mut dyn FnMut(u64, u64) -> Hash) -> Vec<Hash> {
-    fn sub(m: u64, start: u64, n: u64, whole: bool, mth: &mut dyn FnMut(u64, u64) -> Hash, out: &mut Vec<Hash>) {
+    fn sub(
+        m: u64,
+        start: u64,
+        n: u64,
+        whole: bool,
+        mth: &mut dyn FnMut(u64, u64) -> Hash,
+        out: &mut Vec<Hash>,
+    ) {
         if m == n {
             if !whole {
                 out.push(mth(start, start + n));
@@ -265,13 +272,24 @@ pub fn inclusion_proof_len(index: u64, size: u64) -> usize {
 
 /// Verifies an inclusion proof (RFC 9162, section 2.1.3.2), checking its
 /// exact length first.
-pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, root: &Hash, proof: &[Hash]) -> Result<(), ProofError> {
+pub fn verify_inclusion(
+    index: u64,
+    size: u64,
+    leaf: &Hash,
+    root: &Hash,
+    proof: &[Hash],
+) -> Result<(), ProofError> {
     if index >= size {
-        return Err(ProofError::BadSizes(format!("leaf {index} is not in a tree of {size}")));
+        return Err(ProofError::BadSizes(format!(
+            "leaf {index} is not in a tree of {size}"
+        )));
     }
     let expected = inclusion_proof_len(index, size);
     if proof.len() != expected {
-        return Err(ProofError::WrongLength { got: proof.len(), expected });
+        return Err(ProofError::WrongLength {
+            got: proof.len(),
+            expected,
+        });
     }
     let (mut f, mut s) = (index, size - 1);
     let mut r = *leaf;
@@ -297,16 +315,31 @@ pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, root: &Hash, proof: 
 
 /// Verifies a consistency proof (RFC 9162, section 2.1.4.2), checking its
 /// exact length first.
-pub fn verify_consistency(m: u64, n: u64, old_root: &Hash, new_root: &Hash, proof: &[Hash]) -> Result<(), ProofError> {
+pub fn verify_consistency(
+    m: u64,
+    n: u64,
+    old_root: &Hash,
+    new_root: &Hash,
+    proof: &[Hash],
+) -> Result<(), ProofError> {
     if m > n {
-        return Err(ProofError::BadSizes(format!("old size {m} exceeds new size {n}")));
+        return Err(ProofError::BadSizes(format!(
+            "old size {m} exceeds new size {n}"
+        )));
     }
     let expected = consistency_proof_len(m, n);
     if proof.len() != expected {
-        return Err(ProofError::WrongLength { got: proof.len(), expected });
+        return Err(ProofError::WrongLength {
+            got: proof.len(),
+            expected,
+        });
     }
     if m == n {
-        return if old_root == new_root { Ok(()) } else { Err(ProofError::Mismatch) };
+        return if old_root == new_root {
+            Ok(())
+        } else {
+            Err(ProofError::Mismatch)
+        };
     }
     if m == 0 {
         return Ok(());
@@ -352,7 +385,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn leaves(n: usize) -> Vec<Hash> {
-        (0..n).map(|i| leaf_hash(&(i as u64).to_be_bytes())).collect()
+        (0..n)
+            .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
+            .collect()
     }
 
     #[test]

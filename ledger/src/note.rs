@@ -34,7 +34,10 @@ pub enum NoteError {
 }
 
 fn check_name(name: &str) -> Result<(), NoteError> {
-    if name.is_empty() || name.contains('+') || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if name.is_empty()
+        || name.contains('+')
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(NoteError::BadName(name.into()));
     }
     Ok(())
@@ -54,18 +57,27 @@ fn hex4(id: &[u8; 4]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn parse_key_material(name: &str, id_hex: &str, b64: &str, what: &str) -> Result<([u8; 4], [u8; 32]), NoteError> {
+fn parse_key_material(
+    name: &str,
+    id_hex: &str,
+    b64: &str,
+    what: &str,
+) -> Result<([u8; 4], [u8; 32]), NoteError> {
     check_name(name)?;
     let raw = B64
         .decode(b64)
         .map_err(|e| NoteError::MalformedKey(format!("{what}: base64: {e}")))?;
     if raw.len() != 33 || raw[0] != ED25519 {
-        return Err(NoteError::MalformedKey(format!("{what}: expected an Ed25519 key (0x01 followed by 32 bytes)")));
+        return Err(NoteError::MalformedKey(format!(
+            "{what}: expected an Ed25519 key (0x01 followed by 32 bytes)"
+        )));
     }
     let id = u32::from_str_radix(id_hex, 16)
         .ok()
         .filter(|_| id_hex.len() == 8)
-        .ok_or_else(|| NoteError::MalformedKey(format!("{what}: key id {id_hex:?} is not 8 hex digits")))?;
+        .ok_or_else(|| {
+            NoteError::MalformedKey(format!("{what}: key id {id_hex:?} is not 8 hex digits"))
+        })?;
     Ok((id.to_be_bytes(), raw[1..].try_into().expect("32 bytes")))
 }
 
@@ -83,15 +95,24 @@ impl VerifierKey {
         let s = s.trim();
         let mut parts = s.splitn(3, '+');
         let (Some(name), Some(id), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(NoteError::MalformedKey("expected <name>+<key id>+<base64 key>".into()));
+            return Err(NoteError::MalformedKey(
+                "expected <name>+<key id>+<base64 key>".into(),
+            ));
         };
         let (id, public) = parse_key_material(name, id, b64, "verifier key")?;
-        let key = VerifyingKey::from_bytes(&public)
-            .map_err(|_| NoteError::MalformedKey("verifier key is not a valid Ed25519 point".into()))?;
+        let key = VerifyingKey::from_bytes(&public).map_err(|_| {
+            NoteError::MalformedKey("verifier key is not a valid Ed25519 point".into())
+        })?;
         if key_id(name, &public) != id {
-            return Err(NoteError::MalformedKey("key id does not match the key".into()));
+            return Err(NoteError::MalformedKey(
+                "key id does not match the key".into(),
+            ));
         }
-        Ok(VerifierKey { name: name.into(), id, key })
+        Ok(VerifierKey {
+            name: name.into(),
+            id,
+            key,
+        })
     }
 
     /// The key's name (Gatehouse uses the log origin).
@@ -105,22 +126,27 @@ impl VerifierKey {
         let (text, sigs) = split_note(note)?;
         let mut good = 0;
         for line in sigs.split_terminator('\n') {
-            let rest = line
-                .strip_prefix("\u{2014} ")
-                .ok_or_else(|| NoteError::MalformedNote(format!("signature line {line:?} does not start with an em dash")))?;
-            let (name, b64) = rest
-                .split_once(' ')
-                .ok_or_else(|| NoteError::MalformedNote(format!("signature line {line:?} has no signature")))?;
-            let raw = B64
-                .decode(b64)
-                .map_err(|_| NoteError::MalformedNote(format!("signature line {line:?} is not base64")))?;
+            let rest = line.strip_prefix("\u{2014} ").ok_or_else(|| {
+                NoteError::MalformedNote(format!(
+                    "signature line {line:?} does not start with an em dash"
+                ))
+            })?;
+            let (name, b64) = rest.split_once(' ').ok_or_else(|| {
+                NoteError::MalformedNote(format!("signature line {line:?} has no signature"))
+            })?;
+            let raw = B64.decode(b64).map_err(|_| {
+                NoteError::MalformedNote(format!("signature line {line:?} is not base64"))
+            })?;
             if raw.len() < 4 {
-                return Err(NoteError::MalformedNote(format!("signature line {line:?} is too short")));
+                return Err(NoteError::MalformedNote(format!(
+                    "signature line {line:?} is too short"
+                )));
             }
             if name != self.name || raw[..4] != self.id {
                 continue;
             }
-            let sig = Signature::from_slice(&raw[4..]).map_err(|_| NoteError::BadSignature(self.name.clone()))?;
+            let sig = Signature::from_slice(&raw[4..])
+                .map_err(|_| NoteError::BadSignature(self.name.clone()))?;
             self.key
                 .verify_strict(text.as_bytes(), &sig)
                 .map_err(|_| NoteError::BadSignature(self.name.clone()))?;
@@ -144,14 +170,18 @@ impl std::fmt::Display for VerifierKey {
 /// Splits a note into its text (with final newline) and signature block.
 fn split_note(note: &str) -> Result<(&str, &str), NoteError> {
     if note.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(NoteError::MalformedNote("control characters other than newline".into()));
+        return Err(NoteError::MalformedNote(
+            "control characters other than newline".into(),
+        ));
     }
     let at = note
         .rfind("\n\n")
         .ok_or_else(|| NoteError::MalformedNote("no blank line before the signatures".into()))?;
     let (text, sigs) = (&note[..at + 1], &note[at + 2..]);
     if sigs.is_empty() || !sigs.ends_with('\n') {
-        return Err(NoteError::MalformedNote("signature block must end with a newline".into()));
+        return Err(NoteError::MalformedNote(
+            "signature block must end with a newline".into(),
+        ));
     }
     Ok((text, sigs))
 }
@@ -176,7 +206,11 @@ impl NoteSigner {
         check_name(name)?;
         let key = SigningKey::from_bytes(&seed);
         let id = key_id(name, key.verifying_key().as_bytes());
-        Ok(NoteSigner { name: name.into(), id, key })
+        Ok(NoteSigner {
+            name: name.into(),
+            id,
+            key,
+        })
     }
 
     /// A fresh key from the operating system's random source.
@@ -190,17 +224,21 @@ impl NoteSigner {
     /// Parses `PRIVATE+KEY+<name>+<id>+<base64(0x01 || seed)>`.
     pub fn parse(s: &str) -> Result<Self, NoteError> {
         let s = s.trim();
-        let rest = s
-            .strip_prefix("PRIVATE+KEY+")
-            .ok_or_else(|| NoteError::MalformedKey("signing key must start with PRIVATE+KEY+".into()))?;
+        let rest = s.strip_prefix("PRIVATE+KEY+").ok_or_else(|| {
+            NoteError::MalformedKey("signing key must start with PRIVATE+KEY+".into())
+        })?;
         let mut parts = rest.splitn(3, '+');
         let (Some(name), Some(id), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(NoteError::MalformedKey("expected PRIVATE+KEY+<name>+<key id>+<base64 seed>".into()));
+            return Err(NoteError::MalformedKey(
+                "expected PRIVATE+KEY+<name>+<key id>+<base64 seed>".into(),
+            ));
         };
         let (id, seed) = parse_key_material(name, id, b64, "signing key")?;
         let signer = Self::from_seed(name, seed)?;
         if signer.id != id {
-            return Err(NoteError::MalformedKey("key id does not match the key".into()));
+            return Err(NoteError::MalformedKey(
+                "key id does not match the key".into(),
+            ));
         }
         Ok(signer)
     }
@@ -209,7 +247,12 @@ impl NoteSigner {
     pub fn to_secret_string(&self) -> String {
         let mut raw = vec![ED25519];
         raw.extend_from_slice(self.key.as_bytes());
-        format!("PRIVATE+KEY+{}+{}+{}", self.name, hex4(&self.id), B64.encode(raw))
+        format!(
+            "PRIVATE+KEY+{}+{}+{}",
+            self.name,
+            hex4(&self.id),
+            B64.encode(raw)
+        )
     }
 
     /// The matching verifier key.
@@ -246,7 +289,10 @@ mod tests {
         let s = NoteSigner::from_seed("example.com/log", [7; 32]).unwrap();
         let again = NoteSigner::parse(&s.to_secret_string()).unwrap();
         assert_eq!(again.verifier(), s.verifier());
-        assert_eq!(VerifierKey::parse(&s.verifier().to_string()).unwrap(), s.verifier());
+        assert_eq!(
+            VerifierKey::parse(&s.verifier().to_string()).unwrap(),
+            s.verifier()
+        );
     }
 
     #[test]
@@ -255,11 +301,21 @@ mod tests {
         let note = s.sign("hello\n1\n");
         assert_eq!(s.verifier().verify(&note).unwrap(), "hello\n1\n");
         let edited = note.replacen("hello", "jello", 1);
-        assert!(matches!(s.verifier().verify(&edited), Err(NoteError::BadSignature(_))));
+        assert!(matches!(
+            s.verifier().verify(&edited),
+            Err(NoteError::BadSignature(_))
+        ));
         let other = NoteSigner::from_seed("log", [2; 32]).unwrap();
-        assert!(matches!(other.verifier().verify(&note), Err(NoteError::Unsigned(_))));
+        assert!(matches!(
+            other.verifier().verify(&note),
+            Err(NoteError::Unsigned(_))
+        ));
         // A foreign signature alongside ours is ignored.
-        let cosigned = format!("{}{}", note, other.sign("hello\n1\n").rsplit_once("\n\n").unwrap().1);
+        let cosigned = format!(
+            "{}{}",
+            note,
+            other.sign("hello\n1\n").rsplit_once("\n\n").unwrap().1
+        );
         assert!(s.verifier().verify(&cosigned).is_ok());
     }
 

@@ -65,7 +65,9 @@ impl LedgerReader {
     /// Number of events committed.
     pub fn len(&self) -> Result<u64, LedgerError> {
         self.conn
-            .query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM events", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }
@@ -79,9 +81,11 @@ impl LedgerReader {
     pub fn get(&self, seq: u64) -> Result<Option<StoredEvent>, LedgerError> {
         let row: Option<(i64, Vec<u8>)> = self
             .conn
-            .query_row("SELECT seq, data FROM events WHERE seq = ?1", [seq as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT seq, data FROM events WHERE seq = ?1",
+                [seq as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(|e| self.err(e))?;
         row.map(|(seq, data)| decode(seq as u64, data)).transpose()
@@ -107,11 +111,19 @@ impl LedgerReader {
             "SELECT bucket FROM identity_buckets WHERE identity = ?1 ORDER BY bucket",
             identity.to_owned().into(),
         )?;
-        Ok(EventIter::over(self, Filter::Identity(identity.to_owned()), ranges))
+        Ok(EventIter::over(
+            self,
+            Filter::Identity(identity.to_owned()),
+            ranges,
+        ))
     }
 
     /// The sequence ranges of the index buckets a key appears in.
-    fn bucket_ranges(&self, sql: &str, key: rusqlite::types::Value) -> Result<VecDeque<Range<u64>>, LedgerError> {
+    fn bucket_ranges(
+        &self,
+        sql: &str,
+        key: rusqlite::types::Value,
+    ) -> Result<VecDeque<Range<u64>>, LedgerError> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         let buckets = stmt
             .query_map([key], |r| r.get::<_, i64>(0))
@@ -193,7 +205,12 @@ impl LedgerReader {
             .map_err(|e| self.err(e))
     }
 
-    fn page(&self, filter: &Filter, from: u64, to: u64) -> Result<Vec<(i64, Vec<u8>)>, LedgerError> {
+    fn page(
+        &self,
+        filter: &Filter,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, LedgerError> {
         let (sql, key): (&str, Option<rusqlite::types::Value>) = match filter {
             Filter::All => (
                 "SELECT seq, data FROM events WHERE seq >= ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",

@@ -51,7 +51,11 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 /// Opens or creates a ledger for the writer, checking it is a ledger of
 /// this format and of the signer's origin.
-pub fn open_for_writing(path: &Path, origin: &str, durability: Durability) -> Result<Connection, LedgerError> {
+pub fn open_for_writing(
+    path: &Path,
+    origin: &str,
+    durability: Durability,
+) -> Result<Connection, LedgerError> {
     let ctx = |e| LedgerError::sqlite(path, e);
     let mut conn = Connection::open(path).map_err(ctx)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(ctx)?;
@@ -69,13 +73,17 @@ pub fn open_for_writing(path: &Path, origin: &str, durability: Durability) -> Re
         Durability::Fsync => "FULL",
     };
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -16384;"
+        "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 16384; PRAGMA cache_size = -16384;"
     ))
     .map_err(ctx)?;
     let tx = conn.transaction().map_err(ctx)?;
     tx.execute_batch(SCHEMA).map_err(ctx)?;
     let format: Option<String> = tx
-        .query_row("SELECT value FROM ledger_meta WHERE key = 'format'", [], |r| r.get(0))
+        .query_row(
+            "SELECT value FROM ledger_meta WHERE key = 'format'",
+            [],
+            |r| r.get(0),
+        )
         .optional()
         .map_err(ctx)?;
     match format.as_deref() {
@@ -88,7 +96,11 @@ pub fn open_for_writing(path: &Path, origin: &str, durability: Durability) -> Re
         }
         Some(FORMAT) => {
             let stored: String = tx
-                .query_row("SELECT value FROM ledger_meta WHERE key = 'origin'", [], |r| r.get(0))
+                .query_row(
+                    "SELECT value FROM ledger_meta WHERE key = 'origin'",
+                    [],
+                    |r| r.get(0),
+                )
                 .map_err(ctx)?;
             if stored != origin {
                 return Err(LedgerError::KeyMismatch(format!(
@@ -116,12 +128,19 @@ pub fn open_read_only(path: &Path) -> Result<Connection, LedgerError> {
             path.display()
         )));
     }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|e| LedgerError::sqlite(path, e))?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| LedgerError::sqlite(path, e))?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(|e| LedgerError::sqlite(path, e))?;
     let format: Option<String> = conn
-        .query_row("SELECT value FROM ledger_meta WHERE key = 'format'", [], |r| r.get(0))
+        .query_row(
+            "SELECT value FROM ledger_meta WHERE key = 'format'",
+            [],
+            |r| r.get(0),
+        )
         .optional()
         .map_err(|e| LedgerError::sqlite(path, e))?;
     if format.as_deref() != Some(FORMAT) {

@@ -43,7 +43,9 @@ impl std::str::FromStr for Durability {
         match s {
             "os" => Ok(Durability::Os),
             "fsync" => Ok(Durability::Fsync),
-            other => Err(format!("durability must be \"os\" or \"fsync\", not {other:?}")),
+            other => Err(format!(
+                "durability must be \"os\" or \"fsync\", not {other:?}"
+            )),
         }
     }
 }
@@ -173,7 +175,10 @@ impl Ledger {
     }
 
     /// Appends pre-encoded bodies (see [`EventBody::to_pending`]).
-    pub async fn append_pending(&self, events: Vec<PendingEvent>) -> Result<Vec<Receipt>, AppendError> {
+    pub async fn append_pending(
+        &self,
+        events: Vec<PendingEvent>,
+    ) -> Result<Vec<Receipt>, AppendError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request { events, reply })
@@ -228,7 +233,8 @@ struct WriterState {
 
 impl WriterState {
     fn open(options: &WriterOptions) -> Result<Self, LedgerError> {
-        let conn = schema::open_for_writing(&options.path, options.signer.name(), options.durability)?;
+        let conn =
+            schema::open_for_writing(&options.path, options.signer.name(), options.durability)?;
         let mut state = WriterState {
             conn,
             signer: options.signer.clone(),
@@ -263,7 +269,9 @@ impl WriterState {
             .map_err(ctx)?;
         let events: i64 = self
             .conn
-            .query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM events", [], |r| r.get(0))
+            .query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM events", [], |r| {
+                r.get(0)
+            })
             .map_err(ctx)?;
         let Some((size, note, frontier)) = last else {
             if events != 0 {
@@ -285,7 +293,8 @@ impl WriterState {
                 self.signer.verifier()
             ))
         })?;
-        let checkpoint = Checkpoint::parse(text).map_err(|e| LedgerError::Damaged(e.to_string()))?;
+        let checkpoint =
+            Checkpoint::parse(text).map_err(|e| LedgerError::Damaged(e.to_string()))?;
         let frontier = Frontier::from_bytes(&frontier)
             .filter(|f| f.size() == size as u64 && f.root() == checkpoint.root)
             .ok_or_else(|| {
@@ -302,7 +311,9 @@ impl WriterState {
         }
         let last_ts: i64 = self
             .conn
-            .query_row("SELECT ts FROM events WHERE seq = ?1", [size - 1], |r| r.get(0))
+            .query_row("SELECT ts FROM events WHERE seq = ?1", [size - 1], |r| {
+                r.get(0)
+            })
             .map_err(ctx)?;
         self.size = size as u64;
         self.last_ts = last_ts as Nanos;
@@ -362,15 +373,19 @@ impl WriterState {
         // Index pairs this batch adds; cached only once the commit succeeds.
         let mut new_sessions: HashMap<u64, u64> = HashMap::new();
         let mut new_identities: HashMap<String, u64> = HashMap::new();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (seq, ts, kind, session, identity, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            let mut index_session =
-                tx.prepare_cached("INSERT OR IGNORE INTO session_buckets (session, bucket) VALUES (?1, ?2)")?;
-            let mut index_identity =
-                tx.prepare_cached("INSERT OR IGNORE INTO identity_buckets (identity, bucket) VALUES (?1, ?2)")?;
+            let mut index_session = tx.prepare_cached(
+                "INSERT OR IGNORE INTO session_buckets (session, bucket) VALUES (?1, ?2)",
+            )?;
+            let mut index_identity = tx.prepare_cached(
+                "INSERT OR IGNORE INTO identity_buckets (identity, bucket) VALUES (?1, ?2)",
+            )?;
             for req in batch {
                 let mut mine = Vec::with_capacity(req.events.len());
                 for ev in &req.events {
@@ -405,7 +420,11 @@ impl WriterState {
                             new_identities.insert(identity.clone(), bucket);
                         }
                     }
-                    mine.push(Receipt { seq, ts, checkpoint: 0 });
+                    mine.push(Receipt {
+                        seq,
+                        ts,
+                        checkpoint: 0,
+                    });
                 }
                 receipts.push(mine);
             }
@@ -423,8 +442,10 @@ impl WriterState {
         };
         let proof: Vec<u8> = self.frontier.consistency_proof(&leaves).concat();
         let note = self.signer.sign(&checkpoint.text());
-        tx.prepare_cached("INSERT INTO checkpoints (size, note, proof, frontier) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![size as i64, note, proof, frontier.to_bytes()])?;
+        tx.prepare_cached(
+            "INSERT INTO checkpoints (size, note, proof, frontier) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![size as i64, note, proof, frontier.to_bytes()])?;
         tx.commit()?;
         let previous = self.size.saturating_sub(1) >> schema::BUCKET_BITS;
         self.size = size;
@@ -447,7 +468,12 @@ impl WriterState {
 }
 
 /// Copies the write-ahead log back into the database from its own thread and
-/// connection, so WAL checkpoints (and their fsyncs) never stall a commit.
+/// connection, so the copying (and its fsyncs) mostly happens off the commit
+/// path. The WAL can only restart from its beginning once a checkpoint has
+/// caught up with a writer that is not writing, which a background thread
+/// never sees under sustained load; so the writer connection also keeps
+/// SQLite's automatic checkpoint at a high threshold (64 MiB of WAL), where
+/// the writer finishes what this thread left and the file stops growing.
 struct WalCheckpointer {
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -460,20 +486,22 @@ impl WalCheckpointer {
         let thread = std::thread::Builder::new()
             .name("ledger-wal".into())
             .spawn(move || {
-                let Ok(conn) = Connection::open(&path) else { return };
+                let Ok(conn) = Connection::open(&path) else {
+                    return;
+                };
                 let _ = conn.busy_timeout(Duration::from_millis(50));
-                loop {
-                    match wait.recv_timeout(Duration::from_millis(200)) {
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-                        }
-                        _ => break,
-                    }
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    wait.recv_timeout(Duration::from_millis(50))
+                {
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                 }
                 let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
             })
             .ok();
-        WalCheckpointer { stop: Some(stop), thread }
+        WalCheckpointer {
+            stop: Some(stop),
+            thread,
+        }
     }
 }
 

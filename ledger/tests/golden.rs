@@ -13,7 +13,7 @@ use std::sync::Arc;
 use gatehouse_ledger::event::*;
 use gatehouse_ledger::merkle::leaf_hash;
 use gatehouse_ledger::note::NoteSigner;
-use gatehouse_ledger::{chain, cbor::Bytes, EventBody, Ledger, LedgerReader, WriterOptions};
+use gatehouse_ledger::{cbor::Bytes, chain, EventBody, Ledger, LedgerReader, WriterOptions};
 use serde_json::{json, Value};
 
 const SEED: [u8; 32] = [0x5e; 32];
@@ -40,19 +40,101 @@ fn batches() -> Vec<Vec<EventBody>> {
         }
         .into()],
         vec![
-            IdentityCreated { identity: agent.into(), operator: "alice".into(), description: Some("reporting agent".into()) }.into(),
-            PolicyChanged { operator: "alice".into(), source: "[[rule]]\nname = \"read-orders\"\n".into(), digest: Bytes(blake3::hash(b"[[rule]]\nname = \"read-orders\"\n").as_bytes().to_vec()) }.into(),
-            SessionOpened { session: 1, identity: agent.into(), target: "shop".into(), client_addr: "127.0.0.1:50000".into(), application_name: Some("psql".into()), credential: Some("c1".into()), tls: true }.into(),
+            IdentityCreated {
+                identity: agent.into(),
+                operator: "alice".into(),
+                description: Some("reporting agent".into()),
+            }
+            .into(),
+            PolicyChanged {
+                operator: "alice".into(),
+                source: "[[rule]]\nname = \"read-orders\"\n".into(),
+                digest: Bytes(
+                    blake3::hash(b"[[rule]]\nname = \"read-orders\"\n")
+                        .as_bytes()
+                        .to_vec(),
+                ),
+            }
+            .into(),
+            SessionOpened {
+                session: 1,
+                identity: agent.into(),
+                target: "shop".into(),
+                client_addr: "127.0.0.1:50000".into(),
+                application_name: Some("psql".into()),
+                credential: Some("c1".into()),
+                tls: true,
+            }
+            .into(),
         ],
         vec![
-            QueryReceived { session: 1, identity: agent.into(), query: 1, sql: "SELECT * FROM orders WHERE id = $1".into(), params: vec![Param { format: 0, value: Some(Bytes(b"42".to_vec())) }, Param { format: 1, value: None }], statement: Some("s1".into()), portal: Some(String::new()), protocol: Protocol::Extended }.into(),
-            Decision { session: 1, identity: agent.into(), query: 1, action: Action::Allow, rule: Some("read-orders".into()), class: StatementClass::Read, tables: vec!["public.orders".into()], columns: vec!["public.orders.id".into()], message: None }.into(),
+            QueryReceived {
+                session: 1,
+                identity: agent.into(),
+                query: 1,
+                sql: "SELECT * FROM orders WHERE id = $1".into(),
+                params: vec![
+                    Param {
+                        format: 0,
+                        value: Some(Bytes(b"42".to_vec())),
+                    },
+                    Param {
+                        format: 1,
+                        value: None,
+                    },
+                ],
+                statement: Some("s1".into()),
+                portal: Some(String::new()),
+                protocol: Protocol::Extended,
+            }
+            .into(),
+            Decision {
+                session: 1,
+                identity: agent.into(),
+                query: 1,
+                action: Action::Allow,
+                rule: Some("read-orders".into()),
+                class: StatementClass::Read,
+                tables: vec!["public.orders".into()],
+                columns: vec!["public.orders.id".into()],
+                message: None,
+            }
+            .into(),
         ],
-        vec![Response { session: 1, identity: agent.into(), query: 1, command_tag: Some("SELECT 1".into()), rows: 1, duration_ns: 1_250_000, sqlstate: None, error: None, bytes: 97 }.into()],
+        vec![Response {
+            session: 1,
+            identity: agent.into(),
+            query: 1,
+            command_tag: Some("SELECT 1".into()),
+            rows: 1,
+            duration_ns: 1_250_000,
+            sqlstate: None,
+            error: None,
+            bytes: 97,
+        }
+        .into()],
         vec![
-            IdentityBlocked { identity: agent.into(), operator: "bob".into(), reason: "exfiltration attempt".into(), trigger: None }.into(),
-            SessionTerminated { session: 1, identity: agent.into(), operator: Some("bob".into()), reason: "identity blocked".into() }.into(),
-            SessionClosed { session: 1, identity: agent.into(), reason: "terminated".into(), statements: 1 }.into(),
+            IdentityBlocked {
+                identity: agent.into(),
+                operator: "bob".into(),
+                reason: "exfiltration attempt".into(),
+                trigger: None,
+            }
+            .into(),
+            SessionTerminated {
+                session: 1,
+                identity: agent.into(),
+                operator: Some("bob".into()),
+                reason: "identity blocked".into(),
+            }
+            .into(),
+            SessionClosed {
+                session: 1,
+                identity: agent.into(),
+                reason: "terminated".into(),
+                statements: 1,
+            }
+            .into(),
         ],
     ]
 }
@@ -136,15 +218,26 @@ fn writer_reproduces_the_golden_vectors() {
             .unwrap()
             .execute_batch("PRAGMA journal_mode = DELETE")
             .unwrap();
-        std::fs::write(fixtures().join("golden.json"), serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
-        std::fs::write(fixtures().join("golden.pub"), got["verifier_key"].as_str().unwrap().to_owned() + "\n").unwrap();
+        std::fs::write(
+            fixtures().join("golden.json"),
+            serde_json::to_string_pretty(&got).unwrap() + "\n",
+        )
+        .unwrap();
+        std::fs::write(
+            fixtures().join("golden.pub"),
+            got["verifier_key"].as_str().unwrap().to_owned() + "\n",
+        )
+        .unwrap();
     }
     let expected: Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures().join("golden.json"))
             .expect("fixtures/ledger/golden.json exists (GATEHOUSE_BLESS=1 writes it)"),
     )
     .unwrap();
-    assert_eq!(got, expected, "the writer's output differs from the golden vectors");
+    assert_eq!(
+        got, expected,
+        "the writer's output differs from the golden vectors"
+    );
     // The committed ledger file holds exactly the same records and notes.
     assert_eq!(describe(&fixtures().join("golden.ledger")), expected);
 }
@@ -152,11 +245,15 @@ fn writer_reproduces_the_golden_vectors() {
 #[test]
 fn golden_records_decode_to_the_golden_events() {
     let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("golden.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("golden.json")).unwrap())
+            .unwrap();
     let bodies: Vec<EventBody> = batches().into_iter().flatten().collect();
     for (e, body) in expected["events"].as_array().unwrap().iter().zip(&bodies) {
         let hexed = e["record_hex"].as_str().unwrap();
-        let bytes: Vec<u8> = (0..hexed.len()).step_by(2).map(|i| u8::from_str_radix(&hexed[i..i + 2], 16).unwrap()).collect();
+        let bytes: Vec<u8> = (0..hexed.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hexed[i..i + 2], 16).unwrap())
+            .collect();
         let event = Event::from_bytes(&bytes).unwrap();
         assert_eq!(&event.body, body);
     }

@@ -21,7 +21,8 @@ fn checkpoint_text(size: u64) -> String {
 fn signed_note_crate_verifies_our_checkpoints() {
     let signer = NoteSigner::from_seed("gatehouse.test/interop", [42; 32]).unwrap();
     let ours = signer.sign(&checkpoint_text(10));
-    let verifier = StandardVerifier::new(&signer.verifier().to_string()).expect("our verifier key parses");
+    let verifier =
+        StandardVerifier::new(&signer.verifier().to_string()).expect("our verifier key parses");
     let note = Note::from_bytes(ours.as_bytes()).expect("our note parses");
     let (verified, unverified) = note
         .verify(&VerifierList::new(vec![Box::new(verifier)]))
@@ -34,7 +35,8 @@ fn signed_note_crate_verifies_our_checkpoints() {
 #[test]
 fn signed_note_crate_produces_identical_notes_and_keys() {
     let signer = NoteSigner::from_seed("gatehouse.test/interop", [9; 32]).unwrap();
-    let theirs_signer = StandardSigner::new(&signer.to_secret_string()).expect("our signing key parses");
+    let theirs_signer =
+        StandardSigner::new(&signer.to_secret_string()).expect("our signing key parses");
     let mut note = Note::new(checkpoint_text(3).as_bytes(), &[]).unwrap();
     note.add_sigs(&[&theirs_signer]).unwrap();
     // Ed25519 is deterministic, so both implementations emit the same bytes.
@@ -43,7 +45,10 @@ fn signed_note_crate_produces_identical_notes_and_keys() {
         signer.sign(&checkpoint_text(3))
     );
     // And a note they signed passes our verifier.
-    assert!(signer.verifier().verify(std::str::from_utf8(&note.to_bytes()).unwrap()).is_ok());
+    assert!(signer
+        .verifier()
+        .verify(std::str::from_utf8(&note.to_bytes()).unwrap())
+        .is_ok());
     // Their verifier-key encoding of our public key is ours.
     let vk = ed25519_dalek::SigningKey::from_bytes(&[9; 32]).verifying_key();
     assert_eq!(
@@ -64,11 +69,21 @@ fn ct_merkle_agrees_on_roots_and_proofs() {
         leaves.push(leaf);
         ours.push(leaf);
         let root = theirs.root();
-        assert_eq!(root.as_bytes().as_slice(), ours.root().as_slice(), "root at size {}", i + 1);
+        assert_eq!(
+            root.as_bytes().as_slice(),
+            ours.root().as_slice(),
+            "root at size {}",
+            i + 1
+        );
         let n = leaves.len();
         for idx in [0, n / 2, n - 1] {
             let p = theirs.prove_inclusion(idx);
-            assert_eq!(p.as_bytes(), merkle::inclusion_proof(&leaves, idx as u64).concat().as_slice());
+            assert_eq!(
+                p.as_bytes(),
+                merkle::inclusion_proof(&leaves, idx as u64)
+                    .concat()
+                    .as_slice()
+            );
         }
         if n > 1 {
             for added in [1, n / 2, n - 1] {

@@ -80,7 +80,10 @@ fn base() -> &'static Base {
         let mut options = WriterOptions::new(&path, signer());
         let clock = Arc::new(AtomicU64::new(1_700_000_000_000_000_000));
         options.clock = Arc::new(move || clock.fetch_add(1_000, Ordering::Relaxed));
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
         let ledger = Ledger::open(options.clone()).unwrap();
         rt.block_on(async {
             let mut tasks = Vec::new();
@@ -124,13 +127,20 @@ fn copy() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn data(conn: &Connection, seq: u64) -> Vec<u8> {
-    conn.query_row("SELECT data FROM events WHERE seq = ?1", [seq as i64], |r| r.get(0))
-        .unwrap()
+    conn.query_row(
+        "SELECT data FROM events WHERE seq = ?1",
+        [seq as i64],
+        |r| r.get(0),
+    )
+    .unwrap()
 }
 
 fn set_data(conn: &Connection, seq: u64, bytes: &[u8]) {
-    conn.execute("UPDATE events SET data = ?1 WHERE seq = ?2", params![bytes, seq as i64])
-        .unwrap();
+    conn.execute(
+        "UPDATE events SET data = ?1 WHERE seq = ?2",
+        params![bytes, seq as i64],
+    )
+    .unwrap();
 }
 
 /// Recomputes every stored hash the way a forger would: chain heads and
@@ -219,7 +229,11 @@ fn byte_flip_in_an_event() {
     let at = d.windows(6).position(|w| w == b"orders").unwrap();
     d[at] ^= 0x20;
     set_data(&conn, T, &d);
-    assert_caught(&verify(&path, None), T, &[FailureClass::RootMismatch, FailureClass::ChainMismatch]);
+    assert_caught(
+        &verify(&path, None),
+        T,
+        &[FailureClass::RootMismatch, FailureClass::ChainMismatch],
+    );
     // In a CBOR head: malformed or non-canonical at once.
     let (_d2, path2) = copy();
     let conn = Connection::open(&path2).unwrap();
@@ -239,11 +253,18 @@ fn byte_flip_in_a_batched_event_is_pinned_to_its_batch() {
     d[last] ^= 0x01;
     set_data(&conn, target, &d);
     let start: i64 = conn
-        .query_row("SELECT COALESCE(MAX(size), 0) FROM checkpoints WHERE size <= ?1", [target as i64], |r| r.get(0))
+        .query_row(
+            "SELECT COALESCE(MAX(size), 0) FROM checkpoints WHERE size <= ?1",
+            [target as i64],
+            |r| r.get(0),
+        )
         .unwrap();
     let report = verify(&path, None);
     let f = report.failure.expect("caught");
-    assert!(f.seq == target || f.seq == start as u64, "{f:?} (batch starts at {start})");
+    assert!(
+        f.seq == target || f.seq == start as u64,
+        "{f:?} (batch starts at {start})"
+    );
 }
 
 #[test]
@@ -252,14 +273,19 @@ fn event_edited_with_stored_hashes_recomputed() {
     let conn = Connection::open(&path).unwrap();
     set_data(&conn, T + 1, &edit_sql(&data(&conn, T + 1), "SELECT 1"));
     reseal(&conn);
-    assert_caught(&verify(&path, None), T + 1, &[FailureClass::SignatureInvalid]);
+    assert_caught(
+        &verify(&path, None),
+        T + 1,
+        &[FailureClass::SignatureInvalid],
+    );
 }
 
 #[test]
 fn deleted_event() {
     let (_d, path) = copy();
     let conn = Connection::open(&path).unwrap();
-    conn.execute("DELETE FROM events WHERE seq = ?1", [T as i64]).unwrap();
+    conn.execute("DELETE FROM events WHERE seq = ?1", [T as i64])
+        .unwrap();
     assert_caught(&verify(&path, None), T, &[FailureClass::SequenceGap]);
 }
 
@@ -276,7 +302,12 @@ fn inserted_event() {
     forged.body = body(424_242);
     conn.execute(
         "INSERT INTO events (seq, ts, kind, data) VALUES (?1, ?2, ?3, ?4)",
-        params![T as i64, forged.ts as i64, forged.body.kind().code() as i64, forged.to_bytes()],
+        params![
+            T as i64,
+            forged.ts as i64,
+            forged.body.kind().code() as i64,
+            forged.to_bytes()
+        ],
     )
     .unwrap();
     assert_caught(
@@ -304,7 +335,12 @@ fn reordered_events() {
     for e in [&ea, &eb] {
         conn.execute(
             "UPDATE events SET data = ?1, ts = ?2, kind = ?3 WHERE seq = ?4",
-            params![e.to_bytes(), e.ts as i64, e.body.kind().code() as i64, e.seq as i64],
+            params![
+                e.to_bytes(),
+                e.ts as i64,
+                e.body.kind().code() as i64,
+                e.seq as i64
+            ],
         )
         .unwrap();
     }
@@ -334,20 +370,32 @@ fn truncated_tail_is_caught_with_a_trusted_checkpoint() {
     let trusted = verify(&path, None).final_checkpoint.unwrap();
     let conn = Connection::open(&path).unwrap();
     let keep = 1_100i64;
-    conn.execute("DELETE FROM events WHERE seq >= ?1", [keep]).unwrap();
-    conn.execute("DELETE FROM checkpoints WHERE size > ?1", [keep]).unwrap();
-    assert!(verify(&path, None).is_intact(), "a clean cut is self-consistent");
+    conn.execute("DELETE FROM events WHERE seq >= ?1", [keep])
+        .unwrap();
+    conn.execute("DELETE FROM checkpoints WHERE size > ?1", [keep])
+        .unwrap();
+    assert!(
+        verify(&path, None).is_intact(),
+        "a clean cut is self-consistent"
+    );
     let report = verify(&path, Some(&trusted));
     assert_caught(&report, keep as u64, &[FailureClass::Truncated]);
     let evidence = &report.failure.as_ref().unwrap().evidence;
-    assert!(evidence.iter().any(|n| n == &trusted), "the trusted note is evidence");
+    assert!(
+        evidence.iter().any(|n| n == &trusted),
+        "the trusted note is evidence"
+    );
     // Cutting events but leaving checkpoints is caught without help.
     let (_d2, path2) = copy();
     Connection::open(&path2)
         .unwrap()
         .execute("DELETE FROM events WHERE seq >= ?1", [keep])
         .unwrap();
-    assert_caught(&verify(&path2, None), keep as u64, &[FailureClass::CheckpointBeyondLog]);
+    assert_caught(
+        &verify(&path2, None),
+        keep as u64,
+        &[FailureClass::CheckpointBeyondLog],
+    );
 }
 
 #[test]
@@ -356,7 +404,11 @@ fn file_rolled_back_to_an_older_copy() {
     let (_d, path) = copy();
     std::fs::copy(base().older(), &path).unwrap();
     assert!(verify(&path, None).is_intact());
-    assert_caught(&verify(&path, Some(&trusted)), OLDER, &[FailureClass::Truncated]);
+    assert_caught(
+        &verify(&path, Some(&trusted)),
+        OLDER,
+        &[FailureClass::Truncated],
+    );
 }
 
 #[test]
@@ -365,15 +417,20 @@ fn forked_history_is_caught_with_a_trusted_checkpoint() {
     let trusted = verify(&base().ledger(), None).final_checkpoint.unwrap();
     let (_d, path) = copy();
     let conn = Connection::open(&path).unwrap();
-    conn.execute("DELETE FROM events WHERE seq >= ?1", [T as i64]).unwrap();
-    conn.execute("DELETE FROM checkpoints WHERE size > ?1", [T as i64]).unwrap();
+    conn.execute("DELETE FROM events WHERE seq >= ?1", [T as i64])
+        .unwrap();
+    conn.execute("DELETE FROM checkpoints WHERE size > ?1", [T as i64])
+        .unwrap();
     drop(conn);
     let ledger = Ledger::open(WriterOptions::new(&path, signer())).unwrap();
     for i in T..EVENTS + 5 {
         ledger.append_blocking(&[body(i + 1)]).unwrap();
     }
     ledger.close();
-    assert!(verify(&path, None).is_intact(), "the fork is self-consistent");
+    assert!(
+        verify(&path, None).is_intact(),
+        "the fork is self-consistent"
+    );
     let report = verify(&path, Some(&trusted));
     assert_caught(&report, EVENTS - 1, &[FailureClass::Forked]);
     assert_eq!(report.failure.unwrap().evidence.len(), 2);
@@ -385,7 +442,11 @@ fn checkpoint_signature_replaced() {
     let conn = Connection::open(&path).unwrap();
     let size = T as i64 + 1;
     let note: String = conn
-        .query_row("SELECT note FROM checkpoints WHERE size = ?1", [size], |r| r.get(0))
+        .query_row(
+            "SELECT note FROM checkpoints WHERE size = ?1",
+            [size],
+            |r| r.get(0),
+        )
         .unwrap();
     let (text, _) = note.rsplit_once("\n\n").unwrap();
     // A signature line naming our key, with the signature of other text.
@@ -434,8 +495,11 @@ fn timestamp_moved_backwards() {
     let mut e = Event::from_bytes(&data(&conn, T)).unwrap();
     e.ts = prev.ts - 1;
     set_data(&conn, T, &e.to_bytes());
-    conn.execute("UPDATE events SET ts = ?1 WHERE seq = ?2", params![e.ts as i64, T as i64])
-        .unwrap();
+    conn.execute(
+        "UPDATE events SET ts = ?1 WHERE seq = ?2",
+        params![e.ts as i64, T as i64],
+    )
+    .unwrap();
     reseal(&conn);
     assert_caught(&verify(&path, None), T, &[FailureClass::TimestampBackwards]);
 }
@@ -461,7 +525,11 @@ fn forged_proof_of_the_wrong_length() {
         let conn = Connection::open(&path).unwrap();
         let size = T as i64 + 1;
         let mut proof: Vec<u8> = conn
-            .query_row("SELECT proof FROM checkpoints WHERE size = ?1", [size], |r| r.get(0))
+            .query_row(
+                "SELECT proof FROM checkpoints WHERE size = ?1",
+                [size],
+                |r| r.get(0),
+            )
             .unwrap();
         assert!(!proof.is_empty());
         if extra {
@@ -469,8 +537,11 @@ fn forged_proof_of_the_wrong_length() {
         } else {
             proof.truncate(proof.len() - 32);
         }
-        conn.execute("UPDATE checkpoints SET proof = ?1 WHERE size = ?2", params![proof, size])
-            .unwrap();
+        conn.execute(
+            "UPDATE checkpoints SET proof = ?1 WHERE size = ?2",
+            params![proof, size],
+        )
+        .unwrap();
         assert_caught(&verify(&path, None), T, &[FailureClass::ProofInvalid]);
     }
 }
@@ -479,6 +550,7 @@ fn forged_proof_of_the_wrong_length() {
 fn index_columns_that_disagree_with_the_record() {
     let (_d, path) = copy();
     let conn = Connection::open(&path).unwrap();
-    conn.execute("UPDATE events SET kind = 2 WHERE seq = ?1", [T as i64]).unwrap();
+    conn.execute("UPDATE events SET kind = 2 WHERE seq = ?1", [T as i64])
+        .unwrap();
     assert_caught(&verify(&path, None), T, &[FailureClass::IndexMismatch]);
 }

@@ -56,7 +56,10 @@ async fn concurrent_appends_get_contiguous_sequence_numbers_under_signed_checkpo
         tasks.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             for i in 0..50 {
-                let r = ledger.append(&query(t, &format!("agent-{}", t % 4), i)).await.unwrap();
+                let r = ledger
+                    .append(&query(t, &format!("agent-{}", t % 4), i))
+                    .await
+                    .unwrap();
                 assert!(r.checkpoint > r.seq, "covered by its checkpoint");
                 seqs.push(r.seq);
             }
@@ -94,14 +97,21 @@ async fn concurrent_appends_get_contiguous_sequence_numbers_under_signed_checkpo
     }
     assert!(next.next().is_none());
     // Each session's events, via the index.
-    let s7: Vec<_> = reader.events_by_session(7).unwrap().map(|e| e.unwrap().event.seq).collect();
+    let s7: Vec<_> = reader
+        .events_by_session(7)
+        .unwrap()
+        .map(|e| e.unwrap().event.seq)
+        .collect();
     let scanned: Vec<_> = reader
         .events(0..u64::MAX)
         .map(|e| e.unwrap())
         .filter(|e| e.event.body.session() == Some(7))
         .map(|e| e.event.seq)
         .collect();
-    assert_eq!(s7, scanned, "the bucket index finds exactly the session's events");
+    assert_eq!(
+        s7, scanned,
+        "the bucket index finds exactly the session's events"
+    );
     assert_eq!(s7.len(), 50);
     let a3 = reader.events_by_identity("agent-3").unwrap().count();
     assert_eq!(a3, 8 * 50);
@@ -113,7 +123,9 @@ fn append_all_is_atomic_and_contiguous_and_reopen_continues_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
     let ledger = Ledger::open(options(&path)).unwrap();
-    let r = ledger.append_blocking(&[action(0), action(1), action(2)]).unwrap();
+    let r = ledger
+        .append_blocking(&[action(0), action(1), action(2)])
+        .unwrap();
     assert_eq!(r.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
     ledger.close();
 
@@ -123,7 +135,12 @@ fn append_all_is_atomic_and_contiguous_and_reopen_continues_the_log() {
     assert_eq!(r[0].checkpoint, 4);
     ledger.close();
     let reader = LedgerReader::open(&path).unwrap();
-    let sizes: Vec<u64> = reader.checkpoints().unwrap().iter().map(|c| c.size).collect();
+    let sizes: Vec<u64> = reader
+        .checkpoints()
+        .unwrap()
+        .iter()
+        .map(|c| c.size)
+        .collect();
     assert_eq!(sizes, vec![3, 4]);
 }
 
@@ -153,11 +170,21 @@ fn a_failed_commit_fails_every_event_of_the_batch_and_the_writer_recovers() {
     let err = ledger
         .append_blocking(&[session.clone().into(), action(1)])
         .unwrap_err();
-    assert!(matches!(err, AppendError::Commit(ref m) if m.contains("simulated")), "{err}");
-    assert_eq!(LedgerReader::open(&path).unwrap().len().unwrap(), 1, "nothing of the batch stored");
+    assert!(
+        matches!(err, AppendError::Commit(ref m) if m.contains("simulated")),
+        "{err}"
+    );
+    assert_eq!(
+        LedgerReader::open(&path).unwrap().len().unwrap(),
+        1,
+        "nothing of the batch stored"
+    );
     saboteur.execute_batch("DROP TRIGGER refuse").unwrap();
     let r = ledger.append_blocking(&[session.into()]).unwrap();
-    assert_eq!(r[0].seq, 1, "sequence numbers stay contiguous after the failure");
+    assert_eq!(
+        r[0].seq, 1,
+        "sequence numbers stay contiguous after the failure"
+    );
     ledger.close();
 }
 

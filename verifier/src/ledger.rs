@@ -1,0 +1,414 @@
+//! Read-only access to the ledger container, an SQLite database
+//! (specification section 1).
+//!
+//! The verifier must never change what it audits, so the file is opened
+//! read-only through an SQLite URI: SQLite will neither create the file nor
+//! write to it. Everything is read inside one read transaction, so that a
+//! writer appending at the same time cannot show the verifier a checkpoint
+//! without the events it covers (the writer commits both together).
+//!
+//! A read-only SQLite connection is not enough on its own to leave the
+//! directory untouched: opening a WAL-mode database (which a ledger is while
+//! its writer has it open) creates the `-wal` and `-shm` files if they do not
+//! exist, and a reader cannot remove them again. So when the file is in WAL
+//! mode but has no `-wal` file, no connection has it open and all its content
+//! is in the main file: it is then opened `immutable`, which reads that file
+//! without locks and creates nothing. Because an immutable reader cannot
+//! notice a writer that starts meanwhile, [`Ledger::read_was_stable`] tells
+//! the caller whether the file stayed untouched, so it can read again.
+//!
+//! This module knows the schema but no verification rules: it hands rows
+//! over as they are stored and leaves every judgement to [`crate::verify`].
+
+use std::fmt;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use thiserror::Error;
+
+/// The value of `ledger_meta.format` this verifier understands.
+pub const FORMAT: &str = "gatehouse-ledger-v1";
+
+/// What every error about the file ends with: what to do about it.
+const HINT: &str = "pass the path of a Gatehouse ledger file";
+
+/// Why a ledger cannot be read at all. These are not integrity failures:
+/// the verifier could not run, so it has nothing to say about integrity.
+#[derive(Debug, Error)]
+pub enum LedgerError {
+    /// The path does not name an existing regular file.
+    #[error("cannot open ledger {path}: {reason} — {HINT}")]
+    NotFound {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// SQLite could not open the file.
+    #[error("cannot open ledger {path}: {source} — {HINT}")]
+    Open {
+        /// The path given.
+        path: PathBuf,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+    /// The file is not an SQLite database or lacks the ledger tables.
+    #[error("{path} is not a Gatehouse ledger: {reason} — {HINT}")]
+    NotALedger {
+        /// The path given.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
+    /// The file is a ledger of another format version.
+    #[error(
+        "{path} is a ledger of format {found:?}, but this verifier reads {FORMAT:?} — \
+         use the verifier released with that format"
+    )]
+    UnsupportedFormat {
+        /// The path given.
+        path: PathBuf,
+        /// The format recorded in `ledger_meta`.
+        found: String,
+    },
+    /// A query failed after the file was opened (damage, I/O error, lock).
+    #[error(
+        "cannot read ledger {path}: {source} — the file may be damaged or locked; \
+         retry, or verify a copy"
+    )]
+    Read {
+        /// The path given.
+        path: PathBuf,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+}
+
+/// Why a stored value cannot be used as the byte string the format expects
+/// (`events.data`, `checkpoints.note`, `checkpoints.proof`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellError {
+    /// The value is NULL, an INTEGER or a REAL instead of bytes.
+    WrongType(&'static str),
+    /// A text value (the note) that is not valid UTF-8.
+    InvalidUtf8,
+}
+
+impl fmt::Display for CellError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CellError::WrongType(found) => write!(f, "is {found}, not a byte or text string"),
+            CellError::InvalidUtf8 => f.write_str("is not valid UTF-8"),
+        }
+    }
+}
+
+/// One row of `events`, borrowed from SQLite without copying.
+///
+/// Integer columns are `None` when the stored value is not an integer;
+/// `data` is an error when it is not a BLOB or TEXT. Whether such a row
+/// breaks a rule is for the verifier to say.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRow<'a> {
+    /// `events.seq`.
+    pub seq: Option<i64>,
+    /// `events.ts`.
+    pub ts: Option<i64>,
+    /// `events.kind`.
+    pub kind: Option<i64>,
+    /// `events.data`: the bytes that are hashed. TEXT is accepted as its
+    /// bytes because the hashes, not the SQLite storage class, authenticate
+    /// the record.
+    pub data: Result<&'a [u8], CellError>,
+}
+
+/// One row of `checkpoints` (the writer-only `frontier` column is not read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRow {
+    /// `checkpoints.size`, or `None` if it is not an integer.
+    pub size: Option<i64>,
+    /// `checkpoints.note`.
+    pub note: Result<String, CellError>,
+    /// `checkpoints.proof`.
+    pub proof: Result<Vec<u8>, CellError>,
+}
+
+/// An open ledger, inside one read transaction.
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+    /// For an immutable open: the main file's length and modification time
+    /// when it was opened.
+    immutable: Option<(u64, Option<SystemTime>)>,
+}
+
+/// The file that holds a WAL-mode database's recent transactions while a
+/// connection has it open.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Whether the database header says WAL mode (file format read and write
+/// versions, bytes 18 and 19, are 2). Anything unreadable is "no": the
+/// ordinary read-only open then reports the problem.
+fn is_wal_mode(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut header = [0u8; 20];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .map(|()| header[18] == 2 && header[19] == 2)
+        .unwrap_or(false)
+}
+
+fn file_state(path: &Path) -> Option<(u64, Option<SystemTime>)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()))
+}
+
+/// The SQLite URI that opens `path` read-only: `file://` followed by the
+/// percent-encoded absolute path, so that no character of the path can be
+/// mistaken for URI syntax (`?`, `#`, `%`).
+fn read_only_uri(path: &Path, immutable: bool) -> Result<String, String> {
+    let absolute = std::path::absolute(path).map_err(|e| e.to_string())?;
+    let text = absolute
+        .to_str()
+        .ok_or_else(|| "the path is not valid UTF-8".to_owned())?;
+    let mut uri = String::from("file://");
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'.' | b'_' | b'~') {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro");
+    if immutable {
+        uri.push_str("&immutable=1");
+    }
+    Ok(uri)
+}
+
+fn type_name(value: ValueRef<'_>) -> &'static str {
+    match value {
+        ValueRef::Null => "NULL",
+        ValueRef::Integer(_) => "an INTEGER",
+        ValueRef::Real(_) => "a REAL",
+        ValueRef::Text(_) => "TEXT",
+        ValueRef::Blob(_) => "a BLOB",
+    }
+}
+
+fn integer(value: ValueRef<'_>) -> Option<i64> {
+    match value {
+        ValueRef::Integer(i) => Some(i),
+        _ => None,
+    }
+}
+
+fn bytes(value: ValueRef<'_>) -> Result<&[u8], CellError> {
+    match value {
+        ValueRef::Blob(b) | ValueRef::Text(b) => Ok(b),
+        other => Err(CellError::WrongType(type_name(other))),
+    }
+}
+
+impl Ledger {
+    /// Opens the ledger at `path` read-only, starts the read transaction and
+    /// checks that the file is a ledger of this format: the three tables
+    /// exist and `ledger_meta.format` is [`FORMAT`].
+    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        let not_found = |reason: &str| LedgerError::NotFound {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => return Err(not_found("it is not a regular file")),
+            Err(e) => return Err(not_found(&e.to_string())),
+        }
+        let immutable = if is_wal_mode(path) && !wal_path(path).exists() {
+            file_state(path)
+        } else {
+            None
+        };
+        let uri = read_only_uri(path, immutable.is_some()).map_err(|reason| not_found(&reason))?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(&uri, flags).map_err(|source| LedgerError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let ledger = Ledger {
+            conn,
+            path: path.to_owned(),
+            immutable,
+        };
+        // A writer in rollback-journal mode may hold the file briefly.
+        ledger
+            .conn
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(|e| ledger.read_error(e))?;
+        // DEFERRED: the snapshot is taken by the first read below and kept
+        // until the connection is dropped.
+        ledger
+            .conn
+            .execute_batch("BEGIN")
+            .map_err(|e| ledger.read_error(e))?;
+        ledger.check_schema()?;
+        Ok(ledger)
+    }
+
+    /// The path the ledger was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether what was read is guaranteed to be one consistent state of
+    /// the file. Always true for an ordinary read-only open (SQLite's read
+    /// transaction guarantees it); for an immutable open, true if no writer
+    /// opened the file meanwhile (no `-wal` file appeared) and the file's
+    /// length and modification time did not change.
+    pub fn read_was_stable(&self) -> bool {
+        match self.immutable {
+            None => true,
+            Some(state) => !wal_path(&self.path).exists() && file_state(&self.path) == Some(state),
+        }
+    }
+
+    fn read_error(&self, source: rusqlite::Error) -> LedgerError {
+        if source.sqlite_error_code() == Some(ErrorCode::NotADatabase) {
+            return self.not_a_ledger("it is not an SQLite database");
+        }
+        LedgerError::Read {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn not_a_ledger(&self, reason: &str) -> LedgerError {
+        LedgerError::NotALedger {
+            path: self.path.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn check_schema(&self) -> Result<(), LedgerError> {
+        for table in ["ledger_meta", "events", "checkpoints"] {
+            let exists: bool = self
+                .conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+                    [table],
+                    |row| row.get(0),
+                )
+                .map_err(|e| self.read_error(e))?;
+            if !exists {
+                return Err(self.not_a_ledger(&format!("it has no table {table}")));
+            }
+        }
+        let format: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM ledger_meta WHERE key = 'format'",
+                [],
+                |row| row.get(0),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .map_err(|e| self.schema_error(e))?;
+        match format {
+            None => Err(self.not_a_ledger("ledger_meta has no format entry")),
+            Some(f) if f == FORMAT => Ok(()),
+            Some(found) => Err(LedgerError::UnsupportedFormat {
+                path: self.path.clone(),
+                found,
+            }),
+        }
+    }
+
+    /// Errors while preparing a query mean a table lacks a column the format
+    /// requires: the file is not a ledger.
+    fn schema_error(&self, source: rusqlite::Error) -> LedgerError {
+        match source {
+            rusqlite::Error::SqliteFailure(e, Some(msg)) if e.code == ErrorCode::Unknown => {
+                self.not_a_ledger(&msg)
+            }
+            rusqlite::Error::SqlInputError { msg, .. } => self.not_a_ledger(&msg),
+            rusqlite::Error::InvalidColumnType(_, name, _) => {
+                self.not_a_ledger(&format!("column {name} has the wrong type"))
+            }
+            other => self.read_error(other),
+        }
+    }
+
+    /// All checkpoint rows, ordered by size. There are few of them (one per
+    /// write batch), so they are loaded at once; the notes can then be
+    /// checked on another thread while the events stream.
+    pub fn checkpoints(&self) -> Result<Vec<CheckpointRow>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT size, note, proof FROM checkpoints ORDER BY size")
+            .map_err(|e| self.schema_error(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.read_error(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.read_error(e))? {
+            let note = bytes(row.get_ref_unwrap(1))
+                .and_then(|b| String::from_utf8(b.to_vec()).map_err(|_| CellError::InvalidUtf8));
+            out.push(CheckpointRow {
+                size: integer(row.get_ref_unwrap(0)),
+                note,
+                proof: bytes(row.get_ref_unwrap(2)).map(<[u8]>::to_vec),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Streams every event row in `seq` order to `visit`, borrowing each
+    /// row's data from SQLite. Stops early, returning the value, when
+    /// `visit` breaks.
+    pub fn for_each_event<B>(
+        &self,
+        mut visit: impl FnMut(EventRow<'_>) -> ControlFlow<B>,
+    ) -> Result<Option<B>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, ts, kind, data FROM events ORDER BY seq")
+            .map_err(|e| self.schema_error(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.read_error(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.read_error(e))? {
+            let event = EventRow {
+                seq: integer(row.get_ref_unwrap(0)),
+                ts: integer(row.get_ref_unwrap(1)),
+                kind: integer(row.get_ref_unwrap(2)),
+                data: bytes(row.get_ref_unwrap(3)),
+            };
+            if let ControlFlow::Break(b) = visit(event) {
+                return Ok(Some(b));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_escapes_everything_but_plain_path_characters() {
+        let uri = read_only_uri(Path::new("/tmp/a b?c#d%e/l.ledger"), false).unwrap();
+        assert_eq!(uri, "file:///tmp/a%20b%3Fc%23d%25e/l.ledger?mode=ro");
+        let uri = read_only_uri(Path::new("/l"), true).unwrap();
+        assert_eq!(uri, "file:///l?mode=ro&immutable=1");
+    }
+}

@@ -1,0 +1,136 @@
+//! `gatehouse-verify LEDGER --key KEYFILE [--trusted-checkpoint NOTEFILE] [--json]`
+//!
+//! Exit status: 0 the ledger is intact, 1 it failed a check, 2 the
+//! verification could not be carried out (usage, I/O, not a ledger, unusable
+//! key or trusted checkpoint). Scripts can rely on these three values.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use gatehouse_verify::{verify_ledger, Report, VerifierKey};
+
+/// Verify a Gatehouse ledger: every event, hash and signed checkpoint,
+/// trusting nothing stored in the file.
+#[derive(Parser)]
+#[command(name = "gatehouse-verify", version)]
+struct Args {
+    /// The ledger file (an SQLite database). Opened read-only.
+    ledger: PathBuf,
+    /// File holding the log's verifier key, `<name>+<key id>+<base64 key>`.
+    #[arg(long, value_name = "KEYFILE")]
+    key: PathBuf,
+    /// File holding a checkpoint note saved earlier from this ledger; the
+    /// ledger must still contain exactly what it covers.
+    #[arg(long, value_name = "NOTEFILE")]
+    trusted_checkpoint: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exit status when the ledger is intact.
+const EXIT_INTACT: u8 = 0;
+/// Exit status when the ledger failed a check.
+const EXIT_FAILED: u8 = 1;
+/// Exit status when verification could not run (clap uses it for usage
+/// errors too).
+const EXIT_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) => return usage_error(error),
+    };
+    match run(&args) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+            ExitCode::from(if report.is_intact() {
+                EXIT_INTACT
+            } else {
+                EXIT_FAILED
+            })
+        }
+        Err(error) => {
+            let message = format!("{error:#}");
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "status": "error", "error": message })
+                );
+            } else {
+                eprintln!("error: {message}");
+            }
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Clap's own handling (help and version exit 0, usage errors exit 2), except
+/// that a script that asked for `--json` gets its error as JSON too.
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let wants_json = std::env::args_os().skip(1).any(|a| a == "--json");
+    let is_usage_error = !matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    );
+    if wants_json && is_usage_error {
+        let message = error.render().to_string();
+        println!(
+            "{}",
+            serde_json::json!({ "status": "error", "error": message.trim_end() })
+        );
+        return ExitCode::from(EXIT_ERROR);
+    }
+    error.exit()
+}
+
+fn read(path: &Path, what: &str, hint: &str) -> Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {what} {} — {hint}", path.display()))
+}
+
+fn run(args: &Args) -> Result<Report> {
+    let key_text = read(
+        &args.key,
+        "key file",
+        "pass the file holding the ledger's verifier key",
+    )?;
+    if key_text.trim_start().starts_with("PRIVATE+KEY+") {
+        anyhow::bail!(
+            "key file {} holds the ledger's private signing key — pass the verifier key \
+             (<name>+<key id>+<base64 key>) instead, and keep the signing key secret",
+            args.key.display()
+        );
+    }
+    let key = VerifierKey::parse(key_text.trim()).with_context(|| {
+        format!(
+            "key file {} does not hold a verifier key — it must contain one line \
+             <name>+<key id>+<base64 key>, as printed when the ledger key was created",
+            args.key.display()
+        )
+    })?;
+    let trusted = match &args.trusted_checkpoint {
+        None => None,
+        Some(path) => {
+            let mut note = read(
+                path,
+                "trusted checkpoint",
+                "pass the file holding a checkpoint note saved from this ledger",
+            )?;
+            // Editors and copy-paste often drop the final newline; it is
+            // part of the last signature line, not of what was signed.
+            if !note.ends_with('\n') {
+                note.push('\n');
+            }
+            Some(note)
+        }
+    };
+    Ok(verify_ledger(&args.ledger, &key, trusted.as_deref())?)
+}

@@ -1,0 +1,312 @@
+//! What a verification found, and how it is shown to an auditor: as text
+//! for a person, or as one JSON object for a script.
+//!
+//! A report names at most one failure, the first one the procedure of
+//! specification section 6 meets, because everything after a first failure
+//! is built on data that can no longer be trusted.
+
+use std::fmt;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// The kind of integrity failure. The names (in `snake_case`) are stable:
+/// scripts match on them in the JSON output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// `events.seq` is not the next expected number (gap, duplicate, out of
+    /// order).
+    SequenceGap,
+    /// The record is not canonical CBOR or not a four-entry record map.
+    NonCanonical,
+    /// The record's `seq` differs from `events.seq`.
+    SequenceMismatch,
+    /// The record's `ts` is smaller than the previous event's.
+    TimestampBackwards,
+    /// `events.ts` or `events.kind` differs from the record.
+    IndexMismatch,
+    /// A checkpoint row or note is malformed (format, size, origin).
+    CheckpointInvalid,
+    /// A checkpoint note is not validly signed by the pinned key.
+    SignatureInvalid,
+    /// A checkpoint's root differs from the root recomputed from the events.
+    RootMismatch,
+    /// A checkpoint's chain head differs from the one recomputed.
+    ChainMismatch,
+    /// A checkpoint's consistency proof is wrong.
+    ProofInvalid,
+    /// Events that no checkpoint covers.
+    Unsigned,
+    /// A checkpoint claims more events than the ledger holds.
+    CheckpointBeyondLog,
+    /// The ledger holds fewer events than a trusted checkpoint covers.
+    Truncated,
+    /// The ledger's events differ from what a trusted checkpoint covers.
+    Forked,
+}
+
+impl FailureClass {
+    /// The stable `snake_case` name, as in the JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::SequenceGap => "sequence_gap",
+            FailureClass::NonCanonical => "non_canonical",
+            FailureClass::SequenceMismatch => "sequence_mismatch",
+            FailureClass::TimestampBackwards => "timestamp_backwards",
+            FailureClass::IndexMismatch => "index_mismatch",
+            FailureClass::CheckpointInvalid => "checkpoint_invalid",
+            FailureClass::SignatureInvalid => "signature_invalid",
+            FailureClass::RootMismatch => "root_mismatch",
+            FailureClass::ChainMismatch => "chain_mismatch",
+            FailureClass::ProofInvalid => "proof_invalid",
+            FailureClass::Unsigned => "unsigned",
+            FailureClass::CheckpointBeyondLog => "checkpoint_beyond_log",
+            FailureClass::Truncated => "truncated",
+            FailureClass::Forked => "forked",
+        }
+    }
+}
+
+impl fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The first integrity failure found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// The sequence number the failure is attributed to (section 6 table).
+    pub seq: u64,
+    /// What kind of failure.
+    pub class: FailureClass,
+    /// What was found, in words, with the values involved.
+    pub message: String,
+    /// Signed notes that prove the failure to a third party: for
+    /// `truncated` and `forked`, the trusted checkpoint note and then the
+    /// ledger's last checkpoint note.
+    pub evidence: Vec<String>,
+}
+
+/// The outcome of verifying one ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Events read and checked: all of them when intact, those before the
+    /// failure otherwise.
+    pub events: u64,
+    /// Checkpoints that passed every check.
+    pub checkpoints: u64,
+    /// Timestamp (Unix nanoseconds) of the first event checked.
+    pub first_ts: Option<u64>,
+    /// Timestamp (Unix nanoseconds) of the last event checked.
+    pub last_ts: Option<u64>,
+    /// The note of the last checkpoint that passed; when intact, the one
+    /// that signs the whole ledger.
+    pub final_checkpoint: Option<String>,
+    /// The first failure, if any.
+    pub failure: Option<Failure>,
+}
+
+impl Report {
+    /// Whether the ledger passed every check.
+    pub fn is_intact(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// The report for a person: a summary, and on failure the line
+    /// `FAILED at seq N: <class>: <message>` followed by the evidence notes.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        match &self.failure {
+            None => {
+                let _ = writeln!(
+                    out,
+                    "intact: {} events, {} checkpoints",
+                    self.events, self.checkpoints
+                );
+            }
+            Some(failure) => {
+                let _ = writeln!(
+                    out,
+                    "FAILED at seq {}: {}: {}",
+                    failure.seq, failure.class, failure.message
+                );
+                let _ = writeln!(
+                    out,
+                    "checked before the failure: {} events, {} checkpoints",
+                    self.events, self.checkpoints
+                );
+            }
+        }
+        match (self.first_ts, self.last_ts) {
+            (Some(first), Some(last)) => {
+                let _ = writeln!(out, "time range: {} to {}", rfc3339(first), rfc3339(last));
+            }
+            _ => out.push_str("time range: no events\n"),
+        }
+        if let Some(note) = &self.final_checkpoint {
+            let label = if self.is_intact() {
+                "final checkpoint"
+            } else {
+                "last checkpoint that verified"
+            };
+            let _ = write!(out, "{label}:\n{note}");
+        }
+        if let Some(failure) = &self.failure {
+            let count = failure.evidence.len();
+            for (i, note) in failure.evidence.iter().enumerate() {
+                let _ = write!(out, "evidence {} of {count}:\n{note}", i + 1);
+                if !note.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// The report for a script: `{"status": "intact" | "failed", "events",
+    /// "checkpoints", "first_time", "last_time", "final_checkpoint",
+    /// "failure": {"seq", "class", "message", "evidence"} | null}`, with
+    /// times in RFC 3339.
+    pub fn to_json(&self) -> serde_json::Value {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            status: &'static str,
+            events: u64,
+            checkpoints: u64,
+            first_time: Option<String>,
+            last_time: Option<String>,
+            final_checkpoint: Option<&'a str>,
+            failure: Option<&'a Failure>,
+        }
+        let json = Json {
+            status: if self.is_intact() { "intact" } else { "failed" },
+            events: self.events,
+            checkpoints: self.checkpoints,
+            first_time: self.first_ts.map(rfc3339),
+            last_time: self.last_ts.map(rfc3339),
+            final_checkpoint: self.final_checkpoint.as_deref(),
+            failure: self.failure.as_ref(),
+        };
+        serde_json::to_value(json).expect("a report always serialises")
+    }
+}
+
+/// Formats Unix nanoseconds as RFC 3339 UTC with nanoseconds, e.g.
+/// `2024-05-01T12:00:00.000000001Z`. Every `u64` is representable (up to
+/// the year 2554), so this cannot fail.
+pub fn rfc3339(unix_nanos: u64) -> String {
+    let secs = unix_nanos / 1_000_000_000;
+    let nanos = unix_nanos % 1_000_000_000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The proleptic Gregorian date `days` days after 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`, for non-negative days): shift the epoch to
+/// 0000-03-01 so that the leap day ends each 400-year era's year.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097; // day of era, [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year from March 1
+    let mp = (5 * doy + 2) / 153; // month from March, [0, 11]
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(1), "1970-01-01T00:00:00.000000001Z");
+        // 2000-02-29 (a leap day of a century divisible by 400).
+        assert_eq!(
+            rfc3339(951_782_400_000_000_000 + 86_399_999_999_999),
+            "2000-02-29T23:59:59.999999999Z"
+        );
+        assert_eq!(
+            rfc3339(951_868_800_000_000_000),
+            "2000-03-01T00:00:00.000000000Z"
+        );
+        assert_eq!(
+            rfc3339(1_700_000_000_123_456_789),
+            "2023-11-14T22:13:20.123456789Z"
+        );
+        // 2100 is not a leap year.
+        assert_eq!(
+            rfc3339(4_107_542_400_000_000_000),
+            "2100-03-01T00:00:00.000000000Z"
+        );
+        assert_eq!(rfc3339(u64::MAX), "2554-07-21T23:34:33.709551615Z");
+    }
+
+    #[test]
+    fn civil_from_days_agrees_with_counting_days() {
+        let mut date = (1970, 1, 1);
+        for days in 0..200_000u64 {
+            assert_eq!(civil_from_days(days), date, "day {days}");
+            let (y, m, d) = date;
+            let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+            let len = match m {
+                2 if leap => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            date = if d < len {
+                (y, m, d + 1)
+            } else if m < 12 {
+                (y, m + 1, 1)
+            } else {
+                (y + 1, 1, 1)
+            };
+        }
+    }
+
+    #[test]
+    fn renders_failures_as_text_and_json() {
+        let report = Report {
+            events: 3,
+            checkpoints: 1,
+            first_ts: Some(0),
+            last_ts: Some(2),
+            final_checkpoint: Some("note\n\n\u{2014} k sig\n".into()),
+            failure: Some(Failure {
+                seq: 3,
+                class: FailureClass::CheckpointBeyondLog,
+                message: "m".into(),
+                evidence: vec!["a\n".into(), "b".into()],
+            }),
+        };
+        let text = report.to_text();
+        assert!(
+            text.starts_with("FAILED at seq 3: checkpoint_beyond_log: m\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("evidence 1 of 2:\na\nevidence 2 of 2:\nb\n"),
+            "{text}"
+        );
+        let json = report.to_json();
+        assert_eq!(json["status"], "failed");
+        assert_eq!(json["failure"]["class"], "checkpoint_beyond_log");
+        assert_eq!(json["failure"]["seq"], 3);
+        assert_eq!(json["first_time"], "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(json["failure"]["evidence"][1], "b");
+    }
+}

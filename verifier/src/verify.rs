@@ -1,0 +1,581 @@
+//! The verification procedure (specification sections 5.1, 6 and 6.1).
+//!
+//! One pass over the events in `seq` order. Each event is checked on its own
+//! (sequence, canonical encoding, envelope, timestamps, index columns) and
+//! then folded into the hash chain and the Merkle frontier. As soon as the
+//! first `s_j` events have been processed, checkpoint `j` is checked against
+//! the recomputed root and chain head, so that a failure is found, and
+//! attributed, at the earliest point the data allows.
+//!
+//! Signature verification does not depend on the events, and it is the most
+//! expensive per-checkpoint step, so a second thread verifies the notes (in
+//! order) while this thread hashes. The main thread only waits for a note's
+//! verdict when the events have caught up with that checkpoint.
+//!
+//! The first failure met stops the procedure: everything after it rests on
+//! data already shown to be untrustworthy.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::mpsc;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use thiserror::Error;
+
+use crate::cbor;
+use crate::chain;
+use crate::ledger::{CheckpointRow, EventRow, Ledger, LedgerError};
+use crate::merkle::{self, Frontier};
+use crate::note::{self, Checkpoint, VerifierKey};
+use crate::report::{rfc3339, Failure, FailureClass, Report};
+
+/// Why the verifier could not run. Unlike a [`Failure`], this says nothing
+/// about the ledger's integrity: the input could not be read or the
+/// auditor's own input (the trusted checkpoint) is unusable.
+#[derive(Debug, Error)]
+pub enum VerifyError {
+    /// The ledger file cannot be opened or read, or is not a ledger.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The trusted checkpoint is malformed or not signed by the pinned key.
+    #[error(
+        "the trusted checkpoint cannot be used: {0} — pass a checkpoint note saved \
+         earlier from this ledger, signed by the pinned key"
+    )]
+    TrustedCheckpoint(String),
+    /// The ledger kept changing under an unlocked read (see
+    /// [`Ledger::read_was_stable`]).
+    #[error(
+        "ledger {} changed while it was being read, {READ_ATTEMPTS} times — \
+         retry, or verify a copy of the file",
+        .0.display()
+    )]
+    Unstable(std::path::PathBuf),
+}
+
+/// Verifies the ledger at `path` against the pinned verifier `key` and, if
+/// given, a checkpoint note the auditor kept from earlier
+/// (`trusted_checkpoint`, section 6.1).
+///
+/// Returns a [`Report`] whether or not the ledger is intact; an `Err` means
+/// the verification could not be carried out at all.
+pub fn verify_ledger(
+    path: &Path,
+    key: &VerifierKey,
+    trusted_checkpoint: Option<&str>,
+) -> Result<Report, VerifyError> {
+    // The auditor's own input is checked first: if it is bad, no verdict
+    // about the ledger would mean anything.
+    let trusted = trusted_checkpoint
+        .map(|note| Trusted::open(note, key))
+        .transpose()?;
+    // A ledger read without locks (see `ledger`) is read again if a writer
+    // touched it meanwhile; by then the writer's WAL file exists and the
+    // next read is an ordinary, locked one.
+    // This covers errors too: a file changing under an unlocked read can
+    // look damaged.
+    for _ in 0..READ_ATTEMPTS {
+        let ledger = Ledger::open(path)?;
+        let outcome = verify_open_ledger(&ledger, key, trusted.as_ref());
+        if ledger.read_was_stable() {
+            return outcome;
+        }
+    }
+    Err(VerifyError::Unstable(path.to_owned()))
+}
+
+/// How many times a ledger that changed while being read is read again.
+const READ_ATTEMPTS: usize = 3;
+
+fn verify_open_ledger(
+    ledger: &Ledger,
+    key: &VerifierKey,
+    trusted: Option<&Trusted>,
+) -> Result<Report, VerifyError> {
+    let rows = ledger.checkpoints()?;
+    let rows = &rows;
+    std::thread::scope(|scope| {
+        let (sender, verdicts) = mpsc::channel();
+        if !rows.is_empty() {
+            scope.spawn(move || check_notes(rows, key, sender));
+        }
+        let mut run = Run::new(rows, verdicts, trusted);
+        let failure = match run.due_checks() {
+            Err(failure) => Some(failure),
+            Ok(()) => match ledger.for_each_event(|row| match run.event(row) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(failure) => ControlFlow::Break(failure),
+            })? {
+                Some(failure) => Some(failure),
+                None => run.finish().err(),
+            },
+        };
+        // `into_report` consumes `run`, dropping the receiver before the
+        // scope joins the note thread: a thread still verifying notes after
+        // an early failure stops at its next send.
+        Ok(run.into_report(failure))
+    })
+}
+
+/// The trusted checkpoint of section 6.1, already verified.
+struct Trusted {
+    note: String,
+    checkpoint: Checkpoint,
+}
+
+impl Trusted {
+    fn open(note: &str, key: &VerifierKey) -> Result<Trusted, VerifyError> {
+        let checkpoint = note::open_checkpoint(note, key)
+            .map_err(|e| VerifyError::TrustedCheckpoint(e.to_string()))?;
+        if checkpoint.size == 0 {
+            return Err(VerifyError::TrustedCheckpoint(
+                "it commits to 0 events; Gatehouse checkpoints cover at least one".into(),
+            ));
+        }
+        Ok(Trusted {
+            note: note.to_owned(),
+            checkpoint,
+        })
+    }
+}
+
+/// What the note thread concluded about one checkpoint row: either a
+/// failure of the row itself (format, signature), or its parsed body with
+/// the outcome of its consistency proof (which is reported after the root
+/// and chain checks, which need the events).
+type Verdict = Result<CheckedNote, (FailureClass, String)>;
+
+struct CheckedNote {
+    checkpoint: Checkpoint,
+    proof: Result<(), String>,
+}
+
+/// The size a row is due at. A size that is not a positive integer is due
+/// at once, so that the row is checked (and rejected) as soon as the rows
+/// before it have been.
+fn due_at(row: &CheckpointRow) -> u64 {
+    row.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0)
+}
+
+/// The note thread: checks every checkpoint row that does not need the
+/// events, in order, and sends one verdict per row. Stops after the first
+/// failing row (nothing after it will be looked at) or when the receiver is
+/// gone.
+fn check_notes(rows: &[CheckpointRow], key: &VerifierKey, verdicts: mpsc::Sender<Verdict>) {
+    let mut previous: Option<Checkpoint> = None;
+    for row in rows {
+        let verdict = check_note(row, key, previous.as_ref());
+        let stop = match &verdict {
+            Ok(checked) => {
+                previous = Some(checked.checkpoint.clone());
+                false
+            }
+            Err(_) => true,
+        };
+        if verdicts.send(verdict).is_err() || stop {
+            return;
+        }
+    }
+}
+
+fn check_note(row: &CheckpointRow, key: &VerifierKey, previous: Option<&Checkpoint>) -> Verdict {
+    use FailureClass::{CheckpointInvalid, SignatureInvalid};
+    let size = match row.size {
+        Some(size) if size >= 1 => size as u64,
+        Some(size) => {
+            return Err((
+                CheckpointInvalid,
+                format!("checkpoint row has size {size}; sizes start at 1"),
+            ))
+        }
+        None => {
+            return Err((
+                CheckpointInvalid,
+                "checkpoint row's size is not an integer".into(),
+            ))
+        }
+    };
+    let what = format!("checkpoint for size {size}");
+    let note = row
+        .note
+        .as_deref()
+        .map_err(|e| (CheckpointInvalid, format!("{what}: its note {e}")))?;
+    let text = note::open(note, key).map_err(|e| {
+        let class = if e.is_signature_failure() {
+            SignatureInvalid
+        } else {
+            CheckpointInvalid
+        };
+        (class, format!("{what}: {e}"))
+    })?;
+    let checkpoint =
+        Checkpoint::parse(text).map_err(|e| (CheckpointInvalid, format!("{what}: {e}")))?;
+    if checkpoint.size != size {
+        return Err((
+            CheckpointInvalid,
+            format!(
+                "{what}: the note commits to size {}, not the row's size",
+                checkpoint.size
+            ),
+        ));
+    }
+    if let Some(previous) = previous {
+        if checkpoint.origin != previous.origin {
+            return Err((
+                CheckpointInvalid,
+                format!(
+                    "{what}: origin {:?} differs from the earlier checkpoints' {:?}",
+                    checkpoint.origin, previous.origin
+                ),
+            ));
+        }
+    }
+    let proof = check_proof(row, &checkpoint, previous).map_err(|e| format!("{what}: {e}"));
+    Ok(CheckedNote { checkpoint, proof })
+}
+
+/// The row's consistency proof from the previous checkpoint (section 4.3):
+/// empty for the first, exactly the right length for the others.
+fn check_proof(
+    row: &CheckpointRow,
+    checkpoint: &Checkpoint,
+    previous: Option<&Checkpoint>,
+) -> Result<(), String> {
+    let bytes = row.proof.as_deref().map_err(|e| format!("its proof {e}"))?;
+    let proof = merkle::split_proof(bytes).map_err(|e| e.to_string())?;
+    match previous {
+        None if proof.is_empty() => Ok(()),
+        None => Err(format!(
+            "the first checkpoint's proof must be empty, but it has {} hashes",
+            proof.len()
+        )),
+        Some(previous) => merkle::verify_consistency(
+            previous.size,
+            checkpoint.size,
+            &previous.root,
+            &checkpoint.root,
+            &proof,
+        )
+        .map_err(|e| {
+            format!(
+                "consistency proof from size {} does not verify: {e}",
+                previous.size
+            )
+        }),
+    }
+}
+
+/// The state of one pass over the events.
+struct Run<'a> {
+    rows: &'a [CheckpointRow],
+    verdicts: mpsc::Receiver<Verdict>,
+    trusted: Option<&'a Trusted>,
+    /// Index of the next checkpoint row to check.
+    next: usize,
+    /// `s_{j-1}`: the size of the last checkpoint that passed (0 before
+    /// any), which is where a failure of the next one is reported.
+    covered: u64,
+    /// Events processed.
+    count: u64,
+    frontier: Frontier,
+    link: [u8; 32],
+    first_ts: Option<u64>,
+    last_ts: Option<u64>,
+    /// The origin of the checkpoints that passed.
+    origin: Option<String>,
+    verified_checkpoints: u64,
+    final_checkpoint: Option<&'a str>,
+}
+
+fn b64(hash: &[u8; 32]) -> String {
+    BASE64.encode(hash)
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        rows: &'a [CheckpointRow],
+        verdicts: mpsc::Receiver<Verdict>,
+        trusted: Option<&'a Trusted>,
+    ) -> Run<'a> {
+        Run {
+            rows,
+            verdicts,
+            trusted,
+            next: 0,
+            covered: 0,
+            count: 0,
+            frontier: Frontier::new(),
+            link: chain::GENESIS,
+            first_ts: None,
+            last_ts: None,
+            origin: None,
+            verified_checkpoints: 0,
+            final_checkpoint: None,
+        }
+    }
+
+    fn fail(seq: u64, class: FailureClass, message: String) -> Failure {
+        Failure {
+            seq,
+            class,
+            message,
+            evidence: Vec::new(),
+        }
+    }
+
+    /// Checks one event row (the first five rows of the section 6 table, in
+    /// that order), folds it into the chain and the tree, and then checks
+    /// whatever checkpoints have become due.
+    #[inline]
+    fn event(&mut self, row: EventRow<'_>) -> Result<(), Failure> {
+        use FailureClass::*;
+        let seq = self.count;
+        if self.next == self.rows.len() {
+            // No checkpoint left to cover this event (section 5.1: s_c = n).
+            let message = if self.rows.is_empty() {
+                "the ledger has events but no checkpoint; no event is signed".to_owned()
+            } else {
+                format!("events from seq {seq} on are not covered by any checkpoint")
+            };
+            return Err(Self::fail(self.covered, Unsigned, message));
+        }
+        if row.seq != i64::try_from(seq).ok() {
+            let message = match row.seq {
+                Some(found) if found > seq as i64 => {
+                    format!("expected events.seq {seq}, found {found}: events are missing")
+                }
+                Some(found) => format!(
+                    "expected events.seq {seq}, found {found}: sequence numbers repeat or go back"
+                ),
+                None => format!("expected events.seq {seq}, found a value that is not an integer"),
+            };
+            return Err(Self::fail(seq, SequenceGap, message));
+        }
+        let data = row
+            .data
+            .map_err(|e| Self::fail(seq, NonCanonical, format!("events.data {e}")))?;
+        let envelope = cbor::check_record(data)
+            .map_err(|e| Self::fail(seq, NonCanonical, format!("record is not canonical: {e}")))?;
+        if envelope.seq != seq {
+            return Err(Self::fail(
+                seq,
+                SequenceMismatch,
+                format!(
+                    "the record's seq is {} but events.seq is {seq}",
+                    envelope.seq
+                ),
+            ));
+        }
+        if let Some(previous) = self.last_ts {
+            if envelope.ts < previous {
+                return Err(Self::fail(
+                    seq,
+                    TimestampBackwards,
+                    format!(
+                        "the record's ts {} ({}) is earlier than the previous event's {} ({})",
+                        envelope.ts,
+                        rfc3339(envelope.ts),
+                        previous,
+                        rfc3339(previous)
+                    ),
+                ));
+            }
+        }
+        let index = |column: &str, stored: Option<i64>, record: u64| {
+            if stored.and_then(|v| u64::try_from(v).ok()) == Some(record) {
+                Ok(())
+            } else {
+                let stored = stored.map_or("a non-integer".to_owned(), |v| v.to_string());
+                Err(Self::fail(
+                    seq,
+                    IndexMismatch,
+                    format!("events.{column} is {stored} but the record's {column} is {record}"),
+                ))
+            }
+        };
+        index("ts", row.ts, envelope.ts)?;
+        index("kind", row.kind, envelope.kind)?;
+
+        self.link = chain::link(&self.link, data);
+        self.frontier.push(merkle::leaf_hash(data));
+        self.first_ts.get_or_insert(envelope.ts);
+        self.last_ts = Some(envelope.ts);
+        self.count += 1;
+        self.due_checks()
+    }
+
+    /// Checks every checkpoint that has become due (its size equals the
+    /// events processed), then the trusted checkpoint if it is due: the
+    /// ledger is checked against itself before it is checked against the
+    /// auditor's note.
+    fn due_checks(&mut self) -> Result<(), Failure> {
+        while self
+            .rows
+            .get(self.next)
+            .is_some_and(|row| due_at(row) <= self.count)
+        {
+            self.checkpoint()?;
+        }
+        if self
+            .trusted
+            .as_ref()
+            .is_some_and(|t| t.checkpoint.size == self.count)
+        {
+            self.check_trusted()?;
+        }
+        Ok(())
+    }
+
+    /// Checks checkpoint row `next`, which is due now. Failures are reported
+    /// at `covered`, the first event this checkpoint newly covers.
+    fn checkpoint(&mut self) -> Result<(), Failure> {
+        use FailureClass::*;
+        let row = &self.rows[self.next];
+        let at = self.covered;
+        let checked = self
+            .verdicts
+            .recv()
+            .expect("the note thread sends a verdict for every row it reaches")
+            .map_err(|(class, message)| Self::fail(at, class, message))?;
+        let checkpoint = &checked.checkpoint;
+        let size = checkpoint.size;
+        let root = self.frontier.root();
+        if checkpoint.root != root {
+            return Err(Self::fail(
+                at,
+                RootMismatch,
+                format!(
+                    "checkpoint for size {size} commits to root {} but events 0..{} hash to {}",
+                    b64(&checkpoint.root),
+                    size - 1,
+                    b64(&root)
+                ),
+            ));
+        }
+        if checkpoint.chain != self.link {
+            return Err(Self::fail(
+                at,
+                ChainMismatch,
+                format!(
+                    "checkpoint for size {size} commits to chain head {} but events 0..{} chain to {}",
+                    b64(&checkpoint.chain),
+                    size - 1,
+                    b64(&self.link)
+                ),
+            ));
+        }
+        if let Err(message) = &checked.proof {
+            return Err(Self::fail(at, ProofInvalid, message.clone()));
+        }
+        self.origin = Some(checkpoint.origin.clone());
+        self.covered = size;
+        self.next += 1;
+        self.verified_checkpoints += 1;
+        self.final_checkpoint = row.note.as_deref().ok();
+        Ok(())
+    }
+
+    /// Section 6.1: the first `m` events must be exactly those the trusted
+    /// checkpoint committed to.
+    fn check_trusted(&self) -> Result<(), Failure> {
+        let Some(trusted) = self.trusted else {
+            return Ok(());
+        };
+        let t = &trusted.checkpoint;
+        let root = self.frontier.root();
+        let difference = if t.root != root {
+            Some(format!(
+                "the ledger's first {} events hash to root {}, but the trusted checkpoint commits to {}",
+                t.size,
+                b64(&root),
+                b64(&t.root)
+            ))
+        } else if t.chain != self.link {
+            Some(format!(
+                "the ledger's first {} events chain to {}, but the trusted checkpoint commits to {}",
+                t.size,
+                b64(&self.link),
+                b64(&t.chain)
+            ))
+        } else {
+            match &self.origin {
+                Some(origin) if *origin != t.origin => Some(format!(
+                    "the ledger's checkpoints have origin {origin:?}, but the trusted checkpoint has {:?}",
+                    t.origin
+                )),
+                _ => None,
+            }
+        };
+        match difference {
+            None => Ok(()),
+            Some(message) => Err(Failure {
+                seq: t.size - 1,
+                class: FailureClass::Forked,
+                message: format!(
+                    "{message}: the ledger has forked from the one the trusted checkpoint saw \
+                     (evidence: the trusted checkpoint, then the ledger's last checkpoint)"
+                ),
+                evidence: self.evidence(trusted),
+            }),
+        }
+    }
+
+    /// The trusted note and the ledger's last checkpoint note: together they
+    /// show a third party two signed, incompatible statements.
+    fn evidence(&self, trusted: &Trusted) -> Vec<String> {
+        let mut evidence = vec![trusted.note.clone()];
+        if let Some(last) = self.rows.last() {
+            evidence.push(
+                last.note
+                    .clone()
+                    .unwrap_or_else(|e| format!("(the ledger's last checkpoint note {e})\n")),
+            );
+        }
+        evidence
+    }
+
+    /// After the last event: checkpoints that were never due claim events
+    /// the ledger does not hold, and a trusted checkpoint that was never due
+    /// covers events the ledger no longer holds.
+    fn finish(&self) -> Result<(), Failure> {
+        let n = self.count;
+        if let Some(row) = self.rows.get(self.next) {
+            return Err(Self::fail(
+                n,
+                FailureClass::CheckpointBeyondLog,
+                format!(
+                    "a checkpoint claims {} events but the ledger holds only {n}",
+                    due_at(row)
+                ),
+            ));
+        }
+        if let Some(trusted) = self.trusted {
+            if trusted.checkpoint.size > n {
+                return Err(Failure {
+                    seq: n,
+                    class: FailureClass::Truncated,
+                    message: format!(
+                        "the trusted checkpoint covers {} events but the ledger holds only {n}: \
+                         it was truncated or rolled back (evidence: the trusted checkpoint, then \
+                         the ledger's last checkpoint)",
+                        trusted.checkpoint.size
+                    ),
+                    evidence: self.evidence(trusted),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn into_report(self, failure: Option<Failure>) -> Report {
+        Report {
+            events: self.count,
+            checkpoints: self.verified_checkpoints,
+            first_ts: self.first_ts,
+            last_ts: self.last_ts,
+            final_checkpoint: self.final_checkpoint.map(str::to_owned),
+            failure,
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The normative golden vectors in `fixtures/ledger/` (written by the
+//! ledger writer, specified by docs/ledger-format.md): the verifier must
+//! accept `golden.ledger` with `golden.pub`, and its independent
+//! implementation must reproduce every leaf hash, chain link, root, proof
+//! and note listed in `golden.json`.
+
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use ed25519_dalek::{Signer, SigningKey};
+use gatehouse_verify::merkle::{self, Hash};
+use gatehouse_verify::note::{open_checkpoint, Checkpoint};
+use gatehouse_verify::{cbor, chain, verify_ledger, FailureClass, VerifierKey};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/ledger")
+}
+
+fn golden() -> Value {
+    let text = std::fs::read_to_string(fixtures().join("golden.json"))
+        .expect("fixtures/ledger/golden.json is part of the repository");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn hash(v: &Value) -> Hash {
+    unhex(v.as_str().unwrap()).try_into().unwrap()
+}
+
+fn key() -> VerifierKey {
+    let text = std::fs::read_to_string(fixtures().join("golden.pub")).unwrap();
+    VerifierKey::parse(text.trim()).unwrap()
+}
+
+#[test]
+fn golden_ledger_is_intact() {
+    let g = golden();
+    let report = verify_ledger(&fixtures().join("golden.ledger"), &key(), None).unwrap();
+    assert!(report.is_intact(), "{}", report.to_text());
+    let events = g["events"].as_array().unwrap();
+    let checkpoints = g["checkpoints"].as_array().unwrap();
+    assert_eq!(report.events, events.len() as u64);
+    assert_eq!(report.checkpoints, checkpoints.len() as u64);
+    assert_eq!(
+        report.first_ts,
+        events.first().map(|e| e["ts"].as_u64().unwrap())
+    );
+    assert_eq!(
+        report.last_ts,
+        events.last().map(|e| e["ts"].as_u64().unwrap())
+    );
+    assert_eq!(
+        report.final_checkpoint.as_deref(),
+        checkpoints.last().map(|c| c["note"].as_str().unwrap())
+    );
+    // Every checkpoint of the ledger is also a valid trusted checkpoint.
+    for c in checkpoints {
+        let note = c["note"].as_str().unwrap();
+        let report = verify_ledger(&fixtures().join("golden.ledger"), &key(), Some(note)).unwrap();
+        assert!(report.is_intact(), "{}", report.to_text());
+    }
+}
+
+#[test]
+fn golden_keys_and_constants() {
+    let g = golden();
+    let key = key();
+    assert_eq!(key.to_string(), g["verifier_key"].as_str().unwrap());
+    assert_eq!(key.name(), g["origin"].as_str().unwrap());
+    assert_eq!(hash(&g["empty_root_hex"]), merkle::EMPTY_ROOT);
+    assert_eq!(hash(&g["genesis_link_hex"]), chain::GENESIS);
+    // The signing key's public half is the verifier key.
+    let signing = g["signing_key"].as_str().unwrap();
+    let prefix = format!("PRIVATE+KEY+{}+{}+", key.name(), {
+        let id = key.key_id();
+        id.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    });
+    let seed = BASE64
+        .decode(
+            signing
+                .strip_prefix(&prefix)
+                .expect("signing key names the same key"),
+        )
+        .unwrap();
+    assert_eq!(seed[0], 0x01);
+    let signing = SigningKey::from_bytes(&seed[1..].try_into().unwrap());
+    assert_eq!(&signing.verifying_key(), key.public_key());
+}
+
+#[test]
+fn golden_records_leaves_and_links() {
+    let g = golden();
+    let mut link = chain::GENESIS;
+    for e in g["events"].as_array().unwrap() {
+        let record = unhex(e["record_hex"].as_str().unwrap());
+        let envelope = cbor::check_record(&record).unwrap();
+        assert_eq!(envelope.seq, e["seq"].as_u64().unwrap());
+        assert_eq!(envelope.ts, e["ts"].as_u64().unwrap());
+        assert_eq!(envelope.kind, e["kind"].as_u64().unwrap());
+        assert_eq!(
+            merkle::leaf_hash(&record),
+            hash(&e["leaf_hash_hex"]),
+            "leaf {}",
+            envelope.seq
+        );
+        link = chain::link(&link, &record);
+        assert_eq!(link, hash(&e["link_hex"]), "link {}", envelope.seq);
+    }
+}
+
+#[test]
+fn golden_checkpoints_roots_proofs_and_notes() {
+    let g = golden();
+    let key = key();
+    let leaves: Vec<Hash> = g["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| hash(&e["leaf_hash_hex"]))
+        .collect();
+    let links: Vec<Hash> = g["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| hash(&e["link_hex"]))
+        .collect();
+    let signing = {
+        let s = g["signing_key"].as_str().unwrap();
+        let seed = BASE64.decode(&s[s.len() - 44..]).unwrap();
+        SigningKey::from_bytes(&seed[1..].try_into().unwrap())
+    };
+    let mut previous: Option<(u64, Hash)> = None;
+    for c in g["checkpoints"].as_array().unwrap() {
+        let size = c["size"].as_u64().unwrap();
+        let root = hash(&c["root_hex"]);
+        let chain_head = hash(&c["chain_hex"]);
+        assert_eq!(merkle::root(&leaves[..size as usize]), root, "root {size}");
+        assert_eq!(links[size as usize - 1], chain_head, "chain {size}");
+        let note = c["note"].as_str().unwrap();
+        let expected = Checkpoint {
+            origin: g["origin"].as_str().unwrap().to_owned(),
+            size,
+            root,
+            chain: chain_head,
+        };
+        assert_eq!(open_checkpoint(note, &key), Ok(expected.clone()));
+        // Ed25519 is deterministic: re-signing the text reproduces the note.
+        let text = expected.to_text();
+        let mut blob = key.key_id().to_vec();
+        blob.extend_from_slice(&signing.sign(text.as_bytes()).to_bytes());
+        assert_eq!(
+            note,
+            format!("{text}\n\u{2014} {} {}\n", key.name(), BASE64.encode(blob))
+        );
+        let proof: Vec<Hash> = c["proof_hex"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(hash)
+            .collect();
+        match previous {
+            None => assert!(proof.is_empty()),
+            Some((old, old_root)) => {
+                assert_eq!(proof.len(), merkle::consistency_proof_len(old, size));
+                assert_eq!(
+                    merkle::verify_consistency(old, size, &old_root, &root, &proof),
+                    Ok(())
+                );
+            }
+        }
+        previous = Some((size, root));
+    }
+}
+
+#[test]
+fn golden_ledger_tampered_copy_fails() {
+    let g = golden();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("golden.ledger");
+    std::fs::copy(fixtures().join("golden.ledger"), &copy).unwrap();
+    // Drop the last checkpoint: the events after the one before it are
+    // unsigned.
+    let checkpoints = g["checkpoints"].as_array().unwrap();
+    let last = checkpoints.last().unwrap()["size"].as_u64().unwrap();
+    let before = checkpoints[checkpoints.len() - 2]["size"].as_u64().unwrap();
+    rusqlite::Connection::open(&copy)
+        .unwrap()
+        .execute("DELETE FROM checkpoints WHERE size = ?1", [last as i64])
+        .unwrap();
+    let report = verify_ledger(&copy, &key(), None).unwrap();
+    let failure = report.failure.expect("a dropped checkpoint is noticed");
+    assert_eq!(
+        (failure.seq, failure.class),
+        (before, FailureClass::Unsigned)
+    );
+    // ...and the auditor who kept the last note sees the rollback too once
+    // the uncovered events are gone as well.
+    rusqlite::Connection::open(&copy)
+        .unwrap()
+        .execute("DELETE FROM events WHERE seq >= ?1", [before as i64])
+        .unwrap();
+    let trusted = checkpoints.last().unwrap()["note"].as_str().unwrap();
+    let report = verify_ledger(&copy, &key(), Some(trusted)).unwrap();
+    let failure = report.failure.expect("a rollback is noticed");
+    assert_eq!(
+        (failure.seq, failure.class),
+        (before, FailureClass::Truncated)
+    );
+}
