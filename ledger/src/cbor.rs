@@ -423,6 +423,9 @@ macro_rules! cbor_struct {
         impl $name {
             /// The map keys of this record, in encoding order.
             pub const KEYS: &'static [u64] = &[$($key),*];
+            /// Each key with its field name and Rust type, for the format documentation.
+            pub const FIELDS: &'static [(u64, &'static str, &'static str)] =
+                &[$(($key, stringify!($field), stringify!($ty))),*];
         }
 
         impl $crate::cbor::Cbor for $name {

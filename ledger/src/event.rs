@@ -360,9 +360,14 @@ macro_rules! event_kinds {
                 match self { $(EventKind::$variant => stringify!($variant),)* }
             }
 
-            /// The body's map keys, for the format documentation.
+            /// The body's map keys, in encoding order.
             pub fn keys(self) -> &'static [u64] {
                 match self { $(EventKind::$variant => $variant::KEYS,)* }
+            }
+
+            /// The body's fields (key, name, type), for the format documentation.
+            pub fn fields(self) -> &'static [(u64, &'static str, &'static str)] {
+                match self { $(EventKind::$variant => $variant::FIELDS,)* }
             }
         }
 

@@ -44,7 +44,11 @@ CREATE TABLE IF NOT EXISTS identity_buckets (
 CREATE TABLE IF NOT EXISTS checkpoints (
     size     INTEGER PRIMARY KEY,
     note     TEXT NOT NULL,
-    proof    BLOB NOT NULL,
+    proof    BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS writer_state (
+    id       INTEGER PRIMARY KEY CHECK (id = 0),
+    size     INTEGER NOT NULL,
     frontier BLOB NOT NULL
 );
 ";

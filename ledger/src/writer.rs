@@ -258,10 +258,12 @@ impl WriterState {
         let ctx = |e: rusqlite::Error| LedgerError::sqlite(&path, e);
         self.sessions.clear();
         self.identities.clear();
-        let last: Option<(i64, String, Vec<u8>)> = self
+        let last: Option<(i64, String, Option<Vec<u8>>)> = self
             .conn
             .query_row(
-                "SELECT size, note, frontier FROM checkpoints ORDER BY size DESC LIMIT 1",
+                "SELECT c.size, c.note, w.frontier FROM checkpoints c \
+                 LEFT JOIN writer_state w ON w.id = 0 AND w.size = c.size \
+                 ORDER BY c.size DESC LIMIT 1",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
@@ -295,14 +297,22 @@ impl WriterState {
         })?;
         let checkpoint =
             Checkpoint::parse(text).map_err(|e| LedgerError::Damaged(e.to_string()))?;
-        let frontier = Frontier::from_bytes(&frontier)
-            .filter(|f| f.size() == size as u64 && f.root() == checkpoint.root)
-            .ok_or_else(|| {
-                LedgerError::Damaged(format!(
-                    "writer state of {} does not match its last checkpoint; run gatehouse-verify on it",
-                    self.path.display()
-                ))
-            })?;
+        let saved = frontier
+            .as_deref()
+            .and_then(Frontier::from_bytes)
+            .filter(|f| f.size() == size as u64);
+        // The saved frontier is only a shortcut: if it is missing or stale
+        // (a ledger restored from a copy, say), rebuild it from the events.
+        let frontier = match saved {
+            Some(f) => f,
+            None => self.rebuild_frontier(size as u64)?,
+        };
+        if frontier.root() != checkpoint.root {
+            return Err(LedgerError::Damaged(format!(
+                "the events of {} do not hash to the root of its last checkpoint; run gatehouse-verify on it",
+                self.path.display()
+            )));
+        }
         if events != size {
             return Err(LedgerError::Damaged(format!(
                 "{} holds {events} events but its last checkpoint covers {size}; run gatehouse-verify on it",
@@ -320,6 +330,23 @@ impl WriterState {
         self.frontier = frontier;
         self.chain = checkpoint.chain;
         Ok(())
+    }
+
+    /// Recomputes the Merkle frontier of the first `size` events.
+    fn rebuild_frontier(&self, size: u64) -> Result<Frontier, LedgerError> {
+        let ctx = |e| LedgerError::sqlite(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT data FROM events WHERE seq < ?1 ORDER BY seq")
+            .map_err(ctx)?;
+        let mut rows = stmt.query([size as i64]).map_err(ctx)?;
+        let mut frontier = Frontier::new();
+        while let Some(row) = rows.next().map_err(ctx)? {
+            let data = row.get_ref(0).map_err(ctx)?;
+            let bytes = data.as_blob().map_err(|e| ctx(e.into()))?;
+            frontier.push(leaf_hash(bytes));
+        }
+        Ok(frontier)
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
@@ -442,10 +469,13 @@ impl WriterState {
         };
         let proof: Vec<u8> = self.frontier.consistency_proof(&leaves).concat();
         let note = self.signer.sign(&checkpoint.text());
+        tx.prepare_cached("INSERT INTO checkpoints (size, note, proof) VALUES (?1, ?2, ?3)")?
+            .execute(params![size as i64, note, proof])?;
+        // Only the newest frontier is needed to continue the tree after a restart.
         tx.prepare_cached(
-            "INSERT INTO checkpoints (size, note, proof, frontier) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR REPLACE INTO writer_state (id, size, frontier) VALUES (0, ?1, ?2)",
         )?
-        .execute(params![size as i64, note, proof, frontier.to_bytes()])?;
+        .execute(params![size as i64, frontier.to_bytes()])?;
         tx.commit()?;
         let previous = self.size.saturating_sub(1) >> schema::BUCKET_BITS;
         self.size = size;

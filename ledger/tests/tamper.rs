@@ -179,17 +179,22 @@ fn reseal(conn: &Connection) {
         }
         .text();
         let proof = merkle::consistency_proof(&leaves[..size as usize], prev).concat();
-        let mut f = Frontier::new();
-        for l in &leaves[..size as usize] {
-            f.push(*l);
-        }
         conn.execute(
-            "UPDATE checkpoints SET note = ?1, proof = ?2, frontier = ?3 WHERE size = ?4",
-            params![format!("{text}\n{sigs}"), proof, f.to_bytes(), size as i64],
+            "UPDATE checkpoints SET note = ?1, proof = ?2 WHERE size = ?3",
+            params![format!("{text}\n{sigs}"), proof, size as i64],
         )
         .unwrap();
         prev = size;
     }
+    let mut f = Frontier::new();
+    for l in &leaves {
+        f.push(*l);
+    }
+    conn.execute(
+        "UPDATE writer_state SET size = ?1, frontier = ?2",
+        params![leaves.len() as i64, f.to_bytes()],
+    )
+    .unwrap();
 }
 
 fn verify(path: &Path, trusted: Option<&str>) -> Report {

@@ -37,10 +37,14 @@ fn default_durability() -> String {
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}; pass --config with the file `gatehouse init` wrote", path.display()))?;
-        let mut config: Config =
-            toml::from_str(&text).with_context(|| format!("config {} is invalid", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read config {}; pass --config with the file `gatehouse init` wrote",
+                path.display()
+            )
+        })?;
+        let mut config: Config = toml::from_str(&text)
+            .with_context(|| format!("config {} is invalid", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.ledger.path = base.join(&config.ledger.path);
         config.ledger.signing_key = base.join(&config.ledger.signing_key);
@@ -98,10 +102,18 @@ mod tests {
     fn errors_name_the_line_and_the_problem() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gatehouse.toml");
-        std::fs::write(&path, "[ledger]\npath = \"x\"\nsigning_key = \"k\"\ndurability = \"sometimes\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[ledger]\npath = \"x\"\nsigning_key = \"k\"\ndurability = \"sometimes\"\n",
+        )
+        .unwrap();
         let err = format!("{:#}", Config::load(&path).unwrap_err());
         assert!(err.contains("\"os\" or \"fsync\""), "{err}");
-        std::fs::write(&path, "[ledger]\npath = \"x\"\nsigning_key = \"k\"\nbogus = 1\n").unwrap();
+        std::fs::write(
+            &path,
+            "[ledger]\npath = \"x\"\nsigning_key = \"k\"\nbogus = 1\n",
+        )
+        .unwrap();
         let err = format!("{:#}", Config::load(&path).unwrap_err());
         assert!(err.contains("line 4") && err.contains("bogus"), "{err}");
     }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use gatehouse_ledger::event::{
-    Action, Decision, IdentityBlocked, IdentityCreated, Protocol, QueryReceived, Response, SessionOpened,
-    SessionTerminated, StatementClass,
+    Action, Decision, IdentityBlocked, IdentityCreated, Protocol, QueryReceived, Response,
+    SessionOpened, SessionTerminated, StatementClass,
 };
 use gatehouse_ledger::{EventBody, Ledger, LedgerReader};
 use gatehouse_verify::{verify_ledger, Report, VerifierKey};
@@ -66,7 +66,10 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
     if !report.is_intact() {
         bail!("the fresh ledger did not verify: {:?}", report.failure);
     }
-    let trusted = report.final_checkpoint.clone().context("an intact ledger has a checkpoint")?;
+    let trusted = report
+        .final_checkpoint
+        .clone()
+        .context("an intact ledger has a checkpoint")?;
     let trusted_path = dir.join("trusted-checkpoint.note");
     std::fs::write(&trusted_path, &trusted)?;
     say(
@@ -151,7 +154,9 @@ fn print_timeline(path: &Path) -> Result<()> {
                 d.action,
                 d.rule.as_deref().unwrap_or("(default deny)")
             ),
-            EventBody::IdentityBlocked(b) => format!("block  {} by {}: {}", b.identity, b.operator, b.reason),
+            EventBody::IdentityBlocked(b) => {
+                format!("block  {} by {}: {}", b.identity, b.operator, b.reason)
+            }
             other => other.kind().name().to_string(),
         };
         println!("  #{:<3} {what}", e.seq);
@@ -173,7 +178,10 @@ fn edit_denied_query(path: &Path) -> Result<u64> {
             // Same length, so the CBOR stays well-formed and only hashes can tell.
             let harmless = format!("{:<1$}", "SELECT 1", needle.len());
             data[at..at + needle.len()].copy_from_slice(harmless.as_bytes());
-            conn.execute("UPDATE events SET data = ?1 WHERE seq = ?2", rusqlite::params![data, seq])?;
+            conn.execute(
+                "UPDATE events SET data = ?1 WHERE seq = ?2",
+                rusqlite::params![data, seq],
+            )?;
             return Ok(seq as u64);
         }
     }
@@ -218,9 +226,27 @@ fn incident() -> Vec<EventBody> {
         .into(),
     ];
     let statements: [(&str, Action, Option<&str>, StatementClass, &str); 3] = [
-        ("SELECT id, total FROM orders WHERE day = current_date", Action::Allow, Some("agents-read-orders"), StatementClass::Read, "public.orders"),
-        ("SELECT ssn FROM customers", Action::Deny, Some("no-ssn"), StatementClass::Read, "public.customers"),
-        ("DELETE FROM customers", Action::Deny, None, StatementClass::Write, "public.customers"),
+        (
+            "SELECT id, total FROM orders WHERE day = current_date",
+            Action::Allow,
+            Some("agents-read-orders"),
+            StatementClass::Read,
+            "public.orders",
+        ),
+        (
+            "SELECT ssn FROM customers",
+            Action::Deny,
+            Some("no-ssn"),
+            StatementClass::Read,
+            "public.customers",
+        ),
+        (
+            "DELETE FROM customers",
+            Action::Deny,
+            None,
+            StatementClass::Write,
+            "public.customers",
+        ),
     ];
     for (i, (sql, action, rule, class, table)) in statements.into_iter().enumerate() {
         let query = i as u64 + 1;

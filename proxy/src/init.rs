@@ -78,7 +78,12 @@ fn default_origin(dir: &Path) -> Result<String> {
         .file_name()
         .and_then(|n| n.to_str())
         .filter(|n| !n.is_empty() && !n.contains('+') && !n.chars().any(char::is_whitespace))
-        .ok_or_else(|| anyhow::anyhow!("cannot derive a log origin from {}; pass --origin NAME", dir.display()))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "cannot derive a log origin from {}; pass --origin NAME",
+                dir.display()
+            )
+        })?;
     Ok(format!("gatehouse/{name}"))
 }
 
@@ -96,7 +101,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(target.join(SIGNING_KEY)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(target.join(SIGNING_KEY))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let pubkey = std::fs::read_to_string(target.join(VERIFIER_KEY)).unwrap();
@@ -104,7 +112,13 @@ mod tests {
         let key = gatehouse_verify::VerifierKey::parse(pubkey.trim()).unwrap();
         let report = gatehouse_verify::verify_ledger(&target.join(LEDGER), &key, None).unwrap();
         assert!(report.is_intact());
-        assert_eq!(LedgerReader::open(target.join(LEDGER)).unwrap().len().unwrap(), 1);
+        assert_eq!(
+            LedgerReader::open(target.join(LEDGER))
+                .unwrap()
+                .len()
+                .unwrap(),
+            1
+        );
         let again = init(&target, None).err().unwrap().to_string();
         assert!(again.contains("never overwrites"), "{again}");
     }

@@ -53,12 +53,18 @@ fn sigkill_mid_stream_loses_no_acknowledged_event() {
         assert!(report.is_intact(), "round {round}: {:?}", report.failure);
         let held = LedgerReader::open(&path).unwrap().len().unwrap();
         let max = *acknowledged.iter().max().unwrap();
-        assert!(held > max, "round {round}: acknowledged event {max} missing; ledger holds {held}");
+        assert!(
+            held > max,
+            "round {round}: acknowledged event {max} missing; ledger holds {held}"
+        );
         assert_eq!(report.events, held);
         acknowledged_total += acknowledged.len() as u64;
     }
     // The writer reopens the crashed ledger and continues it.
-    let options = WriterOptions::new(&path, NoteSigner::from_seed("gatehouse.bench/ledger", [11; 32]).unwrap());
+    let options = WriterOptions::new(
+        &path,
+        NoteSigner::from_seed("gatehouse.bench/ledger", [11; 32]).unwrap(),
+    );
     let ledger = Ledger::open(options).unwrap();
     let before = LedgerReader::open(&path).unwrap().len().unwrap();
     assert!(before >= acknowledged_total);
@@ -67,5 +73,7 @@ fn sigkill_mid_stream_loses_no_acknowledged_event() {
         .unwrap();
     assert_eq!(r[0].seq, before);
     ledger.close();
-    assert!(gatehouse_verify::verify_ledger(&path, &key(), None).unwrap().is_intact());
+    assert!(gatehouse_verify::verify_ledger(&path, &key(), None)
+        .unwrap()
+        .is_intact());
 }

@@ -125,7 +125,7 @@ pub struct EventRow<'a> {
     pub data: Result<&'a [u8], CellError>,
 }
 
-/// One row of `checkpoints` (the writer-only `frontier` column is not read).
+/// One row of `checkpoints`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointRow {
     /// `checkpoints.size`, or `None` if it is not an integer.

@@ -205,7 +205,7 @@ fn index_columns_must_match_the_record() {
     assert_failure(&f.verify(), 2, FailureClass::IndexMismatch);
     // Unauthenticated conveniences are not checked.
     let f = Fixture::new();
-    f.sql("UPDATE events SET session = 5, identity = 'mallory'; UPDATE checkpoints SET frontier = X'00'");
+    f.sql("UPDATE events SET session = 5, identity = 'mallory'; INSERT INTO writer_state VALUES (0, 1, X'00')");
     assert!(f.verify().is_intact());
 }
 

@@ -331,7 +331,11 @@ CREATE TABLE events (
 CREATE TABLE checkpoints (
     size     INTEGER PRIMARY KEY,
     note     TEXT NOT NULL,
-    proof    BLOB NOT NULL,
+    proof    BLOB NOT NULL
+);
+CREATE TABLE writer_state (
+    id       INTEGER PRIMARY KEY CHECK (id = 0),
+    size     INTEGER NOT NULL,
     frontier BLOB NOT NULL
 );
 ";
@@ -353,9 +357,7 @@ pub fn write_ledger(path: &Path, events: &[Event], checkpoints: &[CheckpointRow]
             ins.execute(params![e.seq, e.ts, e.kind, e.data]).unwrap();
         }
         let mut ins = tx
-            .prepare(
-                "INSERT INTO checkpoints (size, note, proof, frontier) VALUES (?1, ?2, ?3, X'')",
-            )
+            .prepare("INSERT INTO checkpoints (size, note, proof) VALUES (?1, ?2, ?3)")
             .unwrap();
         for c in checkpoints {
             ins.execute(params![c.size, c.note, c.proof]).unwrap();
