@@ -535,6 +535,7 @@ mod tests {
         ];
         assert_eq!(bytes, expected);
         assert_eq!(decode_canonical::<Sample>(&bytes).unwrap(), sample());
+        assert_eq!(Sample::FIELDS[1], (1, "b", "Option<String>"));
     }
 
     #[test]
