@@ -49,6 +49,9 @@ pub enum LedgerError {
     /// The ledger's contents are not what the writer left.
     #[error("ledger damaged: {0}")]
     Damaged(String),
+    /// Another process holds the ledger's writer lock.
+    #[error("{0}")]
+    Busy(String),
     /// A key file is missing, unreadable or too widely readable.
     #[error("{0}")]
     Key(String),

@@ -217,6 +217,8 @@ impl Ledger {
 
 /// The writer thread's state: everything needed to extend the log.
 struct WriterState {
+    /// Held for the writer's lifetime: a second writer would fork the log.
+    _lock: std::fs::File,
     conn: Connection,
     signer: NoteSigner,
     clock: Clock,
@@ -233,9 +235,11 @@ struct WriterState {
 
 impl WriterState {
     fn open(options: &WriterOptions) -> Result<Self, LedgerError> {
+        let lock = lock_exclusively(&options.path)?;
         let conn =
             schema::open_for_writing(&options.path, options.signer.name(), options.durability)?;
         let mut state = WriterState {
+            _lock: lock,
             conn,
             signer: options.signer.clone(),
             clock: options.clock.clone(),
@@ -494,6 +498,35 @@ impl WriterState {
             r.checkpoint = size;
         }
         Ok(receipts)
+    }
+}
+
+/// Takes the ledger's writer lock (`<ledger>.lock`). Two writers would each
+/// extend the chain from their own view of the tail and fork the log, so a
+/// second one is refused.
+fn lock_exclusively(path: &Path) -> Result<std::fs::File, LedgerError> {
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| {
+            LedgerError::Io(format!(
+                "cannot create lock file {}: {e}",
+                lock_path.display()
+            ))
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Busy(format!(
+            "ledger {} is open for writing by another process (a running gateway?); stop it, or make the change through that gateway",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(LedgerError::Io(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
     }
 }
 

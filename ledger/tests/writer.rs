@@ -189,6 +189,19 @@ fn a_failed_commit_fails_every_event_of_the_batch_and_the_writer_recovers() {
 }
 
 #[test]
+fn a_second_writer_is_refused_while_the_first_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let first = Ledger::open(options(&path)).unwrap();
+    assert!(matches!(
+        Ledger::open(options(&path)),
+        Err(LedgerError::Busy(_))
+    ));
+    first.close();
+    Ledger::open(options(&path)).unwrap().close();
+}
+
+#[test]
 fn reopening_with_another_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");

@@ -15,6 +15,150 @@ use serde::Deserialize;
 pub struct Config {
     /// Where and how events are recorded.
     pub ledger: LedgerSection,
+    /// Where clients connect.
+    #[serde(default)]
+    pub listen: ListenSection,
+    /// Upstream databases, chosen by the client's startup `database`.
+    #[serde(default, rename = "target")]
+    pub targets: Vec<TargetSection>,
+}
+
+/// `[listen]`: the client-facing side.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    /// `host:port` to listen on.
+    #[serde(default = "default_address")]
+    pub address: String,
+    /// Largest frame a client may send, in bytes.
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: usize,
+    /// PEM certificate chain; with `tls_key`, enables TLS (SSLRequest answered 'S').
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        ListenSection {
+            address: default_address(),
+            max_frame_bytes: default_max_frame(),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+fn default_address() -> String {
+    "127.0.0.1:6432".into()
+}
+
+fn default_max_frame() -> usize {
+    64 << 20
+}
+
+/// `[[target]]`: one upstream database.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSection {
+    /// The database name clients ask for.
+    pub name: String,
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`.
+    pub url: String,
+    /// The upstream password (prefer `password_env`).
+    pub password: Option<String>,
+    /// Environment variable holding the upstream password.
+    pub password_env: Option<String>,
+    /// An upstream role without write privileges, used for identities whose
+    /// policy allows only reads (otherwise such sessions run with
+    /// `default_transaction_read_only`).
+    pub read_only_user: Option<String>,
+    /// Environment variable holding `read_only_user`'s password.
+    pub read_only_password_env: Option<String>,
+}
+
+/// A resolved upstream target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The name clients ask for.
+    pub name: String,
+    /// Upstream host.
+    pub host: String,
+    /// Upstream port.
+    pub port: u16,
+    /// Upstream user.
+    pub user: String,
+    /// Upstream database.
+    pub database: String,
+    /// Upstream password, if any.
+    pub password: Option<String>,
+    /// Read-only upstream login, if configured.
+    pub read_only: Option<(String, Option<String>)>,
+}
+
+impl Target {
+    /// The read-only login, if one is configured.
+    pub fn read_only_login(&self) -> Option<(&String, Option<&str>)> {
+        self.read_only.as_ref().map(|(u, p)| (u, p.as_deref()))
+    }
+}
+
+fn env_secret(var: &str, what: &str) -> Result<String> {
+    std::env::var(var).map_err(|_| anyhow::anyhow!("{what}: environment variable {var} is not set"))
+}
+
+impl TargetSection {
+    fn resolve(&self) -> Result<Target> {
+        let what = format!("[[target]] {}", self.name);
+        let rest = self
+            .url
+            .strip_prefix("postgres://")
+            .or_else(|| self.url.strip_prefix("postgresql://"))
+            .ok_or_else(|| anyhow::anyhow!("{what}: url must start with postgres://"))?;
+        let (auth, hostpart) = rest.split_once('@').ok_or_else(|| {
+            anyhow::anyhow!("{what}: url must name a user: postgres://USER@HOST:PORT/DB")
+        })?;
+        let (user, url_password) = match auth.split_once(':') {
+            Some((u, p)) => (u.to_owned(), Some(p.to_owned())),
+            None => (auth.to_owned(), None),
+        };
+        let (hostport, database) = hostpart.split_once('/').ok_or_else(|| {
+            anyhow::anyhow!("{what}: url must name a database: postgres://USER@HOST:PORT/DB")
+        })?;
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_owned(),
+                p.parse()
+                    .map_err(|_| anyhow::anyhow!("{what}: port {p:?} is not a number"))?,
+            ),
+            None => (hostport.to_owned(), 5432),
+        };
+        let password = match (&self.password_env, &self.password, url_password) {
+            (Some(var), _, _) => Some(env_secret(var, &what)?),
+            (None, Some(p), _) => Some(p.clone()),
+            (None, None, p) => p,
+        };
+        let read_only = match &self.read_only_user {
+            Some(u) => Some((
+                u.clone(),
+                self.read_only_password_env
+                    .as_deref()
+                    .map(|v| env_secret(v, &what))
+                    .transpose()?,
+            )),
+            None => None,
+        };
+        Ok(Target {
+            name: self.name.clone(),
+            host,
+            port,
+            user,
+            database: database.split('?').next().unwrap_or(database).to_owned(),
+            password,
+            read_only,
+        })
+    }
 }
 
 /// `[ledger]`: the audit ledger.
@@ -48,6 +192,10 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.ledger.path = base.join(&config.ledger.path);
         config.ledger.signing_key = base.join(&config.ledger.signing_key);
+        if let (Some(c), Some(k)) = (&config.listen.tls_cert, &config.listen.tls_key) {
+            config.listen.tls_cert = Some(base.join(c));
+            config.listen.tls_key = Some(base.join(k));
+        }
         config.durability()?;
         Ok(config)
     }
@@ -58,6 +206,19 @@ impl Config {
             .durability
             .parse()
             .map_err(|e: String| anyhow::anyhow!("[ledger] {e}"))
+    }
+
+    /// The targets with their URLs parsed and secrets read from the environment.
+    pub fn resolve_targets(&self) -> Result<Vec<Target>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for t in &self.targets {
+            if !seen.insert(t.name.clone()) {
+                anyhow::bail!("[[target]] {} is defined twice", t.name);
+            }
+            out.push(t.resolve()?);
+        }
+        Ok(out)
     }
 
     /// Writer options for the ledger, loading (and checking) the signing key.

@@ -1,13 +1,12 @@
 //! `gatehouse`: the gateway and its operator commands.
 
-mod config;
-mod demo;
-mod init;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+use gatehouse::config::Config;
+use gatehouse::{commands, demo, gateway, init};
 
 /// Gatehouse: a policy-enforcing, recording PostgreSQL gateway.
 #[derive(Parser)]
@@ -28,6 +27,27 @@ enum Command {
         #[arg(long)]
         origin: Option<String>,
     },
+    /// Serve PostgreSQL clients: judge, record and relay their queries.
+    Serve {
+        /// The configuration file.
+        #[arg(long, default_value = "gatehouse.toml")]
+        config: PathBuf,
+    },
+    /// Manage the policy.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Manage agent identities.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
+    /// Manage gateway credentials.
+    Credential {
+        #[command(subcommand)]
+        command: CredentialCommand,
+    },
     /// Run the incident demo and leave its ledger and evidence in a directory.
     Demo {
         /// Directory for the demo's files (default: ./gatehouse-demo-<time>).
@@ -36,20 +56,198 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Init { dir, origin } => init::init(&dir, origin.as_deref()).map(|out| {
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file and make it the policy in force.
+    Apply {
+        /// The policy file (TOML).
+        file: PathBuf,
+        #[arg(long, default_value = "gatehouse.toml")]
+        config: PathBuf,
+        /// Who is acting (default: $USER).
+        #[arg(long)]
+        operator: Option<String>,
+    },
+    /// Print the policy in force.
+    Show {
+        #[arg(long, default_value = "gatehouse.toml")]
+        config: PathBuf,
+    },
+    /// Show the decision for a statement without running it.
+    Explain {
+        #[arg(long, default_value = "gatehouse.toml")]
+        config: PathBuf,
+        /// The identity asking.
+        #[arg(long)]
+        identity: String,
+        /// The target database (default: any, i.e. "*").
+        #[arg(long, default_value = "*")]
+        target: String,
+        /// The SQL to judge.
+        #[arg(long)]
+        sql: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdentityCommand {
+    /// Create an agent identity.
+    Create {
+        /// The identity's name (the user name it logs in with).
+        name: String,
+        #[arg(long, default_value = "gatehouse.toml")]
+        config: PathBuf,
+        /// What the identity is for.
+        #[arg(long)]
+        description: Option<String>,
+        /// Who is acting (default: $USER).
+        #[arg(long)]
+        operator: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CredentialCommand {
+    /// Issue a credential; prints the secret once, on the last line of stdout.
+    Issue {
+        /// The identity it is for.
+        identity: String,
+        #[arg(long, default_value = "gatehouse.toml")]
+        config: PathBuf,
+        /// Lifetime, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// Who is acting (default: $USER).
+        #[arg(long)]
+        operator: Option<String>,
+    },
+    /// Revoke a credential.
+    Revoke {
+        /// The credential id.
+        credential: String,
+        #[arg(long, default_value = "gatehouse.toml")]
+        config: PathBuf,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Who is acting (default: $USER).
+        #[arg(long)]
+        operator: Option<String>,
+    },
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Init { dir, origin } => {
+            let out = init::init(&dir, origin.as_deref())?;
             eprintln!(
                 "Initialised {}.\nThe signing key is readable by you only; the verifier key (below, and in {}) is for auditors.",
                 out.config.display(),
                 dir.join(init::VERIFIER_KEY).display()
             );
             println!("{}", out.verifier_key);
-        }),
-        Command::Demo { dir } => demo::run(dir).map(|_| ()),
-    };
-    match result {
+        }
+        Command::Serve { config } => {
+            let config = Config::load(&config)?;
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(gateway::serve(&config))?;
+        }
+        Command::Policy { command } => match command {
+            PolicyCommand::Apply {
+                file,
+                config,
+                operator,
+            } => {
+                commands::policy_apply(
+                    &Config::load(&config)?,
+                    &file,
+                    commands::operator(operator),
+                )?;
+                eprintln!("policy {} is now in force", file.display());
+            }
+            PolicyCommand::Show { config } => {
+                let policy = commands::current_policy(&Config::load(&config)?)?;
+                print!("{}", policy.source());
+            }
+            PolicyCommand::Explain {
+                config,
+                identity,
+                target,
+                sql,
+            } => print!(
+                "{}",
+                commands::policy_explain(&Config::load(&config)?, &identity, &target, &sql)?
+            ),
+        },
+        Command::Identity {
+            command:
+                IdentityCommand::Create {
+                    name,
+                    config,
+                    description,
+                    operator,
+                },
+        } => {
+            commands::identity_create(
+                &Config::load(&config)?,
+                &name,
+                description,
+                commands::operator(operator),
+            )?;
+            eprintln!("identity {name} created");
+        }
+        Command::Credential { command } => match command {
+            CredentialCommand::Issue {
+                identity,
+                config,
+                ttl,
+                operator,
+            } => {
+                let ttl = commands::parse_duration(&ttl)?;
+                let issued = commands::credential_issue(
+                    &Config::load(&config)?,
+                    &identity,
+                    ttl,
+                    commands::operator(operator),
+                )?;
+                eprintln!(
+                    "credential {} for {identity}, valid until {}; the secret is shown once:",
+                    issued.id,
+                    gatehouse_verify::report::rfc3339(issued.expires_at)
+                );
+                println!("{}", issued.secret);
+            }
+            CredentialCommand::Revoke {
+                credential,
+                config,
+                reason,
+                operator,
+            } => {
+                commands::credential_revoke(
+                    &Config::load(&config)?,
+                    &credential,
+                    reason,
+                    commands::operator(operator),
+                )?;
+                eprintln!("credential {credential} revoked");
+            }
+        },
+        Command::Demo { dir } => {
+            demo::run(dir)?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gatehouse: error: {e:#}");

@@ -144,7 +144,7 @@ impl Frontier {
 
 /// Splits `bytes` into 32-byte hashes, as stored in `checkpoints.proof`.
 pub fn split_proof(bytes: &[u8]) -> Result<Vec<Hash>, ProofError> {
-    if bytes.len() % 32 != 0 {
+    if !bytes.len().is_multiple_of(32) {
         return Err(ProofError::Ragged(bytes.len()));
     }
     Ok(bytes

@@ -1,0 +1,273 @@
+//! What to do when sqlparser cannot read a query string.
+//!
+//! An unreadable statement is Unknown, and Unknown is denied. Two refinements
+//! keep that useful without weakening it:
+//!
+//! * A multi-statement string is split at top-level semicolons by sqlparser's
+//!   own tokenizer (which follows PostgreSQL's rules for quotes, dollar
+//!   quotes and nested comments) and each piece is classified on its own, so
+//!   an operator sees which statement was unreadable. This is only done when
+//!   the split is certain to match PostgreSQL's: parentheses balance, no
+//!   `BEGIN ATOMIC` body (whose semicolons do not end statements), and at
+//!   least one piece really fails to parse on its own (otherwise the split
+//!   disagrees with the parser and the whole string stays one Unknown).
+//! * A tiny, exact allowlist of statements sqlparser 0.64 does not know is
+//!   recognised from their tokens: `CHECKPOINT`, `VACUUM ...` and
+//!   `ANALYZE ...` (Admin) and `TABLE name` (Read). Their grammar is checked
+//!   token by token; anything that deviates stays Unknown.
+
+use gatehouse_ledger::event::StatementClass;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Token, Tokenizer, Word};
+
+use super::names;
+use super::statements::classify_statement;
+use crate::StatementInfo;
+
+/// The statement for a parse failure: Unknown, with the parser's complaint.
+pub(super) fn unreadable(err: &ParserError) -> StatementInfo {
+    unknown_info(format!(
+        "the SQL parser could not read this statement: {err}"
+    ))
+}
+
+/// An Unknown statement with the given reason.
+pub(super) fn unknown_info(reason: String) -> StatementInfo {
+    StatementInfo {
+        class: StatementClass::Unknown,
+        command: "UNKNOWN".to_owned(),
+        tables: Vec::new(),
+        columns: Vec::new(),
+        functions: Vec::new(),
+        dangerous: Vec::new(),
+        reason: Some(reason),
+    }
+}
+
+/// Classifies a query string that sqlparser failed to parse as a whole.
+pub(super) fn classify_unparsed(sql: &str, err: &ParserError) -> Vec<StatementInfo> {
+    let whole = || vec![unreadable(err)];
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        return whole();
+    };
+    let Some(pieces) = split(tokens) else {
+        return whole();
+    };
+    match pieces.as_slice() {
+        [] => whole(),
+        [only] => vec![recognise(only).unwrap_or_else(|| unreadable(err))],
+        _ => {
+            let mut statements = Vec::with_capacity(pieces.len());
+            let mut any_failed = false;
+            for piece in pieces {
+                let parsed = Parser::new(&PostgreSqlDialect {})
+                    .with_tokens(piece.clone())
+                    .parse_statements();
+                match parsed {
+                    Ok(stmts) => match stmts.as_slice() {
+                        [stmt] => statements.push(classify_statement(stmt)),
+                        _ => return whole(),
+                    },
+                    Err(e) => {
+                        any_failed = true;
+                        statements.push(recognise(&piece).unwrap_or_else(|| unreadable(&e)));
+                    }
+                }
+            }
+            if any_failed {
+                statements
+            } else {
+                whole()
+            }
+        }
+    }
+}
+
+/// Splits tokens into statements at top-level semicolons; drops pieces that
+/// hold only whitespace and comments. `None` when the split could differ
+/// from PostgreSQL's (unbalanced parentheses, `BEGIN ATOMIC`).
+fn split(tokens: Vec<Token>) -> Option<Vec<Vec<Token>>> {
+    let mut pieces = Vec::new();
+    let mut current: Vec<Token> = Vec::new();
+    let mut depth: usize = 0;
+    for token in tokens {
+        match &token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.checked_sub(1)?,
+            Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("atomic") => {
+                return None
+            }
+            Token::SemiColon if depth == 0 => {
+                pieces.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(token);
+    }
+    if depth != 0 {
+        return None;
+    }
+    pieces.push(current);
+    pieces.retain(|p| p.iter().any(|t| !matches!(t, Token::Whitespace(_))));
+    Some(pieces)
+}
+
+/// Recognises the exact allowlist of statements sqlparser cannot parse.
+fn recognise(piece: &[Token]) -> Option<StatementInfo> {
+    let tokens: Vec<&Token> = piece
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let (first, rest) = tokens.split_first()?;
+    let first = keyword(first)?;
+    match first.as_str() {
+        "CHECKPOINT" if rest.is_empty() => Some(info(
+            StatementClass::Admin,
+            "CHECKPOINT",
+            Vec::new(),
+            Vec::new(),
+        )),
+        "VACUUM" => maintenance(
+            rest,
+            "VACUUM",
+            &["FULL", "FREEZE", "VERBOSE", "ANALYZE", "ANALYSE"],
+        ),
+        "ANALYZE" | "ANALYSE" => maintenance(rest, "ANALYZE", &["VERBOSE"]),
+        "TABLE" => table_command(rest),
+        _ => None,
+    }
+}
+
+fn info(
+    class: StatementClass,
+    command: &str,
+    mut tables: Vec<String>,
+    mut columns: Vec<String>,
+) -> StatementInfo {
+    tables.sort();
+    tables.dedup();
+    columns.sort();
+    columns.dedup();
+    StatementInfo {
+        class,
+        command: command.to_owned(),
+        tables,
+        columns,
+        functions: Vec::new(),
+        dangerous: Vec::new(),
+        reason: None,
+    }
+}
+
+/// An unquoted word, upper-cased.
+fn keyword(token: &Token) -> Option<String> {
+    match token {
+        Token::Word(Word {
+            value,
+            quote_style: None,
+            ..
+        }) => Some(value.to_ascii_uppercase()),
+        _ => None,
+    }
+}
+
+/// An identifier (quoted or not).
+fn identifier(token: Option<&&Token>) -> Option<String> {
+    match token {
+        Some(Token::Word(Word {
+            value, quote_style, ..
+        })) => Some(names::word(value, quote_style.is_some())),
+        _ => None,
+    }
+}
+
+/// A dotted name of one to three parts starting at `i`; returns the parts
+/// and the index after it.
+fn name(tokens: &[&Token], mut i: usize) -> Option<(Vec<String>, usize)> {
+    let mut parts = vec![identifier(tokens.get(i))?];
+    i += 1;
+    while parts.len() < 3 && matches!(tokens.get(i), Some(Token::Period)) {
+        parts.push(identifier(tokens.get(i + 1))?);
+        i += 2;
+    }
+    Some((parts, i))
+}
+
+/// `VACUUM`/`ANALYZE` options and table list:
+/// `[ ( option [, ...] ) | word_option ... ] [ table [ ( column [, ...] ) ] [, ...] ]`.
+fn maintenance(tokens: &[&Token], command: &str, word_options: &[&str]) -> Option<StatementInfo> {
+    let mut i = 0;
+    if matches!(tokens.first(), Some(Token::LParen)) {
+        i = 1;
+        loop {
+            match tokens.get(i)? {
+                Token::RParen => {
+                    i += 1;
+                    break;
+                }
+                Token::Word(_)
+                | Token::Number(..)
+                | Token::Comma
+                | Token::SingleQuotedString(_) => i += 1,
+                _ => return None,
+            }
+        }
+    } else {
+        while let Some(word) = tokens.get(i).and_then(|t| keyword(t)) {
+            if !word_options.contains(&word.as_str()) {
+                break;
+            }
+            i += 1;
+        }
+    }
+    let mut tables = Vec::new();
+    let mut columns = Vec::new();
+    while i < tokens.len() {
+        let (parts, next) = name(tokens, i)?;
+        i = next;
+        let candidates = names::relation_candidates(&parts);
+        if matches!(tokens.get(i), Some(Token::LParen)) {
+            i += 1;
+            loop {
+                let column = identifier(tokens.get(i))?;
+                i += 1;
+                columns.extend(candidates.iter().map(|t| format!("{t}.{column}")));
+                match tokens.get(i)? {
+                    Token::Comma => i += 1,
+                    Token::RParen => {
+                        i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        tables.extend(candidates);
+        match tokens.get(i) {
+            None => break,
+            Some(Token::Comma) => i += 1,
+            Some(_) => return None,
+        }
+    }
+    Some(info(StatementClass::Admin, command, tables, columns))
+}
+
+/// `TABLE [ONLY] name [*]`: every column of one table.
+fn table_command(tokens: &[&Token]) -> Option<StatementInfo> {
+    let mut i = 0;
+    if tokens.first().and_then(|t| keyword(t)).as_deref() == Some("ONLY") {
+        i = 1;
+    }
+    let (parts, mut i) = name(tokens, i)?;
+    if matches!(tokens.get(i), Some(Token::Mul)) {
+        i += 1;
+    }
+    if i != tokens.len() {
+        return None;
+    }
+    let tables = names::relation_candidates(&parts);
+    let columns = tables.iter().map(|t| format!("{t}.*")).collect();
+    Some(info(StatementClass::Read, "TABLE", tables, columns))
+}

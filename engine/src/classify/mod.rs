@@ -1,0 +1,273 @@
+//! The SQL statement classifier: what a query string would do if PostgreSQL
+//! ran it.
+//!
+//! Policy decides on what [`classify`] reports, so the classifier must never
+//! call a statement harmless when PostgreSQL would let it change or leak
+//! data. It parses with sqlparser's PostgreSQL dialect and then:
+//!
+//! * walks the whole tree, so a write hidden in a CTE, under
+//!   `EXPLAIN ANALYZE`, in a subquery, or a `SELECT ... INTO` that creates a
+//!   table raises the class of the statement that contains it (the most
+//!   dangerous class found wins: Unknown > Admin > Ddl > Session > Write >
+//!   Function > Read; Transaction is only for pure transaction control);
+//! * resolves tables (schema-qualified, `public` by default) and columns
+//!   through aliases, derived tables and CTEs, conservatively where only the
+//!   catalog could tell (see the `walker` module);
+//! * reports every function call that is not a known-safe builtin, and
+//!   dangerous builtins (server files, remote SQL, settings, signals)
+//!   separately (see the `functions` module);
+//! * treats anything it cannot read or does not know as Unknown, with a
+//!   reason an operator can act on (see the `fallback` module).
+//!
+//! It is a pure function of its input: no I/O and no global state beyond
+//! immutable tables built once.
+
+mod fallback;
+mod functions;
+mod names;
+mod statements;
+#[cfg(test)]
+mod tests;
+mod walker;
+
+use std::collections::BTreeSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use gatehouse_ledger::event::StatementClass;
+use sqlparser::ast::{BinaryOperator, ObjectName};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::{Classification, StatementInfo};
+
+/// Query strings up to this size are classified on the caller's stack.
+///
+/// Binary operator chains (`a + b + c ...`, long `AND` lists, `UNION` chains)
+/// parse into trees as deep as they are long, and walking or even dropping
+/// such a tree recurses once per level. Up to this size the depth stays
+/// within what a 2 MiB thread stack (the smallest the gateway runs on) can
+/// take even in an unoptimised build.
+const INLINE_LIMIT: usize = 8 * 1024;
+
+/// Larger query strings are classified on a helper thread whose stack grows
+/// with the input by this many bytes per byte of SQL (each level of nesting
+/// needs at least two bytes of SQL, such as `+1`).
+const STACK_PER_BYTE: usize = 512;
+
+/// The smallest helper stack.
+const MIN_HELPER_STACK: usize = 16 * 1024 * 1024;
+
+/// Query strings larger than this are not parsed at all: Unknown.
+const MAX_SQL_BYTES: usize = 4 * 1024 * 1024;
+
+/// Classifies every statement in a query string.
+///
+/// Never fails and never panics: a string that cannot be read yields an
+/// Unknown statement whose `reason` carries the parser's complaint, an empty
+/// (or comment-only) string yields one Read statement with command `EMPTY`.
+/// See the module documentation for the rules.
+pub fn classify(sql: &str) -> Classification {
+    let statements = if sql.len() > MAX_SQL_BYTES {
+        vec![fallback::unknown_info(format!(
+            "the query is {} bytes long; the gateway classifies at most {MAX_SQL_BYTES} bytes",
+            sql.len()
+        ))]
+    } else if sql.len() <= INLINE_LIMIT {
+        guarded(sql)
+    } else {
+        on_big_stack(sql)
+    };
+    Classification { statements }
+}
+
+/// Classifies on a helper thread with a stack sized for the input, so deep
+/// expression trees cannot overflow the caller's stack.
+fn on_big_stack(sql: &str) -> Vec<StatementInfo> {
+    let stack = MIN_HELPER_STACK.max(sql.len().saturating_mul(STACK_PER_BYTE));
+    std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("gatehouse-classify".to_owned())
+            .stack_size(stack)
+            .spawn_scoped(scope, || guarded(sql));
+        match spawned {
+            Ok(handle) => handle.join().unwrap_or_else(|_| vec![internal_error()]),
+            Err(err) => vec![fallback::unknown_info(format!(
+                "the query is too large to classify here ({err})"
+            ))],
+        }
+    })
+}
+
+/// Classifies, turning any panic (a bug in the parser or here) into Unknown.
+fn guarded(sql: &str) -> Vec<StatementInfo> {
+    catch_unwind(AssertUnwindSafe(|| classify_here(sql))).unwrap_or_else(|_| vec![internal_error()])
+}
+
+fn internal_error() -> StatementInfo {
+    fallback::unknown_info(
+        "the classifier failed on this query (an internal error); it is denied".to_owned(),
+    )
+}
+
+fn classify_here(sql: &str) -> Vec<StatementInfo> {
+    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(parsed) if parsed.is_empty() => vec![empty()],
+        Ok(parsed) => parsed.iter().map(statements::classify_statement).collect(),
+        Err(err) => {
+            let found = fallback::classify_unparsed(sql, &err);
+            if found.is_empty() {
+                vec![empty()]
+            } else {
+                found
+            }
+        }
+    }
+}
+
+/// An empty or comment-only query string: nothing runs.
+fn empty() -> StatementInfo {
+    StatementInfo {
+        class: StatementClass::Read,
+        command: "EMPTY".to_owned(),
+        tables: Vec::new(),
+        columns: Vec::new(),
+        functions: Vec::new(),
+        dangerous: Vec::new(),
+        reason: None,
+    }
+}
+
+/// How dangerous a class is, for "the most dangerous one wins".
+fn rank(class: StatementClass) -> u8 {
+    match class {
+        StatementClass::Transaction => 0,
+        StatementClass::Read => 1,
+        StatementClass::Function => 2,
+        StatementClass::Write => 3,
+        StatementClass::Session => 4,
+        StatementClass::Ddl => 5,
+        StatementClass::Admin => 6,
+        StatementClass::Unknown => 7,
+    }
+}
+
+/// What has been found in one statement so far.
+#[derive(Debug)]
+struct Findings {
+    class: StatementClass,
+    reason: Option<String>,
+    tables: BTreeSet<String>,
+    columns: BTreeSet<String>,
+    functions: BTreeSet<String>,
+    dangerous: BTreeSet<String>,
+}
+
+impl Findings {
+    fn new() -> Self {
+        Findings {
+            class: StatementClass::Transaction,
+            reason: None,
+            tables: BTreeSet::new(),
+            columns: BTreeSet::new(),
+            functions: BTreeSet::new(),
+            dangerous: BTreeSet::new(),
+        }
+    }
+
+    /// Raises the class to `class` if that is more dangerous.
+    fn raise(&mut self, class: StatementClass) {
+        if rank(class) > rank(self.class) {
+            self.class = class;
+        }
+    }
+
+    /// Makes the statement Unknown; the first reason given is kept.
+    fn unknown(&mut self, reason: String) {
+        self.raise(StatementClass::Unknown);
+        self.reason.get_or_insert(reason);
+    }
+
+    /// Records a relation name as a table; returns its candidate names.
+    fn relation(&mut self, name: &ObjectName) -> Vec<String> {
+        match names::parts(name) {
+            Some(parts) => {
+                let candidates = names::relation_candidates(&parts);
+                self.tables.extend(candidates.iter().cloned());
+                candidates
+            }
+            None => {
+                self.unknown(
+                    "a table name that is not a plain identifier cannot be judged".to_owned(),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// Judges a function call.
+    fn function(&mut self, name: &ObjectName) {
+        self.judge_call(name, false);
+    }
+
+    /// Judges a `CALL`: a procedure is never on the safe list.
+    fn call(&mut self, name: &ObjectName) {
+        self.judge_call(name, true);
+    }
+
+    fn judge_call(&mut self, name: &ObjectName, always_report: bool) {
+        let Some(parts) = names::parts(name) else {
+            self.unknown(
+                "a function name that is not a plain identifier cannot be judged".to_owned(),
+            );
+            return;
+        };
+        let verdict = functions::judge(&parts);
+        if verdict == functions::Verdict::Safe && !always_report {
+            return;
+        }
+        self.functions.insert(parts.join("."));
+        if verdict == functions::Verdict::Dangerous {
+            if let Some(last) = parts.last() {
+                self.dangerous.insert(last.clone());
+            }
+            self.raise(StatementClass::Admin);
+        } else {
+            self.raise(StatementClass::Function);
+        }
+    }
+
+    /// Judges an operator that sqlparser does not know: any operator may be
+    /// backed by any function.
+    fn operator(&mut self, op: &BinaryOperator) {
+        let name = match op {
+            BinaryOperator::Custom(op) if !functions::safe_operator(op) => op.clone(),
+            BinaryOperator::PGCustomBinaryOperator(parts) => match parts.as_slice() {
+                [schema, _] if schema.eq_ignore_ascii_case("pg_catalog") => return,
+                [op] if functions::safe_operator(op) => return,
+                _ => parts.join("."),
+            },
+            _ => return,
+        };
+        self.functions.insert(format!("operator({name})"));
+        self.raise(StatementClass::Function);
+    }
+
+    fn into_info(self, command: String) -> StatementInfo {
+        let reason = match self.class {
+            StatementClass::Unknown => Some(
+                self.reason
+                    .unwrap_or_else(|| "the statement could not be classified".to_owned()),
+            ),
+            _ => None,
+        };
+        StatementInfo {
+            class: self.class,
+            command,
+            tables: self.tables.into_iter().collect(),
+            columns: self.columns.into_iter().collect(),
+            functions: self.functions.into_iter().collect(),
+            dangerous: self.dangerous.into_iter().collect(),
+            reason,
+        }
+    }
+}

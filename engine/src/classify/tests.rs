@@ -1,0 +1,2 @@
+//! Unit tests for scope, alias and column resolution.
+use super::classify;

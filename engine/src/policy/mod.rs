@@ -1,0 +1,399 @@
+//! What policy says about a classified statement.
+//!
+//! A policy is a TOML file of rules (reference: `docs/policy.md`). Every
+//! statement of a query is judged on its own: a matching `deny` rule wins,
+//! then `require_approval`, then `mask`, then `allow`; with no matching rule
+//! the statement is denied. The query's verdict is its most restrictive
+//! statement's. Globs are compiled once, at [`Policy::parse`]; judging a
+//! statement allocates only the strings of the verdict it returns.
+
+mod glob;
+mod parse;
+
+use crate::{Classification, StatementInfo};
+pub use gatehouse_ledger::event::{Action, StatementClass};
+
+use glob::GlobList;
+
+/// The message of a default deny when the file sets none.
+pub const DEFAULT_MESSAGE: &str = "not permitted by Gatehouse policy";
+
+/// Class names as written in policy files, in code order.
+const CLASS_NAMES: &[(&str, StatementClass)] = &[
+    ("read", StatementClass::Read),
+    ("write", StatementClass::Write),
+    ("ddl", StatementClass::Ddl),
+    ("session", StatementClass::Session),
+    ("function", StatementClass::Function),
+    ("admin", StatementClass::Admin),
+    ("unknown", StatementClass::Unknown),
+    ("transaction", StatementClass::Transaction),
+];
+
+/// The name of a class as written in policy files (`read`, `ddl`, ...).
+pub fn class_name(class: StatementClass) -> &'static str {
+    match class {
+        StatementClass::Read => "read",
+        StatementClass::Write => "write",
+        StatementClass::Ddl => "ddl",
+        StatementClass::Session => "session",
+        StatementClass::Function => "function",
+        StatementClass::Admin => "admin",
+        StatementClass::Unknown => "unknown",
+        StatementClass::Transaction => "transaction",
+    }
+}
+
+/// The name of an action as written in policy files (`allow`, ...).
+pub fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Allow => "allow",
+        Action::Deny => "deny",
+        Action::RequireApproval => "require_approval",
+        Action::Mask => "mask",
+    }
+}
+
+fn class_bit(class: StatementClass) -> u8 {
+    1 << class.code()
+}
+
+const ALL_CLASSES: u8 = u8::MAX;
+const READ_ONLY_CLASSES: u8 = (1 << 0) | (1 << 7); // read, transaction
+
+/// How restrictive an action is: Deny > RequireApproval > Mask > Allow.
+fn severity(action: Action) -> u8 {
+    match action {
+        Action::Allow => 0,
+        Action::Mask => 1,
+        Action::RequireApproval => 2,
+        Action::Deny => 3,
+    }
+}
+
+/// A policy file that failed to parse or validate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {column}: {message}")]
+pub struct PolicyError {
+    /// 1-based line of the offending text.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// What is wrong, and what to write instead where that is clear.
+    pub message: String,
+}
+
+/// File-wide settings (`[settings]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Told to the client when a statement is denied without a rule message.
+    pub default_message: String,
+}
+
+/// One `[[rule]]`, as written (patterns) and compiled (private).
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique within the file.
+    pub name: String,
+    /// Free text for humans.
+    pub description: Option<String>,
+    /// Line of the rule's `[[rule]]` header.
+    pub line: usize,
+    /// What the rule does to the statements it matches.
+    pub action: Action,
+    /// Told to the client when this rule denies a statement.
+    pub message: Option<String>,
+    /// Identity globs (default `["*"]`).
+    pub identity: Vec<String>,
+    /// Target globs (default `["*"]`).
+    pub target: Vec<String>,
+    /// Classes covered, as written; `None` covers every class except
+    /// `unknown` (for deny rules: every class).
+    pub classes: Option<Vec<StatementClass>>,
+    /// Command globs, matched ignoring ASCII case.
+    pub commands: Option<Vec<String>>,
+    /// Table globs (`schema.table`).
+    pub tables: Option<Vec<String>>,
+    /// Column globs (`schema.table.column`).
+    pub columns: Option<Vec<String>>,
+    /// Function and dangerous-operation globs.
+    pub functions: Option<Vec<String>>,
+    matcher: Matcher,
+}
+
+#[derive(Debug, Clone)]
+struct Matcher {
+    identity: GlobList,
+    target: GlobList,
+    class_mask: u8,
+    commands: Option<GlobList>,
+    tables: Option<GlobList>,
+    columns: Option<GlobList>,
+    functions: Option<GlobList>,
+}
+
+impl Rule {
+    /// Whether the rule applies to this identity on this target.
+    pub fn covers(&self, identity: &str, target: &str) -> bool {
+        self.matcher.identity.matches(identity) && self.matcher.target.matches(target)
+    }
+
+    /// Whether the rule matches `statement` for `subject`, with the
+    /// semantics of its action (every/any; see `docs/policy.md`).
+    pub fn matches(&self, subject: &Subject<'_>, statement: &StatementInfo) -> bool {
+        let m = &self.matcher;
+        if m.class_mask & class_bit(statement.class) == 0
+            || !self.covers(subject.identity, subject.target)
+        {
+            return false;
+        }
+        if let Some(commands) = &m.commands {
+            if !commands.matches(&statement.command) {
+                return false;
+            }
+        }
+        let mut calls = statement.functions.iter().chain(&statement.dangerous);
+        if self.action == Action::Deny {
+            // Each given list must hit at least one entry of the statement.
+            m.tables
+                .as_ref()
+                .is_none_or(|g| statement.tables.iter().any(|t| g.matches(t)))
+                && m.columns
+                    .as_ref()
+                    .is_none_or(|g| statement.columns.iter().any(|c| column_exposed(g, c)))
+                && m.functions
+                    .as_ref()
+                    .is_none_or(|g| calls.any(|f| g.matches(f)))
+        } else {
+            // Everything the statement touches must be inside the lists;
+            // functions and dangerous operations only when listed.
+            m.tables
+                .as_ref()
+                .is_none_or(|g| statement.tables.iter().all(|t| g.matches(t)))
+                && m.columns
+                    .as_ref()
+                    .is_none_or(|g| statement.columns.iter().all(|c| g.matches(c)))
+                && match &m.functions {
+                    Some(g) => calls.all(|f| g.matches(f)),
+                    None => calls.next().is_none(),
+                }
+        }
+    }
+}
+
+/// Whether a statement column hits one of a deny rule's column globs. A
+/// `schema.table.*` reference exposes every column of the table, so it hits
+/// any glob that could match some column of that table.
+fn column_exposed(globs: &GlobList, column: &str) -> bool {
+    if globs.matches(column) {
+        return true;
+    }
+    match column.strip_suffix('*') {
+        Some(table_dot) if table_dot.ends_with('.') => globs.matches_some_extension_of(table_dot),
+        _ => false,
+    }
+}
+
+/// Who is asking, and where to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subject<'a> {
+    /// The authenticated identity.
+    pub identity: &'a str,
+    /// The upstream database the client chose.
+    pub target: &'a str,
+}
+
+/// The decision for one statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementVerdict {
+    /// What to do with the statement.
+    pub action: Action,
+    /// The rule that decided; `None` for the default deny and for empty
+    /// statements.
+    pub rule: Option<String>,
+    /// For a deny: the rule's message, else the default message. For other
+    /// actions: the rule's message, if it has one.
+    pub message: Option<String>,
+}
+
+/// The decision for a whole query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The most restrictive action of any statement.
+    pub action: Action,
+    /// The rule of the deciding statement.
+    pub rule: Option<String>,
+    /// The message of the deciding statement.
+    pub message: Option<String>,
+    /// Index of the deciding statement: the first with the most restrictive
+    /// action.
+    pub statement: usize,
+    /// One verdict per statement, in order.
+    pub statements: Vec<StatementVerdict>,
+}
+
+/// A parsed, validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    source: String,
+    settings: Settings,
+    rules: Vec<Rule>,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy::deny_all()
+    }
+}
+
+impl Policy {
+    /// Parses and validates a policy file. Never panics; errors carry the
+    /// line and column to fix.
+    pub fn parse(source: &str) -> Result<Policy, PolicyError> {
+        parse::parse(source)
+    }
+
+    /// The policy before any is applied: no rules, so everything (except
+    /// empty queries) is denied with the default message.
+    pub fn deny_all() -> Policy {
+        Policy {
+            source: String::new(),
+            settings: Settings {
+                default_message: DEFAULT_MESSAGE.to_owned(),
+            },
+            rules: Vec::new(),
+        }
+    }
+
+    /// The text the policy was parsed from (empty for [`Policy::deny_all`]).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The rules, in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The file's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Judges every statement of a query; the verdict is the most
+    /// restrictive one (Deny > RequireApproval > Mask > Allow), reported
+    /// with the first statement that has it. A classification without
+    /// statements (which the classifier never produces) is denied.
+    pub fn decide(&self, subject: &Subject<'_>, classification: &Classification) -> Verdict {
+        let statements: Vec<StatementVerdict> = classification
+            .statements
+            .iter()
+            .map(|s| self.decide_statement(subject, s))
+            .collect();
+        let mut deciding: Option<usize> = None;
+        for (i, v) in statements.iter().enumerate() {
+            if deciding.is_none_or(|d| severity(v.action) > severity(statements[d].action)) {
+                deciding = Some(i);
+                if v.action == Action::Deny {
+                    break;
+                }
+            }
+        }
+        match deciding {
+            Some(i) => Verdict {
+                action: statements[i].action,
+                rule: statements[i].rule.clone(),
+                message: statements[i].message.clone(),
+                statement: i,
+                statements,
+            },
+            None => Verdict {
+                action: Action::Deny,
+                rule: None,
+                message: Some(self.settings.default_message.clone()),
+                statement: 0,
+                statements,
+            },
+        }
+    }
+
+    /// Judges one statement.
+    pub fn decide_statement(
+        &self,
+        subject: &Subject<'_>,
+        statement: &StatementInfo,
+    ) -> StatementVerdict {
+        if is_empty_query(statement) {
+            return StatementVerdict {
+                action: Action::Allow,
+                rule: None,
+                message: None,
+            };
+        }
+        // First matching rule of each permissive action, in file order.
+        let (mut approval, mut mask, mut allow) = (None, None, None);
+        for rule in &self.rules {
+            let slot = match rule.action {
+                Action::Deny => None,
+                Action::RequireApproval => Some(&mut approval),
+                Action::Mask => Some(&mut mask),
+                Action::Allow => Some(&mut allow),
+            };
+            if slot.as_ref().is_some_and(|s| s.is_some()) {
+                continue; // an earlier rule already holds this action
+            }
+            if !rule.matches(subject, statement) {
+                continue;
+            }
+            match slot {
+                None => return self.verdict(rule),
+                Some(s) => *s = Some(rule),
+            }
+        }
+        match approval.or(mask).or(allow) {
+            Some(rule) => self.verdict(rule),
+            None => StatementVerdict {
+                action: Action::Deny,
+                rule: None,
+                message: Some(self.settings.default_message.clone()),
+            },
+        }
+    }
+
+    fn verdict(&self, rule: &Rule) -> StatementVerdict {
+        let message = match (&rule.message, rule.action) {
+            (Some(m), _) => Some(m.clone()),
+            (None, Action::Deny) => Some(self.settings.default_message.clone()),
+            (None, _) => None,
+        };
+        StatementVerdict {
+            action: rule.action,
+            rule: Some(rule.name.clone()),
+            message,
+        }
+    }
+
+    /// True when every allow, mask or require_approval rule covering this
+    /// identity on this target is limited to classes `read` and
+    /// `transaction` (also when no such rule exists: then nothing is
+    /// allowed anyway). The gateway then opens the upstream session
+    /// read-only, as defense in depth. A rule without `classes` counts as
+    /// allowing everything.
+    pub fn read_only(&self, identity: &str, target: &str) -> bool {
+        self.rules
+            .iter()
+            .filter(|r| r.action != Action::Deny && r.covers(identity, target))
+            .all(|r| r.matcher.class_mask & !READ_ONLY_CLASSES == 0)
+    }
+}
+
+/// The statement of an empty query string. Only the exact shape the
+/// classifier produces for one counts; anything else is judged normally.
+fn is_empty_query(s: &StatementInfo) -> bool {
+    s.command == "EMPTY"
+        && s.class == StatementClass::Read
+        && s.tables.is_empty()
+        && s.columns.is_empty()
+        && s.functions.is_empty()
+        && s.dangerous.is_empty()
+}

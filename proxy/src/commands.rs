@@ -1,0 +1,232 @@
+//! Operator commands that write to the ledger directly: identities,
+//! credentials and policy. They need the gateway stopped (the ledger has a
+//! single writer); the admin API will take them over for a running gateway.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use gatehouse_engine::classify::classify;
+use gatehouse_engine::policy::{Policy, Subject};
+use gatehouse_ledger::cbor::Bytes;
+use gatehouse_ledger::event::{
+    CredentialIssued, CredentialRevoked, IdentityCreated, PolicyChanged,
+};
+use gatehouse_ledger::Ledger;
+
+use crate::config::Config;
+use crate::gateway::scram;
+use crate::gateway::server::now_ns;
+use crate::state::load_state;
+
+/// Who is acting: `--operator`, else `$USER`, else `cli`.
+pub fn operator(explicit: Option<String>) -> String {
+    explicit
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".into())
+}
+
+fn valid_identity(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-@".contains(c));
+    if !ok {
+        bail!("identity name {name:?} must be 1-63 characters of letters, digits, '_', '.', '-' or '@'");
+    }
+    Ok(())
+}
+
+/// `gatehouse identity create`.
+pub fn identity_create(
+    config: &Config,
+    name: &str,
+    description: Option<String>,
+    operator: String,
+) -> Result<()> {
+    valid_identity(name)?;
+    let state = load_state(&config.ledger.path)?;
+    if state.identities.get(name).is_some() {
+        bail!("identity {name} already exists");
+    }
+    let ledger = Ledger::open(config.writer_options()?)?;
+    ledger.append_blocking(&[IdentityCreated {
+        identity: name.into(),
+        operator,
+        description,
+    }
+    .into()])?;
+    ledger.close();
+    Ok(())
+}
+
+/// Parses durations such as `30m`, `24h`, `7d`, `90s`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("duration {s:?} must look like 30m, 24h or 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" | "" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("duration {s:?}: unit must be s, m, h or d"),
+    };
+    if secs == 0 {
+        bail!("duration {s:?} must be positive");
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// What `credential issue` produced.
+pub struct Issued {
+    /// The credential id.
+    pub id: String,
+    /// The secret: shown once, never stored.
+    pub secret: String,
+    /// Expiry, Unix nanoseconds.
+    pub expires_at: u64,
+}
+
+/// `gatehouse credential issue`.
+pub fn credential_issue(
+    config: &Config,
+    identity: &str,
+    ttl: Duration,
+    operator: String,
+) -> Result<Issued> {
+    let state = load_state(&config.ledger.path)?;
+    if state.identities.get(identity).is_none() {
+        bail!("identity {identity} does not exist; create it first: gatehouse identity create {identity}");
+    }
+    let (salt, iterations) = state
+        .identities
+        .scram_parameters(identity)
+        .unwrap_or_else(|| (scram::random_bytes::<16>().to_vec(), scram::ITERATIONS));
+    let secret = format!("ghs_{}", B64URL.encode(scram::random_bytes::<24>()));
+    let id = format!("cred_{}", B64URL.encode(scram::random_bytes::<9>()));
+    let verifier = scram::verifier_for(&secret, &salt, iterations);
+    let expires_at = now_ns() + ttl.as_nanos() as u64;
+    let ledger = Ledger::open(config.writer_options()?)?;
+    ledger.append_blocking(&[CredentialIssued {
+        credential: id.clone(),
+        identity: identity.into(),
+        operator,
+        expires_at,
+        salt: Bytes(verifier.salt),
+        iterations: verifier.iterations,
+        stored_key: Bytes(verifier.stored_key),
+        server_key: Bytes(verifier.server_key),
+    }
+    .into()])?;
+    ledger.close();
+    Ok(Issued {
+        id,
+        secret,
+        expires_at,
+    })
+}
+
+/// `gatehouse credential revoke`.
+pub fn credential_revoke(
+    config: &Config,
+    credential: &str,
+    reason: String,
+    operator: String,
+) -> Result<()> {
+    let state = load_state(&config.ledger.path)?;
+    let owner = state
+        .identities
+        .iter()
+        .find(|i| i.credentials.contains_key(credential))
+        .map(|i| i.name.clone())
+        .with_context(|| format!("no credential {credential}"))?;
+    let ledger = Ledger::open(config.writer_options()?)?;
+    ledger.append_blocking(&[CredentialRevoked {
+        credential: credential.into(),
+        identity: owner,
+        operator,
+        reason,
+    }
+    .into()])?;
+    ledger.close();
+    Ok(())
+}
+
+/// `gatehouse policy apply`: validates, then records the policy.
+pub fn policy_apply(config: &Config, file: &std::path::Path, operator: String) -> Result<()> {
+    let source = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read policy {}", file.display()))?;
+    Policy::parse(&source).map_err(|e| {
+        anyhow::anyhow!("{}: {e}; the policy in force is unchanged", file.display())
+    })?;
+    let ledger = Ledger::open(config.writer_options()?)?;
+    ledger.append_blocking(&[PolicyChanged {
+        operator,
+        digest: Bytes(blake3::hash(source.as_bytes()).as_bytes().to_vec()),
+        source,
+    }
+    .into()])?;
+    ledger.close();
+    Ok(())
+}
+
+/// The policy in force according to the ledger.
+pub fn current_policy(config: &Config) -> Result<Policy> {
+    let state = load_state(&config.ledger.path)?;
+    match state.policy_source {
+        Some(s) => {
+            Policy::parse(&s).map_err(|e| anyhow::anyhow!("the policy in force does not load: {e}"))
+        }
+        None => Ok(Policy::deny_all()),
+    }
+}
+
+/// `gatehouse policy explain`: the decision, without running anything.
+pub fn policy_explain(config: &Config, identity: &str, target: &str, sql: &str) -> Result<String> {
+    let policy = current_policy(config)?;
+    let classification = classify(sql);
+    let verdict = policy.decide(&Subject { identity, target }, &classification);
+    let mut out = format!(
+        "decision: {:?} by {}\n",
+        verdict.action,
+        verdict
+            .rule
+            .as_deref()
+            .map_or("the default (deny)".to_owned(), |r| format!("rule {r}"))
+    );
+    if let Some(m) = &verdict.message {
+        out.push_str(&format!("message: {m}\n"));
+    }
+    for (i, (s, v)) in classification
+        .statements
+        .iter()
+        .zip(&verdict.statements)
+        .enumerate()
+    {
+        out.push_str(&format!(
+            "statement {}: {} class={:?} action={:?} rule={} tables=[{}] columns=[{}] functions=[{}]{}\n",
+            i + 1,
+            s.command,
+            s.class,
+            v.action,
+            v.rule.as_deref().unwrap_or("-"),
+            s.tables.join(", "),
+            s.columns.join(", "),
+            s.functions.iter().chain(&s.dangerous).cloned().collect::<Vec<_>>().join(", "),
+            s.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+        ));
+    }
+    out.push_str(&format!(
+        "upstream session for {identity} on {target}: {}\n",
+        if policy.read_only(identity, target) {
+            "read-only"
+        } else {
+            "read-write"
+        }
+    ));
+    Ok(out)
+}

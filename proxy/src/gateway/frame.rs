@@ -1,0 +1,263 @@
+//! PostgreSQL wire frames, kept as raw bytes.
+//!
+//! The gateway relays frames rather than terminating the protocol: a frame
+//! is read whole (tag, length, body), checked against a size limit, and
+//! forwarded byte for byte unless policy needs to change it. Only the
+//! messages policy and recording need are decoded, with pgwire's types.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Why a frame could not be read.
+#[derive(Debug, Error)]
+pub enum FrameError {
+    /// The peer closed the connection.
+    #[error("connection closed")]
+    Closed,
+    /// A socket error.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The length field is impossible or over the configured limit.
+    #[error("frame of {len} bytes (tag {tag:?}) exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The message tag (`'\0'` for startup-phase frames).
+        tag: char,
+        /// The declared length.
+        len: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The length field is below the minimum of 4.
+    #[error("malformed frame: length {0} is below 4")]
+    BadLength(i32),
+    /// A message could not be decoded.
+    #[error("malformed {what} message: {reason}")]
+    Malformed {
+        /// Which message.
+        what: &'static str,
+        /// pgwire's complaint.
+        reason: String,
+    },
+}
+
+/// One whole message: tag byte, then length and body, exactly as received.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The whole frame, tag included.
+    pub bytes: BytesMut,
+}
+
+impl Frame {
+    /// The message tag.
+    pub fn tag(&self) -> u8 {
+        self.bytes[0]
+    }
+
+    /// The body after tag and length.
+    pub fn body(&self) -> &[u8] {
+        &self.bytes[5..]
+    }
+
+    /// Decodes the frame as a pgwire message of type `M`.
+    pub fn decode<M: Message>(&self, what: &'static str) -> Result<M, FrameError> {
+        let mut buf = self.bytes.clone();
+        let ctx = DecodeContext::new(ProtocolVersion::default());
+        match M::decode(&mut buf, &ctx) {
+            Ok(Some(m)) if buf.is_empty() => Ok(m),
+            Ok(Some(_)) => Err(FrameError::Malformed {
+                what,
+                reason: "trailing bytes after the message".into(),
+            }),
+            Ok(None) => Err(FrameError::Malformed {
+                what,
+                reason: "truncated".into(),
+            }),
+            Err(e) => Err(FrameError::Malformed {
+                what,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Reads one tagged frame. `limit` bounds the whole frame, so a client cannot
+/// make the gateway allocate more than that for one message.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    limit: usize,
+) -> Result<Frame, FrameError> {
+    let mut head = [0u8; 5];
+    match r.read_exact(&mut head).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+    if len < 4 {
+        return Err(FrameError::BadLength(len));
+    }
+    let total = len as usize + 1;
+    if total > limit {
+        return Err(FrameError::TooLarge {
+            tag: head[0] as char,
+            len: total,
+            limit,
+        });
+    }
+    let mut bytes = BytesMut::with_capacity(total);
+    bytes.put_slice(&head);
+    bytes.resize(total, 0);
+    r.read_exact(&mut bytes[5..]).await?;
+    Ok(Frame { bytes })
+}
+
+/// Reads one untagged startup-phase frame (length, then body); returns the
+/// body after the length.
+pub async fn read_startup<R: AsyncRead + Unpin>(
+    r: &mut R,
+    limit: usize,
+) -> Result<Bytes, FrameError> {
+    let mut head = [0u8; 4];
+    match r.read_exact(&mut head).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = i32::from_be_bytes(head);
+    if len < 8 {
+        return Err(FrameError::BadLength(len));
+    }
+    if len as usize > limit {
+        return Err(FrameError::TooLarge {
+            tag: '\0',
+            len: len as usize,
+            limit,
+        });
+    }
+    let mut body = vec![0u8; len as usize - 4];
+    r.read_exact(&mut body).await?;
+    Ok(Bytes::from(body))
+}
+
+/// Builds a frame from a tag and body.
+pub fn message(tag: u8, body: &[u8]) -> BytesMut {
+    let mut b = BytesMut::with_capacity(body.len() + 5);
+    b.put_u8(tag);
+    b.put_i32(body.len() as i32 + 4);
+    b.put_slice(body);
+    b
+}
+
+/// An ErrorResponse (or NoticeResponse with tag `N`) with the usual fields.
+pub fn error(severity: &str, code: &str, text: &str) -> BytesMut {
+    let fields = vec![
+        (b'S', severity.to_owned()),
+        (b'V', severity.to_owned()),
+        (b'C', code.to_owned()),
+        (b'M', text.to_owned()),
+    ];
+    let mut b = BytesMut::new();
+    ErrorResponse::new(fields)
+        .encode(&mut b)
+        .expect("error responses have no size limit");
+    b
+}
+
+/// ReadyForQuery with the given status byte (`I`, `T` or `E`).
+pub fn ready(status: u8) -> BytesMut {
+    let status = match status {
+        b'T' => TransactionStatus::Transaction,
+        b'E' => TransactionStatus::Error,
+        _ => TransactionStatus::Idle,
+    };
+    let mut b = BytesMut::new();
+    ReadyForQuery::new(status)
+        .encode(&mut b)
+        .expect("fixed size");
+    b
+}
+
+/// Reads a NUL-terminated string from `buf`.
+pub fn get_cstr(buf: &mut &[u8]) -> Option<String> {
+    let end = buf.iter().position(|b| *b == 0)?;
+    let s = String::from_utf8(buf[..end].to_vec()).ok()?;
+    buf.advance(end + 1);
+    Some(s)
+}
+
+/// The fields of an ErrorResponse or NoticeResponse body: (code, value).
+pub fn error_fields(body: &[u8]) -> Vec<(u8, String)> {
+    let mut out = Vec::new();
+    let mut buf = body;
+    while let Some((&code, rest)) = buf.split_first() {
+        if code == 0 {
+            break;
+        }
+        buf = rest;
+        match get_cstr(&mut buf) {
+            Some(v) => out.push((code, v)),
+            None => break,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[tokio::test]
+    async fn reads_frames_and_refuses_oversized_ones() {
+        let mut input: &[u8] = &[b'Q', 0, 0, 0, 9, b'S', b'E', b'L', 0, b'X', 0, 0, 0, 4];
+        let f = read_frame(&mut input, 100).await.unwrap();
+        assert_eq!((f.tag(), f.body()), (b'Q', &b"SEL\0"[..]));
+        let f = read_frame(&mut input, 100).await.unwrap();
+        assert_eq!(f.tag(), b'X');
+        assert!(matches!(
+            read_frame(&mut input, 100).await,
+            Err(FrameError::Closed)
+        ));
+        let mut big: &[u8] = &[b'Q', 0, 0, 4, 0];
+        assert!(matches!(
+            read_frame(&mut big, 100).await,
+            Err(FrameError::TooLarge { .. })
+        ));
+        let mut neg: &[u8] = &[b'Q', 0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            read_frame(&mut neg, 100).await,
+            Err(FrameError::BadLength(_))
+        ));
+    }
+
+    #[test]
+    fn error_fields_round_trip() {
+        let e = error("ERROR", "42501", "no");
+        let fields = error_fields(&e[5..]);
+        assert!(fields.contains(&(b'C', "42501".into())));
+        assert!(fields.contains(&(b'M', "no".into())));
+    }
+
+    proptest! {
+        /// Arbitrary client bytes never panic the frame reader or the decoders.
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300), limit in 5usize..400) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let mut input: &[u8] = &data;
+                while let Ok(f) = read_frame(&mut input, limit).await {
+                    let _ = f.decode::<pgwire::messages::simplequery::Query>("Query");
+                    let _ = f.decode::<pgwire::messages::extendedquery::Parse>("Parse");
+                    let _ = f.decode::<pgwire::messages::extendedquery::Bind>("Bind");
+                    let _ = f.decode::<pgwire::messages::extendedquery::Execute>("Execute");
+                    let _ = error_fields(f.body());
+                }
+                let mut input: &[u8] = &data;
+                let _ = read_startup(&mut input, limit).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The gateway in the data path: PostgreSQL clients in, judged and recorded
+//! statements out to the real database.
+
+pub mod frame;
+pub mod scram;
+pub mod server;
+pub mod session;
+pub mod shared;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use gatehouse_engine::policy::Policy;
+use gatehouse_ledger::Ledger;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::config::Config;
+use crate::state::load_state;
+
+/// A gateway bound to its port, not yet serving.
+pub struct Gateway {
+    listener: TcpListener,
+    shared: Arc<shared::Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Gateway {
+    /// Rebuilds state from the ledger, opens the ledger writer and binds the
+    /// listener.
+    pub async fn bind(config: &Config) -> Result<Gateway> {
+        let targets = config.resolve_targets()?;
+        if targets.is_empty() {
+            anyhow::bail!("the config has no [[target]]: add the database clients should reach");
+        }
+        let state = load_state(&config.ledger.path)?;
+        let policy = match &state.policy_source {
+            Some(source) => Policy::parse(source).map_err(|e| {
+                anyhow::anyhow!("the policy in force in the ledger does not load ({e}); apply a corrected policy")
+            })?,
+            None => {
+                tracing::warn!("no policy has been applied: every statement will be denied (gatehouse policy apply FILE)");
+                Policy::deny_all()
+            }
+        };
+        let ledger = Ledger::open(config.writer_options()?)?;
+        let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
+            (Some(c), Some(k)) => Some(server::tls_acceptor(c, k)?),
+            (None, None) => None,
+            _ => anyhow::bail!("[listen] needs both tls_cert and tls_key, or neither"),
+        };
+        let listener = TcpListener::bind(&config.listen.address)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen.address))?;
+        info!(
+            address = %listener.local_addr()?,
+            targets = targets.len(),
+            identities = state.identities.iter().count(),
+            tls = tls.is_some(),
+            "gatehouse is serving"
+        );
+        let shared = Arc::new(shared::Shared::new(
+            ledger,
+            targets,
+            state.identities,
+            policy,
+            config.listen.max_frame_bytes,
+            state.last_session + 1,
+        ));
+        Ok(Gateway {
+            listener,
+            shared,
+            tls,
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves clients until the task is dropped or the listener fails.
+    pub async fn run(self) -> Result<()> {
+        server::serve(self.listener, self.shared, self.tls).await?;
+        Ok(())
+    }
+}
+
+/// Runs `gatehouse serve` until the process is stopped.
+pub async fn serve(config: &Config) -> Result<()> {
+    Gateway::bind(config).await?.run().await
+}

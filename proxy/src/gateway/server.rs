@@ -1,0 +1,464 @@
+//! Accepting clients: TLS negotiation, cancel requests, startup and SCRAM
+//! authentication against gateway-issued credentials, then the upstream
+//! login and the hand-over to the relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, BytesMut};
+use gatehouse_ledger::event::{AuthenticationFailed, SessionOpened};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+use super::frame::{self, read_frame, read_startup, FrameError};
+use super::scram::{self, Exchange};
+use super::session::{self, SessionInfo};
+use super::shared::{CancelTarget, Shared};
+use super::upstream;
+
+const SSL_REQUEST: i32 = 80877103;
+const GSSENC_REQUEST: i32 = 80877104;
+const CANCEL_REQUEST: i32 = 80877102;
+const PROTOCOL_3_0: i32 = 196608;
+
+/// Startup parameters a client may pass on to the upstream session. Others
+/// (`options`, `search_path`, `role`, read-only overrides, ...) could change
+/// what policy judged, so they are dropped.
+const FORWARDED_PARAMETERS: &[&str] = &[
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "extra_float_digits",
+    "IntervalStyle",
+];
+
+/// Anything that is both a byte stream and sendable: TCP or TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Unix time in nanoseconds.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Accepts clients forever.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+) -> std::io::Result<()> {
+    loop {
+        let (socket, peer) = listener.accept().await?;
+        socket.set_nodelay(true).ok();
+        let shared = shared.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(socket, peer, shared, tls).await {
+                info!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn fatal<S: AsyncWrite + Unpin>(s: &mut S, code: &str, text: &str) -> std::io::Result<()> {
+    s.write_all(&frame::error("FATAL", code, text)).await?;
+    s.flush().await
+}
+
+async fn handle(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+) -> anyhow::Result<()> {
+    // Negotiation: SSLRequest / GSSENCRequest may precede the startup packet.
+    loop {
+        let body = match read_startup(&mut socket, 10_000).await {
+            Ok(b) => b,
+            Err(FrameError::Closed) => return Ok(()),
+            Err(e) => {
+                fatal(
+                    &mut socket,
+                    "08P01",
+                    &format!("invalid startup packet: {e}"),
+                )
+                .await
+                .ok();
+                return Err(e.into());
+            }
+        };
+        let code = i32::from_be_bytes(body[..4].try_into().expect("length checked"));
+        match code {
+            SSL_REQUEST => match &tls {
+                Some(acceptor) => {
+                    socket.write_all(b"S").await?;
+                    let stream = acceptor.accept(socket).await?;
+                    return startup(stream, peer, shared, true).await;
+                }
+                None => socket.write_all(b"N").await?,
+            },
+            GSSENC_REQUEST => socket.write_all(b"N").await?,
+            CANCEL_REQUEST => return cancel(&body, &shared).await,
+            _ => return startup_with(socket, body, peer, shared, false).await,
+        }
+    }
+}
+
+async fn startup<S: Stream>(
+    mut stream: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    tls: bool,
+) -> anyhow::Result<()> {
+    let body = match read_startup(&mut stream, 10_000).await {
+        Ok(b) => b,
+        Err(e) => {
+            fatal(
+                &mut stream,
+                "08P01",
+                &format!("invalid startup packet: {e}"),
+            )
+            .await
+            .ok();
+            return Err(e.into());
+        }
+    };
+    let code = i32::from_be_bytes(body[..4].try_into().expect("length checked"));
+    if code == CANCEL_REQUEST {
+        return cancel(&body, &shared).await;
+    }
+    startup_with(stream, body, peer, shared, tls).await
+}
+
+async fn cancel(body: &[u8], shared: &Shared) -> anyhow::Result<()> {
+    if body.len() != 12 {
+        return Ok(());
+    }
+    let key = (
+        i32::from_be_bytes(body[4..8].try_into().expect("4 bytes")),
+        i32::from_be_bytes(body[8..12].try_into().expect("4 bytes")),
+    );
+    let target = shared
+        .cancel_keys
+        .lock()
+        .expect("cancel lock")
+        .get(&key)
+        .cloned();
+    match target {
+        Some(CancelTarget { target, key }) => upstream::cancel(&target, key).await?,
+        None => warn!("cancel request with an unknown key ignored"),
+    }
+    Ok(())
+}
+
+fn parse_parameters(body: &[u8]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = &body[4..];
+    while let Some(k) = frame::get_cstr(&mut rest) {
+        if k.is_empty() {
+            break;
+        }
+        match frame::get_cstr(&mut rest) {
+            Some(v) => out.push((k, v)),
+            None => break,
+        }
+    }
+    out
+}
+
+async fn startup_with<S: Stream>(
+    mut stream: S,
+    body: bytes::Bytes,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    tls: bool,
+) -> anyhow::Result<()> {
+    let code = i32::from_be_bytes(body[..4].try_into().expect("length checked"));
+    if code >> 16 != 3 {
+        fatal(
+            &mut stream,
+            "0A000",
+            &format!(
+                "unsupported frontend protocol {}.{}: Gatehouse speaks 3.0",
+                code >> 16,
+                code & 0xffff
+            ),
+        )
+        .await
+        .ok();
+        return Ok(());
+    }
+    let params = parse_parameters(&body);
+    if code != PROTOCOL_3_0 {
+        // Ask for 3.0 (NegotiateProtocolVersion), listing no unsupported options.
+        let mut b = BytesMut::new();
+        b.put_i32(PROTOCOL_3_0);
+        b.put_i32(0);
+        stream.write_all(&frame::message(b'v', &b)).await?;
+    }
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let Some(identity) = get("user").filter(|u| !u.is_empty()) else {
+        fatal(
+            &mut stream,
+            "28000",
+            "no user name in the startup packet: connect as a Gatehouse identity",
+        )
+        .await
+        .ok();
+        return Ok(());
+    };
+    let target_name = get("database").unwrap_or_else(|| identity.clone());
+    let application_name = get("application_name");
+    let client_addr = peer.to_string();
+
+    let credential = match authenticate(&mut stream, &shared, &identity).await {
+        Ok(c) => c,
+        Err(reason) => {
+            let event = AuthenticationFailed {
+                identity: identity.clone(),
+                client_addr: client_addr.clone(),
+                target: Some(target_name.clone()),
+                reason: reason.clone(),
+            };
+            if let Err(e) = shared.ledger.append(&event.into()).await {
+                warn!("cannot record a failed login: {e}");
+            }
+            warn!(%peer, identity, "authentication failed: {reason}");
+            fatal(
+                &mut stream,
+                "28P01",
+                &format!("password authentication failed for user \"{identity}\""),
+            )
+            .await
+            .ok();
+            return Ok(());
+        }
+    };
+
+    let Some(target) = shared.targets.get(&target_name).cloned() else {
+        fatal(
+            &mut stream,
+            "3D000",
+            &format!("database \"{target_name}\" is not a Gatehouse target"),
+        )
+        .await
+        .ok();
+        return Ok(());
+    };
+    let read_only = shared.policy().read_only(&identity, &target.name);
+    let mut upstream = match upstream::connect(&target, read_only).await {
+        Ok(u) => u,
+        Err(e) => {
+            warn!(target = target.name, "upstream login failed: {e}");
+            fatal(
+                &mut stream,
+                "08006",
+                &format!(
+                    "Gatehouse cannot reach database \"{}\" right now; try again later",
+                    target.name
+                ),
+            )
+            .await
+            .ok();
+            return Ok(());
+        }
+    };
+    let forwarded: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| FORWARDED_PARAMETERS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if !forwarded.is_empty() {
+        let sets: String = forwarded
+            .iter()
+            .map(|(k, v)| format!("SET {} TO '{}';", k, v.replace('\'', "''")))
+            .collect();
+        session::run_internal(&mut upstream.stream, &sets).await?;
+    }
+
+    let session = shared.next_session();
+    let opened = SessionOpened {
+        session,
+        identity: identity.clone(),
+        target: target.name.clone(),
+        client_addr: client_addr.clone(),
+        application_name: application_name.clone(),
+        credential: Some(credential.clone()),
+        tls,
+    };
+    if let Err(e) = shared.ledger.append(&opened.into()).await {
+        fatal(
+            &mut stream,
+            "58030",
+            &format!("Gatehouse cannot record this session, so it refuses it: {e}"),
+        )
+        .await
+        .ok();
+        return Ok(());
+    }
+    info!(
+        session,
+        identity,
+        target = target.name,
+        read_only,
+        "session opened"
+    );
+
+    let client_key: (i32, i32) = (
+        i32::from_be_bytes(scram::random_bytes()),
+        i32::from_be_bytes(scram::random_bytes()),
+    );
+    shared.cancel_keys.lock().expect("cancel lock").insert(
+        client_key,
+        CancelTarget {
+            target: target.clone(),
+            key: upstream.cancel_key,
+        },
+    );
+    let mut hello = BytesMut::new();
+    for p in &upstream.parameters {
+        hello.put_slice(&p.bytes);
+    }
+    let mut key = BytesMut::new();
+    key.put_i32(client_key.0);
+    key.put_i32(client_key.1);
+    hello.put_slice(&frame::message(b'K', &key));
+    hello.put_slice(&frame::ready(b'I'));
+    stream.write_all(&hello).await?;
+    stream.flush().await?;
+
+    let info = SessionInfo {
+        id: session,
+        identity,
+        target,
+    };
+    let result = session::relay(stream, upstream.stream, info, shared.clone()).await;
+    shared
+        .cancel_keys
+        .lock()
+        .expect("cancel lock")
+        .remove(&client_key);
+    result
+}
+
+/// Runs SCRAM-SHA-256 with the client; returns the credential id it proved.
+async fn authenticate<S: Stream>(
+    stream: &mut S,
+    shared: &Shared,
+    identity: &str,
+) -> Result<String, String> {
+    let now = now_ns();
+    let (salt, iterations, candidates) = {
+        let ids = shared.identities.read().expect("identities lock");
+        let creds: Vec<_> = ids
+            .usable_credentials(identity, now)
+            .into_iter()
+            .cloned()
+            .collect();
+        match ids.scram_parameters(identity) {
+            Some((salt, iterations)) => (salt, iterations, creds),
+            None => {
+                let fake = blake3::keyed_hash(&shared.salt_secret, identity.as_bytes());
+                (
+                    fake.as_bytes()[..16].to_vec(),
+                    scram::ITERATIONS,
+                    Vec::new(),
+                )
+            }
+        }
+    };
+    let mut b = BytesMut::new();
+    b.put_i32(10);
+    b.put_slice(scram::MECHANISM.as_bytes());
+    b.put_slice(&[0, 0]);
+    stream
+        .write_all(&frame::message(b'R', &b))
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
+
+    let first = read_frame(stream, 10_000)
+        .await
+        .map_err(|e| format!("no SASL response: {e}"))?;
+    if first.tag() != b'p' {
+        return Err("expected a SASLInitialResponse".into());
+    }
+    let mut body = first.body();
+    let mechanism = frame::get_cstr(&mut body).ok_or("malformed SASLInitialResponse")?;
+    if mechanism != scram::MECHANISM {
+        return Err(format!("unsupported SASL mechanism {mechanism:?}"));
+    }
+    if body.len() < 4 {
+        return Err("malformed SASLInitialResponse".into());
+    }
+    let data = &body[4..];
+    let (exchange, server_first) =
+        Exchange::start(data, &salt, iterations).map_err(|e| e.to_string())?;
+    let mut b = BytesMut::new();
+    b.put_i32(11);
+    b.put_slice(server_first.as_bytes());
+    stream
+        .write_all(&frame::message(b'R', &b))
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
+
+    let last = read_frame(stream, 10_000)
+        .await
+        .map_err(|e| format!("no SASL response: {e}"))?;
+    if last.tag() != b'p' {
+        return Err("expected a SASLResponse".into());
+    }
+    let refs: Vec<_> = candidates.iter().collect();
+    let (i, server_final) = exchange.finish(last.body(), &refs).map_err(|e| match e {
+        scram::ScramError::BadProof if candidates.is_empty() => {
+            "no usable credential (unknown identity, or all credentials expired or revoked)"
+                .to_owned()
+        }
+        other => other.to_string(),
+    })?;
+    let mut b = BytesMut::new();
+    b.put_i32(12);
+    b.put_slice(server_final.as_bytes());
+    stream
+        .write_all(&frame::message(b'R', &b))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut ok = BytesMut::new();
+    ok.put_i32(0);
+    stream
+        .write_all(&frame::message(b'R', &ok))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(candidates[i].id.clone())
+}
+
+/// Loads a rustls acceptor from PEM files.
+pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<TlsAcceptor> {
+    use anyhow::Context;
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(cert)
+            .with_context(|| format!("cannot read TLS certificate {}", cert.display()))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .with_context(|| format!("TLS certificate {} is not PEM", cert.display()))?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(key)
+            .with_context(|| format!("cannot read TLS key {}", key.display()))?,
+    ))?
+    .with_context(|| format!("no private key in {}", key.display()))?;
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("TLS certificate and key do not match")?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}

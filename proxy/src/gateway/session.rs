@@ -1,0 +1,878 @@
+//! The relay for one authenticated session.
+//!
+//! Client frames are judged and recorded, then forwarded byte for byte.
+//! Nothing executes upstream before its query-received and decision events
+//! are committed to the ledger; if they cannot be, the statement is refused.
+//!
+//! A denied statement is not answered by the gateway directly: it is
+//! replaced upstream by a statement that fails with a per-session marker
+//! (`gatehouse_deny_<nonce>_<n>`), and the relay swaps that error for the
+//! policy's ErrorResponse. PostgreSQL thereby keeps its own error semantics
+//! (pipelines skip to Sync, a transaction block becomes aborted) and every
+//! response reaches the client in order, without the gateway re-implementing
+//! the protocol's state machine.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use gatehouse_engine::policy::{Subject, Verdict};
+use gatehouse_engine::{Action, Classification, StatementClass};
+use gatehouse_ledger::cbor::Bytes as CborBytes;
+use gatehouse_ledger::event::{
+    Decision, EventBody, Param, PendingEvent, Protocol, QueryReceived, Response, SessionClosed,
+};
+use pgwire::messages::extendedquery::{Bind, Close, Execute, Parse};
+use pgwire::messages::simplequery::Query;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+
+use super::frame::{self, read_frame, Frame, FrameError};
+use super::scram::random_bytes;
+use super::server::Stream;
+use super::shared::Shared;
+use crate::config::Target;
+
+/// Who the session is.
+pub struct SessionInfo {
+    /// Session number in the ledger.
+    pub id: u64,
+    /// The authenticated identity.
+    pub identity: String,
+    /// The upstream target.
+    pub target: Arc<Target>,
+}
+
+/// A statement prepared with Parse: its text and classification.
+struct Prepared {
+    sql: String,
+    classification: Arc<Classification>,
+    denied: bool,
+}
+
+/// A portal created with Bind.
+struct Portal {
+    statement: String,
+    params: Vec<Param>,
+}
+
+/// A forwarded message whose outcome the upstream side must match.
+enum Pending {
+    /// An executed statement (Execute, or a whole simple Query).
+    Exec(Exec),
+    /// A Sync: completes at ReadyForQuery.
+    Sync,
+    /// A gateway-internal simple query (a denial): completes at ReadyForQuery.
+    Internal,
+}
+
+struct Exec {
+    query: u64,
+    simple: bool,
+    started: Instant,
+    tag: Option<String>,
+    rows: u64,
+    bytes: u64,
+    error: Option<(String, String)>,
+}
+
+/// What the two directions of the relay share.
+struct Tracker {
+    pending: VecDeque<Pending>,
+    /// Denial ErrorResponses by marker number, waiting for their upstream error.
+    denials: HashMap<u64, BytesMut>,
+    /// Response events not yet appended; they ride along with the next
+    /// write-ahead append, or are flushed shortly after.
+    deferred: Vec<PendingEvent>,
+    error_in_cycle: bool,
+}
+
+struct Context {
+    info: SessionInfo,
+    shared: Arc<Shared>,
+    tracker: Mutex<Tracker>,
+    flush: tokio::sync::Notify,
+    marker: String,
+}
+
+impl Context {
+    fn response_event(&self, e: Exec, error_override: Option<&str>) -> PendingEvent {
+        let (sqlstate, error) = match (error_override, e.error) {
+            (Some(why), _) => (None, Some(why.to_owned())),
+            (None, Some((code, msg))) => (Some(code), Some(msg)),
+            (None, None) => (None, None),
+        };
+        EventBody::from(Response {
+            session: self.info.id,
+            identity: self.info.identity.clone(),
+            query: e.query,
+            command_tag: e.tag,
+            rows: e.rows,
+            duration_ns: e.started.elapsed().as_nanos() as u64,
+            sqlstate,
+            error,
+            bytes: e.bytes,
+        })
+        .to_pending()
+    }
+}
+
+/// Runs a gateway-internal query upstream (session setup), failing on error.
+pub async fn run_internal(upstream: &mut TcpStream, sql: &str) -> anyhow::Result<()> {
+    let mut q = BytesMut::from(sql.as_bytes());
+    q.put_u8(0);
+    upstream.write_all(&frame::message(b'Q', &q)).await?;
+    let mut error = None;
+    loop {
+        let f = read_frame(upstream, 1 << 24).await?;
+        match f.tag() {
+            b'E' => error = Some(frame::error_fields(f.body())),
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    match error {
+        Some(fields) => anyhow::bail!("upstream refused session setup: {fields:?}"),
+        None => Ok(()),
+    }
+}
+
+/// Relays one session until either side closes.
+pub async fn relay<S: Stream>(
+    client: S,
+    upstream: TcpStream,
+    info: SessionInfo,
+    shared: Arc<Shared>,
+) -> anyhow::Result<()> {
+    let marker = format!(
+        "gatehouse_deny_{}",
+        random_bytes::<8>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let ctx = Context {
+        info,
+        shared,
+        tracker: Mutex::new(Tracker {
+            pending: VecDeque::new(),
+            denials: HashMap::new(),
+            deferred: Vec::new(),
+            error_in_cycle: false,
+        }),
+        flush: tokio::sync::Notify::new(),
+        marker,
+    };
+    let (client_r, mut client_w) = tokio::io::split(client);
+    let (upstream_r, upstream_w) = upstream.into_split();
+    let mut client_side = ClientSide {
+        ctx: &ctx,
+        client: client_r,
+        upstream: BufWriter::with_capacity(64 << 10, upstream_w),
+        statements: HashMap::new(),
+        portals: HashMap::new(),
+        skip_until_sync: false,
+        query: 0,
+        next_denial: 0,
+    };
+    let outcome = tokio::select! {
+        r = client_side.run() => r,
+        r = upstream_to_client(&ctx, upstream_r, &mut client_w) => r.map(|()| End::Upstream),
+        () = flush_deferred(&ctx) => Ok(End::Upstream),
+    };
+    let (reason, fatal) = match outcome {
+        Ok(End::Terminated) => ("client terminated the session".to_owned(), None),
+        Ok(End::ClientClosed) => ("client disconnected".to_owned(), None),
+        Ok(End::Upstream) => ("upstream closed the connection".to_owned(), None),
+        Ok(End::Fatal(msg)) => (msg.clone(), Some(msg)),
+        Err(e) => (format!("I/O error: {e}"), None),
+    };
+    if let Some(msg) = fatal {
+        warn!(session = ctx.info.id, "{msg}");
+        let _ = client_w
+            .write_all(&frame::error("FATAL", "08P01", &msg))
+            .await;
+        let _ = client_w.flush().await;
+    }
+    let mut events = std::mem::take(&mut ctx.tracker.lock().expect("tracker").deferred);
+    events.push(
+        EventBody::from(SessionClosed {
+            session: ctx.info.id,
+            identity: ctx.info.identity.clone(),
+            reason: reason.clone(),
+            statements: client_side.query,
+        })
+        .to_pending(),
+    );
+    if let Err(e) = ctx.shared.ledger.append_pending(events).await {
+        warn!(
+            session = ctx.info.id,
+            "cannot record the end of the session: {e}"
+        );
+    }
+    info!(session = ctx.info.id, "session closed: {reason}");
+    Ok(())
+}
+
+enum End {
+    Terminated,
+    ClientClosed,
+    Upstream,
+    Fatal(String),
+}
+
+/// Appends deferred Response events shortly after they appear, so a quiet
+/// session's last responses do not wait for its next statement.
+async fn flush_deferred(ctx: &Context) {
+    loop {
+        ctx.flush.notified().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let events = std::mem::take(&mut ctx.tracker.lock().expect("tracker").deferred);
+        if !events.is_empty() {
+            if let Err(e) = ctx.shared.ledger.append_pending(events).await {
+                warn!(session = ctx.info.id, "cannot record responses: {e}");
+            }
+        }
+    }
+}
+
+struct ClientSide<'c, R> {
+    ctx: &'c Context,
+    client: R,
+    upstream: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    statements: HashMap<String, Prepared>,
+    portals: HashMap<String, Portal>,
+    skip_until_sync: bool,
+    query: u64,
+    next_denial: u64,
+}
+
+/// The verdict for a whole query, ready for recording and enforcement.
+struct Judgement {
+    action: Action,
+    rule: Option<String>,
+    message: Option<String>,
+    class: StatementClass,
+    tables: Vec<String>,
+    columns: Vec<String>,
+}
+
+fn judge(verdict: &Verdict, classification: &Classification) -> Judgement {
+    let deciding = classification.statements.get(verdict.statement);
+    let mut tables: Vec<String> = classification
+        .statements
+        .iter()
+        .flat_map(|s| s.tables.iter().cloned())
+        .collect();
+    tables.sort();
+    tables.dedup();
+    let mut columns: Vec<String> = classification
+        .statements
+        .iter()
+        .flat_map(|s| s.columns.iter().cloned())
+        .collect();
+    columns.sort();
+    columns.dedup();
+    let class = deciding.map_or(StatementClass::Unknown, |s| s.class);
+    let (action, message) = match verdict.action {
+        Action::Allow => (Action::Allow, None),
+        Action::Deny => (Action::Deny, verdict.message.clone()),
+        held @ (Action::RequireApproval | Action::Mask) => {
+            let what = if held == Action::Mask {
+                "masking"
+            } else {
+                "approval"
+            };
+            let rule = verdict.rule.as_deref().unwrap_or("(default)");
+            (
+                Action::Deny,
+                Some(format!(
+                    "rule {rule} requires {what}, which this gateway does not support yet, so the statement is denied"
+                )),
+            )
+        }
+    };
+    let message = match (action, message) {
+        (Action::Deny, None) => Some("statement not permitted by Gatehouse policy".to_owned()),
+        (_, m) => m,
+    };
+    let message = match (&message, deciding.and_then(|s| s.reason.as_ref())) {
+        (Some(m), Some(reason)) if class == StatementClass::Unknown => {
+            Some(format!("{m} ({reason})"))
+        }
+        _ => message,
+    };
+    Judgement {
+        action,
+        rule: verdict.rule.clone(),
+        message,
+        class,
+        tables,
+        columns,
+    }
+}
+
+impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
+    async fn run(&mut self) -> std::io::Result<End> {
+        loop {
+            let f = match read_frame(&mut self.client, self.ctx.shared.max_frame).await {
+                Ok(f) => f,
+                Err(FrameError::Closed) => return Ok(End::ClientClosed),
+                Err(FrameError::Io(e)) => return Err(e),
+                Err(e) => {
+                    return Ok(End::Fatal(format!(
+                        "Gatehouse refused a client message: {e}"
+                    )))
+                }
+            };
+            match self.frame(f).await {
+                Ok(Some(end)) => return Ok(end),
+                Ok(None) => {}
+                Err(FrameError::Io(e)) => return Err(e),
+                Err(e) => {
+                    return Ok(End::Fatal(format!(
+                        "Gatehouse refused a client message: {e}"
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn frame(&mut self, f: Frame) -> Result<Option<End>, FrameError> {
+        match f.tag() {
+            b'Q' => {
+                if self.skip_until_sync {
+                    return Ok(None);
+                }
+                let q: Query = f.decode("Query")?;
+                self.simple_query(f, q.query).await?;
+            }
+            b'P' => {
+                if self.skip_until_sync {
+                    return Ok(None);
+                }
+                let p: Parse = f.decode("Parse")?;
+                self.parse(f, p).await?;
+            }
+            b'B' => {
+                if self.skip_until_sync {
+                    return Ok(None);
+                }
+                let b: Bind = f.decode("Bind")?;
+                self.bind(f, b).await?;
+            }
+            b'E' => {
+                if self.skip_until_sync {
+                    return Ok(None);
+                }
+                let e: Execute = f.decode("Execute")?;
+                self.execute(f, e).await?;
+            }
+            b'C' => {
+                if self.skip_until_sync {
+                    return Ok(None);
+                }
+                let c: Close = f.decode("Close")?;
+                let name = c.name.unwrap_or_default();
+                if c.target_type == b'S' {
+                    self.statements.remove(&name);
+                } else {
+                    self.portals.remove(&name);
+                }
+                self.upstream.write_all(&f.bytes).await?;
+            }
+            b'D' => {
+                if !self.skip_until_sync {
+                    self.upstream.write_all(&f.bytes).await?;
+                }
+            }
+            b'H' => {
+                if !self.skip_until_sync {
+                    self.upstream.write_all(&f.bytes).await?;
+                    self.upstream.flush().await?;
+                }
+            }
+            b'S' => {
+                self.skip_until_sync = false;
+                self.push(Pending::Sync);
+                self.upstream.write_all(&f.bytes).await?;
+                self.upstream.flush().await?;
+            }
+            b'd' => self.upstream.write_all(&f.bytes).await?,
+            b'c' | b'f' => {
+                self.upstream.write_all(&f.bytes).await?;
+                self.upstream.flush().await?;
+            }
+            b'X' => {
+                self.upstream.write_all(&f.bytes).await?;
+                self.upstream.flush().await?;
+                return Ok(Some(End::Terminated));
+            }
+            b'F' => {
+                let error = frame::error(
+                    "ERROR",
+                    "0A000",
+                    "Gatehouse refuses fast-path FunctionCall messages: they cannot be judged by policy; call the function from SQL instead",
+                );
+                warn!(session = self.ctx.info.id, "refused a FunctionCall message");
+                self.deny_simple(error).await?;
+            }
+            other => return Ok(Some(End::Fatal(format!(
+                "Gatehouse refused a client message: unexpected message type {:?} after startup",
+                other as char
+            )))),
+        }
+        Ok(None)
+    }
+
+    fn push(&self, p: Pending) {
+        self.ctx
+            .tracker
+            .lock()
+            .expect("tracker")
+            .pending
+            .push_back(p);
+    }
+
+    fn denial_error(&self, j: &Judgement) -> BytesMut {
+        let message = j
+            .message
+            .clone()
+            .unwrap_or_else(|| "statement not permitted by Gatehouse policy".into());
+        let detail = match &j.rule {
+            Some(rule) => format!("denied by Gatehouse rule \"{rule}\""),
+            None => "no Gatehouse rule allows it (default deny)".to_owned(),
+        };
+        let fields = vec![
+            (b'S', "ERROR".to_owned()),
+            (b'V', "ERROR".to_owned()),
+            (b'C', "42501".to_owned()),
+            (b'M', message),
+            (b'D', detail),
+        ];
+        let mut b = BytesMut::new();
+        pgwire::messages::Message::encode(
+            &pgwire::messages::response::ErrorResponse::new(fields),
+            &mut b,
+        )
+        .expect("no size limit");
+        b
+    }
+
+    fn marker(&mut self, error: BytesMut) -> String {
+        self.next_denial += 1;
+        self.ctx
+            .tracker
+            .lock()
+            .expect("tracker")
+            .denials
+            .insert(self.next_denial, error);
+        format!("{}_{}", self.ctx.marker, self.next_denial)
+    }
+
+    /// Denies a simple-protocol message: a failing query takes its place.
+    async fn deny_simple(&mut self, error: BytesMut) -> std::io::Result<()> {
+        let mut q = BytesMut::from(self.marker(error).as_bytes());
+        q.put_u8(0);
+        self.push(Pending::Internal);
+        self.upstream.write_all(&frame::message(b'Q', &q)).await?;
+        self.upstream.flush().await
+    }
+
+    /// Denies an extended-protocol message: a failing Parse takes its place
+    /// and everything up to Sync is dropped, as PostgreSQL does after an error.
+    async fn deny_extended(&mut self, error: BytesMut) -> std::io::Result<()> {
+        let mut p = BytesMut::new();
+        p.put_u8(0);
+        p.put_slice(self.marker(error).as_bytes());
+        p.put_u8(0);
+        p.put_i16(0);
+        self.upstream.write_all(&frame::message(b'P', &p)).await?;
+        self.skip_until_sync = true;
+        Ok(())
+    }
+
+    /// Commits query-received and decision (with deferred responses) ahead
+    /// of execution. On failure, returns the error to send instead.
+    async fn record(
+        &mut self,
+        sql: &str,
+        params: Vec<Param>,
+        statement: Option<String>,
+        portal: Option<String>,
+        protocol: Protocol,
+        j: &Judgement,
+    ) -> Result<(), BytesMut> {
+        self.query += 1;
+        let id = &self.ctx.info;
+        let mut events = std::mem::take(&mut self.ctx.tracker.lock().expect("tracker").deferred);
+        events.push(
+            EventBody::from(QueryReceived {
+                session: id.id,
+                identity: id.identity.clone(),
+                query: self.query,
+                sql: sql.to_owned(),
+                params,
+                statement,
+                portal,
+                protocol,
+            })
+            .to_pending(),
+        );
+        events.push(
+            EventBody::from(Decision {
+                session: id.id,
+                identity: id.identity.clone(),
+                query: self.query,
+                action: j.action,
+                rule: j.rule.clone(),
+                class: j.class,
+                tables: j.tables.clone(),
+                columns: j.columns.clone(),
+                message: j.message.clone(),
+            })
+            .to_pending(),
+        );
+        match self.ctx.shared.ledger.append_pending(events).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                warn!(
+                    session = id.id,
+                    "refusing a statement the ledger cannot record: {e}"
+                );
+                Err(frame::error(
+                    "ERROR",
+                    "58030",
+                    &format!("Gatehouse could not record this statement, so it was not run: {e}"),
+                ))
+            }
+        }
+    }
+
+    fn decide(&self, classification: &Classification) -> Judgement {
+        let policy = self.ctx.shared.policy();
+        let subject = Subject {
+            identity: &self.ctx.info.identity,
+            target: &self.ctx.info.target.name,
+        };
+        judge(&policy.decide(&subject, classification), classification)
+    }
+
+    async fn simple_query(&mut self, f: Frame, sql: String) -> std::io::Result<()> {
+        let classification = self.ctx.shared.verdicts.classify(&sql);
+        let j = self.decide(&classification);
+        if let Err(error) = self
+            .record(&sql, vec![], None, None, Protocol::Simple, &j)
+            .await
+        {
+            return self.deny_simple(error).await;
+        }
+        if j.action != Action::Allow {
+            let error = self.denial_error(&j);
+            return self.deny_simple(error).await;
+        }
+        self.push(Pending::Exec(Exec {
+            query: self.query,
+            simple: true,
+            started: Instant::now(),
+            tag: None,
+            rows: 0,
+            bytes: 0,
+            error: None,
+        }));
+        self.upstream.write_all(&f.bytes).await?;
+        self.upstream.flush().await
+    }
+
+    async fn parse(&mut self, f: Frame, p: Parse) -> std::io::Result<()> {
+        let name = p.name.unwrap_or_default();
+        let classification = self.ctx.shared.verdicts.classify(&p.query);
+        let j = self.decide(&classification);
+        let denied = j.action != Action::Allow;
+        self.statements.insert(
+            name.clone(),
+            Prepared {
+                sql: p.query.clone(),
+                classification,
+                denied,
+            },
+        );
+        if denied {
+            let error = match self
+                .record(&p.query, vec![], Some(name), None, Protocol::Extended, &j)
+                .await
+            {
+                Ok(()) => self.denial_error(&j),
+                Err(e) => e,
+            };
+            return self.deny_extended(error).await;
+        }
+        self.upstream.write_all(&f.bytes).await
+    }
+
+    async fn bind(&mut self, f: Frame, b: Bind) -> std::io::Result<()> {
+        let statement = b.statement_name.unwrap_or_default();
+        if let Some(prepared) = self.statements.get(&statement) {
+            if prepared.denied {
+                let classification = prepared.classification.clone();
+                let j = self.decide(&classification);
+                let error = self.denial_error(&j);
+                return self.deny_extended(error).await;
+            }
+        }
+        let formats = b.parameter_format_codes;
+        let params = b
+            .parameters
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| Param {
+                format: match formats.len() {
+                    0 => 0,
+                    1 => formats[0] as u16,
+                    _ => formats.get(i).copied().unwrap_or(0) as u16,
+                },
+                value: v.map(|v| CborBytes(v.to_vec())),
+            })
+            .collect();
+        self.portals.insert(
+            b.portal_name.unwrap_or_default(),
+            Portal { statement, params },
+        );
+        self.upstream.write_all(&f.bytes).await
+    }
+
+    async fn execute(&mut self, f: Frame, e: Execute) -> std::io::Result<()> {
+        let portal_name = e.name.unwrap_or_default();
+        let Some(portal) = self.portals.get(&portal_name) else {
+            // PostgreSQL reports the unknown portal; nothing can run.
+            return self.upstream.write_all(&f.bytes).await;
+        };
+        let Some(prepared) = self.statements.get(&portal.statement) else {
+            return self.upstream.write_all(&f.bytes).await;
+        };
+        let (sql, classification) = (prepared.sql.clone(), prepared.classification.clone());
+        let params = portal.params.clone();
+        let statement = portal.statement.clone();
+        // Policy may have changed since Parse: judge again (classification is cached).
+        let j = self.decide(&classification);
+        if let Err(error) = self
+            .record(
+                &sql,
+                params,
+                Some(statement),
+                Some(portal_name),
+                Protocol::Extended,
+                &j,
+            )
+            .await
+        {
+            return self.deny_extended(error).await;
+        }
+        if j.action != Action::Allow {
+            let error = self.denial_error(&j);
+            return self.deny_extended(error).await;
+        }
+        self.push(Pending::Exec(Exec {
+            query: self.query,
+            simple: false,
+            started: Instant::now(),
+            tag: None,
+            rows: 0,
+            bytes: 0,
+            error: None,
+        }));
+        self.upstream.write_all(&f.bytes).await
+    }
+}
+
+/// Rows affected or returned, from a command tag such as `INSERT 0 5`.
+fn tag_rows(tag: &str) -> u64 {
+    let mut words = tag.split(' ');
+    match words.next() {
+        Some("SELECT" | "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "COPY" | "FETCH" | "MOVE") => {
+            tag.rsplit(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
+/// Relays backend frames to the client, swapping denial markers for the
+/// policy's errors and turning completions into Response events.
+async fn upstream_to_client<W: AsyncWrite + Unpin>(
+    ctx: &Context,
+    mut upstream: tokio::net::tcp::OwnedReadHalf,
+    client: &mut W,
+) -> std::io::Result<()> {
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut out = BytesMut::with_capacity(64 << 10);
+    loop {
+        if upstream.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+        let mut completed = Vec::new();
+        {
+            let mut t = ctx.tracker.lock().expect("tracker");
+            while buf.len() >= 5 {
+                let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+                if len < 4 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "upstream sent a malformed frame",
+                    ));
+                }
+                let total = len as usize + 1;
+                if buf.len() < total {
+                    buf.reserve(total - buf.len());
+                    break;
+                }
+                let frame = buf.split_to(total);
+                let tag = frame[0];
+                let replacement = observe(ctx, &mut t, tag, &frame, &mut completed);
+                match replacement {
+                    Some(r) => out.put_slice(&r),
+                    None => out.put_slice(&frame),
+                }
+            }
+        }
+        if !completed.is_empty() {
+            ctx.tracker
+                .lock()
+                .expect("tracker")
+                .deferred
+                .extend(completed);
+            ctx.flush.notify_one();
+        }
+        if !out.is_empty() {
+            client.write_all(&out).await?;
+            client.flush().await?;
+            out.clear();
+        }
+    }
+}
+
+/// Tracks one backend frame; returns a replacement frame if it must change.
+fn observe(
+    ctx: &Context,
+    t: &mut Tracker,
+    tag: u8,
+    frame: &[u8],
+    completed: &mut Vec<PendingEvent>,
+) -> Option<BytesMut> {
+    let body = &frame[5..];
+    let size = frame.len() as u64;
+    if let Some(Pending::Exec(e)) = t.pending.front_mut() {
+        e.bytes += size;
+    }
+    match tag {
+        b'C' | b'I' | b's' => {
+            let command = (tag == b'C').then(|| {
+                let end = body.iter().position(|b| *b == 0).unwrap_or(body.len());
+                String::from_utf8_lossy(&body[..end]).into_owned()
+            });
+            let finished = match t.pending.front_mut() {
+                Some(Pending::Exec(e)) if e.simple => {
+                    if let Some(c) = &command {
+                        e.rows += tag_rows(c);
+                        e.tag = Some(match e.tag.take() {
+                            Some(prev) => format!("{prev}; {c}"),
+                            None => c.clone(),
+                        });
+                    }
+                    false
+                }
+                Some(Pending::Exec(e)) => {
+                    if let Some(c) = &command {
+                        e.rows = tag_rows(c);
+                        e.tag = Some(c.clone());
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if finished {
+                if let Some(Pending::Exec(e)) = t.pending.pop_front() {
+                    completed.push(ctx.response_event(e, None));
+                }
+            }
+            None
+        }
+        b'E' => {
+            let fields = frame::error_fields(body);
+            let message = fields
+                .iter()
+                .find(|(c, _)| *c == b'M')
+                .map(|(_, m)| m.as_str())
+                .unwrap_or("");
+            if let Some(at) = message.find(&ctx.marker) {
+                let n = message[at + ctx.marker.len()..]
+                    .trim_start_matches('_')
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|d| d.parse::<u64>().ok());
+                if let Some(replacement) = n.and_then(|n| t.denials.remove(&n)) {
+                    t.error_in_cycle = true;
+                    return Some(replacement);
+                }
+            }
+            let code = fields
+                .iter()
+                .find(|(c, _)| *c == b'C')
+                .map(|(_, c)| c.clone())
+                .unwrap_or_default();
+            let error = Some((code, message.to_owned()));
+            match t.pending.front_mut() {
+                Some(Pending::Exec(e)) if e.simple => e.error = error,
+                Some(Pending::Exec(_)) => {
+                    if let Some(Pending::Exec(mut e)) = t.pending.pop_front() {
+                        e.error = error;
+                        completed.push(ctx.response_event(e, None));
+                    }
+                    t.error_in_cycle = true;
+                }
+                _ => t.error_in_cycle = true,
+            }
+            None
+        }
+        b'Z' => {
+            while let Some(p) = t.pending.pop_front() {
+                match p {
+                    Pending::Exec(e) if e.simple => {
+                        completed.push(ctx.response_event(e, None));
+                        break;
+                    }
+                    Pending::Exec(e) => {
+                        completed.push(ctx.response_event(
+                            e,
+                            Some("not executed: an earlier message of the pipeline failed"),
+                        ));
+                    }
+                    Pending::Sync | Pending::Internal => break,
+                }
+            }
+            t.error_in_cycle = false;
+            t.denials.clear();
+            None
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_tags_give_row_counts() {
+        assert_eq!(tag_rows("SELECT 42"), 42);
+        assert_eq!(tag_rows("INSERT 0 5"), 5);
+        assert_eq!(tag_rows("UPDATE 3"), 3);
+        assert_eq!(tag_rows("COPY 100000"), 100_000);
+        assert_eq!(tag_rows("CREATE TABLE"), 0);
+        assert_eq!(tag_rows("BEGIN"), 0);
+    }
+}

@@ -1,0 +1,244 @@
+//! The gateway's own connection to the real database.
+//!
+//! The gateway logs in upstream with the target's credential (never shown to
+//! clients), optionally read-only, and hands back the server's parameter
+//! statuses and cancel key so the session can relay them.
+
+use bytes::{BufMut, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::frame::{self, read_frame, Frame};
+use crate::config::Target;
+
+/// Why the upstream connection could not be set up.
+#[derive(Debug, Error)]
+pub enum UpstreamError {
+    /// TCP connect or I/O failed.
+    #[error("cannot reach upstream {addr}: {source}")]
+    Connect {
+        /// host:port.
+        addr: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// The server refused the login or the startup.
+    #[error("upstream refused the connection: {0}")]
+    Refused(String),
+    /// The server spoke something unexpected.
+    #[error("upstream protocol error: {0}")]
+    Protocol(String),
+}
+
+/// An authenticated upstream connection, ready for queries.
+pub struct Upstream {
+    /// The socket.
+    pub stream: TcpStream,
+    /// ParameterStatus frames the server sent during startup.
+    pub parameters: Vec<Frame>,
+    /// The server's (pid, secret) cancel key.
+    pub cancel_key: (i32, i32),
+}
+
+fn startup_message(user: &str, database: &str, options: Option<&str>) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_i32(196608);
+    for (k, v) in [
+        ("user", user),
+        ("database", database),
+        ("application_name", "gatehouse"),
+    ] {
+        body.put_slice(k.as_bytes());
+        body.put_u8(0);
+        body.put_slice(v.as_bytes());
+        body.put_u8(0);
+    }
+    if let Some(o) = options {
+        body.put_slice(b"options\0");
+        body.put_slice(o.as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut out = BytesMut::with_capacity(body.len() + 4);
+    out.put_i32(body.len() as i32 + 4);
+    out.put_slice(&body);
+    out
+}
+
+fn refused(f: &Frame) -> UpstreamError {
+    let fields = frame::error_fields(f.body());
+    let msg = fields
+        .iter()
+        .find(|(c, _)| *c == b'M')
+        .map(|(_, m)| m.clone())
+        .unwrap_or_default();
+    UpstreamError::Refused(msg)
+}
+
+/// Connects and logs in to `target`. `read_only` makes every transaction of
+/// the session read-only upstream (defense in depth for identities whose
+/// policy allows only reads).
+pub async fn connect(target: &Target, read_only: bool) -> Result<Upstream, UpstreamError> {
+    let addr = format!("{}:{}", target.host, target.port);
+    let mut stream = TcpStream::connect(&addr)
+        .await
+        .map_err(|source| UpstreamError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    stream.set_nodelay(true).ok();
+    let (user, password) = if read_only {
+        target
+            .read_only_login()
+            .unwrap_or((&target.user, target.password.as_deref()))
+    } else {
+        (&target.user, target.password.as_deref())
+    };
+    let options = read_only.then_some("-c default_transaction_read_only=on");
+    stream
+        .write_all(&startup_message(user, &target.database, options))
+        .await
+        .map_err(|source| UpstreamError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    let mut parameters = Vec::new();
+    let mut cancel_key = (0, 0);
+    let mut scram: Option<ScramSha256> = None;
+    let io = |e: frame::FrameError| UpstreamError::Protocol(e.to_string());
+    loop {
+        let f = read_frame(&mut stream, 1 << 20).await.map_err(io)?;
+        match f.tag() {
+            b'R' => {
+                let body = f.body();
+                let code = i32::from_be_bytes(
+                    body.get(..4)
+                        .ok_or_else(|| UpstreamError::Protocol("short auth".into()))?
+                        .try_into()
+                        .expect("4 bytes"),
+                );
+                let need_password = || {
+                    password.ok_or_else(|| {
+                        UpstreamError::Refused(format!(
+                            "upstream {} asks for a password but the target has none configured",
+                            target.name
+                        ))
+                    })
+                };
+                let reply = match code {
+                    0 => None,
+                    3 => {
+                        let mut b = need_password()?.as_bytes().to_vec();
+                        b.push(0);
+                        Some(frame::message(b'p', &b))
+                    }
+                    5 => {
+                        let salt: [u8; 4] = body
+                            .get(4..8)
+                            .and_then(|s| s.try_into().ok())
+                            .ok_or_else(|| UpstreamError::Protocol("short MD5 salt".into()))?;
+                        let hashed = postgres_protocol::authentication::md5_hash(
+                            user.as_bytes(),
+                            need_password()?.as_bytes(),
+                            salt,
+                        );
+                        let mut b = hashed.into_bytes();
+                        b.push(0);
+                        Some(frame::message(b'p', &b))
+                    }
+                    10 => {
+                        let mechanisms = &body[4..];
+                        if !mechanisms.windows(14).any(|w| w == b"SCRAM-SHA-256\0") {
+                            return Err(UpstreamError::Refused(
+                                "upstream offers no SASL mechanism the gateway supports".into(),
+                            ));
+                        }
+                        let client = ScramSha256::new(
+                            need_password()?.as_bytes(),
+                            ChannelBinding::unsupported(),
+                        );
+                        let mut b = BytesMut::new();
+                        b.put_slice(b"SCRAM-SHA-256\0");
+                        b.put_i32(client.message().len() as i32);
+                        b.put_slice(client.message());
+                        scram = Some(client);
+                        Some(frame::message(b'p', &b))
+                    }
+                    11 => {
+                        let client = scram.as_mut().ok_or_else(|| {
+                            UpstreamError::Protocol("SASL continue without start".into())
+                        })?;
+                        client
+                            .update(&body[4..])
+                            .map_err(|e| UpstreamError::Refused(format!("SCRAM: {e}")))?;
+                        Some(frame::message(b'p', client.message()))
+                    }
+                    12 => {
+                        let mut client = scram.take().ok_or_else(|| {
+                            UpstreamError::Protocol("SASL final without start".into())
+                        })?;
+                        client.finish(&body[4..]).map_err(|e| {
+                            UpstreamError::Refused(format!(
+                                "upstream server signature invalid: {e}"
+                            ))
+                        })?;
+                        None
+                    }
+                    other => {
+                        return Err(UpstreamError::Refused(format!(
+                            "unsupported authentication method {other}"
+                        )))
+                    }
+                };
+                if let Some(r) = reply {
+                    stream
+                        .write_all(&r)
+                        .await
+                        .map_err(|source| UpstreamError::Connect {
+                            addr: addr.clone(),
+                            source,
+                        })?;
+                }
+            }
+            b'S' => parameters.push(f),
+            b'K' => {
+                let b = f.body();
+                if b.len() >= 8 {
+                    cancel_key = (
+                        i32::from_be_bytes(b[0..4].try_into().expect("4 bytes")),
+                        i32::from_be_bytes(b[4..8].try_into().expect("4 bytes")),
+                    );
+                }
+            }
+            b'Z' => {
+                return Ok(Upstream {
+                    stream,
+                    parameters,
+                    cancel_key,
+                })
+            }
+            b'E' => return Err(refused(&f)),
+            b'N' => {}
+            other => {
+                return Err(UpstreamError::Protocol(format!(
+                    "unexpected message {:?} during startup",
+                    other as char
+                )))
+            }
+        }
+    }
+}
+
+/// Sends a CancelRequest for `key` to the target.
+pub async fn cancel(target: &Target, key: (i32, i32)) -> std::io::Result<()> {
+    let mut s = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    let mut b = BytesMut::with_capacity(16);
+    b.put_i32(16);
+    b.put_i32(80877102);
+    b.put_i32(key.0);
+    b.put_i32(key.1);
+    s.write_all(&b).await?;
+    s.shutdown().await
+}

@@ -1,0 +1,444 @@
+//! The gateway in the data path, against a real PostgreSQL.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::{pin_mut, SinkExt, StreamExt};
+use gatehouse_ledger::event::{Action, EventBody};
+use support::{Env, POLICY};
+use tokio_postgres::error::SqlState;
+
+fn denied(e: &tokio_postgres::Error) -> String {
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("expected a database error, got {e}"));
+    assert_eq!(db.code(), &SqlState::INSUFFICIENT_PRIVILEGE, "{db:?}");
+    db.message().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_and_extended_queries_prepared_statements_and_binary_results() {
+    let env = Env::start(POLICY).await;
+    let c = env.connect("agent").await;
+    // Simple protocol.
+    let rows = c.simple_query("SELECT count(*) FROM orders").await.unwrap();
+    let count = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(count.as_deref(), Some("200"));
+    // Extended protocol, named prepared statement reused, binary results.
+    let stmt = c
+        .prepare("SELECT id, total::float8, day FROM orders WHERE id = $1")
+        .await
+        .unwrap();
+    for id in [1i32, 7, 150] {
+        let row = c.query_one(&stmt, &[&id]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), id);
+        assert_eq!(row.get::<_, f64>(1), id as f64 * 1.5);
+    }
+    // Errors from PostgreSQL itself come through untouched.
+    let e = c
+        .simple_query("SELECT * FROM no_such_table")
+        .await
+        .unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code(), &SqlState::UNDEFINED_TABLE);
+    let e = c.query("SELECT 1 / $1::int", &[&0i32]).await.unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code(), &SqlState::DIVISION_BY_ZERO);
+    // The session survives all of it.
+    assert_eq!(
+        c.query_one("SELECT 2::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        2
+    );
+
+    drop(c);
+    env.settle().await;
+    let events = env.events();
+    let queries: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            EventBody::QueryReceived(q) => Some(q),
+            _ => None,
+        })
+        .collect();
+    assert!(queries
+        .iter()
+        .any(|q| q.sql == "SELECT count(*) FROM orders"));
+    let with_param = queries
+        .iter()
+        .find(|q| q.sql.contains("WHERE id = $1") && q.params.len() == 1)
+        .expect("bind parameters recorded");
+    assert_eq!(
+        with_param.params[0].format, 1,
+        "tokio-postgres sends binary parameters"
+    );
+    let responses = events
+        .iter()
+        .filter(|e| matches!(e, EventBody::Response(_)))
+        .count();
+    let decisions = events
+        .iter()
+        .filter(|e| matches!(e, EventBody::Decision(_)))
+        .count();
+    assert_eq!(
+        responses, decisions,
+        "every allowed statement has a response event"
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, EventBody::Response(r) if r.sqlstate.as_deref() == Some("42P01"))));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, EventBody::SessionClosed(_))));
+    assert!(env.verify().is_intact());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_statements_get_42501_and_the_session_survives_in_and_out_of_transactions() {
+    let env = Env::start(POLICY).await;
+    let mut c = env.connect("agent").await;
+    // Outside a transaction, simple and extended.
+    let msg = denied(
+        &c.simple_query("SELECT ssn FROM customers")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(msg, "SSNs are off limits to agents");
+    denied(
+        &c.query("SELECT name, ssn FROM customers WHERE id = $1", &[&1i32])
+            .await
+            .unwrap_err(),
+    );
+    denied(&c.simple_query("DELETE FROM customers").await.unwrap_err());
+    assert_eq!(
+        c.query_one("SELECT 1::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+
+    // Inside a transaction: the denial aborts it, exactly as a PostgreSQL error would.
+    let tx = c.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO orders (id, customer, total) VALUES (1001, 1, 9.99)",
+        &[],
+    )
+    .await
+    .unwrap();
+    denied(
+        &tx.execute("DELETE FROM customers WHERE id = 2", &[])
+            .await
+            .unwrap_err(),
+    );
+    let e = tx.query("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(
+        e.as_db_error().unwrap().code(),
+        &SqlState::IN_FAILED_SQL_TRANSACTION
+    );
+    tx.rollback().await.unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM orders WHERE id = 1001", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the transaction was rolled back");
+
+    // Committed work around a denial in the simple protocol.
+    c.batch_execute("BEGIN; INSERT INTO orders (id, customer, total) VALUES (1002, 1, 1); COMMIT")
+        .await
+        .unwrap();
+    let e = c
+        .batch_execute("BEGIN; SELECT ssn FROM customers; COMMIT")
+        .await
+        .unwrap_err();
+    denied(&e);
+    c.batch_execute("ROLLBACK").await.unwrap();
+
+    // Unparseable SQL is denied with the parser's complaint.
+    let msg = denied(&c.simple_query("SELEKT * FROM orders").await.unwrap_err());
+    assert!(msg.contains("parser"), "{msg}");
+    // Session-changing statements are their own class.
+    denied(&c.simple_query("SET ROLE postgres").await.unwrap_err());
+    denied(
+        &c.simple_query("SET default_transaction_read_only = off")
+            .await
+            .unwrap_err(),
+    );
+    // Dangerous functions.
+    denied(
+        &c.simple_query("SELECT pg_read_file('/etc/passwd')")
+            .await
+            .unwrap_err(),
+    );
+    // A write hidden in a CTE.
+    denied(
+        &c.simple_query("WITH d AS (DELETE FROM customers RETURNING *) SELECT count(*) FROM d")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        c.query_one("SELECT 3::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        3
+    );
+
+    drop(c);
+    env.settle().await;
+    // None of it reached PostgreSQL.
+    let log = env.pg.log();
+    assert!(
+        !log.contains("DELETE FROM customers"),
+        "a denied statement reached the database"
+    );
+    assert!(
+        !log.contains("pg_read_file"),
+        "a denied statement reached the database"
+    );
+    let events = env.events();
+    let denials: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            EventBody::Decision(d) if d.action == Action::Deny => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert!(denials.iter().any(|d| d.rule.as_deref() == Some("no-ssn")));
+    assert!(
+        denials.iter().any(|d| d.rule.is_none()),
+        "default deny recorded without a rule"
+    );
+    assert!(env.verify().is_intact());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out() {
+    let env = Env::start(POLICY).await;
+    let c = env.connect("agent").await;
+    let sink = c
+        .copy_in("COPY orders (id, customer, total) FROM STDIN")
+        .await
+        .unwrap();
+    pin_mut!(sink);
+    let data: String = (5000..5100).map(|i| format!("{i}\t3\t{i}.25\n")).collect();
+    sink.send(bytes::Bytes::from(data)).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 100);
+    let stream = c
+        .copy_out("COPY (SELECT id FROM orders WHERE id >= 5000 ORDER BY id) TO STDOUT")
+        .await
+        .unwrap();
+    pin_mut!(stream);
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(String::from_utf8(out).unwrap().lines().count(), 100);
+    drop(c);
+    env.settle().await;
+    assert!(env.events().iter().any(
+        |e| matches!(e, EventBody::Response(r) if r.command_tag.as_deref() == Some("COPY 100"))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_upstream_statement() {
+    let env = Env::start(POLICY).await;
+    let c = env.connect("agent").await;
+    let token = c.cancel_token();
+    let started = Instant::now();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    });
+    let e = c.simple_query("SELECT pg_sleep(30)").await.unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code(), &SqlState::QUERY_CANCELED);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    canceller.await.unwrap();
+    assert_eq!(
+        c.query_one("SELECT 4::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_need_a_valid_gateway_credential_and_failures_are_recorded() {
+    let env = Env::start(POLICY).await;
+    let bad = format!(
+        "host=127.0.0.1 port={} user=agent password=wrong dbname=shop",
+        env.addr.port()
+    );
+    let e = tokio_postgres::connect(&bad, tokio_postgres::NoTls)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.as_db_error().unwrap().code(), &SqlState::INVALID_PASSWORD);
+    let ghost = format!(
+        "host=127.0.0.1 port={} user=ghost password=x dbname=shop",
+        env.addr.port()
+    );
+    assert!(tokio_postgres::connect(&ghost, tokio_postgres::NoTls)
+        .await
+        .is_err());
+    // The upstream credential does not work at the gateway.
+    let upstream = format!(
+        "host=127.0.0.1 port={} user={} password={} dbname=shop",
+        env.addr.port(),
+        env.pg.superuser(),
+        env.pg.password()
+    );
+    assert!(tokio_postgres::connect(&upstream, tokio_postgres::NoTls)
+        .await
+        .is_err());
+    // An unknown target.
+    let nodb = format!(
+        "host=127.0.0.1 port={} user=agent password={} dbname=elsewhere",
+        env.addr.port(),
+        env.secret("agent")
+    );
+    let e = tokio_postgres::connect(&nodb, tokio_postgres::NoTls)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        e.as_db_error().unwrap().code(),
+        &SqlState::INVALID_CATALOG_NAME
+    );
+    let failures = env
+        .events()
+        .iter()
+        .filter(|e| matches!(e, EventBody::AuthenticationFailed(_)))
+        .count();
+    assert_eq!(failures, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_identities_run_read_only_upstream() {
+    let env = Env::start(POLICY).await;
+    let c = env.connect("reader").await;
+    let ro: String = c
+        .query_one(
+            "SELECT current_setting('default_transaction_read_only')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        ro, "on",
+        "a classifier miss would still be stopped by PostgreSQL"
+    );
+    denied(
+        &c.simple_query("INSERT INTO audit_probe (note) VALUES ('x')")
+            .await
+            .unwrap_err(),
+    );
+    let a = env.connect("agent").await;
+    let rw: String = a
+        .query_one(
+            "SELECT current_setting('default_transaction_read_only')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rw, "off");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_that_cannot_commit_stops_statements_before_the_database() {
+    let env = Env::start(POLICY).await;
+    let c = env.connect("agent").await;
+    c.simple_query("INSERT INTO audit_probe (note) VALUES ('before')")
+        .await
+        .unwrap();
+    let saboteur = rusqlite::Connection::open(env.ledger()).unwrap();
+    saboteur
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.kind = 4 \
+             BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END;",
+        )
+        .unwrap();
+    let e = c
+        .simple_query("INSERT INTO audit_probe (note) VALUES ('while broken')")
+        .await
+        .unwrap_err();
+    let db = e.as_db_error().unwrap();
+    assert!(
+        db.message().contains("could not record"),
+        "{}",
+        db.message()
+    );
+    let e = c
+        .query(
+            "INSERT INTO audit_probe (note) VALUES ($1)",
+            &[&"extended while broken"],
+        )
+        .await
+        .unwrap_err();
+    assert!(e
+        .as_db_error()
+        .unwrap()
+        .message()
+        .contains("could not record"));
+    saboteur.execute_batch("DROP TRIGGER refuse").unwrap();
+    c.simple_query("INSERT INTO audit_probe (note) VALUES ('after')")
+        .await
+        .unwrap();
+    let notes = env.pg.psql(
+        "shop",
+        "SELECT string_agg(note, ',' ORDER BY id) FROM audit_probe",
+    );
+    assert_eq!(
+        notes, "before,after",
+        "nothing unrecorded reached the database"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_client_bytes_get_errors_not_crashes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start(POLICY).await;
+    // Garbage instead of a startup packet.
+    for junk in [
+        &b"\x00\x00\x00\x02"[..],
+        b"\xff\xff\xff\xff\xff\xff\xff\xff",
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(env.addr).await.unwrap();
+        s.write_all(junk).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    }
+    // An oversized frame after login ends that session with a FATAL error.
+    let c = env.connect("agent").await;
+    let huge = "x".repeat(2 << 20);
+    let e = c
+        .simple_query(&format!("SELECT '{huge}'"))
+        .await
+        .unwrap_err();
+    let db = e.as_db_error().expect("a FATAL error explains the refusal");
+    assert_eq!(db.severity(), "FATAL");
+    assert!(
+        db.message().contains("exceeds the limit"),
+        "{}",
+        db.message()
+    );
+    // The gateway still serves others.
+    let c2 = env.connect("agent").await;
+    assert_eq!(
+        c2.query_one("SELECT 5::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        5
+    );
+}
