@@ -442,3 +442,106 @@ async fn hostile_client_bytes_get_errors_not_crashes() {
         5
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_statements_keep_their_order_around_a_denial() {
+    let env = Env::start(POLICY).await;
+    let c = env.connect("agent").await;
+    // tokio-postgres pipelines concurrent queries on one connection: each is
+    // its own Parse/Bind/Execute/Sync group, sent before the first answer.
+    let q1 = c.query_one("SELECT 1::int", &[]);
+    let q2 = c.query("SELECT ssn FROM customers WHERE id = $1", &[&1i32]);
+    let q3 = c.query_one("SELECT count(*)::int FROM orders", &[]);
+    let (r1, r2, r3) = tokio::join!(q1, q2, q3);
+    assert_eq!(r1.unwrap().get::<_, i32>(0), 1);
+    denied(&r2.unwrap_err());
+    assert_eq!(r3.unwrap().get::<_, i32>(0), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sessions_with_psql() {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let listen = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        dir.path().join("cert.pem").display(),
+        dir.path().join("key.pem").display()
+    );
+    let env = Env::start_with(POLICY, &listen).await;
+    let psql = env.pg.bindir().join("psql");
+    let port = env.addr.port().to_string();
+    let secret = env.secret("agent").to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(psql)
+            .args(["-X", "-A", "-t", "-c", "SELECT 1"])
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", port)
+            .env("PGUSER", "agent")
+            .env("PGPASSWORD", secret)
+            .env("PGDATABASE", "shop")
+            .env("PGSSLMODE", "require")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.settle().await;
+    assert!(env
+        .events()
+        .iter()
+        .any(|e| matches!(e, EventBody::SessionOpened(s) if s.tls && s.identity == "agent")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_startup_bytes_never_take_the_gateway_down() {
+    use proptest::test_runner::{Config, TestRunner};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start(POLICY).await;
+    let addr = env.addr;
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut runner = TestRunner::new(Config {
+            cases: 64,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let strategy = proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96);
+        runner
+            .run(&strategy, |mut bytes| {
+                // Half the cases start like a real startup packet, to get past the length check.
+                if bytes.len() > 8 && bytes[0] % 2 == 0 {
+                    let len = (bytes.len() as i32).to_be_bytes();
+                    bytes[..4].copy_from_slice(&len);
+                    bytes[4..8].copy_from_slice(&196608i32.to_be_bytes());
+                }
+                handle.block_on(async {
+                    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    let _ = s.write_all(&bytes).await;
+                    let _ = s.shutdown().await;
+                    let mut sink = Vec::new();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut sink))
+                        .await;
+                });
+                Ok(())
+            })
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let c = env.connect("agent").await;
+    assert_eq!(
+        c.query_one("SELECT 6::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        6
+    );
+}

@@ -419,10 +419,12 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
                 warn!(session = self.ctx.info.id, "refused a FunctionCall message");
                 self.deny_simple(error).await?;
             }
-            other => return Ok(Some(End::Fatal(format!(
+            other => {
+                return Ok(Some(End::Fatal(format!(
                 "Gatehouse refused a client message: unexpected message type {:?} after startup",
                 other as char
-            )))),
+            ))))
+            }
         }
         Ok(None)
     }

@@ -71,6 +71,12 @@ impl Env {
     /// Starts PostgreSQL with the fixture schema in database `shop`, sets up
     /// a ledger with `policy` and identities `agent` and `reader`, and serves.
     pub async fn start(policy: &str) -> Env {
+        Self::start_with(policy, "").await
+    }
+
+    /// Like [`Env::start`], with extra `[listen]` lines (e.g. TLS files).
+    pub async fn start_with(policy: &str, listen_extra: &str) -> Env {
+        let listen_extra = listen_extra.to_owned();
         let pg = tokio::task::spawn_blocking(|| {
             let pg = PgCluster::start();
             pg.create_database("shop");
@@ -88,7 +94,7 @@ impl Env {
             std::env::set_var(&var, pg.password());
             let mut text = std::fs::read_to_string(&out.config).unwrap();
             text.push_str(&format!(
-                "\n[listen]\naddress = \"127.0.0.1:0\"\nmax_frame_bytes = 1048576\n\n[[target]]\nname = \"shop\"\nurl = \"postgres://{}@127.0.0.1:{}/shop\"\npassword_env = \"{var}\"\n",
+                "\n[listen]\naddress = \"127.0.0.1:0\"\nmax_frame_bytes = 1048576\n{listen_extra}\n\n[[target]]\nname = \"shop\"\nurl = \"postgres://{}@127.0.0.1:{}/shop\"\npassword_env = \"{var}\"\n",
                 pg.superuser(),
                 pg.port()
             ));
