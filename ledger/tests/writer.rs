@@ -186,6 +186,10 @@ fn a_failed_commit_fails_every_event_of_the_batch_and_the_writer_recovers() {
         "sequence numbers stay contiguous after the failure"
     );
     ledger.close();
+    // The failed batch left no trace that breaks the log.
+    let key = gatehouse_verify::VerifierKey::parse(&signer().verifier().to_string()).unwrap();
+    let report = gatehouse_verify::verify_ledger(&path, &key, None).unwrap();
+    assert!(report.is_intact(), "{:?}", report.failure);
 }
 
 #[test]
