@@ -212,7 +212,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_frames_and_refuses_oversized_ones() {
-        let mut input: &[u8] = &[b'Q', 0, 0, 0, 9, b'S', b'E', b'L', 0, b'X', 0, 0, 0, 4];
+        let mut input: &[u8] = &[b'Q', 0, 0, 0, 8, b'S', b'E', b'L', 0, b'X', 0, 0, 0, 4];
         let f = read_frame(&mut input, 100).await.unwrap();
         assert_eq!((f.tag(), f.body()), (b'Q', &b"SEL\0"[..]));
         let f = read_frame(&mut input, 100).await.unwrap();

@@ -230,7 +230,7 @@ mod tests {
             b"x",
             b"n,,n=,",
             b"n,a=admin,n=,r=abc",
-            b"n,,n=,r=a,b",
+            b"n,,n=,r=",
             b"\xff",
         ] {
             assert!(Exchange::start(bad, &salt, 4096).is_err(), "{bad:?}");
