@@ -237,7 +237,8 @@ mod tests {
 
     fn setup() -> (tempfile::TempDir, Config) {
         let dir = tempfile::tempdir().unwrap();
-        let out = crate::init::init(&dir.path().join("gh"), Some("gatehouse.test/commands")).unwrap();
+        let out =
+            crate::init::init(&dir.path().join("gh"), Some("gatehouse.test/commands")).unwrap();
         (dir, Config::load(&out.config).unwrap())
     }
 
@@ -245,14 +246,25 @@ mod tests {
     fn a_broken_policy_is_rejected_with_its_line_and_the_old_one_stays() {
         let (dir, config) = setup();
         let good = dir.path().join("good.toml");
-        std::fs::write(&good, "[[rule]]\nname = \"r\"\nclasses = [\"read\"]\naction = \"allow\"\n").unwrap();
+        std::fs::write(
+            &good,
+            "[[rule]]\nname = \"r\"\nclasses = [\"read\"]\naction = \"allow\"\n",
+        )
+        .unwrap();
         policy_apply(&config, &good, "t".into()).unwrap();
         let bad = dir.path().join("bad.toml");
-        std::fs::write(&bad, "[[rule]]\nname = \"r\"\nclasses = [\"reed\"]\naction = \"allow\"\n").unwrap();
+        std::fs::write(
+            &bad,
+            "[[rule]]\nname = \"r\"\nclasses = [\"reed\"]\naction = \"allow\"\n",
+        )
+        .unwrap();
         let err = format!("{:#}", policy_apply(&config, &bad, "t".into()).unwrap_err());
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("unchanged"), "{err}");
-        assert_eq!(current_policy(&config).unwrap().source(), std::fs::read_to_string(&good).unwrap());
+        assert_eq!(
+            current_policy(&config).unwrap().source(),
+            std::fs::read_to_string(&good).unwrap()
+        );
     }
 
     #[test]
@@ -270,7 +282,10 @@ mod tests {
         assert!(out.contains("public.orders"), "{out}");
         assert!(out.contains("read-only"), "{out}");
         let out = policy_explain(&config, "bot", "shop", "DELETE FROM orders").unwrap();
-        assert!(out.starts_with("decision: Deny by the default (deny)"), "{out}");
+        assert!(
+            out.starts_with("decision: Deny by the default (deny)"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -278,14 +293,20 @@ mod tests {
         let (_dir, config) = setup();
         assert!(credential_issue(&config, "nobody", Duration::from_secs(60), "t".into()).is_err());
         identity_create(&config, "bot", None, "t".into()).unwrap();
-        assert!(identity_create(&config, "bot", None, "t".into()).is_err(), "no duplicates");
+        assert!(
+            identity_create(&config, "bot", None, "t".into()).is_err(),
+            "no duplicates"
+        );
         assert!(identity_create(&config, "bad name", None, "t".into()).is_err());
         let a = credential_issue(&config, "bot", Duration::from_secs(60), "t".into()).unwrap();
         let b = credential_issue(&config, "bot", Duration::from_secs(60), "t".into()).unwrap();
         assert_ne!(a.secret, b.secret);
         credential_revoke(&config, &a.id, "rotated".into(), "t".into()).unwrap();
         let state = load_state(&config.ledger.path).unwrap();
-        assert_eq!(state.identities.usable_credentials("bot", now_ns()).len(), 1);
+        assert_eq!(
+            state.identities.usable_credentials("bot", now_ns()).len(),
+            1
+        );
         assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
         assert!(parse_duration("0h").is_err());

@@ -13,8 +13,10 @@
 //!   disagrees with the parser and the whole string stays one Unknown).
 //! * A tiny, exact allowlist of statements sqlparser 0.64 does not know is
 //!   recognised from their tokens: `CHECKPOINT`, `VACUUM ...` and
-//!   `ANALYZE ...` (Admin) and `TABLE name` (Read). Their grammar is checked
-//!   token by token; anything that deviates stays Unknown.
+//!   `ANALYZE ...` (Admin), `TABLE name` (Read), and `COPY table FROM STDIN`
+//!   / `TO STDOUT` with options sqlparser does not know, such as pgbench's
+//!   `copy ... from stdin with (freeze on)` (Write / Read). Their grammar is
+//!   checked token by token; anything that deviates stays Unknown.
 
 use gatehouse_ledger::event::StatementClass;
 use sqlparser::dialect::PostgreSqlDialect;
@@ -56,7 +58,7 @@ pub(super) fn classify_unparsed(sql: &str, err: &ParserError) -> Vec<StatementIn
     };
     match pieces.as_slice() {
         [] => whole(),
-        [only] => vec![recognise(only).unwrap_or_else(|| unreadable(err))],
+        [only] => vec![unparsed_piece(only, err)],
         _ => {
             let mut statements = Vec::with_capacity(pieces.len());
             let mut any_failed = false;
@@ -71,7 +73,7 @@ pub(super) fn classify_unparsed(sql: &str, err: &ParserError) -> Vec<StatementIn
                     },
                     Err(e) => {
                         any_failed = true;
-                        statements.push(recognise(&piece).unwrap_or_else(|| unreadable(&e)));
+                        statements.push(unparsed_piece(&piece, &e));
                     }
                 }
             }
@@ -82,6 +84,23 @@ pub(super) fn classify_unparsed(sql: &str, err: &ParserError) -> Vec<StatementIn
             }
         }
     }
+}
+
+/// One statement sqlparser could not parse: recognised from its tokens if
+/// it is on the allowlist, else Unknown.
+fn unparsed_piece(piece: &[Token], err: &ParserError) -> StatementInfo {
+    if let Some(info) = recognise(piece) {
+        return info;
+    }
+    let first = piece.iter().find(|t| !matches!(t, Token::Whitespace(_)));
+    if first.and_then(keyword).as_deref() == Some("DO") {
+        let mut info = unknown_info(format!(
+            "anonymous code blocks (DO) cannot be judged (the SQL parser could not read this statement: {err})"
+        ));
+        info.command = "DO".to_owned();
+        return info;
+    }
+    unreadable(err)
 }
 
 /// Splits tokens into statements at top-level semicolons; drops pieces that
@@ -136,6 +155,7 @@ fn recognise(piece: &[Token]) -> Option<StatementInfo> {
         ),
         "ANALYZE" | "ANALYSE" => maintenance(rest, "ANALYZE", &["VERBOSE"]),
         "TABLE" => table_command(rest),
+        "COPY" => copy_command(rest),
         _ => None,
     }
 }
@@ -270,4 +290,58 @@ fn table_command(tokens: &[&Token]) -> Option<StatementInfo> {
     let tables = names::relation_candidates(&parts);
     let columns = tables.iter().map(|t| format!("{t}.*")).collect();
     Some(info(StatementClass::Read, "TABLE", tables, columns))
+}
+
+/// `COPY table [ ( column [, ...] ) ] FROM STDIN | TO STDOUT [ options ]`
+/// where sqlparser rejects only the options. The source must be a plain
+/// table and the target the client connection, so the options (words,
+/// numbers, strings, parenthesised lists) cannot make it read or write
+/// server files or run programs; PostgreSQL rejects any it does not know.
+fn copy_command(tokens: &[&Token]) -> Option<StatementInfo> {
+    let (parts, mut i) = name(tokens, 0)?;
+    let tables = names::relation_candidates(&parts);
+    let mut columns = Vec::new();
+    if matches!(tokens.get(i), Some(Token::LParen)) {
+        i += 1;
+        loop {
+            let column = identifier(tokens.get(i))?;
+            i += 1;
+            columns.extend(tables.iter().map(|t| format!("{t}.{column}")));
+            match tokens.get(i)? {
+                Token::Comma => i += 1,
+                Token::RParen => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    if columns.is_empty() {
+        columns = tables.iter().map(|t| format!("{t}.*")).collect();
+    }
+    let direction = keyword(tokens.get(i)?)?;
+    let target = keyword(tokens.get(i + 1)?)?;
+    let class = match (direction.as_str(), target.as_str()) {
+        ("FROM", "STDIN") => StatementClass::Write,
+        ("TO", "STDOUT") => StatementClass::Read,
+        _ => return None,
+    };
+    let mut depth: usize = 0;
+    for token in &tokens[i + 2..] {
+        match token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.checked_sub(1)?,
+            Token::Word(_)
+            | Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::Comma
+            | Token::Mul => {}
+            _ => return None,
+        }
+    }
+    if depth != 0 {
+        return None;
+    }
+    Some(info(class, "COPY", tables, columns))
 }

@@ -20,7 +20,10 @@
 //!   reason an operator can act on (see the `fallback` module).
 //!
 //! It is a pure function of its input: no I/O and no global state beyond
-//! immutable tables built once.
+//! immutable tables built once. Query strings over 4 KiB are classified on a
+//! short-lived helper thread with a stack sized for them (deeply nested
+//! expressions must not overflow the caller's stack), and strings over
+//! 1 MiB are not parsed at all (Unknown).
 
 mod fallback;
 mod functions;
@@ -43,22 +46,25 @@ use crate::{Classification, StatementInfo};
 /// Query strings up to this size are classified on the caller's stack.
 ///
 /// Binary operator chains (`a + b + c ...`, long `AND` lists, `UNION` chains)
-/// parse into trees as deep as they are long, and walking or even dropping
-/// such a tree recurses once per level. Up to this size the depth stays
-/// within what a 2 MiB thread stack (the smallest the gateway runs on) can
-/// take even in an unoptimised build.
-const INLINE_LIMIT: usize = 8 * 1024;
+/// parse into trees as deep as they are long. The classifier walks such
+/// chains without recursion, but sqlparser's visitor and even dropping the
+/// tree recurse once per level (about 100 to 200 bytes of stack each). Up to
+/// this size that stays under 512 KiB, well within the 2 MiB stack of the
+/// smallest thread the gateway runs on.
+const INLINE_LIMIT: usize = 4 * 1024;
 
 /// Larger query strings are classified on a helper thread whose stack grows
 /// with the input by this many bytes per byte of SQL (each level of nesting
-/// needs at least two bytes of SQL, such as `+1`).
-const STACK_PER_BYTE: usize = 512;
+/// needs at least two bytes of SQL, such as `+1`; measured need: under 96
+/// bytes of stack per byte of SQL).
+const STACK_PER_BYTE: usize = 256;
 
 /// The smallest helper stack.
-const MIN_HELPER_STACK: usize = 16 * 1024 * 1024;
+const MIN_HELPER_STACK: usize = 8 * 1024 * 1024;
 
-/// Query strings larger than this are not parsed at all: Unknown.
-const MAX_SQL_BYTES: usize = 4 * 1024 * 1024;
+/// Query strings larger than this are not parsed at all: Unknown. (Such a
+/// string could need a helper stack of over 256 MiB.)
+const MAX_SQL_BYTES: usize = 1024 * 1024;
 
 /// Classifies every statement in a query string.
 ///

@@ -77,11 +77,24 @@ pub(super) fn describe(stmt: &Statement) -> Kind {
         Statement::Merge(_) => kind("MERGE", Write),
         Statement::Truncate(_) => kind("TRUNCATE", Write),
         Statement::Lock(_) => kind("LOCK", Write),
+        // sqlparser reads the lines after `COPY ... FROM STDIN;` as inline
+        // data, the way psql scripts carry it. In a query string sent to
+        // the server they are SQL, and PostgreSQL runs them after the COPY.
+        Statement::Copy {
+            payload: Some(_), ..
+        } => unknown(
+            "COPY",
+            "text after COPY ... FROM STDIN in the same query string would run as SQL; \
+             the gateway cannot judge it",
+        ),
         Statement::Copy { to, target, .. } => match target {
             CopyTarget::File { .. } | CopyTarget::Program { .. } => kind("COPY", Admin),
             CopyTarget::Stdin | CopyTarget::Stdout => kind("COPY", if *to { Read } else { Write }),
         },
-        Statement::Explain { .. } => kind("EXPLAIN", Read),
+        Statement::Explain { describe_alias, .. } => match describe_alias {
+            sqlparser::ast::DescribeAlias::Explain => kind("EXPLAIN", Read),
+            _ => foreign("DESCRIBE"),
+        },
         Statement::ShowVariable { .. } => kind("SHOW", Read),
         Statement::Set(_) => kind("SET", Session),
         Statement::Reset(_) => kind("RESET", Session),

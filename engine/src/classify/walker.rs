@@ -93,7 +93,14 @@ pub(super) struct Walker {
     scopes: Vec<Scope>,
     ctes: Vec<Vec<(String, Rc<Output>)>>,
     captures: Vec<Vec<String>>,
+    /// Column references left to record before the statement is declared
+    /// too complex (a bound on the work a hostile query can cause: each
+    /// unqualified name is resolved against every FROM item in scope).
+    budget: usize,
 }
+
+/// See [`Walker::budget`].
+const COLUMN_BUDGET: usize = 1_000_000;
 
 /// The address of a node, used as its identity between the walk and the
 /// sweep (the tree is not modified in between).
@@ -110,12 +117,27 @@ impl Walker {
             scopes: Vec::new(),
             ctes: Vec::new(),
             captures: Vec::new(),
+            budget: COLUMN_BUDGET,
         }
+    }
+
+    /// Whether the column budget is spent (then the statement is Unknown).
+    fn exhausted(&mut self) -> bool {
+        if self.budget == 0 {
+            self.findings
+                .unknown("the statement is too complex for the gateway to classify".to_owned());
+            return true;
+        }
+        false
     }
 
     // ----- recording -------------------------------------------------------
 
     fn record(&mut self, column: String) {
+        if self.exhausted() {
+            return;
+        }
+        self.budget -= 1;
         for capture in &mut self.captures {
             capture.push(column.clone());
         }
@@ -270,18 +292,15 @@ impl Walker {
     fn statement_tables(&mut self, stmt: &Statement) {
         match stmt {
             Statement::Drop {
-                object_type,
-                names: dropped,
-                ..
-            } if matches!(
-                object_type,
-                ObjectType::Table
+                object_type:
+                    ObjectType::Table
                     | ObjectType::View
                     | ObjectType::MaterializedView
                     | ObjectType::ForeignTable
-                    | ObjectType::Sequence
-            ) =>
-            {
+                    | ObjectType::Sequence,
+                names: dropped,
+                ..
+            } => {
                 for n in dropped {
                     self.table(n);
                 }
@@ -326,6 +345,17 @@ impl Walker {
             }
             Statement::CreateSequence { name, .. } => {
                 self.table(name);
+            }
+            Statement::CreateTrigger(ct) => {
+                self.table(&ct.table_name);
+                if let Some(n) = &ct.referenced_table_name {
+                    self.table(n);
+                }
+            }
+            Statement::DropTrigger(dt) => {
+                if let Some(n) = &dt.table_name {
+                    self.table(n);
+                }
             }
             Statement::CreateTable(ct) => {
                 use sqlparser::ast::CreateTableLikeKind as L;
@@ -549,7 +579,11 @@ impl Walker {
             settings,
         } = update;
         self.scopes.push(Scope::default());
-        self.walk_table_with_joins(table);
+        self.walk_target(&table.relation);
+        for join in &table.joins {
+            self.walk_table_factor(&join.relation);
+            self.walk_join_operator(&join.join_operator);
+        }
         let target = self.scopes.last().and_then(|s| s.entries.first().cloned());
         if let Some(UpdateTableFromKind::BeforeSet(from) | UpdateTableFromKind::AfterSet(from)) =
             from
@@ -596,7 +630,14 @@ impl Walker {
             self.table(n);
         }
         let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = from;
-        for twj in from.iter().chain(using.iter().flatten()) {
+        for twj in from {
+            self.walk_target(&twj.relation);
+            for join in &twj.joins {
+                self.walk_table_factor(&join.relation);
+                self.walk_join_operator(&join.join_operator);
+            }
+        }
+        for twj in using.iter().flatten() {
             self.walk_table_with_joins(twj);
         }
         if let Some(s) = selection {
@@ -626,7 +667,7 @@ impl Walker {
             output,
         } = merge;
         self.scopes.push(Scope::default());
-        self.walk_table_factor(table);
+        self.walk_target(table);
         let target = self.scopes.last().and_then(|s| s.entries.first().cloned());
         self.walk_table_factor(source);
         self.walk_expr(on);
@@ -733,6 +774,11 @@ impl Walker {
                 }
             }
         }
+        if !pipe_operators.is_empty() {
+            // Pipe syntax can call functions in places the sweep cannot see.
+            self.findings
+                .unknown("pipe syntax (|>) is not PostgreSQL syntax".to_owned());
+        }
         let out = self.walk_set_expr(body, order_by.as_ref());
         self.generic(limit_clause);
         self.generic(fetch);
@@ -753,10 +799,30 @@ impl Walker {
         let out = match body {
             SetExpr::Select(_) => Rc::new(Output::default()),
             SetExpr::Query(q) => self.walk_query(q),
-            SetExpr::SetOperation { left, right, .. } => {
-                let left = self.walk_set_expr(left, None);
-                let right = self.walk_set_expr(right, None);
-                Rc::new(merge_outputs(&left, &right))
+            SetExpr::SetOperation { .. } => {
+                // UNION chains are parsed in a loop and can be as deep as the
+                // input is long: flatten them instead of recursing.
+                let mut leaves = Vec::new();
+                let mut pending = vec![body];
+                while let Some(s) = pending.pop() {
+                    match s {
+                        SetExpr::SetOperation { left, right, .. } => {
+                            pending.push(right);
+                            pending.push(left);
+                        }
+                        leaf => leaves.push(leaf),
+                    }
+                }
+                let mut out = Output::default();
+                for (i, leaf) in leaves.into_iter().enumerate() {
+                    let leaf_out = self.walk_set_expr(leaf, None);
+                    if i == 0 {
+                        out = Output::clone(&leaf_out);
+                    } else {
+                        merge_into(&mut out, &leaf_out);
+                    }
+                }
+                Rc::new(out)
             }
             SetExpr::Values(v) => Rc::new(self.walk_values(v)),
             SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => {
@@ -1073,6 +1139,38 @@ impl Walker {
         }
     }
 
+    /// The target of UPDATE, DELETE or MERGE: always a table, never a CTE
+    /// (PostgreSQL does not look targets up among the WITH names, so
+    /// `WITH t AS (...) DELETE FROM t` deletes from the table `t`).
+    fn walk_target(&mut self, factor: &TableFactor) {
+        match factor {
+            TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } => {
+                let tables = self.table(name);
+                let alias_name = alias.as_ref().map(|a| names::ident(&a.name));
+                let last = names::parts(name).and_then(|p| p.last().cloned());
+                self.push_entry(Entry {
+                    qualified: if alias_name.is_none() {
+                        tables.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    name: alias_name.or(last),
+                    source: Source::Table {
+                        names: tables,
+                        renamed: alias.as_ref().is_some_and(|a| !a.columns.is_empty()),
+                    },
+                });
+                self.factor_children(factor);
+            }
+            other => self.walk_table_factor(other),
+        }
+    }
+
     /// A FROM item found outside any query (exotic statements): walked in a
     /// scope of its own.
     fn walk_table_factor_standalone(&mut self, factor: &TableFactor) {
@@ -1230,8 +1328,149 @@ impl Walker {
     // ----- expressions -----------------------------------------------------
 
     /// Walks an expression in the current scope stack.
+    ///
+    /// Operators and postfix forms are parsed in a loop, not by recursion,
+    /// so their chains (`a + b + ...`, long `AND` lists, `x::t::t`) can be as
+    /// deep as the input is long. They are walked with an explicit work list
+    /// instead of recursion (and not by the generic descent, which would
+    /// revisit a subtree once per level); everything else nests only as
+    /// deep as the parser's recursion limit allows.
     pub(super) fn walk_expr(&mut self, expr: &Expr) {
+        let mut pending: Vec<&Expr> = vec![expr];
+        while let Some(e) = pending.pop() {
+            match e {
+                Expr::BinaryOp { left, right, .. }
+                | Expr::AnyOp { left, right, .. }
+                | Expr::AllOp { left, right, .. }
+                | Expr::IsDistinctFrom(left, right)
+                | Expr::IsNotDistinctFrom(left, right)
+                | Expr::AtTimeZone {
+                    timestamp: left,
+                    time_zone: right,
+                }
+                | Expr::RLike {
+                    expr: left,
+                    pattern: right,
+                    ..
+                } => {
+                    pending.push(right);
+                    pending.push(left);
+                }
+                Expr::IsNull(x)
+                | Expr::IsNotNull(x)
+                | Expr::IsTrue(x)
+                | Expr::IsNotTrue(x)
+                | Expr::IsFalse(x)
+                | Expr::IsNotFalse(x)
+                | Expr::IsUnknown(x)
+                | Expr::IsNotUnknown(x)
+                | Expr::Nested(x)
+                | Expr::OuterJoin(x)
+                | Expr::Prior(x)
+                | Expr::UnaryOp { expr: x, .. }
+                | Expr::Collate { expr: x, .. }
+                | Expr::IsNormalized { expr: x, .. }
+                | Expr::IsJson { expr: x, .. } => pending.push(x),
+                Expr::Cast {
+                    expr, data_type, ..
+                } => {
+                    self.generic(data_type);
+                    pending.push(expr);
+                }
+                Expr::Like {
+                    expr,
+                    pattern,
+                    escape_char,
+                    ..
+                }
+                | Expr::ILike {
+                    expr,
+                    pattern,
+                    escape_char,
+                    ..
+                }
+                | Expr::SimilarTo {
+                    expr,
+                    pattern,
+                    escape_char,
+                    ..
+                } => {
+                    pending.extend(escape_char.as_deref());
+                    pending.push(pattern);
+                    pending.push(expr);
+                }
+                Expr::Between {
+                    expr, low, high, ..
+                } => {
+                    pending.push(high);
+                    pending.push(low);
+                    pending.push(expr);
+                }
+                Expr::In { expr, target, .. } => {
+                    match target {
+                        InTarget::List(list) => pending.extend(list.iter()),
+                        InTarget::Subquery(q) => {
+                            self.walk_query(q);
+                        }
+                        InTarget::Unnest(x) => pending.push(x),
+                        InTarget::Table { name, args } => match args {
+                            Some(args) => {
+                                // A table function (judged by the sweep).
+                                self.seen.insert(addr(name));
+                                for arg in args {
+                                    self.walk_function_arg(arg);
+                                }
+                            }
+                            None => {
+                                self.table(name);
+                            }
+                        },
+                    }
+                    pending.push(expr);
+                }
+                Expr::JsonAccess { value, path } => {
+                    self.generic(path);
+                    pending.push(value);
+                }
+                Expr::Case {
+                    operand,
+                    conditions,
+                    else_result,
+                    ..
+                } => {
+                    pending.extend(operand.as_deref());
+                    pending.extend(else_result.as_deref());
+                    for when in conditions {
+                        pending.push(&when.condition);
+                        pending.push(&when.result);
+                    }
+                }
+                Expr::Tuple(list) => pending.extend(list.iter()),
+                Expr::Array(array) => pending.extend(array.elem.iter()),
+                Expr::CompoundFieldAccess { root, access_chain } => {
+                    for access in access_chain {
+                        match access {
+                            // A field name, not a column reference.
+                            AccessExpr::Dot(Expr::Identifier(_)) => {}
+                            AccessExpr::Dot(other) => pending.push(other),
+                            AccessExpr::Subscript(s) => self.generic(s),
+                        }
+                    }
+                    if !self.field_of_row(root, access_chain.first()) {
+                        pending.push(root);
+                    }
+                }
+                other => self.walk_expr_node(other),
+            }
+        }
+    }
+
+    /// The expressions [`Self::walk_expr`] does not take apart itself.
+    fn walk_expr_node(&mut self, expr: &Expr) {
         match expr {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) if self.exhausted() => {}
+            // Unquoted, these are SQL value keywords, never column names.
+            Expr::Identifier(id) if id.quote_style.is_none() && is_value_keyword(&id.value) => {}
             Expr::Identifier(id) => {
                 let cols = self.resolve_unqualified(&names::ident(id));
                 self.record_all(cols);
@@ -1241,154 +1480,12 @@ impl Walker {
                 let cols = self.resolve_qualified(&parts);
                 self.record_all(cols);
             }
-            Expr::CompoundFieldAccess { root, access_chain } => {
-                if !self.field_of_row(root, access_chain.first()) {
-                    self.walk_expr(root);
-                }
-                for access in access_chain {
-                    match access {
-                        // A field name, not a column reference.
-                        AccessExpr::Dot(Expr::Identifier(_)) => {}
-                        AccessExpr::Dot(other) => self.walk_expr(other),
-                        AccessExpr::Subscript(s) => self.generic(s),
-                    }
-                }
-            }
             Expr::QualifiedWildcard(name, _) => self.qualified_row(name),
             Expr::Function(f) => self.walk_function(f),
             Expr::Subquery(q) | Expr::Exists { subquery: q, .. } => {
                 self.walk_query(q);
             }
             Expr::Value(_) | Expr::Wildcard(_) | Expr::TypedString(_) => {}
-            // Operators and postfix forms are parsed in a loop, not by
-            // recursion, so their chains can be as long as the input: walk
-            // them directly (the generic descent below revisits a subtree
-            // once per level, which would make long chains quadratic).
-            Expr::BinaryOp { left, right, .. }
-            | Expr::AnyOp { left, right, .. }
-            | Expr::AllOp { left, right, .. }
-            | Expr::IsDistinctFrom(left, right)
-            | Expr::IsNotDistinctFrom(left, right) => {
-                self.walk_expr(left);
-                self.walk_expr(right);
-            }
-            Expr::IsNull(e)
-            | Expr::IsNotNull(e)
-            | Expr::IsTrue(e)
-            | Expr::IsNotTrue(e)
-            | Expr::IsFalse(e)
-            | Expr::IsNotFalse(e)
-            | Expr::IsUnknown(e)
-            | Expr::IsNotUnknown(e)
-            | Expr::Nested(e)
-            | Expr::OuterJoin(e)
-            | Expr::Prior(e)
-            | Expr::UnaryOp { expr: e, .. }
-            | Expr::Collate { expr: e, .. }
-            | Expr::IsNormalized { expr: e, .. }
-            | Expr::IsJson { expr: e, .. } => self.walk_expr(e),
-            Expr::Cast {
-                expr, data_type, ..
-            } => {
-                self.walk_expr(expr);
-                self.generic(data_type);
-            }
-            Expr::Like {
-                expr,
-                pattern,
-                escape_char,
-                ..
-            }
-            | Expr::ILike {
-                expr,
-                pattern,
-                escape_char,
-                ..
-            }
-            | Expr::SimilarTo {
-                expr,
-                pattern,
-                escape_char,
-                ..
-            } => {
-                self.walk_expr(expr);
-                self.walk_expr(pattern);
-                if let Some(e) = escape_char {
-                    self.walk_expr(e);
-                }
-            }
-            Expr::RLike { expr, pattern, .. } => {
-                self.walk_expr(expr);
-                self.walk_expr(pattern);
-            }
-            Expr::Between {
-                expr, low, high, ..
-            } => {
-                self.walk_expr(expr);
-                self.walk_expr(low);
-                self.walk_expr(high);
-            }
-            Expr::AtTimeZone {
-                timestamp,
-                time_zone,
-            } => {
-                self.walk_expr(timestamp);
-                self.walk_expr(time_zone);
-            }
-            Expr::In { expr, target, .. } => {
-                self.walk_expr(expr);
-                match target {
-                    InTarget::List(list) => {
-                        for e in list {
-                            self.walk_expr(e);
-                        }
-                    }
-                    InTarget::Subquery(q) => {
-                        self.walk_query(q);
-                    }
-                    InTarget::Unnest(e) => self.walk_expr(e),
-                    InTarget::Table { name, args } => match args {
-                        Some(args) => {
-                            // A table function (judged by the sweep).
-                            self.seen.insert(addr(name));
-                            for arg in args {
-                                self.walk_function_arg(arg);
-                            }
-                        }
-                        None => {
-                            self.table(name);
-                        }
-                    },
-                }
-            }
-            Expr::JsonAccess { value, path } => {
-                self.walk_expr(value);
-                self.generic(path);
-            }
-            Expr::Case {
-                operand,
-                conditions,
-                else_result,
-                ..
-            } => {
-                for e in operand.iter().chain(else_result) {
-                    self.walk_expr(e);
-                }
-                for when in conditions {
-                    self.walk_expr(&when.condition);
-                    self.walk_expr(&when.result);
-                }
-            }
-            Expr::Tuple(list) => {
-                for e in list {
-                    self.walk_expr(e);
-                }
-            }
-            Expr::Array(array) => {
-                for e in &array.elem {
-                    self.walk_expr(e);
-                }
-            }
             other => self.expr_children(other),
         }
     }
@@ -1800,9 +1897,9 @@ fn rename(mut output: Output, alias: Option<&TableAlias>) -> Output {
     }
 }
 
-/// The output of a set operation: names from the left, sources from both.
-fn merge_outputs(left: &Output, right: &Output) -> Output {
-    let mut out = left.clone();
+/// Adds the right side of a set operation to its output: names come from
+/// the left, sources from both.
+fn merge_into(out: &mut Output, right: &Output) {
     for (i, col) in right.cols.iter().enumerate() {
         match out.cols.get_mut(i) {
             Some(existing) => existing.sources.extend(col.sources.iter().cloned()),
@@ -1813,7 +1910,27 @@ fn merge_outputs(left: &Output, right: &Output) -> Output {
         }
     }
     out.star.extend(right.star.iter().cloned());
-    out
+}
+
+/// Reserved words PostgreSQL reads as values (`DEFAULT`, `CURRENT_USER`,
+/// ...) that sqlparser may hand over as identifiers.
+fn is_value_keyword(word: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "default",
+        "current_user",
+        "current_role",
+        "current_schema",
+        "current_catalog",
+        "session_user",
+        "system_user",
+        "user",
+        "current_date",
+        "current_time",
+        "current_timestamp",
+        "localtime",
+        "localtimestamp",
+    ];
+    WORDS.iter().any(|w| w.eq_ignore_ascii_case(word))
 }
 
 /// The name PostgreSQL gives an output column without an alias.

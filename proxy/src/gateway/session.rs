@@ -62,10 +62,12 @@ struct Portal {
 enum Pending {
     /// An executed statement (Execute, or a whole simple Query).
     Exec(Exec),
-    /// A Sync: completes at ReadyForQuery.
-    Sync,
+    /// A Sync: completes at ReadyForQuery. Carries the number of the last
+    /// denial issued before it: those denials' errors all arrive before
+    /// this ReadyForQuery, so their entries can go then, and no later.
+    Sync(u64),
     /// A gateway-internal simple query (a denial): completes at ReadyForQuery.
-    Internal,
+    Internal(u64),
 }
 
 struct Exec {
@@ -396,7 +398,7 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
             }
             b'S' => {
                 self.skip_until_sync = false;
-                self.push(Pending::Sync);
+                self.push(Pending::Sync(self.next_denial));
                 self.upstream.write_all(&f.bytes).await?;
                 self.upstream.flush().await?;
             }
@@ -478,7 +480,7 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
     async fn deny_simple(&mut self, error: BytesMut) -> std::io::Result<()> {
         let mut q = BytesMut::from(self.marker(error).as_bytes());
         q.put_u8(0);
-        self.push(Pending::Internal);
+        self.push(Pending::Internal(self.next_denial));
         self.upstream.write_all(&frame::message(b'Q', &q)).await?;
         self.upstream.flush().await
     }
@@ -853,11 +855,15 @@ fn observe(
                             Some("not executed: an earlier message of the pipeline failed"),
                         ));
                     }
-                    Pending::Sync | Pending::Internal => break,
+                    Pending::Sync(upto) | Pending::Internal(upto) => {
+                        // A denial whose marker PostgreSQL skipped (after an
+                        // earlier error) will never come back.
+                        t.denials.retain(|n, _| *n > upto);
+                        break;
+                    }
                 }
             }
             t.error_in_cycle = false;
-            t.denials.clear();
             None
         }
         _ => None,
