@@ -35,7 +35,7 @@ fn key() -> VerifierKey {
 }
 
 fn body(i: u64) -> EventBody {
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         OperatorAction {
             operator: "ops".into(),
             action: "block".into(),

@@ -41,7 +41,7 @@ fn levels(leaves: Vec<Hash>) -> Vec<Vec<Hash>> {
 /// MTH(D[a:b]) from the stored levels, splitting as RFC 9162 does.
 fn range_hash(levels: &[Vec<Hash>], a: usize, b: usize) -> Hash {
     let n = b - a;
-    if n.is_power_of_two() && a % n == 0 {
+    if n.is_power_of_two() && a.is_multiple_of(n) {
         return levels[n.trailing_zeros() as usize][a / n];
     }
     let k = split(n);

@@ -252,7 +252,7 @@ pub fn event(seq: u64, ts: u64, kind: u64) -> Event {
         (1, Value::Uint(seq * 7)),
         (
             2,
-            if seq % 2 == 0 {
+            if seq.is_multiple_of(2) {
                 Value::Null
             } else {
                 Value::Bytes(vec![seq as u8; 3])
