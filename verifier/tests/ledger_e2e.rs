@@ -224,7 +224,7 @@ fn an_edit_with_recomputed_hashes_is_caught_by_the_signature() {
     ));
     for row in rows {
         f.sql(&format!(
-            "INSERT INTO checkpoints VALUES ({}, '{}', X'{}', X'')",
+            "INSERT INTO checkpoints VALUES ({}, '{}', X'{}')",
             row.size,
             row.note,
             hex(&row.proof)
@@ -363,7 +363,7 @@ fn a_checkpoint_beyond_the_events_is_reported_at_the_event_count() {
 #[test]
 fn a_checkpoint_of_size_zero_is_invalid() {
     let f = Fixture::new();
-    f.sql("INSERT INTO checkpoints VALUES (0, 'x', X'', X'')");
+    f.sql("INSERT INTO checkpoints VALUES (0, 'x', X'')");
     assert_failure(&f.verify(), 0, FailureClass::CheckpointInvalid);
 }
 
@@ -523,7 +523,7 @@ fn a_wal_ledger_verifies_while_a_writer_holds_it_open() {
         .execute_batch(&format!(
             "BEGIN; INSERT INTO events VALUES (10, {}, {}, NULL, NULL, X'{}');
              INSERT INTO events VALUES (11, {}, {}, NULL, NULL, X'{}');
-             INSERT INTO checkpoints VALUES (12, '{}', X'{}', X''); COMMIT;",
+             INSERT INTO checkpoints VALUES (12, '{}', X'{}'); COMMIT;",
             evs[10].ts,
             evs[10].kind,
             hex(&evs[10].data),
