@@ -373,22 +373,10 @@ async fn authenticate<S: Stream>(
             }
         }
     };
-    let mut b = BytesMut::new();
-    b.put_i32(10);
-    b.put_slice(scram::MECHANISM.as_bytes());
-    b.put_slice(&[0, 0]);
-    stream
-        .write_all(&frame::message(b'R', &b))
-        .await
-        .map_err(|e| e.to_string())?;
-    stream.flush().await.map_err(|e| e.to_string())?;
-
-    let first = read_frame(stream, 10_000)
-        .await
-        .map_err(|e| format!("no SASL response: {e}"))?;
-    if first.tag() != b'p' {
-        return Err("expected a SASLInitialResponse".into());
-    }
+    let mut mechanisms = scram::MECHANISM.as_bytes().to_vec();
+    mechanisms.extend_from_slice(&[0, 0]);
+    send_auth(stream, 10, &mechanisms).await?;
+    let first = read_password_message(stream, "SASLInitialResponse").await?;
     let mut body = first.body();
     let mechanism = frame::get_cstr(&mut body).ok_or("malformed SASLInitialResponse")?;
     if mechanism != scram::MECHANISM {
@@ -397,24 +385,10 @@ async fn authenticate<S: Stream>(
     if body.len() < 4 {
         return Err("malformed SASLInitialResponse".into());
     }
-    let data = &body[4..];
     let (exchange, server_first) =
-        Exchange::start(data, &salt, iterations).map_err(|e| e.to_string())?;
-    let mut b = BytesMut::new();
-    b.put_i32(11);
-    b.put_slice(server_first.as_bytes());
-    stream
-        .write_all(&frame::message(b'R', &b))
-        .await
-        .map_err(|e| e.to_string())?;
-    stream.flush().await.map_err(|e| e.to_string())?;
-
-    let last = read_frame(stream, 10_000)
-        .await
-        .map_err(|e| format!("no SASL response: {e}"))?;
-    if last.tag() != b'p' {
-        return Err("expected a SASLResponse".into());
-    }
+        Exchange::start(&body[4..], &salt, iterations).map_err(|e| e.to_string())?;
+    send_auth(stream, 11, server_first.as_bytes()).await?;
+    let last = read_password_message(stream, "SASLResponse").await?;
     let refs: Vec<_> = candidates.iter().collect();
     let (i, server_final) = exchange.finish(last.body(), &refs).map_err(|e| match e {
         scram::ScramError::BadProof if candidates.is_empty() => {
@@ -423,20 +397,35 @@ async fn authenticate<S: Stream>(
         }
         other => other.to_string(),
     })?;
-    let mut b = BytesMut::new();
-    b.put_i32(12);
-    b.put_slice(server_final.as_bytes());
+    send_auth(stream, 12, server_final.as_bytes()).await?;
+    send_auth(stream, 0, &[]).await?;
+    Ok(candidates[i].id.clone())
+}
+
+/// Sends an Authentication message (`R`) with its code and data.
+async fn send_auth<S: Stream>(stream: &mut S, code: i32, data: &[u8]) -> Result<(), String> {
+    let mut b = BytesMut::with_capacity(4 + data.len());
+    b.put_i32(code);
+    b.put_slice(data);
     stream
         .write_all(&frame::message(b'R', &b))
         .await
         .map_err(|e| e.to_string())?;
-    let mut ok = BytesMut::new();
-    ok.put_i32(0);
-    stream
-        .write_all(&frame::message(b'R', &ok))
+    stream.flush().await.map_err(|e| e.to_string())
+}
+
+/// Reads the client's next password-family message (`p`).
+async fn read_password_message<S: Stream>(
+    stream: &mut S,
+    what: &str,
+) -> Result<frame::Frame, String> {
+    let f = read_frame(stream, 10_000)
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(candidates[i].id.clone())
+        .map_err(|e| format!("no {what}: {e}"))?;
+    if f.tag() != b'p' {
+        return Err(format!("expected a {what}"));
+    }
+    Ok(f)
 }
 
 /// Loads a rustls acceptor from PEM files.

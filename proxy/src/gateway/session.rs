@@ -80,6 +80,20 @@ struct Exec {
     error: Option<(String, String)>,
 }
 
+impl Exec {
+    fn new(query: u64, simple: bool) -> Exec {
+        Exec {
+            query,
+            simple,
+            started: Instant::now(),
+            tag: None,
+            rows: 0,
+            bytes: 0,
+            error: None,
+        }
+    }
+}
+
 /// What the two directions of the relay share.
 struct Tracker {
     pending: VecDeque<Pending>,
@@ -577,15 +591,7 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
             let error = self.denial_error(&j);
             return self.deny_simple(error).await;
         }
-        self.push(Pending::Exec(Exec {
-            query: self.query,
-            simple: true,
-            started: Instant::now(),
-            tag: None,
-            rows: 0,
-            bytes: 0,
-            error: None,
-        }));
+        self.push(Pending::Exec(Exec::new(self.query, true)));
         self.upstream.write_all(&f.bytes).await?;
         self.upstream.flush().await
     }
@@ -678,15 +684,7 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
             let error = self.denial_error(&j);
             return self.deny_extended(error).await;
         }
-        self.push(Pending::Exec(Exec {
-            query: self.query,
-            simple: false,
-            started: Instant::now(),
-            tag: None,
-            rows: 0,
-            bytes: 0,
-            error: None,
-        }));
+        self.push(Pending::Exec(Exec::new(self.query, false)));
         self.upstream.write_all(&f.bytes).await
     }
 }
