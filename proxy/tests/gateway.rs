@@ -545,3 +545,43 @@ async fn random_startup_bytes_never_take_the_gateway_down() {
         6
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_gateway_cannot_judge_are_refused() {
+    let env = Env::start(POLICY).await;
+    let mut raw = support::RawClient::login(&env, "agent").await;
+    // FunctionCall (fast-path): refused with an error; the session goes on.
+    let mut call = Vec::new();
+    call.extend_from_slice(&2619i32.to_be_bytes()); // any function OID
+    call.extend_from_slice(&0i16.to_be_bytes());
+    call.extend_from_slice(&0i16.to_be_bytes());
+    call.extend_from_slice(&0i16.to_be_bytes());
+    raw.send(b'F', &call).await;
+    let answer = raw.until_ready().await;
+    let error = answer
+        .iter()
+        .find(|(t, _)| *t == b'E')
+        .expect("an ErrorResponse");
+    let text = String::from_utf8_lossy(&error.1);
+    assert!(text.contains("FunctionCall"), "{text}");
+    assert_eq!(answer.last().map(|m| m.0), Some(b'Z'));
+    raw.send(b'Q', b"SELECT 1\0").await;
+    let answer = raw.until_ready().await;
+    assert!(
+        answer.iter().any(|(t, _)| *t == b'D'),
+        "the session survives a refused FunctionCall"
+    );
+    // A malformed Parse ends the session with a FATAL error, not a crash.
+    raw.send(b'P', b"\xff\xff").await;
+    let answer = raw.until_ready().await;
+    let fatal = answer
+        .iter()
+        .find(|(t, _)| *t == b'E')
+        .expect("a FATAL error");
+    assert!(String::from_utf8_lossy(&fatal.1).contains("FATAL"));
+    // An unknown message type likewise.
+    let mut raw = support::RawClient::login(&env, "agent").await;
+    raw.send(b'!', b"").await;
+    let answer = raw.until_ready().await;
+    assert!(String::from_utf8_lossy(&answer[0].1).contains("unexpected message type"));
+}

@@ -61,12 +61,24 @@ impl Frame {
         &self.bytes[5..]
     }
 
-    /// Decodes the frame as a pgwire message of type `M`.
+    /// Decodes the frame as a pgwire message of type `M`. pgwire's decoders
+    /// can panic on some malformed bodies; a panic is contained here and
+    /// reported as a malformed message like any other decoding failure.
     pub fn decode<M: Message>(&self, what: &'static str) -> Result<M, FrameError> {
         let mut buf = self.bytes.clone();
         let ctx = DecodeContext::new(ProtocolVersion::default());
-        match M::decode(&mut buf, &ctx) {
-            Ok(Some(m)) if buf.is_empty() => Ok(m),
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let r = M::decode(&mut buf, &ctx);
+            (r, buf.is_empty())
+        }));
+        let Ok((decoded, consumed)) = decoded else {
+            return Err(FrameError::Malformed {
+                what,
+                reason: "the message body is inconsistent".into(),
+            });
+        };
+        match decoded {
+            Ok(Some(m)) if consumed => Ok(m),
             Ok(Some(_)) => Err(FrameError::Malformed {
                 what,
                 reason: "trailing bytes after the message".into(),
@@ -242,6 +254,17 @@ mod tests {
     }
 
     proptest! {
+        /// Well-framed messages with arbitrary bodies never panic the decoders.
+        #[test]
+        fn arbitrary_bodies_never_panic(tag in proptest::sample::select(&b"QPBECDS"[..]), body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let f = Frame { bytes: message(tag, &body) };
+            let _ = f.decode::<pgwire::messages::simplequery::Query>("Query");
+            let _ = f.decode::<pgwire::messages::extendedquery::Parse>("Parse");
+            let _ = f.decode::<pgwire::messages::extendedquery::Bind>("Bind");
+            let _ = f.decode::<pgwire::messages::extendedquery::Execute>("Execute");
+            let _ = f.decode::<pgwire::messages::extendedquery::Close>("Close");
+        }
+
         /// Arbitrary client bytes never panic the frame reader or the decoders.
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300), limit in 5usize..400) {

@@ -186,3 +186,103 @@ impl Drop for Env {
         self.task.abort();
     }
 }
+
+/// A hand-driven protocol client, for messages no driver sends.
+pub struct RawClient {
+    pub stream: tokio::net::TcpStream,
+}
+
+impl RawClient {
+    /// Logs in as `who` with SCRAM-SHA-256 and waits for ReadyForQuery.
+    pub async fn login(env: &Env, who: &str) -> RawClient {
+        use bytes::BufMut;
+        use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(env.addr).await.unwrap();
+        let mut body = bytes::BytesMut::new();
+        body.put_i32(196608);
+        for (k, v) in [("user", who), ("database", "shop")] {
+            body.put_slice(k.as_bytes());
+            body.put_u8(0);
+            body.put_slice(v.as_bytes());
+            body.put_u8(0);
+        }
+        body.put_u8(0);
+        let mut startup = bytes::BytesMut::new();
+        startup.put_i32(body.len() as i32 + 4);
+        startup.put_slice(&body);
+        stream.write_all(&startup).await.unwrap();
+        let mut scram = ScramSha256::new(env.secret(who).as_bytes(), ChannelBinding::unsupported());
+        loop {
+            let (tag, body) = read_message(&mut stream).await;
+            match (
+                tag,
+                i32::from_be_bytes(body[..4.min(body.len())].try_into().unwrap_or([0; 4])),
+            ) {
+                (b'R', 10) => {
+                    let mut m = bytes::BytesMut::new();
+                    m.put_slice(b"SCRAM-SHA-256\0");
+                    m.put_i32(scram.message().len() as i32);
+                    m.put_slice(scram.message());
+                    send(&mut stream, b'p', &m).await;
+                }
+                (b'R', 11) => {
+                    scram.update(&body[4..]).unwrap();
+                    send(&mut stream, b'p', scram.message()).await;
+                }
+                (b'Z', _) => return RawClient { stream },
+                (b'E', _) => panic!("login refused: {}", String::from_utf8_lossy(&body)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, tag: u8, body: &[u8]) {
+        send(&mut self.stream, tag, body).await;
+    }
+
+    /// Reads messages up to and including ReadyForQuery, or until the
+    /// connection closes; returns (tag, body) pairs.
+    pub async fn until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        loop {
+            let m =
+                tokio::time::timeout(Duration::from_secs(10), try_read_message(&mut self.stream))
+                    .await
+                    .expect("an answer within 10 s");
+            match m {
+                Some(m) => {
+                    let done = m.0 == b'Z';
+                    out.push(m);
+                    if done {
+                        return out;
+                    }
+                }
+                None => return out,
+            }
+        }
+    }
+}
+
+async fn send(stream: &mut tokio::net::TcpStream, tag: u8, body: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let mut m = vec![tag];
+    m.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    stream.write_all(&m).await.unwrap();
+}
+
+async fn try_read_message(stream: &mut tokio::net::TcpStream) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 5];
+    stream.read_exact(&mut head).await.ok()?;
+    let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; len - 4];
+    stream.read_exact(&mut body).await.ok()?;
+    Some((head[0], body))
+}
+
+async fn read_message(stream: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    try_read_message(stream).await.expect("the gateway answers")
+}
