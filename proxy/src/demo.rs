@@ -1,26 +1,50 @@
-//! `gatehouse demo`: the incident scenario, narrated.
+//! `gatehouse demo`: the incident scenario on a throwaway PostgreSQL.
 //!
-//! This first version exercises the audit trail on its own: it records a
-//! scripted incident (an agent reads, is denied, is blocked), verifies the
-//! ledger as an auditor would, then shows that editing the record, or rolling
-//! the file back, is caught. The gateway-in-the-data-path scenario on a real
-//! PostgreSQL replaces the scripted part as the gateway lands.
+//! A real PostgreSQL is started in a temporary directory and seeded from
+//! fixtures/demo/shop.sql; a gateway is put in front of it with the agents
+//! policy (fixtures/policies/agents.toml); an agent identity with its own
+//! short-lived credential reads orders, tries to read SSNs and to delete
+//! customers; then the ledger is verified as an auditor would, and two kinds
+//! of tampering (an edited record, a rolled-back file) are shown to be caught.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use gatehouse_ledger::event::{
-    Action, Decision, IdentityBlocked, IdentityCreated, Protocol, QueryReceived, Response,
-    SessionOpened, SessionTerminated, StatementClass,
-};
-use gatehouse_ledger::{EventBody, Ledger, LedgerReader};
+use gatehouse_ledger::{EventBody, Ledger, LedgerError, LedgerReader};
+use gatehouse_pgtest::PgCluster;
 use gatehouse_verify::{verify_ledger, Report, VerifierKey};
 
+use crate::commands;
 use crate::config::Config;
+use crate::gateway::Gateway;
 use crate::init::{self, LEDGER, VERIFIER_KEY};
+
+const SHOP: &str = include_str!("../../fixtures/demo/shop.sql");
+const POLICY: &str = include_str!("../../fixtures/policies/agents.toml");
+const AGENT: &str = "agent-report-bot";
 
 fn say(step: &str, text: &str) {
     println!("\n== {step}\n{text}");
+}
+
+/// Starts the throwaway database, or says exactly how to get PostgreSQL.
+fn start_postgres() -> Result<PgCluster> {
+    if gatehouse_pgtest::find_bindir().is_none() {
+        bail!(
+            "the demo needs PostgreSQL server binaries (initdb, pg_ctl, postgres) and found none; \
+             install them (Debian/Ubuntu: apt-get install postgresql) or set {} to their directory",
+            gatehouse_pgtest::BINDIR_ENV
+        );
+    }
+    std::panic::catch_unwind(PgCluster::start).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        anyhow::anyhow!("could not start a throwaway PostgreSQL: {why}")
+    })
 }
 
 /// Runs the demo in `dir` (a fresh directory under the current one if `None`).
@@ -35,31 +59,63 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
             PathBuf::from(format!("gatehouse-demo-{stamp}"))
         }
     };
-    let out = init::init(&dir, Some("gatehouse.demo/incident"))?;
+    let pg = start_postgres()?;
+    pg.create_database("shop");
+    pg.psql("shop", SHOP);
     say(
-        "1. A new ledger",
+        "1. A database with personal data",
         &format!(
-            "Created {} with an owner-only signing key.\nAuditors trust only this public key:\n  {}",
+            "A throwaway PostgreSQL is running on 127.0.0.1:{} with a shop: 500 customers\n\
+             (names, emails, SSNs, card numbers) and 5,000 orders.",
+            pg.port()
+        ),
+    );
+
+    let out = init::init(&dir, Some("gatehouse.demo/incident"))?;
+    let var = "GATEHOUSE_DEMO_UPSTREAM_PASSWORD";
+    std::env::set_var(var, pg.password());
+    let mut text = std::fs::read_to_string(&out.config)?;
+    text.push_str(&format!(
+        "\n[listen]\naddress = \"127.0.0.1:0\"\n\n[[target]]\nname = \"shop\"\n\
+         url = \"postgres://{}@127.0.0.1:{}/shop\"\npassword_env = \"{var}\"\n",
+        pg.superuser(),
+        pg.port()
+    ));
+    std::fs::write(&out.config, text)?;
+    let config = Config::load(&out.config)?;
+    let policy_file = dir.join("policy.toml");
+    std::fs::write(&policy_file, POLICY)?;
+    commands::policy_apply(&config, &policy_file, "alice".into())?;
+    commands::identity_create(
+        &config,
+        AGENT,
+        Some("nightly sales report agent".into()),
+        "alice".into(),
+    )?;
+    let issued =
+        commands::credential_issue(&config, AGENT, Duration::from_secs(3600), "alice".into())?;
+    say(
+        "2. Gatehouse in front of it",
+        &format!(
+            "Created {} with an owner-only signing key. Auditors trust only this public key:\n  {}\n\
+             Applied the agents policy: agents may read orders and customers, never SSNs or card\n\
+             numbers, and may not change data. Issued {AGENT} a credential valid for one hour;\n\
+             the database's own password never leaves the gateway.",
             dir.display(),
             out.verifier_key
         ),
     );
 
-    let config = Config::load(&out.config)?;
-    let ledger = Ledger::open(config.writer_options()?)?;
-    let events = incident();
-    for event in &events {
-        ledger.append_blocking(std::slice::from_ref(event))?;
-    }
-    ledger.close();
-    say(
-        "2. An incident, recorded",
-        "Agent `report-bot` opened a session, read orders (allowed), tried to read every SSN\n\
-         and to delete customers (denied), and was blocked by a responder. Every step is an\n\
-         event, hash-chained and covered by a signed checkpoint.",
-    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    let session = runtime.block_on(agent_session(&config, &issued.secret))?;
+    drop(runtime);
     let ledger_path = dir.join(LEDGER);
-    print_timeline(&ledger_path)?;
+    wait_for_writer(&ledger_path, &config)?;
+    say(
+        "4. What the ledger recorded",
+        "Every statement was recorded, and committed, before it could reach the database:",
+    );
+    print_timeline(&ledger_path, session)?;
 
     let key = VerifierKey::parse(std::fs::read_to_string(dir.join(VERIFIER_KEY))?.trim())?;
     let report = verify_ledger(&ledger_path, &key, None)?;
@@ -73,7 +129,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
     let trusted_path = dir.join("trusted-checkpoint.note");
     std::fs::write(&trusted_path, &trusted)?;
     say(
-        "3. The auditor verifies",
+        "5. The auditor verifies",
         &format!(
             "gatehouse-verify re-derived every hash from the raw bytes: {} events, {} checkpoints, intact.\n\
              The auditor keeps the final checkpoint ({}):\n{}",
@@ -89,15 +145,21 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
     let seq = edit_denied_query(&tampered)?;
     let report = verify_ledger(&tampered, &key, None)?;
     say(
-        "4. Someone edits the record",
+        "6. Someone edits the record",
         &format!(
-            "In a copy ({}), event {seq} (the SSN dump attempt) was rewritten to look harmless.\n{}",
+            "In a copy ({}), event {seq} (the SSN dump attempt) was rewritten to look harmless,\n\
+             leaving every stored hash as it was.\n{}",
             tampered.display(),
             outcome(&report)
         ),
     );
-    if report.failure.as_ref().map(|f| f.seq) != Some(seq) {
-        bail!("the edit was not reported at event {seq}");
+    match report.failure.as_ref().map(|f| f.seq) {
+        Some(at) if at == seq => {}
+        Some(at) if at < seq => println!(
+            "  (event {at} opens the write batch that also holds event {seq}: one signed checkpoint\n\
+             covers the whole batch, so the verifier names the first event it can no longer vouch for)"
+        ),
+        _ => bail!("the edit of event {seq} was not caught"),
     }
 
     let rolled_back = dir.join("tampered-rollback.db");
@@ -106,9 +168,10 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
     let alone = verify_ledger(&rolled_back, &key, None)?;
     let report = verify_ledger(&rolled_back, &key, Some(&trusted))?;
     say(
-        "5. Someone rolls the ledger back",
+        "7. Someone rolls the ledger back",
         &format!(
-            "In another copy ({}), the block and the last events were cut off, checkpoints included.\n\
+            "In another copy ({}), the agent's last statements and the end of its session were cut off,\n\
+             checkpoints included.\n\
              Alone, the shortened file is self-consistent ({}).\n\
              Against the auditor's kept checkpoint:\n{}",
             rolled_back.display(),
@@ -143,20 +206,40 @@ fn outcome(report: &Report) -> String {
     }
 }
 
-fn print_timeline(path: &Path) -> Result<()> {
+fn print_timeline(path: &Path, session: u64) -> Result<()> {
     let reader = LedgerReader::open(path)?;
-    for stored in reader.events(0..u64::MAX) {
+    for stored in reader.events_by_session(session)? {
         let e = stored?.event;
         let what = match &e.body {
-            EventBody::QueryReceived(q) => format!("query  {:?}", q.sql),
-            EventBody::Decision(d) => format!(
-                "decide {:?} by rule {}",
-                d.action,
-                d.rule.as_deref().unwrap_or("(default deny)")
+            EventBody::SessionOpened(s) => format!(
+                "session {} opened by {} from {} ({})",
+                s.session,
+                s.identity,
+                s.client_addr,
+                s.application_name.as_deref().unwrap_or("-")
             ),
-            EventBody::IdentityBlocked(b) => {
-                format!("block  {} by {}: {}", b.identity, b.operator, b.reason)
-            }
+            EventBody::QueryReceived(q) => format!("query     {}", q.sql),
+            EventBody::Decision(d) => format!(
+                "decision  {:?} by {}{}",
+                d.action,
+                d.rule
+                    .as_deref()
+                    .map_or("the default deny".to_owned(), |r| format!("rule {r}")),
+                d.message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ),
+            EventBody::Response(r) => format!(
+                "response  {} in {:.2} ms{}",
+                r.command_tag.as_deref().unwrap_or("-"),
+                r.duration_ns as f64 / 1e6,
+                r.error
+                    .as_deref()
+                    .map(|m| format!(", error: {m}"))
+                    .unwrap_or_default()
+            ),
+            EventBody::SessionClosed(c) => format!("session closed: {}", c.reason),
             other => other.kind().name().to_string(),
         };
         println!("  #{:<3} {what}", e.seq);
@@ -172,7 +255,7 @@ fn edit_denied_query(path: &Path) -> Result<u64> {
     let rows: Vec<(i64, Vec<u8>)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    let needle = b"SELECT ssn FROM customers";
+    let needle = b"SELECT name, ssn FROM customers";
     for (seq, mut data) in rows {
         if let Some(at) = data.windows(needle.len()).position(|w| w == needle) {
             // Same length, so the CBOR stays well-formed and only hashes can tell.
@@ -204,112 +287,105 @@ fn drop_tail(path: &Path, n: u64) -> Result<u64> {
     Ok(boundary as u64)
 }
 
-fn incident() -> Vec<EventBody> {
-    let agent = "report-bot";
-    let session = 1;
-    let mut events: Vec<EventBody> = vec![
-        IdentityCreated {
-            identity: agent.into(),
-            operator: "alice".into(),
-            description: Some("nightly sales report agent".into()),
-        }
-        .into(),
-        SessionOpened {
-            session,
-            identity: agent.into(),
-            target: "shop".into(),
-            client_addr: "127.0.0.1:51234".into(),
-            application_name: Some("autogen".into()),
-            credential: Some("cred-1".into()),
-            tls: false,
-        }
-        .into(),
-    ];
-    let statements: [(&str, Action, Option<&str>, StatementClass, &str); 3] = [
+/// The agent's session through the gateway; returns its session number.
+async fn agent_session(config: &Config, secret: &str) -> Result<u64> {
+    let gateway = Gateway::bind(config).await?;
+    let addr = gateway.local_addr()?;
+    let serving = tokio::spawn(gateway.run());
+    let conn = format!(
+        "host=127.0.0.1 port={} user={AGENT} password={secret} dbname=shop application_name=autogen-report-bot",
+        addr.port()
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .context("the agent could not log in through the gateway")?;
+    let driver = tokio::spawn(connection);
+    println!(
+        "\n== 3. The agent at work\n{AGENT} connects to the gateway as if it were PostgreSQL."
+    );
+    let steps: [(&str, &str); 5] = [
         (
-            "SELECT id, total FROM orders WHERE day = current_date",
-            Action::Allow,
-            Some("agents-read-orders"),
-            StatementClass::Read,
-            "public.orders",
+            "reads today's orders",
+            "SELECT count(*), sum(total)::text FROM orders WHERE day = current_date",
         ),
         (
-            "SELECT ssn FROM customers",
-            Action::Deny,
-            Some("no-ssn"),
-            StatementClass::Read,
-            "public.customers",
+            "reads customer names",
+            "SELECT name, email FROM customers ORDER BY id LIMIT 3",
+        ),
+        ("tries to dump every SSN", "SELECT name, ssn FROM customers"),
+        (
+            "tries SELECT * to get around the rule",
+            "SELECT * FROM customers LIMIT 5",
         ),
         (
-            "DELETE FROM customers",
-            Action::Deny,
-            None,
-            StatementClass::Write,
-            "public.customers",
+            "tries to delete customers",
+            "DELETE FROM customers WHERE id > 100",
         ),
     ];
-    for (i, (sql, action, rule, class, table)) in statements.into_iter().enumerate() {
-        let query = i as u64 + 1;
-        events.push(
-            QueryReceived {
-                session,
-                identity: agent.into(),
-                query,
-                sql: sql.into(),
-                params: vec![],
-                statement: None,
-                portal: None,
-                protocol: Protocol::Simple,
+    for (what, sql) in steps {
+        match client.simple_query(sql).await {
+            Ok(messages) => {
+                let rows: Vec<String> = messages
+                    .iter()
+                    .filter_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                            (0..r.len())
+                                .map(|i| r.get(i).unwrap_or("NULL"))
+                                .collect::<Vec<_>>()
+                                .join(" | "),
+                        ),
+                        _ => None,
+                    })
+                    .collect();
+                println!(
+                    "  {what}: allowed, {} row(s), first: {}",
+                    rows.len(),
+                    rows.first().map_or("-", |r| r.as_str())
+                );
             }
-            .into(),
-        );
-        events.push(
-            Decision {
-                session,
-                identity: agent.into(),
-                query,
-                action,
-                rule: rule.map(str::to_owned),
-                class,
-                tables: vec![table.into()],
-                columns: vec![],
-                message: (action == Action::Deny).then(|| "not permitted for agents".to_owned()),
+            Err(e) => {
+                let msg = e.as_db_error().map_or_else(
+                    || e.to_string(),
+                    |d| format!("{} ({})", d.message(), d.code().code()),
+                );
+                println!("  {what}: DENIED: {msg}");
             }
-            .into(),
-        );
-        let denied = action == Action::Deny;
-        events.push(
-            Response {
-                session,
-                identity: agent.into(),
-                query,
-                command_tag: (!denied).then(|| "SELECT 42".to_owned()),
-                rows: if denied { 0 } else { 42 },
-                duration_ns: 850_000,
-                sqlstate: denied.then(|| "42501".to_owned()),
-                error: denied.then(|| "not permitted for agents".to_owned()),
-                bytes: if denied { 64 } else { 2048 },
-            }
-            .into(),
-        );
+        }
     }
-    events.push(
-        IdentityBlocked {
-            identity: agent.into(),
-            operator: "bob".into(),
-            reason: "tried to exfiltrate SSNs".into(),
-            trigger: None,
+    let ssn_reached = client.simple_query("SELECT 1").await.is_ok();
+    println!("  the session is still usable after the denials: {ssn_reached}");
+    drop(client);
+    let _ = driver.await;
+    // Give the gateway a moment to record the end of the session.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    serving.abort();
+    let reader = LedgerReader::open(&config.ledger.path)?;
+    let session = reader
+        .events(0..u64::MAX)
+        .filter_map(|e| e.ok())
+        .find_map(|e| match e.event.body {
+            EventBody::SessionOpened(s) => Some(s.session),
+            _ => None,
+        })
+        .context("the ledger has no session")?;
+    Ok(session)
+}
+
+/// Waits until the gateway's ledger writer has finished and released the
+/// ledger, so the file can be copied whole.
+fn wait_for_writer(path: &Path, config: &Config) -> Result<()> {
+    for _ in 0..100 {
+        match Ledger::open(config.writer_options()?) {
+            Ok(ledger) => {
+                ledger.close();
+                return Ok(());
+            }
+            Err(LedgerError::Busy(_)) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(e.into()),
         }
-        .into(),
-    );
-    events.push(
-        SessionTerminated {
-            session,
-            identity: agent.into(),
-            operator: Some("bob".into()),
-            reason: "identity blocked: tried to exfiltrate SSNs".into(),
-        }
-        .into(),
-    );
-    events
+    }
+    bail!(
+        "the gateway's ledger writer did not finish with {}",
+        path.display()
+    )
 }
