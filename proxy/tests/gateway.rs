@@ -585,3 +585,42 @@ async fn messages_the_gateway_cannot_judge_are_refused() {
     let answer = raw.until_ready().await;
     assert!(String::from_utf8_lossy(&answer[0].1).contains("unexpected message type"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_pass_through() {
+    let policy = format!(
+        "{POLICY}\n[[rule]]\nname = \"agent-listen\"\nidentity = \"agent\"\nclasses = [\"session\"]\ncommands = [\"LISTEN\", \"NOTIFY\"]\naction = \"allow\"\n"
+    );
+    let env = Env::start(&policy).await;
+    let (listener, mut connection) =
+        tokio_postgres::connect(&env.conn_str("agent"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    tokio::spawn(async move {
+        pin_mut!(stream);
+        while let Some(Ok(message)) = stream.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN orders_changed")
+        .await
+        .unwrap();
+    let sender = env.connect("agent").await;
+    sender
+        .batch_execute("NOTIFY orders_changed, 'order 7 shipped'")
+        .await
+        .unwrap();
+    let (channel, payload) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("the notification arrives")
+        .unwrap();
+    assert_eq!(
+        (channel.as_str(), payload.as_str()),
+        ("orders_changed", "order 7 shipped")
+    );
+}
