@@ -624,3 +624,44 @@ async fn notifications_pass_through() {
         ("orders_changed", "order 7 shipped")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_upstream_ends_the_session_with_a_clear_error() {
+    let env = Env::start(POLICY).await;
+    let c = env.connect("agent").await;
+    assert_eq!(
+        c.query_one("SELECT 7::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        7
+    );
+    let pg = &env.pg;
+    let killed = tokio::task::block_in_place(|| {
+        pg.psql(
+            "shop",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'gatehouse'",
+        )
+    });
+    assert_eq!(killed, "1");
+    let e = c.simple_query("SELECT 8").await.unwrap_err();
+    if let Some(db) = e.as_db_error() {
+        assert_eq!(db.severity(), "FATAL", "{db:?}");
+    } else {
+        assert!(e.is_closed(), "{e}");
+    }
+    env.settle().await;
+    assert!(env
+        .events()
+        .iter()
+        .any(|e| matches!(e, EventBody::SessionClosed(s) if s.reason.contains("upstream"))));
+    // New sessions work again.
+    let c2 = env.connect("agent").await;
+    assert_eq!(
+        c2.query_one("SELECT 9::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        9
+    );
+}

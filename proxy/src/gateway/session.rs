@@ -102,7 +102,6 @@ struct Tracker {
     /// Response events not yet appended; they ride along with the next
     /// write-ahead append, or are flushed shortly after.
     deferred: Vec<PendingEvent>,
-    error_in_cycle: bool,
 }
 
 struct Context {
@@ -176,7 +175,6 @@ pub async fn relay<S: Stream>(
             pending: VecDeque::new(),
             denials: HashMap::new(),
             deferred: Vec::new(),
-            error_in_cycle: false,
         }),
         flush: tokio::sync::Notify::new(),
         marker,
@@ -201,15 +199,20 @@ pub async fn relay<S: Stream>(
     let (reason, fatal) = match outcome {
         Ok(End::Terminated) => ("client terminated the session".to_owned(), None),
         Ok(End::ClientClosed) => ("client disconnected".to_owned(), None),
-        Ok(End::Upstream) => ("upstream closed the connection".to_owned(), None),
-        Ok(End::Fatal(msg)) => (msg.clone(), Some(msg)),
+        Ok(End::Upstream) => (
+            "upstream closed the connection".to_owned(),
+            Some((
+                "08006",
+                "the database closed its connection to Gatehouse; reconnect to start a new session"
+                    .to_owned(),
+            )),
+        ),
+        Ok(End::Fatal(msg)) => (msg.clone(), Some(("08P01", msg))),
         Err(e) => (format!("I/O error: {e}"), None),
     };
-    if let Some(msg) = fatal {
+    if let Some((code, msg)) = fatal {
         warn!(session = ctx.info.id, "{msg}");
-        let _ = client_w
-            .write_all(&frame::error("FATAL", "08P01", &msg))
-            .await;
+        let _ = client_w.write_all(&frame::error("FATAL", code, &msg)).await;
         let _ = client_w.flush().await;
     }
     let mut events = std::mem::take(&mut ctx.tracker.lock().expect("tracker").deferred);
@@ -817,7 +820,6 @@ fn observe(
                     .next()
                     .and_then(|d| d.parse::<u64>().ok());
                 if let Some(replacement) = n.and_then(|n| t.denials.remove(&n)) {
-                    t.error_in_cycle = true;
                     return Some(replacement);
                 }
             }
@@ -827,6 +829,9 @@ fn observe(
                 .map(|(_, c)| c.clone())
                 .unwrap_or_default();
             let error = Some((code, message.to_owned()));
+            // An error ends an extended-protocol execution; executions
+            // queued behind it up to Sync are skipped by PostgreSQL and
+            // recorded as such at ReadyForQuery.
             match t.pending.front_mut() {
                 Some(Pending::Exec(e)) if e.simple => e.error = error,
                 Some(Pending::Exec(_)) => {
@@ -834,9 +839,8 @@ fn observe(
                         e.error = error;
                         completed.push(ctx.response_event(e, None));
                     }
-                    t.error_in_cycle = true;
                 }
-                _ => t.error_in_cycle = true,
+                _ => {}
             }
             None
         }
@@ -861,7 +865,6 @@ fn observe(
                     }
                 }
             }
-            t.error_in_cycle = false;
             None
         }
         _ => None,
