@@ -76,10 +76,15 @@ pub struct TargetSection {
     pub read_only_user: Option<String>,
     /// Environment variable holding `read_only_user`'s password.
     pub read_only_password_env: Option<String>,
+    /// Require TLS to the database (no fall-back to plain text).
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM file of the CA(s) the database's certificate must chain to (with `tls`).
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// A resolved upstream target.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     /// The name clients ask for.
     pub name: String,
@@ -95,6 +100,47 @@ pub struct Target {
     pub password: Option<String>,
     /// Read-only upstream login, if configured.
     pub read_only: Option<(String, Option<String>)>,
+    /// TLS settings when the target requires TLS.
+    pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("database", &self.database)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn client_tls(what: &str, ca: &Path) -> Result<std::sync::Arc<tokio_rustls::rustls::ClientConfig>> {
+    use tokio_rustls::rustls;
+    let pem = std::fs::read(ca)
+        .with_context(|| format!("{what}: cannot read tls_ca {}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.with_context(|| format!("{what}: tls_ca {} is not PEM", ca.display()))?;
+        roots.add(cert).with_context(|| {
+            format!(
+                "{what}: tls_ca {} holds an unusable certificate",
+                ca.display()
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!("{what}: tls_ca {} holds no certificate", ca.display());
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
 }
 
 impl Target {
@@ -149,7 +195,18 @@ impl TargetSection {
             )),
             None => None,
         };
+        let tls = match (self.tls, &self.tls_ca) {
+            (false, None) => None,
+            (true, Some(ca)) => Some(client_tls(&what, ca)?),
+            (true, None) => {
+                anyhow::bail!("{what}: tls = true needs tls_ca, the PEM file of the database's CA")
+            }
+            (false, Some(_)) => {
+                anyhow::bail!("{what}: tls_ca is set but tls is not; set tls = true")
+            }
+        };
         Ok(Target {
+            tls,
             name: self.name.clone(),
             host,
             port,
@@ -192,6 +249,11 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.ledger.path = base.join(&config.ledger.path);
         config.ledger.signing_key = base.join(&config.ledger.signing_key);
+        for t in &mut config.targets {
+            if let Some(ca) = &t.tls_ca {
+                t.tls_ca = Some(base.join(ca));
+            }
+        }
         if let (Some(c), Some(k)) = (&config.listen.tls_cert, &config.listen.tls_key) {
             config.listen.tls_cert = Some(base.join(c));
             config.listen.tls_key = Some(base.join(k));

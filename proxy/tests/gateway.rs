@@ -665,3 +665,41 @@ async fn a_dead_upstream_ends_the_session_with_a_clear_error() {
         9
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_when_the_target_requires_it() {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = ca_dir.path().join("db-ca.pem");
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    let target = format!("tls = true\ntls_ca = \"{}\"", ca.display());
+    let env = Env::start_custom(POLICY, "", &target, move |pg| {
+        use std::os::unix::fs::PermissionsExt;
+        let crt = pg.data_dir().join("server.crt");
+        let key = pg.data_dir().join("server.key");
+        std::fs::write(&crt, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // The server runs as the data directory's owner.
+        let owner = std::fs::metadata(pg.data_dir()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        for f in [&crt, &key] {
+            std::os::unix::fs::chown(f, Some(owner.uid()), Some(owner.gid())).unwrap();
+        }
+        pg.psql("shop", "ALTER SYSTEM SET ssl = on");
+        pg.psql("shop", "SELECT pg_reload_conf()");
+        std::thread::sleep(Duration::from_millis(500));
+    })
+    .await;
+    let c = env.connect("agent").await;
+    let ssl: bool = c
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the gateway's upstream session is encrypted");
+}

@@ -97,7 +97,7 @@ impl Frame {
 
 /// Reads one tagged frame. `limit` bounds the whole frame, so a client cannot
 /// make the gateway allocate more than that for one message.
-pub async fn read_frame<R: AsyncRead + Unpin>(
+pub async fn read_frame<R: AsyncRead + Unpin + ?Sized>(
     r: &mut R,
     limit: usize,
 ) -> Result<Frame, FrameError> {
@@ -128,7 +128,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 
 /// Reads one untagged startup-phase frame (length, then body); returns the
 /// body after the length.
-pub async fn read_startup<R: AsyncRead + Unpin>(
+pub async fn read_startup<R: AsyncRead + Unpin + ?Sized>(
     r: &mut R,
     limit: usize,
 ) -> Result<Bytes, FrameError> {

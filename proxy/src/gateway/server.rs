@@ -279,7 +279,7 @@ async fn startup_with<S: Stream>(
             .iter()
             .map(|(k, v)| format!("SET {} TO '{}';", k, v.replace('\'', "''")))
             .collect();
-        session::run_internal(&mut upstream.stream, &sets).await?;
+        session::run_internal(upstream.stream.as_mut(), &sets).await?;
     }
 
     let session = shared.next_session();

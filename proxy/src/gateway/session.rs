@@ -26,7 +26,6 @@ use gatehouse_ledger::event::{
 use pgwire::messages::extendedquery::{Bind, Close, Execute, Parse};
 use pgwire::messages::simplequery::Query;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use super::frame::{self, read_frame, Frame, FrameError};
@@ -135,7 +134,7 @@ impl Context {
 }
 
 /// Runs a gateway-internal query upstream (session setup), failing on error.
-pub async fn run_internal(upstream: &mut TcpStream, sql: &str) -> anyhow::Result<()> {
+pub async fn run_internal(upstream: &mut dyn Stream, sql: &str) -> anyhow::Result<()> {
     let mut q = BytesMut::from(sql.as_bytes());
     q.put_u8(0);
     upstream.write_all(&frame::message(b'Q', &q)).await?;
@@ -157,7 +156,7 @@ pub async fn run_internal(upstream: &mut TcpStream, sql: &str) -> anyhow::Result
 /// Relays one session until either side closes.
 pub async fn relay<S: Stream>(
     client: S,
-    upstream: TcpStream,
+    upstream: Box<dyn Stream>,
     info: SessionInfo,
     shared: Arc<Shared>,
 ) -> anyhow::Result<()> {
@@ -180,7 +179,7 @@ pub async fn relay<S: Stream>(
         marker,
     };
     let (client_r, mut client_w) = tokio::io::split(client);
-    let (upstream_r, upstream_w) = upstream.into_split();
+    let (upstream_r, upstream_w) = tokio::io::split(upstream);
     let mut client_side = ClientSide {
         ctx: &ctx,
         client: client_r,
@@ -260,7 +259,7 @@ async fn flush_deferred(ctx: &Context) {
 struct ClientSide<'c, R> {
     ctx: &'c Context,
     client: R,
-    upstream: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    upstream: BufWriter<tokio::io::WriteHalf<Box<dyn Stream>>>,
     statements: HashMap<String, Prepared>,
     portals: HashMap<String, Portal>,
     skip_until_sync: bool,
@@ -710,7 +709,7 @@ fn tag_rows(tag: &str) -> u64 {
 /// policy's errors and turning completions into Response events.
 async fn upstream_to_client<W: AsyncWrite + Unpin>(
     ctx: &Context,
-    mut upstream: tokio::net::tcp::OwnedReadHalf,
+    mut upstream: tokio::io::ReadHalf<Box<dyn Stream>>,
     client: &mut W,
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(64 << 10);

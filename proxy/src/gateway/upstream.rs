@@ -7,10 +7,11 @@
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::frame::{self, read_frame, Frame};
+use super::server::Stream;
 use crate::config::Target;
 
 /// Why the upstream connection could not be set up.
@@ -34,8 +35,8 @@ pub enum UpstreamError {
 
 /// An authenticated upstream connection, ready for queries.
 pub struct Upstream {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The connection: TCP, or TLS over TCP.
+    pub stream: Box<dyn Stream>,
     /// ParameterStatus frames the server sent during startup.
     pub parameters: Vec<Frame>,
     /// The server's (pid, secret) cancel key.
@@ -82,13 +83,14 @@ fn refused(f: &Frame) -> UpstreamError {
 /// policy allows only reads).
 pub async fn connect(target: &Target, read_only: bool) -> Result<Upstream, UpstreamError> {
     let addr = format!("{}:{}", target.host, target.port);
-    let mut stream = TcpStream::connect(&addr)
+    let tcp = TcpStream::connect(&addr)
         .await
         .map_err(|source| UpstreamError::Connect {
             addr: addr.clone(),
             source,
         })?;
-    stream.set_nodelay(true).ok();
+    tcp.set_nodelay(true).ok();
+    let mut stream = secure(tcp, target, &addr).await?;
     let (user, password) = if read_only {
         target
             .read_only_login()
@@ -229,6 +231,41 @@ pub async fn connect(target: &Target, read_only: bool) -> Result<Upstream, Upstr
             }
         }
     }
+}
+
+/// Negotiates TLS with the server when the target asks for it: the server
+/// must accept (no silent fall-back to plain text) and present a certificate
+/// that chains to the target's CA and names its host.
+async fn secure(
+    mut tcp: TcpStream,
+    target: &Target,
+    addr: &str,
+) -> Result<Box<dyn Stream>, UpstreamError> {
+    let Some(config) = &target.tls else {
+        return Ok(Box::new(tcp));
+    };
+    let io = |source| UpstreamError::Connect {
+        addr: addr.to_owned(),
+        source,
+    };
+    let mut request = BytesMut::with_capacity(8);
+    request.put_i32(8);
+    request.put_i32(80877103);
+    tcp.write_all(&request).await.map_err(io)?;
+    if tcp.read_u8().await.map_err(io)? != b'S' {
+        return Err(UpstreamError::Refused(format!(
+            "upstream {} does not accept TLS, which target {} requires",
+            addr, target.name
+        )));
+    }
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(
+        |e| UpstreamError::Refused(format!("invalid TLS server name {}: {e}", target.host)),
+    )?;
+    let tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| UpstreamError::Refused(format!("TLS handshake with {addr} failed: {e}")))?;
+    Ok(Box::new(tls))
 }
 
 /// Sends a CancelRequest for `key` to the target.

@@ -76,7 +76,19 @@ impl Env {
 
     /// Like [`Env::start`], with extra `[listen]` lines (e.g. TLS files).
     pub async fn start_with(policy: &str, listen_extra: &str) -> Env {
+        Self::start_custom(policy, listen_extra, "", |_| {}).await
+    }
+
+    /// Like [`Env::start`], with extra `[listen]` and `[[target]]` lines, and
+    /// `prepare` run on the cluster before the gateway starts.
+    pub async fn start_custom(
+        policy: &str,
+        listen_extra: &str,
+        target_extra: &str,
+        prepare: impl FnOnce(&PgCluster) + Send + 'static,
+    ) -> Env {
         let listen_extra = listen_extra.to_owned();
+        let target_extra = target_extra.to_owned();
         let pg = tokio::task::spawn_blocking(|| {
             let pg = PgCluster::start();
             pg.create_database("shop");
@@ -87,6 +99,7 @@ impl Env {
         .unwrap();
         let policy = policy.to_owned();
         let (pg, dir, out_config, config, secrets) = tokio::task::spawn_blocking(move || {
+            prepare(&pg);
             let dir = tempfile::tempdir().unwrap();
             let home = dir.path().join("gh");
             let out = init::init(&home, Some("gatehouse.test/gateway")).unwrap();
@@ -94,7 +107,7 @@ impl Env {
             std::env::set_var(&var, pg.password());
             let mut text = std::fs::read_to_string(&out.config).unwrap();
             text.push_str(&format!(
-                "\n[listen]\naddress = \"127.0.0.1:0\"\nmax_frame_bytes = 1048576\n{listen_extra}\n\n[[target]]\nname = \"shop\"\nurl = \"postgres://{}@127.0.0.1:{}/shop\"\npassword_env = \"{var}\"\n",
+                "\n[listen]\naddress = \"127.0.0.1:0\"\nmax_frame_bytes = 1048576\n{listen_extra}\n\n[[target]]\nname = \"shop\"\nurl = \"postgres://{}@127.0.0.1:{}/shop\"\npassword_env = \"{var}\"\n{target_extra}\n",
                 pg.superuser(),
                 pg.port()
             ));
