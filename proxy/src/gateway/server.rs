@@ -79,19 +79,8 @@ async fn handle(
 ) -> anyhow::Result<()> {
     // Negotiation: SSLRequest / GSSENCRequest may precede the startup packet.
     loop {
-        let body = match read_startup(&mut socket, 10_000).await {
-            Ok(b) => b,
-            Err(FrameError::Closed) => return Ok(()),
-            Err(e) => {
-                fatal(
-                    &mut socket,
-                    "08P01",
-                    &format!("invalid startup packet: {e}"),
-                )
-                .await
-                .ok();
-                return Err(e.into());
-            }
+        let Some(body) = startup_packet(&mut socket).await? else {
+            return Ok(());
         };
         let code = i32::from_be_bytes(body[..4].try_into().expect("length checked"));
         match code {
@@ -116,24 +105,29 @@ async fn startup<S: Stream>(
     shared: Arc<Shared>,
     tls: bool,
 ) -> anyhow::Result<()> {
-    let body = match read_startup(&mut stream, 10_000).await {
-        Ok(b) => b,
-        Err(e) => {
-            fatal(
-                &mut stream,
-                "08P01",
-                &format!("invalid startup packet: {e}"),
-            )
-            .await
-            .ok();
-            return Err(e.into());
-        }
+    let Some(body) = startup_packet(&mut stream).await? else {
+        return Ok(());
     };
     let code = i32::from_be_bytes(body[..4].try_into().expect("length checked"));
     if code == CANCEL_REQUEST {
         return cancel(&body, &shared).await;
     }
     startup_with(stream, body, peer, shared, tls).await
+}
+
+/// Reads a startup-phase packet; `None` if the client just went away. A
+/// malformed packet is answered with a FATAL error.
+async fn startup_packet<S: Stream>(stream: &mut S) -> anyhow::Result<Option<bytes::Bytes>> {
+    match read_startup(stream, 10_000).await {
+        Ok(b) => Ok(Some(b)),
+        Err(FrameError::Closed) => Ok(None),
+        Err(e) => {
+            fatal(stream, "08P01", &format!("invalid startup packet: {e}"))
+                .await
+                .ok();
+            Err(e.into())
+        }
+    }
 }
 
 async fn cancel(body: &[u8], shared: &Shared) -> anyhow::Result<()> {
