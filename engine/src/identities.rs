@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use gatehouse_ledger::event::{EventBody, Nanos};
+use serde::Serialize;
 
 /// What the gateway needs to check a SCRAM-SHA-256 proof. Never the secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +23,7 @@ pub struct ScramVerifier {
 }
 
 /// One issued credential.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Credential {
     /// Its id, as recorded in session events.
     pub id: String,
@@ -32,7 +33,8 @@ pub struct Credential {
     pub expires_at: Nanos,
     /// Why it was revoked, if it was.
     pub revoked: Option<String>,
-    /// The SCRAM verifier.
+    /// The SCRAM verifier (not part of state reports).
+    #[serde(skip)]
     pub verifier: ScramVerifier,
 }
 
@@ -44,7 +46,7 @@ impl Credential {
 }
 
 /// One agent identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Identity {
     /// Its name (the PostgreSQL user name clients log in with).
     pub name: String,
@@ -57,7 +59,8 @@ pub struct Identity {
 }
 
 /// Every identity, by name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct Identities {
     by_name: BTreeMap<String, Identity>,
 }

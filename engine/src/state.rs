@@ -2,33 +2,259 @@
 //!
 //! There is no other store: at start-up the gateway replays the ledger
 //! through [`GatewayState::apply`], and every later change is an event
-//! folded in the same way.
+//! folded in the same way. Folding a prefix of the ledger gives the state
+//! at that instant (`gatehouse state --at`).
 
-use gatehouse_ledger::event::EventBody;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use gatehouse_ledger::event::{EventBody, Nanos, SessionId};
+use gatehouse_ledger::Event;
+use serde::Serialize;
 
 use crate::identities::Identities;
 
+/// The policy in force and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyState {
+    /// The policy file as applied.
+    pub source: String,
+    /// Who applied it.
+    pub operator: String,
+    /// The event that applied it.
+    pub seq: u64,
+    /// When.
+    pub ts: Nanos,
+}
+
+/// A block on an identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Block {
+    /// Who blocked it (an operator, or the gateway for automatic containment).
+    pub operator: String,
+    /// Why.
+    pub reason: String,
+    /// The automatic trigger, if no human did it.
+    pub trigger: Option<String>,
+    /// The event that blocked it.
+    pub seq: u64,
+    /// When.
+    pub ts: Nanos,
+}
+
+/// An open session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpenSession {
+    /// The identity that logged in.
+    pub identity: String,
+    /// The upstream target.
+    pub target: String,
+    /// The client's address.
+    pub client_addr: String,
+    /// The client's application_name.
+    pub application_name: Option<String>,
+    /// The credential used.
+    pub credential: Option<String>,
+    /// When it opened.
+    pub opened: Nanos,
+    /// Statements received so far.
+    pub statements: u64,
+}
+
+/// A statement held for approval, and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Approval {
+    /// The session holding it.
+    pub session: SessionId,
+    /// The identity that asked.
+    pub identity: String,
+    /// The statement.
+    pub sql: String,
+    /// The rule that required approval.
+    pub rule: String,
+    /// `pending`, `granted`, `denied` or `expired`.
+    pub status: &'static str,
+    /// Approvers so far.
+    pub approvers: Vec<String>,
+    /// When the request times out.
+    pub expires_at: Nanos,
+}
+
 /// Everything the gateway derives from the ledger.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct GatewayState {
     /// Identities and their credentials.
     pub identities: Identities,
-    /// The source of the policy in force (the last applied), if any.
-    pub policy_source: Option<String>,
+    /// The policy in force, if any was applied.
+    pub policy: Option<PolicyState>,
+    /// Blocked identities.
+    pub blocks: BTreeMap<String, Block>,
+    /// Sessions open at this point of the log.
+    pub sessions: BTreeMap<SessionId, OpenSession>,
+    /// Approval requests by id.
+    pub approvals: BTreeMap<u64, Approval>,
     /// The highest session number used, so new sessions never reuse one.
     pub last_session: u64,
+    /// Events folded in.
+    pub events: u64,
+    /// Timestamp of the last event folded in.
+    pub as_of: Option<Nanos>,
 }
 
 impl GatewayState {
     /// Folds one event in.
-    pub fn apply(&mut self, body: &EventBody) {
+    pub fn apply(&mut self, event: &Event) {
+        let body = &event.body;
         self.identities.apply(body);
-        if let EventBody::PolicyChanged(p) = body {
-            self.policy_source = Some(p.source.clone());
-        }
+        self.events = event.seq + 1;
+        self.as_of = Some(event.ts);
         if let Some(s) = body.session() {
             self.last_session = self.last_session.max(s);
         }
+        match body {
+            EventBody::PolicyChanged(p) => {
+                self.policy = Some(PolicyState {
+                    source: p.source.clone(),
+                    operator: p.operator.clone(),
+                    seq: event.seq,
+                    ts: event.ts,
+                });
+            }
+            EventBody::IdentityBlocked(b) => {
+                self.blocks
+                    .entry(b.identity.clone())
+                    .or_insert_with(|| Block {
+                        operator: b.operator.clone(),
+                        reason: b.reason.clone(),
+                        trigger: b.trigger.clone(),
+                        seq: event.seq,
+                        ts: event.ts,
+                    });
+            }
+            EventBody::IdentityUnblocked(u) => {
+                self.blocks.remove(&u.identity);
+            }
+            EventBody::SessionOpened(s) => {
+                self.sessions.insert(
+                    s.session,
+                    OpenSession {
+                        identity: s.identity.clone(),
+                        target: s.target.clone(),
+                        client_addr: s.client_addr.clone(),
+                        application_name: s.application_name.clone(),
+                        credential: s.credential.clone(),
+                        opened: event.ts,
+                        statements: 0,
+                    },
+                );
+            }
+            EventBody::QueryReceived(q) => {
+                if let Some(s) = self.sessions.get_mut(&q.session) {
+                    s.statements += 1;
+                }
+            }
+            EventBody::SessionClosed(c) => {
+                self.sessions.remove(&c.session);
+            }
+            EventBody::SessionTerminated(t) => {
+                self.sessions.remove(&t.session);
+            }
+            EventBody::ApprovalRequested(a) => {
+                self.approvals.insert(
+                    a.approval,
+                    Approval {
+                        session: a.session,
+                        identity: a.identity.clone(),
+                        sql: a.sql.clone(),
+                        rule: a.rule.clone(),
+                        status: "pending",
+                        approvers: Vec::new(),
+                        expires_at: a.expires_at,
+                    },
+                );
+            }
+            EventBody::ApprovalGranted(g) => {
+                if let Some(a) = self.approvals.get_mut(&g.approval) {
+                    a.approvers.push(g.operator.clone());
+                    a.status = "granted";
+                }
+            }
+            EventBody::ApprovalDenied(d) => {
+                if let Some(a) = self.approvals.get_mut(&d.approval) {
+                    a.status = "denied";
+                }
+            }
+            EventBody::ApprovalExpired(e) => {
+                if let Some(a) = self.approvals.get_mut(&e.approval) {
+                    a.status = "expired";
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The source of the policy in force, if any.
+    pub fn policy_source(&self) -> Option<&str> {
+        self.policy.as_ref().map(|p| p.source.as_str())
+    }
+}
+
+impl fmt::Display for GatewayState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "events folded: {}", self.events)?;
+        match &self.policy {
+            Some(p) => writeln!(
+                f,
+                "policy: applied by {} at event {} ({} bytes)",
+                p.operator,
+                p.seq,
+                p.source.len()
+            )?,
+            None => writeln!(f, "policy: none applied (everything is denied)")?,
+        }
+        writeln!(f, "identities:")?;
+        for i in self.identities.iter() {
+            let blocked = self
+                .blocks
+                .get(&i.name)
+                .map(|b| {
+                    format!(
+                        " BLOCKED by {} at event {}: {}",
+                        b.operator, b.seq, b.reason
+                    )
+                })
+                .unwrap_or_default();
+            writeln!(f, "  {}{blocked}", i.name)?;
+            for c in i.credentials.values() {
+                let state = match (&c.revoked, self.as_of) {
+                    (Some(why), _) => format!("revoked: {why}"),
+                    (None, Some(now)) if now >= c.expires_at => "expired".to_owned(),
+                    _ => "valid".to_owned(),
+                };
+                writeln!(f, "    credential {} ({state})", c.id)?;
+            }
+        }
+        writeln!(f, "open sessions: {}", self.sessions.len())?;
+        for (id, s) in &self.sessions {
+            writeln!(
+                f,
+                "  session {id}: {} on {} from {} ({}), {} statements",
+                s.identity,
+                s.target,
+                s.client_addr,
+                s.application_name.as_deref().unwrap_or("-"),
+                s.statements
+            )?;
+        }
+        writeln!(f, "approvals: {}", self.approvals.len())?;
+        for (id, a) in &self.approvals {
+            writeln!(
+                f,
+                "  approval {id}: {} for {} ({}): {}",
+                a.status, a.identity, a.rule, a.sql
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -36,31 +262,96 @@ impl GatewayState {
 mod tests {
     use super::*;
     use gatehouse_ledger::cbor::Bytes;
-    use gatehouse_ledger::event::{PolicyChanged, SessionClosed};
+    use gatehouse_ledger::event::{
+        IdentityBlocked, IdentityUnblocked, PolicyChanged, Protocol, QueryReceived, SessionClosed,
+        SessionOpened,
+    };
+
+    fn fold(bodies: Vec<EventBody>) -> Vec<GatewayState> {
+        let mut state = GatewayState::default();
+        bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| {
+                state.apply(&Event {
+                    seq: i as u64,
+                    ts: 1000 + i as u64,
+                    body,
+                });
+                state.clone()
+            })
+            .collect()
+    }
+
+    fn opened(session: u64) -> EventBody {
+        SessionOpened {
+            session,
+            identity: "bot".into(),
+            target: "shop".into(),
+            client_addr: "127.0.0.1:1".into(),
+            application_name: None,
+            credential: None,
+            tls: false,
+        }
+        .into()
+    }
 
     #[test]
-    fn last_policy_wins_and_sessions_are_counted() {
-        let mut s = GatewayState::default();
-        for src in ["a", "b"] {
-            s.apply(
-                &PolicyChanged {
-                    operator: "o".into(),
-                    source: src.into(),
-                    digest: Bytes(vec![]),
-                }
-                .into(),
-            );
-        }
-        s.apply(
-            &SessionClosed {
-                session: 41,
-                identity: "x".into(),
-                reason: "r".into(),
-                statements: 0,
+    fn every_prefix_is_the_state_at_that_instant() {
+        let states = fold(vec![
+            PolicyChanged {
+                operator: "o".into(),
+                source: "a".into(),
+                digest: Bytes(vec![]),
             }
             .into(),
-        );
-        assert_eq!(s.policy_source.as_deref(), Some("b"));
-        assert_eq!(s.last_session, 41);
+            opened(41),
+            QueryReceived {
+                session: 41,
+                identity: "bot".into(),
+                query: 1,
+                sql: "SELECT 1".into(),
+                params: vec![],
+                statement: None,
+                portal: None,
+                protocol: Protocol::Simple,
+            }
+            .into(),
+            IdentityBlocked {
+                identity: "bot".into(),
+                operator: "bob".into(),
+                reason: "exfiltration".into(),
+                trigger: None,
+            }
+            .into(),
+            SessionClosed {
+                session: 41,
+                identity: "bot".into(),
+                reason: "blocked".into(),
+                statements: 1,
+            }
+            .into(),
+            IdentityUnblocked {
+                identity: "bot".into(),
+                operator: "alice".into(),
+                reason: None,
+            }
+            .into(),
+        ]);
+        assert_eq!(states[0].policy_source(), Some("a"));
+        assert_eq!(states[2].sessions[&41].statements, 1);
+        assert!(states[2].blocks.is_empty());
+        assert_eq!(states[3].blocks["bot"].reason, "exfiltration");
+        assert_eq!(states[3].sessions.len(), 1);
+        assert!(states[4].sessions.is_empty());
+        assert!(states[5].blocks.is_empty());
+        assert_eq!(states[5].last_session, 41);
+        assert_eq!(states[5].events, 6);
+        // Before and after the block differ exactly by the block.
+        let mut before = states[2].clone();
+        before.events = states[3].events;
+        before.as_of = states[3].as_of;
+        before.blocks = states[3].blocks.clone();
+        assert_eq!(before, states[3]);
     }
 }

@@ -177,9 +177,9 @@ pub fn policy_apply(config: &Config, file: &std::path::Path, operator: String) -
 /// The policy in force according to the ledger.
 pub fn current_policy(config: &Config) -> Result<Policy> {
     let state = load_state(&config.ledger.path)?;
-    match state.policy_source {
+    match state.policy_source() {
         Some(s) => {
-            Policy::parse(&s).map_err(|e| anyhow::anyhow!("the policy in force does not load: {e}"))
+            Policy::parse(s).map_err(|e| anyhow::anyhow!("the policy in force does not load: {e}"))
         }
         None => Ok(Policy::deny_all()),
     }

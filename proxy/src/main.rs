@@ -48,6 +48,18 @@ enum Command {
         #[command(subcommand)]
         command: CredentialCommand,
     },
+    /// Print the gateway's state as of an instant or an event.
+    State {
+        /// The ledger file.
+        #[arg(long)]
+        ledger: PathBuf,
+        /// A sequence number or an RFC 3339 time (default: the end of the log).
+        #[arg(long)]
+        at: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the incident demo and leave its ledger and evidence in a directory.
     Demo {
         /// Directory for the demo's files (default: ./gatehouse-demo-<time>).
@@ -239,6 +251,18 @@ fn run(command: Command) -> Result<()> {
                 eprintln!("credential {credential} revoked");
             }
         },
+        Command::State { ledger, at, json } => {
+            let at = match at {
+                Some(a) => a.parse()?,
+                None => gatehouse::state::At::Seq(u64::MAX - 1),
+            };
+            let state = gatehouse::state::state_at(&ledger, at)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&state)?);
+            } else {
+                print!("{state}");
+            }
+        }
         Command::Demo { dir } => {
             demo::run(dir)?;
         }

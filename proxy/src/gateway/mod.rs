@@ -35,7 +35,7 @@ impl Gateway {
             anyhow::bail!("the config has no [[target]]: add the database clients should reach");
         }
         let state = load_state(&config.ledger.path)?;
-        let policy = match &state.policy_source {
+        let policy = match state.policy_source() {
             Some(source) => Policy::parse(source).map_err(|e| {
                 anyhow::anyhow!("the policy in force in the ledger does not load ({e}); apply a corrected policy")
             })?,
