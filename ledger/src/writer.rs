@@ -215,8 +215,13 @@ impl Ledger {
     }
 }
 
+/// Commits between saves of the Merkle frontier (`writer_state`).
+const SAVE_FRONTIER_EVERY: u32 = 64;
+
 /// The writer thread's state: everything needed to extend the log.
 struct WriterState {
+    /// Commits since the frontier was last saved.
+    commits_since_save: u32,
     /// Held for the writer's lifetime: a second writer would fork the log.
     _lock: std::fs::File,
     conn: Connection,
@@ -239,6 +244,7 @@ impl WriterState {
         let conn =
             schema::open_for_writing(&options.path, options.signer.name(), options.durability)?;
         let mut state = WriterState {
+            commits_since_save: SAVE_FRONTIER_EVERY,
             _lock: lock,
             conn,
             signer: options.signer.clone(),
@@ -266,7 +272,7 @@ impl WriterState {
             .conn
             .query_row(
                 "SELECT c.size, c.note, w.frontier FROM checkpoints c \
-                 LEFT JOIN writer_state w ON w.id = 0 AND w.size = c.size \
+                 LEFT JOIN writer_state w ON w.id = 0 AND w.size <= c.size \
                  ORDER BY c.size DESC LIMIT 1",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -301,16 +307,15 @@ impl WriterState {
         })?;
         let checkpoint =
             Checkpoint::parse(text).map_err(|e| LedgerError::Damaged(e.to_string()))?;
+        // The saved frontier is a shortcut, saved every few commits: extend
+        // it with the events after it, or rebuild it from the start if it is
+        // missing (a ledger restored from a copy, say).
         let saved = frontier
             .as_deref()
             .and_then(Frontier::from_bytes)
-            .filter(|f| f.size() == size as u64);
-        // The saved frontier is only a shortcut: if it is missing or stale
-        // (a ledger restored from a copy, say), rebuild it from the events.
-        let frontier = match saved {
-            Some(f) => f,
-            None => self.rebuild_frontier(size as u64)?,
-        };
+            .filter(|f| f.size() <= size as u64)
+            .unwrap_or_default();
+        let frontier = self.extend_frontier(saved, size as u64)?;
         if frontier.root() != checkpoint.root {
             return Err(LedgerError::Damaged(format!(
                 "the events of {} do not hash to the root of its last checkpoint; run gatehouse-verify on it",
@@ -336,15 +341,16 @@ impl WriterState {
         Ok(())
     }
 
-    /// Recomputes the Merkle frontier of the first `size` events.
-    fn rebuild_frontier(&self, size: u64) -> Result<Frontier, LedgerError> {
+    /// Extends `frontier` with events up to `size`.
+    fn extend_frontier(&self, mut frontier: Frontier, size: u64) -> Result<Frontier, LedgerError> {
         let ctx = |e| LedgerError::sqlite(&self.path, e);
         let mut stmt = self
             .conn
-            .prepare("SELECT data FROM events WHERE seq < ?1 ORDER BY seq")
+            .prepare("SELECT data FROM events WHERE seq >= ?1 AND seq < ?2 ORDER BY seq")
             .map_err(ctx)?;
-        let mut rows = stmt.query([size as i64]).map_err(ctx)?;
-        let mut frontier = Frontier::new();
+        let mut rows = stmt
+            .query([frontier.size() as i64, size as i64])
+            .map_err(ctx)?;
         while let Some(row) = rows.next().map_err(ctx)? {
             let data = row.get_ref(0).map_err(ctx)?;
             let bytes = data.as_blob().map_err(|e| ctx(e.into()))?;
@@ -391,6 +397,13 @@ impl WriterState {
                     }
                 }
             }
+        }
+        // Leave a current frontier behind so the next open need not rehash.
+        if poisoned.is_none() && self.size > 0 {
+            let _ = self.conn.execute(
+                "INSERT OR REPLACE INTO writer_state (id, size, frontier) VALUES (0, ?1, ?2)",
+                params![self.size as i64, self.frontier.to_bytes()],
+            );
         }
         drop(checkpointer);
     }
@@ -475,11 +488,16 @@ impl WriterState {
         let note = self.signer.sign(&checkpoint.text());
         tx.prepare_cached("INSERT INTO checkpoints (size, note, proof) VALUES (?1, ?2, ?3)")?
             .execute(params![size as i64, note, proof])?;
-        // Only the newest frontier is needed to continue the tree after a restart.
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO writer_state (id, size, frontier) VALUES (0, ?1, ?2)",
-        )?
-        .execute(params![size as i64, frontier.to_bytes()])?;
+        // Only a recent frontier is needed to continue the tree after a
+        // restart; saving it every few commits spares a page write on most.
+        self.commits_since_save += 1;
+        if self.commits_since_save >= SAVE_FRONTIER_EVERY {
+            self.commits_since_save = 0;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO writer_state (id, size, frontier) VALUES (0, ?1, ?2)",
+            )?
+            .execute(params![size as i64, frontier.to_bytes()])?;
+        }
         tx.commit()?;
         let previous = self.size.saturating_sub(1) >> schema::BUCKET_BITS;
         self.size = size;
