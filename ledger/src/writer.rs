@@ -535,16 +535,29 @@ fn lock_exclusively(path: &Path) -> Result<std::fs::File, LedgerError> {
                 lock_path.display()
             ))
         })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Busy(format!(
-            "ledger {} is open for writing by another process (a running gateway?); stop it, or make the change through that gateway",
-            path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(LedgerError::Io(format!(
-            "cannot lock {}: {e}",
-            lock_path.display()
-        ))),
+    // A lock can outlive its holder by a moment: a process forked by the
+    // holder shares the descriptor until it execs. Retry briefly before
+    // concluding that another writer is running.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LedgerError::Busy(format!(
+                    "ledger {} is open for writing by another process (a running gateway?); stop it, or make the change through that gateway",
+                    path.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(LedgerError::Io(format!(
+                    "cannot lock {}: {e}",
+                    lock_path.display()
+                )))
+            }
+        }
     }
 }
 

@@ -9,6 +9,16 @@ use gatehouse_ledger::event::{Action, EventBody};
 use support::{Env, POLICY};
 use tokio_postgres::error::SqlState;
 
+/// The session answers a trivial query with the expected value.
+async fn assert_alive(c: &tokio_postgres::Client, n: i32) {
+    let got: i32 = c
+        .query_one(&format!("SELECT {n}::int"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(got, n, "the session still works");
+}
+
 fn denied(e: &tokio_postgres::Error) -> String {
     let db = e
         .as_db_error()
@@ -47,13 +57,7 @@ async fn simple_and_extended_queries_prepared_statements_and_binary_results() {
     let e = c.query("SELECT 1 / $1::int", &[&0i32]).await.unwrap_err();
     assert_eq!(e.as_db_error().unwrap().code(), &SqlState::DIVISION_BY_ZERO);
     // The session survives all of it.
-    assert_eq!(
-        c.query_one("SELECT 2::int", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        2
-    );
+    assert_alive(&c, 2).await;
 
     drop(c);
     env.settle().await;
@@ -114,13 +118,7 @@ async fn denied_statements_get_42501_and_the_session_survives_in_and_out_of_tran
             .unwrap_err(),
     );
     denied(&c.simple_query("DELETE FROM customers").await.unwrap_err());
-    assert_eq!(
-        c.query_one("SELECT 1::int", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        1
-    );
+    assert_alive(&c, 1).await;
 
     // Inside a transaction: the denial aborts it, exactly as a PostgreSQL error would.
     let tx = c.transaction().await.unwrap();
@@ -181,13 +179,7 @@ async fn denied_statements_get_42501_and_the_session_survives_in_and_out_of_tran
             .await
             .unwrap_err(),
     );
-    assert_eq!(
-        c.query_one("SELECT 3::int", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        3
-    );
+    assert_alive(&c, 3).await;
 
     drop(c);
     env.settle().await;
@@ -260,13 +252,7 @@ async fn cancel_reaches_the_upstream_statement() {
     assert_eq!(e.as_db_error().unwrap().code(), &SqlState::QUERY_CANCELED);
     assert!(started.elapsed() < Duration::from_secs(10));
     canceller.await.unwrap();
-    assert_eq!(
-        c.query_one("SELECT 4::int", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        4
-    );
+    assert_alive(&c, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,13 +420,7 @@ async fn hostile_client_bytes_get_errors_not_crashes() {
     );
     // The gateway still serves others.
     let c2 = env.connect("agent").await;
-    assert_eq!(
-        c2.query_one("SELECT 5::int", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        5
-    );
+    assert_alive(&c2, 5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -537,13 +517,7 @@ async fn random_startup_bytes_never_take_the_gateway_down() {
     .await
     .unwrap();
     let c = env.connect("agent").await;
-    assert_eq!(
-        c.query_one("SELECT 6::int", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        6
-    );
+    assert_alive(&c, 6).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -629,13 +603,7 @@ async fn notifications_pass_through() {
 async fn a_dead_upstream_ends_the_session_with_a_clear_error() {
     let env = Env::start(POLICY).await;
     let c = env.connect("agent").await;
-    assert_eq!(
-        c.query_one("SELECT 7::int", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        7
-    );
+    assert_alive(&c, 7).await;
     let pg = &env.pg;
     let killed = tokio::task::block_in_place(|| {
         pg.psql(
@@ -659,13 +627,7 @@ async fn a_dead_upstream_ends_the_session_with_a_clear_error() {
         .any(|e| matches!(e, EventBody::SessionClosed(s) if s.reason.contains("upstream") || s.reason.contains("client"))));
     // New sessions work again.
     let c2 = env.connect("agent").await;
-    assert_eq!(
-        c2.query_one("SELECT 9::int", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        9
-    );
+    assert_alive(&c2, 9).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

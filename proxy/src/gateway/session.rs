@@ -34,6 +34,9 @@ use super::server::Stream;
 use super::shared::Shared;
 use crate::config::Target;
 
+/// Most bytes read and discarded after a FATAL error, so it is delivered.
+const DRAIN_BYTES: u64 = 64 << 20;
+
 /// Who the session is.
 pub struct SessionInfo {
     /// Session number in the ledger.
@@ -213,6 +216,17 @@ pub async fn relay<S: Stream>(
         warn!(session = ctx.info.id, "{msg}");
         let _ = client_w.write_all(&frame::error("FATAL", code, &msg)).await;
         let _ = client_w.flush().await;
+        let _ = client_w.shutdown().await;
+        // Closing a socket with unread input resets the connection, which can
+        // destroy the FATAL before the client reads it: drain what the client
+        // is still sending, briefly and boundedly, first.
+        let mut rest = (&mut client_side.client).take(DRAIN_BYTES);
+        let mut sink = tokio::io::sink();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::io::copy(&mut rest, &mut sink),
+        )
+        .await;
     }
     let mut events = std::mem::take(&mut ctx.tracker.lock().expect("tracker").deferred);
     events.push(
