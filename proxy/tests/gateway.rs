@@ -667,3 +667,27 @@ async fn tls_to_the_database_when_the_target_requires_it() {
         .get(0);
     assert!(ssl, "the gateway's upstream session is encrypted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_gateway_ends_sessions_and_records_it() {
+    let mut env = Env::start(POLICY).await;
+    let c = env.connect("agent").await;
+    assert_alive(&c, 10).await;
+    env.stop().await;
+    let e = c.simple_query("SELECT 11").await.unwrap_err();
+    if let Some(db) = e.as_db_error() {
+        assert_eq!(db.code(), &SqlState::ADMIN_SHUTDOWN, "{db:?}");
+    } else {
+        assert!(e.is_closed(), "{e}");
+    }
+    // The writer has finished: the ledger can be reopened and verifies.
+    assert!(env.events().iter().any(
+        |e| matches!(e, EventBody::SessionClosed(s) if s.reason == "the gateway is shutting down")
+    ));
+    let report = env.verify();
+    assert!(report.is_intact(), "{:?}", report.failure);
+    let config = gatehouse::config::Config::load(&env.config).unwrap();
+    gatehouse_ledger::Ledger::open(config.writer_options().unwrap())
+        .expect("the gateway released the ledger")
+        .close();
+}

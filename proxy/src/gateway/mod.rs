@@ -82,12 +82,60 @@ impl Gateway {
 
     /// Serves clients until the task is dropped or the listener fails.
     pub async fn run(self) -> Result<()> {
-        server::serve(self.listener, self.shared, self.tls).await?;
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Serves clients until `stop` resolves, then ends every session
+    /// (recording each end) and waits for the ledger writer to finish.
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+        let Gateway {
+            listener,
+            shared,
+            tls,
+        } = self;
+        server::serve(
+            listener,
+            shared.clone(),
+            tls,
+            stop,
+            std::time::Duration::from_secs(5),
+        )
+        .await?;
+        let ledger = shared.ledger.clone();
+        drop(shared);
+        tokio::task::spawn_blocking(move || ledger.close()).await?;
         Ok(())
     }
 }
 
-/// Runs `gatehouse serve` until the process is stopped.
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+/// Runs `gatehouse serve` until SIGINT or SIGTERM.
 pub async fn serve(config: &Config) -> Result<()> {
-    Gateway::bind(config).await?.run().await
+    Gateway::bind(config)
+        .await?
+        .run_until(stop_signal())
+        .await?;
+    info!("gatehouse stopped");
+    Ok(())
 }

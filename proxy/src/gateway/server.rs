@@ -48,22 +48,45 @@ pub fn now_ns() -> u64 {
 }
 
 /// Accepts clients forever.
+/// Accepts clients until `stop` resolves; then ends every session (each
+/// records its end) and waits for them, at most `grace`.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
+    stop: impl std::future::Future<Output = ()>,
+    grace: std::time::Duration,
 ) -> std::io::Result<()> {
+    let mut sessions = tokio::task::JoinSet::new();
+    tokio::pin!(stop);
     loop {
-        let (socket, peer) = listener.accept().await?;
-        socket.set_nodelay(true).ok();
-        let shared = shared.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle(socket, peer, shared, tls).await {
-                info!(%peer, "connection ended: {e}");
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (socket, peer) = accepted?;
+                socket.set_nodelay(true).ok();
+                let shared = shared.clone();
+                let tls = tls.clone();
+                sessions.spawn(async move {
+                    if let Err(e) = handle(socket, peer, shared, tls).await {
+                        info!(%peer, "connection ended: {e}");
+                    }
+                });
             }
-        });
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            () = &mut stop => break,
+        }
     }
+    info!(sessions = sessions.len(), "stopping: ending sessions");
+    shared.shutdown.send_replace(true);
+    let drained = tokio::time::timeout(grace, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!("some sessions did not end within {grace:?}; stopping anyway");
+        sessions.abort_all();
+    }
+    Ok(())
 }
 
 async fn fatal<S: AsyncWrite + Unpin>(s: &mut S, code: &str, text: &str) -> std::io::Result<()> {

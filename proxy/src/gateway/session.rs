@@ -193,10 +193,12 @@ pub async fn relay<S: Stream>(
         query: 0,
         next_denial: 0,
     };
+    let mut shutdown = ctx.shared.shutdown.subscribe();
     let outcome = tokio::select! {
         r = client_side.run() => r,
         r = upstream_to_client(&ctx, upstream_r, &mut client_w) => r.map(|()| End::Upstream),
         () = flush_deferred(&ctx) => Ok(End::Upstream),
+        _ = shutdown.wait_for(|stop| *stop) => Ok(End::Shutdown),
     };
     let (reason, fatal) = match outcome {
         Ok(End::Terminated) => ("client terminated the session".to_owned(), None),
@@ -210,6 +212,13 @@ pub async fn relay<S: Stream>(
             )),
         ),
         Ok(End::Fatal(msg)) => (msg.clone(), Some(("08P01", msg))),
+        Ok(End::Shutdown) => (
+            "the gateway is shutting down".to_owned(),
+            Some((
+                "57P01",
+                "Gatehouse is shutting down; reconnect shortly".to_owned(),
+            )),
+        ),
         Err(e) => (format!("I/O error: {e}"), None),
     };
     if let Some((code, msg)) = fatal {
@@ -253,6 +262,7 @@ enum End {
     ClientClosed,
     Upstream,
     Fatal(String),
+    Shutdown,
 }
 
 /// Appends deferred Response events shortly after they appear, so a quiet

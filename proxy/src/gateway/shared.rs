@@ -69,6 +69,8 @@ pub struct Shared {
     /// attempt cannot tell whether an identity exists.
     pub salt_secret: [u8; 32],
     next_session: AtomicU64,
+    /// Set when the gateway is stopping; sessions end themselves.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -94,6 +96,7 @@ impl Shared {
             max_frame,
             salt_secret: super::scram::random_bytes(),
             next_session: AtomicU64::new(first_session),
+            shutdown: tokio::sync::watch::channel(false).0,
         }
     }
 

@@ -65,6 +65,7 @@ pub struct Env {
     pub config: PathBuf,
     pub secrets: Vec<(String, String)>,
     task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Env {
@@ -128,8 +129,14 @@ impl Env {
         .unwrap();
         let gateway = Gateway::bind(&config).await.unwrap();
         let addr = gateway.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            gateway.run().await.unwrap();
+            gateway
+                .run_until(async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
         });
         Env {
             pg,
@@ -138,7 +145,16 @@ impl Env {
             config: out_config,
             secrets,
             task,
+            stop: Some(stop),
         }
+    }
+
+    /// Stops the gateway as SIGTERM would, and waits until it has.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap();
     }
 
     /// The secret of an identity.
