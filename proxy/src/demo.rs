@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use gatehouse_ledger::{EventBody, Ledger, LedgerError, LedgerReader};
+use gatehouse_ledger::{EventBody, LedgerReader};
 use gatehouse_pgtest::PgCluster;
 use gatehouse_verify::{verify_ledger, Report, VerifierKey};
 
@@ -110,7 +110,6 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
     let session = runtime.block_on(agent_session(&config, &issued.secret))?;
     drop(runtime);
     let ledger_path = dir.join(LEDGER);
-    wait_for_writer(&ledger_path, &config)?;
     say(
         "4. What the ledger recorded",
         "Every statement was recorded, and committed, before it could reach the database:",
@@ -291,7 +290,10 @@ fn drop_tail(path: &Path, n: u64) -> Result<u64> {
 async fn agent_session(config: &Config, secret: &str) -> Result<u64> {
     let gateway = Gateway::bind(config).await?;
     let addr = gateway.local_addr()?;
-    let serving = tokio::spawn(gateway.run());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(gateway.run_until(async move {
+        let _ = stopped.await;
+    }));
     let conn = format!(
         "host=127.0.0.1 port={} user={AGENT} password={secret} dbname=shop application_name=autogen-report-bot",
         addr.port()
@@ -356,9 +358,9 @@ async fn agent_session(config: &Config, secret: &str) -> Result<u64> {
     println!("  the session is still usable after the denials: {ssn_reached}");
     drop(client);
     let _ = driver.await;
-    // Give the gateway a moment to record the end of the session.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    serving.abort();
+    // Stop the gateway as an operator would: sessions end, the ledger is closed.
+    let _ = stop.send(());
+    serving.await??;
     let reader = LedgerReader::open(&config.ledger.path)?;
     let session = reader
         .events(0..u64::MAX)
@@ -369,23 +371,4 @@ async fn agent_session(config: &Config, secret: &str) -> Result<u64> {
         })
         .context("the ledger has no session")?;
     Ok(session)
-}
-
-/// Waits until the gateway's ledger writer has finished and released the
-/// ledger, so the file can be copied whole.
-fn wait_for_writer(path: &Path, config: &Config) -> Result<()> {
-    for _ in 0..100 {
-        match Ledger::open(config.writer_options()?) {
-            Ok(ledger) => {
-                ledger.close();
-                return Ok(());
-            }
-            Err(LedgerError::Busy(_)) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    bail!(
-        "the gateway's ledger writer did not finish with {}",
-        path.display()
-    )
 }
