@@ -358,7 +358,9 @@ async fn agent_session(config: &Config, secret: &str) -> Result<u64> {
     println!("  the session is still usable after the denials: {ssn_reached}");
     drop(client);
     let _ = driver.await;
-    // Stop the gateway as an operator would: sessions end, the ledger is closed.
+    // The agent has gone; a little later the operator stops the gateway,
+    // which ends any session left and closes the ledger.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = stop.send(());
     serving.await??;
     let reader = LedgerReader::open(&config.ledger.path)?;
