@@ -691,3 +691,48 @@ async fn stopping_the_gateway_ends_sessions_and_records_it() {
         .expect("the gateway released the ledger")
         .close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_identities_can_use_a_read_only_upstream_role() {
+    std::env::set_var("GH_TEST_RO_PASSWORD", "ro-secret");
+    let env = Env::start_custom(
+        POLICY,
+        "",
+        "read_only_user = \"gatehouse_ro\"\nread_only_password_env = \"GH_TEST_RO_PASSWORD\"",
+        |pg| {
+            pg.psql(
+                "shop",
+                "CREATE ROLE gatehouse_ro LOGIN PASSWORD 'ro-secret'; \
+                 GRANT SELECT ON ALL TABLES IN SCHEMA public TO gatehouse_ro",
+            );
+        },
+    )
+    .await;
+    let reader = env.connect("reader").await;
+    let who: String = reader
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        who, "gatehouse_ro",
+        "read-only identities log in upstream as the read-only role"
+    );
+    let n: i64 = reader
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 200);
+    let agent = env.connect("agent").await;
+    let who: String = agent
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        who,
+        env.pg.superuser(),
+        "read-write identities use the target's own login"
+    );
+}
