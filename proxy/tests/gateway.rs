@@ -736,3 +736,126 @@ async fn read_only_identities_can_use_a_read_only_upstream_role() {
         "read-write identities use the target's own login"
     );
 }
+
+fn fatal_or_closed(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            assert_eq!(db.severity(), "FATAL", "{db:?}");
+            db.message().to_owned()
+        }
+        None => {
+            assert!(e.is_closed(), "{e}");
+            String::new()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_an_identity_cancels_its_work_ends_its_sessions_and_refuses_logins() {
+    let env = Env::start(POLICY).await;
+    let sleeper = env.connect("agent").await;
+    let idle = env.connect("agent").await;
+    let bystander = env.connect("reader").await;
+    let sleeping = tokio::spawn(async move {
+        let started = Instant::now();
+        let r = sleeper.simple_query("SELECT pg_sleep(30)").await;
+        (r, started.elapsed(), sleeper)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let blocked_at = Instant::now();
+    env.shared()
+        .block("agent", "bob", "exfiltration attempt", None)
+        .await
+        .unwrap();
+    let (r, _, _sleeper) = sleeping.await.unwrap();
+    let ended_after = blocked_at.elapsed();
+    assert!(r.is_err(), "the in-flight statement was stopped");
+    assert!(ended_after < Duration::from_secs(2), "took {ended_after:?}");
+    println!("block to end of the in-flight statement: {ended_after:?}");
+    let msg = fatal_or_closed(&idle.simple_query("SELECT 1").await.unwrap_err());
+    if !msg.is_empty() {
+        assert!(
+            msg.contains("blocked") && msg.contains("exfiltration attempt"),
+            "{msg}"
+        );
+    }
+    // New logins are refused; other identities carry on.
+    let e = tokio_postgres::connect(&env.conn_str("agent"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("a blocked identity cannot log in");
+    assert!(e.as_db_error().unwrap().message().contains("blocked"));
+    assert_alive(&bystander, 12).await;
+    env.settle().await;
+    let events = env.events();
+    assert!(events.iter().any(|e| matches!(e, EventBody::IdentityBlocked(b) if b.identity == "agent" && b.operator == "bob")));
+    let terminated = events
+        .iter()
+        .filter(|e| matches!(e, EventBody::SessionTerminated(t) if t.identity == "agent"))
+        .count();
+    assert_eq!(terminated, 2, "both of the agent's sessions ended");
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, EventBody::AuthenticationFailed(a) if a.reason.contains("blocked"))));
+    // The state before and after the block differs by the block.
+    let seq = {
+        let reader = gatehouse_ledger::LedgerReader::open(env.ledger()).unwrap();
+        reader
+            .events(0..u64::MAX)
+            .map(|e| e.unwrap().event)
+            .find(|e| matches!(e.body, EventBody::IdentityBlocked(_)))
+            .unwrap()
+            .seq
+    };
+    let before =
+        gatehouse::state::state_at(&env.ledger(), gatehouse::state::At::Seq(seq - 1)).unwrap();
+    let after = gatehouse::state::state_at(&env.ledger(), gatehouse::state::At::Seq(seq)).unwrap();
+    assert!(before.blocks.is_empty());
+    assert_eq!(after.blocks["agent"].reason, "exfiltration attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_denials_trigger_automatic_containment() {
+    let policy =
+        format!("[settings]\ncontain_after_denials = 3\ncontain_window_seconds = 60\n{POLICY}");
+    let env = Env::start(&policy).await;
+    let c = env.connect("agent").await;
+    for _ in 0..2 {
+        denied(
+            &c.simple_query("SELECT ssn FROM customers")
+                .await
+                .unwrap_err(),
+        );
+    }
+    assert_alive(&c, 13).await;
+    // The third denial crosses the threshold: the block ends the session.
+    let _ = c.simple_query("SELECT ssn FROM customers").await;
+    let e = c
+        .simple_query("SELECT 'after the block'")
+        .await
+        .unwrap_err();
+    fatal_or_closed(&e);
+    assert!(
+        tokio_postgres::connect(&env.conn_str("agent"), tokio_postgres::NoTls)
+            .await
+            .is_err()
+    );
+    env.settle().await;
+    let block = env
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            EventBody::IdentityBlocked(b) => Some(b),
+            _ => None,
+        })
+        .expect("an automatic block");
+    assert_eq!(block.operator, "gatehouse");
+    assert_eq!(
+        block.trigger.as_deref(),
+        Some("3 denied statements within 60 s")
+    );
+    assert!(
+        !env.pg.log().contains("after the block"),
+        "nothing ran after the block"
+    );
+}

@@ -88,6 +88,18 @@ pub struct PolicyError {
 pub struct Settings {
     /// Told to the client when a statement is denied without a rule message.
     pub default_message: String,
+    /// Automatic containment: block an identity by itself after this many
+    /// denied statements within the window.
+    pub containment: Option<Containment>,
+}
+
+/// `contain_after_denials` within `contain_window_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Containment {
+    /// Denied statements that trigger a block.
+    pub denials: u32,
+    /// Within this many seconds.
+    pub window_seconds: u64,
 }
 
 /// One `[[rule]]`, as written (patterns) and compiled (private).
@@ -260,6 +272,7 @@ impl Policy {
             source: String::new(),
             settings: Settings {
                 default_message: DEFAULT_MESSAGE.to_owned(),
+                containment: None,
             },
             rules: Vec::new(),
         }

@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use super::glob::{Glob, GlobList};
 use super::{
-    class_bit, Action, Matcher, Policy, PolicyError, Rule, Settings, StatementClass, ALL_CLASSES,
-    CLASS_NAMES, DEFAULT_MESSAGE,
+    class_bit, Action, Containment, Matcher, Policy, PolicyError, Rule, Settings, StatementClass,
+    ALL_CLASSES, CLASS_NAMES, DEFAULT_MESSAGE,
 };
 
 type Compiled = (Vec<String>, GlobList);
@@ -44,6 +44,8 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawSettings {
     default_message: Option<Spanned<String>>,
+    contain_after_denials: Option<Spanned<i64>>,
+    contain_window_seconds: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -285,8 +287,44 @@ pub(super) fn parse(source: &str) -> Result<Policy, PolicyError> {
 
     let mut settings = Settings {
         default_message: DEFAULT_MESSAGE.into(),
+        containment: None,
     };
     if let Some(s) = raw.settings {
+        match (s.contain_after_denials, s.contain_window_seconds) {
+            (None, None) => {}
+            (Some(n), Some(w)) => {
+                let (n_span, n) = (n.span(), n.into_inner());
+                let (w_span, w) = (w.span(), w.into_inner());
+                if !(1..=1_000_000).contains(&n) {
+                    return Err(cx.err(
+                        &n_span,
+                        "`contain_after_denials` must be between 1 and 1000000",
+                    ));
+                }
+                if !(1..=86_400).contains(&w) {
+                    return Err(cx.err(
+                        &w_span,
+                        "`contain_window_seconds` must be between 1 and 86400",
+                    ));
+                }
+                settings.containment = Some(Containment {
+                    denials: n as u32,
+                    window_seconds: w as u64,
+                });
+            }
+            (Some(n), None) => {
+                return Err(cx.err(
+                    &n.span(),
+                    "`contain_after_denials` needs `contain_window_seconds` too",
+                ))
+            }
+            (None, Some(w)) => {
+                return Err(cx.err(
+                    &w.span(),
+                    "`contain_window_seconds` needs `contain_after_denials` too",
+                ))
+            }
+        }
         if let Some(m) = s.default_message {
             let span = m.span();
             let m = m.into_inner();

@@ -67,6 +67,11 @@ impl Gateway {
             policy,
             config.listen.max_frame_bytes,
             state.last_session + 1,
+            state
+                .blocks
+                .iter()
+                .map(|(identity, b)| (identity.clone(), b.reason.clone()))
+                .collect(),
         ));
         Ok(Gateway {
             listener,
@@ -78,6 +83,12 @@ impl Gateway {
     /// The address clients connect to.
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// A handle for operator actions on the running gateway (the admin API
+    /// and tests use it).
+    pub fn shared(&self) -> Arc<shared::Shared> {
+        self.shared.clone()
     }
 
     /// Serves clients until the task is dropped or the listener fails.

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::frame::{self, read_frame, read_startup, FrameError};
 use super::scram::{self, Exchange};
 use super::session::{self, SessionInfo};
-use super::shared::{CancelTarget, Shared};
+use super::shared::{CancelTarget, SessionControl, Shared};
 use super::upstream;
 
 const SSL_REQUEST: i32 = 80877103;
@@ -258,6 +258,26 @@ async fn startup_with<S: Stream>(
         }
     };
 
+    if let Some(reason) = shared.blocked(&identity) {
+        let event = AuthenticationFailed {
+            identity: identity.clone(),
+            client_addr: client_addr.clone(),
+            target: Some(target_name.clone()),
+            reason: format!("identity is blocked: {reason}"),
+        };
+        if let Err(e) = shared.ledger.append(&event.into()).await {
+            warn!("cannot record a refused login: {e}");
+        }
+        fatal(
+            &mut stream,
+            "28000",
+            &format!("identity \"{identity}\" is blocked by Gatehouse: {reason}"),
+        )
+        .await
+        .ok();
+        return Ok(());
+    }
+
     let Some(target) = shared.targets.get(&target_name).cloned() else {
         fatal(
             &mut stream,
@@ -350,12 +370,37 @@ async fn startup_with<S: Stream>(
     stream.write_all(&hello).await?;
     stream.flush().await?;
 
+    let (kill, killed) = tokio::sync::watch::channel(None);
+    shared.sessions.lock().expect("sessions lock").insert(
+        session,
+        SessionControl {
+            identity: identity.clone(),
+            upstream: CancelTarget {
+                target: target.clone(),
+                key: upstream.cancel_key,
+            },
+            kill,
+        },
+    );
+    // A block recorded between the check above and the registration must
+    // still end this session.
+    if let Some(reason) = shared.blocked(&identity) {
+        if let Some(c) = shared.sessions.lock().expect("sessions lock").get(&session) {
+            c.kill
+                .send_replace(Some(format!("identity {identity} was blocked: {reason}")));
+        }
+    }
     let info = SessionInfo {
         id: session,
         identity,
         target,
     };
-    let result = session::relay(stream, upstream.stream, info, shared.clone()).await;
+    let result = session::relay(stream, upstream.stream, info, shared.clone(), killed).await;
+    shared
+        .sessions
+        .lock()
+        .expect("sessions lock")
+        .remove(&session);
     shared
         .cancel_keys
         .lock()

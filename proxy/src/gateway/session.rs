@@ -22,6 +22,7 @@ use gatehouse_engine::{Action, Classification, StatementClass};
 use gatehouse_ledger::cbor::Bytes as CborBytes;
 use gatehouse_ledger::event::{
     Decision, EventBody, Param, PendingEvent, Protocol, QueryReceived, Response, SessionClosed,
+    SessionTerminated,
 };
 use pgwire::messages::extendedquery::{Bind, Close, Execute, Parse};
 use pgwire::messages::simplequery::Query;
@@ -162,6 +163,7 @@ pub async fn relay<S: Stream>(
     upstream: Box<dyn Stream>,
     info: SessionInfo,
     shared: Arc<Shared>,
+    mut killed: tokio::sync::watch::Receiver<Option<String>>,
 ) -> anyhow::Result<()> {
     let marker = format!(
         "gatehouse_deny_{}",
@@ -199,7 +201,11 @@ pub async fn relay<S: Stream>(
         r = upstream_to_client(&ctx, upstream_r, &mut client_w) => r.map(|()| End::Upstream),
         () = flush_deferred(&ctx) => Ok(End::Upstream),
         _ = shutdown.wait_for(|stop| *stop) => Ok(End::Shutdown),
+        r = killed.wait_for(Option::is_some) => Ok(End::Killed(
+            r.ok().and_then(|why| why.clone()).unwrap_or_else(|| "ended by Gatehouse".into()),
+        )),
     };
+    let killed = matches!(outcome, Ok(End::Killed(_)));
     let (reason, fatal) = match outcome {
         Ok(End::Terminated) => ("client terminated the session".to_owned(), None),
         Ok(End::ClientClosed) => ("client disconnected".to_owned(), None),
@@ -212,6 +218,10 @@ pub async fn relay<S: Stream>(
             )),
         ),
         Ok(End::Fatal(msg)) => (msg.clone(), Some(("08P01", msg))),
+        Ok(End::Killed(why)) => (
+            why.clone(),
+            Some(("57P01", format!("Gatehouse ended this session: {why}"))),
+        ),
         Ok(End::Shutdown) => (
             "the gateway is shutting down".to_owned(),
             Some((
@@ -238,6 +248,17 @@ pub async fn relay<S: Stream>(
         .await;
     }
     let mut events = std::mem::take(&mut ctx.tracker.lock().expect("tracker").deferred);
+    if killed {
+        events.push(
+            EventBody::from(SessionTerminated {
+                session: ctx.info.id,
+                identity: ctx.info.identity.clone(),
+                operator: None,
+                reason: reason.clone(),
+            })
+            .to_pending(),
+        );
+    }
     events.push(
         EventBody::from(SessionClosed {
             session: ctx.info.id,
@@ -263,6 +284,8 @@ enum End {
     Upstream,
     Fatal(String),
     Shutdown,
+    /// Ended from outside (a block, a kill), with the reason.
+    Killed(String),
 }
 
 /// Appends deferred Response events shortly after they appear, so a quiet
@@ -615,7 +638,8 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         }
         if j.action != Action::Allow {
             let error = self.denial_error(&j);
-            return self.deny_simple(error).await;
+            self.deny_simple(error).await?;
+            return contain_if_needed(self.ctx).await;
         }
         self.push(Pending::Exec(Exec::new(self.query, true)));
         self.upstream.write_all(&f.bytes).await?;
@@ -643,7 +667,8 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
                 Ok(()) => self.denial_error(&j),
                 Err(e) => e,
             };
-            return self.deny_extended(error).await;
+            self.deny_extended(error).await?;
+            return contain_if_needed(self.ctx).await;
         }
         self.upstream.write_all(&f.bytes).await
     }
@@ -708,11 +733,31 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         }
         if j.action != Action::Allow {
             let error = self.denial_error(&j);
-            return self.deny_extended(error).await;
+            self.deny_extended(error).await?;
+            return contain_if_needed(self.ctx).await;
         }
         self.push(Pending::Exec(Exec::new(self.query, false)));
         self.upstream.write_all(&f.bytes).await
     }
+}
+
+/// Automatic containment: after a denial, blocks the identity if the
+/// policy's threshold of denials within its window has been reached. The
+/// block ends this session too (through its kill signal).
+async fn contain_if_needed(ctx: &Context) -> std::io::Result<()> {
+    let identity = &ctx.info.identity;
+    if let Some(trigger) = ctx.shared.note_denial(identity) {
+        warn!(identity, "automatic containment: {trigger}");
+        let reason = format!("automatic containment: {trigger}");
+        if let Err(e) = ctx
+            .shared
+            .block(identity, "gatehouse", &reason, Some(trigger))
+            .await
+        {
+            warn!(identity, "cannot record the automatic block: {e}");
+        }
+    }
+    Ok(())
 }
 
 /// Rows affected or returned, from a command tag such as `INSERT 0 5`.

@@ -1,14 +1,17 @@
 //! State shared by every session of one gateway process.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use gatehouse_engine::classify::classify;
 use gatehouse_engine::identities::Identities;
 use gatehouse_engine::policy::Policy;
 use gatehouse_engine::Classification;
-use gatehouse_ledger::Ledger;
+use gatehouse_ledger::event::IdentityBlocked;
+use gatehouse_ledger::{AppendError, Ledger};
+use tracing::warn;
 
 use crate::config::Target;
 
@@ -49,6 +52,16 @@ pub struct CancelTarget {
     pub key: (i32, i32),
 }
 
+/// What the gateway can do to a running session from outside it.
+pub struct SessionControl {
+    /// The session's identity.
+    pub identity: String,
+    /// Where its in-flight statement can be cancelled.
+    pub upstream: CancelTarget,
+    /// Ends the session with the given reason.
+    pub kill: tokio::sync::watch::Sender<Option<String>>,
+}
+
 /// Everything sessions share.
 pub struct Shared {
     /// The audit ledger writer.
@@ -71,6 +84,12 @@ pub struct Shared {
     next_session: AtomicU64,
     /// Set when the gateway is stopping; sessions end themselves.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Blocked identities and why (projection of block events).
+    pub blocks: RwLock<HashMap<String, String>>,
+    /// Running sessions.
+    pub sessions: Mutex<HashMap<u64, SessionControl>>,
+    /// Recent denials per identity, for automatic containment.
+    denials: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
 impl Shared {
@@ -82,6 +101,7 @@ impl Shared {
         policy: Policy,
         max_frame: usize,
         first_session: u64,
+        blocks: HashMap<String, String>,
     ) -> Self {
         Shared {
             ledger,
@@ -97,6 +117,9 @@ impl Shared {
             salt_secret: super::scram::random_bytes(),
             next_session: AtomicU64::new(first_session),
             shutdown: tokio::sync::watch::channel(false).0,
+            blocks: RwLock::new(blocks),
+            sessions: Mutex::new(HashMap::new()),
+            denials: Mutex::new(HashMap::new()),
         }
     }
 
@@ -108,5 +131,76 @@ impl Shared {
     /// The current policy.
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.read().expect("policy lock").clone()
+    }
+
+    /// Why `identity` is blocked, if it is.
+    pub fn blocked(&self, identity: &str) -> Option<String> {
+        self.blocks
+            .read()
+            .expect("blocks lock")
+            .get(identity)
+            .cloned()
+    }
+
+    /// Blocks `identity`: records the block, then cancels its in-flight
+    /// statements upstream and ends its sessions. New logins are refused
+    /// from the moment the block is recorded.
+    pub async fn block(
+        &self,
+        identity: &str,
+        operator: &str,
+        reason: &str,
+        trigger: Option<String>,
+    ) -> Result<(), AppendError> {
+        if self.blocked(identity).is_some() {
+            return Ok(());
+        }
+        let event = IdentityBlocked {
+            identity: identity.to_owned(),
+            operator: operator.to_owned(),
+            reason: reason.to_owned(),
+            trigger,
+        };
+        self.ledger.append(&event.into()).await?;
+        self.blocks
+            .write()
+            .expect("blocks lock")
+            .insert(identity.to_owned(), reason.to_owned());
+        let why = format!("identity {identity} was blocked: {reason}");
+        let sessions = self.sessions.lock().expect("sessions lock");
+        for control in sessions.values().filter(|c| c.identity == identity) {
+            let upstream = control.upstream.clone();
+            tokio::spawn(async move {
+                if let Err(e) = super::upstream::cancel(&upstream.target, upstream.key).await {
+                    warn!("cannot cancel a blocked identity's statement upstream: {e}");
+                }
+            });
+            control.kill.send_replace(Some(why.clone()));
+        }
+        Ok(())
+    }
+
+    /// Counts a denial for automatic containment; returns the trigger
+    /// description when the identity has now crossed the policy's threshold.
+    pub fn note_denial(&self, identity: &str) -> Option<String> {
+        let containment = self.policy().settings().containment?;
+        let window = Duration::from_secs(containment.window_seconds);
+        let now = Instant::now();
+        let mut denials = self.denials.lock().expect("denials lock");
+        let recent = denials.entry(identity.to_owned()).or_default();
+        recent.push_back(now);
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            recent.pop_front();
+        }
+        (recent.len() >= containment.denials as usize).then(|| {
+            recent.clear();
+            format!(
+                "{} denied statements within {} s",
+                containment.denials, containment.window_seconds
+            )
+        })
     }
 }

@@ -66,6 +66,7 @@ pub struct Env {
     pub secrets: Vec<(String, String)>,
     task: tokio::task::JoinHandle<()>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    shared: Option<std::sync::Arc<gatehouse::gateway::shared::Shared>>,
 }
 
 impl Env {
@@ -129,6 +130,7 @@ impl Env {
         .unwrap();
         let gateway = Gateway::bind(&config).await.unwrap();
         let addr = gateway.local_addr().unwrap();
+        let shared = gateway.shared();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             gateway
@@ -146,11 +148,19 @@ impl Env {
             secrets,
             task,
             stop: Some(stop),
+            shared: Some(shared),
         }
+    }
+
+    /// The running gateway, for operator actions.
+    pub fn shared(&self) -> &gatehouse::gateway::shared::Shared {
+        self.shared.as_ref().expect("the gateway is running")
     }
 
     /// Stops the gateway as SIGTERM would, and waits until it has.
     pub async fn stop(&mut self) {
+        // Our handle would keep the ledger writer alive.
+        self.shared = None;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
