@@ -859,3 +859,71 @@ async fn repeated_denials_trigger_automatic_containment() {
         "nothing ran after the block"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_unblock_and_revoke() {
+    let env = Env::start(POLICY).await;
+    // Kill one session: exactly that one ends.
+    let a = env.connect("agent").await;
+    let b = env.connect("agent").await;
+    let first = *env.shared().sessions.lock().unwrap().keys().min().unwrap();
+    assert!(env.shared().kill(first, "bob", "looked at it funny"));
+    assert!(!env.shared().kill(999_999, "bob", "no such session"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ra = a.simple_query("SELECT 1").await;
+    let rb = b.simple_query("SELECT 1").await;
+    assert!(
+        ra.is_err() != rb.is_err(),
+        "exactly one session ended: {ra:?} / {rb:?}"
+    );
+    // Unblock lets an identity back in.
+    env.shared()
+        .block("agent", "bob", "pause", None)
+        .await
+        .unwrap();
+    assert!(
+        tokio_postgres::connect(&env.conn_str("agent"), tokio_postgres::NoTls)
+            .await
+            .is_err()
+    );
+    assert!(env
+        .shared()
+        .unblock("agent", "alice", Some("cleared".into()))
+        .await
+        .unwrap());
+    let back = env.connect("agent").await;
+    assert_alive(&back, 14).await;
+    // Revoking the credential ends the sessions using it and its logins.
+    let credential = {
+        let ids = env.shared().identities.read().unwrap();
+        let id = ids.usable_credentials("agent", gatehouse::gateway::server::now_ns())[0]
+            .id
+            .clone();
+        id
+    };
+    assert!(env
+        .shared()
+        .revoke(&credential, "alice", "leaked in a log")
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let msg = fatal_or_closed(&back.simple_query("SELECT 1").await.unwrap_err());
+    if !msg.is_empty() {
+        assert!(msg.contains("revoked"), "{msg}");
+    }
+    let e = tokio_postgres::connect(&env.conn_str("agent"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("a revoked credential cannot log in");
+    assert_eq!(e.as_db_error().unwrap().code(), &SqlState::INVALID_PASSWORD);
+    env.settle().await;
+    let events = env.events();
+    assert!(events.iter().any(|e| matches!(e, EventBody::SessionTerminated(t) if t.operator.as_deref() == Some("bob") && t.reason == "looked at it funny")));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, EventBody::IdentityUnblocked(u) if u.operator == "alice")));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, EventBody::CredentialRevoked(r) if r.credential == credential)));
+    assert!(env.verify().is_intact());
+}

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::frame::{self, read_frame, read_startup, FrameError};
 use super::scram::{self, Exchange};
 use super::session::{self, SessionInfo};
-use super::shared::{CancelTarget, SessionControl, Shared};
+use super::shared::{CancelTarget, SessionControl, Shared, Termination};
 use super::upstream;
 
 const SSL_REQUEST: i32 = 80877103;
@@ -375,6 +375,7 @@ async fn startup_with<S: Stream>(
         session,
         SessionControl {
             identity: identity.clone(),
+            credential: credential.clone(),
             upstream: CancelTarget {
                 target: target.clone(),
                 key: upstream.cancel_key,
@@ -386,8 +387,10 @@ async fn startup_with<S: Stream>(
     // still end this session.
     if let Some(reason) = shared.blocked(&identity) {
         if let Some(c) = shared.sessions.lock().expect("sessions lock").get(&session) {
-            c.kill
-                .send_replace(Some(format!("identity {identity} was blocked: {reason}")));
+            c.kill.send_replace(Some(Termination {
+                operator: None,
+                reason: format!("identity {identity} was blocked: {reason}"),
+            }));
         }
     }
     let info = SessionInfo {

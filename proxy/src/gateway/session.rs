@@ -32,7 +32,7 @@ use tracing::{info, warn};
 use super::frame::{self, read_frame, Frame, FrameError};
 use super::scram::random_bytes;
 use super::server::Stream;
-use super::shared::Shared;
+use super::shared::{Shared, Termination};
 use crate::config::Target;
 
 /// Most bytes read and discarded after a FATAL error, so it is delivered.
@@ -163,7 +163,7 @@ pub async fn relay<S: Stream>(
     upstream: Box<dyn Stream>,
     info: SessionInfo,
     shared: Arc<Shared>,
-    mut killed: tokio::sync::watch::Receiver<Option<String>>,
+    mut killed: tokio::sync::watch::Receiver<Option<Termination>>,
 ) -> anyhow::Result<()> {
     let marker = format!(
         "gatehouse_deny_{}",
@@ -202,10 +202,16 @@ pub async fn relay<S: Stream>(
         () = flush_deferred(&ctx) => Ok(End::Upstream),
         _ = shutdown.wait_for(|stop| *stop) => Ok(End::Shutdown),
         r = killed.wait_for(Option::is_some) => Ok(End::Killed(
-            r.ok().and_then(|why| why.clone()).unwrap_or_else(|| "ended by Gatehouse".into()),
+            r.ok().and_then(|t| t.clone()).unwrap_or(Termination {
+                operator: None,
+                reason: "ended by Gatehouse".into(),
+            }),
         )),
     };
-    let killed = matches!(outcome, Ok(End::Killed(_)));
+    let terminated_by = match &outcome {
+        Ok(End::Killed(t)) => Some(t.operator.clone()),
+        _ => None,
+    };
     let (reason, fatal) = match outcome {
         Ok(End::Terminated) => ("client terminated the session".to_owned(), None),
         Ok(End::ClientClosed) => ("client disconnected".to_owned(), None),
@@ -218,9 +224,12 @@ pub async fn relay<S: Stream>(
             )),
         ),
         Ok(End::Fatal(msg)) => (msg.clone(), Some(("08P01", msg))),
-        Ok(End::Killed(why)) => (
-            why.clone(),
-            Some(("57P01", format!("Gatehouse ended this session: {why}"))),
+        Ok(End::Killed(t)) => (
+            t.reason.clone(),
+            Some((
+                "57P01",
+                format!("Gatehouse ended this session: {}", t.reason),
+            )),
         ),
         Ok(End::Shutdown) => (
             "the gateway is shutting down".to_owned(),
@@ -248,12 +257,12 @@ pub async fn relay<S: Stream>(
         .await;
     }
     let mut events = std::mem::take(&mut ctx.tracker.lock().expect("tracker").deferred);
-    if killed {
+    if let Some(operator) = terminated_by {
         events.push(
             EventBody::from(SessionTerminated {
                 session: ctx.info.id,
                 identity: ctx.info.identity.clone(),
-                operator: None,
+                operator,
                 reason: reason.clone(),
             })
             .to_pending(),
@@ -284,8 +293,8 @@ enum End {
     Upstream,
     Fatal(String),
     Shutdown,
-    /// Ended from outside (a block, a kill), with the reason.
-    Killed(String),
+    /// Ended from outside (a block, a kill, a revocation).
+    Killed(Termination),
 }
 
 /// Appends deferred Response events shortly after they appear, so a quiet

@@ -9,7 +9,7 @@ use gatehouse_engine::classify::classify;
 use gatehouse_engine::identities::Identities;
 use gatehouse_engine::policy::Policy;
 use gatehouse_engine::Classification;
-use gatehouse_ledger::event::IdentityBlocked;
+use gatehouse_ledger::event::{CredentialRevoked, IdentityBlocked, IdentityUnblocked};
 use gatehouse_ledger::{AppendError, Ledger};
 use tracing::warn;
 
@@ -52,14 +52,38 @@ pub struct CancelTarget {
     pub key: (i32, i32),
 }
 
+/// Why a session is being ended from outside, and by whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Termination {
+    /// The operator, or `None` for the gateway itself.
+    pub operator: Option<String>,
+    /// Shown to the client and recorded.
+    pub reason: String,
+}
+
 /// What the gateway can do to a running session from outside it.
 pub struct SessionControl {
     /// The session's identity.
     pub identity: String,
+    /// The credential it logged in with.
+    pub credential: String,
     /// Where its in-flight statement can be cancelled.
     pub upstream: CancelTarget,
-    /// Ends the session with the given reason.
-    pub kill: tokio::sync::watch::Sender<Option<String>>,
+    /// Ends the session.
+    pub kill: tokio::sync::watch::Sender<Option<Termination>>,
+}
+
+impl SessionControl {
+    /// Cancels the in-flight statement upstream, then ends the session.
+    fn terminate(&self, termination: Termination) {
+        let upstream = self.upstream.clone();
+        tokio::spawn(async move {
+            if let Err(e) = super::upstream::cancel(&upstream.target, upstream.key).await {
+                warn!("cannot cancel a statement upstream: {e}");
+            }
+        });
+        self.kill.send_replace(Some(termination));
+    }
 }
 
 /// Everything sessions share.
@@ -166,18 +190,93 @@ impl Shared {
             .write()
             .expect("blocks lock")
             .insert(identity.to_owned(), reason.to_owned());
-        let why = format!("identity {identity} was blocked: {reason}");
+        let termination = Termination {
+            operator: Some(operator.to_owned()),
+            reason: format!("identity {identity} was blocked: {reason}"),
+        };
         let sessions = self.sessions.lock().expect("sessions lock");
         for control in sessions.values().filter(|c| c.identity == identity) {
-            let upstream = control.upstream.clone();
-            tokio::spawn(async move {
-                if let Err(e) = super::upstream::cancel(&upstream.target, upstream.key).await {
-                    warn!("cannot cancel a blocked identity's statement upstream: {e}");
-                }
-            });
-            control.kill.send_replace(Some(why.clone()));
+            control.terminate(termination.clone());
         }
         Ok(())
+    }
+
+    /// Lifts a block; the identity can log in again.
+    pub async fn unblock(
+        &self,
+        identity: &str,
+        operator: &str,
+        reason: Option<String>,
+    ) -> Result<bool, AppendError> {
+        if self.blocked(identity).is_none() {
+            return Ok(false);
+        }
+        let event = IdentityUnblocked {
+            identity: identity.to_owned(),
+            operator: operator.to_owned(),
+            reason,
+        };
+        self.ledger.append(&event.into()).await?;
+        self.blocks.write().expect("blocks lock").remove(identity);
+        self.denials.lock().expect("denials lock").remove(identity);
+        Ok(true)
+    }
+
+    /// Ends one session; returns whether it was running.
+    pub fn kill(&self, session: u64, operator: &str, reason: &str) -> bool {
+        let sessions = self.sessions.lock().expect("sessions lock");
+        match sessions.get(&session) {
+            Some(control) => {
+                control.terminate(Termination {
+                    operator: Some(operator.to_owned()),
+                    reason: reason.to_owned(),
+                });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Revokes a credential: it can no longer log in, and the sessions that
+    /// logged in with it end at once. Returns whether it existed.
+    pub async fn revoke(
+        &self,
+        credential: &str,
+        operator: &str,
+        reason: &str,
+    ) -> Result<bool, AppendError> {
+        let owner = {
+            let ids = self.identities.read().expect("identities lock");
+            let name = ids
+                .iter()
+                .find(|i| i.credentials.contains_key(credential))
+                .map(|i| i.name.clone());
+            name
+        };
+        let Some(identity) = owner else {
+            return Ok(false);
+        };
+        let event: gatehouse_ledger::EventBody = CredentialRevoked {
+            credential: credential.to_owned(),
+            identity,
+            operator: operator.to_owned(),
+            reason: reason.to_owned(),
+        }
+        .into();
+        self.ledger.append(&event).await?;
+        self.identities
+            .write()
+            .expect("identities lock")
+            .apply(&event);
+        let termination = Termination {
+            operator: Some(operator.to_owned()),
+            reason: format!("credential {credential} was revoked: {reason}"),
+        };
+        let sessions = self.sessions.lock().expect("sessions lock");
+        for control in sessions.values().filter(|c| c.credential == credential) {
+            control.terminate(termination.clone());
+        }
+        Ok(true)
     }
 
     /// Counts a denial for automatic containment; returns the trigger
