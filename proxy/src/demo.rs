@@ -354,8 +354,8 @@ async fn agent_session(config: &Config, secret: &str) -> Result<u64> {
             }
         }
     }
-    let ssn_reached = client.simple_query("SELECT 1").await.is_ok();
-    println!("  the session is still usable after the denials: {ssn_reached}");
+    let still_usable = client.simple_query("SELECT 1").await.is_ok();
+    println!("  the session is still usable after the denials: {still_usable}");
     drop(client);
     let _ = driver.await;
     // The agent has gone; a little later the operator stops the gateway,
