@@ -5,6 +5,7 @@
 
 pub mod classify;
 pub mod identities;
+pub mod operators;
 pub mod policy;
 pub mod state;
 

@@ -13,6 +13,7 @@ use gatehouse_ledger::Event;
 use serde::Serialize;
 
 use crate::identities::Identities;
+use crate::operators::Operators;
 
 /// The policy in force and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,6 +86,8 @@ pub struct Approval {
 pub struct GatewayState {
     /// Identities and their credentials.
     pub identities: Identities,
+    /// Operators of the admin API.
+    pub operators: Operators,
     /// The policy in force, if any was applied.
     pub policy: Option<PolicyState>,
     /// Blocked identities.
@@ -106,6 +109,7 @@ impl GatewayState {
     pub fn apply(&mut self, event: &Event) {
         let body = &event.body;
         self.identities.apply(body);
+        self.operators.apply(body);
         self.events = event.seq + 1;
         self.as_of = Some(event.ts);
         if let Some(s) = body.session() {

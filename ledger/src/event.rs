@@ -335,6 +335,19 @@ cbor_struct! {
     }
 }
 
+cbor_struct! {
+    /// An operator of the admin API was added, with roles and a bearer token
+    /// (only its BLAKE3 hash is recorded).
+    pub struct OperatorAdded {
+        0 => operator: String,
+        /// Role names: `admin`, `approver`, `responder`, `auditor`.
+        1 => roles: Vec<String>,
+        2 => token_hash: Bytes,
+        /// Who added it (`gatehouse-init` for the first operator).
+        3 => added_by: String,
+    }
+}
+
 macro_rules! event_kinds {
     ($( $code:literal => $variant:ident, )*) => {
         /// The kind of an event, as stored in its record's key 2.
@@ -422,6 +435,7 @@ event_kinds! {
     19 => OperatorAction,
     20 => KeyRotated,
     21 => Snapshot,
+    22 => OperatorAdded,
 }
 
 impl EventBody {

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use gatehouse_ledger::event::OperatorAction;
+use gatehouse_engine::operators::{token_hash, Role};
+use gatehouse_ledger::cbor::Bytes;
+use gatehouse_ledger::event::{OperatorAction, OperatorAdded};
 use gatehouse_ledger::keyfile::write_signing_key;
 use gatehouse_ledger::note::NoteSigner;
 use gatehouse_ledger::Ledger;
@@ -18,6 +20,10 @@ pub const SIGNING_KEY: &str = "signing.key";
 pub const VERIFIER_KEY: &str = "verifier.pub";
 /// The ledger file.
 pub const LEDGER: &str = "ledger.db";
+/// The first operator's bearer token, owner-only.
+pub const OPERATOR_TOKEN: &str = "operator.token";
+/// The first operator's name.
+pub const FIRST_OPERATOR: &str = "admin";
 
 /// What `init` produced.
 pub struct Initialised {
@@ -25,6 +31,8 @@ pub struct Initialised {
     pub config: PathBuf,
     /// The verifier key string.
     pub verifier_key: String,
+    /// The file holding the first operator's token.
+    pub operator_token: PathBuf,
 }
 
 /// Creates `dir` (if needed) with a config, a fresh signing key, the verifier
@@ -32,7 +40,7 @@ pub struct Initialised {
 /// touch a directory that already holds any of these files.
 pub fn init(dir: &Path, origin: Option<&str>) -> Result<Initialised> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for name in [CONFIG, SIGNING_KEY, VERIFIER_KEY, LEDGER] {
+    for name in [CONFIG, SIGNING_KEY, VERIFIER_KEY, LEDGER, OPERATOR_TOKEN] {
         if dir.join(name).exists() {
             bail!(
                 "{} already exists; gatehouse init never overwrites a ledger or key — choose an empty directory",
@@ -55,21 +63,58 @@ pub fn init(dir: &Path, origin: Option<&str>) -> Result<Initialised> {
     std::fs::write(&config_path, config::initial(LEDGER, SIGNING_KEY))
         .with_context(|| format!("cannot write {}", config_path.display()))?;
 
+    let token = format!(
+        "gho_{}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            crate::gateway::scram::random_bytes::<32>()
+        )
+    );
+    let token_path = dir.join(OPERATOR_TOKEN);
+    write_owner_only(&token_path, &format!("{token}\n"))?;
+
     let config = Config::load(&config_path)?;
     let ledger = Ledger::open(config.writer_options()?)?;
-    ledger.append_blocking(&[OperatorAction {
-        operator: "gatehouse-init".into(),
-        action: "ledger.init".into(),
-        target: Some(origin.clone()),
-        outcome: "ok".into(),
-        detail: Some(verifier_key.clone()),
-    }
-    .into()])?;
+    ledger.append_blocking(&[
+        OperatorAction {
+            operator: "gatehouse-init".into(),
+            action: "ledger.init".into(),
+            target: Some(origin.clone()),
+            outcome: "ok".into(),
+            detail: Some(verifier_key.clone()),
+        }
+        .into(),
+        OperatorAdded {
+            operator: FIRST_OPERATOR.into(),
+            roles: Role::ALL.iter().map(|r| r.name().to_owned()).collect(),
+            token_hash: Bytes(token_hash(&token)),
+            added_by: "gatehouse-init".into(),
+        }
+        .into(),
+    ])?;
     ledger.close();
     Ok(Initialised {
         config: config_path,
         verifier_key,
+        operator_token: token_path,
     })
+}
+
+/// Writes a new file readable by its owner only; never overwrites.
+fn write_owner_only(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn default_origin(dir: &Path) -> Result<String> {
@@ -117,8 +162,25 @@ mod tests {
                 .unwrap()
                 .len()
                 .unwrap(),
-            1
+            2
         );
+        // The first operator holds every role; only its token's hash is recorded.
+        let token = std::fs::read_to_string(&out.operator_token).unwrap();
+        let state = crate::state::load_state(&target.join(LEDGER)).unwrap();
+        let admin = state
+            .operators
+            .authenticate(token.trim())
+            .expect("the token authenticates");
+        assert_eq!(admin.roles.len(), 4);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&out.operator_token)
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         let again = init(&target, None).err().unwrap().to_string();
         assert!(again.contains("never overwrites"), "{again}");
     }

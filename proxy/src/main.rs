@@ -153,9 +153,11 @@ fn run(command: Command) -> Result<()> {
         Command::Init { dir, origin } => {
             let out = init::init(&dir, origin.as_deref())?;
             eprintln!(
-                "Initialised {}.\nThe signing key is readable by you only; the verifier key (below, and in {}) is for auditors.",
+                "Initialised {}.\nThe signing key is readable by you only; the verifier key (below, and in {}) is for auditors.\nThe first operator, {}, holds every role; its bearer token is in {} (owner-only).",
                 out.config.display(),
-                dir.join(init::VERIFIER_KEY).display()
+                dir.join(init::VERIFIER_KEY).display(),
+                init::FIRST_OPERATOR,
+                out.operator_token.display()
             );
             println!("{}", out.verifier_key);
         }

@@ -83,13 +83,14 @@ mod tests {
         let out = crate::init::init(&dir.path().join("gh"), Some("gatehouse.test/state")).unwrap();
         let config = crate::config::Config::load(&out.config).unwrap();
         crate::commands::identity_create(&config, "bot", None, "t".into()).unwrap();
-        let before = state_at(&config.ledger.path, At::Seq(0)).unwrap();
-        assert!(before.identities.get("bot").is_none());
-        assert_eq!(before.events, 1);
-        let after = state_at(&config.ledger.path, At::Seq(1)).unwrap();
-        assert!(after.identities.get("bot").is_some());
         let reader = LedgerReader::open(&config.ledger.path).unwrap();
-        let created_at = reader.get(1).unwrap().unwrap().event.ts;
+        let created = reader.len().unwrap() - 1;
+        let before = state_at(&config.ledger.path, At::Seq(created - 1)).unwrap();
+        assert!(before.identities.get("bot").is_none());
+        assert_eq!(before.events, created);
+        let after = state_at(&config.ledger.path, At::Seq(created)).unwrap();
+        assert!(after.identities.get("bot").is_some());
+        let created_at = reader.get(created).unwrap().unwrap().event.ts;
         assert_eq!(
             state_at(&config.ledger.path, At::Time(created_at)).unwrap(),
             after

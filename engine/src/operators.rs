@@ -1,0 +1,141 @@
+//! Operators of the admin API and their roles, as a fold over events.
+//!
+//! An operator authenticates with a bearer token; the ledger records only the
+//! token's BLAKE3 hash, so a copy of the ledger does not grant access.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use gatehouse_ledger::event::EventBody;
+use serde::Serialize;
+
+/// What an operator may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Policy, identities, credentials, operators.
+    Admin,
+    /// Approve or deny held statements.
+    Approver,
+    /// Block, unblock, kill sessions.
+    Responder,
+    /// Read sessions, approvals, state, replays and exports.
+    Auditor,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Approver, Role::Responder, Role::Auditor];
+
+    /// The role's name in events and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Approver => "approver",
+            Role::Responder => "responder",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    /// The role called `name`.
+    pub fn parse(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// One operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Operator {
+    /// The operator's name, recorded with every action.
+    pub name: String,
+    /// Granted roles; names not understood by this version are ignored.
+    pub roles: BTreeSet<Role>,
+    /// Who added the operator.
+    pub added_by: String,
+}
+
+/// Every operator, and the index from token hash to operator.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Operators {
+    by_name: BTreeMap<String, Operator>,
+    #[serde(skip)]
+    by_token: HashMap<Vec<u8>, String>,
+}
+
+/// The hash under which a token is recorded.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    blake3::hash(token.as_bytes()).as_bytes().to_vec()
+}
+
+impl Operators {
+    /// Folds one event in. Adding an existing operator replaces its roles
+    /// and token (how a token is rotated).
+    pub fn apply(&mut self, body: &EventBody) {
+        if let EventBody::OperatorAdded(e) = body {
+            self.by_token.retain(|_, name| name != &e.operator);
+            self.by_token
+                .insert(e.token_hash.0.clone(), e.operator.clone());
+            self.by_name.insert(
+                e.operator.clone(),
+                Operator {
+                    name: e.operator.clone(),
+                    roles: e.roles.iter().filter_map(|r| Role::parse(r)).collect(),
+                    added_by: e.added_by.clone(),
+                },
+            );
+        }
+    }
+
+    /// The operator holding `token`, if any.
+    pub fn authenticate(&self, token: &str) -> Option<&Operator> {
+        let name = self.by_token.get(&token_hash(token))?;
+        self.by_name.get(name)
+    }
+
+    /// An operator by name.
+    pub fn get(&self, name: &str) -> Option<&Operator> {
+        self.by_name.get(name)
+    }
+
+    /// Whether no operator exists yet.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_ledger::cbor::Bytes;
+    use gatehouse_ledger::event::OperatorAdded;
+
+    fn added(name: &str, roles: &[&str], token: &str) -> EventBody {
+        OperatorAdded {
+            operator: name.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            token_hash: Bytes(token_hash(token)),
+            added_by: "gatehouse-init".into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn tokens_authenticate_their_operator_and_rotation_retires_the_old_one() {
+        let mut ops = Operators::default();
+        ops.apply(&added("alice", &["admin", "auditor", "astronaut"], "t1"));
+        ops.apply(&added("bob", &["responder"], "t2"));
+        let alice = ops.authenticate("t1").unwrap();
+        assert_eq!(alice.name, "alice");
+        assert_eq!(alice.roles, BTreeSet::from([Role::Admin, Role::Auditor]));
+        assert!(ops.authenticate("t3").is_none());
+        ops.apply(&added("alice", &["auditor"], "t4"));
+        assert!(
+            ops.authenticate("t1").is_none(),
+            "the old token no longer works"
+        );
+        assert_eq!(
+            ops.authenticate("t4").unwrap().roles,
+            BTreeSet::from([Role::Auditor])
+        );
+        assert_eq!(ops.authenticate("t2").unwrap().name, "bob");
+    }
+}
