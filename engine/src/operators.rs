@@ -100,6 +100,11 @@ impl Operators {
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
+
+    /// How many operators exist.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
 }
 
 #[cfg(test)]

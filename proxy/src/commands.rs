@@ -8,10 +8,11 @@ use anyhow::{bail, Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use gatehouse_engine::classify::classify;
+use gatehouse_engine::operators::{token_hash, Role};
 use gatehouse_engine::policy::{Policy, Subject};
 use gatehouse_ledger::cbor::Bytes;
 use gatehouse_ledger::event::{
-    CredentialIssued, CredentialRevoked, IdentityCreated, PolicyChanged,
+    CredentialIssued, CredentialRevoked, IdentityCreated, OperatorAdded, PolicyChanged,
 };
 use gatehouse_ledger::Ledger;
 
@@ -154,6 +155,30 @@ pub fn credential_revoke(
     .into()])?;
     ledger.close();
     Ok(())
+}
+
+/// Adds (or re-keys) an admin-API operator; returns its new bearer token.
+/// Like the other direct commands it needs the gateway stopped.
+pub fn operator_add(
+    config: &Config,
+    name: &str,
+    roles: &[Role],
+    added_by: String,
+) -> Result<String> {
+    if name.is_empty() || name.starts_with('(') {
+        bail!("operator name {name:?} is not allowed");
+    }
+    let token = format!("gho_{}", B64URL.encode(scram::random_bytes::<32>()));
+    let ledger = Ledger::open(config.writer_options()?)?;
+    ledger.append_blocking(&[OperatorAdded {
+        operator: name.into(),
+        roles: roles.iter().map(|r| r.name().to_owned()).collect(),
+        token_hash: Bytes(token_hash(&token)),
+        added_by,
+    }
+    .into()])?;
+    ledger.close();
+    Ok(token)
 }
 
 /// `gatehouse policy apply`: validates, then records the policy.

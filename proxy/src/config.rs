@@ -21,6 +21,30 @@ pub struct Config {
     /// Upstream databases, chosen by the client's startup `database`.
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetSection>,
+    /// The admin API.
+    #[serde(default)]
+    pub admin: AdminSection,
+}
+
+/// `[admin]`: the operators' HTTP API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// `host:port` to listen on; keep it on a private interface.
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            address: default_admin_address(),
+        }
+    }
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:6433".into()
 }
 
 /// `[listen]`: the client-facing side.

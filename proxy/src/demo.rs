@@ -76,7 +76,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
     std::env::set_var(var, pg.password());
     let mut text = std::fs::read_to_string(&out.config)?;
     text.push_str(&format!(
-        "\n[listen]\naddress = \"127.0.0.1:0\"\n\n[[target]]\nname = \"shop\"\n\
+        "\n[admin]\naddress = \"127.0.0.1:0\"\n\n[listen]\naddress = \"127.0.0.1:0\"\n\n[[target]]\nname = \"shop\"\n\
          url = \"postgres://{}@127.0.0.1:{}/shop\"\npassword_env = \"{var}\"\n",
         pg.superuser(),
         pg.port()

@@ -2,6 +2,7 @@
 //! the data path, operator commands and the demo. A library so that
 //! integration tests can run a gateway in-process against a real PostgreSQL.
 
+pub mod admin_client;
 pub mod commands;
 pub mod config;
 pub mod demo;

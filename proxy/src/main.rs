@@ -48,6 +48,42 @@ enum Command {
         #[command(subcommand)]
         command: CredentialCommand,
     },
+    /// Block an identity on the running gateway: its statements are
+    /// cancelled, its sessions end, its logins are refused.
+    Block {
+        /// The identity.
+        identity: String,
+        /// Why (recorded, and shown to its sessions).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Lift a block.
+    Unblock {
+        /// The identity.
+        identity: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// End one session on the running gateway.
+    Kill {
+        /// The session number (see `gatehouse sessions`).
+        session: u64,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List the running gateway's sessions.
+    Sessions {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Print the gateway's state as of an instant or an event.
     State {
         /// The ledger file.
@@ -66,6 +102,23 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// How to reach the admin API.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin API's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:6433")]
+    admin: String,
+    /// File holding the operator's bearer token.
+    #[arg(long, default_value = "operator.token")]
+    token_file: PathBuf,
+}
+
+impl AdminArgs {
+    fn client(&self) -> Result<gatehouse::admin_client::AdminClient> {
+        gatehouse::admin_client::AdminClient::new(&self.admin, &self.token_file)
+    }
 }
 
 #[derive(Subcommand)]
@@ -253,6 +306,36 @@ fn run(command: Command) -> Result<()> {
                 eprintln!("credential {credential} revoked");
             }
         },
+        Command::Block {
+            identity,
+            reason,
+            admin,
+        } => {
+            admin.client()?.block(&identity, &reason)?;
+            eprintln!("{identity} is blocked");
+        }
+        Command::Unblock {
+            identity,
+            reason,
+            admin,
+        } => {
+            admin.client()?.unblock(&identity, reason.as_deref())?;
+            eprintln!("{identity} is unblocked");
+        }
+        Command::Kill {
+            session,
+            reason,
+            admin,
+        } => {
+            admin.client()?.kill(session, &reason)?;
+            eprintln!("session {session} ended");
+        }
+        Command::Sessions { admin } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&admin.client()?.sessions()?)?
+            );
+        }
         Command::State { ledger, at, json } => {
             let at = match at {
                 Some(a) => a.parse()?,

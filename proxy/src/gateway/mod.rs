@@ -1,6 +1,7 @@
 //! The gateway in the data path: PostgreSQL clients in, judged and recorded
 //! statements out to the real database.
 
+pub mod admin;
 pub mod frame;
 pub mod scram;
 pub mod server;
@@ -22,6 +23,7 @@ use crate::state::load_state;
 /// A gateway bound to its port, not yet serving.
 pub struct Gateway {
     listener: TcpListener,
+    admin: TcpListener,
     shared: Arc<shared::Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -53,28 +55,33 @@ impl Gateway {
         let listener = TcpListener::bind(&config.listen.address)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen.address))?;
+        let admin = TcpListener::bind(&config.admin.address)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} for the admin API",
+                    config.admin.address
+                )
+            })?;
         info!(
             address = %listener.local_addr()?,
             targets = targets.len(),
             identities = state.identities.iter().count(),
+            operators = state.operators.len(),
             tls = tls.is_some(),
             "gatehouse is serving"
         );
         let shared = Arc::new(shared::Shared::new(
             ledger,
             targets,
-            state.identities,
+            state,
             policy,
             config.listen.max_frame_bytes,
-            state.last_session + 1,
-            state
-                .blocks
-                .iter()
-                .map(|(identity, b)| (identity.clone(), b.reason.clone()))
-                .collect(),
         ));
+        info!(address = %admin.local_addr()?, "admin API is serving");
         Ok(Gateway {
             listener,
+            admin,
             shared,
             tls,
         })
@@ -83,6 +90,11 @@ impl Gateway {
     /// The address clients connect to.
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The admin API's address.
+    pub fn admin_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.admin.local_addr()
     }
 
     /// A handle for operator actions on the running gateway (the admin API
@@ -101,9 +113,16 @@ impl Gateway {
     pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         let Gateway {
             listener,
+            admin,
             shared,
             tls,
         } = self;
+        let mut stopping = shared.shutdown.subscribe();
+        let api = tokio::spawn(std::future::IntoFuture::into_future(
+            axum::serve(admin, admin::router(shared.clone())).with_graceful_shutdown(async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            }),
+        ));
         server::serve(
             listener,
             shared.clone(),
@@ -112,6 +131,7 @@ impl Gateway {
             std::time::Duration::from_secs(5),
         )
         .await?;
+        let _ = api.await;
         let ledger = shared.ledger.clone();
         drop(shared);
         tokio::task::spawn_blocking(move || ledger.close()).await?;

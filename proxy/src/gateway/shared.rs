@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use gatehouse_engine::classify::classify;
 use gatehouse_engine::identities::Identities;
+use gatehouse_engine::operators::Operators;
 use gatehouse_engine::policy::Policy;
+use gatehouse_engine::state::GatewayState;
 use gatehouse_engine::Classification;
 use gatehouse_ledger::event::{CredentialRevoked, IdentityBlocked, IdentityUnblocked};
 use gatehouse_ledger::{AppendError, Ledger};
@@ -108,6 +110,8 @@ pub struct Shared {
     next_session: AtomicU64,
     /// Set when the gateway is stopping; sessions end themselves.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Operators of the admin API (projection of operator events).
+    pub operators: RwLock<Operators>,
     /// Blocked identities and why (projection of block events).
     pub blocks: RwLock<HashMap<String, String>>,
     /// Running sessions.
@@ -117,31 +121,35 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Builds the shared state; sessions are numbered from `first_session`.
+    /// Builds the shared state from the state rebuilt from the ledger.
     pub fn new(
         ledger: Ledger,
         targets: Vec<Target>,
-        identities: Identities,
+        state: GatewayState,
         policy: Policy,
         max_frame: usize,
-        first_session: u64,
-        blocks: HashMap<String, String>,
     ) -> Self {
+        let blocks = state
+            .blocks
+            .iter()
+            .map(|(identity, b)| (identity.clone(), b.reason.clone()))
+            .collect();
         Shared {
             ledger,
             targets: targets
                 .into_iter()
                 .map(|t| (t.name.clone(), Arc::new(t)))
                 .collect(),
-            identities: RwLock::new(identities),
+            identities: RwLock::new(state.identities),
             policy: RwLock::new(Arc::new(policy)),
             verdicts: VerdictCache::default(),
             cancel_keys: Mutex::new(HashMap::new()),
             max_frame,
             salt_secret: super::scram::random_bytes(),
-            next_session: AtomicU64::new(first_session),
+            next_session: AtomicU64::new(state.last_session + 1),
             shutdown: tokio::sync::watch::channel(false).0,
             blocks: RwLock::new(blocks),
+            operators: RwLock::new(state.operators),
             sessions: Mutex::new(HashMap::new()),
             denials: Mutex::new(HashMap::new()),
         }

@@ -67,6 +67,8 @@ pub struct Env {
     task: tokio::task::JoinHandle<()>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     shared: Option<std::sync::Arc<gatehouse::gateway::shared::Shared>>,
+    /// The admin API's address.
+    pub admin: SocketAddr,
 }
 
 impl Env {
@@ -109,7 +111,7 @@ impl Env {
             std::env::set_var(&var, pg.password());
             let mut text = std::fs::read_to_string(&out.config).unwrap();
             text.push_str(&format!(
-                "\n[listen]\naddress = \"127.0.0.1:0\"\nmax_frame_bytes = 1048576\n{listen_extra}\n\n[[target]]\nname = \"shop\"\nurl = \"postgres://{}@127.0.0.1:{}/shop\"\npassword_env = \"{var}\"\n{target_extra}\n",
+                "\n[admin]\naddress = \"127.0.0.1:0\"\n\n[listen]\naddress = \"127.0.0.1:0\"\nmax_frame_bytes = 1048576\n{listen_extra}\n\n[[target]]\nname = \"shop\"\nurl = \"postgres://{}@127.0.0.1:{}/shop\"\npassword_env = \"{var}\"\n{target_extra}\n",
                 pg.superuser(),
                 pg.port()
             ));
@@ -119,6 +121,14 @@ impl Env {
             std::fs::write(&policy_file, &policy).unwrap();
             commands::policy_apply(&config, &policy_file, "tester".into()).unwrap();
             let mut secrets = Vec::new();
+            let viewer = commands::operator_add(
+                &config,
+                "viewer",
+                &[gatehouse_engine::operators::Role::Auditor],
+                "tester".into(),
+            )
+            .unwrap();
+            secrets.push(("operator:viewer".to_owned(), viewer));
             for who in ["agent", "reader"] {
                 commands::identity_create(&config, who, None, "tester".into()).unwrap();
                 let issued = commands::credential_issue(&config, who, Duration::from_secs(3600), "tester".into()).unwrap();
@@ -131,6 +141,7 @@ impl Env {
         let gateway = Gateway::bind(&config).await.unwrap();
         let addr = gateway.local_addr().unwrap();
         let shared = gateway.shared();
+        let admin = gateway.admin_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             gateway
@@ -149,6 +160,7 @@ impl Env {
             task,
             stop: Some(stop),
             shared: Some(shared),
+            admin,
         }
     }
 
@@ -191,6 +203,14 @@ impl Env {
             let _ = connection.await;
         });
         client
+    }
+
+    /// The first operator's token (every role).
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gh").join("operator.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
     /// The ledger file.

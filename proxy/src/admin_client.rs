@@ -1,0 +1,96 @@
+//! The `gatehouse` commands that drive a running gateway's admin API.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+/// Where the admin API is and how to authenticate to it.
+pub struct AdminClient {
+    base: String,
+    token: String,
+}
+
+impl AdminClient {
+    /// Reads the operator token from `token_file`.
+    pub fn new(base: &str, token_file: &Path) -> Result<AdminClient> {
+        let token = std::fs::read_to_string(token_file)
+            .with_context(|| {
+                format!(
+                    "cannot read the operator token {}; pass --token-file (gatehouse init writes operator.token)",
+                    token_file.display()
+                )
+            })?
+            .trim()
+            .to_owned();
+        Ok(AdminClient {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {}", self.token);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let response = match (method, body) {
+            ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
+            (_, Some(b)) => agent.post(&url).header("Authorization", &auth).send_json(b),
+            (_, None) => agent.post(&url).header("Authorization", &auth).send_empty(),
+        }
+        .with_context(|| {
+            format!(
+                "cannot reach the admin API at {}; is the gateway running?",
+                self.base
+            )
+        })?;
+        let status = response.status();
+        let value: Value = response.into_body().read_json().unwrap_or(Value::Null);
+        if !status.is_success() {
+            let why = value
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no explanation given");
+            bail!("{} {path}: {} ({why})", method, status.as_u16());
+        }
+        Ok(value)
+    }
+
+    /// `gatehouse block`.
+    pub fn block(&self, identity: &str, reason: &str) -> Result<()> {
+        self.call(
+            "POST",
+            &format!("/v1/identities/{identity}/block"),
+            Some(serde_json::json!({ "reason": reason })),
+        )
+        .map(drop)
+    }
+
+    /// `gatehouse unblock`.
+    pub fn unblock(&self, identity: &str, reason: Option<&str>) -> Result<()> {
+        self.call(
+            "POST",
+            &format!("/v1/identities/{identity}/unblock"),
+            Some(serde_json::json!({ "reason": reason })),
+        )
+        .map(drop)
+    }
+
+    /// `gatehouse kill`.
+    pub fn kill(&self, session: u64, reason: &str) -> Result<()> {
+        self.call(
+            "POST",
+            &format!("/v1/sessions/{session}/kill"),
+            Some(serde_json::json!({ "reason": reason })),
+        )
+        .map(drop)
+    }
+
+    /// `gatehouse sessions`.
+    pub fn sessions(&self) -> Result<Value> {
+        self.call("GET", "/v1/sessions", None)
+    }
+}

@@ -1,0 +1,291 @@
+//! The admin API: operators drive containment over HTTP with bearer tokens.
+//!
+//! Every route names the role it needs. A request without a valid token gets
+//! 401, one whose operator lacks the role gets 403; both are recorded as
+//! operator-action events, like every action that succeeds. The routes are
+//! listed in docs/admin-api.json (OpenAPI), and a test keeps the two equal.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gatehouse_engine::operators::Role;
+use gatehouse_ledger::event::OperatorAction;
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use super::shared::Shared;
+
+/// The routes: (method, path, role). The OpenAPI document lists exactly these.
+pub const ROUTES: &[(&str, &str, Role)] = &[
+    ("get", "/v1/sessions", Role::Auditor),
+    ("post", "/v1/sessions/{session}/kill", Role::Responder),
+    ("post", "/v1/identities/{identity}/block", Role::Responder),
+    ("post", "/v1/identities/{identity}/unblock", Role::Responder),
+    ("post", "/v1/credentials/{credential}/revoke", Role::Admin),
+];
+
+/// The admin API's router over the gateway's shared state.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/sessions", get(sessions))
+        .route("/v1/sessions/{session}/kill", post(kill))
+        .route("/v1/identities/{identity}/block", post(block))
+        .route("/v1/identities/{identity}/unblock", post(unblock))
+        .route("/v1/credentials/{credential}/revoke", post(revoke))
+        .with_state(shared)
+}
+
+/// A refused or failed request: a status and a sentence saying why.
+pub struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+        }
+        (self.0, Json(Body { error: self.1 })).into_response()
+    }
+}
+
+fn error(status: StatusCode, text: impl Into<String>) -> Refusal {
+    Refusal(status, text.into())
+}
+
+/// Records an operator action (or a refused attempt).
+async fn record(
+    shared: &Shared,
+    operator: &str,
+    action: &str,
+    target: Option<&str>,
+    outcome: &str,
+    detail: Option<String>,
+) {
+    let event = OperatorAction {
+        operator: operator.to_owned(),
+        action: action.to_owned(),
+        target: target.map(str::to_owned),
+        outcome: outcome.to_owned(),
+        detail,
+    };
+    if let Err(e) = shared.ledger.append(&event.into()).await {
+        warn!("cannot record an operator action: {e}");
+    }
+}
+
+/// Checks the bearer token and the role; returns the operator's name.
+async fn authorize(
+    shared: &Shared,
+    headers: &HeaderMap,
+    action: &str,
+    target: Option<&str>,
+    role: Role,
+) -> Result<String, Refusal> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let operator = token.and_then(|t| {
+        shared
+            .operators
+            .read()
+            .expect("operators lock")
+            .authenticate(t)
+            .map(|o| (o.name.clone(), o.roles.contains(&role)))
+    });
+    match operator {
+        None => {
+            record(
+                shared,
+                "(unauthenticated)",
+                action,
+                target,
+                "unauthenticated",
+                None,
+            )
+            .await;
+            Err(error(
+                StatusCode::UNAUTHORIZED,
+                "a valid operator token is required: send Authorization: Bearer <token>",
+            ))
+        }
+        Some((name, false)) => {
+            record(
+                shared,
+                &name,
+                action,
+                target,
+                "forbidden",
+                Some(format!("needs role {}", role.name())),
+            )
+            .await;
+            Err(error(
+                StatusCode::FORBIDDEN,
+                format!("operator {name} lacks the {} role this needs", role.name()),
+            ))
+        }
+        Some((name, true)) => Ok(name),
+    }
+}
+
+/// A running session, as listed.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub struct SessionView {
+    /// Session number.
+    pub session: u64,
+    /// Its identity.
+    pub identity: String,
+    /// The credential it logged in with.
+    pub credential: String,
+}
+
+async fn sessions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    authorize(&shared, &headers, "sessions.list", None, Role::Auditor).await?;
+    let mut list: Vec<SessionView> = shared
+        .sessions
+        .lock()
+        .expect("sessions lock")
+        .iter()
+        .map(|(id, c)| SessionView {
+            session: *id,
+            identity: c.identity.clone(),
+            credential: c.credential.clone(),
+        })
+        .collect();
+    list.sort_by_key(|s| s.session);
+    Ok(Json(list).into_response())
+}
+
+/// The body of actions that take a reason.
+#[derive(Deserialize, Serialize, Default)]
+pub struct Reason {
+    /// Why; recorded and shown to the sessions it ends.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+fn required(reason: Option<String>) -> Result<String, Refusal> {
+    reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "a non-empty \"reason\" is required",
+        )
+    })
+}
+
+async fn kill(
+    State(shared): State<Arc<Shared>>,
+    Path(session): Path<u64>,
+    headers: HeaderMap,
+    Json(body): Json<Reason>,
+) -> Result<Response, Refusal> {
+    let target = session.to_string();
+    let operator = authorize(
+        &shared,
+        &headers,
+        "session.kill",
+        Some(&target),
+        Role::Responder,
+    )
+    .await?;
+    let reason = required(body.reason)?;
+    if !shared.kill(session, &operator, &reason) {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no running session {session}"),
+        ));
+    }
+    Ok(Json(serde_json::json!({ "killed": session })).into_response())
+}
+
+async fn block(
+    State(shared): State<Arc<Shared>>,
+    Path(identity): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Reason>,
+) -> Result<Response, Refusal> {
+    let operator = authorize(
+        &shared,
+        &headers,
+        "identity.block",
+        Some(&identity),
+        Role::Responder,
+    )
+    .await?;
+    let reason = required(body.reason)?;
+    shared
+        .block(&identity, &operator, &reason, None)
+        .await
+        .map_err(|e| unrecorded("block", e))?;
+    Ok(Json(serde_json::json!({ "blocked": identity })).into_response())
+}
+
+async fn unblock(
+    State(shared): State<Arc<Shared>>,
+    Path(identity): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Reason>,
+) -> Result<Response, Refusal> {
+    let operator = authorize(
+        &shared,
+        &headers,
+        "identity.unblock",
+        Some(&identity),
+        Role::Responder,
+    )
+    .await?;
+    let lifted = shared
+        .unblock(&identity, &operator, body.reason)
+        .await
+        .map_err(|e| unrecorded("unblock", e))?;
+    if !lifted {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("{identity} is not blocked"),
+        ));
+    }
+    Ok(Json(serde_json::json!({ "unblocked": identity })).into_response())
+}
+
+async fn revoke(
+    State(shared): State<Arc<Shared>>,
+    Path(credential): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Reason>,
+) -> Result<Response, Refusal> {
+    let operator = authorize(
+        &shared,
+        &headers,
+        "credential.revoke",
+        Some(&credential),
+        Role::Admin,
+    )
+    .await?;
+    let reason = required(body.reason)?;
+    let revoked = shared
+        .revoke(&credential, &operator, &reason)
+        .await
+        .map_err(|e| unrecorded("revocation", e))?;
+    if !revoked {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no credential {credential}"),
+        ));
+    }
+    Ok(Json(serde_json::json!({ "revoked": credential })).into_response())
+}
+
+/// The ledger refused the action's event: nothing was done (fail closed).
+fn unrecorded(what: &str, e: gatehouse_ledger::AppendError) -> Refusal {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the {what} could not be recorded, so it was not applied: {e}"),
+    )
+}

@@ -1,0 +1,202 @@
+//! The admin API over a running gateway: roles on every route, recorded
+//! refusals, the CLI that drives it, and the OpenAPI document.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use gatehouse::gateway::admin::ROUTES;
+use gatehouse_ledger::event::EventBody;
+use support::{Env, POLICY};
+
+fn status(env: &Env, method: &str, path: &str, token: Option<&str>) -> u16 {
+    let url = format!("http://{}{path}", env.admin);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let response = match (method, token) {
+        ("get", Some(t)) => agent
+            .get(&url)
+            .header("Authorization", &format!("Bearer {t}"))
+            .call(),
+        ("get", None) => agent.get(&url).call(),
+        (_, Some(t)) => agent
+            .post(&url)
+            .header("Authorization", &format!("Bearer {t}"))
+            .send_json(serde_json::json!({ "reason": "testing roles" })),
+        (_, None) => agent
+            .post(&url)
+            .send_json(serde_json::json!({ "reason": "x" })),
+    };
+    response.unwrap().status().as_u16()
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{session}", "424242")
+        .replace("{identity}", "nobody")
+        .replace("{credential}", "cred_none")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_checks_its_role_and_refusals_are_recorded() {
+    let env = Env::start(POLICY).await;
+    let admin = env.admin_token();
+    let viewer = env.secret("operator:viewer").to_owned();
+    let env = std::sync::Arc::new(env);
+    let e = env.clone();
+    tokio::task::spawn_blocking(move || {
+        for (method, path, role) in ROUTES {
+            let path = concrete(path);
+            assert_eq!(
+                status(&e, method, &path, None),
+                401,
+                "{method} {path} without a token"
+            );
+            assert_eq!(
+                status(&e, method, &path, Some("gho_wrong")),
+                401,
+                "{method} {path} with a bad token"
+            );
+            let as_viewer = status(&e, method, &path, Some(&viewer));
+            if role.name() == "auditor" {
+                assert_eq!(as_viewer, 200, "{method} {path} as an auditor");
+            } else {
+                assert_eq!(as_viewer, 403, "{method} {path} as an auditor");
+            }
+            let as_admin = status(&e, method, &path, Some(&admin));
+            assert!(
+                ![401, 403].contains(&as_admin),
+                "{method} {path} as admin got {as_admin}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+    let refusals: Vec<String> = env
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            EventBody::OperatorAction(a)
+                if a.outcome == "unauthenticated" || a.outcome == "forbidden" =>
+            {
+                Some(a.outcome)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        refusals.iter().filter(|o| *o == "unauthenticated").count(),
+        2 * ROUTES.len()
+    );
+    assert_eq!(
+        refusals.iter().filter(|o| *o == "forbidden").count(),
+        ROUTES.len() - 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_blocks_an_identity_through_the_api() {
+    let env = Env::start(POLICY).await;
+    let c = env.connect("agent").await;
+    let token_file = env.dir.path().join("gh").join("operator.token");
+    let url = format!("http://{}", env.admin);
+    let run = |args: Vec<String>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let admin_args = |cmd: &[&str]| {
+        let mut v: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        v.extend([
+            "--admin".into(),
+            url.clone(),
+            "--token-file".into(),
+            token_file.display().to_string(),
+        ]);
+        v
+    };
+    let (ok, sessions, err) = tokio::task::block_in_place(|| run(admin_args(&["sessions"])));
+    assert!(ok, "{err}");
+    assert!(sessions.contains("\"identity\": \"agent\""), "{sessions}");
+    let (ok, _, err) = tokio::task::block_in_place(|| {
+        run(admin_args(&[
+            "block",
+            "agent",
+            "--reason",
+            "tried to dump SSNs",
+        ]))
+    });
+    assert!(ok, "{err}");
+    let e = c.simple_query("SELECT 1").await.unwrap_err();
+    if let Some(db) = e.as_db_error() {
+        assert!(
+            db.message().contains("tried to dump SSNs"),
+            "{}",
+            db.message()
+        );
+    }
+    assert!(
+        tokio_postgres::connect(&env.conn_str("agent"), tokio_postgres::NoTls)
+            .await
+            .is_err()
+    );
+    // Clear errors, non-zero exit.
+    let (ok, _, err) =
+        tokio::task::block_in_place(|| run(admin_args(&["kill", "999999", "--reason", "x"])));
+    assert!(!ok);
+    assert!(
+        err.contains("404") && err.contains("no running session"),
+        "{err}"
+    );
+    let (ok, _, err) = tokio::task::block_in_place(|| {
+        run(vec![
+            "block".into(),
+            "agent".into(),
+            "--reason".into(),
+            "x".into(),
+            "--admin".into(),
+            "http://127.0.0.1:1".into(),
+            "--token-file".into(),
+            token_file.display().to_string(),
+        ])
+    });
+    assert!(!ok);
+    assert!(err.contains("cannot reach the admin API"), "{err}");
+    let (ok, _, _) = tokio::task::block_in_place(|| {
+        run(admin_args(&["unblock", "agent", "--reason", "cleared"]))
+    });
+    assert!(ok);
+    let back = env.connect("agent").await;
+    assert!(back.simple_query("SELECT 1").await.is_ok());
+}
+
+#[test]
+fn the_openapi_document_lists_exactly_the_served_routes() {
+    let doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/admin-api.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut documented = BTreeSet::new();
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        for (method, op) in methods.as_object().unwrap() {
+            let role = op["x-gatehouse-role"].as_str().unwrap().to_owned();
+            documented.insert((method.clone(), path.clone(), role));
+        }
+    }
+    let served: BTreeSet<(String, String, String)> = ROUTES
+        .iter()
+        .map(|(m, p, r)| (m.to_string(), p.to_string(), r.name().to_owned()))
+        .collect();
+    assert_eq!(documented, served);
+}
