@@ -50,6 +50,13 @@ enum Command {
         #[arg(long)]
         ledger: Option<PathBuf>,
     },
+    /// Time from a block to the last of the identity's sessions ending, on a
+    /// throwaway PostgreSQL, with every session busy in a long statement.
+    Containment {
+        /// Open sessions of the blocked identity, comma-separated runs.
+        #[arg(long, value_delimiter = ',', default_value = "1,50")]
+        sessions: Vec<usize>,
+    },
     /// Appends forever from 4 tasks, printing each committed sequence number
     /// on its own line; used by the crash-safety test.
     AppendStream {
@@ -276,6 +283,96 @@ async fn append_stream(path: PathBuf) -> Result<()> {
     Ok(())
 }
 
+/// Blocks an identity with `n` sessions each running `pg_sleep(60)` and
+/// measures until every client has seen its session end.
+async fn containment(n: usize) -> Result<()> {
+    use gatehouse::config::Config;
+    use gatehouse::gateway::Gateway;
+    let pg = tokio::task::spawn_blocking(|| {
+        let pg = gatehouse_pgtest::PgCluster::start();
+        pg.create_database("shop");
+        pg
+    })
+    .await?;
+    let dir = tempfile_dir()?.join(format!("containment-{n}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || gatehouse::init::init(&dir, Some("gatehouse.bench/containment"))
+    })
+    .await??;
+    std::env::set_var("GATEHOUSE_BENCH_UPSTREAM", pg.password());
+    let mut text = std::fs::read_to_string(&out.config)?;
+    text.push_str(&format!(
+        "\n[admin]\naddress = \"127.0.0.1:0\"\n[listen]\naddress = \"127.0.0.1:0\"\n[[target]]\nname = \"shop\"\n\
+         url = \"postgres://{}@127.0.0.1:{}/shop\"\npassword_env = \"GATEHOUSE_BENCH_UPSTREAM\"\n",
+        pg.superuser(),
+        pg.port()
+    ));
+    std::fs::write(&out.config, text)?;
+    let config = Config::load(&out.config)?;
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[rule]]\nname = \"sleep\"\nidentity = \"bot\"\nclasses = [\"read\", \"function\"]\nfunctions = [\"pg_sleep\"]\naction = \"allow\"\n",
+    )?;
+    let secret = tokio::task::spawn_blocking({
+        let config_path = out.config.clone();
+        let policy = policy.clone();
+        move || -> Result<String> {
+            let config = Config::load(&config_path)?;
+            gatehouse::commands::policy_apply(&config, &policy, "bench".into())?;
+            gatehouse::commands::identity_create(&config, "bot", None, "bench".into())?;
+            Ok(gatehouse::commands::credential_issue(
+                &config,
+                "bot",
+                Duration::from_secs(600),
+                "bench".into(),
+            )?
+            .secret)
+        }
+    })
+    .await??;
+    let gateway = Gateway::bind(&config).await?;
+    let addr = gateway.local_addr()?;
+    let shared = gateway.shared();
+    let serving = tokio::spawn(gateway.run());
+    let conn = format!(
+        "host=127.0.0.1 port={} user=bot password={secret} dbname=shop",
+        addr.port()
+    );
+    let mut running = Vec::new();
+    for _ in 0..n {
+        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        running.push(tokio::spawn(async move {
+            let _ = client.simple_query("SELECT pg_sleep(60)").await;
+            // The session is over once the next statement fails too.
+            let _ = client.simple_query("SELECT 1").await;
+            Instant::now()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    shared
+        .block("bot", "bench", "containment benchmark", None)
+        .await?;
+    let committed = start.elapsed();
+    let mut last = start;
+    for r in running {
+        last = last.max(r.await?);
+    }
+    println!(
+        "sessions={n:<3} block committed after {:.2} ms; last session ended {:.2} ms after the block was requested",
+        committed.as_secs_f64() * 1e3,
+        (last - start).as_secs_f64() * 1e3
+    );
+    serving.abort();
+    drop(shared);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
@@ -317,6 +414,12 @@ async fn main() -> Result<()> {
             verify_run(events, ledger).await?;
         }
         Command::AppendStream { ledger } => append_stream(ledger).await?,
+        Command::Containment { sessions } => {
+            println!("containment benchmark on {}", machine());
+            for n in sessions {
+                containment(n).await?;
+            }
+        }
     }
     Ok(())
 }
