@@ -55,6 +55,7 @@ pub struct Operator {
 
 /// Every operator, and the index from token hash to operator.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct Operators {
     by_name: BTreeMap<String, Operator>,
     #[serde(skip)]

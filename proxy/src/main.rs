@@ -48,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: CredentialCommand,
     },
+    /// Manage admin-API operators.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
     /// Block an identity on the running gateway: its statements are
     /// cancelled, its sessions end, its logins are refused.
     Block {
@@ -101,6 +106,24 @@ enum Command {
         /// Directory for the demo's files (default: ./gatehouse-demo-<time>).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Add an operator (or give an existing one new roles and a new token);
+    /// prints the token once. Needs the gateway stopped.
+    Add {
+        /// The operator's name.
+        name: String,
+        /// Roles: admin, approver, responder, auditor (repeat or comma-separate).
+        #[arg(long = "role", value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        #[arg(long, default_value = "gatehouse.toml")]
+        config: PathBuf,
+        /// Who is acting (default: $USER).
+        #[arg(long)]
+        operator: Option<String>,
     },
 }
 
@@ -306,6 +329,34 @@ fn run(command: Command) -> Result<()> {
                 eprintln!("credential {credential} revoked");
             }
         },
+        Command::Operator {
+            command:
+                OperatorCommand::Add {
+                    name,
+                    roles,
+                    config,
+                    operator,
+                },
+        } => {
+            let roles = roles
+                .iter()
+                .map(|r| {
+                    gatehouse_engine::operators::Role::parse(r).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "unknown role {r:?}: use admin, approver, responder or auditor"
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let token = commands::operator_add(
+                &Config::load(&config)?,
+                &name,
+                &roles,
+                commands::operator(operator),
+            )?;
+            eprintln!("operator {name} added; the token is shown once:");
+            println!("{token}");
+        }
         Command::Block {
             identity,
             reason,
