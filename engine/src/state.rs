@@ -238,6 +238,7 @@ impl fmt::Display for GatewayState {
                 writeln!(f, "    credential {} ({state})", c.id)?;
             }
         }
+        writeln!(f, "operators: {}", self.operators.len())?;
         writeln!(f, "open sessions: {}", self.sessions.len())?;
         for (id, s) in &self.sessions {
             writeln!(

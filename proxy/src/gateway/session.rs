@@ -240,21 +240,12 @@ pub async fn relay<S: Stream>(
         ),
         Err(e) => (format!("I/O error: {e}"), None),
     };
+    let fatal_sent = fatal.is_some();
     if let Some((code, msg)) = fatal {
         warn!(session = ctx.info.id, "{msg}");
         let _ = client_w.write_all(&frame::error("FATAL", code, &msg)).await;
         let _ = client_w.flush().await;
         let _ = client_w.shutdown().await;
-        // Closing a socket with unread input resets the connection, which can
-        // destroy the FATAL before the client reads it: drain what the client
-        // is still sending, briefly and boundedly, first.
-        let mut rest = (&mut client_side.client).take(DRAIN_BYTES);
-        let mut sink = tokio::io::sink();
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            tokio::io::copy(&mut rest, &mut sink),
-        )
-        .await;
     }
     let mut events = std::mem::take(&mut ctx.tracker.lock().expect("tracker").deferred);
     if let Some(operator) = terminated_by {
@@ -284,6 +275,18 @@ pub async fn relay<S: Stream>(
         );
     }
     info!(session = ctx.info.id, "session closed: {reason}");
+    if fatal_sent {
+        // Closing a socket with unread input resets the connection, which can
+        // destroy the FATAL before the client reads it: drain what the client
+        // is still sending, briefly and boundedly, before closing.
+        let mut rest = (&mut client_side.client).take(DRAIN_BYTES);
+        let mut sink = tokio::io::sink();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::io::copy(&mut rest, &mut sink),
+        )
+        .await;
+    }
     Ok(())
 }
 
