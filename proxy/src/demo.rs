@@ -107,14 +107,14 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
     );
 
     let runtime = tokio::runtime::Runtime::new()?;
-    let session = runtime.block_on(agent_session(&config, &issued.secret))?;
+    runtime.block_on(agent_session(&config, &issued.secret))?;
     drop(runtime);
     let ledger_path = dir.join(LEDGER);
     say(
         "4. What the ledger recorded",
         "Every statement was recorded, and committed, before it could reach the database:",
     );
-    print_timeline(&ledger_path, session)?;
+    print_timeline(&ledger_path, AGENT)?;
 
     let key = VerifierKey::parse(std::fs::read_to_string(dir.join(VERIFIER_KEY))?.trim())?;
     let report = verify_ledger(&ledger_path, &key, None)?;
@@ -205,9 +205,9 @@ fn outcome(report: &Report) -> String {
     }
 }
 
-fn print_timeline(path: &Path, session: u64) -> Result<()> {
+fn print_timeline(path: &Path, identity: &str) -> Result<()> {
     let reader = LedgerReader::open(path)?;
-    for stored in reader.events_by_session(session)? {
+    for stored in reader.events_by_identity(identity)? {
         let e = stored?.event;
         let what = match &e.body {
             EventBody::SessionOpened(s) => format!(
@@ -239,6 +239,14 @@ fn print_timeline(path: &Path, session: u64) -> Result<()> {
                     .unwrap_or_default()
             ),
             EventBody::SessionClosed(c) => format!("session closed: {}", c.reason),
+            EventBody::IdentityBlocked(b) => format!("BLOCKED   by {}: {}", b.operator, b.reason),
+            EventBody::SessionTerminated(t) => format!(
+                "session {} terminated by {}: {}",
+                t.session,
+                t.operator.as_deref().unwrap_or("gatehouse"),
+                t.reason
+            ),
+            EventBody::AuthenticationFailed(a) => format!("login refused: {}", a.reason),
             other => other.kind().name().to_string(),
         };
         println!("  #{:<3} {what}", e.seq);
@@ -286,10 +294,11 @@ fn drop_tail(path: &Path, n: u64) -> Result<u64> {
     Ok(boundary as u64)
 }
 
-/// The agent's session through the gateway; returns its session number.
-async fn agent_session(config: &Config, secret: &str) -> Result<u64> {
+/// The agent's session through the gateway, and the responder's block.
+async fn agent_session(config: &Config, secret: &str) -> Result<()> {
     let gateway = Gateway::bind(config).await?;
     let addr = gateway.local_addr()?;
+    let admin_addr = gateway.admin_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(gateway.run_until(async move {
         let _ = stopped.await;
@@ -356,21 +365,49 @@ async fn agent_session(config: &Config, secret: &str) -> Result<u64> {
     }
     let still_usable = client.simple_query("SELECT 1").await.is_ok();
     println!("  the session is still usable after the denials: {still_usable}");
+
+    // A responder sees the denials and contains the agent with one command
+    // (`gatehouse block`), through the admin API.
+    let admin = format!("http://{admin_addr}");
+    let token_file = config
+        .ledger
+        .path
+        .with_file_name(crate::init::OPERATOR_TOKEN);
+    tokio::task::spawn_blocking(move || {
+        crate::admin_client::AdminClient::new(&admin, &token_file)?
+            .block(AGENT, "tried to read every SSN and to delete customers")
+    })
+    .await??;
+    println!("\n== 3b. A responder blocks the agent\n  gatehouse block {AGENT} --reason \"tried to read every SSN and to delete customers\"");
+    let after = client.simple_query("SELECT 1").await;
+    println!(
+        "  the agent's open session: {}",
+        match &after {
+            Ok(_) => "still running (unexpected)".to_owned(),
+            Err(e) => e.as_db_error().map_or_else(
+                || "closed".to_owned(),
+                |d| format!("ended: {} ({})", d.message(), d.code().code())
+            ),
+        }
+    );
+    let relogin = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await;
+    println!(
+        "  a new login as {AGENT}: {}",
+        match relogin {
+            Ok(_) => "accepted (unexpected)".to_owned(),
+            Err(e) => format!(
+                "refused: {}",
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+            ),
+        }
+    );
     drop(client);
     let _ = driver.await;
-    // The agent has gone; a little later the operator stops the gateway,
-    // which ends any session left and closes the ledger.
+    // A little later the operator stops the gateway, which ends any session
+    // left and closes the ledger.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = stop.send(());
     serving.await??;
-    let reader = LedgerReader::open(&config.ledger.path)?;
-    let session = reader
-        .events(0..u64::MAX)
-        .filter_map(|e| e.ok())
-        .find_map(|e| match e.event.body {
-            EventBody::SessionOpened(s) => Some(s.session),
-            _ => None,
-        })
-        .context("the ledger has no session")?;
-    Ok(session)
+    Ok(())
 }

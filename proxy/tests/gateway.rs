@@ -927,3 +927,45 @@ async fn kill_unblock_and_revoke() {
         .any(|e| matches!(e, EventBody::CredentialRevoked(r) if r.credential == credential)));
     assert!(env.verify().is_intact());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_nothing_of_a_blocked_identity_reaches_the_database() {
+    let env = Env::start(POLICY).await;
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let c = env.connect("agent").await;
+        writers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            loop {
+                let sql = format!("INSERT INTO audit_probe (note) VALUES ('w{w}-{n}')");
+                if c.simple_query(&sql).await.is_err() {
+                    return n;
+                }
+                n += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let started = Instant::now();
+    env.shared()
+        .block("agent", "bob", "runaway writes", None)
+        .await
+        .unwrap();
+    let mut written = 0;
+    for w in writers {
+        written += w.await.unwrap();
+    }
+    let all_stopped = started.elapsed();
+    println!("{written} writes before the block; all 4 writers stopped {all_stopped:?} after it");
+    assert!(written > 0);
+    let count =
+        |pg: &gatehouse_pgtest::PgCluster| pg.psql("shop", "SELECT count(*) FROM audit_probe");
+    let settled = tokio::task::block_in_place(|| count(&env.pg));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = tokio::task::block_in_place(|| count(&env.pg));
+    assert_eq!(settled, later, "rows kept arriving after the block");
+    assert!(
+        settled.parse::<u64>().unwrap() <= written + 4,
+        "the database holds {settled} rows but only {written} inserts were acknowledged"
+    );
+}

@@ -630,13 +630,37 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         }
     }
 
+    /// The error for a statement of a blocked identity: checked right before
+    /// anything executable goes upstream, after the statement was recorded,
+    /// so a block stops even statements already judged.
+    fn blocked_error(&self) -> Option<BytesMut> {
+        let reason = self.ctx.shared.blocked(&self.ctx.info.identity)?;
+        Some(frame::error(
+            "ERROR",
+            "42501",
+            &format!(
+                "identity {} is blocked by Gatehouse: {reason}",
+                self.ctx.info.identity
+            ),
+        ))
+    }
+
     fn decide(&self, classification: &Classification) -> Judgement {
         let policy = self.ctx.shared.policy();
         let subject = Subject {
             identity: &self.ctx.info.identity,
             target: &self.ctx.info.target.name,
         };
-        judge(&policy.decide(&subject, classification), classification)
+        let mut j = judge(&policy.decide(&subject, classification), classification);
+        if let Some(reason) = self.ctx.shared.blocked(&self.ctx.info.identity) {
+            j.action = Action::Deny;
+            j.rule = None;
+            j.message = Some(format!(
+                "identity {} is blocked by Gatehouse: {reason}",
+                self.ctx.info.identity
+            ));
+        }
+        j
     }
 
     async fn simple_query(&mut self, f: Frame, sql: String) -> std::io::Result<()> {
@@ -652,6 +676,9 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
             let error = self.denial_error(&j);
             self.deny_simple(error).await?;
             return contain_if_needed(self.ctx).await;
+        }
+        if let Some(error) = self.blocked_error() {
+            return self.deny_simple(error).await;
         }
         self.push(Pending::Exec(Exec::new(self.query, true)));
         self.upstream.write_all(&f.bytes).await?;
@@ -747,6 +774,9 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
             let error = self.denial_error(&j);
             self.deny_extended(error).await?;
             return contain_if_needed(self.ctx).await;
+        }
+        if let Some(error) = self.blocked_error() {
+            return self.deny_extended(error).await;
         }
         self.push(Pending::Exec(Exec::new(self.query, false)));
         self.upstream.write_all(&f.bytes).await

@@ -187,17 +187,23 @@ impl Shared {
         if self.blocked(identity).is_some() {
             return Ok(());
         }
+        // The block takes effect before its event commits, so no statement
+        // checked after the commit can slip through; it is undone if the
+        // event cannot be recorded.
+        self.blocks
+            .write()
+            .expect("blocks lock")
+            .insert(identity.to_owned(), reason.to_owned());
         let event = IdentityBlocked {
             identity: identity.to_owned(),
             operator: operator.to_owned(),
             reason: reason.to_owned(),
             trigger,
         };
-        self.ledger.append(&event.into()).await?;
-        self.blocks
-            .write()
-            .expect("blocks lock")
-            .insert(identity.to_owned(), reason.to_owned());
+        if let Err(e) = self.ledger.append(&event.into()).await {
+            self.blocks.write().expect("blocks lock").remove(identity);
+            return Err(e);
+        }
         let termination = Termination {
             operator: Some(operator.to_owned()),
             reason: format!("identity {identity} was blocked: {reason}"),
