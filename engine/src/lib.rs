@@ -3,7 +3,9 @@
 //! events ([`identities`]). Everything here is a pure function of its
 //! inputs: no sockets, no files, no clocks.
 
+pub mod approvals;
 pub mod classify;
+pub mod fingerprint;
 pub mod identities;
 pub mod operators;
 pub mod policy;

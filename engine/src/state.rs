@@ -12,6 +12,7 @@ use gatehouse_ledger::event::{EventBody, Nanos, SessionId};
 use gatehouse_ledger::Event;
 use serde::Serialize;
 
+use crate::approvals::Approvals;
 use crate::identities::Identities;
 use crate::operators::Operators;
 
@@ -62,25 +63,6 @@ pub struct OpenSession {
     pub statements: u64,
 }
 
-/// A statement held for approval, and what became of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Approval {
-    /// The session holding it.
-    pub session: SessionId,
-    /// The identity that asked.
-    pub identity: String,
-    /// The statement.
-    pub sql: String,
-    /// The rule that required approval.
-    pub rule: String,
-    /// `pending`, `granted`, `denied` or `expired`.
-    pub status: &'static str,
-    /// Approvers so far.
-    pub approvers: Vec<String>,
-    /// When the request times out.
-    pub expires_at: Nanos,
-}
-
 /// Everything the gateway derives from the ledger.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct GatewayState {
@@ -94,8 +76,8 @@ pub struct GatewayState {
     pub blocks: BTreeMap<String, Block>,
     /// Sessions open at this point of the log.
     pub sessions: BTreeMap<SessionId, OpenSession>,
-    /// Approval requests by id.
-    pub approvals: BTreeMap<u64, Approval>,
+    /// Approval requests and grants.
+    pub approvals: Approvals,
     /// The highest session number used, so new sessions never reuse one.
     pub last_session: u64,
     /// Events folded in.
@@ -110,6 +92,7 @@ impl GatewayState {
         let body = &event.body;
         self.identities.apply(body);
         self.operators.apply(body);
+        self.approvals.apply(event);
         self.events = event.seq + 1;
         self.as_of = Some(event.ts);
         if let Some(s) = body.session() {
@@ -162,36 +145,6 @@ impl GatewayState {
             }
             EventBody::SessionTerminated(t) => {
                 self.sessions.remove(&t.session);
-            }
-            EventBody::ApprovalRequested(a) => {
-                self.approvals.insert(
-                    a.approval,
-                    Approval {
-                        session: a.session,
-                        identity: a.identity.clone(),
-                        sql: a.sql.clone(),
-                        rule: a.rule.clone(),
-                        status: "pending",
-                        approvers: Vec::new(),
-                        expires_at: a.expires_at,
-                    },
-                );
-            }
-            EventBody::ApprovalGranted(g) => {
-                if let Some(a) = self.approvals.get_mut(&g.approval) {
-                    a.approvers.push(g.operator.clone());
-                    a.status = "granted";
-                }
-            }
-            EventBody::ApprovalDenied(d) => {
-                if let Some(a) = self.approvals.get_mut(&d.approval) {
-                    a.status = "denied";
-                }
-            }
-            EventBody::ApprovalExpired(e) => {
-                if let Some(a) = self.approvals.get_mut(&e.approval) {
-                    a.status = "expired";
-                }
             }
             _ => {}
         }
@@ -251,13 +204,25 @@ impl fmt::Display for GatewayState {
                 s.statements
             )?;
         }
-        writeln!(f, "approvals: {}", self.approvals.len())?;
-        for (id, a) in &self.approvals {
+        writeln!(f, "approvals: {}", self.approvals.requests.len())?;
+        for (id, a) in &self.approvals.requests {
             writeln!(
                 f,
                 "  approval {id}: {} for {} ({}): {}",
-                a.status, a.identity, a.rule, a.sql
+                a.status.name(),
+                a.identity,
+                a.rule,
+                a.sql
             )?;
+        }
+        for (identity, grants) in &self.approvals.grants {
+            for (fingerprint, g) in grants {
+                writeln!(
+                    f,
+                    "  grant to {identity} until {} (approval {}): {fingerprint}",
+                    g.until, g.approval
+                )?;
+            }
         }
         Ok(())
     }

@@ -74,6 +74,25 @@ cbor_struct! {
 }
 
 cbor_struct! {
+    /// A column of a result, as RowDescription announced it to the client.
+    pub struct ResultColumn {
+        0 => name: String,
+        /// The column's type OID.
+        1 => type_oid: u32,
+        /// Format code of its values: 0 text, 1 binary.
+        2 => format: u16,
+    }
+}
+
+cbor_struct! {
+    /// One result row exactly as the client received it (masked values masked).
+    pub struct ResultRow {
+        /// One entry per column; `None` for SQL NULL.
+        0 => values: Vec<Option<Bytes>>,
+    }
+}
+
+cbor_struct! {
     /// A column whose values were masked in one response.
     pub struct MaskedColumn {
         /// `schema.table.column`.
@@ -180,6 +199,18 @@ cbor_struct! {
         7 => error: Option<String>,
         /// Bytes sent to the client for this statement.
         8 => bytes: u64,
+        /// The columns of the last result set, as the client saw them.
+        9 => columns: Vec<ResultColumn>,
+        /// The first rows the client received, up to the gateway's
+        /// configured cap, after masking.
+        10 => result: Vec<ResultRow>,
+        /// True when more rows reached the client than `result` holds.
+        11 => truncated: bool,
+        /// BLAKE3 of every DataRow message exactly as the database sent it
+        /// (tag, length and body, in order), before masking; `None` when
+        /// no rows came back. Lets evidence be matched to the database
+        /// without the ledger holding unmasked values.
+        12 => result_digest: Option<Bytes>,
     }
 }
 
@@ -199,6 +230,9 @@ cbor_struct! {
         /// Distinct approvers required.
         9 => quorum: u64,
         10 => expires_at: Nanos,
+        /// The statement's fingerprint (normalized SQL, literals removed):
+        /// what a time-limited grant covers.
+        11 => fingerprint: String,
     }
 }
 
@@ -209,6 +243,10 @@ cbor_struct! {
         1 => operator: String,
         /// When set, the identity may run this statement's fingerprint until then.
         2 => grant_until: Option<Nanos>,
+        /// The session that asked (copied so indexes and bundles find it).
+        3 => session: SessionId,
+        /// The identity that asked.
+        4 => identity: String,
     }
 }
 
@@ -218,6 +256,10 @@ cbor_struct! {
         0 => approval: u64,
         1 => operator: Option<String>,
         2 => reason: String,
+        /// The session that asked.
+        3 => session: SessionId,
+        /// The identity that asked.
+        4 => identity: String,
     }
 }
 
@@ -225,6 +267,10 @@ cbor_struct! {
     /// A held statement timed out.
     pub struct ApprovalExpired {
         0 => approval: u64,
+        /// The session that asked.
+        1 => session: SessionId,
+        /// The identity that asked.
+        2 => identity: String,
     }
 }
 
@@ -450,6 +496,9 @@ impl EventBody {
             MaskApplied(b) => Some(b.session),
             Response(b) => Some(b.session),
             ApprovalRequested(b) => Some(b.session),
+            ApprovalGranted(b) => Some(b.session),
+            ApprovalDenied(b) => Some(b.session),
+            ApprovalExpired(b) => Some(b.session),
             SessionTerminated(b) => Some(b.session),
             _ => None,
         }
@@ -467,6 +516,9 @@ impl EventBody {
             MaskApplied(b) => Some(&b.identity),
             Response(b) => Some(&b.identity),
             ApprovalRequested(b) => Some(&b.identity),
+            ApprovalGranted(b) => Some(&b.identity),
+            ApprovalDenied(b) => Some(&b.identity),
+            ApprovalExpired(b) => Some(&b.identity),
             IdentityCreated(b) => Some(&b.identity),
             IdentityBlocked(b) => Some(&b.identity),
             IdentityUnblocked(b) => Some(&b.identity),

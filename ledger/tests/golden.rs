@@ -111,8 +111,53 @@ fn batches() -> Vec<Vec<EventBody>> {
             sqlstate: None,
             error: None,
             bytes: 97,
+            columns: vec![
+                ResultColumn {
+                    name: "id".into(),
+                    type_oid: 23,
+                    format: 0,
+                },
+                ResultColumn {
+                    name: "total".into(),
+                    type_oid: 1700,
+                    format: 0,
+                },
+            ],
+            result: vec![ResultRow {
+                values: vec![Some(Bytes(b"7".to_vec())), None],
+            }],
+            truncated: false,
+            result_digest: Some(Bytes(blake3::hash(b"D").as_bytes().to_vec())),
         }
         .into()],
+        vec![
+            ApprovalRequested {
+                approval: 1,
+                session: 1,
+                identity: agent.into(),
+                query: 2,
+                sql: "DELETE FROM orders WHERE id = $1".into(),
+                params: vec![Param {
+                    format: 0,
+                    value: Some(Bytes(b"7".to_vec())),
+                }],
+                class: StatementClass::Write,
+                rule: "delete-needs-approval".into(),
+                binding: Bytes(blake3::hash(b"binding").as_bytes().to_vec()),
+                quorum: 1,
+                expires_at: 1_767_225_900_000_000_000,
+                fingerprint: "delete from orders where id=$1".into(),
+            }
+            .into(),
+            ApprovalGranted {
+                approval: 1,
+                operator: "carol".into(),
+                grant_until: Some(1_767_227_400_000_000_000),
+                session: 1,
+                identity: agent.into(),
+            }
+            .into(),
+        ],
         vec![
             IdentityBlocked {
                 identity: agent.into(),

@@ -18,6 +18,19 @@ fn param() -> impl Strategy<Value = Param> {
     (0u16..3, proptest::option::of(bytes())).prop_map(|(format, value)| Param { format, value })
 }
 
+fn result_column() -> impl Strategy<Value = ResultColumn> {
+    (text(), any::<u32>(), 0u16..2).prop_map(|(name, type_oid, format)| ResultColumn {
+        name,
+        type_oid,
+        format,
+    })
+}
+
+fn result_row() -> impl Strategy<Value = ResultRow> {
+    proptest::collection::vec(proptest::option::of(bytes()), 0..4)
+        .prop_map(|values| ResultRow { values })
+}
+
 fn class() -> impl Strategy<Value = StatementClass> {
     proptest::sample::select(StatementClass::ALL)
 }
@@ -157,27 +170,38 @@ fn body() -> impl Strategy<Value = EventBody> {
                 }
             ),
         (
-            any::<u64>(),
-            text(),
-            any::<u64>(),
-            proptest::option::of(text()),
-            any::<u64>(),
-            any::<u64>(),
-            proptest::option::of(text()),
-            proptest::option::of(text()),
-            any::<u64>()
+            (
+                any::<u64>(),
+                text(),
+                any::<u64>(),
+                proptest::option::of(text()),
+                any::<u64>(),
+                any::<u64>(),
+                proptest::option::of(text()),
+                proptest::option::of(text()),
+                any::<u64>()
+            ),
+            (
+                proptest::collection::vec(result_column(), 0..4),
+                proptest::collection::vec(result_row(), 0..4),
+                any::<bool>(),
+                proptest::option::of(bytes()),
+            )
         )
             .prop_map(
                 |(
-                    session,
-                    identity,
-                    query,
-                    command_tag,
-                    rows,
-                    duration_ns,
-                    sqlstate,
-                    error,
-                    bytes,
+                    (
+                        session,
+                        identity,
+                        query,
+                        command_tag,
+                        rows,
+                        duration_ns,
+                        sqlstate,
+                        error,
+                        bytes,
+                    ),
+                    (columns, result, truncated, result_digest),
                 )| {
                     Response {
                         session,
@@ -189,6 +213,10 @@ fn body() -> impl Strategy<Value = EventBody> {
                         sqlstate,
                         error,
                         bytes,
+                        columns,
+                        result,
+                        truncated,
+                        result_digest,
                     }
                     .into()
                 }
@@ -199,7 +227,14 @@ fn body() -> impl Strategy<Value = EventBody> {
             state_hash
         }
         .into()),
-        any::<u64>().prop_map(|approval| ApprovalExpired { approval }.into()),
+        (any::<u64>(), any::<u64>(), text()).prop_map(|(approval, session, identity)| {
+            ApprovalExpired {
+                approval,
+                session,
+                identity,
+            }
+            .into()
+        }),
     ]
 }
 

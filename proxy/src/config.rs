@@ -253,10 +253,18 @@ pub struct LedgerSection {
     /// `os` (survives a process crash) or `fsync` (survives power loss).
     #[serde(default = "default_durability")]
     pub durability: String,
+    /// Result rows recorded per statement, as the client received them
+    /// (masked). Rows beyond it are counted and digested, not stored.
+    #[serde(default = "default_record_rows")]
+    pub record_rows: usize,
 }
 
 fn default_durability() -> String {
     "os".into()
+}
+
+fn default_record_rows() -> usize {
+    100
 }
 
 impl Config {

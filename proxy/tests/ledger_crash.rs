@@ -69,7 +69,12 @@ fn sigkill_mid_stream_loses_no_acknowledged_event() {
     let before = LedgerReader::open(&path).unwrap().len().unwrap();
     assert!(before >= acknowledged_total);
     let r = ledger
-        .append_blocking(&[gatehouse_ledger::event::ApprovalExpired { approval: 1 }.into()])
+        .append_blocking(&[gatehouse_ledger::event::ApprovalExpired {
+            approval: 1,
+            session: 1,
+            identity: "crash-test".into(),
+        }
+        .into()])
         .unwrap();
     assert_eq!(r[0].seq, before);
     ledger.close();

@@ -217,10 +217,116 @@ pub fn error_fields(body: &[u8]) -> Vec<(u8, String)> {
     out
 }
 
+/// One column of a RowDescription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldDescription {
+    /// The column's name as the client sees it.
+    pub name: String,
+    /// OID of the table the column comes from; 0 for an expression.
+    pub table_oid: u32,
+    /// Attribute number within that table; 0 for an expression.
+    pub column: i16,
+    /// The value's type OID.
+    pub type_oid: u32,
+    /// The type's size (negative for variable-length types).
+    pub type_len: i16,
+    /// The type modifier.
+    pub type_mod: i32,
+    /// 0 text, 1 binary.
+    pub format: i16,
+}
+
+/// The columns of a RowDescription body, or `None` if it is malformed.
+pub fn row_description(body: &[u8]) -> Option<Vec<FieldDescription>> {
+    let mut buf = body;
+    if buf.len() < 2 {
+        return None;
+    }
+    let n = buf.get_i16();
+    let mut out = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let name = get_cstr(&mut buf)?;
+        if buf.len() < 18 {
+            return None;
+        }
+        out.push(FieldDescription {
+            name,
+            table_oid: buf.get_u32(),
+            column: buf.get_i16(),
+            type_oid: buf.get_u32(),
+            type_len: buf.get_i16(),
+            type_mod: buf.get_i32(),
+            format: buf.get_i16(),
+        });
+    }
+    buf.is_empty().then_some(out)
+}
+
+/// The values of a DataRow body (`None` entries are SQL NULLs), or `None`
+/// if it is malformed.
+pub fn data_row_values(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let mut buf = body;
+    if buf.len() < 2 {
+        return None;
+    }
+    let n = buf.get_i16();
+    let mut out = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        if buf.len() < 4 {
+            return None;
+        }
+        let len = buf.get_i32();
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let len = len as usize;
+        if buf.len() < len {
+            return None;
+        }
+        out.push(Some(&buf[..len]));
+        buf = &buf[len..];
+    }
+    buf.is_empty().then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn parses_row_descriptions_and_data_rows() {
+        let mut t = BytesMut::new();
+        t.put_i16(2);
+        for (name, table, col, ty) in [("id", 16384u32, 1i16, 23u32), ("x", 0, 0, 25)] {
+            t.put_slice(name.as_bytes());
+            t.put_u8(0);
+            t.put_u32(table);
+            t.put_i16(col);
+            t.put_u32(ty);
+            t.put_i16(4);
+            t.put_i32(-1);
+            t.put_i16(0);
+        }
+        let cols = row_description(&t).unwrap();
+        assert_eq!(cols.len(), 2);
+        assert_eq!(
+            (cols[0].table_oid, cols[0].column, cols[0].type_oid),
+            (16384, 1, 23)
+        );
+        assert_eq!(cols[1].name, "x");
+        assert!(row_description(&t[..t.len() - 1]).is_none());
+        let mut d = BytesMut::new();
+        d.put_i16(2);
+        d.put_i32(2);
+        d.put_slice(b"42");
+        d.put_i32(-1);
+        assert_eq!(data_row_values(&d).unwrap(), vec![Some(&b"42"[..]), None]);
+        assert!(data_row_values(&d[..5]).is_none());
+        d.put_u8(0);
+        assert!(data_row_values(&d).is_none(), "trailing bytes");
+    }
 
     #[tokio::test]
     async fn reads_frames_and_refuses_oversized_ones() {

@@ -76,7 +76,10 @@ impl Gateway {
             targets,
             state,
             policy,
-            config.listen.max_frame_bytes,
+            shared::Limits {
+                max_frame: config.listen.max_frame_bytes,
+                record_rows: config.ledger.record_rows,
+            },
         ));
         info!(address = %admin.local_addr()?, "admin API is serving");
         Ok(Gateway {

@@ -21,8 +21,8 @@ use gatehouse_engine::policy::{Subject, Verdict};
 use gatehouse_engine::{Action, Classification, StatementClass};
 use gatehouse_ledger::cbor::Bytes as CborBytes;
 use gatehouse_ledger::event::{
-    Decision, EventBody, Param, PendingEvent, Protocol, QueryReceived, Response, SessionClosed,
-    SessionTerminated,
+    Decision, EventBody, Param, PendingEvent, Protocol, QueryReceived, Response, ResultColumn,
+    ResultRow, SessionClosed, SessionTerminated,
 };
 use pgwire::messages::extendedquery::{Bind, Close, Execute, Parse};
 use pgwire::messages::simplequery::Query;
@@ -81,6 +81,10 @@ struct Exec {
     rows: u64,
     bytes: u64,
     error: Option<(String, String)>,
+    columns: Vec<ResultColumn>,
+    result: Vec<ResultRow>,
+    truncated: bool,
+    digest: Option<Box<blake3::Hasher>>,
 }
 
 impl Exec {
@@ -93,6 +97,31 @@ impl Exec {
             rows: 0,
             bytes: 0,
             error: None,
+            columns: Vec::new(),
+            result: Vec::new(),
+            truncated: false,
+            digest: None,
+        }
+    }
+
+    /// Records one DataRow: its bytes go into the digest, its values into
+    /// the recorded result while the cap allows.
+    fn data_row(&mut self, frame: &[u8], cap: usize) {
+        self.digest
+            .get_or_insert_with(Box::default)
+            .update(frame);
+        if self.result.len() >= cap {
+            self.truncated = true;
+            return;
+        }
+        match frame::data_row_values(&frame[5..]) {
+            Some(values) => self.result.push(ResultRow {
+                values: values
+                    .into_iter()
+                    .map(|v| v.map(|v| CborBytes(v.to_vec())))
+                    .collect(),
+            }),
+            None => self.truncated = true,
         }
     }
 }
@@ -105,6 +134,9 @@ struct Tracker {
     /// Response events not yet appended; they ride along with the next
     /// write-ahead append, or are flushed shortly after.
     deferred: Vec<PendingEvent>,
+    /// The last RowDescription seen: in the extended protocol it answers a
+    /// Describe that may precede its Execute.
+    last_description: Vec<ResultColumn>,
 }
 
 struct Context {
@@ -132,6 +164,12 @@ impl Context {
             sqlstate,
             error,
             bytes: e.bytes,
+            columns: e.columns,
+            result: e.result,
+            truncated: e.truncated,
+            result_digest: e
+                .digest
+                .map(|h| CborBytes(h.finalize().as_bytes().to_vec())),
         })
         .to_pending()
     }
@@ -179,6 +217,7 @@ pub async fn relay<S: Stream>(
             pending: VecDeque::new(),
             denials: HashMap::new(),
             deferred: Vec::new(),
+            last_description: Vec::new(),
         }),
         flush: tokio::sync::Notify::new(),
         marker,
@@ -884,6 +923,31 @@ fn observe(
         e.bytes += size;
     }
     match tag {
+        b'T' => {
+            t.last_description = frame::row_description(body)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| ResultColumn {
+                    name: f.name,
+                    type_oid: f.type_oid,
+                    format: f.format as u16,
+                })
+                .collect();
+            if let Some(Pending::Exec(e)) = t.pending.front_mut() {
+                e.columns = t.last_description.clone();
+            }
+            None
+        }
+        b'D' => {
+            let cap = ctx.shared.record_rows;
+            if let Some(Pending::Exec(e)) = t.pending.front_mut() {
+                if e.columns.is_empty() && e.result.is_empty() {
+                    e.columns = t.last_description.clone();
+                }
+                e.data_row(frame, cap);
+            }
+            None
+        }
         b'C' | b'I' | b's' => {
             let command = (tag == b'C').then(|| {
                 let end = body.iter().position(|b| *b == 0).unwrap_or(body.len());

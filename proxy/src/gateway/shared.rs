@@ -88,6 +88,15 @@ impl SessionControl {
     }
 }
 
+/// Sizes the operator configures.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest client frame accepted.
+    pub max_frame: usize,
+    /// Result rows recorded per statement.
+    pub record_rows: usize,
+}
+
 /// Everything sessions share.
 pub struct Shared {
     /// The audit ledger writer.
@@ -104,6 +113,8 @@ pub struct Shared {
     pub cancel_keys: Mutex<HashMap<(i32, i32), CancelTarget>>,
     /// Largest client frame accepted.
     pub max_frame: usize,
+    /// Result rows recorded per statement.
+    pub record_rows: usize,
     /// Secret for the fake SCRAM salts of unknown identities, so a login
     /// attempt cannot tell whether an identity exists.
     pub salt_secret: [u8; 32],
@@ -127,7 +138,7 @@ impl Shared {
         targets: Vec<Target>,
         state: GatewayState,
         policy: Policy,
-        max_frame: usize,
+        limits: Limits,
     ) -> Self {
         let blocks = state
             .blocks
@@ -144,7 +155,8 @@ impl Shared {
             policy: RwLock::new(Arc::new(policy)),
             verdicts: VerdictCache::default(),
             cancel_keys: Mutex::new(HashMap::new()),
-            max_frame,
+            max_frame: limits.max_frame,
+            record_rows: limits.record_rows,
             salt_secret: super::scram::random_bytes(),
             next_session: AtomicU64::new(state.last_session + 1),
             shutdown: tokio::sync::watch::channel(false).0,

@@ -1,0 +1,411 @@
+//! Just-in-time approvals and the grants they leave behind, as a fold over
+//! ledger events.
+//!
+//! A held statement is an `ApprovalRequested` event. Approvers add
+//! `ApprovalGranted` events; once `quorum` distinct approvers have approved,
+//! the request is granted. If every approver gave a duration, the identity
+//! also gets a grant for the statement's fingerprint until the earliest of
+//! those instants (an approver who approved "once" limits the grant to
+//! once). `ApprovalDenied` and `ApprovalExpired` close a request for good.
+
+use std::collections::BTreeMap;
+
+use gatehouse_ledger::event::{EventBody, Nanos, SessionId};
+use gatehouse_ledger::Event;
+use serde::{Deserialize, Serialize};
+
+/// Where a request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    /// Held, waiting for approvers.
+    Pending,
+    /// Approved by a quorum; the statement was released.
+    Granted,
+    /// Refused by an approver, a block, or a gateway restart.
+    Denied,
+    /// Nobody decided in time.
+    Expired,
+}
+
+impl ApprovalStatus {
+    /// The status as shown to people and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Granted => "granted",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::Expired => "expired",
+        }
+    }
+}
+
+/// A statement held for approval, and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The session holding it.
+    pub session: SessionId,
+    /// The identity that asked.
+    pub identity: String,
+    /// The statement's query number within its session.
+    pub query: u64,
+    /// The statement.
+    pub sql: String,
+    /// The rule that required approval.
+    pub rule: String,
+    /// Normalized SQL with literals removed: what a grant covers.
+    pub fingerprint: String,
+    /// Distinct approvers required.
+    pub quorum: u64,
+    /// Where it stands.
+    pub status: ApprovalStatus,
+    /// Distinct approvers so far, in order.
+    pub approvers: Vec<String>,
+    /// The grant durations they asked for (`None`: once).
+    pub grant_untils: Vec<Option<Nanos>>,
+    /// When it was requested.
+    pub requested_at: Nanos,
+    /// When the request times out.
+    pub expires_at: Nanos,
+    /// Who denied it, if an operator did.
+    pub denied_by: Option<String>,
+    /// Why it was denied.
+    pub reason: Option<String>,
+}
+
+/// Permission for an identity to run one statement fingerprint until a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The approval that created it.
+    pub approval: u64,
+    /// Until when (exclusive).
+    pub until: Nanos,
+    /// The approvers.
+    pub approvers: Vec<String>,
+}
+
+/// Every approval request and every grant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approvals {
+    /// Requests by id.
+    pub requests: BTreeMap<u64, Approval>,
+    /// Grants by identity, then fingerprint.
+    pub grants: BTreeMap<String, BTreeMap<String, Grant>>,
+}
+
+/// What an `ApprovalGranted` event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vote {
+    /// Counted; more approvers are needed.
+    Counted {
+        /// Distinct approvers so far.
+        have: u64,
+        /// Distinct approvers required.
+        need: u64,
+    },
+    /// The quorum is reached: the statement is released.
+    Released {
+        /// The grant created for later runs of the fingerprint, if any.
+        grant_until: Option<Nanos>,
+    },
+}
+
+/// Why an approver's vote cannot be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VoteError {
+    /// No such request.
+    #[error("no approval request {0}: list them with `gatehouse approvals`")]
+    Unknown(u64),
+    /// Already decided.
+    #[error("approval request {id} is already {status}")]
+    Closed {
+        /// The request.
+        id: u64,
+        /// Its status.
+        status: &'static str,
+    },
+    /// The identity that asked tried to approve its own statement.
+    #[error("{0} asked for this approval and cannot approve it; another approver must")]
+    SelfApproval(String),
+    /// The same approver again.
+    #[error("{0} has already approved request {1}; it needs a different approver")]
+    AlreadyApproved(String, u64),
+}
+
+impl Approvals {
+    /// Folds one event in.
+    pub fn apply(&mut self, event: &Event) {
+        match &event.body {
+            EventBody::ApprovalRequested(a) => {
+                self.requests.insert(
+                    a.approval,
+                    Approval {
+                        session: a.session,
+                        identity: a.identity.clone(),
+                        query: a.query,
+                        sql: a.sql.clone(),
+                        rule: a.rule.clone(),
+                        fingerprint: a.fingerprint.clone(),
+                        quorum: a.quorum.max(1),
+                        status: ApprovalStatus::Pending,
+                        approvers: Vec::new(),
+                        grant_untils: Vec::new(),
+                        requested_at: event.ts,
+                        expires_at: a.expires_at,
+                        denied_by: None,
+                        reason: None,
+                    },
+                );
+            }
+            EventBody::ApprovalGranted(g) => {
+                let Some(a) = self.requests.get_mut(&g.approval) else {
+                    return;
+                };
+                if a.status != ApprovalStatus::Pending || a.approvers.contains(&g.operator) {
+                    return;
+                }
+                a.approvers.push(g.operator.clone());
+                a.grant_untils.push(g.grant_until);
+                if (a.approvers.len() as u64) < a.quorum {
+                    return;
+                }
+                a.status = ApprovalStatus::Granted;
+                if let Some(until) = grant_until(&a.grant_untils) {
+                    let grant = Grant {
+                        approval: g.approval,
+                        until,
+                        approvers: a.approvers.clone(),
+                    };
+                    let now = event.ts;
+                    let grants = self.grants.entry(a.identity.clone()).or_default();
+                    grants.retain(|_, g| g.until > now);
+                    grants.insert(a.fingerprint.clone(), grant);
+                }
+            }
+            EventBody::ApprovalDenied(d) => {
+                if let Some(a) = self.requests.get_mut(&d.approval) {
+                    if a.status == ApprovalStatus::Pending {
+                        a.status = ApprovalStatus::Denied;
+                        a.denied_by = d.operator.clone();
+                        a.reason = Some(d.reason.clone());
+                    }
+                }
+            }
+            EventBody::ApprovalExpired(e) => {
+                if let Some(a) = self.requests.get_mut(&e.approval) {
+                    if a.status == ApprovalStatus::Pending {
+                        a.status = ApprovalStatus::Expired;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What an approval by `operator` would do, without doing it. The
+    /// gateway checks this before it records the vote.
+    pub fn check_vote(&self, id: u64, operator: &str) -> Result<(), VoteError> {
+        let a = self.requests.get(&id).ok_or(VoteError::Unknown(id))?;
+        if a.status != ApprovalStatus::Pending {
+            return Err(VoteError::Closed {
+                id,
+                status: a.status.name(),
+            });
+        }
+        if a.identity == operator {
+            return Err(VoteError::SelfApproval(operator.to_owned()));
+        }
+        if a.approvers.iter().any(|o| o == operator) {
+            return Err(VoteError::AlreadyApproved(operator.to_owned(), id));
+        }
+        Ok(())
+    }
+
+    /// The outcome of request `id` after its latest vote.
+    pub fn vote_outcome(&self, id: u64) -> Option<Vote> {
+        let a = self.requests.get(&id)?;
+        Some(match a.status {
+            ApprovalStatus::Granted => Vote::Released {
+                grant_until: grant_until(&a.grant_untils),
+            },
+            _ => Vote::Counted {
+                have: a.approvers.len() as u64,
+                need: a.quorum,
+            },
+        })
+    }
+
+    /// The grant letting `identity` run `fingerprint` at `now`, if any.
+    pub fn active_grant(&self, identity: &str, fingerprint: &str, now: Nanos) -> Option<&Grant> {
+        self.grants
+            .get(identity)?
+            .get(fingerprint)
+            .filter(|g| g.until > now)
+    }
+
+    /// Requests still waiting for a decision, oldest first.
+    pub fn pending(&self) -> impl Iterator<Item = (u64, &Approval)> {
+        self.requests
+            .iter()
+            .filter(|(_, a)| a.status == ApprovalStatus::Pending)
+            .map(|(id, a)| (*id, a))
+    }
+
+    /// The next unused request id.
+    pub fn next_id(&self) -> u64 {
+        self.requests.keys().next_back().map_or(1, |id| id + 1)
+    }
+}
+
+/// The grant a quorum leaves: the earliest end if every approver gave one.
+fn grant_until(untils: &[Option<Nanos>]) -> Option<Nanos> {
+    untils
+        .iter()
+        .try_fold(Nanos::MAX, |min, u| u.map(|u| min.min(u)))
+        .filter(|_| !untils.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_ledger::cbor::Bytes;
+    use gatehouse_ledger::event::{
+        ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalRequested, StatementClass,
+    };
+
+    fn requested(id: u64, quorum: u64) -> EventBody {
+        ApprovalRequested {
+            approval: id,
+            session: 7,
+            identity: "agent-x".into(),
+            query: 3,
+            sql: "DELETE FROM orders WHERE id = 5".into(),
+            params: vec![],
+            class: StatementClass::Write,
+            rule: "needs-approval".into(),
+            binding: Bytes(vec![1; 32]),
+            quorum,
+            expires_at: 5_000,
+            fingerprint: "delete from orders where id = ?".into(),
+        }
+        .into()
+    }
+
+    fn granted(id: u64, operator: &str, until: Option<Nanos>) -> EventBody {
+        ApprovalGranted {
+            approval: id,
+            operator: operator.into(),
+            grant_until: until,
+            session: 7,
+            identity: "agent-x".into(),
+        }
+        .into()
+    }
+
+    fn fold(bodies: Vec<EventBody>) -> Approvals {
+        let mut a = Approvals::default();
+        for (i, body) in bodies.into_iter().enumerate() {
+            a.apply(&Event {
+                seq: i as u64,
+                ts: 1_000 + i as u64,
+                body,
+            });
+        }
+        a
+    }
+
+    #[test]
+    fn quorum_needs_distinct_approvers() {
+        let a = fold(vec![
+            requested(1, 2),
+            granted(1, "alice", None),
+            granted(1, "alice", None),
+        ]);
+        assert_eq!(a.requests[&1].status, ApprovalStatus::Pending);
+        assert_eq!(a.vote_outcome(1), Some(Vote::Counted { have: 1, need: 2 }));
+        assert_eq!(
+            a.check_vote(1, "alice"),
+            Err(VoteError::AlreadyApproved("alice".into(), 1))
+        );
+        assert_eq!(a.check_vote(1, "bob"), Ok(()));
+        let a = fold(vec![
+            requested(1, 2),
+            granted(1, "alice", None),
+            granted(1, "bob", None),
+        ]);
+        assert_eq!(a.requests[&1].status, ApprovalStatus::Granted);
+        assert_eq!(
+            a.vote_outcome(1),
+            Some(Vote::Released { grant_until: None })
+        );
+        assert!(a.grants.is_empty(), "approved once leaves no grant");
+    }
+
+    #[test]
+    fn a_grant_lasts_until_the_earliest_duration_and_expires_by_itself() {
+        let a = fold(vec![
+            requested(1, 2),
+            granted(1, "alice", Some(90_000)),
+            granted(1, "bob", Some(60_000)),
+        ]);
+        let fp = "delete from orders where id = ?";
+        assert_eq!(a.active_grant("agent-x", fp, 59_999).unwrap().until, 60_000);
+        assert!(a.active_grant("agent-x", fp, 60_000).is_none());
+        assert!(a.active_grant("agent-y", fp, 2_000).is_none());
+        assert!(a
+            .active_grant("agent-x", "delete from customers", 2_000)
+            .is_none());
+        // One approver approving once limits the quorum's grant to once.
+        let a = fold(vec![
+            requested(1, 2),
+            granted(1, "alice", Some(90_000)),
+            granted(1, "bob", None),
+        ]);
+        assert!(a.grants.is_empty());
+    }
+
+    #[test]
+    fn self_approval_and_closed_requests_are_refused() {
+        let a = fold(vec![requested(1, 1)]);
+        assert_eq!(
+            a.check_vote(1, "agent-x"),
+            Err(VoteError::SelfApproval("agent-x".into()))
+        );
+        assert_eq!(a.check_vote(2, "alice"), Err(VoteError::Unknown(2)));
+        let a = fold(vec![
+            requested(1, 1),
+            ApprovalDenied {
+                approval: 1,
+                operator: Some("carol".into()),
+                reason: "no".into(),
+                session: 7,
+                identity: "agent-x".into(),
+            }
+            .into(),
+            granted(1, "alice", Some(9_000)),
+        ]);
+        assert_eq!(a.requests[&1].status, ApprovalStatus::Denied);
+        assert_eq!(a.requests[&1].denied_by.as_deref(), Some("carol"));
+        assert!(
+            a.grants.is_empty(),
+            "a vote after the denial changes nothing"
+        );
+        assert!(matches!(
+            a.check_vote(1, "alice"),
+            Err(VoteError::Closed { .. })
+        ));
+        let a = fold(vec![
+            requested(1, 1),
+            requested(2, 1),
+            ApprovalExpired {
+                approval: 1,
+                session: 7,
+                identity: "agent-x".into(),
+            }
+            .into(),
+        ]);
+        assert_eq!(a.requests[&1].status, ApprovalStatus::Expired);
+        assert_eq!(a.pending().map(|(id, _)| id).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(a.next_id(), 3);
+    }
+}
