@@ -7,6 +7,7 @@ pub mod approvals;
 pub mod classify;
 pub mod fingerprint;
 pub mod identities;
+pub mod mask;
 pub mod operators;
 pub mod policy;
 pub mod state;

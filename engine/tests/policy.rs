@@ -158,7 +158,8 @@ fn empty_query_is_always_allowed() {
         StatementVerdict {
             action: Action::Allow,
             rule: None,
-            message: None
+            message: None,
+            mask: None,
         }
     );
     assert_eq!(
@@ -249,7 +250,7 @@ classes = ["write"]
 fn approval_beats_mask_beats_allow() {
     let rules = [
         "[[rule]]\nname = \"a\"\naction = \"allow\"\n",
-        "[[rule]]\nname = \"m\"\naction = \"mask\"\nmessage = \"masked\"\n",
+        "[[rule]]\nname = \"m\"\naction = \"mask\"\nmessage = \"masked\"\n[rule.mask]\n\"public.customers.ssn\" = \"redact\"\n",
         "[[rule]]\nname = \"r\"\naction = \"require_approval\"\ntables = [\"public.orders\"]\n",
     ];
     for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2]] {
@@ -491,8 +492,13 @@ fn unknown_needs_an_explicit_class() {
     }
     let p = policy("[[rule]]\nname = \"r\"\nclasses = [\"read\"]\naction = \"allow\"\n");
     assert_eq!(judge(&p, &unknown()).action, Action::Deny);
-    for action in ["mask", "require_approval"] {
-        let p = policy(&format!("[[rule]]\nname = \"r\"\naction = \"{action}\"\n"));
+    for (action, extra) in [
+        ("mask", "[rule.mask]\n\"public.t.c\" = \"null\"\n"),
+        ("require_approval", ""),
+    ] {
+        let p = policy(&format!(
+            "[[rule]]\nname = \"r\"\naction = \"{action}\"\n{extra}"
+        ));
         assert_eq!(judge(&p, &unknown()).action, Action::Deny, "{action}");
     }
     let p = policy("[[rule]]\nname = \"u\"\nclasses = [\"unknown\"]\naction = \"allow\"\n");
@@ -544,6 +550,8 @@ action = "allow"
 name = "mask-customers"
 tables = ["public.customers"]
 action = "mask"
+[rule.mask]
+"public.customers.ssn" = "redact"
 [[rule]]
 name = "approve-deletes"
 classes = ["write"]
@@ -665,6 +673,8 @@ identity = "agent-*"
 target = "crm"
 classes = ["read"]
 action = "mask"
+[rule.mask]
+"public.customers.ssn" = "redact"
 [[rule]]
 name = "agents-no-writes"
 identity = "agent-*"

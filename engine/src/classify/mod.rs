@@ -31,7 +31,10 @@ mod names;
 mod statements;
 #[cfg(test)]
 mod tests;
+mod uses;
 mod walker;
+
+pub use uses::{ColumnUses, StatementKind, Uses};
 
 use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -73,22 +76,45 @@ const MAX_SQL_BYTES: usize = 1024 * 1024;
 /// (or comment-only) string yields one Read statement with command `EMPTY`.
 /// See the module documentation for the rules.
 pub fn classify(sql: &str) -> Classification {
-    let statements = if sql.len() > MAX_SQL_BYTES {
-        vec![fallback::unknown_info(format!(
-            "the query is {} bytes long; the gateway classifies at most {MAX_SQL_BYTES} bytes",
-            sql.len()
-        ))]
-    } else if sql.len() <= INLINE_LIMIT {
-        guarded(sql)
-    } else {
-        on_big_stack(sql)
-    };
+    let statements =
+        sized(sql, classify_here).unwrap_or_else(|reason| vec![fallback::unknown_info(reason)]);
     Classification { statements }
 }
 
-/// Classifies on a helper thread with a stack sized for the input, so deep
-/// expression trees cannot overflow the caller's stack.
-fn on_big_stack(sql: &str) -> Vec<StatementInfo> {
+/// How each statement of a query string uses the columns it references,
+/// for masking: one entry per statement, in order (see [`Uses`]).
+///
+/// Fails, with a reason an operator can act on, when the string cannot be
+/// parsed: then nothing can be said about the columns it reads. Like
+/// [`classify`], it never panics and bounds its stack.
+pub fn column_uses(sql: &str) -> Result<Vec<ColumnUses>, String> {
+    sized(sql, |sql| {
+        match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+            Ok(parsed) => Ok(parsed.iter().map(statements::statement_uses).collect()),
+            Err(err) => Err(format!("the query could not be parsed: {err}")),
+        }
+    })?
+}
+
+/// Runs `work` on `sql` with a stack big enough for it (on a helper thread
+/// for large strings, so deep expression trees cannot overflow the caller's
+/// stack), turning any panic (a bug in the parser or here) into an error.
+/// Strings over [`MAX_SQL_BYTES`] are refused.
+fn sized<T: Send>(sql: &str, work: impl Fn(&str) -> T + Sync) -> Result<T, String> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(format!(
+            "the query is {} bytes long; the gateway classifies at most {MAX_SQL_BYTES} bytes",
+            sql.len()
+        ));
+    }
+    let guarded = |sql: &str| {
+        catch_unwind(AssertUnwindSafe(|| work(sql))).map_err(|_| {
+            "the classifier failed on this query (an internal error); it is denied".to_owned()
+        })
+    };
+    if sql.len() <= INLINE_LIMIT {
+        return guarded(sql);
+    }
     let stack = MIN_HELPER_STACK.max(sql.len().saturating_mul(STACK_PER_BYTE));
     std::thread::scope(|scope| {
         let spawned = std::thread::Builder::new()
@@ -96,23 +122,15 @@ fn on_big_stack(sql: &str) -> Vec<StatementInfo> {
             .stack_size(stack)
             .spawn_scoped(scope, || guarded(sql));
         match spawned {
-            Ok(handle) => handle.join().unwrap_or_else(|_| vec![internal_error()]),
-            Err(err) => vec![fallback::unknown_info(format!(
-                "the query is too large to classify here ({err})"
-            ))],
+            Ok(handle) => handle.join().unwrap_or_else(|_| {
+                Err(
+                    "the classifier failed on this query (an internal error); it is denied"
+                        .to_owned(),
+                )
+            }),
+            Err(err) => Err(format!("the query is too large to classify here ({err})")),
         }
     })
-}
-
-/// Classifies, turning any panic (a bug in the parser or here) into Unknown.
-fn guarded(sql: &str) -> Vec<StatementInfo> {
-    catch_unwind(AssertUnwindSafe(|| classify_here(sql))).unwrap_or_else(|_| vec![internal_error()])
-}
-
-fn internal_error() -> StatementInfo {
-    fallback::unknown_info(
-        "the classifier failed on this query (an internal error); it is denied".to_owned(),
-    )
 }
 
 fn classify_here(sql: &str) -> Vec<StatementInfo> {

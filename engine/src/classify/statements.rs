@@ -15,6 +15,7 @@ use sqlparser::ast::{
     TransactionAccessMode, TransactionMode, Visit, Visitor,
 };
 
+use super::uses::{ColumnUses, Tracker};
 use super::walker::{addr, Walker};
 use super::Findings;
 use crate::StatementInfo;
@@ -338,6 +339,35 @@ pub(super) fn classify_statement(stmt: &Statement) -> StatementInfo {
     };
     let _ = stmt.visit(&mut sweep);
     findings.into_info(command)
+}
+
+/// How one statement uses the columns it references (see `uses`): the
+/// walker with use tracking, and the sweep for the tables it misses.
+pub(super) fn statement_uses(stmt: &Statement) -> ColumnUses {
+    let (tracker, kind) = Tracker::for_statement(stmt);
+    let mut walker = Walker::with_uses(Findings::new(), tracker);
+    walker.walk_statement(stmt);
+    let Walker {
+        mut findings,
+        seen,
+        uses,
+        ..
+    } = walker;
+    let mut sweep = Sweep {
+        seen: &seen,
+        findings: &mut findings,
+        table_functions: HashSet::new(),
+    };
+    let _ = stmt.visit(&mut sweep);
+    let tracker = uses.unwrap_or_default();
+    let info = findings.into_info(describe(stmt).command);
+    ColumnUses {
+        kind,
+        columns: tracker.columns,
+        equalities: tracker.equalities,
+        tables: info.tables,
+        unknown: info.reason,
+    }
 }
 
 /// Visits every node of a statement: raises the class for every nested

@@ -25,16 +25,17 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 
 use sqlparser::ast::{
-    AccessExpr, Assignment, AssignmentTarget, CopySource, Delete, Distinct, Expr, FromTable,
-    Function, FunctionArg, FunctionArgExpr, FunctionArguments, GrantObjects, GroupByExpr, InTarget,
-    Insert, JoinConstraint, JoinOperator, Merge, MergeAction, MergeInsertKind, MergeUpdateKind,
-    ObjectName, ObjectType, OnConflictAction, OnInsert, OrderBy, OrderByKind, Privileges, Query,
-    Select, SelectInto, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, Table,
-    TableAlias, TableFactor, TableObject, TableWithJoins, Update, UpdateTableFromKind, Values,
-    Visit, Visitor, WindowType,
+    AccessExpr, Assignment, AssignmentTarget, BinaryOperator, CopySource, Delete, Distinct, Expr,
+    FromTable, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GrantObjects,
+    GroupByExpr, InTarget, Insert, JoinConstraint, JoinOperator, Merge, MergeAction,
+    MergeInsertKind, MergeUpdateKind, ObjectName, ObjectType, OnConflictAction, OnInsert, OrderBy,
+    OrderByKind, Privileges, Query, Select, SelectInto, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement, Table, TableAlias, TableFactor,
+    TableObject, TableWithJoins, Update, UpdateTableFromKind, Values, Visit, Visitor, WindowType,
 };
 
 use super::names;
+use super::uses::{Tracker, Uses};
 use super::Findings;
 
 /// What a query (or a RETURNING list) yields, so that outer references to
@@ -97,6 +98,8 @@ pub(super) struct Walker {
     /// too complex (a bound on the work a hostile query can cause: each
     /// unqualified name is resolved against every FROM item in scope).
     budget: usize,
+    /// How each column is used, when masking asked (see the `uses` module).
+    pub(super) uses: Option<Tracker>,
 }
 
 /// See [`Walker::budget`].
@@ -118,7 +121,68 @@ impl Walker {
             ctes: Vec::new(),
             captures: Vec::new(),
             budget: COLUMN_BUDGET,
+            uses: None,
         }
+    }
+
+    /// A walker that also tracks how each column is used.
+    pub(super) fn with_uses(findings: Findings, tracker: Tracker) -> Self {
+        Walker {
+            uses: Some(tracker),
+            ..Walker::new(findings)
+        }
+    }
+
+    /// Whether uses are tracked (extra bookkeeping for masking only, so the
+    /// classification itself never changes).
+    fn tracking(&self) -> bool {
+        self.uses.is_some()
+    }
+
+    /// Runs `f` with `add` joined to the context of the uses it records.
+    fn within<R>(&mut self, add: Uses, f: impl FnOnce(&mut Self) -> R) -> R {
+        self.in_context(|c| c | add, f)
+    }
+
+    /// Runs `f` with the context `change` makes of the current one.
+    fn in_context<R>(
+        &mut self,
+        change: impl FnOnce(Uses) -> Uses,
+        f: impl FnOnce(&mut Self) -> R,
+    ) -> R {
+        let saved = self.uses.as_mut().map(|u| {
+            let saved = (u.context, u.whole_row_derived);
+            u.context = change(u.context);
+            u.whole_row_derived = false;
+            saved
+        });
+        let result = f(self);
+        if let (Some(u), Some((context, whole_row))) = (self.uses.as_mut(), saved) {
+            u.context = context;
+            u.whole_row_derived = whole_row;
+        }
+        result
+    }
+
+    /// Runs `f` for a plain column of the top-level output.
+    fn output_column<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let saved = self.uses.as_mut().map(|u| {
+            let saved = u.whole_row_derived;
+            u.whole_row_derived = true;
+            saved
+        });
+        let result = f(self);
+        if let (Some(u), Some(saved)) = (self.uses.as_mut(), saved) {
+            u.whole_row_derived = saved;
+        }
+        result
+    }
+
+    /// Whether `node` is one of the outputs PostgreSQL traces.
+    fn is_top<T>(&self, node: &T) -> bool {
+        self.uses
+            .as_ref()
+            .is_some_and(|u| u.top.contains(&addr(node)))
     }
 
     /// Whether the column budget is spent (then the statement is Unknown).
@@ -140,6 +204,9 @@ impl Walker {
         self.budget -= 1;
         for capture in &mut self.captures {
             capture.push(column.clone());
+        }
+        if let Some(u) = &mut self.uses {
+            u.note(&column);
         }
         self.findings.columns.insert(column);
     }
@@ -211,6 +278,23 @@ impl Walker {
     /// Walks a statement; returns its output (a query's columns, or a
     /// data-modifying statement's RETURNING list).
     pub(super) fn walk_statement(&mut self, stmt: &Statement) -> Rc<Output> {
+        // The context a statement's own parts are used in (see `uses`).
+        let context = match stmt {
+            Statement::Query(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::Merge(_)
+            | Statement::Prepare { .. }
+            | Statement::Declare { .. } => Uses::OUTPUT,
+            Statement::Copy { .. } => Uses::COPY,
+            Statement::Explain { .. } => Uses::DERIVED,
+            _ => Uses::STORED,
+        };
+        self.within(context, |w| w.walk_statement_parts(stmt))
+    }
+
+    fn walk_statement_parts(&mut self, stmt: &Statement) -> Rc<Output> {
         match stmt {
             Statement::Query(q) => return self.walk_query(q),
             Statement::Insert(i) => return self.walk_insert(i),
@@ -466,21 +550,25 @@ impl Walker {
                 renamed: false,
             },
         };
-        for c in columns {
-            if let Some(first) = names::parts(c).and_then(|p| p.into_iter().next()) {
-                for t in &tables {
-                    self.record(format!("{t}.{first}"));
+        self.within(Uses::TARGET, |w| {
+            for c in columns {
+                if let Some(first) = names::parts(c).and_then(|p| p.into_iter().next()) {
+                    for t in &tables {
+                        w.record(format!("{t}.{first}"));
+                    }
                 }
             }
-        }
+        });
         if let Some(source) = source {
             // Without a column list the values go to every column in order.
             if columns.is_empty() {
-                for t in &tables {
-                    self.record(format!("{t}.*"));
-                }
+                self.within(Uses::TARGET, |w| {
+                    for t in &tables {
+                        w.record(format!("{t}.*"));
+                    }
+                });
             }
-            self.walk_query(source);
+            self.within(Uses::STORED, |w| w.walk_query(source));
         }
         self.scopes.push(Scope {
             entries: vec![target.clone()],
@@ -492,15 +580,18 @@ impl Walker {
             Some(OnInsert::OnConflict(oc)) => {
                 use sqlparser::ast::ConflictTarget as C;
                 if let Some(C::Columns { columns, predicate }) = &oc.conflict_target {
-                    for c in columns {
-                        let c = names::ident(c);
-                        for t in &tables {
-                            self.record(format!("{t}.{c}"));
+                    // Whether the insert conflicts depends on these values.
+                    self.within(Uses::FILTER, |w| {
+                        for c in columns {
+                            let c = names::ident(c);
+                            for t in &tables {
+                                w.record(format!("{t}.{c}"));
+                            }
                         }
-                    }
-                    if let Some(p) = predicate {
-                        self.walk_expr(p);
-                    }
+                        if let Some(p) = predicate {
+                            w.walk_expr(p);
+                        }
+                    });
                 }
                 if let OnConflictAction::DoUpdate(du) = &oc.action {
                     // EXCLUDED is the row proposed for insertion.
@@ -516,7 +607,7 @@ impl Walker {
                         self.walk_assignment(a, Some(&target));
                     }
                     if let Some(s) = &du.selection {
-                        self.walk_expr(s);
+                        self.within(Uses::FILTER, |w| w.walk_expr(s));
                     }
                 }
             }
@@ -529,7 +620,10 @@ impl Walker {
             None => {}
         }
         let out = match returning {
-            Some(items) => self.walk_projection(items),
+            Some(items) => {
+                let top = self.is_top(items);
+                self.walk_projection(items, top)
+            }
             None => Output::default(),
         };
         self.generic(partitioned);
@@ -556,10 +650,10 @@ impl Walker {
                     Some(entry) => column_in_entry(entry, &first, &mut out),
                     None => out = self.resolve_unqualified(&first),
                 }
-                self.record_all(out);
+                self.within(Uses::TARGET, |w| w.record_all(out));
             }
         }
-        self.walk_expr(&assignment.value);
+        self.within(Uses::STORED, |w| w.walk_expr(&assignment.value));
     }
 
     fn walk_update(&mut self, update: &Update) -> Rc<Output> {
@@ -596,15 +690,20 @@ impl Walker {
             self.walk_assignment(a, target.as_ref());
         }
         if let Some(s) = selection {
-            self.walk_expr(s);
+            self.within(Uses::FILTER, |w| w.walk_expr(s));
         }
         let out = match returning {
-            Some(items) => self.walk_projection(items),
+            Some(items) => {
+                let top = self.is_top(items);
+                self.walk_projection(items, top)
+            }
             None => Output::default(),
         };
         self.generic(output);
-        self.generic(order_by);
-        self.generic(limit);
+        self.within(Uses::FILTER, |w| {
+            w.generic(order_by);
+            w.generic(limit);
+        });
         self.generic(settings);
         self.scopes.pop();
         Rc::new(out)
@@ -641,15 +740,20 @@ impl Walker {
             self.walk_table_with_joins(twj);
         }
         if let Some(s) = selection {
-            self.walk_expr(s);
+            self.within(Uses::FILTER, |w| w.walk_expr(s));
         }
         let out = match returning {
-            Some(items) => self.walk_projection(items),
+            Some(items) => {
+                let top = self.is_top(items);
+                self.walk_projection(items, top)
+            }
             None => Output::default(),
         };
         self.generic(output);
-        self.generic(order_by);
-        self.generic(limit);
+        self.within(Uses::FILTER, |w| {
+            w.generic(order_by);
+            w.generic(limit);
+        });
         self.generic(settings);
         self.scopes.pop();
         Rc::new(out)
@@ -670,10 +774,10 @@ impl Walker {
         self.walk_target(table);
         let target = self.scopes.last().and_then(|s| s.entries.first().cloned());
         self.walk_table_factor(source);
-        self.walk_expr(on);
+        self.within(Uses::FILTER, |w| w.walk_expr(on));
         for clause in clauses {
             if let Some(p) = &clause.predicate {
-                self.walk_expr(p);
+                self.within(Uses::FILTER, |w| w.walk_expr(p));
             }
             match &clause.action {
                 MergeAction::Insert(ins) => {
@@ -688,16 +792,16 @@ impl Walker {
                                 column_in_entry(t, &first, &mut out);
                             }
                         }
-                        self.record_all(out);
+                        self.within(Uses::TARGET, |w| w.record_all(out));
                     }
                     match &ins.kind {
                         MergeInsertKind::Values(v) => {
-                            self.walk_values(v);
+                            self.within(Uses::STORED, |w| w.walk_values(v));
                         }
                         MergeInsertKind::Row | MergeInsertKind::Wildcard => {}
                     }
                     if let Some(p) = &ins.insert_predicate {
-                        self.walk_expr(p);
+                        self.within(Uses::FILTER, |w| w.walk_expr(p));
                     }
                 }
                 MergeAction::Update(up) => {
@@ -711,12 +815,12 @@ impl Walker {
                             if let Some(t) = &target {
                                 let mut out = Vec::new();
                                 whole_row(t, &mut out);
-                                self.record_all(out);
+                                self.within(Uses::STORED, |w| w.record_all(out));
                             }
                         }
                     }
                     for p in up.update_predicate.iter().chain(&up.delete_predicate) {
-                        self.walk_expr(p);
+                        self.within(Uses::FILTER, |w| w.walk_expr(p));
                     }
                 }
                 MergeAction::Delete { .. } | MergeAction::DoNothing { .. } => {}
@@ -756,7 +860,7 @@ impl Walker {
                     }
                 }
                 for (i, cte) in with.cte_tables.iter().enumerate() {
-                    let out = self.walk_query(&cte.query);
+                    let out = self.within(Uses::DERIVED, |w| w.walk_query(&cte.query));
                     let out = Rc::new(rename(Output::clone(&out), Some(&cte.alias)));
                     if let Some(slot) = self.ctes.last_mut().and_then(|f| f.get_mut(i)) {
                         slot.1 = out;
@@ -765,7 +869,7 @@ impl Walker {
             } else {
                 // Without RECURSIVE a CTE sees only the ones before it.
                 for cte in &with.cte_tables {
-                    let out = self.walk_query(&cte.query);
+                    let out = self.within(Uses::DERIVED, |w| w.walk_query(&cte.query));
                     let out = Rc::new(rename(Output::clone(&out), Some(&cte.alias)));
                     let name = names::ident(&cte.alias.name);
                     if let Some(frame) = self.ctes.last_mut() {
@@ -780,8 +884,10 @@ impl Walker {
                 .unknown("pipe syntax (|>) is not PostgreSQL syntax".to_owned());
         }
         let out = self.walk_set_expr(body, order_by.as_ref());
-        self.generic(limit_clause);
-        self.generic(fetch);
+        self.within(Uses::FILTER, |w| {
+            w.generic(limit_clause);
+            w.generic(fetch);
+        });
         self.generic(for_clause);
         self.generic(settings);
         self.generic(format_clause);
@@ -828,7 +934,7 @@ impl Walker {
             SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => {
                 self.walk_statement(s)
             }
-            SetExpr::Table(t) => Rc::new(self.walk_table_command(t)),
+            SetExpr::Table(t) => Rc::new(self.within(Uses::DERIVED, |w| w.walk_table_command(t))),
         };
         if let Some(order_by) = order_by {
             self.walk_order_by(order_by, &out);
@@ -863,6 +969,10 @@ impl Walker {
     }
 
     fn walk_values(&mut self, values: &Values) -> Output {
+        self.within(Uses::DERIVED, |w| w.walk_values_rows(values))
+    }
+
+    fn walk_values_rows(&mut self, values: &Values) -> Output {
         let mut cols: Vec<OutCol> = Vec::new();
         for row in &values.rows {
             for (i, e) in row.content.iter().enumerate() {
@@ -910,50 +1020,108 @@ impl Walker {
             value_table_mode: _,
             flavor: _,
         } = select;
-        self.scopes.push(Scope::default());
-        for twj in from {
-            self.walk_table_with_joins(twj);
+        // Only the top-level SELECT's own columns are traced by PostgreSQL;
+        // SELECT INTO stores what it selects.
+        let top_level = self.is_top(select);
+        let mut context = if top_level {
+            Uses::OUTPUT
+        } else {
+            Uses::DERIVED
+        };
+        if into.is_some() {
+            context |= Uses::STORED;
         }
-        self.generic(lateral_views);
-        let out = self.walk_projection(projection);
-        self.generic(exclude);
-        if let Some(Distinct::On(exprs)) = distinct {
-            for e in exprs {
-                self.walk_expr(e);
+        self.within(context, |w| {
+            w.scopes.push(Scope::default());
+            for twj in from {
+                w.walk_table_with_joins(twj);
             }
-        }
-        self.generic(top);
-        if let Some(into) = into {
-            self.walk_into(into);
-        }
-        for e in [prewhere, selection, having, qualify].into_iter().flatten() {
-            self.walk_expr(e);
-        }
-        self.generic(connect_by);
-        match group_by {
-            GroupByExpr::Expressions(exprs, modifiers) => {
-                for e in exprs {
-                    self.walk_expr(e);
+            w.generic(lateral_views);
+            let out = w.walk_projection(projection, top_level);
+            w.generic(exclude);
+            w.within(Uses::FILTER, |w| {
+                if let Some(Distinct::On(exprs)) = distinct {
+                    for e in exprs {
+                        w.walk_expr(e);
+                    }
                 }
-                self.generic(modifiers);
+                w.generic(top);
+            });
+            if let Some(into) = into {
+                w.walk_into(into);
             }
-            GroupByExpr::All(modifiers) => self.generic(modifiers),
+            w.within(Uses::FILTER, |w| {
+                for e in [prewhere, selection, having, qualify].into_iter().flatten() {
+                    w.walk_expr(e);
+                }
+                w.generic(connect_by);
+            });
+            match group_by {
+                GroupByExpr::Expressions(exprs, modifiers) => {
+                    for e in exprs {
+                        w.walk_group_by(e, &out);
+                    }
+                    w.within(Uses::DERIVED, |w| w.generic(modifiers));
+                }
+                GroupByExpr::All(modifiers) => {
+                    if w.tracking() {
+                        let mut cols = Vec::new();
+                        whole_row_of_output(&out, &mut cols);
+                        w.within(Uses::GROUP, |w| w.record_all(cols));
+                    }
+                    w.within(Uses::DERIVED, |w| w.generic(modifiers));
+                }
+            }
+            w.within(Uses::FILTER, |w| {
+                for e in cluster_by.iter().chain(distribute_by) {
+                    w.walk_expr(e);
+                }
+                w.generic(sort_by);
+                w.generic(named_window);
+            });
+            if let Some(order_by) = order_by {
+                w.walk_order_by(order_by, &out);
+            }
+            w.scopes.pop();
+            Rc::new(out)
+        })
+    }
+
+    /// One GROUP BY item. A plain column groups by equality only (the
+    /// `GROUP` use); anything else is an expression over its columns. An
+    /// output name or position also refers to that output column.
+    fn walk_group_by(&mut self, e: &Expr, out: &Output) {
+        if self.tracking() {
+            if let Some(sources) = output_reference(e, out) {
+                self.within(Uses::GROUP, |w| w.record_all(sources));
+            }
         }
-        for e in cluster_by.iter().chain(distribute_by) {
-            self.walk_expr(e);
-        }
-        self.generic(sort_by);
-        self.generic(named_window);
-        if let Some(order_by) = order_by {
-            self.walk_order_by(order_by, &out);
-        }
-        self.scopes.pop();
-        Rc::new(out)
+        let context = if self.plain_column(e) {
+            Uses::GROUP
+        } else {
+            Uses::DERIVED
+        };
+        self.within(context, |w| w.walk_expr(e));
     }
 
     /// ORDER BY: a bare name that is an output column refers to it (already
     /// accounted for); anything else is an expression over the FROM items.
+    /// For masking, the order rows come back in reveals the values sorted
+    /// on, output columns included.
     fn walk_order_by(&mut self, order_by: &OrderBy, out: &Output) {
+        self.within(Uses::FILTER, |w| w.walk_order_by_items(order_by, out));
+    }
+
+    fn walk_order_by_items(&mut self, order_by: &OrderBy, out: &Output) {
+        if self.tracking() {
+            if let OrderByKind::Expressions(exprs) = &order_by.kind {
+                for e in exprs {
+                    if let Some(sources) = output_reference(&e.expr, out) {
+                        self.record_all(sources);
+                    }
+                }
+            }
+        }
         if let OrderByKind::Expressions(exprs) = &order_by.kind {
             for e in exprs {
                 let is_output = match &e.expr {
@@ -991,26 +1159,47 @@ impl Walker {
     }
 
     /// A SELECT list or RETURNING list.
-    fn walk_projection(&mut self, items: &[SelectItem]) -> Output {
+    /// `top` says PostgreSQL traces its plain columns to their source (the
+    /// top-level select list or RETURNING list); every other projection
+    /// derives its values.
+    fn walk_projection(&mut self, items: &[SelectItem], top: bool) -> Output {
+        if top {
+            self.walk_projection_items(items)
+        } else {
+            self.within(Uses::DERIVED, |w| w.walk_projection_items(items))
+        }
+    }
+
+    /// Walks one select-list expression: a plain column keeps the context
+    /// (traced if the list is), anything else derives.
+    fn walk_output_expr(&mut self, e: &Expr) -> Vec<String> {
+        if self.plain_column(e) {
+            self.output_column(|w| w.captured(|w| w.walk_expr(e)))
+        } else {
+            self.within(Uses::DERIVED, |w| w.captured(|w| w.walk_expr(e)))
+        }
+    }
+
+    fn walk_projection_items(&mut self, items: &[SelectItem]) -> Output {
         let mut out = Output::default();
         for item in items {
             match item {
                 SelectItem::UnnamedExpr(e) => {
-                    let sources = self.captured(|w| w.walk_expr(e));
+                    let sources = self.walk_output_expr(e);
                     out.cols.push(OutCol {
                         name: expr_name(e),
                         sources,
                     });
                 }
                 SelectItem::ExprWithAlias { expr, alias } => {
-                    let sources = self.captured(|w| w.walk_expr(expr));
+                    let sources = self.walk_output_expr(expr);
                     out.cols.push(OutCol {
                         name: Some(names::ident(alias)),
                         sources,
                     });
                 }
                 SelectItem::ExprWithAliases { expr, aliases } => {
-                    let sources = self.captured(|w| w.walk_expr(expr));
+                    let sources = self.within(Uses::DERIVED, |w| w.captured(|w| w.walk_expr(expr)));
                     for alias in aliases {
                         out.cols.push(OutCol {
                             name: Some(names::ident(alias)),
@@ -1027,7 +1216,7 @@ impl Walker {
                     for entry in &entries {
                         self.star_entry(entry, &mut out);
                     }
-                    self.generic(options);
+                    self.within(Uses::DERIVED, |w| w.generic(options));
                 }
                 SelectItem::QualifiedWildcard(kind, options) => {
                     match kind {
@@ -1043,14 +1232,15 @@ impl Walker {
                             }
                         }
                         SelectItemQualifiedWildcardKind::Expr(e) => {
-                            let sources = self.captured(|w| w.walk_expr(e));
+                            let sources =
+                                self.within(Uses::DERIVED, |w| w.captured(|w| w.walk_expr(e)));
                             out.cols.push(OutCol {
                                 name: None,
                                 sources,
                             });
                         }
                     }
-                    self.generic(options);
+                    self.within(Uses::DERIVED, |w| w.generic(options));
                 }
             }
         }
@@ -1087,7 +1277,12 @@ impl Walker {
         }
     }
 
+    /// A join's condition decides which rows come back (the `FILTER` use).
     fn walk_join_operator(&mut self, op: &JoinOperator) {
+        self.within(Uses::FILTER, |w| w.walk_join_condition(op));
+    }
+
+    fn walk_join_condition(&mut self, op: &JoinOperator) {
         use JoinOperator as J;
         let constraint = match op {
             J::Join(c)
@@ -1135,7 +1330,22 @@ impl Walker {
                 }
                 self.record_all(out);
             }
-            JoinConstraint::Natural | JoinConstraint::None => {}
+            JoinConstraint::Natural => {
+                // Compares every pair of equally named columns, unnamed here.
+                if self.tracking() {
+                    let entries: Vec<Entry> = self
+                        .scopes
+                        .last()
+                        .map(|s| s.entries.clone())
+                        .unwrap_or_default();
+                    let mut out = Vec::new();
+                    for entry in &entries {
+                        whole_row(entry, &mut out);
+                    }
+                    self.record_all(out);
+                }
+            }
+            JoinConstraint::None => {}
         }
     }
 
@@ -1179,7 +1389,13 @@ impl Walker {
         self.scopes.pop();
     }
 
+    /// A FROM item. Whatever is computed in it (subqueries, table function
+    /// arguments) reaches the query as values no longer tied to a column.
     fn walk_table_factor(&mut self, factor: &TableFactor) {
+        self.within(Uses::DERIVED, |w| w.walk_table_factor_parts(factor));
+    }
+
+    fn walk_table_factor_parts(&mut self, factor: &TableFactor) {
         match factor {
             TableFactor::Table {
                 name,
@@ -1339,6 +1555,11 @@ impl Walker {
         let mut pending: Vec<&Expr> = vec![expr];
         while let Some(e) = pending.pop() {
             match e {
+                Expr::BinaryOp {
+                    left,
+                    op: BinaryOperator::Eq,
+                    right,
+                } if self.equality_of_columns(left, right) => {}
                 Expr::BinaryOp { left, right, .. }
                 | Expr::AnyOp { left, right, .. }
                 | Expr::AllOp { left, right, .. }
@@ -1438,11 +1659,25 @@ impl Walker {
                     else_result,
                     ..
                 } => {
-                    pending.extend(operand.as_deref());
                     pending.extend(else_result.as_deref());
                     for when in conditions {
-                        pending.push(&when.condition);
                         pending.push(&when.result);
+                    }
+                    if self.tracking() {
+                        // Which branch is taken depends on these values.
+                        self.within(Uses::FILTER, |w| {
+                            if let Some(operand) = operand {
+                                w.walk_expr(operand);
+                            }
+                            for when in conditions {
+                                w.walk_expr(&when.condition);
+                            }
+                        });
+                    } else {
+                        pending.extend(operand.as_deref());
+                        for when in conditions {
+                            pending.push(&when.condition);
+                        }
                     }
                 }
                 Expr::Tuple(list) => pending.extend(list.iter()),
@@ -1525,13 +1760,17 @@ impl Walker {
         } = function;
         self.walk_function_arguments(parameters);
         self.walk_function_arguments(args);
-        self.generic(within_group);
-        if let Some(filter) = filter {
-            self.walk_expr(filter);
-        }
-        if let Some(WindowType::WindowSpec(spec)) = over {
-            self.generic(spec);
-        }
+        // Orderings, filters and windows decide which values an aggregate
+        // or window function sees, and in which order.
+        self.within(Uses::FILTER, |w| {
+            w.generic(within_group);
+            if let Some(filter) = filter {
+                w.walk_expr(filter);
+            }
+            if let Some(WindowType::WindowSpec(spec)) = over {
+                w.generic(spec);
+            }
+        });
     }
 
     fn walk_function_arguments(&mut self, arguments: &FunctionArguments) {
@@ -1573,6 +1812,46 @@ impl Walker {
             }
         }
         self.record_all(out);
+    }
+
+    /// `a = b` between two plain columns inside a condition, when tracking
+    /// uses: walks both sides as an equality (which reveals only whether the
+    /// values are equal) and returns true. Otherwise returns false and the
+    /// caller walks the comparison as usual.
+    fn equality_of_columns(&mut self, left: &Expr, right: &Expr) -> bool {
+        let in_condition = self
+            .uses
+            .as_ref()
+            .is_some_and(|u| u.context.contains(Uses::FILTER));
+        if !in_condition || !self.plain_column(left) || !self.plain_column(right) {
+            return false;
+        }
+        let equality = |c: Uses| c.without(Uses::FILTER) | Uses::EQUALITY;
+        let l = self.in_context(equality, |w| w.captured(|w| w.walk_expr(left)));
+        let r = self.in_context(equality, |w| w.captured(|w| w.walk_expr(right)));
+        if let Some(u) = &mut self.uses {
+            u.equalities.push((l, r));
+        }
+        true
+    }
+
+    /// Whether `e` is a plain column reference, which PostgreSQL can trace to
+    /// its source: `c`, `t.c`, `s.t.c` (not a field of a composite column,
+    /// such as `t.c.f`).
+    fn plain_column(&self, e: &Expr) -> bool {
+        match e {
+            Expr::Nested(inner) => self.plain_column(inner),
+            Expr::Identifier(_) => true,
+            Expr::CompoundIdentifier(ids) => {
+                let parts: Vec<String> = ids.iter().map(names::ident).collect();
+                match parts.as_slice() {
+                    [_, _] => true,
+                    [s, t, _] | [_, s, t, _] => self.entry_qualified(s, t).is_some(),
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
     }
 
     // ----- name resolution -------------------------------------------------
@@ -1859,6 +2138,40 @@ fn whole_row_of_output(output: &Output, out: &mut Vec<String>) {
     }
     for t in &output.star {
         out.push(format!("{t}.*"));
+    }
+}
+
+/// The sources of the output column an ORDER BY or GROUP BY item names by
+/// output name or position, if it names one. A position over a `*` may be
+/// any column of it.
+fn output_reference(e: &Expr, out: &Output) -> Option<Vec<String>> {
+    match e {
+        Expr::Identifier(id) => {
+            let name = names::ident(id);
+            let sources: Vec<String> = out
+                .cols
+                .iter()
+                .filter(|c| c.name.as_deref() == Some(name.as_str()))
+                .flat_map(|c| c.sources.iter().cloned())
+                .collect();
+            (!sources.is_empty()).then_some(sources)
+        }
+        Expr::Value(v) => {
+            let sqlparser::ast::Value::Number(n, _) = &v.value else {
+                return None;
+            };
+            let position: usize = n.parse().ok()?;
+            if out.star.is_empty() {
+                out.cols
+                    .get(position.checked_sub(1)?)
+                    .map(|c| c.sources.clone())
+            } else {
+                let mut all = Vec::new();
+                whole_row_of_output(out, &mut all);
+                Some(all)
+            }
+        }
+        _ => None,
     }
 }
 

@@ -6,10 +6,20 @@
 //! the statement is denied. The query's verdict is its most restrictive
 //! statement's. Globs are compiled once, at [`Policy::parse`]; judging a
 //! statement allocates only the strings of the verdict it returns.
+//!
+//! `mask` rules also name columns to mask: their masks bind every statement
+//! of the identities and targets they cover, whichever rule lets the
+//! statement through, so an allow rule can never bypass them. Every verdict
+//! that is not a denial carries the merged [`MaskPlan`]; whether a statement
+//! can be masked is decided by [`crate::mask::analysis`].
 
 mod glob;
 mod parse;
 
+use std::collections::btree_map::Entry;
+use std::sync::Arc;
+
+use crate::mask::{ColumnMask, Detector, MaskPlan, Masking, OnDerived, Strategy};
 use crate::{Classification, StatementInfo};
 pub use gatehouse_ledger::event::{Action, StatementClass};
 
@@ -130,7 +140,21 @@ pub struct Rule {
     pub columns: Option<Vec<String>>,
     /// Function and dangerous-operation globs.
     pub functions: Option<Vec<String>>,
+    /// What a `mask` rule masks (always `Some` for mask rules, `None` for
+    /// the others).
+    pub mask: Option<RuleMask>,
     matcher: Matcher,
+}
+
+/// The masking part of a `mask` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleMask {
+    /// `schema.table.column` and its strategy, in file order.
+    pub columns: Vec<(String, Strategy)>,
+    /// Content detectors switched on.
+    pub detectors: Vec<Detector>,
+    /// What to do with results derived from masked columns.
+    pub on_derived: OnDerived,
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +250,10 @@ pub struct StatementVerdict {
     /// For a deny: the rule's message, else the default message. For other
     /// actions: the rule's message, if it has one.
     pub message: Option<String>,
+    /// For a statement that is not denied, when mask rules cover the
+    /// identity on the target: what to mask. The gateway must apply it
+    /// whatever the action.
+    pub mask: Option<Masking>,
 }
 
 /// The decision for a whole query.
@@ -242,6 +270,57 @@ pub struct Verdict {
     pub statement: usize,
     /// One verdict per statement, in order.
     pub statements: Vec<StatementVerdict>,
+    /// The masking of the statements that are not denied, merged (the plan
+    /// is the same for all; results are redacted untraced if any statement
+    /// needs it). `None` when no mask rule covers the identity on the target.
+    pub mask: Option<Masking>,
+}
+
+impl Verdict {
+    /// The verdict of a query from its statements' verdicts: the most
+    /// restrictive one (Deny > RequireApproval > Mask > Allow), reported with
+    /// the first statement that has it; a query without statements is
+    /// denied with `default_message`.
+    pub fn from_statements(statements: Vec<StatementVerdict>, default_message: &str) -> Verdict {
+        let mut deciding: Option<usize> = None;
+        for (i, v) in statements.iter().enumerate() {
+            if deciding.is_none_or(|d| severity(v.action) > severity(statements[d].action)) {
+                deciding = Some(i);
+                if v.action == Action::Deny {
+                    break;
+                }
+            }
+        }
+        let mask =
+            statements
+                .iter()
+                .filter_map(|s| s.mask.as_ref())
+                .fold(None::<Masking>, |merged, m| match merged {
+                    None => Some(m.clone()),
+                    Some(mut merged) => {
+                        merged.redact_untraced |= m.redact_untraced;
+                        Some(merged)
+                    }
+                });
+        match deciding {
+            Some(i) => Verdict {
+                action: statements[i].action,
+                rule: statements[i].rule.clone(),
+                message: statements[i].message.clone(),
+                statement: i,
+                statements,
+                mask,
+            },
+            None => Verdict {
+                action: Action::Deny,
+                rule: None,
+                message: Some(default_message.to_owned()),
+                statement: 0,
+                statements,
+                mask: None,
+            },
+        }
+    }
 }
 
 /// A parsed, validated policy.
@@ -298,40 +377,82 @@ impl Policy {
     /// with the first statement that has it. A classification without
     /// statements (which the classifier never produces) is denied.
     pub fn decide(&self, subject: &Subject<'_>, classification: &Classification) -> Verdict {
+        let plan = self.mask_plan(subject.identity, subject.target);
         let statements: Vec<StatementVerdict> = classification
             .statements
             .iter()
-            .map(|s| self.decide_statement(subject, s))
+            .map(|s| self.decide_with_plan(subject, s, plan.as_ref()))
             .collect();
-        let mut deciding: Option<usize> = None;
-        for (i, v) in statements.iter().enumerate() {
-            if deciding.is_none_or(|d| severity(v.action) > severity(statements[d].action)) {
-                deciding = Some(i);
-                if v.action == Action::Deny {
-                    break;
-                }
-            }
-        }
-        match deciding {
-            Some(i) => Verdict {
-                action: statements[i].action,
-                rule: statements[i].rule.clone(),
-                message: statements[i].message.clone(),
-                statement: i,
-                statements,
-            },
-            None => Verdict {
-                action: Action::Deny,
-                rule: None,
-                message: Some(self.settings.default_message.clone()),
-                statement: 0,
-                statements,
-            },
-        }
+        Verdict::from_statements(statements, &self.settings.default_message)
     }
 
     /// Judges one statement.
     pub fn decide_statement(
+        &self,
+        subject: &Subject<'_>,
+        statement: &StatementInfo,
+    ) -> StatementVerdict {
+        let plan = self.mask_plan(subject.identity, subject.target);
+        self.decide_with_plan(subject, statement, plan.as_ref())
+    }
+
+    /// The masks that bind `identity` on `target`: every `mask` rule whose
+    /// identity and target globs cover them, merged. A column named by
+    /// several rules keeps the first rule's strategy (file order);
+    /// `on_derived` is `deny` if any rule says so; detectors add up.
+    /// `None` when no mask rule covers them.
+    pub fn mask_plan(&self, identity: &str, target: &str) -> Option<Arc<MaskPlan>> {
+        let mut plan: Option<MaskPlan> = None;
+        for rule in &self.rules {
+            let Some(mask) = &rule.mask else { continue };
+            if !rule.covers(identity, target) {
+                continue;
+            }
+            let plan = plan.get_or_insert_with(|| MaskPlan {
+                on_derived: OnDerived::Mask,
+                ..MaskPlan::default()
+            });
+            for (column, strategy) in &mask.columns {
+                if let Entry::Vacant(v) = plan.columns.entry(column.clone()) {
+                    v.insert(ColumnMask {
+                        strategy: *strategy,
+                        rule: rule.name.clone(),
+                    });
+                }
+            }
+            for d in &mask.detectors {
+                if !plan.detectors.contains(d) {
+                    plan.detectors.push(*d);
+                }
+            }
+            if mask.on_derived == OnDerived::Deny {
+                plan.on_derived = OnDerived::Deny;
+            }
+            plan.rules.push(rule.name.clone());
+        }
+        plan.map(|mut p| {
+            p.detectors.sort();
+            Arc::new(p)
+        })
+    }
+
+    fn decide_with_plan(
+        &self,
+        subject: &Subject<'_>,
+        statement: &StatementInfo,
+        plan: Option<&Arc<MaskPlan>>,
+    ) -> StatementVerdict {
+        let mut verdict = self.decide_unmasked(subject, statement);
+        if verdict.action != Action::Deny && !is_empty_query(statement) {
+            verdict.mask = plan.map(|plan| Masking {
+                plan: Arc::clone(plan),
+                redact_untraced: false,
+            });
+        }
+        verdict
+    }
+
+    fn decide_unmasked(
         &self,
         subject: &Subject<'_>,
         statement: &StatementInfo,
@@ -341,6 +462,7 @@ impl Policy {
                 action: Action::Allow,
                 rule: None,
                 message: None,
+                mask: None,
             };
         }
         // First matching rule of each permissive action, in file order.
@@ -369,6 +491,7 @@ impl Policy {
                 action: Action::Deny,
                 rule: None,
                 message: Some(self.settings.default_message.clone()),
+                mask: None,
             },
         }
     }
@@ -383,6 +506,7 @@ impl Policy {
             action: rule.action,
             rule: Some(rule.name.clone()),
             message,
+            mask: None,
         }
     }
 

@@ -4,15 +4,17 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::glob::{Glob, GlobList};
 use super::{
-    class_bit, Action, Containment, Matcher, Policy, PolicyError, Rule, Settings, StatementClass,
-    ALL_CLASSES, CLASS_NAMES, DEFAULT_MESSAGE,
+    class_bit, Action, Containment, Matcher, Policy, PolicyError, Rule, RuleMask, Settings,
+    StatementClass, ALL_CLASSES, CLASS_NAMES, DEFAULT_MESSAGE,
 };
+use crate::mask::strategy::DEFAULT_KEEP;
+use crate::mask::{detect, Detector, OnDerived, Strategy};
 
 type Compiled = (Vec<String>, GlobList);
 
@@ -62,6 +64,66 @@ struct RawRule {
     functions: Option<Spanned<Patterns>>,
     action: Option<Spanned<String>>,
     message: Option<Spanned<String>>,
+    mask: Option<Spanned<MaskTable>>,
+    detectors: Option<Spanned<Patterns>>,
+    on_derived: Option<Spanned<String>>,
+}
+
+/// `[rule.mask]`: column = strategy, in file order, with spans.
+struct MaskTable(Vec<(Spanned<String>, Spanned<RawStrategy>)>);
+
+impl<'de> Deserialize<'de> for MaskTable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MaskTable, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MaskTable;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table of \"schema.table.column\" = strategy")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MaskTable, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    let value = map.next_value::<Spanned<RawStrategy>>()?;
+                    entries.push((key, value));
+                }
+                Ok(MaskTable(entries))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A strategy as written: `"partial"`, or `{ strategy = "partial", keep = 4 }`.
+enum RawStrategy {
+    Name(String),
+    Table(StrategyTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrategyTable {
+    strategy: String,
+    keep: Option<i64>,
+}
+
+impl<'de> Deserialize<'de> for RawStrategy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawStrategy, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawStrategy;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a strategy name or a table { strategy = ..., keep = N }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawStrategy, E> {
+                Ok(RawStrategy::Name(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawStrategy, A::Error> {
+                StrategyTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawStrategy::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A string or a list of strings; list elements keep their own spans.
@@ -186,6 +248,164 @@ impl Ctx<'_> {
         }
         Ok(Some((written, GlobList::new(globs))))
     }
+}
+
+impl Ctx<'_> {
+    /// The masking part of a rule: required for `mask` rules, refused on
+    /// the others.
+    fn rule_mask(
+        &self,
+        name: &str,
+        action: Action,
+        rule_span: &Range<usize>,
+        mask: Option<Spanned<MaskTable>>,
+        detectors: Option<Spanned<Patterns>>,
+        on_derived: Option<Spanned<String>>,
+    ) -> Result<Option<RuleMask>, PolicyError> {
+        if action != Action::Mask {
+            let stray = [
+                mask.as_ref().map(|m| ("mask", m.span())),
+                detectors.as_ref().map(|d| ("detectors", d.span())),
+                on_derived.as_ref().map(|o| ("on_derived", o.span())),
+            ];
+            if let Some((key, span)) = stray.into_iter().flatten().next() {
+                return Err(self.err(
+                    &span,
+                    format!(
+                        "`{key}` belongs to mask rules; rule {name:?} has action \"{}\" \
+                         (set action = \"mask\" or remove `{key}`)",
+                        super::action_name(action)
+                    ),
+                ));
+            }
+            return Ok(None);
+        }
+        let Some(mask) = mask else {
+            return Err(self.err(
+                rule_span,
+                format!(
+                    "rule {name:?} has action \"mask\" but names no columns to mask; add a \
+                     `[rule.mask]` table after it, e.g. \"public.customers.ssn\" = \"redact\""
+                ),
+            ));
+        };
+        let table_span = mask.span();
+        let entries = mask.into_inner().0;
+        if entries.is_empty() {
+            return Err(self.err(
+                &table_span,
+                "`mask` names no columns; add \"schema.table.column\" = \"redact\" (or \
+                 \"partial\", \"email\", \"hash\", \"null\")",
+            ));
+        }
+        let mut columns = Vec::with_capacity(entries.len());
+        for (column, strategy) in entries {
+            let column_span = column.span();
+            let column = column.into_inner();
+            check_masked_column(&column).map_err(|e| {
+                self.err(&column_span, format!("bad masked column {column:?}: {e}"))
+            })?;
+            let strategy_span = strategy.span();
+            let strategy = parse_strategy(strategy.into_inner())
+                .map_err(|e| self.err(&strategy_span, format!("column {column:?}: {e}")))?;
+            columns.push((column, strategy));
+        }
+        let detectors = match self.items("detectors", detectors)? {
+            None => Vec::new(),
+            Some(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (text, span) in items {
+                    let Some(d) = Detector::from_name(&text) else {
+                        let names: Vec<&str> = detect::ALL.iter().map(|d| d.name()).collect();
+                        return Err(self.err(
+                            &span,
+                            format!(
+                                "unknown detector {text:?}; detectors are {}",
+                                names.join(", ")
+                            ),
+                        ));
+                    };
+                    if !out.contains(&d) {
+                        out.push(d);
+                    }
+                }
+                out
+            }
+        };
+        let on_derived = match on_derived {
+            None => OnDerived::Deny,
+            Some(o) => {
+                let span = o.span();
+                match o.into_inner().as_str() {
+                    "deny" => OnDerived::Deny,
+                    "mask" => OnDerived::Mask,
+                    other => {
+                        return Err(self.err(
+                            &span,
+                            format!("unknown on_derived {other:?}; use \"deny\" or \"mask\""),
+                        ))
+                    }
+                }
+            }
+        };
+        Ok(Some(RuleMask {
+            columns,
+            detectors,
+            on_derived,
+        }))
+    }
+}
+
+/// A masked column must be exactly `schema.table.column`: the gateway looks
+/// it up in the catalog, so globs cannot be resolved.
+fn check_masked_column(c: &str) -> Result<(), String> {
+    if c.contains(['*', '?', '[', ']', '{', '}']) {
+        return Err("masked columns are exact names, not globs; list each column".into());
+    }
+    let parts: Vec<&str> = c.split('.').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err(format!(
+            "masked columns are schema.table.column; write \"public.TABLE.{}\"",
+            parts.last().copied().unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// Most characters `partial` may keep.
+const MAX_KEEP: i64 = 64;
+
+fn parse_strategy(raw: RawStrategy) -> Result<Strategy, String> {
+    let (name, keep) = match raw {
+        RawStrategy::Name(n) => (n, None),
+        RawStrategy::Table(t) => (t.strategy, t.keep),
+    };
+    let strategy = match name.as_str() {
+        "redact" => Strategy::Redact,
+        "partial" => Strategy::Partial {
+            keep: match keep {
+                None => DEFAULT_KEEP,
+                Some(k) if (0..=MAX_KEEP).contains(&k) => k as u16,
+                Some(k) => {
+                    return Err(format!(
+                        "`keep` is {k}; partial keeps between 0 and {MAX_KEEP} characters"
+                    ))
+                }
+            },
+        },
+        "email" => Strategy::Email,
+        "hash" => Strategy::Hash,
+        "null" => Strategy::Null,
+        other => {
+            return Err(format!(
+                "unknown strategy {other:?}; use \"redact\", \"partial\", \"email\", \"hash\" or \"null\""
+            ))
+        }
+    };
+    if keep.is_some() && !matches!(strategy, Strategy::Partial { .. }) {
+        return Err(format!("`keep` only applies to \"partial\", not {name:?}"));
+    }
+    Ok(strategy)
 }
 
 fn check_table(p: &str) -> Result<(), String> {
@@ -437,6 +657,15 @@ pub(super) fn parse(source: &str) -> Result<Policy, PolicyError> {
             }
         };
 
+        let mask = cx.rule_mask(
+            &name,
+            action,
+            &rule_span,
+            raw.mask,
+            raw.detectors,
+            raw.on_derived,
+        )?;
+
         let (identity, identity_globs) = identity.unwrap_or_else(everyone);
         let (target, target_globs) = target.unwrap_or_else(everyone);
         let class_mask = match &classes {
@@ -463,6 +692,7 @@ pub(super) fn parse(source: &str) -> Result<Policy, PolicyError> {
             tables,
             columns,
             functions,
+            mask,
             matcher: Matcher {
                 identity: identity_globs,
                 target: target_globs,
