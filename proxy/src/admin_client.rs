@@ -93,4 +93,27 @@ impl AdminClient {
     pub fn sessions(&self) -> Result<Value> {
         self.call("GET", "/v1/sessions", None)
     }
+
+    /// `gatehouse approvals`: pending requests, or all with `all`.
+    pub fn approvals(&self, all: bool) -> Result<Value> {
+        self.call("GET", &format!("/v1/approvals?all={all}"), None)
+    }
+
+    /// `gatehouse approve`.
+    pub fn approve(&self, approval: u64, duration: Option<&str>) -> Result<Value> {
+        self.call(
+            "POST",
+            &format!("/v1/approvals/{approval}/approve"),
+            Some(serde_json::json!({ "for": duration })),
+        )
+    }
+
+    /// `gatehouse deny`.
+    pub fn deny(&self, approval: u64, reason: &str) -> Result<Value> {
+        self.call(
+            "POST",
+            &format!("/v1/approvals/{approval}/deny"),
+            Some(serde_json::json!({ "reason": reason })),
+        )
+    }
 }

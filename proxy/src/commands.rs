@@ -69,13 +69,17 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     let n: u64 = num
         .parse()
         .with_context(|| format!("duration {s:?} must look like 30m, 24h or 7d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" | "" => n * 3600,
-        "d" => n * 86_400,
+    let unit_secs: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" | "" => 3600,
+        "d" => 86_400,
         _ => bail!("duration {s:?}: unit must be s, m, h or d"),
     };
+    let secs = n
+        .checked_mul(unit_secs)
+        .filter(|s| *s <= 10 * 365 * 86_400)
+        .with_context(|| format!("duration {s:?} is longer than ten years"))?;
     if secs == 0 {
         bail!("duration {s:?} must be positive");
     }

@@ -89,6 +89,38 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// List statements held for approval on the running gateway.
+    Approvals {
+        /// Also list decided requests.
+        #[arg(long)]
+        all: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Approve a held statement (once, or with a grant of its fingerprint).
+    Approve {
+        /// The request number (see `gatehouse approvals`).
+        approval: u64,
+        /// Also let the identity run this statement's fingerprint for this
+        /// long without asking (90s, 30m, 2h, 1d).
+        #[arg(long = "for")]
+        duration: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Deny a held statement: the agent gets an error with the reason.
+    Deny {
+        /// The request number.
+        approval: u64,
+        /// Why (recorded, and shown to the agent).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Print the gateway's state as of an instant or an event.
     State {
         /// The ledger file.
@@ -387,6 +419,41 @@ fn run(command: Command) -> Result<()> {
                 serde_json::to_string_pretty(&admin.client()?.sessions()?)?
             );
         }
+        Command::Approvals { all, json, admin } => {
+            let list = admin.client()?.approvals(all)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", approvals_table(&list));
+            }
+        }
+        Command::Approve {
+            approval,
+            duration,
+            admin,
+        } => {
+            let r = admin.client()?.approve(approval, duration.as_deref())?;
+            match (r["status"].as_str(), r["grant_until"].as_str()) {
+                (Some("granted"), Some(until)) => eprintln!(
+                    "approval {approval} granted: the statement runs, and its fingerprint is granted until {until}"
+                ),
+                (Some("granted"), None) => {
+                    eprintln!("approval {approval} granted: the statement runs")
+                }
+                _ => eprintln!(
+                    "approval {approval}: {} of {} approvers so far; still held",
+                    r["approvers"], r["approvers_required"]
+                ),
+            }
+        }
+        Command::Deny {
+            approval,
+            reason,
+            admin,
+        } => {
+            admin.client()?.deny(approval, &reason)?;
+            eprintln!("approval {approval} denied");
+        }
         Command::State { ledger, at, json } => {
             let at = match at {
                 Some(a) => a.parse()?,
@@ -404,6 +471,44 @@ fn run(command: Command) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The approval list for people: one block per request.
+fn approvals_table(list: &serde_json::Value) -> String {
+    let empty = Vec::new();
+    let items = list.as_array().unwrap_or(&empty);
+    if items.is_empty() {
+        return "no approval requests\n".to_owned();
+    }
+    let mut out = String::new();
+    for a in items {
+        let text = |k: &str| a[k].as_str().unwrap_or("-").to_owned();
+        out.push_str(&format!(
+            "#{} {} · {} (session {}) · rule {} · approvers {}/{} · expires {}\n    {}\n",
+            a["approval"],
+            text("status"),
+            text("identity"),
+            a["session"],
+            text("rule"),
+            a["approvers"].as_array().map_or(0, Vec::len),
+            a["approvers_required"],
+            text("expires_at"),
+            printable(&text("sql")).replace('\n', "\n    "),
+        ));
+    }
+    out
+}
+
+/// Text from agents, safe for a terminal: control characters other than
+/// newline and tab are shown escaped.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {

@@ -15,6 +15,8 @@ use gatehouse_ledger::event::{CredentialRevoked, IdentityBlocked, IdentityUnbloc
 use gatehouse_ledger::{AppendError, Ledger};
 use tracing::warn;
 
+use super::approvals::ApprovalDesk;
+use super::webhooks::{WebhookTarget, Webhooks};
 use crate::config::Target;
 
 /// Classifications of recently seen SQL texts. The simple protocol and
@@ -129,6 +131,8 @@ pub struct Shared {
     pub sessions: Mutex<HashMap<u64, SessionControl>>,
     /// Recent denials per identity, for automatic containment.
     denials: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// Statements held for approval, and grants.
+    pub approvals: ApprovalDesk,
 }
 
 impl Shared {
@@ -139,7 +143,9 @@ impl Shared {
         state: GatewayState,
         policy: Policy,
         limits: Limits,
+        webhooks: Vec<WebhookTarget>,
     ) -> Self {
+        let webhooks = (!webhooks.is_empty()).then(|| Webhooks::start(webhooks, ledger.clone()));
         let blocks = state
             .blocks
             .iter()
@@ -164,6 +170,7 @@ impl Shared {
             operators: RwLock::new(state.operators),
             sessions: Mutex::new(HashMap::new()),
             denials: Mutex::new(HashMap::new()),
+            approvals: ApprovalDesk::new(state.approvals, webhooks),
         }
     }
 
@@ -220,10 +227,19 @@ impl Shared {
             operator: Some(operator.to_owned()),
             reason: format!("identity {identity} was blocked: {reason}"),
         };
-        let sessions = self.sessions.lock().expect("sessions lock");
-        for control in sessions.values().filter(|c| c.identity == identity) {
-            control.terminate(termination.clone());
+        {
+            let sessions = self.sessions.lock().expect("sessions lock");
+            for control in sessions.values().filter(|c| c.identity == identity) {
+                control.terminate(termination.clone());
+            }
         }
+        self.approvals
+            .deny_where(
+                &self.ledger,
+                |a| a.identity == identity,
+                &termination.reason,
+            )
+            .await?;
         Ok(())
     }
 
