@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::approvals::DeskError;
-use super::shared::Shared;
+use super::shared::{CommandError, Shared};
 use gatehouse_engine::approvals::{Vote, VoteError};
 
 /// The routes: (method, path, role). The OpenAPI document lists exactly these.
@@ -28,6 +28,11 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
     ("post", "/v1/identities/{identity}/block", Role::Responder),
     ("post", "/v1/identities/{identity}/unblock", Role::Responder),
     ("post", "/v1/credentials/{credential}/revoke", Role::Admin),
+    ("get", "/v1/policy", Role::Auditor),
+    ("post", "/v1/policy", Role::Admin),
+    ("post", "/v1/identities", Role::Admin),
+    ("post", "/v1/identities/{identity}/credentials", Role::Admin),
+    ("post", "/v1/operators", Role::Admin),
     ("get", "/v1/approvals", Role::Auditor),
     ("post", "/v1/approvals/{approval}/approve", Role::Approver),
     ("post", "/v1/approvals/{approval}/deny", Role::Approver),
@@ -41,6 +46,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/identities/{identity}/block", post(block))
         .route("/v1/identities/{identity}/unblock", post(unblock))
         .route("/v1/credentials/{credential}/revoke", post(revoke))
+        .route("/v1/policy", get(policy_show).post(policy_apply))
+        .route("/v1/identities", post(identity_create))
+        .route(
+            "/v1/identities/{identity}/credentials",
+            post(credential_issue),
+        )
+        .route("/v1/operators", post(operator_add))
         .route("/v1/approvals", get(approvals))
         .route("/v1/approvals/{approval}/approve", post(approve))
         .route("/v1/approvals/{approval}/deny", post(deny))
@@ -300,6 +312,193 @@ async fn revoke(
         ));
     }
     Ok(Json(serde_json::json!({ "revoked": credential })).into_response())
+}
+
+/// Parses a JSON body after authorization, so an unauthenticated request
+/// is refused as such whatever it sent.
+fn parse_body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, Refusal> {
+    serde_json::from_slice(raw)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+}
+
+fn command_refusal(e: CommandError) -> Refusal {
+    match e {
+        CommandError::Invalid(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+        CommandError::Unrecorded(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// The policy in force.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct PolicyView {
+    /// The policy file as applied (empty: none applied, everything denied).
+    pub source: String,
+    /// Number of rules.
+    pub rules: usize,
+    /// BLAKE3 of `source`, hex.
+    pub digest: String,
+}
+
+fn policy_view(policy: &gatehouse_engine::policy::Policy) -> PolicyView {
+    PolicyView {
+        source: policy.source().to_owned(),
+        rules: policy.rules().len(),
+        digest: blake3::hash(policy.source().as_bytes())
+            .to_hex()
+            .to_string(),
+    }
+}
+
+async fn policy_show(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    authorize(&shared, &headers, "policy.show", None, Role::Auditor).await?;
+    Ok(Json(policy_view(&shared.policy())).into_response())
+}
+
+/// The body of `POST /v1/policy`.
+#[derive(Deserialize, Serialize)]
+pub struct PolicySource {
+    /// The policy file's text.
+    pub source: String,
+}
+
+async fn policy_apply(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    let operator = authorize(&shared, &headers, "policy.apply", None, Role::Admin).await?;
+    let body: PolicySource = parse_body(&raw)?;
+    shared
+        .execute(|_| crate::commands::policy_change(body.source, operator))
+        .await
+        .map_err(command_refusal)?;
+    Ok(Json(policy_view(&shared.policy())).into_response())
+}
+
+/// The body of `POST /v1/identities`.
+#[derive(Deserialize, Serialize)]
+pub struct NewIdentity {
+    /// The name it logs in with.
+    pub identity: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+async fn identity_create(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    let operator = authorize(&shared, &headers, "identity.create", None, Role::Admin).await?;
+    let body: NewIdentity = parse_body(&raw)?;
+    let name = body.identity.clone();
+    shared
+        .execute(|ids| {
+            crate::commands::identity_create(ids, &body.identity, body.description, operator)
+                .map(|e| (e, ()))
+        })
+        .await
+        .map_err(command_refusal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "identity": name })),
+    )
+        .into_response())
+}
+
+/// The body of `POST /v1/identities/{identity}/credentials`.
+#[derive(Deserialize, Serialize, Default)]
+pub struct NewCredential {
+    /// Lifetime (`30m`, `24h`, `7d`); default 24h.
+    #[serde(default)]
+    pub ttl: Option<String>,
+}
+
+/// A credential just issued; the secret is shown this once.
+#[derive(Deserialize, Serialize, Debug)]
+pub struct IssuedView {
+    /// The credential id.
+    pub credential: String,
+    /// The identity's new secret.
+    pub secret: String,
+    /// When it expires (RFC 3339).
+    pub expires_at: String,
+}
+
+async fn credential_issue(
+    State(shared): State<Arc<Shared>>,
+    Path(identity): Path<String>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    let operator = authorize(
+        &shared,
+        &headers,
+        "credential.issue",
+        Some(&identity),
+        Role::Admin,
+    )
+    .await?;
+    let body: NewCredential = parse_body(&raw)?;
+    let ttl = crate::commands::parse_duration(body.ttl.as_deref().unwrap_or("24h"))
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let issued = shared
+        .execute(|ids| crate::commands::credential_issue(ids, &identity, ttl, operator))
+        .await
+        .map_err(command_refusal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedView {
+            credential: issued.id,
+            secret: issued.secret,
+            expires_at: gatehouse_verify::report::rfc3339(issued.expires_at),
+        }),
+    )
+        .into_response())
+}
+
+/// The body of `POST /v1/operators`.
+#[derive(Deserialize, Serialize)]
+pub struct NewOperator {
+    /// The operator's name.
+    pub operator: String,
+    /// `admin`, `approver`, `responder`, `auditor`.
+    pub roles: Vec<String>,
+}
+
+async fn operator_add(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    let added_by = authorize(&shared, &headers, "operator.add", None, Role::Admin).await?;
+    let body: NewOperator = parse_body(&raw)?;
+    let roles = body
+        .roles
+        .iter()
+        .map(|r| {
+            Role::parse(r).ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown role {r:?}: use admin, approver, responder or auditor"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let name = body.operator.clone();
+    let token = shared
+        .execute(|_| crate::commands::operator_add(&body.operator, &roles, added_by))
+        .await
+        .map_err(command_refusal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "operator": name, "token": token })),
+    )
+        .into_response())
 }
 
 /// An approval request, as listed.

@@ -155,7 +155,7 @@ impl Env {
             std::fs::write(&policy_file, &policy).unwrap();
             commands::policy_apply(&config, &policy_file, "tester".into()).unwrap();
             let mut secrets = Vec::new();
-            let viewer = commands::operator_add(
+            let viewer = commands::operator_add_offline(
                 &config,
                 "viewer",
                 &[gatehouse_engine::operators::Role::Auditor],
@@ -164,12 +164,12 @@ impl Env {
             .unwrap();
             secrets.push(("operator:viewer".to_owned(), viewer));
             for (name, roles) in &operators {
-                let token = commands::operator_add(&config, name, roles, "tester".into()).unwrap();
+                let token = commands::operator_add_offline(&config, name, roles, "tester".into()).unwrap();
                 secrets.push((format!("operator:{name}"), token));
             }
             for who in ["agent", "reader"] {
-                commands::identity_create(&config, who, None, "tester".into()).unwrap();
-                let issued = commands::credential_issue(&config, who, Duration::from_secs(3600), "tester".into()).unwrap();
+                commands::identity_create_offline(&config, who, None, "tester".into()).unwrap();
+                let issued = commands::credential_issue_offline(&config, who, Duration::from_secs(3600), "tester".into()).unwrap();
                 secrets.push((who.to_owned(), issued.secret));
             }
             (pg, dir, out.config, config, secrets)
