@@ -378,7 +378,7 @@ async fn agent_session(config: &Config, secret: &str) -> Result<()> {
         .path
         .with_file_name(crate::init::OPERATOR_TOKEN);
     tokio::task::spawn_blocking(move || {
-        crate::admin_client::AdminClient::new(&admin, &token_file)?
+        crate::admin_client::AdminClient::new(&admin, &token_file, None)?
             .block(AGENT, "tried to read every SSN and to delete customers")
     })
     .await??;
