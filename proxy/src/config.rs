@@ -27,6 +27,18 @@ pub struct Config {
     /// Where approval requests and decisions are announced.
     #[serde(default, rename = "webhook")]
     pub webhooks: Vec<WebhookSection>,
+    /// Masking secrets.
+    #[serde(default)]
+    pub masking: MaskingSection,
+}
+
+/// `[masking]`: the secret behind `hash` pseudonyms.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingSection {
+    /// Owner-only file holding the 32-byte key (64 hex digits) of `hash`
+    /// masking. Without it, statements masked with `hash` are denied.
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[[webhook]]`: a URL that receives a JSON POST for every approval
@@ -329,6 +341,9 @@ impl Config {
             config.listen.tls_cert = Some(base.join(c));
             config.listen.tls_key = Some(base.join(k));
         }
+        if let Some(k) = &config.masking.key_file {
+            config.masking.key_file = Some(base.join(k));
+        }
         if let (Some(c), Some(k)) = (&config.admin.tls_cert, &config.admin.tls_key) {
             config.admin.tls_cert = Some(base.join(c));
             config.admin.tls_key = Some(base.join(k));
@@ -392,7 +407,7 @@ impl Config {
 }
 
 /// The configuration `gatehouse init` writes.
-pub fn initial(ledger: &str, signing_key: &str) -> String {
+pub fn initial(ledger: &str, signing_key: &str, masking_key: &str) -> String {
     format!(
         "# Gatehouse configuration. Relative paths are relative to this file.\n\
          \n\
@@ -402,8 +417,57 @@ pub fn initial(ledger: &str, signing_key: &str) -> String {
          # Checkpoint signing key; must be readable by its owner only.\n\
          signing_key = {signing_key:?}\n\
          # \"os\": a commit survives a process crash; \"fsync\": it also survives power loss.\n\
-         durability = \"os\"\n"
+         durability = \"os\"\n\
+         \n\
+         [masking]\n\
+         # The secret behind \"hash\" pseudonyms; readable by its owner only, never in the ledger.\n\
+         key_file = {masking_key:?}\n"
     )
+}
+
+impl Config {
+    /// The `hash` masking key, if one is configured. The file must hold 64
+    /// hex digits and be readable by its owner only.
+    pub fn masking_key(&self) -> Result<Option<gatehouse_engine::mask::HashKey>> {
+        let Some(path) = &self.masking.key_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read the masking key {}; check its path in [masking] key_file",
+                path.display()
+            )
+        })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                anyhow::bail!(
+                    "masking key {} is accessible to group or others (mode {mode:03o}); run `chmod 600 {}` and replace the key if others may have read it",
+                    path.display(),
+                    path.display()
+                );
+            }
+        }
+        let hex = text.trim();
+        let bytes: Option<Vec<u8>> = (hex.len() == 64)
+            .then(|| {
+                (0..32)
+                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                    .collect()
+            })
+            .flatten();
+        let Some(bytes) = bytes else {
+            anyhow::bail!(
+                "masking key {} must hold 64 hex digits (32 random bytes), e.g. from `openssl rand -hex 32`",
+                path.display()
+            );
+        };
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&bytes);
+        Ok(Some(gatehouse_engine::mask::HashKey::new(key)))
+    }
 }
 
 #[cfg(test)]
@@ -414,7 +478,7 @@ mod tests {
     fn initial_config_parses_and_resolves_relative_paths() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gatehouse.toml");
-        std::fs::write(&path, initial("ledger.db", "signing.key")).unwrap();
+        std::fs::write(&path, initial("ledger.db", "signing.key", "masking.key")).unwrap();
         let c = Config::load(&path).unwrap();
         assert_eq!(c.ledger.path, dir.path().join("ledger.db"));
         assert_eq!(c.durability().unwrap(), Durability::Os);

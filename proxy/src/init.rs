@@ -22,6 +22,8 @@ pub const VERIFIER_KEY: &str = "verifier.pub";
 pub const LEDGER: &str = "ledger.db";
 /// The first operator's bearer token, owner-only.
 pub const OPERATOR_TOKEN: &str = "operator.token";
+/// The key of `hash` masking, owner-only.
+pub const MASKING_KEY: &str = "masking.key";
 /// The first operator's name.
 pub const FIRST_OPERATOR: &str = "admin";
 
@@ -40,7 +42,14 @@ pub struct Initialised {
 /// touch a directory that already holds any of these files.
 pub fn init(dir: &Path, origin: Option<&str>) -> Result<Initialised> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for name in [CONFIG, SIGNING_KEY, VERIFIER_KEY, LEDGER, OPERATOR_TOKEN] {
+    for name in [
+        CONFIG,
+        SIGNING_KEY,
+        VERIFIER_KEY,
+        LEDGER,
+        OPERATOR_TOKEN,
+        MASKING_KEY,
+    ] {
         if dir.join(name).exists() {
             bail!(
                 "{} already exists; gatehouse init never overwrites a ledger or key — choose an empty directory",
@@ -60,8 +69,16 @@ pub fn init(dir: &Path, origin: Option<&str>) -> Result<Initialised> {
     std::fs::write(dir.join(VERIFIER_KEY), format!("{verifier_key}\n"))
         .with_context(|| format!("cannot write {}", dir.join(VERIFIER_KEY).display()))?;
     let config_path = dir.join(CONFIG);
-    std::fs::write(&config_path, config::initial(LEDGER, SIGNING_KEY))
-        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let masking_key: String = crate::gateway::scram::random_bytes::<32>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    write_owner_only(&dir.join(MASKING_KEY), &format!("{masking_key}\n"))?;
+    std::fs::write(
+        &config_path,
+        config::initial(LEDGER, SIGNING_KEY, MASKING_KEY),
+    )
+    .with_context(|| format!("cannot write {}", config_path.display()))?;
 
     let token = format!(
         "gho_{}",

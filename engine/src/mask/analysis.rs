@@ -86,8 +86,8 @@ pub fn analyse(plan: &MaskPlan, uses: &ColumnUses, tainted_view: &dyn Fn(&str) -
         }
         let (column, rule) = match (hits.first(), view) {
             (Some((name, mask)), _) => ((*name).clone(), Some(mask.rule.clone())),
-            (None, Some(v)) => (
-                format!("{v} (a view over masked columns)"),
+            (None, Some(_)) => (
+                format!("{reference} (of a view over masked columns)"),
                 plan.first_rule().map(str::to_owned),
             ),
             (None, None) => continue,

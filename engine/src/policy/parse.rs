@@ -10,9 +10,8 @@ use toml::Spanned;
 
 use super::glob::{Glob, GlobList};
 use super::{
-    class_bit, Action, ApprovalSettings, Containment, Matcher, Policy, PolicyError, Rule,
-    RuleMask, Settings,
-    StatementClass, ALL_CLASSES, CLASS_NAMES, DEFAULT_MESSAGE,
+    class_bit, Action, ApprovalSettings, Containment, Matcher, Policy, PolicyError, Rule, RuleMask,
+    Settings, StatementClass, ALL_CLASSES, CLASS_NAMES, DEFAULT_MESSAGE,
 };
 use crate::mask::strategy::DEFAULT_KEEP;
 use crate::mask::{detect, Detector, OnDerived, Strategy};

@@ -4,7 +4,9 @@
 pub mod admin;
 pub mod admin_tls;
 pub mod approvals;
+pub mod catalog;
 pub mod frame;
+pub mod masking;
 pub mod scram;
 pub mod server;
 pub mod session;
@@ -80,7 +82,7 @@ impl Gateway {
             tls = tls.is_some(),
             "gatehouse is serving"
         );
-        let shared = Arc::new(shared::Shared::new(
+        let mut shared = shared::Shared::new(
             ledger,
             targets,
             state,
@@ -90,7 +92,9 @@ impl Gateway {
                 record_rows: config.ledger.record_rows,
             },
             config.webhook_targets()?,
-        ));
+        );
+        shared.masking.key = config.masking_key()?;
+        let shared = Arc::new(shared);
         let refused = shared
             .approvals
             .deny_where(

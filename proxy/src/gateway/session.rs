@@ -13,6 +13,7 @@
 //! the protocol's state machine.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,7 @@ use tracing::{info, warn};
 
 use super::approvals::Outcome;
 use super::frame::{self, read_frame, Frame, FrameError};
+use super::masking::{self, MaskSpec, StatementMask};
 use super::scram::random_bytes;
 use super::server::Stream;
 use super::shared::{Shared, Termination};
@@ -73,6 +75,19 @@ enum Pending {
     Sync(u64),
     /// A gateway-internal simple query (a denial): completes at ReadyForQuery.
     Internal(u64),
+    /// A Describe: completes at its RowDescription or NoData.
+    Describe(Describer),
+}
+
+/// Who sent a Describe.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Describer {
+    /// The client: its answer is forwarded.
+    Client,
+    /// The gateway, right before a masked Execute, to learn where each
+    /// result column comes from and in which format: its answer describes
+    /// that execution and is not forwarded.
+    Gateway,
 }
 
 struct Exec {
@@ -87,6 +102,10 @@ struct Exec {
     result: Vec<ResultRow>,
     truncated: bool,
     digest: Option<Box<blake3::Hasher>>,
+    /// What to mask in its results, when masks bind the session.
+    mask: Option<Box<StatementMask>>,
+    /// It changes the catalog (DDL): masking's catalog cache is invalidated.
+    ddl: bool,
 }
 
 impl Exec {
@@ -103,18 +122,33 @@ impl Exec {
             result: Vec::new(),
             truncated: false,
             digest: None,
+            mask: None,
+            ddl: false,
         }
     }
 
-    /// Records one DataRow: its bytes go into the digest, its values into
-    /// the recorded result while the cap allows.
-    fn data_row(&mut self, frame: &[u8], cap: usize) {
-        self.digest.get_or_insert_with(Box::default).update(frame);
+    /// The execution of a statement judged `j`.
+    fn judged(mut self, j: &Judgement) -> Exec {
+        self.mask = j
+            .mask
+            .clone()
+            .map(|spec| Box::new(StatementMask::new(spec)));
+        self.ddl = j.ddl;
+        self
+    }
+
+    /// Records one DataRow: the bytes the database sent go into the digest,
+    /// the values the client received into the recorded result while the
+    /// cap allows.
+    fn data_row(&mut self, original: &[u8], delivered: &[u8], cap: usize) {
+        self.digest
+            .get_or_insert_with(Box::default)
+            .update(original);
         if self.result.len() >= cap {
             self.truncated = true;
             return;
         }
-        match frame::data_row_values(&frame[5..]) {
+        match frame::data_row_values(&delivered[5..]) {
             Some(values) => self.result.push(ResultRow {
                 values: values
                     .into_iter()
@@ -140,6 +174,8 @@ struct Tracker {
 }
 
 struct Context {
+    /// DDL ran in the current transaction (see [`Context::transaction_state`]).
+    ddl_in_transaction: AtomicBool,
     info: SessionInfo,
     shared: Arc<Shared>,
     tracker: Mutex<Tracker>,
@@ -148,6 +184,40 @@ struct Context {
 }
 
 impl Context {
+    /// Records the end of an execution: what it masked, then its response.
+    /// DDL, and results from tables the catalog did not know, invalidate
+    /// masking's catalog cache.
+    fn finish(&self, e: Exec, error_override: Option<&str>, completed: &mut Vec<PendingEvent>) {
+        if let Some(m) = &e.mask {
+            completed.extend(m.event(self.info.id, &self.info.identity, e.query));
+            if m.stale_catalog {
+                self.shared
+                    .masking
+                    .catalog
+                    .invalidate(&self.info.target.name);
+            }
+        }
+        if e.ddl {
+            self.shared
+                .masking
+                .catalog
+                .invalidate(&self.info.target.name);
+            self.ddl_in_transaction.store(true, Ordering::Relaxed);
+        }
+        completed.push(self.response_event(e, error_override));
+    }
+
+    /// At ReadyForQuery: DDL of a transaction that just ended is now visible
+    /// to every session, so the catalog cache is invalidated once more.
+    fn transaction_state(&self, status: Option<u8>) {
+        if status == Some(b'I') && self.ddl_in_transaction.swap(false, Ordering::Relaxed) {
+            self.shared
+                .masking
+                .catalog
+                .invalidate(&self.info.target.name);
+        }
+    }
+
     fn response_event(&self, e: Exec, error_override: Option<&str>) -> PendingEvent {
         let (sqlstate, error) = match (error_override, e.error) {
             (Some(why), _) => (None, Some(why.to_owned())),
@@ -211,6 +281,7 @@ pub async fn relay<S: Stream>(
             .collect::<String>()
     );
     let ctx = Context {
+        ddl_in_transaction: AtomicBool::new(false),
         info,
         shared,
         tracker: Mutex::new(Tracker {
@@ -387,6 +458,10 @@ struct Judgement {
     class: StatementClass,
     tables: Vec<String>,
     columns: Vec<String>,
+    /// What to mask, when masks bind the session and it may run.
+    mask: Option<Arc<MaskSpec>>,
+    /// Some statement is DDL.
+    ddl: bool,
 }
 
 fn judge(verdict: &Verdict, classification: &Classification) -> Judgement {
@@ -410,15 +485,7 @@ fn judge(verdict: &Verdict, classification: &Classification) -> Judgement {
         Action::Allow => (Action::Allow, None),
         Action::Deny => (Action::Deny, verdict.message.clone()),
         Action::RequireApproval => (Action::RequireApproval, verdict.message.clone()),
-        Action::Mask => {
-            let rule = verdict.rule.as_deref().unwrap_or("(default)");
-            (
-                Action::Deny,
-                Some(format!(
-                    "rule {rule} requires masking, which this gateway does not support yet, so the statement is denied"
-                )),
-            )
-        }
+        Action::Mask => (Action::Mask, verdict.message.clone()),
     };
     let message = match (action, message) {
         (Action::Deny, None) => Some("statement not permitted by Gatehouse policy".to_owned()),
@@ -437,6 +504,11 @@ fn judge(verdict: &Verdict, classification: &Classification) -> Judgement {
         class,
         tables,
         columns,
+        mask: None,
+        ddl: classification
+            .statements
+            .iter()
+            .any(|s| s.class == StatementClass::Ddl),
     }
 }
 
@@ -511,6 +583,7 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
             }
             b'D' => {
                 if !self.skip_until_sync {
+                    self.push(Pending::Describe(Describer::Client));
                     self.upstream.write_all(&f.bytes).await?;
                 }
             }
@@ -553,6 +626,18 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
             }
         }
         Ok(None)
+    }
+
+    /// Asks upstream to describe `portal` right before a masked Execute: the
+    /// answer says where each result column comes from and in which format
+    /// (from Bind), whether or not the client described it itself.
+    async fn describe_portal(&mut self, portal: &str) -> std::io::Result<()> {
+        let mut body = BytesMut::with_capacity(portal.len() + 2);
+        body.put_u8(b'P');
+        body.put_slice(portal.as_bytes());
+        body.put_u8(0);
+        self.push(Pending::Describe(Describer::Gateway));
+        self.upstream.write_all(&frame::message(b'D', &body)).await
     }
 
     fn push(&self, p: Pending) {
@@ -694,40 +779,6 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         ))
     }
 
-    fn decide(&self, sql: &str, classification: &Classification) -> Judgement {
-        let policy = self.ctx.shared.policy();
-        let subject = Subject {
-            identity: &self.ctx.info.identity,
-            target: &self.ctx.info.target.name,
-        };
-        let mut j = judge(&policy.decide(&subject, classification), classification);
-        if j.action == Action::RequireApproval {
-            let grant = self.ctx.shared.approvals.active_grant(
-                &self.ctx.info.identity,
-                &fingerprint(sql),
-                now_nanos(),
-            );
-            if let Some(g) = grant {
-                j.action = Action::Allow;
-                j.message = Some(format!(
-                    "allowed by the grant of approval {} (approved by {}) until {}",
-                    g.approval,
-                    g.approvers.join(", "),
-                    gatehouse_verify::report::rfc3339(g.until)
-                ));
-            }
-        }
-        if let Some(reason) = self.ctx.shared.blocked(&self.ctx.info.identity) {
-            j.action = Action::Deny;
-            j.rule = None;
-            j.message = Some(format!(
-                "identity {} is blocked by Gatehouse: {reason}",
-                self.ctx.info.identity
-            ));
-        }
-        j
-    }
-
     /// Holds a statement until approvers release it, deny it, or time runs
     /// out; on anything but a release, returns the error to send instead.
     /// The client's connection (and transaction) stays open meanwhile;
@@ -797,7 +848,7 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
 
     async fn simple_query(&mut self, f: Frame, sql: String) -> std::io::Result<()> {
         let classification = self.ctx.shared.verdicts.classify(&sql);
-        let j = self.decide(&sql, &classification);
+        let j = decide(self.ctx, &sql, &classification).await;
         if let Err(error) = self
             .record(&sql, vec![], None, None, Protocol::Simple, &j)
             .await
@@ -805,7 +856,7 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
             return self.deny_simple(error).await;
         }
         match j.action {
-            Action::Allow => {}
+            Action::Allow | Action::Mask => {}
             Action::RequireApproval => {
                 if let Err(error) = self.hold(&sql, vec![], &j).await {
                     return self.deny_simple(error).await;
@@ -820,7 +871,7 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         if let Some(error) = self.blocked_error() {
             return self.deny_simple(error).await;
         }
-        self.push(Pending::Exec(Exec::new(self.query, true)));
+        self.push(Pending::Exec(Exec::new(self.query, true).judged(&j)));
         self.upstream.write_all(&f.bytes).await?;
         self.upstream.flush().await
     }
@@ -828,7 +879,7 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
     async fn parse(&mut self, f: Frame, p: Parse) -> std::io::Result<()> {
         let name = p.name.unwrap_or_default();
         let classification = self.ctx.shared.verdicts.classify(&p.query);
-        let j = self.decide(&p.query, &classification);
+        let j = decide(self.ctx, &p.query, &classification).await;
         // A statement needing approval is held at Execute, with its parameters.
         let denied = j.action == Action::Deny;
         self.statements.insert(
@@ -858,7 +909,7 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         if let Some(prepared) = self.statements.get(&statement) {
             if prepared.denied {
                 let (sql, classification) = (prepared.sql.clone(), prepared.classification.clone());
-                let j = self.decide(&sql, &classification);
+                let j = decide(self.ctx, &sql, &classification).await;
                 let error = self.denial_error(&j);
                 return self.deny_extended(error).await;
             }
@@ -897,13 +948,13 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         let params = portal.params.clone();
         let statement = portal.statement.clone();
         // Policy may have changed since Parse: judge again (classification is cached).
-        let j = self.decide(&sql, &classification);
+        let j = decide(self.ctx, &sql, &classification).await;
         if let Err(error) = self
             .record(
                 &sql,
                 params.clone(),
                 Some(statement),
-                Some(portal_name),
+                Some(portal_name.clone()),
                 Protocol::Extended,
                 &j,
             )
@@ -912,7 +963,7 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
             return self.deny_extended(error).await;
         }
         match j.action {
-            Action::Allow => {}
+            Action::Allow | Action::Mask => {}
             Action::RequireApproval => {
                 if let Err(error) = self.hold(&sql, params, &j).await {
                     return self.deny_extended(error).await;
@@ -927,9 +978,57 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         if let Some(error) = self.blocked_error() {
             return self.deny_extended(error).await;
         }
-        self.push(Pending::Exec(Exec::new(self.query, false)));
+        if j.mask.is_some() {
+            self.describe_portal(&portal_name).await?;
+        }
+        self.push(Pending::Exec(Exec::new(self.query, false).judged(&j)));
         self.upstream.write_all(&f.bytes).await
     }
+}
+
+/// Judges a statement for this session: policy, masking (which needs the
+/// catalog, hence async), grants, blocks.
+async fn decide(ctx: &Context, sql: &str, classification: &Classification) -> Judgement {
+    let policy = ctx.shared.policy();
+    let subject = Subject {
+        identity: &ctx.info.identity,
+        target: &ctx.info.target.name,
+    };
+    let mut verdict = policy.decide(&subject, classification);
+    let mask = masking::prepare(
+        &ctx.shared.masking,
+        &ctx.info.target,
+        sql,
+        classification,
+        &mut verdict,
+    )
+    .await;
+    let mut j = judge(&verdict, classification);
+    j.mask = mask;
+    if j.action == Action::RequireApproval {
+        let grant =
+            ctx.shared
+                .approvals
+                .active_grant(&ctx.info.identity, &fingerprint(sql), now_nanos());
+        if let Some(g) = grant {
+            j.action = Action::Allow;
+            j.message = Some(format!(
+                "allowed by the grant of approval {} (approved by {}) until {}",
+                g.approval,
+                g.approvers.join(", "),
+                gatehouse_verify::report::rfc3339(g.until)
+            ));
+        }
+    }
+    if let Some(reason) = ctx.shared.blocked(&ctx.info.identity) {
+        j.action = Action::Deny;
+        j.rule = None;
+        j.message = Some(format!(
+            "identity {} is blocked by Gatehouse: {reason}",
+            ctx.info.identity
+        ));
+    }
+    j
 }
 
 /// Automatic containment: after a denial, blocks the identity if the
@@ -1063,18 +1162,46 @@ fn observe(
         e.bytes += size;
     }
     match tag {
-        b'T' => {
-            t.last_description = frame::row_description(body)
-                .unwrap_or_default()
-                .into_iter()
+        b'T' | b'n' => {
+            let fields = if tag == b'T' {
+                frame::row_description(body).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let columns: Vec<ResultColumn> = fields
+                .iter()
                 .map(|f| ResultColumn {
-                    name: f.name,
+                    name: f.name.clone(),
                     type_oid: f.type_oid,
                     format: f.format as u16,
                 })
                 .collect();
-            if let Some(Pending::Exec(e)) = t.pending.front_mut() {
-                e.columns = t.last_description.clone();
+            let describer = match t.pending.front() {
+                Some(Pending::Describe(d)) => Some(*d),
+                _ => None,
+            };
+            if describer.is_some() {
+                t.pending.pop_front();
+            }
+            if describer == Some(Describer::Gateway) {
+                // Describes the masked execution queued right behind it;
+                // the client never asked for it.
+                if let Some(Pending::Exec(e)) = t.pending.front_mut() {
+                    if let Some(m) = &mut e.mask {
+                        m.describe(&fields);
+                    }
+                    e.columns = columns;
+                }
+                return Some(BytesMut::new());
+            }
+            if tag == b'T' {
+                t.last_description = columns;
+                if let (None, Some(Pending::Exec(e))) = (describer, t.pending.front_mut()) {
+                    e.columns = t.last_description.clone();
+                    if let Some(m) = &mut e.mask {
+                        m.describe(&fields);
+                    }
+                }
             }
             None
         }
@@ -1084,10 +1211,20 @@ fn observe(
                 if e.columns.is_empty() && e.result.is_empty() {
                     e.columns = t.last_description.clone();
                 }
-                e.data_row(frame, cap);
+                let masked = e.mask.as_mut().and_then(|m| m.row(frame));
+                e.data_row(frame, masked.as_deref().unwrap_or(frame), cap);
+                return masked;
             }
             None
         }
+        b'N' => match t.pending.front() {
+            Some(Pending::Exec(e)) => e
+                .mask
+                .as_ref()
+                .and_then(|m| m.message(frame))
+                .map(|(f, _)| f),
+            _ => None,
+        },
         b'C' | b'I' | b's' => {
             let command = (tag == b'C').then(|| {
                 let end = body.iter().position(|b| *b == 0).unwrap_or(body.len());
@@ -1115,7 +1252,7 @@ fn observe(
             };
             if finished {
                 if let Some(Pending::Exec(e)) = t.pending.pop_front() {
-                    completed.push(ctx.response_event(e, None));
+                    ctx.finish(e, None, completed);
                 }
             }
             None
@@ -1137,12 +1274,26 @@ fn observe(
                     return Some(replacement);
                 }
             }
+            // Describes still waiting are skipped by PostgreSQL after an error.
+            while matches!(t.pending.front(), Some(Pending::Describe(_))) {
+                t.pending.pop_front();
+            }
             let code = fields
                 .iter()
                 .find(|(c, _)| *c == b'C')
                 .map(|(_, c)| c.clone())
                 .unwrap_or_default();
-            let error = Some((code, message.to_owned()));
+            // A masked statement's error may echo masked values: the client
+            // and the ledger get it scrubbed.
+            let scrubbed = match t.pending.front() {
+                Some(Pending::Exec(e)) => e.mask.as_ref().and_then(|m| m.message(frame)),
+                _ => None,
+            };
+            let (replacement, message) = match scrubbed {
+                Some((f, m)) => (Some(f), m),
+                None => (None, message.to_owned()),
+            };
+            let error = Some((code, message));
             // An error ends an extended-protocol execution; executions
             // queued behind it up to Sync are skipped by PostgreSQL and
             // recorded as such at ReadyForQuery.
@@ -1151,26 +1302,29 @@ fn observe(
                 Some(Pending::Exec(_)) => {
                     if let Some(Pending::Exec(mut e)) = t.pending.pop_front() {
                         e.error = error;
-                        completed.push(ctx.response_event(e, None));
+                        ctx.finish(e, None, completed);
                     }
                 }
                 _ => {}
             }
-            None
+            replacement
         }
         b'Z' => {
+            ctx.transaction_state(body.first().copied());
             while let Some(p) = t.pending.pop_front() {
                 match p {
                     Pending::Exec(e) if e.simple => {
-                        completed.push(ctx.response_event(e, None));
+                        ctx.finish(e, None, completed);
                         break;
                     }
                     Pending::Exec(e) => {
-                        completed.push(ctx.response_event(
+                        ctx.finish(
                             e,
                             Some("not executed: an earlier message of the pipeline failed"),
-                        ));
+                            completed,
+                        );
                     }
+                    Pending::Describe(_) => {}
                     Pending::Sync(upto) | Pending::Internal(upto) => {
                         // A denial whose marker PostgreSQL skipped (after an
                         // earlier error) will never come back.

@@ -133,6 +133,8 @@ pub struct Shared {
     denials: Mutex<HashMap<String, VecDeque<Instant>>>,
     /// Statements held for approval, and grants.
     pub approvals: ApprovalDesk,
+    /// Masking: catalog lookups, column-use analyses, the hash key.
+    pub masking: super::masking::Masking,
     /// Serializes operator commands: each is checked against the state it
     /// changes, then recorded, then applied, before the next is checked.
     commands: tokio::sync::Mutex<()>,
@@ -185,6 +187,7 @@ impl Shared {
             sessions: Mutex::new(HashMap::new()),
             denials: Mutex::new(HashMap::new()),
             approvals: ApprovalDesk::new(state.approvals, webhooks),
+            masking: super::masking::Masking::default(),
             commands: tokio::sync::Mutex::new(()),
         }
     }
