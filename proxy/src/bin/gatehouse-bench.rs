@@ -57,6 +57,17 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1,50")]
         sessions: Vec<usize>,
     },
+    /// Streams a large masked result through a gateway (a separate
+    /// `gatehouse serve` process, built next to this binary) and directly,
+    /// on a throwaway PostgreSQL: time ratio and the gateway's memory.
+    Masking {
+        /// Rows in the result.
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+        /// Timed runs per way of reading (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Appends forever from 4 tasks, printing each committed sequence number
     /// on its own line; used by the crash-safety test.
     AppendStream {
@@ -373,6 +384,280 @@ async fn containment(n: usize) -> Result<()> {
     Ok(())
 }
 
+/// The gateway's resident and peak memory (VmRSS, VmHWM), in KiB.
+fn memory_kib(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read the memory of process {pid}"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+/// CPU time the process has used, in nanoseconds (all its threads).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Reads `sql` to the end in the simple (text) or extended (binary)
+/// protocol; returns (rows, the first row's values, elapsed).
+async fn stream(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    binary: bool,
+) -> Result<(u64, Vec<String>, Duration)> {
+    let start = Instant::now();
+    let (n, first) = if binary {
+        let rows = client.query(sql, &[]).await?;
+        let first = rows
+            .first()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| row.try_get::<_, String>(i).unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default();
+        (rows.len() as u64, first)
+    } else {
+        let mut n = 0;
+        let mut first = Vec::new();
+        for m in client.simple_query(sql).await? {
+            if let tokio_postgres::SimpleQueryMessage::Row(row) = m {
+                if n == 0 {
+                    first = (0..row.len())
+                        .map(|i| row.get(i).unwrap_or_default().to_owned())
+                        .collect();
+                }
+                n += 1;
+            }
+        }
+        (n, first)
+    };
+    Ok((n, first, start.elapsed()))
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn masking(rows: u64, runs: usize) -> Result<()> {
+    use gatehouse::config::Config;
+    let server = std::env::current_exe()?.with_file_name("gatehouse");
+    if !server.exists() {
+        anyhow::bail!(
+            "{} is missing; build the gateway next to the benchmark first: cargo build --release -p gatehouse",
+            server.display()
+        );
+    }
+    let pg = tokio::task::spawn_blocking(move || {
+        let pg = gatehouse_pgtest::PgCluster::start();
+        pg.create_database("shop");
+        pg.psql(
+            "shop",
+            &format!(
+                "CREATE TABLE people AS SELECT g AS id, 'Person ' || (g % 997) AS name,
+                   'person' || g || '@example.com' AS email,
+                   lpad((100000000 + g::int8 * 7919 % 800000000)::text, 9, '0') AS ssn,
+                   '4111' || lpad((g::int8 * 104729)::text, 12, '0') AS card_number,
+                   'order notes for customer ' || g AS note
+                 FROM generate_series(1, {rows}) g;
+                 ANALYZE people;"
+            ),
+        );
+        pg
+    })
+    .await?;
+    let dir = tempfile_dir()?.join("masking");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || gatehouse::init::init(&dir, Some("gatehouse.bench/masking"))
+    })
+    .await??;
+    let port = free_port()?;
+    let mut text = std::fs::read_to_string(&out.config)?;
+    text.push_str(&format!(
+        "\n[admin]\naddress = \"127.0.0.1:{}\"\n[listen]\naddress = \"127.0.0.1:{port}\"\n[[target]]\nname = \"shop\"\n\
+         url = \"postgres://{}@127.0.0.1:{}/shop\"\npassword_env = \"GATEHOUSE_BENCH_UPSTREAM\"\n",
+        free_port()?,
+        pg.superuser(),
+        pg.port()
+    ));
+    std::fs::write(&out.config, text)?;
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"
+[[rule]]
+name = "read-people"
+identity = "*"
+classes = ["read", "transaction"]
+tables = ["public.people"]
+action = "allow"
+
+[[rule]]
+name = "mask-people"
+identity = "masked"
+action = "mask"
+classes = ["read", "transaction"]
+tables = ["public.people"]
+[rule.mask]
+"public.people.name" = "hash"
+"public.people.email" = "email"
+"public.people.ssn" = "redact"
+"public.people.card_number" = { strategy = "partial", keep = 4 }
+"#,
+    )?;
+    let secrets = tokio::task::spawn_blocking({
+        let config_path = out.config.clone();
+        move || -> Result<Vec<String>> {
+            let config = Config::load(&config_path)?;
+            gatehouse::commands::policy_apply(&config, &policy, "bench".into())?;
+            let mut secrets = Vec::new();
+            for who in ["masked", "plain"] {
+                gatehouse::commands::identity_create_offline(&config, who, None, "bench".into())?;
+                secrets.push(
+                    gatehouse::commands::credential_issue_offline(
+                        &config,
+                        who,
+                        Duration::from_secs(3600),
+                        "bench".into(),
+                    )?
+                    .secret,
+                );
+            }
+            Ok(secrets)
+        }
+    })
+    .await??;
+    let mut child = std::process::Command::new(&server)
+        .args(["serve", "--config"])
+        .arg(&out.config)
+        .env("GATEHOUSE_BENCH_UPSTREAM", pg.password())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", server.display()))?;
+    let pid = child.id();
+    let connect = |conn: String| async move {
+        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        anyhow::Ok(client)
+    };
+    let through = |who: &str, secret: &str| {
+        format!("host=127.0.0.1 port={port} user={who} password={secret} dbname=shop")
+    };
+    let mut ready = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !ready {
+        let _ = child.kill();
+        anyhow::bail!("the gateway did not start listening on port {port}");
+    }
+    let direct = connect(format!(
+        "host=127.0.0.1 port={} user={} password={} dbname=shop",
+        pg.port(),
+        pg.superuser(),
+        pg.password()
+    ))
+    .await?;
+    let masked = connect(through("masked", &secrets[0])).await?;
+    let plain = connect(through("plain", &secrets[1])).await?;
+    let sql = "SELECT id, name, email, ssn, card_number, note FROM people";
+    // Warm up: caches, the catalog lookup, the statement analysis.
+    for c in [&direct, &masked, &plain] {
+        stream(c, sql, false).await?;
+    }
+    let (rss_before, _) = memory_kib(pid)?;
+    println!(
+        "{rows} rows of 6 columns (4 masked: hash, email, redact, partial); median of {runs} runs"
+    );
+    for binary in [false, true] {
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); 3];
+        let mut cpu = [0u64; 3];
+        let mut firsts = Vec::new();
+        for _ in 0..runs {
+            for (i, c) in [&direct, &plain, &masked].into_iter().enumerate() {
+                let before = cpu_ns(pid);
+                let (n, first, t) = stream(c, sql, binary).await?;
+                cpu[i] += cpu_ns(pid) - before;
+                anyhow::ensure!(n == rows, "read {n} rows, expected {rows}");
+                times[i].push(t);
+                if i == 2 {
+                    firsts = first;
+                }
+            }
+        }
+        anyhow::ensure!(
+            firsts.get(2).is_some_and(|e| e.starts_with("***@"))
+                && firsts.get(3).is_some_and(|s| s == "[redacted]"),
+            "the masked result is not masked: {firsts:?}"
+        );
+        let [d, p, m] = [0, 1, 2].map(|i| median(times[i].clone()));
+        println!(
+            "{:<28} direct {:>7.1} ms | gateway unmasked {:>7.1} ms ({:.2}x) | gateway masked {:>7.1} ms ({:.2}x direct)",
+            if binary {
+                "extended protocol, binary:"
+            } else {
+                "simple protocol, text:"
+            },
+            d.as_secs_f64() * 1e3,
+            p.as_secs_f64() * 1e3,
+            p.as_secs_f64() / d.as_secs_f64(),
+            m.as_secs_f64() * 1e3,
+            m.as_secs_f64() / d.as_secs_f64(),
+        );
+        println!(
+            "{:<28} gateway CPU per run: unmasked {:.1} ms, masked {:.1} ms",
+            "",
+            cpu[1] as f64 / runs as f64 / 1e6,
+            cpu[2] as f64 / runs as f64 / 1e6,
+        );
+    }
+    let (rss_after, peak) = memory_kib(pid)?;
+    println!(
+        "gateway memory: RSS {:.1} MiB before the timed runs, {:.1} MiB after (peak {:.1} MiB)",
+        rss_before as f64 / 1024.0,
+        rss_after as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
@@ -419,6 +704,13 @@ async fn main() -> Result<()> {
             for n in sessions {
                 containment(n).await?;
             }
+        }
+        Command::Masking { rows, runs } => {
+            println!(
+                "masking benchmark on {}; targets: masked result <= 1.5x direct time, flat gateway memory",
+                machine()
+            );
+            masking(rows, runs.max(1)).await?;
         }
     }
     Ok(())

@@ -23,7 +23,7 @@ use bytes::{BufMut, BytesMut};
 use gatehouse_engine::classify::{column_uses, ColumnUses};
 use gatehouse_engine::mask::analysis;
 use gatehouse_engine::mask::detect::{self, Style};
-use gatehouse_engine::mask::strategy::{mask_value, Format, Masked, ValueType};
+use gatehouse_engine::mask::strategy::{mask_value_into, Format, ValueType};
 use gatehouse_engine::mask::{HashKey, MaskPlan, Strategy};
 use gatehouse_engine::policy::Verdict;
 use gatehouse_engine::{Action, Classification};
@@ -33,10 +33,14 @@ use super::catalog::{CatalogCache, Resolved};
 use super::frame::{self, FieldDescription};
 use crate::config::Target;
 
+/// How the statements of one SQL text use their columns, or why that
+/// could not be told.
+pub type QueryUses = Result<Vec<ColumnUses>, String>;
+
 /// Column-use analyses of recently seen SQL texts (parsing costs 10-50 µs).
 #[derive(Default)]
 pub struct UsesCache {
-    map: Mutex<HashMap<String, Arc<Result<Vec<ColumnUses>, String>>>>,
+    map: Mutex<HashMap<String, Arc<QueryUses>>>,
 }
 
 /// Most entries kept; cleared when full.
@@ -44,7 +48,7 @@ const CACHE_ENTRIES: usize = 10_000;
 
 impl UsesCache {
     /// How the statements of `sql` use their columns.
-    pub fn get(&self, sql: &str) -> Arc<Result<Vec<ColumnUses>, String>> {
+    pub fn get(&self, sql: &str) -> Arc<QueryUses> {
         if let Some(u) = self.map.lock().expect("uses cache").get(sql) {
             return u.clone();
         }
@@ -181,6 +185,10 @@ pub struct StatementMask {
     counts: Vec<u64>,
     /// A result came from a table the catalog did not know.
     pub stale_catalog: bool,
+    /// Reused for each masked value.
+    scratch: Vec<u8>,
+    /// Where rewritten rows are built.
+    rows: BytesMut,
 }
 
 impl StatementMask {
@@ -192,6 +200,8 @@ impl StatementMask {
             labels: Vec::new(),
             counts: Vec::new(),
             stale_catalog: false,
+            scratch: Vec::with_capacity(64),
+            rows: BytesMut::new(),
         }
     }
 
@@ -271,29 +281,56 @@ impl StatementMask {
     }
 
     /// The DataRow `frame` as the client must receive it; `None` when it
-    /// passes unchanged.
+    /// passes unchanged. A row that does not match its description (or
+    /// arrives without one) comes back all NULL.
     pub fn row(&mut self, frame: &[u8]) -> Option<BytesMut> {
-        let Some(actions) = &self.actions else {
+        let StatementMask {
+            spec,
+            actions,
+            counts,
+            scratch,
+            rows,
+            ..
+        } = self;
+        let Some(actions) = actions else {
             // No description seen: nothing says where values come from.
             return Some(null_row(frame));
         };
         if actions.iter().all(|a| matches!(a, ColumnAction::Pass)) {
             return None;
         }
-        let Some(values) = frame::data_row_values(&frame[5..]) else {
-            return Some(null_row(frame));
-        };
-        if values.len() != actions.len() {
+        let body = frame.get(5..).unwrap_or_default();
+        let count = body.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]]));
+        if count != Some(actions.len() as i16) {
             return Some(null_row(frame));
         }
-        let mut body = BytesMut::with_capacity(frame.len());
-        body.put_u8(b'D');
-        body.put_i32(0);
-        body.put_i16(values.len() as i16);
+        // Rows are written one after another into one buffer and split off,
+        // so its allocation is reused once the client has been sent them.
+        rows.clear();
+        rows.reserve(frame.len() + 64);
+        let out = rows;
+        out.put_u8(b'D');
+        out.put_i32(0);
+        out.put_slice(&body[..2]);
+        let mut at = 2;
         let mut changed = false;
-        for (value, action) in values.iter().zip(actions) {
-            let out: Option<Masked<'_>> = match (value, action) {
-                (_, ColumnAction::Pass) | (None, _) => None,
+        for action in actions.iter() {
+            let Some(len) = body.get(at..at + 4) else {
+                return Some(null_row(frame));
+            };
+            let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+            at += 4;
+            let value = if len < 0 {
+                None
+            } else {
+                let Some(v) = body.get(at..at + len as usize) else {
+                    return Some(null_row(frame));
+                };
+                at += len as usize;
+                Some(v)
+            };
+            let masked = match (value, action) {
+                (None, _) | (_, ColumnAction::Pass) => None,
                 (
                     Some(v),
                     ColumnAction::Mask {
@@ -303,52 +340,41 @@ impl StatementMask {
                         label,
                     },
                 ) => {
-                    self.counts[*label] += 1;
-                    Some(match format {
-                        Some(f) => mask_value(*strategy, *ty, *f, v, &self.spec.key),
-                        None => Masked::Null,
-                    })
+                    counts[*label] += 1;
+                    let not_null = match format {
+                        Some(f) => mask_value_into(*strategy, *ty, *f, v, &spec.key, scratch),
+                        None => false,
+                    };
+                    Some(not_null)
                 }
                 (Some(v), ColumnAction::Detect { ty, label }) => {
-                    let (style, text) = match (ty, v.split_first()) {
-                        // Binary jsonb: a version byte, then text (text-format
-                        // JSON never starts with byte 1).
-                        (ValueType::Jsonb, Some((1, rest))) => (Style::Json, rest),
-                        (ValueType::Json | ValueType::Jsonb, _) => (Style::Json, *v),
-                        _ => (Style::Text, *v),
-                    };
-                    match detect::scrub(&self.spec.plan.detectors, text, style) {
-                        Some((scrubbed, _)) => {
-                            self.counts[*label] += 1;
-                            let mut out = Vec::with_capacity(scrubbed.len() + 1);
-                            if text.len() < v.len() {
-                                out.push(1);
-                            }
-                            out.extend_from_slice(&scrubbed);
-                            Some(Masked::Value(out.into()))
-                        }
-                        None => None,
-                    }
+                    detect_into(&spec.plan.detectors, *ty, v, scratch).then(|| {
+                        counts[*label] += 1;
+                        true
+                    })
                 }
             };
-            match out {
-                None => put_value(&mut body, *value),
-                Some(Masked::Null) => {
+            match masked {
+                None => put_value(out, value),
+                Some(false) => {
                     changed = true;
-                    body.put_i32(-1);
+                    out.put_i32(-1);
                 }
-                Some(Masked::Value(bytes)) => {
+                Some(true) => {
                     changed = true;
-                    put_value(&mut body, Some(&bytes));
+                    put_value(out, Some(scratch));
                 }
             }
+        }
+        if at != body.len() {
+            return Some(null_row(frame));
         }
         if !changed {
             return None;
         }
-        let len = (body.len() - 1) as i32;
-        body[1..5].copy_from_slice(&len.to_be_bytes());
-        Some(body)
+        let len = (out.len() - 1) as i32;
+        out[1..5].copy_from_slice(&len.to_be_bytes());
+        Some(out.split())
     }
 
     /// The ErrorResponse or NoticeResponse `frame` as the client must
@@ -385,6 +411,32 @@ impl StatementMask {
             columns,
         })
     }
+}
+
+/// Runs content detectors over an untraced value, writing the scrubbed
+/// value into `out`; returns whether anything was found.
+fn detect_into(
+    detectors: &[gatehouse_engine::mask::Detector],
+    ty: ValueType,
+    v: &[u8],
+    out: &mut Vec<u8>,
+) -> bool {
+    let (style, text, version) = match (ty, v.split_first()) {
+        // Binary jsonb: a version byte, then text (text-format JSON never
+        // starts with byte 1).
+        (ValueType::Jsonb, Some((1, rest))) => (Style::Json, rest, true),
+        (ValueType::Json | ValueType::Jsonb, _) => (Style::Json, v, false),
+        _ => (Style::Text, v, false),
+    };
+    let Some((scrubbed, _)) = detect::scrub(detectors, text, style) else {
+        return false;
+    };
+    out.clear();
+    if version {
+        out.push(1);
+    }
+    out.extend_from_slice(&scrubbed);
+    true
 }
 
 fn put_value(body: &mut BytesMut, value: Option<&[u8]>) {
