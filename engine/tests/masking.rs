@@ -264,6 +264,11 @@ fn messages_name_the_column_and_say_what_to_do() {
     };
     assert_eq!(column, "public.customers.email");
     assert!(how.contains("expression"));
+    let Finding::Derived { message, .. } = finding("SELECT customer_secrets(7)", OnDerived::Deny)
+    else {
+        panic!("an unknown function is derived")
+    };
+    assert!(message.contains("calls function customer_secrets"), "{message}");
     let Finding::Refused { why, .. } = finding("COPY customers TO STDOUT", OnDerived::Mask) else {
         panic!("COPY is refused")
     };

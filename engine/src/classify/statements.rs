@@ -366,6 +366,7 @@ pub(super) fn statement_uses(stmt: &Statement) -> ColumnUses {
         columns: tracker.columns,
         equalities: tracker.equalities,
         tables: info.tables,
+        functions: info.functions,
         unknown: info.reason,
     }
 }

@@ -130,6 +130,9 @@ pub struct ColumnUses {
     pub equalities: Vec<(Vec<String>, Vec<String>)>,
     /// Every relation the statement touches (`schema.table`).
     pub tables: Vec<String>,
+    /// Functions called that are not on the classifier's known-safe list
+    /// (they may read any table, masked ones included).
+    pub functions: Vec<String>,
     /// Why the classifier could not follow the statement, if it could not.
     pub unknown: Option<String>,
 }

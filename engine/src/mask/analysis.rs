@@ -21,6 +21,9 @@
 //!   gateway redact every result column PostgreSQL does not trace. A
 //!   derived use in PREPARE or DECLARE CURSOR is refused: its rows come
 //!   back later, through EXECUTE or FETCH.
+//! * a statement calling functions the classifier does not know to be
+//!   harmless is derived too: a function may read masked columns and
+//!   return them in a result PostgreSQL cannot trace.
 //! * a statement the classifier cannot follow is refused.
 
 use crate::classify::{ColumnUses, StatementKind, Uses};
@@ -36,12 +39,14 @@ pub enum Finding {
     Traced,
     /// Results may carry masked values the gateway cannot trace.
     Derived {
-        /// The masked column (or view) concerned.
+        /// The masked column (or view, or function) concerned.
         column: String,
         /// How it is used, in words.
         how: &'static str,
         /// The rule that masks it.
         rule: Option<String>,
+        /// Why the statement is denied when `on_derived = "deny"`.
+        message: String,
     },
     /// The statement cannot be masked at all.
     Refused {
@@ -56,6 +61,8 @@ const DERIVED_HOW: &str =
     "in an expression, function, subquery, CTE, set operation, VALUES list or whole-row reference";
 const GROUP_HOW: &str = "in GROUP BY (only columns masked with \"hash\" can be grouped)";
 const VIEW_HOW: &str = "through a view built on masked columns";
+const FUNCTION_HOW: &str =
+    "through a function the gateway cannot see into (it could read masked columns)";
 
 /// Analyses one statement against a plan. `tainted_view` says whether a
 /// relation (`schema.table`) is a view built on masked columns (the
@@ -123,6 +130,15 @@ pub fn analyse(plan: &MaskPlan, uses: &ColumnUses, tainted_view: &dyn Fn(&str) -
         }
     }
     if derived.is_none() {
+        if let Some(f) = uses.functions.first() {
+            derived = Some((
+                format!("function {f}"),
+                FUNCTION_HOW,
+                plan.first_rule().map(str::to_owned),
+            ));
+        }
+    }
+    if derived.is_none() {
         if let Some(v) = uses.tables.iter().find(|t| tainted_view(t)) {
             derived = Some((
                 format!("{v} (a view over masked columns)"),
@@ -134,23 +150,40 @@ pub fn analyse(plan: &MaskPlan, uses: &ColumnUses, tainted_view: &dyn Fn(&str) -
     let Some((column, how, rule)) = derived else {
         return Finding::Traced;
     };
+    let subject = if how == FUNCTION_HOW {
+        format!("this statement calls {column}, which the gateway cannot see into and which could return masked values")
+    } else {
+        format!("column {column} is masked for you, and this statement uses it {how}")
+    };
     match uses.kind {
         StatementKind::Deferred => Finding::Refused {
             why: format!(
-                "column {column} is masked for you, and this PREPARE or DECLARE CURSOR uses it \
-                 {how}; its rows would come back later, through EXECUTE or FETCH, where they \
-                 cannot be redacted"
+                "{subject}; as a PREPARE or DECLARE CURSOR, its rows would come back later, \
+                 through EXECUTE or FETCH, where they cannot be redacted"
             ),
             rule,
         },
-        StatementKind::Copy | StatementKind::Other if touches_masked => Finding::Refused {
-            why: format!(
-                "column {column} is masked for you, and this statement uses it {how} where \
-                 masking cannot follow"
-            ),
+        StatementKind::Copy | StatementKind::Other if touches_masked || how == FUNCTION_HOW => {
+            Finding::Refused {
+                why: format!("{subject}, where masking cannot follow"),
+                rule,
+            }
+        }
+        _ => Finding::Derived {
+            message: if how == FUNCTION_HOW {
+                format!(
+                    "{subject}; masked identities may call only functions the gateway knows to be harmless"
+                )
+            } else {
+                format!(
+                    "{subject}, where its values cannot be masked; select the plain column \
+                     instead, which comes back masked"
+                )
+            },
+            column,
+            how,
             rule,
         },
-        _ => Finding::Derived { column, how, rule },
     }
 }
 
@@ -239,14 +272,7 @@ pub fn judge(
                 changed = true;
                 None
             }
-            Finding::Derived { column, how, rule } => Some((
-                format!(
-                    "column {column} is masked for you, and this statement uses it {how}, where \
-                     its values cannot be masked; select the plain column instead, which comes \
-                     back masked"
-                ),
-                rule,
-            )),
+            Finding::Derived { message, rule, .. } => Some((message, rule)),
             Finding::Refused { why, rule } => Some((why, rule)),
         };
         if let Some((message, rule)) = denial {
