@@ -268,7 +268,10 @@ fn messages_name_the_column_and_say_what_to_do() {
     else {
         panic!("an unknown function is derived")
     };
-    assert!(message.contains("calls function customer_secrets"), "{message}");
+    assert!(
+        message.contains("calls function customer_secrets"),
+        "{message}"
+    );
     let Finding::Refused { why, .. } = finding("COPY customers TO STDOUT", OnDerived::Mask) else {
         panic!("COPY is refused")
     };

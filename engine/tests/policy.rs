@@ -763,22 +763,32 @@ fn agents_scenario() {
     let p = policy(&fixture("agents.toml"));
     let customers = |cols: &[&str]| with_columns(select(&["public.customers"]), cols);
 
+    // Customers' names and emails are read masked.
     let v = judge(
         &p,
         &customers(&["public.customers.name", "public.customers.email"]),
     );
     assert_eq!(
         (v.action, v.rule.as_deref()),
-        (Action::Allow, Some("agents-read-shop"))
+        (Action::Mask, Some("agents-mask-customer-contacts"))
     );
+    let plan = &v.mask.as_ref().expect("masked").plan;
+    assert_eq!(plan.columns.len(), 2);
+    // A join with orders is allowed by the read rule, and still masked.
     let join = with_columns(
         select(&["public.customers", "public.orders"]),
         &["public.customers.name", "public.orders.total"],
     );
-    assert_eq!(judge(&p, &join).action, Action::Allow);
+    let v = judge(&p, &join);
+    assert_eq!(
+        (v.action, v.rule.as_deref()),
+        (Action::Allow, Some("agents-read-shop"))
+    );
+    assert!(v.mask.is_some());
+    // A statement touching no table is inside the mask rule's tables too.
     assert_eq!(
         judge(&p, &stmt(StatementClass::Transaction, "BEGIN", &[])).action,
-        Action::Allow
+        Action::Mask
     );
 
     // The incident: SELECT * FROM customers exposes the SSN column.
