@@ -381,6 +381,19 @@ cbor_struct! {
     }
 }
 
+impl Snapshot {
+    /// The `covers` field of an encoded snapshot body, read without decoding
+    /// the state: the writer indexes snapshots by it.
+    pub fn covers_of(body: &[u8]) -> Option<u64> {
+        let mut dec = Dec::new(body);
+        if dec.map().ok()? != Self::KEYS.len() {
+            return None;
+        }
+        dec.key(0).ok()?;
+        dec.uint().ok()
+    }
+}
+
 cbor_struct! {
     /// An operator of the admin API was added, with roles and a bearer token
     /// (only its BLAKE3 hash is recorded).

@@ -25,7 +25,7 @@ pub mod writer;
 use std::path::Path;
 
 pub use event::{Event, EventBody, EventKind};
-pub use reader::{LedgerReader, StoredCheckpoint};
+pub use reader::{LedgerReader, StoredCheckpoint, StoredSnapshot};
 pub use writer::{AppendError, Durability, Ledger, Receipt, WriterOptions};
 
 /// What went wrong opening or reading a ledger.
