@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use gatehouse_ledger::cbor_record;
 use gatehouse_ledger::event::{EventBody, Nanos, SessionId};
 use gatehouse_ledger::Event;
 use serde::Serialize;
@@ -227,6 +228,46 @@ impl fmt::Display for GatewayState {
         Ok(())
     }
 }
+
+// Snapshot encodings (crate::snapshot). Adding a field to any of these
+// structs fails to compile until its encoding names it.
+
+cbor_record!(PolicyState {
+    0 => source,
+    1 => operator,
+    2 => seq,
+    3 => ts,
+});
+
+cbor_record!(Block {
+    0 => operator,
+    1 => reason,
+    2 => trigger,
+    3 => seq,
+    4 => ts,
+});
+
+cbor_record!(OpenSession {
+    0 => identity,
+    1 => target,
+    2 => client_addr,
+    3 => application_name,
+    4 => credential,
+    5 => opened,
+    6 => statements,
+});
+
+cbor_record!(GatewayState {
+    0 => identities,
+    1 => operators,
+    2 => policy,
+    3 => blocks,
+    4 => sessions,
+    5 => approvals,
+    6 => last_session,
+    7 => events,
+    8 => as_of,
+});
 
 #[cfg(test)]
 mod tests {
