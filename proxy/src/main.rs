@@ -100,6 +100,14 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Print only the state hash (BLAKE3 of the state's snapshot
+        /// encoding): equal hashes mean equal states.
+        #[arg(long, conflicts_with = "json")]
+        hash: bool,
+        /// Fold the whole ledger from its first event and check every
+        /// snapshot in it against the fold; fails on the first mismatch.
+        #[arg(long, conflicts_with_all = ["at", "json", "hash"])]
+        check: bool,
     },
     /// Run the incident demo and leave its ledger and evidence in a directory.
     Demo {
@@ -387,13 +395,45 @@ fn run(command: Command) -> Result<()> {
                 serde_json::to_string_pretty(&admin.client()?.sessions()?)?
             );
         }
-        Command::State { ledger, at, json } => {
+        Command::State {
+            ledger,
+            at,
+            json,
+            hash,
+            check,
+        } => {
+            use gatehouse::state;
+            if check {
+                let report = state::check_snapshots(&ledger)?;
+                if let Some(first) = report.mismatches.first() {
+                    anyhow::bail!(
+                        "{first}; {} of {} snapshots fail (folded {} events); do not start a gateway from this ledger until its writer is investigated",
+                        report.mismatches.len(),
+                        report.snapshots,
+                        report.events
+                    );
+                }
+                if let Some(problem) = &report.index_problem {
+                    anyhow::bail!("{problem}; the snapshots themselves match the fold");
+                }
+                println!(
+                    "{} snapshots match the fold of {} events from the first event",
+                    report.snapshots, report.events
+                );
+                return Ok(());
+            }
             let at = match at {
                 Some(a) => a.parse()?,
-                None => gatehouse::state::At::Seq(u64::MAX - 1),
+                None => state::At::Seq(u64::MAX - 1),
             };
-            let state = gatehouse::state::state_at(&ledger, at)?;
-            if json {
+            let rebuilt = state::rebuild(&ledger, at, state::Start::Snapshot)?;
+            if let Some(why) = &rebuilt.refused {
+                eprintln!("gatehouse: warning: {why}; folded from the first event instead");
+            }
+            let state = rebuilt.state;
+            if hash {
+                println!("{}", gatehouse_engine::snapshot::state_hash(&state));
+            } else if json {
                 println!("{}", serde_json::to_string_pretty(&state)?);
             } else {
                 print!("{state}");

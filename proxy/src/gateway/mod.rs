@@ -7,6 +7,7 @@ pub mod scram;
 pub mod server;
 pub mod session;
 pub mod shared;
+pub mod snapshots;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub struct Gateway {
     admin: TcpListener,
     shared: Arc<shared::Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    snapshots: Option<snapshots::Snapshotter>,
 }
 
 impl Gateway {
@@ -63,6 +65,9 @@ impl Gateway {
                     config.admin.address
                 )
             })?;
+        let snapshots =
+            snapshots::Snapshotter::start(ledger.clone(), state.clone(), config.ledger.snapshot_every)
+                .context("cannot start the snapshot thread")?;
         info!(
             address = %listener.local_addr()?,
             targets = targets.len(),
@@ -87,6 +92,7 @@ impl Gateway {
             admin,
             shared,
             tls,
+            snapshots,
         })
     }
 
@@ -119,6 +125,7 @@ impl Gateway {
             admin,
             shared,
             tls,
+            snapshots,
         } = self;
         let mut stopping = shared.shutdown.subscribe();
         let api = tokio::spawn(std::future::IntoFuture::into_future(
@@ -135,6 +142,9 @@ impl Gateway {
         )
         .await?;
         let _ = api.await;
+        if let Some(snapshots) = snapshots {
+            tokio::task::spawn_blocking(move || snapshots.stop()).await?;
+        }
         let ledger = shared.ledger.clone();
         drop(shared);
         tokio::task::spawn_blocking(move || ledger.close()).await?;
