@@ -107,6 +107,13 @@ impl LedgerReader {
         EventIter::new(self, Filter::All, range)
     }
 
+    /// The stored record bytes of the events in `range`, in order, not
+    /// decoded: for folds that decode only the events they need (see
+    /// [`crate::event::RecordHead`]). Each item is `(seq, record bytes)`.
+    pub fn records(&self, range: Range<u64>) -> RecordIter<'_> {
+        RecordIter(EventIter::new(self, Filter::All, range))
+    }
+
     /// Every event of one session, in order.
     pub fn events_by_session(&self, session: SessionId) -> Result<EventIter<'_>, LedgerError> {
         let ranges = self.bucket_ranges(
@@ -350,10 +357,9 @@ impl<'r> EventIter<'r> {
     }
 }
 
-impl Iterator for EventIter<'_> {
-    type Item = Result<StoredEvent, LedgerError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl EventIter<'_> {
+    /// The next stored row, fetching a page when the buffer is empty.
+    fn next_row(&mut self) -> Option<Result<(i64, Vec<u8>), LedgerError>> {
         while !self.done && self.buf.is_empty() {
             let Some(range) = self.ranges.front_mut() else {
                 self.done = true;
@@ -373,12 +379,35 @@ impl Iterator for EventIter<'_> {
                 }
             }
         }
-        let (seq, data) = self.buf.pop_front()?;
+        self.buf.pop_front().map(Ok)
+    }
+}
+
+impl Iterator for EventIter<'_> {
+    type Item = Result<StoredEvent, LedgerError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (seq, data) = match self.next_row()? {
+            Ok(row) => row,
+            Err(e) => return Some(Err(e)),
+        };
         let item = decode(seq as u64, data);
         if item.is_err() {
             self.done = true;
             self.buf.clear();
         }
         Some(item)
+    }
+}
+
+/// Iterates stored records without decoding them (see
+/// [`LedgerReader::records`]); stops after the first error.
+pub struct RecordIter<'r>(EventIter<'r>);
+
+impl Iterator for RecordIter<'_> {
+    type Item = Result<(u64, Vec<u8>), LedgerError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.0.next_row()?.map(|(seq, data)| (seq as u64, data)))
     }
 }

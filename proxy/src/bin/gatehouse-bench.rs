@@ -40,6 +40,10 @@ enum Command {
         /// Directory for the ledger files (default: a temporary directory).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Run the gateway's snapshot thread alongside, snapshotting every
+        /// this many events (0: not at all), to see what it costs appenders.
+        #[arg(long, default_value_t = 0)]
+        snapshot_every: u64,
     },
     /// Builds a ledger of N events and times full verification of it.
     LedgerVerify {
@@ -139,10 +143,16 @@ async fn append_run(
     appenders: usize,
     seconds: u64,
     durability: Durability,
+    snapshot_every: u64,
 ) -> Result<()> {
     let path = dir.join(format!("append-{appenders}.db"));
     let _ = std::fs::remove_file(&path);
     let ledger = open(&path, durability)?;
+    let snapshots = gatehouse::gateway::snapshots::Snapshotter::start(
+        ledger.clone(),
+        gatehouse_engine::state::GatewayState::default(),
+        snapshot_every,
+    )?;
     let stop = Arc::new(AtomicBool::new(false));
     let body_bytes = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -183,6 +193,9 @@ async fn append_run(
         let (h, n) = t.await?;
         hist.add(h)?;
         measured += n;
+    }
+    if let Some(snapshots) = snapshots {
+        tokio::task::spawn_blocking(move || snapshots.stop()).await?;
     }
     ledger.close();
     // The writer's WAL thread truncates the WAL on close; what remains is the file.
@@ -655,6 +668,7 @@ fn control_events(round: u64) -> Vec<EventBody> {
 async fn fill_realistic(path: &Path, events: u64, every: u64) -> Result<()> {
     use gatehouse::gateway::snapshots::Snapshotter;
     use gatehouse_engine::state::GatewayState;
+    let started = Instant::now();
     let ledger = open(path, Durability::Os)?;
     let snapshots = Snapshotter::start(ledger.clone(), GatewayState::default(), every)?;
     let appended = Arc::new(AtomicU64::new(0));
@@ -706,10 +720,38 @@ async fn fill_realistic(path: &Path, events: u64, every: u64) -> Result<()> {
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let cpu = thread_cpu_seconds("ledger-snapshot");
         tokio::task::spawn_blocking(move || snapshots.stop()).await?;
+        if let Some(cpu) = cpu {
+            let wall = started.elapsed().as_secs_f64();
+            println!(
+                "snapshot thread: {cpu:.2} s of CPU while building ({:.1}% of one core over {wall:.1} s)",
+                cpu / wall * 100.0
+            );
+        }
     }
     tokio::task::spawn_blocking(move || ledger.close()).await?;
     Ok(())
+}
+
+/// CPU time (user and system) of this process's thread named `name`
+/// (Linux thread names are cut to 15 bytes), from /proc.
+fn thread_cpu_seconds(name: &str) -> Option<f64> {
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // USER_HZ is 100 on every Linux this runs on.
+        return Some(ticks as f64 / 100.0);
+    }
+    None
 }
 
 /// Median and maximum of `runs` timings of `f`, in milliseconds, and its
@@ -823,6 +865,7 @@ async fn main() -> Result<()> {
             seconds,
             durability,
             dir,
+            snapshot_every,
         } => {
             let durability: Durability = durability.parse().map_err(anyhow::Error::msg)?;
             let keep = dir.is_some();
@@ -832,17 +875,22 @@ async fn main() -> Result<()> {
             };
             std::fs::create_dir_all(&dir)?;
             println!(
-                "ledger append benchmark: {} durability, {seconds}s per run, on {}",
+                "ledger append benchmark: {} durability, {seconds}s per run, {}, on {}",
                 if durability == Durability::Os {
                     "os"
                 } else {
                     "fsync"
                 },
+                if snapshot_every == 0 {
+                    "no snapshot thread".to_owned()
+                } else {
+                    format!("a snapshot every {snapshot_every} events")
+                },
                 machine()
             );
             println!("targets (os durability): >= 50,000 events/s at 64 appenders; p99 <= 2,000us at 1 and 64; overhead <= 200 B/event");
             for a in appenders {
-                append_run(&dir, a, seconds, durability).await?;
+                append_run(&dir, a, seconds, durability, snapshot_every).await?;
             }
             if !keep {
                 let _ = std::fs::remove_dir_all(&dir);

@@ -1,12 +1,15 @@
 //! Writing snapshots while the gateway runs.
 //!
 //! A background thread tails the committed ledger with its own reader,
-//! folds every event into its own [`GatewayState`], and each time the count
-//! of folded events reaches a multiple of `every` it appends a `Snapshot`
-//! event (the state after exactly that many events). Sessions never wait
-//! for it: it reads committed rows through SQLite's write-ahead log, which
-//! never blocks the writer, and its appends queue behind theirs like any
-//! other event. If it fails, the gateway carries on without new snapshots
+//! folds every event into its own [`GatewayState`] (decoding only the
+//! bodies the state depends on, see [`GatewayState::apply_record`]), and
+//! each time the count of folded events reaches a multiple of `every` it
+//! appends a `Snapshot` event (the state after exactly that many events).
+//! Sessions never wait for it: it reads committed rows through SQLite's
+//! write-ahead log, which never blocks the writer, and its appends queue
+//! behind theirs like any other event. Its cost is CPU on another core
+//! (docs/benchmarks.md). If it fails, the gateway carries on without new
+//! snapshots
 //! (start-up then folds more events, which is slower, never wrong).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,15 +105,20 @@ fn catch_up(
     every: u64,
     stop: &AtomicBool,
 ) -> Result<(), String> {
-    for stored in reader.events(state.events..u64::MAX) {
-        let stored = stored.map_err(|e| format!("cannot read the ledger: {e}"))?;
-        if stored.event.seq != state.events {
+    for record in reader.records(state.events..u64::MAX) {
+        let (seq, bytes) = record.map_err(|e| format!("cannot read the ledger: {e}"))?;
+        if seq != state.events {
             return Err(format!(
-                "expected event {} next but read event {}",
-                state.events, stored.event.seq
+                "expected event {} next but read event {seq}",
+                state.events
             ));
         }
-        state.apply(&stored.event);
+        state
+            .apply_record(&bytes)
+            .map_err(|e| format!("event {seq} cannot be decoded: {e}"))?;
+        if state.events != seq + 1 {
+            return Err(format!("the record stored as event {seq} says it is event {}", state.events - 1));
+        }
         if state.events.is_multiple_of(every) {
             let body = snapshot::snapshot(state);
             let bytes = body.state.0.len();
