@@ -9,8 +9,8 @@
 //! write-ahead log, which never blocks the writer, and its appends queue
 //! behind theirs like any other event. Its cost is CPU on another core
 //! (docs/benchmarks.md). If it fails, the gateway carries on without new
-//! snapshots
-//! (start-up then folds more events, which is slower, never wrong).
+//! snapshots (start-up then folds more events, which is slower, never
+//! wrong).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
