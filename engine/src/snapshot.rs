@@ -222,93 +222,330 @@ mod tests {
 
     fn body() -> impl Strategy<Value = EventBody> {
         let sessions = prop_oneof![
-            (session_id(), name(), name(), name(), opt_name(), opt_name(), any::<bool>())
-                .prop_map(|(session, identity, target, client_addr, application_name, credential, tls)| {
-                    SessionOpened { session, identity, target, client_addr, application_name, credential, tls }.into()
-                }),
-            (session_id(), name(), name(), any::<u64>()).prop_map(|(session, identity, reason, statements)| {
-                SessionClosed { session, identity, reason, statements }.into()
-            }),
-            (session_id(), name(), opt_name(), name()).prop_map(|(session, identity, operator, reason)| {
-                SessionTerminated { session, identity, operator, reason }.into()
-            }),
-            (session_id(), name(), any::<u64>(), name()).prop_map(|(session, identity, query, sql)| {
-                QueryReceived { session, identity, query, sql, params: vec![], statement: None, portal: None, protocol: Protocol::Simple }.into()
-            }),
+            (
+                session_id(),
+                name(),
+                name(),
+                name(),
+                opt_name(),
+                opt_name(),
+                any::<bool>()
+            )
+                .prop_map(
+                    |(
+                        session,
+                        identity,
+                        target,
+                        client_addr,
+                        application_name,
+                        credential,
+                        tls,
+                    )| {
+                        SessionOpened {
+                            session,
+                            identity,
+                            target,
+                            client_addr,
+                            application_name,
+                            credential,
+                            tls,
+                        }
+                        .into()
+                    }
+                ),
+            (session_id(), name(), name(), any::<u64>()).prop_map(
+                |(session, identity, reason, statements)| {
+                    SessionClosed {
+                        session,
+                        identity,
+                        reason,
+                        statements,
+                    }
+                    .into()
+                }
+            ),
+            (session_id(), name(), opt_name(), name()).prop_map(
+                |(session, identity, operator, reason)| {
+                    SessionTerminated {
+                        session,
+                        identity,
+                        operator,
+                        reason,
+                    }
+                    .into()
+                }
+            ),
+            (session_id(), name(), any::<u64>(), name()).prop_map(
+                |(session, identity, query, sql)| {
+                    QueryReceived {
+                        session,
+                        identity,
+                        query,
+                        sql,
+                        params: vec![],
+                        statement: None,
+                        portal: None,
+                        protocol: Protocol::Simple,
+                    }
+                    .into()
+                }
+            ),
             (session_id(), name(), any::<u64>()).prop_map(|(session, identity, query)| {
                 Response {
-                    session, identity, query, command_tag: Some("SELECT 1".into()), rows: 1, duration_ns: 5,
-                    sqlstate: None, error: None, bytes: 10, columns: vec![], result: vec![], truncated: false, result_digest: None,
-                }.into()
+                    session,
+                    identity,
+                    query,
+                    command_tag: Some("SELECT 1".into()),
+                    rows: 1,
+                    duration_ns: 5,
+                    sqlstate: None,
+                    error: None,
+                    bytes: 10,
+                    columns: vec![],
+                    result: vec![],
+                    truncated: false,
+                    result_digest: None,
+                }
+                .into()
             }),
         ];
         let identities = prop_oneof![
             (name(), name(), opt_name()).prop_map(|(identity, operator, description)| {
-                IdentityCreated { identity, operator, description }.into()
+                IdentityCreated {
+                    identity,
+                    operator,
+                    description,
+                }
+                .into()
             }),
-            (name(), name(), name(), any::<u64>(), small_bytes(), any::<u32>(), small_bytes(), small_bytes())
-                .prop_map(|(credential, identity, operator, expires_at, salt, iterations, stored_key, server_key)| {
-                    CredentialIssued { credential, identity, operator, expires_at, salt, iterations, stored_key, server_key }.into()
-                }),
-            (name(), name(), name(), name()).prop_map(|(credential, identity, operator, reason)| {
-                CredentialRevoked { credential, identity, operator, reason }.into()
-            }),
-            (name(), name(), name(), opt_name()).prop_map(|(identity, operator, reason, trigger)| {
-                IdentityBlocked { identity, operator, reason, trigger }.into()
-            }),
+            (
+                name(),
+                name(),
+                name(),
+                any::<u64>(),
+                small_bytes(),
+                any::<u32>(),
+                small_bytes(),
+                small_bytes()
+            )
+                .prop_map(
+                    |(
+                        credential,
+                        identity,
+                        operator,
+                        expires_at,
+                        salt,
+                        iterations,
+                        stored_key,
+                        server_key,
+                    )| {
+                        CredentialIssued {
+                            credential,
+                            identity,
+                            operator,
+                            expires_at,
+                            salt,
+                            iterations,
+                            stored_key,
+                            server_key,
+                        }
+                        .into()
+                    }
+                ),
+            (name(), name(), name(), name()).prop_map(
+                |(credential, identity, operator, reason)| {
+                    CredentialRevoked {
+                        credential,
+                        identity,
+                        operator,
+                        reason,
+                    }
+                    .into()
+                }
+            ),
+            (name(), name(), name(), opt_name()).prop_map(
+                |(identity, operator, reason, trigger)| {
+                    IdentityBlocked {
+                        identity,
+                        operator,
+                        reason,
+                        trigger,
+                    }
+                    .into()
+                }
+            ),
             (name(), name(), opt_name()).prop_map(|(identity, operator, reason)| {
-                IdentityUnblocked { identity, operator, reason }.into()
+                IdentityUnblocked {
+                    identity,
+                    operator,
+                    reason,
+                }
+                .into()
             }),
             (name(), name()).prop_map(|(operator, source)| {
-                PolicyChanged { operator, source, digest: Bytes(vec![]) }.into()
+                PolicyChanged {
+                    operator,
+                    source,
+                    digest: Bytes(vec![]),
+                }
+                .into()
             }),
-            (name(), proptest::collection::vec(
-                prop::sample::select(vec!["admin", "approver", "responder", "auditor", "astronaut"]).prop_map(str::to_owned), 0..4),
-             small_bytes(), name())
+            (
+                name(),
+                proptest::collection::vec(
+                    prop::sample::select(vec![
+                        "admin",
+                        "approver",
+                        "responder",
+                        "auditor",
+                        "astronaut"
+                    ])
+                    .prop_map(str::to_owned),
+                    0..4
+                ),
+                small_bytes(),
+                name()
+            )
                 .prop_map(|(operator, roles, token_hash, added_by)| {
-                    OperatorAdded { operator, roles, token_hash, added_by }.into()
+                    OperatorAdded {
+                        operator,
+                        roles,
+                        token_hash,
+                        added_by,
+                    }
+                    .into()
                 }),
         ];
         let approvals = prop_oneof![
-            (0u64..5, session_id(), name(), name(), name(), name(), 0u64..3, any::<u64>())
-                .prop_map(|(approval, session, identity, sql, rule, fingerprint, quorum, expires_at)| {
-                    ApprovalRequested {
-                        approval, session, identity, query: 1, sql, params: vec![], class: StatementClass::Write,
-                        rule, binding: Bytes(vec![7; 32]), quorum, expires_at, fingerprint,
-                    }.into()
-                }),
-            (0u64..5, name(), proptest::option::of(any::<u64>()), session_id(), name())
+            (
+                0u64..5,
+                session_id(),
+                name(),
+                name(),
+                name(),
+                name(),
+                0u64..3,
+                any::<u64>()
+            )
+                .prop_map(
+                    |(approval, session, identity, sql, rule, fingerprint, quorum, expires_at)| {
+                        ApprovalRequested {
+                            approval,
+                            session,
+                            identity,
+                            query: 1,
+                            sql,
+                            params: vec![],
+                            class: StatementClass::Write,
+                            rule,
+                            binding: Bytes(vec![7; 32]),
+                            quorum,
+                            expires_at,
+                            fingerprint,
+                        }
+                        .into()
+                    }
+                ),
+            (
+                0u64..5,
+                name(),
+                proptest::option::of(any::<u64>()),
+                session_id(),
+                name()
+            )
                 .prop_map(|(approval, operator, grant_until, session, identity)| {
-                    ApprovalGranted { approval, operator, grant_until, session, identity }.into()
+                    ApprovalGranted {
+                        approval,
+                        operator,
+                        grant_until,
+                        session,
+                        identity,
+                    }
+                    .into()
                 }),
-            (0u64..5, opt_name(), name(), session_id(), name()).prop_map(|(approval, operator, reason, session, identity)| {
-                ApprovalDenied { approval, operator, reason, session, identity }.into()
-            }),
+            (0u64..5, opt_name(), name(), session_id(), name()).prop_map(
+                |(approval, operator, reason, session, identity)| {
+                    ApprovalDenied {
+                        approval,
+                        operator,
+                        reason,
+                        session,
+                        identity,
+                    }
+                    .into()
+                }
+            ),
             (0u64..5, session_id(), name()).prop_map(|(approval, session, identity)| {
-                ApprovalExpired { approval, session, identity }.into()
+                ApprovalExpired {
+                    approval,
+                    session,
+                    identity,
+                }
+                .into()
             }),
         ];
         let counted = prop_oneof![
-            (session_id(), name(), any::<u64>(), any::<bool>()).prop_map(|(session, identity, query, deny)| {
-                Decision {
-                    session, identity, query, action: if deny { Action::Deny } else { Action::Allow },
-                    rule: None, class: StatementClass::Read, tables: vec![], columns: vec![], message: None,
-                }.into()
-            }),
+            (session_id(), name(), any::<u64>(), any::<bool>()).prop_map(
+                |(session, identity, query, deny)| {
+                    Decision {
+                        session,
+                        identity,
+                        query,
+                        action: if deny { Action::Deny } else { Action::Allow },
+                        rule: None,
+                        class: StatementClass::Read,
+                        tables: vec![],
+                        columns: vec![],
+                        message: None,
+                    }
+                    .into()
+                }
+            ),
             (session_id(), name(), any::<u64>()).prop_map(|(session, identity, query)| {
-                MaskApplied { session, identity, query, columns: vec![] }.into()
+                MaskApplied {
+                    session,
+                    identity,
+                    query,
+                    columns: vec![],
+                }
+                .into()
             }),
-            (name(), name(), opt_name(), name()).prop_map(|(identity, client_addr, target, reason)| {
-                AuthenticationFailed { identity, client_addr, target, reason }.into()
-            }),
+            (name(), name(), opt_name(), name()).prop_map(
+                |(identity, client_addr, target, reason)| {
+                    AuthenticationFailed {
+                        identity,
+                        client_addr,
+                        target,
+                        reason,
+                    }
+                    .into()
+                }
+            ),
             (name(), name(), opt_name()).prop_map(|(operator, action, target)| {
-                OperatorAction { operator, action, target, outcome: "ok".into(), detail: None }.into()
+                OperatorAction {
+                    operator,
+                    action,
+                    target,
+                    outcome: "ok".into(),
+                    detail: None,
+                }
+                .into()
             }),
             (name(), name(), name()).prop_map(|(operator, old_key, new_key)| {
-                KeyRotated { operator, old_key, new_key }.into()
+                KeyRotated {
+                    operator,
+                    old_key,
+                    new_key,
+                }
+                .into()
             }),
             any::<u64>().prop_map(|covers| {
-                Snapshot { covers, state: Bytes(vec![1]), state_hash: Bytes(vec![2]) }.into()
+                Snapshot {
+                    covers,
+                    state: Bytes(vec![1]),
+                    state_hash: Bytes(vec![2]),
+                }
+                .into()
             }),
         ];
         prop_oneof![4 => sessions, 3 => identities, 2 => approvals, 2 => counted]
@@ -323,7 +560,11 @@ mod tests {
                 .enumerate()
                 .map(|(i, (body, step))| {
                     ts += step;
-                    Event { seq: i as u64, ts, body }
+                    Event {
+                        seq: i as u64,
+                        ts,
+                        body,
+                    }
                 })
                 .collect()
         })

@@ -682,8 +682,14 @@ mod tests {
     fn ordered_maps_and_sets_have_one_encoding() {
         let map: BTreeMap<String, u64> = [("b".into(), 2), ("a".into(), 1)].into();
         let bytes = to_vec(&map);
-        assert_eq!(bytes, [0x82, 0x82, 0x61, b'a', 0x01, 0x82, 0x61, b'b', 0x02]);
-        assert_eq!(decode_canonical::<BTreeMap<String, u64>>(&bytes).unwrap(), map);
+        assert_eq!(
+            bytes,
+            [0x82, 0x82, 0x61, b'a', 0x01, 0x82, 0x61, b'b', 0x02]
+        );
+        assert_eq!(
+            decode_canonical::<BTreeMap<String, u64>>(&bytes).unwrap(),
+            map
+        );
         // The same pairs out of order, or a key repeated, are refused.
         let swapped = [0x82, 0x82, 0x61, b'b', 0x02, 0x82, 0x61, b'a', 0x01];
         assert!(matches!(

@@ -763,7 +763,10 @@ mod tests {
             }
             .into(),
         };
-        assert_eq!(RecordHead::parse(&created.to_bytes()).unwrap().session, None);
+        assert_eq!(
+            RecordHead::parse(&created.to_bytes()).unwrap().session,
+            None
+        );
     }
 
     #[test]

@@ -430,9 +430,8 @@ impl WriterState {
             let mut index_identity = tx.prepare_cached(
                 "INSERT OR IGNORE INTO identity_buckets (identity, bucket) VALUES (?1, ?2)",
             )?;
-            let mut index_snapshot = tx.prepare_cached(
-                "INSERT OR IGNORE INTO snapshots (covers, seq) VALUES (?1, ?2)",
-            )?;
+            let mut index_snapshot =
+                tx.prepare_cached("INSERT OR IGNORE INTO snapshots (covers, seq) VALUES (?1, ?2)")?;
             for req in batch {
                 let mut mine = Vec::with_capacity(req.events.len());
                 for ev in &req.events {
@@ -470,9 +469,7 @@ impl WriterState {
                     // A snapshot can only describe events before itself;
                     // one claiming more is recorded but never indexed.
                     if ev.kind == EventKind::Snapshot {
-                        if let Some(covers) =
-                            Snapshot::covers_of(&ev.body).filter(|c| *c <= seq)
-                        {
+                        if let Some(covers) = Snapshot::covers_of(&ev.body).filter(|c| *c <= seq) {
                             index_snapshot.execute(params![covers as i64, seq as i64])?;
                         }
                     }

@@ -277,15 +277,12 @@ fn index_problem(
     broken: &[Mismatch],
 ) -> Result<Option<String>> {
     let mut expected = std::collections::BTreeMap::new();
-    let indexable = found
-        .iter()
-        .map(|(seq, covers, _)| (*seq, *covers))
-        .chain(
-            broken
-                .iter()
-                .filter(|m| m.covers <= m.seq)
-                .map(|m| (m.seq, m.covers)),
-        );
+    let indexable = found.iter().map(|(seq, covers, _)| (*seq, *covers)).chain(
+        broken
+            .iter()
+            .filter(|m| m.covers <= m.seq)
+            .map(|m| (m.seq, m.covers)),
+    );
     for (seq, covers) in indexable {
         expected
             .entry(covers)
@@ -301,8 +298,19 @@ fn index_problem(
         .iter()
         .zip(&expected)
         .find(|(a, b)| a != b)
-        .map(|(a, b)| format!("it lists (covers {}, event {}) where the events say (covers {}, event {})", a.0, a.1, b.0, b.1))
-        .unwrap_or_else(|| format!("it has {} rows for {} snapshot events", index.len(), expected.len()));
+        .map(|(a, b)| {
+            format!(
+                "it lists (covers {}, event {}) where the events say (covers {}, event {})",
+                a.0, a.1, b.0, b.1
+            )
+        })
+        .unwrap_or_else(|| {
+            format!(
+                "it has {} rows for {} snapshot events",
+                index.len(),
+                expected.len()
+            )
+        });
     Ok(Some(format!(
         "the snapshot index disagrees with the snapshot events: {first}; readers would start from the wrong snapshot or none"
     )))
@@ -395,7 +403,10 @@ mod tests {
             if seq + 1 >= at_snapshot.events {
                 // The snapshot was written after the block of "a", but it
                 // describes the state before it, so it serves that instant too.
-                assert_eq!(fast.snapshot, Some((at_snapshot.events + 1, at_snapshot.events)));
+                assert_eq!(
+                    fast.snapshot,
+                    Some((at_snapshot.events + 1, at_snapshot.events))
+                );
                 assert_eq!(fast.folded, seq + 1 - at_snapshot.events);
             } else {
                 assert_eq!(fast.snapshot, None);

@@ -51,7 +51,10 @@ async fn restarts_from_snapshots_give_the_state_the_fold_from_genesis_gives() {
     assert!(text.contains("snapshot_every = 10000"), "{text}");
     std::fs::write(
         &env.config,
-        text.replace("snapshot_every = 10000", &format!("snapshot_every = {EVERY}")),
+        text.replace(
+            "snapshot_every = 10000",
+            &format!("snapshot_every = {EVERY}"),
+        ),
     )
     .unwrap();
     env.restart().await;
@@ -78,7 +81,10 @@ async fn restarts_from_snapshots_give_the_state_the_fold_from_genesis_gives() {
     snapshot_covering(&env, len / EVERY * EVERY).await;
     let (running, _) = both_ways(&env);
     let (_, covers) = running.snapshot.expect("start-up would use a snapshot");
-    assert!(covers >= EVERY * 3, "snapshots kept up: latest covers {covers}");
+    assert!(
+        covers >= EVERY * 3,
+        "snapshots kept up: latest covers {covers}"
+    );
     assert!(
         running.folded <= 2 * EVERY,
         "folded {} events after the snapshot",

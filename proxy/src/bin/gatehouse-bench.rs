@@ -464,9 +464,17 @@ async fn session_run(ledger: &Ledger, session: u64, appended: &AtomicU64) -> Res
             action: if denied { Action::Deny } else { Action::Allow },
             rule: Some(if denied { "no-ssn" } else { "agent-reads" }.into()),
             class: StatementClass::Read,
-            tables: vec![if denied { "public.customers" } else { "public.orders" }.into()],
+            tables: vec![if denied {
+                "public.customers"
+            } else {
+                "public.orders"
+            }
+            .into()],
             columns: if denied {
-                vec!["public.customers.name".into(), "public.customers.ssn".into()]
+                vec![
+                    "public.customers.name".into(),
+                    "public.customers.ssn".into(),
+                ]
             } else {
                 vec![
                     "public.orders.id".into(),
@@ -560,14 +568,12 @@ fn control_events(round: u64) -> Vec<EventBody> {
         .into()
     };
     if round == 0 {
-        let mut setup: Vec<EventBody> = vec![
-            PolicyChanged {
-                operator: "alice".into(),
-                source: policy.into(),
-                digest: Bytes(blake3::hash(policy.as_bytes()).as_bytes().to_vec()),
-            }
-            .into(),
-        ];
+        let mut setup: Vec<EventBody> = vec![PolicyChanged {
+            operator: "alice".into(),
+            source: policy.into(),
+            digest: Bytes(blake3::hash(policy.as_bytes()).as_bytes().to_vec()),
+        }
+        .into()];
         for (name, roles) in [
             ("alice", vec!["admin", "auditor"]),
             ("bob", vec!["responder", "approver"]),
@@ -747,7 +753,8 @@ fn thread_cpu_seconds(name: &str) -> Option<f64> {
         // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
         let rest = stat.rsplit_once(')')?.1;
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
         // USER_HZ is 100 on every Linux this runs on.
         return Some(ticks as f64 / 100.0);
     }
@@ -806,16 +813,18 @@ async fn state_bench(events: u64, every: u64, ledger: Option<PathBuf>) -> Result
         last.as_ref().map_or(0, |s| s.snapshot.state.0.len()),
     );
     println!("target: start-up rebuild and state --at under 200 ms with snapshots");
-    let ts_at = |seq: u64| -> Result<u64> {
-        Ok(reader.get(seq)?.context("event exists")?.event.ts)
-    };
+    let ts_at =
+        |seq: u64| -> Result<u64> { Ok(reader.get(seq)?.context("event exists")?.event.ts) };
     // Just before a snapshot's point: the longest tail to fold.
     let worst = (len / 2 / every.max(1)) * every.max(1);
     let mut points = vec![
         ("start-up (end of log)".to_owned(), At::Seq(u64::MAX - 1)),
         (format!("--at {}", len / 10), At::Seq(len / 10)),
         (format!("--at {}", len / 2), At::Seq(len / 2)),
-        (format!("--at {} (tail of K-1)", worst.saturating_sub(2)), At::Seq(worst.saturating_sub(2))),
+        (
+            format!("--at {} (tail of K-1)", worst.saturating_sub(2)),
+            At::Seq(worst.saturating_sub(2)),
+        ),
         (format!("--at {}", len * 9 / 10), At::Seq(len * 9 / 10)),
     ];
     for frac in [4, 2] {
@@ -849,7 +858,11 @@ async fn state_bench(events: u64, every: u64, ledger: Option<PathBuf>) -> Result
         check.snapshots,
         check.events,
         t.elapsed().as_secs_f64(),
-        if check.passed() { "all match" } else { "MISMATCH" }
+        if check.passed() {
+            "all match"
+        } else {
+            "MISMATCH"
+        }
     );
     if !keep {
         let _ = std::fs::remove_dir_all(&tmp);

@@ -65,9 +65,12 @@ impl Gateway {
                     config.admin.address
                 )
             })?;
-        let snapshots =
-            snapshots::Snapshotter::start(ledger.clone(), state.clone(), config.ledger.snapshot_every)
-                .context("cannot start the snapshot thread")?;
+        let snapshots = snapshots::Snapshotter::start(
+            ledger.clone(),
+            state.clone(),
+            config.ledger.snapshot_every,
+        )
+        .context("cannot start the snapshot thread")?;
         info!(
             address = %listener.local_addr()?,
             targets = targets.len(),

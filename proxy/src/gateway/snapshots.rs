@@ -117,7 +117,10 @@ fn catch_up(
             .apply_record(&bytes)
             .map_err(|e| format!("event {seq} cannot be decoded: {e}"))?;
         if state.events != seq + 1 {
-            return Err(format!("the record stored as event {seq} says it is event {}", state.events - 1));
+            return Err(format!(
+                "the record stored as event {seq} says it is event {}",
+                state.events - 1
+            ));
         }
         if state.events.is_multiple_of(every) {
             let body = snapshot::snapshot(state);
@@ -194,7 +197,12 @@ mod tests {
         let reader = LedgerReader::open(&path).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         // 60 events and the snapshots among them: covers 10 ... 60.
-        while reader.latest_snapshot(u64::MAX).unwrap().map(|s| s.snapshot.covers) < Some(60) {
+        while reader
+            .latest_snapshot(u64::MAX)
+            .unwrap()
+            .map(|s| s.snapshot.covers)
+            < Some(60)
+        {
             assert!(std::time::Instant::now() < deadline, "snapshots keep up");
             std::thread::sleep(Duration::from_millis(20));
         }
