@@ -107,9 +107,7 @@ impl Exec {
     /// Records one DataRow: its bytes go into the digest, its values into
     /// the recorded result while the cap allows.
     fn data_row(&mut self, frame: &[u8], cap: usize) {
-        self.digest
-            .get_or_insert_with(Box::default)
-            .update(frame);
+        self.digest.get_or_insert_with(Box::default).update(frame);
         if self.result.len() >= cap {
             self.truncated = true;
             return;
