@@ -178,7 +178,7 @@ async fn replay_shows_a_recorded_session_as_text_json_and_html_and_filters_it() 
     let doc = json(&ledger, &["--session", &session_arg]);
     assert_eq!(doc["format"], "gatehouse-replay/1");
     assert_eq!(doc["selection"]["session"], session);
-    assert_eq!(doc["covered_by_checkpoint"].is_boolean(), true);
+    assert!(doc["covered_by_checkpoint"].is_boolean());
     assert_eq!(statements(&doc).len(), 4);
     let read = statement(
         &doc,

@@ -14,6 +14,8 @@
 //! parameters, rows, error messages, application names) is hostile: the
 //! renderers make it inert ([`escape`]).
 
+#![warn(missing_docs)]
+
 pub mod escape;
 pub mod html;
 pub mod json;
@@ -213,23 +215,34 @@ impl Serialize for Instant {
 /// A client connected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionOpened {
+    /// Where it happened in the log.
     pub at: Stamp,
+    /// The session it belongs to.
     pub session: SessionId,
+    /// The agent identity concerned.
     pub identity: String,
+    /// The upstream target (database) named.
     pub target: String,
+    /// The client's address and port.
     pub client_addr: String,
     /// What the client said it is (client-controlled, hostile).
     pub application_name: Option<String>,
+    /// The gateway credential used.
     pub credential: Option<String>,
+    /// Whether the client connection used TLS.
     pub tls: bool,
 }
 
 /// A session ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionClosed {
+    /// Where it happened in the log.
     pub at: Stamp,
+    /// The session it belongs to.
     pub session: SessionId,
+    /// The agent identity concerned.
     pub identity: String,
+    /// Why, in words (may quote client input).
     pub reason: String,
     /// Statements the session sent.
     pub statements: u64,
@@ -238,11 +251,15 @@ pub struct SessionClosed {
 /// The gateway ended a session (kill, block, revocation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionTerminated {
+    /// Where it happened in the log.
     pub at: Stamp,
+    /// The session it belongs to.
     pub session: SessionId,
+    /// The agent identity concerned.
     pub identity: String,
     /// `None` when the gateway itself decided.
     pub operator: Option<String>,
+    /// Why, in words (may quote client input).
     pub reason: String,
 }
 
@@ -251,14 +268,18 @@ pub struct SessionTerminated {
 pub struct Param {
     /// `text` or `binary`, as the client sent it.
     pub format: &'static str,
+    /// The value as sent.
     pub value: Value,
 }
 
 /// The statement as the client sent it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Received {
+    /// Where it happened in the log.
     pub at: Stamp,
+    /// The SQL text exactly as sent (hostile).
     pub sql: String,
+    /// Bind parameters, in order ($1 first).
     pub params: Vec<Param>,
     /// `simple`, `extended` or `copy`.
     pub protocol: &'static str,
@@ -271,6 +292,7 @@ pub struct Received {
 /// What policy decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
+    /// Where it happened in the log.
     pub at: Stamp,
     /// `allow`, `deny`, `require_approval` or `mask`.
     pub action: &'static str,
@@ -278,7 +300,9 @@ pub struct Decision {
     pub rule: Option<String>,
     /// `read`, `write`, `ddl`, `session`, `function`, `admin`, `unknown`, `transaction`.
     pub class: &'static str,
+    /// Schema-qualified tables the statement touches.
     pub tables: Vec<String>,
+    /// The columns concerned.
     pub columns: Vec<String>,
     /// The message the client was shown on denial.
     pub message: Option<String>,
@@ -287,11 +311,17 @@ pub struct Decision {
 /// A statement was held for approval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApprovalRequest {
+    /// Where it happened in the log.
     pub at: Stamp,
+    /// The policy rule concerned.
     pub rule: String,
+    /// The statement's class as policy judged it.
     pub class: &'static str,
+    /// Distinct approvers required.
     pub quorum: u64,
+    /// When it expires.
     pub expires_at: Instant,
+    /// Normalized SQL, literals removed: what a time-limited grant covers.
     pub fingerprint: String,
     /// Hex BLAKE3 of the exact SQL and parameters approved.
     pub binding: String,
@@ -303,37 +333,52 @@ pub struct ApprovalRequest {
 pub enum Outcome {
     /// An approver approved.
     Granted {
+        /// Where it happened in the log.
         at: Stamp,
+        /// The operator who acted.
         operator: String,
         /// The identity may rerun the statement's fingerprint until then.
         grant_until: Option<Instant>,
     },
     /// Refused by an approver (or the gateway, with no operator).
     Denied {
+        /// Where it happened in the log.
         at: Stamp,
+        /// The operator who acted.
         operator: Option<String>,
+        /// Why, in words (may quote client input).
         reason: String,
     },
     /// Nobody decided in time.
-    Expired { at: Stamp },
+    Expired {
+        /// When the expiry was recorded.
+        at: Stamp,
+    },
 }
 
 /// One approval request of a statement and its outcomes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Approval {
+    /// The approval request's number.
     pub approval: u64,
     /// `None` when the request lies outside the window.
     pub requested: Option<ApprovalRequest>,
+    /// Approvers' decisions and the expiry, in order.
     pub outcomes: Vec<Outcome>,
 }
 
 /// An approval outcome whose request lies outside the window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApprovalOutcome {
+    /// Where it happened in the log.
     pub at: Stamp,
+    /// The approval request's number.
     pub approval: u64,
+    /// The session it belongs to.
     pub session: SessionId,
+    /// The agent identity concerned.
     pub identity: String,
+    /// What was decided.
     pub outcome: Outcome,
 }
 
@@ -342,6 +387,7 @@ pub struct ApprovalOutcome {
 pub struct MaskedColumn {
     /// `schema.table.column`.
     pub column: String,
+    /// The masking strategy.
     pub strategy: String,
     /// How many values were replaced.
     pub values: u64,
@@ -350,14 +396,18 @@ pub struct MaskedColumn {
 /// One mask-applied event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Mask {
+    /// Where it happened in the log.
     pub at: Stamp,
+    /// The columns concerned.
     pub columns: Vec<MaskedColumn>,
 }
 
 /// A result column as the client saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Column {
+    /// The column's name as the client saw it (hostile).
     pub name: String,
+    /// The column's type OID.
     pub type_oid: u32,
     /// The built-in type's name, when known.
     pub type_name: Option<&'static str>,
@@ -368,14 +418,21 @@ pub struct Column {
 /// How a forwarded statement ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Response {
+    /// Where it happened in the log.
     pub at: Stamp,
+    /// PostgreSQL's command tag (`SELECT 3`), if the statement completed.
     pub command_tag: Option<String>,
+    /// Rows sent to the client.
     pub rows: u64,
+    /// From forwarding to completion, in nanoseconds.
     pub duration_ns: u64,
+    /// The SQLSTATE of an error.
     pub sqlstate: Option<String>,
+    /// The error message the client received (hostile).
     pub error: Option<String>,
     /// Bytes sent to the client.
     pub bytes: u64,
+    /// The columns concerned.
     pub columns: Vec<Column>,
     /// The rows the client received, as recorded (masked values masked).
     pub result: Vec<Vec<Value>>,
@@ -390,14 +447,19 @@ pub struct Response {
 pub struct Statement {
     /// The statement's first event in the window.
     pub at: Stamp,
+    /// The session it belongs to.
     pub session: SessionId,
+    /// The agent identity concerned.
     pub identity: String,
     /// Statement number within the session, from 1.
     pub query: u64,
     /// `None` only when the statement began before the window.
     pub received: Option<Received>,
+    /// Policy's verdict; `None` when it lies outside the window.
     pub decision: Option<Decision>,
+    /// Approval requests for the statement, with their outcomes.
     pub approvals: Vec<Approval>,
+    /// Masks applied to its response.
     pub masks: Vec<Mask>,
     /// `None` for statements that were not forwarded (denied, held) or
     /// whose response lies outside the window.
@@ -414,28 +476,41 @@ impl Statement {
 /// A login attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuthenticationFailed {
+    /// Where it happened in the log.
     pub at: Stamp,
+    /// The agent identity concerned.
     pub identity: String,
+    /// The client's address and port.
     pub client_addr: String,
+    /// The upstream target (database) named.
     pub target: Option<String>,
+    /// Why, in words (may quote client input).
     pub reason: String,
 }
 
 /// The identity was created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IdentityCreated {
+    /// Where it happened in the log.
     pub at: Stamp,
+    /// The agent identity concerned.
     pub identity: String,
+    /// The operator who acted.
     pub operator: String,
+    /// What the identity is for.
     pub description: Option<String>,
 }
 
 /// The identity was blocked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IdentityBlocked {
+    /// Where it happened in the log.
     pub at: Stamp,
+    /// The agent identity concerned.
     pub identity: String,
+    /// The operator who acted.
     pub operator: String,
+    /// Why, in words (may quote client input).
     pub reason: String,
     /// The automatic trigger, if no human blocked it.
     pub trigger: Option<String>,
@@ -444,35 +519,50 @@ pub struct IdentityBlocked {
 /// A block was lifted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IdentityUnblocked {
+    /// Where it happened in the log.
     pub at: Stamp,
+    /// The agent identity concerned.
     pub identity: String,
+    /// The operator who acted.
     pub operator: String,
+    /// Why, in words (may quote client input).
     pub reason: Option<String>,
 }
 
 /// A credential was issued (its verifier material is not shown).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CredentialIssued {
+    /// Where it happened in the log.
     pub at: Stamp,
+    /// The gateway credential used.
     pub credential: String,
+    /// The agent identity concerned.
     pub identity: String,
+    /// The operator who acted.
     pub operator: String,
+    /// When it expires.
     pub expires_at: Instant,
 }
 
 /// A credential was revoked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CredentialRevoked {
+    /// Where it happened in the log.
     pub at: Stamp,
+    /// The gateway credential used.
     pub credential: String,
+    /// The agent identity concerned.
     pub identity: String,
+    /// The operator who acted.
     pub operator: String,
+    /// Why, in words (may quote client input).
     pub reason: String,
 }
 
 /// An event of the selection that replay does not describe in detail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Other {
+    /// Where it happened in the log.
     pub at: Stamp,
     /// The event kind's name.
     pub event: &'static str,
@@ -482,17 +572,29 @@ pub struct Other {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entry {
+    /// See [`SessionOpened`].
     SessionOpened(SessionOpened),
+    /// See [`SessionClosed`].
     SessionClosed(SessionClosed),
+    /// See [`SessionTerminated`].
     SessionTerminated(SessionTerminated),
-    Statement(Statement),
+    /// See [`Statement`] (boxed: it is much larger than the others).
+    Statement(Box<Statement>),
+    /// See [`ApprovalOutcome`].
     ApprovalOutcome(ApprovalOutcome),
+    /// See [`AuthenticationFailed`].
     AuthenticationFailed(AuthenticationFailed),
+    /// See [`IdentityCreated`].
     IdentityCreated(IdentityCreated),
+    /// See [`IdentityBlocked`].
     IdentityBlocked(IdentityBlocked),
+    /// See [`IdentityUnblocked`].
     IdentityUnblocked(IdentityUnblocked),
+    /// See [`CredentialIssued`].
     CredentialIssued(CredentialIssued),
+    /// See [`CredentialRevoked`].
     CredentialRevoked(CredentialRevoked),
+    /// See [`Other`].
     Other(Other),
 }
 
@@ -519,36 +621,51 @@ impl Entry {
 /// The events a timeline was built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct EventRange {
+    /// How many events.
     pub count: u64,
+    /// The first event.
     pub first: Stamp,
+    /// The last event.
     pub last: Stamp,
 }
 
 /// Counts for the report's header.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
+    /// Sessions opened.
     pub sessions: u64,
+    /// Statements.
     pub statements: u64,
+    /// Statements policy allowed.
     pub allowed: u64,
+    /// Statements policy denied.
     pub denied: u64,
+    /// Statements held for approval.
     pub held_for_approval: u64,
     /// Statements with masked values (or a mask decision).
     pub masked: u64,
     /// Responses with an error.
     pub errors: u64,
+    /// Sessions the gateway ended.
     pub terminations: u64,
+    /// Failed logins.
     pub authentication_failures: u64,
+    /// Times the identity was blocked.
     pub blocks: u64,
 }
 
 /// The story of a selection within a window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Timeline {
+    /// What was asked for.
     pub selection: Selection,
+    /// The part of the log shown.
     pub window: Window,
     /// `None` when no event of the selection lies in the window.
     pub events: Option<EventRange>,
+    /// Counts for the header.
     pub summary: Summary,
+    /// The story, in log order.
     pub entries: Vec<Entry>,
 }
 
@@ -570,7 +687,7 @@ impl Timeline {
     /// The statements, in order.
     pub fn statements(&self) -> impl Iterator<Item = &Statement> {
         self.entries.iter().filter_map(|e| match e {
-            Entry::Statement(s) => Some(s),
+            Entry::Statement(s) => Some(s.as_ref()),
             _ => None,
         })
     }
@@ -579,8 +696,11 @@ impl Timeline {
 /// Builds a [`Timeline`] one event at a time, so a long log is never held
 /// in memory as events.
 pub struct TimelineBuilder {
+    /// What was asked for.
     selection: Selection,
+    /// The part of the log shown.
     window: Window,
+    /// The story, in log order.
     entries: Vec<Entry>,
     /// (session, query) to the index of its statement entry.
     statements: HashMap<(SessionId, u64), usize>,
@@ -829,7 +949,7 @@ impl TimelineBuilder {
         at: Stamp,
     ) -> usize {
         *self.statements.entry((session, query)).or_insert_with(|| {
-            self.entries.push(Entry::Statement(Statement {
+            self.entries.push(Entry::Statement(Box::new(Statement {
                 at,
                 session,
                 identity: identity.to_owned(),
@@ -839,7 +959,7 @@ impl TimelineBuilder {
                 approvals: Vec::new(),
                 masks: Vec::new(),
                 response: None,
-            }));
+            })));
             self.entries.len() - 1
         })
     }
@@ -1008,6 +1128,7 @@ pub struct Replay {
     pub verify: String,
     /// The newest signed checkpoint, if the ledger has one.
     pub checkpoint: Option<CheckpointInfo>,
+    /// The story.
     pub timeline: Timeline,
 }
 
