@@ -411,3 +411,133 @@ async fn replay_shows_a_recorded_session_as_text_json_and_html_and_filters_it() 
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--from lies after --to"));
 }
+
+const APPROVAL_POLICY: &str = r#"
+[[rule]]
+name = "agent-reads"
+identity = "agent"
+classes = ["read", "transaction"]
+action = "allow"
+
+[[rule]]
+name = "delete-orders"
+identity = "agent"
+classes = ["write"]
+commands = ["DELETE"]
+tables = ["public.orders"]
+action = "require_approval"
+approval_timeout_seconds = 30
+"#;
+
+/// Approves or denies a held statement through the admin API as approver `who`.
+async fn decide(env: &Env, who: &str, path: String, body: serde_json::Value) {
+    let url = format!("http://{}{path}", env.admin);
+    let token = env.secret(&format!("operator:{who}")).to_owned();
+    let status = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .post(&url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .send_json(body)
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{who} decides {path}");
+}
+
+/// Waits for the next approval request after `after`; its number.
+async fn requested(env: &Env, after: u64) -> u64 {
+    for _ in 0..200 {
+        if let Some(id) = env.events().iter().find_map(|e| match e {
+            EventBody::ApprovalRequested(r) if r.approval > after => Some(r.approval),
+            _ => None,
+        }) {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no approval request after {after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_shows_held_statements_with_who_approved_and_who_denied() {
+    let env = Env::start_approvals(APPROVAL_POLICY, "").await;
+    let client = std::sync::Arc::new(env.connect("agent").await);
+    let run = |sql: &'static str| {
+        let client = client.clone();
+        tokio::spawn(async move { client.execute(sql, &[]).await })
+    };
+    let held = run("DELETE FROM orders WHERE id = 1");
+    let first = requested(&env, 0).await;
+    decide(
+        &env,
+        "alice",
+        format!("/v1/approvals/{first}/approve"),
+        serde_json::json!({ "for": "10m" }),
+    )
+    .await;
+    assert_eq!(held.await.unwrap().unwrap(), 1);
+    let held = run("DELETE FROM orders WHERE customer = 3 AND id > 100");
+    let second = requested(&env, first).await;
+    decide(
+        &env,
+        "bob",
+        format!("/v1/approvals/{second}/deny"),
+        serde_json::json!({ "reason": "not during business hours" }),
+    )
+    .await;
+    held.await.unwrap().unwrap_err();
+    drop(client);
+    sessions_closed(&env, 1).await;
+    env.settle().await;
+
+    let ledger = env.ledger();
+    let doc = json(&ledger, &["--identity", "agent"]);
+    let granted = statement(&doc, "DELETE FROM orders WHERE id = 1");
+    assert_eq!(granted["decision"]["action"], "require_approval");
+    assert_eq!(granted["decision"]["rule"], "delete-orders");
+    let approval = &granted["approvals"][0];
+    assert_eq!(approval["approval"], first);
+    assert_eq!(approval["requested"]["rule"], "delete-orders");
+    assert_eq!(approval["requested"]["quorum"], 1);
+    assert_eq!(approval["outcomes"][0]["outcome"], "granted");
+    assert_eq!(approval["outcomes"][0]["operator"], "alice");
+    assert!(approval["outcomes"][0]["grant_until"].is_string());
+    assert_eq!(granted["response"]["command_tag"], "DELETE 1");
+    let refused = statement(&doc, "DELETE FROM orders WHERE customer = 3 AND id > 100");
+    let outcome = &refused["approvals"][0]["outcomes"][0];
+    assert_eq!(outcome["outcome"], "denied");
+    assert_eq!(outcome["operator"], "bob");
+    assert_eq!(outcome["reason"], "not during business hours");
+    assert_eq!(doc["summary"]["held_for_approval"], 2);
+
+    let text = replay(&ledger, &["--identity", "agent"]);
+    for expected in [
+        "HELD FOR APPROVAL by rule delete-orders",
+        &format!("{first} requested at "),
+        "GRANTED by alice at ",
+        ", and for this statement's fingerprint until ",
+        "DENIED by bob at ",
+        "not during business hours",
+        "status: GRANTED",
+        "status: DENIED",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    let out = env.dir.path().join("approvals.html");
+    replay(
+        &ledger,
+        &["--identity", "agent", "--html", out.to_str().unwrap()],
+    );
+    let html = std::fs::read_to_string(out).unwrap();
+    assert!(html.contains("HELD, APPROVED") && html.contains("HELD, APPROVAL DENIED"));
+    assert!(html.contains("<section class=\"part approval\">"));
+    assert!(html.contains("<span class=\"granted\">Granted</span> by alice"));
+    assert!(html.contains("<span class=\"denied\">Denied</span> by bob"));
+}

@@ -13,7 +13,7 @@ use std::fmt::Write;
 use super::escape::{self, Lines};
 use super::text::{cell_text, millis};
 use super::value::Value;
-use super::{Entry, Outcome, Replay, Response, Stamp, Statement};
+use super::{count, Entry, Outcome, Replay, Response, Stamp, Statement};
 
 const STYLE: &str = r#"
 :root { --allow: #2e7d32; --deny: #c62828; --held: #b26a00; --mask: #6a1b9a; --error: #d84315; --muted: #616161; }
@@ -134,8 +134,8 @@ pub fn render(replay: &Replay) -> String {
     row(
         "Summary",
         format!(
-            "{} sessions; {} statements: {} allowed, <strong>{} denied</strong>, {} held for approval, {} masked, {} errors; {} terminations, {} blocks, {} failed logins",
-            m.sessions, m.statements, m.allowed, m.denied, m.held_for_approval, m.masked, m.errors,
+            "{}; {}: {} allowed, <strong>{} denied</strong>, {} held for approval, {} masked, {} errors; {} terminations, {} blocks, {} failed logins",
+            count(m.sessions, "session"), count(m.statements, "statement"), m.allowed, m.denied, m.held_for_approval, m.masked, m.errors,
             m.terminations, m.blocks, m.authentication_failures
         ),
     );
@@ -289,7 +289,12 @@ fn statement_html(out: &mut String, st: &Statement) {
         .is_some_and(|r| r.sqlstate.is_some() || r.error.is_some());
     let (class, label) = match action {
         Some("deny") => ("deny", "DENIED"),
-        Some("require_approval") => ("held", "HELD FOR APPROVAL"),
+        Some("require_approval") => match st.approvals.last().map(super::Approval::status) {
+            Some("granted") => ("held", "HELD, APPROVED"),
+            Some("denied") => ("deny", "HELD, APPROVAL DENIED"),
+            Some("expired") => ("deny", "HELD, APPROVAL EXPIRED"),
+            _ => ("held", "HELD FOR APPROVAL"),
+        },
         Some("mask") => ("mask", "MASKED"),
         _ if !st.masks.is_empty() => ("mask", "MASKED"),
         Some("allow") => ("allow", "ALLOWED"),
@@ -396,6 +401,7 @@ fn statement_html(out: &mut String, st: &Statement) {
         if a.outcomes.is_empty() {
             out.push_str("<div class=\"note\">No decision recorded.</div>");
         }
+        let _ = write!(out, "<div>Status: <strong>{}</strong></div>", a.status());
         out.push_str("</section>\n");
     }
     for m in &st.masks {
@@ -455,9 +461,9 @@ fn outcome_html(o: &Outcome) -> String {
 fn response_html(out: &mut String, r: &Response) {
     let _ = write!(
         out,
-        "<section class=\"part response\"><h3>Response</h3><div><code>{}</code>: {} rows in {}, {} bytes to the client {}</div>",
+        "<section class=\"part response\"><h3>Response</h3><div><code>{}</code>: {} in {}, {} bytes to the client {}</div>",
         r.command_tag.as_deref().map_or_else(|| "no command tag".to_owned(), h),
-        r.rows,
+        count(r.rows, "row"),
         millis(r.duration_ns),
         r.bytes,
         stamp(r.at)

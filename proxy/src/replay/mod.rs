@@ -168,6 +168,15 @@ impl Serialize for Window {
     }
 }
 
+/// `n` and a noun, plural unless `n` is one ("1 row", "3 rows").
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// A time as RFC 3339 in UTC with nanoseconds.
 pub fn rfc3339(ts: Nanos) -> String {
     gatehouse_verify::report::rfc3339(ts)
@@ -365,6 +374,31 @@ pub struct Approval {
     pub requested: Option<ApprovalRequest>,
     /// Approvers' decisions and the expiry, in order.
     pub outcomes: Vec<Outcome>,
+}
+
+impl Approval {
+    /// Where the request stands as far as the window shows: `granted` once
+    /// `quorum` distinct approvers approved, `denied`, `expired`, or
+    /// `pending` (also when the request itself lies before the window and
+    /// its quorum is unknown, until a denial or expiry).
+    pub fn status(&self) -> &'static str {
+        let mut approvers: Vec<&str> = Vec::new();
+        for o in &self.outcomes {
+            match o {
+                Outcome::Denied { .. } => return "denied",
+                Outcome::Expired { .. } => return "expired",
+                Outcome::Granted { operator, .. } => {
+                    if !approvers.contains(&operator.as_str()) {
+                        approvers.push(operator);
+                    }
+                }
+            }
+        }
+        match &self.requested {
+            Some(r) if approvers.len() as u64 >= r.quorum => "granted",
+            _ => "pending",
+        }
+    }
 }
 
 /// An approval outcome whose request lies outside the window.

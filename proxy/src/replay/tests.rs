@@ -664,3 +664,40 @@ fn the_verify_hint_quotes_odd_paths() {
         )
     );
 }
+
+#[test]
+fn an_approval_is_granted_only_by_a_quorum_of_distinct_approvers() {
+    let stamp = Stamp { seq: 1, ts: T0 };
+    let granted = |who: &str| Outcome::Granted {
+        at: stamp,
+        operator: who.into(),
+        grant_until: None,
+    };
+    let mut a = Approval {
+        approval: 1,
+        requested: Some(ApprovalRequest {
+            at: stamp,
+            rule: "r".into(),
+            class: "write",
+            quorum: 2,
+            expires_at: Instant(T0),
+            fingerprint: "f".into(),
+            binding: "00".into(),
+        }),
+        outcomes: vec![],
+    };
+    assert_eq!(a.status(), "pending");
+    a.outcomes = vec![granted("bob"), granted("bob")];
+    assert_eq!(a.status(), "pending", "the same approver twice is one");
+    a.outcomes.push(granted("carol"));
+    assert_eq!(a.status(), "granted");
+    a.outcomes = vec![granted("bob"), Outcome::Expired { at: stamp }];
+    assert_eq!(a.status(), "expired");
+    a.requested = None;
+    a.outcomes = vec![granted("bob"), granted("carol")];
+    assert_eq!(
+        a.status(),
+        "pending",
+        "without the request the quorum is unknown"
+    );
+}

@@ -12,7 +12,7 @@ use std::fmt::Write;
 
 use super::escape::{self, Lines};
 use super::value::Value;
-use super::{Entry, Outcome, Replay, Response, Stamp, Statement};
+use super::{count, Entry, Outcome, Replay, Response, Stamp, Statement};
 
 /// Cells wider than this do not widen their column further.
 const MAX_ALIGN: usize = 40;
@@ -84,9 +84,9 @@ pub fn render(replay: &Replay) -> String {
     let m = &t.summary;
     let _ = writeln!(
         out,
-        "  summary     {} sessions, {} statements: {} allowed, {} denied, {} held for approval, {} masked, {} errors; {} terminations, {} blocks, {} failed logins",
-        m.sessions,
-        m.statements,
+        "  summary     {}, {}: {} allowed, {} denied, {} held for approval, {} masked, {} errors; {} terminations, {} blocks, {} failed logins",
+        count(m.sessions, "session"),
+        count(m.statements, "statement"),
         m.allowed,
         m.denied,
         m.held_for_approval,
@@ -306,6 +306,7 @@ fn statement_text(out: &mut String, head: &str, st: &Statement) {
         if a.outcomes.is_empty() {
             lines.push("no decision recorded".to_owned());
         }
+        lines.push(format!("status: {}", a.status().to_uppercase()));
         field(out, "approval", &lines.join("\n"));
     }
     for m in &st.masks {
@@ -359,9 +360,9 @@ fn response_text(out: &mut String, r: &Response) {
         out,
         "response",
         &format!(
-            "{tag} at {}: {} rows in {}, {} bytes to the client",
+            "{tag} at {}: {} in {}, {} bytes to the client",
             stamp(r.at),
-            r.rows,
+            count(r.rows, "row"),
             millis(r.duration_ns),
             r.bytes
         ),
