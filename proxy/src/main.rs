@@ -200,11 +200,18 @@ struct AdminArgs {
     /// File holding the operator's bearer token.
     #[arg(long, default_value = "operator.token")]
     token_file: PathBuf,
+    /// PEM certificate authority to trust for an https:// admin API.
+    #[arg(long)]
+    admin_ca: Option<PathBuf>,
 }
 
 impl AdminArgs {
     fn client(&self) -> Result<gatehouse::admin_client::AdminClient> {
-        gatehouse::admin_client::AdminClient::new(&self.admin, &self.token_file)
+        gatehouse::admin_client::AdminClient::new(
+            &self.admin,
+            &self.token_file,
+            self.admin_ca.as_deref(),
+        )
     }
 }
 
