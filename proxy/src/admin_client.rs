@@ -9,11 +9,36 @@ use serde_json::Value;
 pub struct AdminClient {
     base: String,
     token: String,
+    agent: ureq::Agent,
 }
 
 impl AdminClient {
-    /// Reads the operator token from `token_file`.
-    pub fn new(base: &str, token_file: &Path) -> Result<AdminClient> {
+    /// Reads the operator token from `token_file`; `ca` (PEM) is the
+    /// certificate authority to trust for an `https://` API instead of the
+    /// public roots.
+    pub fn new(base: &str, token_file: &Path, ca: Option<&Path>) -> Result<AdminClient> {
+        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("cannot read the admin API's CA {}", ca.display()))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("{} is not a PEM certificate file", ca.display()))?;
+            if certs.is_empty() {
+                bail!("{} holds no certificate", ca.display());
+            }
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+                    .build(),
+            );
+        }
+        let agent: ureq::Agent = config.build().into();
         let token = std::fs::read_to_string(token_file)
             .with_context(|| {
                 format!(
@@ -26,16 +51,14 @@ impl AdminClient {
         Ok(AdminClient {
             base: base.trim_end_matches('/').to_owned(),
             token,
+            agent,
         })
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         let auth = format!("Bearer {}", self.token);
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = &self.agent;
         let response = match (method, body) {
             ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
             (_, Some(b)) => agent.post(&url).header("Authorization", &auth).send_json(b),
@@ -92,5 +115,85 @@ impl AdminClient {
     /// `gatehouse sessions`.
     pub fn sessions(&self) -> Result<Value> {
         self.call("GET", "/v1/sessions", None)
+    }
+
+    /// `gatehouse policy apply`.
+    pub fn policy_apply(&self, source: &str) -> Result<()> {
+        self.call(
+            "POST",
+            "/v1/policy",
+            Some(serde_json::json!({ "source": source })),
+        )
+        .map(drop)
+    }
+
+    /// `gatehouse policy show`: the policy file in force.
+    pub fn policy_show(&self) -> Result<String> {
+        let v = self.call("GET", "/v1/policy", None)?;
+        Ok(v["source"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// `gatehouse credential revoke`.
+    pub fn revoke(&self, credential: &str, reason: &str) -> Result<()> {
+        self.call(
+            "POST",
+            &format!("/v1/credentials/{credential}/revoke"),
+            Some(serde_json::json!({ "reason": reason })),
+        )
+        .map(drop)
+    }
+
+    /// `gatehouse identity create`.
+    pub fn identity_create(&self, identity: &str, description: Option<&str>) -> Result<()> {
+        self.call(
+            "POST",
+            "/v1/identities",
+            Some(serde_json::json!({ "identity": identity, "description": description })),
+        )
+        .map(drop)
+    }
+
+    /// `gatehouse credential issue`: (id, secret, expiry).
+    pub fn credential_issue(&self, identity: &str, ttl: &str) -> Result<(String, String, String)> {
+        let v = self.call(
+            "POST",
+            &format!("/v1/identities/{identity}/credentials"),
+            Some(serde_json::json!({ "ttl": ttl })),
+        )?;
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        Ok((text("credential"), text("secret"), text("expires_at")))
+    }
+
+    /// `gatehouse operator add`: the new token.
+    pub fn operator_add(&self, operator: &str, roles: &[String]) -> Result<String> {
+        let v = self.call(
+            "POST",
+            "/v1/operators",
+            Some(serde_json::json!({ "operator": operator, "roles": roles })),
+        )?;
+        Ok(v["token"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// `gatehouse approvals`: pending requests, or all with `all`.
+    pub fn approvals(&self, all: bool) -> Result<Value> {
+        self.call("GET", &format!("/v1/approvals?all={all}"), None)
+    }
+
+    /// `gatehouse approve`.
+    pub fn approve(&self, approval: u64, duration: Option<&str>) -> Result<Value> {
+        self.call(
+            "POST",
+            &format!("/v1/approvals/{approval}/approve"),
+            Some(serde_json::json!({ "for": duration })),
+        )
+    }
+
+    /// `gatehouse deny`.
+    pub fn deny(&self, approval: u64, reason: &str) -> Result<Value> {
+        self.call(
+            "POST",
+            &format!("/v1/approvals/{approval}/deny"),
+            Some(serde_json::json!({ "reason": reason })),
+        )
     }
 }

@@ -86,14 +86,18 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
     let policy_file = dir.join("policy.toml");
     std::fs::write(&policy_file, POLICY)?;
     commands::policy_apply(&config, &policy_file, "alice".into())?;
-    commands::identity_create(
+    commands::identity_create_offline(
         &config,
         AGENT,
         Some("nightly sales report agent".into()),
         "alice".into(),
     )?;
-    let issued =
-        commands::credential_issue(&config, AGENT, Duration::from_secs(3600), "alice".into())?;
+    let issued = commands::credential_issue_offline(
+        &config,
+        AGENT,
+        Duration::from_secs(3600),
+        "alice".into(),
+    )?;
     say(
         "2. Gatehouse in front of it",
         &format!(
@@ -294,6 +298,60 @@ fn drop_tail(path: &Path, n: u64) -> Result<u64> {
     Ok(boundary as u64)
 }
 
+/// The agent tries a bulk delete of orders, which policy holds for a human;
+/// an approver looks at it and denies it.
+async fn held_delete(
+    client: &tokio_postgres::Client,
+    api: &std::sync::Arc<crate::admin_client::AdminClient>,
+) -> Result<()> {
+    let sql = "DELETE FROM orders WHERE day < current_date - 30";
+    println!("  tries to delete old orders: {sql}");
+    let held = client.simple_query(sql);
+    let approver = async {
+        let started = std::time::Instant::now();
+        let pending = loop {
+            let list = {
+                let api = api.clone();
+                tokio::task::spawn_blocking(move || api.approvals(false)).await??
+            };
+            if let Some(first) = list.as_array().and_then(|l| l.first()).cloned() {
+                break first;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("the delete was not held for approval");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let id = pending["approval"].as_u64().unwrap_or_default();
+        println!(
+            "    held for approval #{id} by rule {} (nothing reached the database); an approver sees it:
+      gatehouse approvals  ->  #{id} {} · {}: {}",
+            pending["rule"].as_str().unwrap_or("-"),
+            pending["status"].as_str().unwrap_or("-"),
+            pending["identity"].as_str().unwrap_or("-"),
+            pending["sql"].as_str().unwrap_or("-"),
+        );
+        let reason = "agents do not bulk-delete orders";
+        let api = api.clone();
+        tokio::task::spawn_blocking(move || api.deny(id, reason)).await??;
+        println!("      gatehouse deny {id} --reason \"{reason}\"");
+        Ok::<_, anyhow::Error>(())
+    };
+    let (outcome, decided) = tokio::join!(held, approver);
+    decided?;
+    match outcome {
+        Ok(_) => bail!("the held delete ran although it was denied"),
+        Err(e) => println!(
+            "    the agent gets: {}",
+            e.as_db_error().map_or_else(
+                || e.to_string(),
+                |d| format!("{} ({})", d.message(), d.code().code())
+            )
+        ),
+    }
+    Ok(())
+}
+
 /// The agent's session through the gateway, and the responder's block.
 async fn agent_session(config: &Config, secret: &str) -> Result<()> {
     let gateway = Gateway::bind(config).await?;
@@ -366,15 +424,25 @@ async fn agent_session(config: &Config, secret: &str) -> Result<()> {
     let still_usable = client.simple_query("SELECT 1").await.is_ok();
     println!("  the session is still usable after the denials: {still_usable}");
 
-    // A responder sees the denials and contains the agent with one command
-    // (`gatehouse block`), through the admin API.
     let admin = format!("http://{admin_addr}");
     let token_file = config
         .ledger
         .path
         .with_file_name(crate::init::OPERATOR_TOKEN);
+    let api = {
+        let (admin, token_file) = (admin.clone(), token_file.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::admin_client::AdminClient::new(&admin, &token_file, None)
+        })
+        .await??
+    };
+    let api = std::sync::Arc::new(api);
+    held_delete(&client, &api).await?;
+
+    // A responder sees the denials and contains the agent with one command
+    // (`gatehouse block`), through the admin API.
     tokio::task::spawn_blocking(move || {
-        crate::admin_client::AdminClient::new(&admin, &token_file)?
+        crate::admin_client::AdminClient::new(&admin, &token_file, None)?
             .block(AGENT, "tried to read every SSN and to delete customers")
     })
     .await??;

@@ -8,4 +8,5 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod init;
+pub mod replay;
 pub mod state;

@@ -339,7 +339,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = crate::init::init(&dir.path().join("gh"), Some("gatehouse.test/state")).unwrap();
         let config = crate::config::Config::load(&out.config).unwrap();
-        crate::commands::identity_create(&config, "bot", None, "t".into()).unwrap();
+        crate::commands::identity_create_offline(&config, "bot", None, "t".into()).unwrap();
         let reader = LedgerReader::open(&config.ledger.path).unwrap();
         let created = reader.len().unwrap() - 1;
         let before = state_at(&config.ledger.path, At::Seq(created - 1)).unwrap();
@@ -366,7 +366,7 @@ mod tests {
         let out = crate::init::init(&dir.join("gh"), Some("gatehouse.test/state")).unwrap();
         let config = crate::config::Config::load(&out.config).unwrap();
         for name in names {
-            crate::commands::identity_create(&config, name, None, "t".into()).unwrap();
+            crate::commands::identity_create_offline(&config, name, None, "t".into()).unwrap();
         }
         let ledger = gatehouse_ledger::Ledger::open(config.writer_options().unwrap()).unwrap();
         (config, ledger)
