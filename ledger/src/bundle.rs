@@ -114,11 +114,31 @@ impl Bundle {
         digest(&self.to_bytes())
     }
 
+    /// The size of the checkpoint the proofs lead to, as its note says (0 if
+    /// the note cannot be read). Not verified: that is the verifier's job.
+    pub fn checkpoint_size(&self) -> u64 {
+        note_size(&self.checkpoint).unwrap_or(0)
+    }
+
+    /// The sizes of the earlier checkpoints the bundle carries consistency
+    /// proofs from, as their notes say. Not verified.
+    pub fn consistency_sizes(&self) -> Vec<u64> {
+        self.consistency
+            .iter()
+            .filter_map(|c| note_size(&c.note))
+            .collect()
+    }
+
     /// The selection, typed; fails if the record is not one of the three
     /// allowed shapes.
     pub fn selection(&self) -> Result<Selection, String> {
         Selection::from_record(&self.selection)
     }
+}
+
+fn note_size(n: &str) -> Option<u64> {
+    let (text, _) = note::unverified_parts(n).ok()?;
+    Checkpoint::parse(text).ok().map(|c| c.size)
 }
 
 /// `sha256:<hex>` of a bundle file's bytes (see [`Bundle::digest`]).
