@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use gatehouse_ledger::event::{Action, EventKind, Protocol, StatementClass};
+use gatehouse_ledger::event::{
+    Action, EventKind, MaskedColumn, Param, Protocol, ResultColumn, ResultRow, StatementClass,
+};
 
 const BEGIN: &str = "<!-- kinds table: kept in sync with ledger/src/event.rs by a test -->\n";
 const END: &str = "<!-- end of kinds table -->\n";
@@ -23,12 +25,22 @@ fn cbor_type(rust: &str) -> String {
         "bool" => "bool".into(),
         "u16" | "u32" | "u64" | "SessionId" | "Nanos" => "uint".into(),
         "i64" => "int".into(),
-        "Param" => "Param map {0: format uint, 1: value bytes or null}".into(),
-        "MaskedColumn" => {
-            "MaskedColumn map {0: column text, 1: strategy text, 2: values uint}".into()
-        }
-        other => format!("{other} (uint code)"),
+        "Param" => nested("Param", Param::FIELDS),
+        "MaskedColumn" => nested("MaskedColumn", MaskedColumn::FIELDS),
+        "ResultColumn" => nested("ResultColumn", ResultColumn::FIELDS),
+        "ResultRow" => nested("ResultRow", ResultRow::FIELDS),
+        "Protocol" | "StatementClass" | "Action" => format!("{t} (uint code)"),
+        other => panic!("describe the CBOR type of {other} in format_doc.rs"),
     }
+}
+
+/// A nested struct, described from its own field list.
+fn nested(name: &str, fields: &[(u64, &str, &str)]) -> String {
+    let inner: Vec<String> = fields
+        .iter()
+        .map(|(k, n, t)| format!("{k}: {n} {}", cbor_type(t)))
+        .collect();
+    format!("{name} map {{{}}}", inner.join(", "))
 }
 
 fn codes<T: Copy + std::fmt::Debug>(all: &[T], code: impl Fn(T) -> u64) -> String {

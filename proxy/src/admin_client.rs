@@ -93,4 +93,84 @@ impl AdminClient {
     pub fn sessions(&self) -> Result<Value> {
         self.call("GET", "/v1/sessions", None)
     }
+
+    /// `gatehouse policy apply`.
+    pub fn policy_apply(&self, source: &str) -> Result<()> {
+        self.call(
+            "POST",
+            "/v1/policy",
+            Some(serde_json::json!({ "source": source })),
+        )
+        .map(drop)
+    }
+
+    /// `gatehouse policy show`: the policy file in force.
+    pub fn policy_show(&self) -> Result<String> {
+        let v = self.call("GET", "/v1/policy", None)?;
+        Ok(v["source"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// `gatehouse credential revoke`.
+    pub fn revoke(&self, credential: &str, reason: &str) -> Result<()> {
+        self.call(
+            "POST",
+            &format!("/v1/credentials/{credential}/revoke"),
+            Some(serde_json::json!({ "reason": reason })),
+        )
+        .map(drop)
+    }
+
+    /// `gatehouse identity create`.
+    pub fn identity_create(&self, identity: &str, description: Option<&str>) -> Result<()> {
+        self.call(
+            "POST",
+            "/v1/identities",
+            Some(serde_json::json!({ "identity": identity, "description": description })),
+        )
+        .map(drop)
+    }
+
+    /// `gatehouse credential issue`: (id, secret, expiry).
+    pub fn credential_issue(&self, identity: &str, ttl: &str) -> Result<(String, String, String)> {
+        let v = self.call(
+            "POST",
+            &format!("/v1/identities/{identity}/credentials"),
+            Some(serde_json::json!({ "ttl": ttl })),
+        )?;
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        Ok((text("credential"), text("secret"), text("expires_at")))
+    }
+
+    /// `gatehouse operator add`: the new token.
+    pub fn operator_add(&self, operator: &str, roles: &[String]) -> Result<String> {
+        let v = self.call(
+            "POST",
+            "/v1/operators",
+            Some(serde_json::json!({ "operator": operator, "roles": roles })),
+        )?;
+        Ok(v["token"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// `gatehouse approvals`: pending requests, or all with `all`.
+    pub fn approvals(&self, all: bool) -> Result<Value> {
+        self.call("GET", &format!("/v1/approvals?all={all}"), None)
+    }
+
+    /// `gatehouse approve`.
+    pub fn approve(&self, approval: u64, duration: Option<&str>) -> Result<Value> {
+        self.call(
+            "POST",
+            &format!("/v1/approvals/{approval}/approve"),
+            Some(serde_json::json!({ "for": duration })),
+        )
+    }
+
+    /// `gatehouse deny`.
+    pub fn deny(&self, approval: u64, reason: &str) -> Result<Value> {
+        self.call(
+            "POST",
+            &format!("/v1/approvals/{approval}/deny"),
+            Some(serde_json::json!({ "reason": reason })),
+        )
+    }
 }

@@ -1,6 +1,12 @@
-//! Operator commands that write to the ledger directly: identities,
-//! credentials and policy. They need the gateway stopped (the ledger has a
-//! single writer); the admin API will take them over for a running gateway.
+//! Operator commands that become events: identities, credentials,
+//! operators and policy.
+//!
+//! Each command is a builder that checks its input against the current
+//! state and returns the events to record (plus what to show the operator
+//! once, such as a new secret). The running gateway records them through
+//! its admin API ([`crate::gateway::shared::Shared::execute`]); the
+//! `*_offline` functions here record them straight into the ledger, which
+//! needs the gateway stopped (the ledger has a single writer).
 
 use std::time::Duration;
 
@@ -8,13 +14,14 @@ use anyhow::{bail, Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use gatehouse_engine::classify::classify;
+use gatehouse_engine::identities::Identities;
 use gatehouse_engine::operators::{token_hash, Role};
 use gatehouse_engine::policy::{Policy, Subject};
 use gatehouse_ledger::cbor::Bytes;
 use gatehouse_ledger::event::{
     CredentialIssued, CredentialRevoked, IdentityCreated, OperatorAdded, PolicyChanged,
 };
-use gatehouse_ledger::Ledger;
+use gatehouse_ledger::{EventBody, Ledger};
 
 use crate::config::Config;
 use crate::gateway::scram;
@@ -40,27 +47,48 @@ fn valid_identity(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// `gatehouse identity create`.
+/// Records `event` in the ledger of a stopped gateway.
+fn record_offline(config: &Config, event: EventBody) -> Result<()> {
+    let ledger = Ledger::open(config.writer_options()?).context(
+        "cannot open the ledger for writing; if the gateway is running, drop --config to go through its admin API",
+    )?;
+    let result = ledger.append_blocking(&[event]);
+    ledger.close();
+    result?;
+    Ok(())
+}
+
+/// The event creating identity `name`.
 pub fn identity_create(
+    identities: &Identities,
+    name: &str,
+    description: Option<String>,
+    operator: String,
+) -> Result<EventBody> {
+    valid_identity(name)?;
+    if identities.get(name).is_some() {
+        bail!("identity {name} already exists");
+    }
+    Ok(IdentityCreated {
+        identity: name.into(),
+        operator,
+        description,
+    }
+    .into())
+}
+
+/// `gatehouse identity create --config`: [`identity_create`], recorded offline.
+pub fn identity_create_offline(
     config: &Config,
     name: &str,
     description: Option<String>,
     operator: String,
 ) -> Result<()> {
-    valid_identity(name)?;
     let state = load_state(&config.ledger.path)?;
-    if state.identities.get(name).is_some() {
-        bail!("identity {name} already exists");
-    }
-    let ledger = Ledger::open(config.writer_options()?)?;
-    ledger.append_blocking(&[IdentityCreated {
-        identity: name.into(),
-        operator,
-        description,
-    }
-    .into()])?;
-    ledger.close();
-    Ok(())
+    record_offline(
+        config,
+        identity_create(&state.identities, name, description, operator)?,
+    )
 }
 
 /// Parses durations such as `30m`, `24h`, `7d`, `90s`.
@@ -69,13 +97,17 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     let n: u64 = num
         .parse()
         .with_context(|| format!("duration {s:?} must look like 30m, 24h or 7d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" | "" => n * 3600,
-        "d" => n * 86_400,
+    let unit_secs: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" | "" => 3600,
+        "d" => 86_400,
         _ => bail!("duration {s:?}: unit must be s, m, h or d"),
     };
+    let secs = n
+        .checked_mul(unit_secs)
+        .filter(|s| *s <= 10 * 365 * 86_400)
+        .with_context(|| format!("duration {s:?} is longer than ten years"))?;
     if secs == 0 {
         bail!("duration {s:?} must be positive");
     }
@@ -92,27 +124,25 @@ pub struct Issued {
     pub expires_at: u64,
 }
 
-/// `gatehouse credential issue`.
+/// A new credential for `identity`: the event holds only its SCRAM
+/// verifier; the secret is returned once.
 pub fn credential_issue(
-    config: &Config,
+    identities: &Identities,
     identity: &str,
     ttl: Duration,
     operator: String,
-) -> Result<Issued> {
-    let state = load_state(&config.ledger.path)?;
-    if state.identities.get(identity).is_none() {
+) -> Result<(EventBody, Issued)> {
+    if identities.get(identity).is_none() {
         bail!("identity {identity} does not exist; create it first: gatehouse identity create {identity}");
     }
-    let (salt, iterations) = state
-        .identities
+    let (salt, iterations) = identities
         .scram_parameters(identity)
         .unwrap_or_else(|| (scram::random_bytes::<16>().to_vec(), scram::ITERATIONS));
     let secret = format!("ghs_{}", B64URL.encode(scram::random_bytes::<24>()));
     let id = format!("cred_{}", B64URL.encode(scram::random_bytes::<9>()));
     let verifier = scram::verifier_for(&secret, &salt, iterations);
     let expires_at = now_ns() + ttl.as_nanos() as u64;
-    let ledger = Ledger::open(config.writer_options()?)?;
-    ledger.append_blocking(&[CredentialIssued {
+    let event = CredentialIssued {
         credential: id.clone(),
         identity: identity.into(),
         operator,
@@ -121,82 +151,125 @@ pub fn credential_issue(
         iterations: verifier.iterations,
         stored_key: Bytes(verifier.stored_key),
         server_key: Bytes(verifier.server_key),
-    }
-    .into()])?;
-    ledger.close();
-    Ok(Issued {
-        id,
-        secret,
-        expires_at,
-    })
+    };
+    Ok((
+        event.into(),
+        Issued {
+            id,
+            secret,
+            expires_at,
+        },
+    ))
 }
 
-/// `gatehouse credential revoke`.
+/// `gatehouse credential issue --config`: [`credential_issue`], recorded offline.
+pub fn credential_issue_offline(
+    config: &Config,
+    identity: &str,
+    ttl: Duration,
+    operator: String,
+) -> Result<Issued> {
+    let state = load_state(&config.ledger.path)?;
+    let (event, issued) = credential_issue(&state.identities, identity, ttl, operator)?;
+    record_offline(config, event)?;
+    Ok(issued)
+}
+
+/// The event revoking `credential`.
 pub fn credential_revoke(
+    identities: &Identities,
+    credential: &str,
+    reason: String,
+    operator: String,
+) -> Result<EventBody> {
+    let owner = identities
+        .iter()
+        .find(|i| i.credentials.contains_key(credential))
+        .map(|i| i.name.clone())
+        .with_context(|| format!("no credential {credential}"))?;
+    Ok(CredentialRevoked {
+        credential: credential.into(),
+        identity: owner,
+        operator,
+        reason,
+    }
+    .into())
+}
+
+/// `gatehouse credential revoke --config`: [`credential_revoke`], recorded offline.
+pub fn credential_revoke_offline(
     config: &Config,
     credential: &str,
     reason: String,
     operator: String,
 ) -> Result<()> {
     let state = load_state(&config.ledger.path)?;
-    let owner = state
-        .identities
-        .iter()
-        .find(|i| i.credentials.contains_key(credential))
-        .map(|i| i.name.clone())
-        .with_context(|| format!("no credential {credential}"))?;
-    let ledger = Ledger::open(config.writer_options()?)?;
-    ledger.append_blocking(&[CredentialRevoked {
-        credential: credential.into(),
-        identity: owner,
-        operator,
-        reason,
-    }
-    .into()])?;
-    ledger.close();
-    Ok(())
+    record_offline(
+        config,
+        credential_revoke(&state.identities, credential, reason, operator)?,
+    )
 }
 
-/// Adds (or re-keys) an admin-API operator; returns its new bearer token.
-/// Like the other direct commands it needs the gateway stopped.
-pub fn operator_add(
+/// Adds (or re-keys) an admin-API operator: the event holds the token's
+/// hash; the token is returned once.
+pub fn operator_add(name: &str, roles: &[Role], added_by: String) -> Result<(EventBody, String)> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-@".contains(c));
+    if !ok {
+        bail!("operator name {name:?} must be 1-63 characters of letters, digits, '_', '.', '-' or '@'");
+    }
+    if roles.is_empty() {
+        bail!("an operator needs at least one role: admin, approver, responder or auditor");
+    }
+    let token = format!("gho_{}", B64URL.encode(scram::random_bytes::<32>()));
+    let event = OperatorAdded {
+        operator: name.into(),
+        roles: roles.iter().map(|r| r.name().to_owned()).collect(),
+        token_hash: Bytes(token_hash(&token)),
+        added_by,
+    };
+    Ok((event.into(), token))
+}
+
+/// `gatehouse operator add --config`: [`operator_add`], recorded offline;
+/// returns the token.
+pub fn operator_add_offline(
     config: &Config,
     name: &str,
     roles: &[Role],
     added_by: String,
 ) -> Result<String> {
-    if name.is_empty() || name.starts_with('(') {
-        bail!("operator name {name:?} is not allowed");
-    }
-    let token = format!("gho_{}", B64URL.encode(scram::random_bytes::<32>()));
-    let ledger = Ledger::open(config.writer_options()?)?;
-    ledger.append_blocking(&[OperatorAdded {
-        operator: name.into(),
-        roles: roles.iter().map(|r| r.name().to_owned()).collect(),
-        token_hash: Bytes(token_hash(&token)),
-        added_by,
-    }
-    .into()])?;
-    ledger.close();
+    let (event, token) = operator_add(name, roles, added_by)?;
+    record_offline(config, event)?;
     Ok(token)
 }
 
-/// `gatehouse policy apply`: validates, then records the policy.
-pub fn policy_apply(config: &Config, file: &std::path::Path, operator: String) -> Result<()> {
-    let source = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read policy {}", file.display()))?;
-    Policy::parse(&source).map_err(|e| {
-        anyhow::anyhow!("{}: {e}; the policy in force is unchanged", file.display())
-    })?;
-    let ledger = Ledger::open(config.writer_options()?)?;
-    ledger.append_blocking(&[PolicyChanged {
+/// The event making `source` the policy in force, if it parses; a broken
+/// policy is refused with its line and reason, and the old one stays.
+pub fn policy_change(source: String, operator: String) -> Result<(EventBody, Policy)> {
+    let policy = Policy::parse(&source)
+        .map_err(|e| anyhow::anyhow!("{e}; the policy in force is unchanged"))?;
+    let event = PolicyChanged {
         operator,
         digest: Bytes(blake3::hash(source.as_bytes()).as_bytes().to_vec()),
         source,
-    }
-    .into()])?;
-    ledger.close();
-    Ok(())
+    };
+    Ok((event.into(), policy))
+}
+
+/// Reads a policy file.
+pub fn read_policy(file: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(file).with_context(|| format!("cannot read policy {}", file.display()))
+}
+
+/// `gatehouse policy apply --config`: [`policy_change`], recorded offline.
+pub fn policy_apply(config: &Config, file: &std::path::Path, operator: String) -> Result<()> {
+    let (event, _) = policy_change(read_policy(file)?, operator)
+        .with_context(|| format!("{}", file.display()))?;
+    record_offline(config, event)
 }
 
 /// The policy in force according to the ledger.
@@ -316,17 +389,22 @@ mod tests {
     #[test]
     fn credentials_need_an_identity_and_durations_parse() {
         let (_dir, config) = setup();
-        assert!(credential_issue(&config, "nobody", Duration::from_secs(60), "t".into()).is_err());
-        identity_create(&config, "bot", None, "t".into()).unwrap();
         assert!(
-            identity_create(&config, "bot", None, "t".into()).is_err(),
+            credential_issue_offline(&config, "nobody", Duration::from_secs(60), "t".into())
+                .is_err()
+        );
+        identity_create_offline(&config, "bot", None, "t".into()).unwrap();
+        assert!(
+            identity_create_offline(&config, "bot", None, "t".into()).is_err(),
             "no duplicates"
         );
-        assert!(identity_create(&config, "bad name", None, "t".into()).is_err());
-        let a = credential_issue(&config, "bot", Duration::from_secs(60), "t".into()).unwrap();
-        let b = credential_issue(&config, "bot", Duration::from_secs(60), "t".into()).unwrap();
+        assert!(identity_create_offline(&config, "bad name", None, "t".into()).is_err());
+        let a =
+            credential_issue_offline(&config, "bot", Duration::from_secs(60), "t".into()).unwrap();
+        let b =
+            credential_issue_offline(&config, "bot", Duration::from_secs(60), "t".into()).unwrap();
         assert_ne!(a.secret, b.secret);
-        credential_revoke(&config, &a.id, "rotated".into(), "t".into()).unwrap();
+        credential_revoke_offline(&config, &a.id, "rotated".into(), "t".into()).unwrap();
         let state = load_state(&config.ledger.path).unwrap();
         assert_eq!(
             state.identities.usable_credentials("bot", now_ns()).len(),

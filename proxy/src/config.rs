@@ -24,6 +24,39 @@ pub struct Config {
     /// The admin API.
     #[serde(default)]
     pub admin: AdminSection,
+    /// Where approval requests and decisions are announced.
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<WebhookSection>,
+}
+
+/// `[[webhook]]`: a URL that receives a JSON POST for every approval
+/// request and decision.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// Delivery attempts per notification.
+    #[serde(default = "default_webhook_attempts")]
+    pub attempts: u32,
+    /// Milliseconds before the first retry; doubled after each.
+    #[serde(default = "default_webhook_backoff_ms")]
+    pub backoff_ms: u64,
+    /// Milliseconds one attempt may take.
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_webhook_attempts() -> u32 {
+    5
+}
+
+fn default_webhook_backoff_ms() -> u64 {
+    500
+}
+
+fn default_webhook_timeout_ms() -> u64 {
+    5_000
 }
 
 /// `[admin]`: the operators' HTTP API.
@@ -292,6 +325,30 @@ impl Config {
         }
         config.durability()?;
         Ok(config)
+    }
+
+    /// The webhook targets, checked.
+    pub fn webhook_targets(&self) -> Result<Vec<crate::gateway::webhooks::WebhookTarget>> {
+        self.webhooks
+            .iter()
+            .map(|w| {
+                if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                    anyhow::bail!(
+                        "[[webhook]] url {:?} must start with http:// or https://",
+                        w.url
+                    );
+                }
+                if !(1..=20).contains(&w.attempts) {
+                    anyhow::bail!("[[webhook]] attempts must be between 1 and 20");
+                }
+                Ok(crate::gateway::webhooks::WebhookTarget {
+                    url: w.url.clone(),
+                    attempts: w.attempts,
+                    backoff: std::time::Duration::from_millis(w.backoff_ms),
+                    timeout: std::time::Duration::from_millis(w.timeout_ms.max(1)),
+                })
+            })
+            .collect()
     }
 
     /// The configured durability.

@@ -86,14 +86,18 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
     let policy_file = dir.join("policy.toml");
     std::fs::write(&policy_file, POLICY)?;
     commands::policy_apply(&config, &policy_file, "alice".into())?;
-    commands::identity_create(
+    commands::identity_create_offline(
         &config,
         AGENT,
         Some("nightly sales report agent".into()),
         "alice".into(),
     )?;
-    let issued =
-        commands::credential_issue(&config, AGENT, Duration::from_secs(3600), "alice".into())?;
+    let issued = commands::credential_issue_offline(
+        &config,
+        AGENT,
+        Duration::from_secs(3600),
+        "alice".into(),
+    )?;
     say(
         "2. Gatehouse in front of it",
         &format!(

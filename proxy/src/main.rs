@@ -89,6 +89,38 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// List statements held for approval on the running gateway.
+    Approvals {
+        /// Also list decided requests.
+        #[arg(long)]
+        all: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Approve a held statement (once, or with a grant of its fingerprint).
+    Approve {
+        /// The request number (see `gatehouse approvals`).
+        approval: u64,
+        /// Also let the identity run this statement's fingerprint for this
+        /// long without asking (90s, 30m, 2h, 1d).
+        #[arg(long = "for")]
+        duration: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Deny a held statement: the agent gets an error with the reason.
+    Deny {
+        /// The request number.
+        approval: u64,
+        /// Why (recorded, and shown to the agent).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Print the gateway's state as of an instant or an event.
     State {
         /// The ledger file.
@@ -143,16 +175,21 @@ enum Command {
 #[derive(Subcommand)]
 enum OperatorCommand {
     /// Add an operator (or give an existing one new roles and a new token);
-    /// prints the token once. Needs the gateway stopped.
+    /// prints the token once.
     Add {
         /// The operator's name.
         name: String,
         /// Roles: admin, approver, responder, auditor (repeat or comma-separate).
         #[arg(long = "role", value_delimiter = ',', required = true)]
         roles: Vec<String>,
-        #[arg(long, default_value = "gatehouse.toml")]
-        config: PathBuf,
-        /// Who is acting (default: $USER).
+        /// Write to the ledger of a stopped gateway with this config,
+        /// instead of going through the running gateway's admin API.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Who is acting, when writing offline (default: $USER); through
+        /// the API it is the token's operator.
         #[arg(long)]
         operator: Option<String>,
     },
@@ -181,16 +218,25 @@ enum PolicyCommand {
     Apply {
         /// The policy file (TOML).
         file: PathBuf,
-        #[arg(long, default_value = "gatehouse.toml")]
-        config: PathBuf,
-        /// Who is acting (default: $USER).
+        /// Write to the ledger of a stopped gateway with this config,
+        /// instead of going through the running gateway's admin API.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Who is acting, when writing offline (default: $USER); through
+        /// the API it is the token's operator.
         #[arg(long)]
         operator: Option<String>,
     },
     /// Print the policy in force.
     Show {
-        #[arg(long, default_value = "gatehouse.toml")]
-        config: PathBuf,
+        /// Write to the ledger of a stopped gateway with this config,
+        /// instead of going through the running gateway's admin API.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Show the decision for a statement without running it.
     Explain {
@@ -214,12 +260,17 @@ enum IdentityCommand {
     Create {
         /// The identity's name (the user name it logs in with).
         name: String,
-        #[arg(long, default_value = "gatehouse.toml")]
-        config: PathBuf,
+        /// Write to the ledger of a stopped gateway with this config,
+        /// instead of going through the running gateway's admin API.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// What the identity is for.
         #[arg(long)]
         description: Option<String>,
-        /// Who is acting (default: $USER).
+        /// Who is acting, when writing offline (default: $USER); through
+        /// the API it is the token's operator.
         #[arg(long)]
         operator: Option<String>,
     },
@@ -231,12 +282,17 @@ enum CredentialCommand {
     Issue {
         /// The identity it is for.
         identity: String,
-        #[arg(long, default_value = "gatehouse.toml")]
-        config: PathBuf,
+        /// Write to the ledger of a stopped gateway with this config,
+        /// instead of going through the running gateway's admin API.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// Lifetime, e.g. 30m, 24h, 7d.
         #[arg(long, default_value = "24h")]
         ttl: String,
-        /// Who is acting (default: $USER).
+        /// Who is acting, when writing offline (default: $USER); through
+        /// the API it is the token's operator.
         #[arg(long)]
         operator: Option<String>,
     },
@@ -244,12 +300,17 @@ enum CredentialCommand {
     Revoke {
         /// The credential id.
         credential: String,
-        #[arg(long, default_value = "gatehouse.toml")]
-        config: PathBuf,
+        /// Write to the ledger of a stopped gateway with this config,
+        /// instead of going through the running gateway's admin API.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// Why.
         #[arg(long)]
         reason: String,
-        /// Who is acting (default: $USER).
+        /// Who is acting, when writing offline (default: $USER); through
+        /// the API it is the token's operator.
         #[arg(long)]
         operator: Option<String>,
     },
@@ -284,19 +345,31 @@ fn run(command: Command) -> Result<()> {
             PolicyCommand::Apply {
                 file,
                 config,
+                admin,
                 operator,
             } => {
-                commands::policy_apply(
-                    &Config::load(&config)?,
-                    &file,
-                    commands::operator(operator),
-                )?;
+                match config {
+                    Some(config) => commands::policy_apply(
+                        &Config::load(&config)?,
+                        &file,
+                        commands::operator(operator),
+                    )?,
+                    None => {
+                        let source = commands::read_policy(&file)?;
+                        admin.client()?.policy_apply(&source)?;
+                    }
+                }
                 eprintln!("policy {} is now in force", file.display());
             }
-            PolicyCommand::Show { config } => {
-                let policy = commands::current_policy(&Config::load(&config)?)?;
-                print!("{}", policy.source());
-            }
+            PolicyCommand::Show { config, admin } => match config {
+                Some(config) => {
+                    print!(
+                        "{}",
+                        commands::current_policy(&Config::load(&config)?)?.source()
+                    )
+                }
+                None => print!("{}", admin.client()?.policy_show()?),
+            },
             PolicyCommand::Explain {
                 config,
                 identity,
@@ -312,51 +385,69 @@ fn run(command: Command) -> Result<()> {
                 IdentityCommand::Create {
                     name,
                     config,
+                    admin,
                     description,
                     operator,
                 },
         } => {
-            commands::identity_create(
-                &Config::load(&config)?,
-                &name,
-                description,
-                commands::operator(operator),
-            )?;
+            match config {
+                Some(config) => commands::identity_create_offline(
+                    &Config::load(&config)?,
+                    &name,
+                    description,
+                    commands::operator(operator),
+                )?,
+                None => admin
+                    .client()?
+                    .identity_create(&name, description.as_deref())?,
+            }
             eprintln!("identity {name} created");
         }
         Command::Credential { command } => match command {
             CredentialCommand::Issue {
                 identity,
                 config,
+                admin,
                 ttl,
                 operator,
             } => {
-                let ttl = commands::parse_duration(&ttl)?;
-                let issued = commands::credential_issue(
-                    &Config::load(&config)?,
-                    &identity,
-                    ttl,
-                    commands::operator(operator),
-                )?;
+                let (id, secret, expires) = match config {
+                    Some(config) => {
+                        let issued = commands::credential_issue_offline(
+                            &Config::load(&config)?,
+                            &identity,
+                            commands::parse_duration(&ttl)?,
+                            commands::operator(operator),
+                        )?;
+                        (
+                            issued.id,
+                            issued.secret,
+                            gatehouse_verify::report::rfc3339(issued.expires_at),
+                        )
+                    }
+                    None => admin.client()?.credential_issue(&identity, &ttl)?,
+                };
                 eprintln!(
-                    "credential {} for {identity}, valid until {}; the secret is shown once:",
-                    issued.id,
-                    gatehouse_verify::report::rfc3339(issued.expires_at)
+                    "credential {id} for {identity}, valid until {expires}; the secret is shown once:"
                 );
-                println!("{}", issued.secret);
+                println!("{secret}");
             }
             CredentialCommand::Revoke {
                 credential,
                 config,
+                admin,
                 reason,
                 operator,
             } => {
-                commands::credential_revoke(
-                    &Config::load(&config)?,
-                    &credential,
-                    reason,
-                    commands::operator(operator),
-                )?;
+                match config {
+                    Some(config) => commands::credential_revoke_offline(
+                        &Config::load(&config)?,
+                        &credential,
+                        reason,
+                        commands::operator(operator),
+                    )?,
+                    None => admin.client()?.revoke(&credential, &reason)?,
+                }
                 eprintln!("credential {credential} revoked");
             }
         },
@@ -366,25 +457,31 @@ fn run(command: Command) -> Result<()> {
                     name,
                     roles,
                     config,
+                    admin,
                     operator,
                 },
         } => {
-            let roles = roles
-                .iter()
-                .map(|r| {
-                    gatehouse_engine::operators::Role::parse(r).ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "unknown role {r:?}: use admin, approver, responder or auditor"
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let token = commands::operator_add(
-                &Config::load(&config)?,
-                &name,
-                &roles,
-                commands::operator(operator),
-            )?;
+            let token = match config {
+                Some(config) => {
+                    let roles = roles
+                        .iter()
+                        .map(|r| {
+                            gatehouse_engine::operators::Role::parse(r).ok_or_else(|| {
+                                anyhow::anyhow!(
+                                    "unknown role {r:?}: use admin, approver, responder or auditor"
+                                )
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    commands::operator_add_offline(
+                        &Config::load(&config)?,
+                        &name,
+                        &roles,
+                        commands::operator(operator),
+                    )?
+                }
+                None => admin.client()?.operator_add(&name, &roles)?,
+            };
             eprintln!("operator {name} added; the token is shown once:");
             println!("{token}");
         }
@@ -417,6 +514,41 @@ fn run(command: Command) -> Result<()> {
                 "{}",
                 serde_json::to_string_pretty(&admin.client()?.sessions()?)?
             );
+        }
+        Command::Approvals { all, json, admin } => {
+            let list = admin.client()?.approvals(all)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", approvals_table(&list));
+            }
+        }
+        Command::Approve {
+            approval,
+            duration,
+            admin,
+        } => {
+            let r = admin.client()?.approve(approval, duration.as_deref())?;
+            match (r["status"].as_str(), r["grant_until"].as_str()) {
+                (Some("granted"), Some(until)) => eprintln!(
+                    "approval {approval} granted: the statement runs, and its fingerprint is granted until {until}"
+                ),
+                (Some("granted"), None) => {
+                    eprintln!("approval {approval} granted: the statement runs")
+                }
+                _ => eprintln!(
+                    "approval {approval}: {} of {} approvers so far; still held",
+                    r["approvers"], r["approvers_required"]
+                ),
+            }
+        }
+        Command::Deny {
+            approval,
+            reason,
+            admin,
+        } => {
+            admin.client()?.deny(approval, &reason)?;
+            eprintln!("approval {approval} denied");
         }
         Command::State { ledger, at, json } => {
             let at = match at {
@@ -463,6 +595,44 @@ fn run(command: Command) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The approval list for people: one block per request.
+fn approvals_table(list: &serde_json::Value) -> String {
+    let empty = Vec::new();
+    let items = list.as_array().unwrap_or(&empty);
+    if items.is_empty() {
+        return "no approval requests\n".to_owned();
+    }
+    let mut out = String::new();
+    for a in items {
+        let text = |k: &str| a[k].as_str().unwrap_or("-").to_owned();
+        out.push_str(&format!(
+            "#{} {} · {} (session {}) · rule {} · approvers {}/{} · expires {}\n    {}\n",
+            a["approval"],
+            text("status"),
+            text("identity"),
+            a["session"],
+            text("rule"),
+            a["approvers"].as_array().map_or(0, Vec::len),
+            a["approvers_required"],
+            text("expires_at"),
+            printable(&text("sql")).replace('\n', "\n    "),
+        ));
+    }
+    out
+}
+
+/// Text from agents, safe for a terminal: control characters other than
+/// newline and tab are shown escaped.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {

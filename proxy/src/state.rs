@@ -82,7 +82,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = crate::init::init(&dir.path().join("gh"), Some("gatehouse.test/state")).unwrap();
         let config = crate::config::Config::load(&out.config).unwrap();
-        crate::commands::identity_create(&config, "bot", None, "t".into()).unwrap();
+        crate::commands::identity_create_offline(&config, "bot", None, "t".into()).unwrap();
         let reader = LedgerReader::open(&config.ledger.path).unwrap();
         let created = reader.len().unwrap() - 1;
         let before = state_at(&config.ledger.path, At::Seq(created - 1)).unwrap();

@@ -102,6 +102,25 @@ pub struct Containment {
     pub window_seconds: u64,
 }
 
+/// How a `require_approval` rule holds statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalSettings {
+    /// Distinct approvers required (`approvers`, default 1).
+    pub approvers: u64,
+    /// Seconds a statement is held before it is refused
+    /// (`approval_timeout_seconds`, default 300).
+    pub timeout_seconds: u64,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        ApprovalSettings {
+            approvers: 1,
+            timeout_seconds: 300,
+        }
+    }
+}
+
 /// One `[[rule]]`, as written (patterns) and compiled (private).
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -130,6 +149,9 @@ pub struct Rule {
     pub columns: Option<Vec<String>>,
     /// Function and dangerous-operation globs.
     pub functions: Option<Vec<String>>,
+    /// For `require_approval` rules: who must approve, and for how long the
+    /// statement is held.
+    pub approval: Option<ApprovalSettings>,
     matcher: Matcher,
 }
 
@@ -286,6 +308,11 @@ impl Policy {
     /// The rules, in file order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// The rule named `name`.
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
     }
 
     /// The file's settings.

@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use super::glob::{Glob, GlobList};
 use super::{
-    class_bit, Action, Containment, Matcher, Policy, PolicyError, Rule, Settings, StatementClass,
-    ALL_CLASSES, CLASS_NAMES, DEFAULT_MESSAGE,
+    class_bit, Action, ApprovalSettings, Containment, Matcher, Policy, PolicyError, Rule, Settings,
+    StatementClass, ALL_CLASSES, CLASS_NAMES, DEFAULT_MESSAGE,
 };
 
 type Compiled = (Vec<String>, GlobList);
@@ -62,6 +62,8 @@ struct RawRule {
     functions: Option<Spanned<Patterns>>,
     action: Option<Spanned<String>>,
     message: Option<Spanned<String>>,
+    approvers: Option<Spanned<i64>>,
+    approval_timeout_seconds: Option<Spanned<i64>>,
 }
 
 /// A string or a list of strings; list elements keep their own spans.
@@ -225,6 +227,52 @@ fn parse_action(s: &str) -> Option<Action> {
         "mask" => Action::Mask,
         _ => return None,
     })
+}
+
+/// `approvers` and `approval_timeout_seconds`: only on require_approval
+/// rules, where they default to one approver and five minutes.
+fn approval_settings(
+    cx: &Ctx<'_>,
+    name: &str,
+    action: Action,
+    approvers: Option<Spanned<i64>>,
+    timeout: Option<Spanned<i64>>,
+) -> Result<Option<ApprovalSettings>, PolicyError> {
+    if action != Action::RequireApproval {
+        if let Some(span) = approvers
+            .as_ref()
+            .map(Spanned::span)
+            .or(timeout.as_ref().map(Spanned::span))
+        {
+            return Err(cx.err(
+                &span,
+                format!(
+                    "rule {name:?} is not a require_approval rule; `approvers` and \
+                     `approval_timeout_seconds` only apply to action = \"require_approval\""
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    let mut settings = ApprovalSettings::default();
+    if let Some(n) = approvers {
+        let (span, n) = (n.span(), n.into_inner());
+        if !(1..=10).contains(&n) {
+            return Err(cx.err(&span, "`approvers` must be between 1 and 10"));
+        }
+        settings.approvers = n as u64;
+    }
+    if let Some(t) = timeout {
+        let (span, t) = (t.span(), t.into_inner());
+        if !(1..=86_400).contains(&t) {
+            return Err(cx.err(
+                &span,
+                "`approval_timeout_seconds` must be between 1 and 86400",
+            ));
+        }
+        settings.timeout_seconds = t as u64;
+    }
+    Ok(Some(settings))
 }
 
 fn parse_class(s: &str) -> Option<StatementClass> {
@@ -437,6 +485,14 @@ pub(super) fn parse(source: &str) -> Result<Policy, PolicyError> {
             }
         };
 
+        let approval = approval_settings(
+            &cx,
+            &name,
+            action,
+            raw.approvers,
+            raw.approval_timeout_seconds,
+        )?;
+
         let (identity, identity_globs) = identity.unwrap_or_else(everyone);
         let (target, target_globs) = target.unwrap_or_else(everyone);
         let class_mask = match &classes {
@@ -463,6 +519,7 @@ pub(super) fn parse(source: &str) -> Result<Policy, PolicyError> {
             tables,
             columns,
             functions,
+            approval,
             matcher: Matcher {
                 identity: identity_globs,
                 target: target_globs,

@@ -322,8 +322,8 @@ async fn containment(n: usize) -> Result<()> {
         move || -> Result<String> {
             let config = Config::load(&config_path)?;
             gatehouse::commands::policy_apply(&config, &policy, "bench".into())?;
-            gatehouse::commands::identity_create(&config, "bot", None, "bench".into())?;
-            Ok(gatehouse::commands::credential_issue(
+            gatehouse::commands::identity_create_offline(&config, "bot", None, "bench".into())?;
+            Ok(gatehouse::commands::credential_issue_offline(
                 &config,
                 "bot",
                 Duration::from_secs(600),

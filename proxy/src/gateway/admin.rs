@@ -17,7 +17,9 @@ use gatehouse_ledger::event::OperatorAction;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::shared::Shared;
+use super::approvals::DeskError;
+use super::shared::{CommandError, Shared};
+use gatehouse_engine::approvals::{Vote, VoteError};
 
 /// The routes: (method, path, role). The OpenAPI document lists exactly these.
 pub const ROUTES: &[(&str, &str, Role)] = &[
@@ -26,6 +28,14 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
     ("post", "/v1/identities/{identity}/block", Role::Responder),
     ("post", "/v1/identities/{identity}/unblock", Role::Responder),
     ("post", "/v1/credentials/{credential}/revoke", Role::Admin),
+    ("get", "/v1/policy", Role::Auditor),
+    ("post", "/v1/policy", Role::Admin),
+    ("post", "/v1/identities", Role::Admin),
+    ("post", "/v1/identities/{identity}/credentials", Role::Admin),
+    ("post", "/v1/operators", Role::Admin),
+    ("get", "/v1/approvals", Role::Auditor),
+    ("post", "/v1/approvals/{approval}/approve", Role::Approver),
+    ("post", "/v1/approvals/{approval}/deny", Role::Approver),
 ];
 
 /// The admin API's router over the gateway's shared state.
@@ -36,6 +46,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/identities/{identity}/block", post(block))
         .route("/v1/identities/{identity}/unblock", post(unblock))
         .route("/v1/credentials/{credential}/revoke", post(revoke))
+        .route("/v1/policy", get(policy_show).post(policy_apply))
+        .route("/v1/identities", post(identity_create))
+        .route(
+            "/v1/identities/{identity}/credentials",
+            post(credential_issue),
+        )
+        .route("/v1/operators", post(operator_add))
+        .route("/v1/approvals", get(approvals))
+        .route("/v1/approvals/{approval}/approve", post(approve))
+        .route("/v1/approvals/{approval}/deny", post(deny))
         .with_state(shared)
 }
 
@@ -85,6 +105,18 @@ async fn authorize(
     target: Option<&str>,
     role: Role,
 ) -> Result<String, Refusal> {
+    authorize_any(shared, headers, action, target, &[role]).await
+}
+
+/// Like [`authorize`], accepting any of `roles` (the first is reported).
+async fn authorize_any(
+    shared: &Shared,
+    headers: &HeaderMap,
+    action: &str,
+    target: Option<&str>,
+    roles: &[Role],
+) -> Result<String, Refusal> {
+    let role = roles[0];
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -95,7 +127,7 @@ async fn authorize(
             .read()
             .expect("operators lock")
             .authenticate(t)
-            .map(|o| (o.name.clone(), o.roles.contains(&role)))
+            .map(|o| (o.name.clone(), roles.iter().any(|r| o.roles.contains(r))))
     });
     match operator {
         None => {
@@ -280,6 +312,359 @@ async fn revoke(
         ));
     }
     Ok(Json(serde_json::json!({ "revoked": credential })).into_response())
+}
+
+/// Parses a JSON body after authorization, so an unauthenticated request
+/// is refused as such whatever it sent.
+fn parse_body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, Refusal> {
+    serde_json::from_slice(raw)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+}
+
+fn command_refusal(e: CommandError) -> Refusal {
+    match e {
+        CommandError::Invalid(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+        CommandError::Unrecorded(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// The policy in force.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct PolicyView {
+    /// The policy file as applied (empty: none applied, everything denied).
+    pub source: String,
+    /// Number of rules.
+    pub rules: usize,
+    /// BLAKE3 of `source`, hex.
+    pub digest: String,
+}
+
+fn policy_view(policy: &gatehouse_engine::policy::Policy) -> PolicyView {
+    PolicyView {
+        source: policy.source().to_owned(),
+        rules: policy.rules().len(),
+        digest: blake3::hash(policy.source().as_bytes())
+            .to_hex()
+            .to_string(),
+    }
+}
+
+async fn policy_show(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    authorize(&shared, &headers, "policy.show", None, Role::Auditor).await?;
+    Ok(Json(policy_view(&shared.policy())).into_response())
+}
+
+/// The body of `POST /v1/policy`.
+#[derive(Deserialize, Serialize)]
+pub struct PolicySource {
+    /// The policy file's text.
+    pub source: String,
+}
+
+async fn policy_apply(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    let operator = authorize(&shared, &headers, "policy.apply", None, Role::Admin).await?;
+    let body: PolicySource = parse_body(&raw)?;
+    shared
+        .execute(|_| crate::commands::policy_change(body.source, operator))
+        .await
+        .map_err(command_refusal)?;
+    Ok(Json(policy_view(&shared.policy())).into_response())
+}
+
+/// The body of `POST /v1/identities`.
+#[derive(Deserialize, Serialize)]
+pub struct NewIdentity {
+    /// The name it logs in with.
+    pub identity: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+async fn identity_create(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    let operator = authorize(&shared, &headers, "identity.create", None, Role::Admin).await?;
+    let body: NewIdentity = parse_body(&raw)?;
+    let name = body.identity.clone();
+    shared
+        .execute(|ids| {
+            crate::commands::identity_create(ids, &body.identity, body.description, operator)
+                .map(|e| (e, ()))
+        })
+        .await
+        .map_err(command_refusal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "identity": name })),
+    )
+        .into_response())
+}
+
+/// The body of `POST /v1/identities/{identity}/credentials`.
+#[derive(Deserialize, Serialize, Default)]
+pub struct NewCredential {
+    /// Lifetime (`30m`, `24h`, `7d`); default 24h.
+    #[serde(default)]
+    pub ttl: Option<String>,
+}
+
+/// A credential just issued; the secret is shown this once.
+#[derive(Deserialize, Serialize, Debug)]
+pub struct IssuedView {
+    /// The credential id.
+    pub credential: String,
+    /// The identity's new secret.
+    pub secret: String,
+    /// When it expires (RFC 3339).
+    pub expires_at: String,
+}
+
+async fn credential_issue(
+    State(shared): State<Arc<Shared>>,
+    Path(identity): Path<String>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    let operator = authorize(
+        &shared,
+        &headers,
+        "credential.issue",
+        Some(&identity),
+        Role::Admin,
+    )
+    .await?;
+    let body: NewCredential = parse_body(&raw)?;
+    let ttl = crate::commands::parse_duration(body.ttl.as_deref().unwrap_or("24h"))
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let issued = shared
+        .execute(|ids| crate::commands::credential_issue(ids, &identity, ttl, operator))
+        .await
+        .map_err(command_refusal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedView {
+            credential: issued.id,
+            secret: issued.secret,
+            expires_at: gatehouse_verify::report::rfc3339(issued.expires_at),
+        }),
+    )
+        .into_response())
+}
+
+/// The body of `POST /v1/operators`.
+#[derive(Deserialize, Serialize)]
+pub struct NewOperator {
+    /// The operator's name.
+    pub operator: String,
+    /// `admin`, `approver`, `responder`, `auditor`.
+    pub roles: Vec<String>,
+}
+
+async fn operator_add(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    let added_by = authorize(&shared, &headers, "operator.add", None, Role::Admin).await?;
+    let body: NewOperator = parse_body(&raw)?;
+    let roles = body
+        .roles
+        .iter()
+        .map(|r| {
+            Role::parse(r).ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown role {r:?}: use admin, approver, responder or auditor"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let name = body.operator.clone();
+    let token = shared
+        .execute(|_| crate::commands::operator_add(&body.operator, &roles, added_by))
+        .await
+        .map_err(command_refusal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "operator": name, "token": token })),
+    )
+        .into_response())
+}
+
+/// An approval request, as listed.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub struct ApprovalView {
+    /// Request number.
+    pub approval: u64,
+    /// `pending`, `granted`, `denied` or `expired`.
+    pub status: String,
+    /// The identity that asked.
+    pub identity: String,
+    /// Its session.
+    pub session: u64,
+    /// The held statement.
+    pub sql: String,
+    /// What a grant of it would cover.
+    pub fingerprint: String,
+    /// The rule that required approval.
+    pub rule: String,
+    /// Distinct approvers required.
+    pub approvers_required: u64,
+    /// Who approved so far.
+    pub approvers: Vec<String>,
+    /// When it was requested (RFC 3339).
+    pub requested_at: String,
+    /// When it times out (RFC 3339).
+    pub expires_at: String,
+    /// Who denied it and why, if it was denied.
+    pub denied_by: Option<String>,
+    /// Why it was denied.
+    pub reason: Option<String>,
+}
+
+/// `?all=true` lists decided requests too.
+#[derive(Deserialize, Default)]
+pub struct ApprovalsQuery {
+    /// List every request, not only pending ones.
+    #[serde(default)]
+    pub all: bool,
+}
+
+async fn approvals(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<ApprovalsQuery>,
+) -> Result<Response, Refusal> {
+    authorize_any(
+        &shared,
+        &headers,
+        "approvals.list",
+        None,
+        &[Role::Auditor, Role::Approver],
+    )
+    .await?;
+    let rfc3339 = gatehouse_verify::report::rfc3339;
+    let list: Vec<ApprovalView> = shared
+        .approvals
+        .list(!query.all)
+        .into_iter()
+        .map(|(id, a)| ApprovalView {
+            approval: id,
+            status: a.status.name().to_owned(),
+            identity: a.identity,
+            session: a.session,
+            sql: a.sql,
+            fingerprint: a.fingerprint,
+            rule: a.rule,
+            approvers_required: a.quorum,
+            approvers: a.approvers,
+            requested_at: rfc3339(a.requested_at),
+            expires_at: rfc3339(a.expires_at),
+            denied_by: a.denied_by,
+            reason: a.reason,
+        })
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+/// The body of an approval.
+#[derive(Deserialize, Serialize, Default)]
+pub struct Approve {
+    /// Also grant the identity this statement's fingerprint for this long
+    /// (`30m`, `2h`, `90s`, `1d`); absent: approve this statement once.
+    #[serde(default, rename = "for")]
+    pub duration: Option<String>,
+}
+
+fn desk_refusal(e: DeskError) -> Refusal {
+    let status = match &e {
+        DeskError::Vote(VoteError::Unknown(_)) => StatusCode::NOT_FOUND,
+        DeskError::Vote(VoteError::SelfApproval(_)) => StatusCode::FORBIDDEN,
+        DeskError::Vote(_) => StatusCode::CONFLICT,
+        DeskError::Unrecorded(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, e.to_string())
+}
+
+async fn approve(
+    State(shared): State<Arc<Shared>>,
+    Path(approval): Path<u64>,
+    headers: HeaderMap,
+    Json(body): Json<Approve>,
+) -> Result<Response, Refusal> {
+    let target = approval.to_string();
+    let operator = authorize(
+        &shared,
+        &headers,
+        "approval.approve",
+        Some(&target),
+        Role::Approver,
+    )
+    .await?;
+    let grant_until = match body.duration.as_deref() {
+        None => None,
+        Some(text) => {
+            let d = crate::commands::parse_duration(text)
+                .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            Some((now + d).as_nanos() as u64)
+        }
+    };
+    let vote = shared
+        .approvals
+        .approve(&shared.ledger, approval, &operator, grant_until)
+        .await
+        .map_err(desk_refusal)?;
+    let body = match vote {
+        Vote::Counted { have, need } => serde_json::json!({
+            "approval": approval,
+            "status": "pending",
+            "approvers": have,
+            "approvers_required": need,
+        }),
+        Vote::Released { grant_until } => serde_json::json!({
+            "approval": approval,
+            "status": "granted",
+            "grant_until": grant_until.map(gatehouse_verify::report::rfc3339),
+        }),
+    };
+    Ok(Json(body).into_response())
+}
+
+async fn deny(
+    State(shared): State<Arc<Shared>>,
+    Path(approval): Path<u64>,
+    headers: HeaderMap,
+    Json(body): Json<Reason>,
+) -> Result<Response, Refusal> {
+    let target = approval.to_string();
+    let operator = authorize(
+        &shared,
+        &headers,
+        "approval.deny",
+        Some(&target),
+        Role::Approver,
+    )
+    .await?;
+    let reason = required(body.reason)?;
+    shared
+        .approvals
+        .deny(&shared.ledger, approval, Some(&operator), &reason)
+        .await
+        .map_err(desk_refusal)?;
+    Ok(Json(serde_json::json!({ "approval": approval, "status": "denied" })).into_response())
 }
 
 /// The ledger refused the action's event: nothing was done (fail closed).

@@ -2,12 +2,14 @@
 //! statements out to the real database.
 
 pub mod admin;
+pub mod approvals;
 pub mod frame;
 pub mod scram;
 pub mod server;
 pub mod session;
 pub mod shared;
 pub mod upstream;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -80,7 +82,19 @@ impl Gateway {
                 max_frame: config.listen.max_frame_bytes,
                 record_rows: config.ledger.record_rows,
             },
+            config.webhook_targets()?,
         ));
+        let refused = shared
+            .approvals
+            .deny_where(
+                &shared.ledger,
+                |_| true,
+                "the gateway restarted while the statement was held; it was not run",
+            )
+            .await?;
+        if refused > 0 {
+            tracing::warn!(refused, "denied statements left held by the previous run");
+        }
         info!(address = %admin.local_addr()?, "admin API is serving");
         Ok(Gateway {
             listener,

@@ -17,18 +17,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
+use gatehouse_engine::fingerprint::fingerprint;
 use gatehouse_engine::policy::{Subject, Verdict};
 use gatehouse_engine::{Action, Classification, StatementClass};
 use gatehouse_ledger::cbor::Bytes as CborBytes;
 use gatehouse_ledger::event::{
-    Decision, EventBody, Param, PendingEvent, Protocol, QueryReceived, Response, ResultColumn,
-    ResultRow, SessionClosed, SessionTerminated,
+    ApprovalRequested, Decision, EventBody, Param, PendingEvent, Protocol, QueryReceived, Response,
+    ResultColumn, ResultRow, SessionClosed, SessionTerminated,
 };
 use pgwire::messages::extendedquery::{Bind, Close, Execute, Parse};
 use pgwire::messages::simplequery::Query;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tracing::{info, warn};
 
+use super::approvals::Outcome;
 use super::frame::{self, read_frame, Frame, FrameError};
 use super::scram::random_bytes;
 use super::server::Stream;
@@ -107,9 +109,7 @@ impl Exec {
     /// Records one DataRow: its bytes go into the digest, its values into
     /// the recorded result while the cap allows.
     fn data_row(&mut self, frame: &[u8], cap: usize) {
-        self.digest
-            .get_or_insert_with(Box::default)
-            .update(frame);
+        self.digest.get_or_insert_with(Box::default).update(frame);
         if self.result.len() >= cap {
             self.truncated = true;
             return;
@@ -286,6 +286,20 @@ pub async fn relay<S: Stream>(
         let _ = client_w.flush().await;
         let _ = client_w.shutdown().await;
     }
+    let session = ctx.info.id;
+    match ctx
+        .shared
+        .approvals
+        .deny_where(
+            &ctx.shared.ledger,
+            |a| a.session == session,
+            &format!("the session ended while the statement was held ({reason})"),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(e) => warn!(session, "cannot record the end of held statements: {e}"),
+    }
     let mut events = std::mem::take(&mut ctx.tracker.lock().expect("tracker").deferred);
     if let Some(operator) = terminated_by {
         events.push(
@@ -395,17 +409,13 @@ fn judge(verdict: &Verdict, classification: &Classification) -> Judgement {
     let (action, message) = match verdict.action {
         Action::Allow => (Action::Allow, None),
         Action::Deny => (Action::Deny, verdict.message.clone()),
-        held @ (Action::RequireApproval | Action::Mask) => {
-            let what = if held == Action::Mask {
-                "masking"
-            } else {
-                "approval"
-            };
+        Action::RequireApproval => (Action::RequireApproval, verdict.message.clone()),
+        Action::Mask => {
             let rule = verdict.rule.as_deref().unwrap_or("(default)");
             (
                 Action::Deny,
                 Some(format!(
-                    "rule {rule} requires {what}, which this gateway does not support yet, so the statement is denied"
+                    "rule {rule} requires masking, which this gateway does not support yet, so the statement is denied"
                 )),
             )
         }
@@ -684,13 +694,29 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         ))
     }
 
-    fn decide(&self, classification: &Classification) -> Judgement {
+    fn decide(&self, sql: &str, classification: &Classification) -> Judgement {
         let policy = self.ctx.shared.policy();
         let subject = Subject {
             identity: &self.ctx.info.identity,
             target: &self.ctx.info.target.name,
         };
         let mut j = judge(&policy.decide(&subject, classification), classification);
+        if j.action == Action::RequireApproval {
+            let grant = self.ctx.shared.approvals.active_grant(
+                &self.ctx.info.identity,
+                &fingerprint(sql),
+                now_nanos(),
+            );
+            if let Some(g) = grant {
+                j.action = Action::Allow;
+                j.message = Some(format!(
+                    "allowed by the grant of approval {} (approved by {}) until {}",
+                    g.approval,
+                    g.approvers.join(", "),
+                    gatehouse_verify::report::rfc3339(g.until)
+                ));
+            }
+        }
         if let Some(reason) = self.ctx.shared.blocked(&self.ctx.info.identity) {
             j.action = Action::Deny;
             j.rule = None;
@@ -702,19 +728,94 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         j
     }
 
+    /// Holds a statement until approvers release it, deny it, or time runs
+    /// out; on anything but a release, returns the error to send instead.
+    /// The client's connection (and transaction) stays open meanwhile;
+    /// ending the session or blocking the identity refuses the request.
+    async fn hold(&mut self, sql: &str, params: Vec<Param>, j: &Judgement) -> Result<(), BytesMut> {
+        let shared = &self.ctx.shared;
+        let rule = j.rule.clone().unwrap_or_default();
+        let settings = shared
+            .policy()
+            .rule(&rule)
+            .and_then(|r| r.approval)
+            .unwrap_or_default();
+        let timeout = Duration::from_secs(settings.timeout_seconds);
+        let request = ApprovalRequested {
+            approval: 0,
+            session: self.ctx.info.id,
+            identity: self.ctx.info.identity.clone(),
+            query: self.query,
+            sql: sql.to_owned(),
+            binding: CborBytes(binding(sql, &params).to_vec()),
+            params,
+            class: j.class,
+            rule,
+            quorum: settings.approvers,
+            expires_at: now_nanos().saturating_add(timeout.as_nanos() as u64),
+            fingerprint: fingerprint(sql),
+        };
+        let (id, outcome) = match shared.approvals.request(&shared.ledger, request).await {
+            Ok(held) => held,
+            Err(e) => {
+                warn!(
+                    session = self.ctx.info.id,
+                    "cannot record an approval request: {e}"
+                );
+                return Err(frame::error(
+                    "ERROR",
+                    "58030",
+                    &format!("Gatehouse could not record the approval request, so the statement was not run: {e}"),
+                ));
+            }
+        };
+        info!(
+            session = self.ctx.info.id,
+            approval = id,
+            "statement held for approval"
+        );
+        let outcome = match tokio::time::timeout(timeout, outcome).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Outcome::Refused("the approval request was withdrawn".into()),
+            Err(_) => shared
+                .approvals
+                .expire(&shared.ledger, id)
+                .await
+                .unwrap_or_else(|e| {
+                    Outcome::Refused(format!("the timeout could not be recorded: {e}"))
+                }),
+        };
+        match outcome {
+            Outcome::Approved => Ok(()),
+            Outcome::Refused(why) => Err(frame::error(
+                "ERROR",
+                "42501",
+                &format!("Gatehouse did not run this statement (approval request {id}): {why}"),
+            )),
+        }
+    }
+
     async fn simple_query(&mut self, f: Frame, sql: String) -> std::io::Result<()> {
         let classification = self.ctx.shared.verdicts.classify(&sql);
-        let j = self.decide(&classification);
+        let j = self.decide(&sql, &classification);
         if let Err(error) = self
             .record(&sql, vec![], None, None, Protocol::Simple, &j)
             .await
         {
             return self.deny_simple(error).await;
         }
-        if j.action != Action::Allow {
-            let error = self.denial_error(&j);
-            self.deny_simple(error).await?;
-            return contain_if_needed(self.ctx).await;
+        match j.action {
+            Action::Allow => {}
+            Action::RequireApproval => {
+                if let Err(error) = self.hold(&sql, vec![], &j).await {
+                    return self.deny_simple(error).await;
+                }
+            }
+            _ => {
+                let error = self.denial_error(&j);
+                self.deny_simple(error).await?;
+                return contain_if_needed(self.ctx).await;
+            }
         }
         if let Some(error) = self.blocked_error() {
             return self.deny_simple(error).await;
@@ -727,8 +828,9 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
     async fn parse(&mut self, f: Frame, p: Parse) -> std::io::Result<()> {
         let name = p.name.unwrap_or_default();
         let classification = self.ctx.shared.verdicts.classify(&p.query);
-        let j = self.decide(&classification);
-        let denied = j.action != Action::Allow;
+        let j = self.decide(&p.query, &classification);
+        // A statement needing approval is held at Execute, with its parameters.
+        let denied = j.action == Action::Deny;
         self.statements.insert(
             name.clone(),
             Prepared {
@@ -755,8 +857,8 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         let statement = b.statement_name.unwrap_or_default();
         if let Some(prepared) = self.statements.get(&statement) {
             if prepared.denied {
-                let classification = prepared.classification.clone();
-                let j = self.decide(&classification);
+                let (sql, classification) = (prepared.sql.clone(), prepared.classification.clone());
+                let j = self.decide(&sql, &classification);
                 let error = self.denial_error(&j);
                 return self.deny_extended(error).await;
             }
@@ -795,11 +897,11 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         let params = portal.params.clone();
         let statement = portal.statement.clone();
         // Policy may have changed since Parse: judge again (classification is cached).
-        let j = self.decide(&classification);
+        let j = self.decide(&sql, &classification);
         if let Err(error) = self
             .record(
                 &sql,
-                params,
+                params.clone(),
                 Some(statement),
                 Some(portal_name),
                 Protocol::Extended,
@@ -809,10 +911,18 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         {
             return self.deny_extended(error).await;
         }
-        if j.action != Action::Allow {
-            let error = self.denial_error(&j);
-            self.deny_extended(error).await?;
-            return contain_if_needed(self.ctx).await;
+        match j.action {
+            Action::Allow => {}
+            Action::RequireApproval => {
+                if let Err(error) = self.hold(&sql, params, &j).await {
+                    return self.deny_extended(error).await;
+                }
+            }
+            _ => {
+                let error = self.denial_error(&j);
+                self.deny_extended(error).await?;
+                return contain_if_needed(self.ctx).await;
+            }
         }
         if let Some(error) = self.blocked_error() {
             return self.deny_extended(error).await;
@@ -839,6 +949,36 @@ async fn contain_if_needed(ctx: &Context) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Unix time now, in nanoseconds.
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// What an approval is bound to: BLAKE3 over the SQL and the parameters,
+/// each length-prefixed (docs/ledger-format.md, ApprovalRequested).
+fn binding(sql: &str, params: &[Param]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("gatehouse approval binding v1");
+    h.update(&(sql.len() as u64).to_be_bytes());
+    h.update(sql.as_bytes());
+    h.update(&(params.len() as u64).to_be_bytes());
+    for p in params {
+        h.update(&p.format.to_be_bytes());
+        match &p.value {
+            None => {
+                h.update(&[0]);
+            }
+            Some(v) => {
+                h.update(&[1]);
+                h.update(&(v.0.len() as u64).to_be_bytes());
+                h.update(&v.0);
+            }
+        }
+    }
+    *h.finalize().as_bytes()
 }
 
 /// Rows affected or returned, from a command tag such as `INSERT 0 5`.

@@ -12,9 +12,11 @@ use gatehouse_engine::policy::Policy;
 use gatehouse_engine::state::GatewayState;
 use gatehouse_engine::Classification;
 use gatehouse_ledger::event::{CredentialRevoked, IdentityBlocked, IdentityUnblocked};
-use gatehouse_ledger::{AppendError, Ledger};
+use gatehouse_ledger::{AppendError, EventBody, Ledger};
 use tracing::warn;
 
+use super::approvals::ApprovalDesk;
+use super::webhooks::{WebhookTarget, Webhooks};
 use crate::config::Target;
 
 /// Classifications of recently seen SQL texts. The simple protocol and
@@ -129,6 +131,22 @@ pub struct Shared {
     pub sessions: Mutex<HashMap<u64, SessionControl>>,
     /// Recent denials per identity, for automatic containment.
     denials: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// Statements held for approval, and grants.
+    pub approvals: ApprovalDesk,
+    /// Serializes operator commands: each is checked against the state it
+    /// changes, then recorded, then applied, before the next is checked.
+    commands: tokio::sync::Mutex<()>,
+}
+
+/// Why an operator command was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The command does not make sense against the current state.
+    #[error("{0:#}")]
+    Invalid(anyhow::Error),
+    /// Its event could not be recorded, so nothing changed.
+    #[error("the change could not be recorded, so it was not made: {0}")]
+    Unrecorded(#[from] AppendError),
 }
 
 impl Shared {
@@ -139,7 +157,9 @@ impl Shared {
         state: GatewayState,
         policy: Policy,
         limits: Limits,
+        webhooks: Vec<WebhookTarget>,
     ) -> Self {
+        let webhooks = (!webhooks.is_empty()).then(|| Webhooks::start(webhooks, ledger.clone()));
         let blocks = state
             .blocks
             .iter()
@@ -164,7 +184,40 @@ impl Shared {
             operators: RwLock::new(state.operators),
             sessions: Mutex::new(HashMap::new()),
             denials: Mutex::new(HashMap::new()),
+            approvals: ApprovalDesk::new(state.approvals, webhooks),
+            commands: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Carries out an operator command: `build` checks it against the live
+    /// identities and returns its event and what to answer; the event is
+    /// recorded, then applied to the live projections (identities,
+    /// operators, policy), so it takes effect at once without a restart.
+    pub async fn execute<T>(
+        &self,
+        build: impl FnOnce(&Identities) -> anyhow::Result<(EventBody, T)>,
+    ) -> Result<T, CommandError> {
+        let _one_at_a_time = self.commands.lock().await;
+        let (event, answer) = {
+            let identities = self.identities.read().expect("identities lock");
+            build(&identities).map_err(CommandError::Invalid)?
+        };
+        self.ledger.append(&event).await?;
+        self.identities
+            .write()
+            .expect("identities lock")
+            .apply(&event);
+        self.operators
+            .write()
+            .expect("operators lock")
+            .apply(&event);
+        if let EventBody::PolicyChanged(p) = &event {
+            match Policy::parse(&p.source) {
+                Ok(policy) => *self.policy.write().expect("policy lock") = Arc::new(policy),
+                Err(e) => warn!("a recorded policy does not load: {e}"),
+            }
+        }
+        Ok(answer)
     }
 
     /// A new session number, unique within the ledger.
@@ -220,10 +273,19 @@ impl Shared {
             operator: Some(operator.to_owned()),
             reason: format!("identity {identity} was blocked: {reason}"),
         };
-        let sessions = self.sessions.lock().expect("sessions lock");
-        for control in sessions.values().filter(|c| c.identity == identity) {
-            control.terminate(termination.clone());
+        {
+            let sessions = self.sessions.lock().expect("sessions lock");
+            for control in sessions.values().filter(|c| c.identity == identity) {
+                control.terminate(termination.clone());
+            }
         }
+        self.approvals
+            .deny_where(
+                &self.ledger,
+                |a| a.identity == identity,
+                &termination.reason,
+            )
+            .await?;
         Ok(())
     }
 

@@ -91,6 +91,40 @@ impl Env {
         target_extra: &str,
         prepare: impl FnOnce(&PgCluster) + Send + 'static,
     ) -> Env {
+        Self::start_inner(policy, listen_extra, target_extra, prepare, &[]).await
+    }
+
+    /// Like [`Env::start`], with `config_extra` appended to the config file
+    /// (e.g. `[[webhook]]` tables) and approver operators `alice`, `bob` and
+    /// `agent` (named like the identity, to test self-approval); their
+    /// tokens are secrets `operator:NAME`.
+    pub async fn start_approvals(policy: &str, config_extra: &str) -> Env {
+        let approver = [gatehouse_engine::operators::Role::Approver];
+        Self::start_inner(
+            policy,
+            "",
+            config_extra,
+            |_| {},
+            &[
+                ("alice", &approver),
+                ("bob", &approver),
+                ("agent", &approver),
+            ],
+        )
+        .await
+    }
+
+    async fn start_inner(
+        policy: &str,
+        listen_extra: &str,
+        target_extra: &str,
+        prepare: impl FnOnce(&PgCluster) + Send + 'static,
+        operators: &[(&str, &[gatehouse_engine::operators::Role])],
+    ) -> Env {
+        let operators: Vec<(String, Vec<gatehouse_engine::operators::Role>)> = operators
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.to_vec()))
+            .collect();
         let listen_extra = listen_extra.to_owned();
         let target_extra = target_extra.to_owned();
         let pg = tokio::task::spawn_blocking(|| {
@@ -121,7 +155,7 @@ impl Env {
             std::fs::write(&policy_file, &policy).unwrap();
             commands::policy_apply(&config, &policy_file, "tester".into()).unwrap();
             let mut secrets = Vec::new();
-            let viewer = commands::operator_add(
+            let viewer = commands::operator_add_offline(
                 &config,
                 "viewer",
                 &[gatehouse_engine::operators::Role::Auditor],
@@ -129,9 +163,13 @@ impl Env {
             )
             .unwrap();
             secrets.push(("operator:viewer".to_owned(), viewer));
+            for (name, roles) in &operators {
+                let token = commands::operator_add_offline(&config, name, roles, "tester".into()).unwrap();
+                secrets.push((format!("operator:{name}"), token));
+            }
             for who in ["agent", "reader"] {
-                commands::identity_create(&config, who, None, "tester".into()).unwrap();
-                let issued = commands::credential_issue(&config, who, Duration::from_secs(3600), "tester".into()).unwrap();
+                commands::identity_create_offline(&config, who, None, "tester".into()).unwrap();
+                let issued = commands::credential_issue_offline(&config, who, Duration::from_secs(3600), "tester".into()).unwrap();
                 secrets.push((who.to_owned(), issued.secret));
             }
             (pg, dir, out.config, config, secrets)

@@ -1,0 +1,269 @@
+//! The approval desk: statements held for a human, and the approvers'
+//! decisions that release or refuse them.
+//!
+//! The desk's state is the [`Approvals`] projection, updated with exactly
+//! the events the desk appends, plus one waiting channel per held
+//! statement. Every decision (vote, denial, expiry, abandonment) happens
+//! under one async lock, around its append: a request can be decided once,
+//! and a decision that cannot be recorded is not taken.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use gatehouse_engine::approvals::{Approval, ApprovalStatus, Approvals, Grant, Vote, VoteError};
+use gatehouse_ledger::event::{
+    ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalRequested, EventBody, Nanos,
+};
+use gatehouse_ledger::{AppendError, Event, Ledger};
+use tokio::sync::oneshot;
+
+use super::webhooks::Webhooks;
+
+/// What became of a held statement, as its session learns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Approved by a quorum: run it.
+    Approved,
+    /// Refused: tell the client why.
+    Refused(String),
+}
+
+/// Why an approver's action was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum DeskError {
+    /// The projection refused the vote.
+    #[error(transparent)]
+    Vote(#[from] VoteError),
+    /// The decision could not be recorded, so it was not taken.
+    #[error("the decision could not be recorded, so it was not taken: {0}")]
+    Unrecorded(#[from] AppendError),
+}
+
+/// Held statements and their approvals.
+pub struct ApprovalDesk {
+    /// Serializes decisions (held across their appends).
+    decide: tokio::sync::Mutex<()>,
+    /// The projection; read synchronously on the hot path for grants.
+    state: Mutex<Approvals>,
+    /// The sessions waiting, by request id.
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+    /// Told of every event the desk records.
+    webhooks: Option<Webhooks>,
+}
+
+impl ApprovalDesk {
+    /// A desk starting from the projection rebuilt from the ledger,
+    /// notifying `webhooks` of what it records.
+    pub fn new(state: Approvals, webhooks: Option<Webhooks>) -> Self {
+        ApprovalDesk {
+            decide: tokio::sync::Mutex::new(()),
+            state: Mutex::new(state),
+            waiting: Mutex::new(HashMap::new()),
+            webhooks,
+        }
+    }
+
+    async fn append(&self, ledger: &Ledger, body: EventBody) -> Result<(), AppendError> {
+        let receipt = ledger.append(&body).await?;
+        let event = Event {
+            seq: receipt.seq,
+            ts: receipt.ts,
+            body,
+        };
+        self.state.lock().expect("approvals lock").apply(&event);
+        if let Some(w) = &self.webhooks {
+            w.notify(&event);
+        }
+        Ok(())
+    }
+
+    fn wake(&self, id: u64, outcome: Outcome) {
+        if let Some(tx) = self.waiting.lock().expect("waiting lock").remove(&id) {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    /// Records a held statement (the request's `approval` number is
+    /// assigned here) and returns its id and the channel its outcome
+    /// arrives on.
+    pub async fn request(
+        &self,
+        ledger: &Ledger,
+        mut request: ApprovalRequested,
+    ) -> Result<(u64, oneshot::Receiver<Outcome>), AppendError> {
+        let _decide = self.decide.lock().await;
+        let id = self.state.lock().expect("approvals lock").next_id();
+        request.approval = id;
+        self.append(ledger, request.into()).await?;
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().expect("waiting lock").insert(id, tx);
+        Ok((id, rx))
+    }
+
+    /// An approver's approval; `grant_until` asks for a grant of the
+    /// statement's fingerprint until then.
+    pub async fn approve(
+        &self,
+        ledger: &Ledger,
+        id: u64,
+        operator: &str,
+        grant_until: Option<Nanos>,
+    ) -> Result<Vote, DeskError> {
+        let _decide = self.decide.lock().await;
+        let (session, identity) = {
+            let state = self.state.lock().expect("approvals lock");
+            state.check_vote(id, operator)?;
+            let a = &state.requests[&id];
+            (a.session, a.identity.clone())
+        };
+        let event = ApprovalGranted {
+            approval: id,
+            operator: operator.to_owned(),
+            grant_until,
+            session,
+            identity,
+        };
+        self.append(ledger, event.into()).await?;
+        let vote = self
+            .state
+            .lock()
+            .expect("approvals lock")
+            .vote_outcome(id)
+            .ok_or(VoteError::Unknown(id))?;
+        if matches!(vote, Vote::Released { .. }) {
+            self.wake(id, Outcome::Approved);
+        }
+        Ok(vote)
+    }
+
+    /// Refuses a pending request. `operator` is `None` when the gateway
+    /// refuses it itself (a block, the session's end, a restart).
+    pub async fn deny(
+        &self,
+        ledger: &Ledger,
+        id: u64,
+        operator: Option<&str>,
+        reason: &str,
+    ) -> Result<(), DeskError> {
+        let _decide = self.decide.lock().await;
+        self.deny_locked(ledger, id, operator, reason).await
+    }
+
+    async fn deny_locked(
+        &self,
+        ledger: &Ledger,
+        id: u64,
+        operator: Option<&str>,
+        reason: &str,
+    ) -> Result<(), DeskError> {
+        let (session, identity) = {
+            let state = self.state.lock().expect("approvals lock");
+            let a = state.requests.get(&id).ok_or(VoteError::Unknown(id))?;
+            if a.status != ApprovalStatus::Pending {
+                return Err(VoteError::Closed {
+                    id,
+                    status: a.status.name(),
+                }
+                .into());
+            }
+            (a.session, a.identity.clone())
+        };
+        let event = ApprovalDenied {
+            approval: id,
+            operator: operator.map(str::to_owned),
+            reason: reason.to_owned(),
+            session,
+            identity,
+        };
+        self.append(ledger, event.into()).await?;
+        let why = match operator {
+            Some(o) => format!("denied by {o}: {reason}"),
+            None => reason.to_owned(),
+        };
+        self.wake(id, Outcome::Refused(why));
+        Ok(())
+    }
+
+    /// Times a request out, unless it was decided meanwhile. Returns the
+    /// outcome the waiting session should act on.
+    pub async fn expire(&self, ledger: &Ledger, id: u64) -> Result<Outcome, AppendError> {
+        let _decide = self.decide.lock().await;
+        let pending = {
+            let state = self.state.lock().expect("approvals lock");
+            state.requests.get(&id).and_then(|a| {
+                (a.status == ApprovalStatus::Pending).then(|| (a.session, a.identity.clone()))
+            })
+        };
+        let Some((session, identity)) = pending else {
+            // Decided while the timer fired: the decision's outcome is
+            // already on its way (or was just taken).
+            let status = self
+                .state
+                .lock()
+                .expect("approvals lock")
+                .requests
+                .get(&id)
+                .map(|a| a.status);
+            return Ok(match status {
+                Some(ApprovalStatus::Granted) => Outcome::Approved,
+                _ => Outcome::Refused("the request was decided while it timed out".into()),
+            });
+        };
+        let event = ApprovalExpired {
+            approval: id,
+            session,
+            identity,
+        };
+        self.append(ledger, event.into()).await?;
+        self.waiting.lock().expect("waiting lock").remove(&id);
+        Ok(Outcome::Refused(
+            "no approver decided in time; the statement was not run".into(),
+        ))
+    }
+
+    /// Denies every pending request matching `which` (the gateway's own
+    /// decision); returns how many were denied.
+    pub async fn deny_where(
+        &self,
+        ledger: &Ledger,
+        which: impl Fn(&Approval) -> bool,
+        reason: &str,
+    ) -> Result<usize, AppendError> {
+        let _decide = self.decide.lock().await;
+        let ids: Vec<u64> = self
+            .state
+            .lock()
+            .expect("approvals lock")
+            .pending()
+            .filter(|(_, a)| which(a))
+            .map(|(id, _)| id)
+            .collect();
+        for id in &ids {
+            match self.deny_locked(ledger, *id, None, reason).await {
+                Ok(()) | Err(DeskError::Vote(_)) => {}
+                Err(DeskError::Unrecorded(e)) => return Err(e),
+            }
+        }
+        Ok(ids.len())
+    }
+
+    /// The grant letting `identity` run `fingerprint` now, if any.
+    pub fn active_grant(&self, identity: &str, fingerprint: &str, now: Nanos) -> Option<Grant> {
+        self.state
+            .lock()
+            .expect("approvals lock")
+            .active_grant(identity, fingerprint, now)
+            .cloned()
+    }
+
+    /// Every request, optionally only the pending ones.
+    pub fn list(&self, pending_only: bool) -> Vec<(u64, Approval)> {
+        let state = self.state.lock().expect("approvals lock");
+        state
+            .requests
+            .iter()
+            .filter(|(_, a)| !pending_only || a.status == ApprovalStatus::Pending)
+            .map(|(id, a)| (*id, a.clone()))
+            .collect()
+    }
+}

@@ -1,0 +1,589 @@
+//! Just-in-time approval through the gateway, against a real PostgreSQL:
+//! held statements, approve once, grants for a duration, deny, timeout,
+//! self-approval, quorum, transactions, blocks, restarts and webhooks.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::time::{Duration, Instant};
+
+use gatehouse::gateway::admin::ApprovalView;
+use gatehouse_ledger::event::EventBody;
+use serde_json::Value;
+use support::Env;
+
+const POLICY: &str = r#"
+[[rule]]
+name = "agent-reads"
+identity = "agent"
+classes = ["read", "transaction"]
+action = "allow"
+
+[[rule]]
+name = "delete-orders"
+identity = "agent"
+classes = ["write"]
+commands = ["DELETE"]
+tables = ["public.orders"]
+action = "require_approval"
+approval_timeout_seconds = 30
+
+[[rule]]
+name = "update-orders-two"
+identity = "agent"
+classes = ["write"]
+commands = ["UPDATE"]
+tables = ["public.orders"]
+action = "require_approval"
+approvers = 2
+approval_timeout_seconds = 30
+
+[[rule]]
+name = "probe-quick"
+identity = "agent"
+classes = ["write"]
+commands = ["INSERT"]
+tables = ["public.audit_probe"]
+action = "require_approval"
+approval_timeout_seconds = 1
+"#;
+
+/// Calls the admin API as `who` (an operator secret name); returns status and body.
+async fn call(env: &Env, who: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let url = format!("http://{}{path}", env.admin);
+    let token = if who == "admin" {
+        env.admin_token()
+    } else {
+        env.secret(&format!("operator:{who}")).to_owned()
+    };
+    let method = method.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let auth = format!("Bearer {token}");
+        let r = if method == "GET" {
+            agent.get(&url).header("Authorization", &auth).call()
+        } else {
+            agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send_json(body)
+        }
+        .unwrap();
+        let status = r.status().as_u16();
+        (status, r.into_body().read_json().unwrap_or(Value::Null))
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until exactly `n` requests are pending; returns them.
+async fn pending(env: &Env, n: usize) -> Vec<ApprovalView> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = call(env, "viewer", "GET", "/v1/approvals", Value::Null).await;
+        assert_eq!(status, 200);
+        let list: Vec<ApprovalView> = serde_json::from_value(body).unwrap();
+        if list.len() == n {
+            return list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} pending requests, have {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn approve(env: &Env, who: &str, id: u64, duration: Option<&str>) -> (u16, Value) {
+    call(
+        env,
+        who,
+        "POST",
+        &format!("/v1/approvals/{id}/approve"),
+        serde_json::json!({ "for": duration }),
+    )
+    .await
+}
+
+async fn deny(env: &Env, who: &str, id: u64, reason: &str) -> (u16, Value) {
+    call(
+        env,
+        who,
+        "POST",
+        &format!("/v1/approvals/{id}/deny"),
+        serde_json::json!({ "reason": reason }),
+    )
+    .await
+}
+
+fn upstream_count(env: &Env, sql: &str) -> i64 {
+    env.pg.psql("shop", sql).trim().parse().unwrap()
+}
+
+/// Runs `sql` as a simple query in the background.
+fn spawn_query(
+    client: &std::sync::Arc<tokio_postgres::Client>,
+    sql: &str,
+) -> tokio::task::JoinHandle<Result<u64, tokio_postgres::Error>> {
+    let client = client.clone();
+    let sql = sql.to_owned();
+    tokio::spawn(async move { client.execute(sql.as_str(), &[]).await })
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> (String, String) {
+    let db = e.as_db_error().expect("a database error");
+    (db.code().code().to_owned(), db.message().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_once_releases_exactly_that_statement_and_self_approval_is_refused() {
+    let env = Env::start_approvals(POLICY, "").await;
+    let client = std::sync::Arc::new(env.connect("agent").await);
+    let held = spawn_query(&client, "DELETE FROM orders WHERE id = 1");
+    let list = pending(&env, 1).await;
+    let a = &list[0];
+    assert_eq!(
+        (a.identity.as_str(), a.rule.as_str(), a.status.as_str()),
+        ("agent", "delete-orders", "pending")
+    );
+    assert_eq!(a.sql, "DELETE FROM orders WHERE id = 1");
+    assert_eq!(a.fingerprint, "delete from orders where id=?");
+    // Nothing ran while it was held.
+    assert_eq!(
+        upstream_count(&env, "SELECT count(*) FROM orders WHERE id = 1"),
+        1
+    );
+    // The identity that asked cannot approve, even as an approver.
+    let (status, body) = approve(&env, "agent", a.approval, None).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("cannot approve"));
+    // An auditor cannot approve either.
+    assert_eq!(approve(&env, "viewer", a.approval, None).await.0, 403);
+    let (status, body) = approve(&env, "alice", a.approval, None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("granted")));
+    assert_eq!(held.await.unwrap().unwrap(), 1);
+    assert_eq!(
+        upstream_count(&env, "SELECT count(*) FROM orders WHERE id = 1"),
+        0
+    );
+    // Deciding again is a conflict.
+    assert_eq!(deny(&env, "bob", a.approval, "late").await.0, 409);
+
+    // Approved once leaves no grant: the next delete is held, then denied.
+    let held = spawn_query(&client, "DELETE FROM orders WHERE id = 2");
+    let list = pending(&env, 1).await;
+    assert_eq!(deny(&env, "bob", list[0].approval, "").await.0, 400);
+    let (status, _) = deny(&env, "bob", list[0].approval, "not during business hours").await;
+    assert_eq!(status, 200);
+    let (code, message) = sqlstate(&held.await.unwrap().unwrap_err());
+    assert_eq!(code, "42501");
+    assert!(
+        message.contains("denied by bob: not during business hours"),
+        "{message}"
+    );
+    // The session survives.
+    assert_eq!(
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+    assert_eq!(
+        upstream_count(&env, "SELECT count(*) FROM orders WHERE id = 2"),
+        1
+    );
+    env.settle().await;
+    let events = env.events();
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            EventBody::ApprovalRequested(_) => Some("requested"),
+            EventBody::ApprovalGranted(g) => {
+                assert_eq!((g.operator.as_str(), g.grant_until), ("alice", None));
+                Some("granted")
+            }
+            EventBody::ApprovalDenied(d) => {
+                assert_eq!(d.operator.as_deref(), Some("bob"));
+                Some("denied")
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, ["requested", "granted", "requested", "denied"]);
+    let requested = events
+        .iter()
+        .find_map(|e| match e {
+            EventBody::ApprovalRequested(r) => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(requested.binding.0.len(), 32);
+    assert_eq!(requested.quorum, 1);
+    assert!(env.verify().is_intact());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_covers_the_fingerprint_until_it_expires() {
+    let env = Env::start_approvals(POLICY, "").await;
+    let client = std::sync::Arc::new(env.connect("agent").await);
+    let held = spawn_query(&client, "DELETE FROM orders WHERE id = 3");
+    let id = pending(&env, 1).await[0].approval;
+    let (status, body) = approve(&env, "alice", id, Some("3s")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["grant_until"].is_string(), "{body}");
+    assert_eq!(held.await.unwrap().unwrap(), 1);
+    // Same fingerprint, other literal, other spelling: runs at once.
+    let started = Instant::now();
+    assert_eq!(
+        client
+            .execute("delete from orders  where id=4", &[])
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Another shape is not covered.
+    let held = spawn_query(&client, "DELETE FROM orders WHERE id = 5 OR id = 6");
+    let other = pending(&env, 1).await[0].approval;
+    deny(&env, "bob", other, "not covered").await;
+    assert!(held.await.unwrap().is_err());
+    // After the grant expires, the fingerprint is held again.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let held = spawn_query(&client, "DELETE FROM orders WHERE id = 7");
+    let again = pending(&env, 1).await[0].approval;
+    deny(&env, "alice", again, "grant over").await;
+    assert!(held.await.unwrap().is_err());
+    assert_eq!(
+        upstream_count(
+            &env,
+            "SELECT count(*) FROM orders WHERE id IN (3, 4, 5, 6, 7)"
+        ),
+        3
+    );
+    env.settle().await;
+    let granted_decision = env.events().into_iter().any(|e| match e {
+        EventBody::Decision(d) => d
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains(&format!("grant of approval {id}"))),
+        _ => false,
+    });
+    assert!(granted_decision, "the decision names the grant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_needs_distinct_approvers_inside_a_transaction() {
+    let env = Env::start_approvals(POLICY, "").await;
+    let mut client = env.connect("agent").await;
+    let tx = client.transaction().await.unwrap();
+    let before: i64 = tx
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Extended protocol, with a bind parameter.
+    let update = tx.execute("UPDATE orders SET total = 0 WHERE id = $1", &[&8i32]);
+    let decide = async {
+        let list = pending(&env, 1).await;
+        let id = list[0].approval;
+        assert_eq!(list[0].approvers_required, 2);
+        let (status, body) = approve(&env, "alice", id, Some("1h")).await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("pending")));
+        assert_eq!(approve(&env, "alice", id, None).await.0, 409);
+        let (status, body) = approve(&env, "bob", id, Some("1h")).await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("granted")));
+        // Not committed yet: the update ran in the agent's transaction.
+        assert_eq!(
+            upstream_count(
+                &env,
+                "SELECT count(*) FROM orders WHERE id = 8 AND total = 0"
+            ),
+            0
+        );
+    };
+    let (updated, ()) = tokio::join!(update, decide);
+    assert_eq!(updated.unwrap(), 1);
+    let after: i64 = tx
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(before, after);
+    tx.commit().await.unwrap();
+    assert_eq!(
+        upstream_count(
+            &env,
+            "SELECT count(*) FROM orders WHERE id = 8 AND total = 0"
+        ),
+        1
+    );
+    // Both approvers asked for an hour: the $1 fingerprint is granted.
+    assert_eq!(
+        client
+            .execute("UPDATE orders SET total = 0 WHERE id = $1", &[&9i32])
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_refuses_the_statement_and_the_session_survives() {
+    let env = Env::start_approvals(POLICY, "").await;
+    let client = env.connect("agent").await;
+    let started = Instant::now();
+    let e = client
+        .execute("INSERT INTO audit_probe (note) VALUES ('held')", &[])
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    let (code, message) = sqlstate(&e);
+    assert_eq!(code, "42501");
+    assert!(message.contains("no approver decided in time"), "{message}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert_eq!(
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+    assert_eq!(upstream_count(&env, "SELECT count(*) FROM audit_probe"), 0);
+    let expired = env
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, EventBody::ApprovalExpired(_)))
+        .count();
+    assert_eq!(expired, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_denies_the_identitys_pending_approvals() {
+    let env = Env::start_approvals(POLICY, "").await;
+    let client = std::sync::Arc::new(env.connect("agent").await);
+    let held = spawn_query(&client, "DELETE FROM orders WHERE id = 10");
+    let id = pending(&env, 1).await[0].approval;
+    env.shared()
+        .block("agent", "carol", "rogue deletes", None)
+        .await
+        .unwrap();
+    assert!(held.await.unwrap().is_err());
+    assert_eq!(pending(&env, 0).await.len(), 0);
+    assert_eq!(approve(&env, "alice", id, None).await.0, 409);
+    assert_eq!(
+        upstream_count(&env, "SELECT count(*) FROM orders WHERE id = 10"),
+        1
+    );
+    env.settle().await;
+    let reason = env
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            EventBody::ApprovalDenied(d) => Some(d.reason),
+            _ => None,
+        })
+        .unwrap();
+    assert!(reason.contains("blocked"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_statements_are_denied_when_the_gateway_stops_or_restarts() {
+    let mut env = Env::start_approvals(POLICY, "").await;
+    let client = std::sync::Arc::new(env.connect("agent").await);
+    let held = spawn_query(&client, "DELETE FROM orders WHERE id = 11");
+    pending(&env, 1).await;
+    env.stop().await;
+    assert!(held.await.unwrap().is_err());
+    let denied: Vec<_> = env
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            EventBody::ApprovalDenied(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(denied.len(), 1);
+    assert!(denied[0].reason.contains("shutting down"), "{denied:?}");
+
+    // A request left pending in the ledger (as after a crash) is denied at
+    // the next start, never silently lost.
+    let config = gatehouse::config::Config::load(&env.config).unwrap();
+    {
+        let options = config.writer_options().unwrap();
+        let ledger = gatehouse_ledger::Ledger::open(options).unwrap();
+        let request = gatehouse_ledger::event::ApprovalRequested {
+            approval: 99,
+            session: 77,
+            identity: "agent".into(),
+            query: 1,
+            sql: "DELETE FROM orders".into(),
+            params: vec![],
+            class: gatehouse_ledger::event::StatementClass::Write,
+            rule: "delete-orders".into(),
+            binding: gatehouse_ledger::cbor::Bytes(vec![0; 32]),
+            quorum: 1,
+            expires_at: u64::MAX,
+            fingerprint: "delete from orders".into(),
+        };
+        tokio::task::spawn_blocking(move || {
+            ledger.append_blocking(&[request.into()]).unwrap();
+            ledger.close();
+        })
+        .await
+        .unwrap();
+    }
+    let gateway = gatehouse::gateway::Gateway::bind(&config).await.unwrap();
+    let view = gateway.shared().approvals.list(false);
+    let (_, restarted) = view.iter().find(|(id, _)| *id == 99).unwrap();
+    assert_eq!(restarted.status.name(), "denied");
+    assert!(restarted.reason.as_deref().unwrap().contains("restarted"));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(gateway.run_until(async move {
+        let _ = stop_rx.await;
+    }));
+    stop_tx.send(()).unwrap();
+    run.await.unwrap().unwrap();
+    let state = gatehouse::state::load_state(&env.ledger()).unwrap();
+    assert_eq!(state.approvals.pending().count(), 0);
+}
+
+/// A one-route HTTP server that records the JSON bodies POSTed to it.
+fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<Value>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = tx.send(serde_json::from_slice(&body).unwrap());
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_hear_requests_and_decisions_and_failures_are_recorded() {
+    let (port, received) = webhook_receiver();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let extra = format!(
+        "\n[[webhook]]\nurl = \"http://127.0.0.1:{port}/hook\"\n\n[[webhook]]\nurl = \"http://127.0.0.1:{dead_port}/gone\"\nattempts = 2\nbackoff_ms = 10\ntimeout_ms = 500\n"
+    );
+    let env = Env::start_approvals(POLICY, &extra).await;
+    let client = std::sync::Arc::new(env.connect("agent").await);
+    let held = spawn_query(&client, "DELETE FROM orders WHERE id = 12");
+    let id = pending(&env, 1).await[0].approval;
+    approve(&env, "alice", id, None).await;
+    assert_eq!(held.await.unwrap().unwrap(), 1);
+    let first = received.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(first["event"], "approval.requested");
+    assert_eq!(first["detail"]["approval"], id);
+    assert_eq!(first["detail"]["sql"], "DELETE FROM orders WHERE id = 12");
+    assert_eq!(first["detail"]["identity"], "agent");
+    let second = received.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(second["event"], "approval.granted");
+    assert_eq!(second["detail"]["operator"], "alice");
+    // The dead receiver's failures become events; the gateway did not wait.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let failures = env
+            .events()
+            .into_iter()
+            .filter(|e| matches!(e, EventBody::OperatorAction(a) if a.action == "webhook.deliver" && a.outcome == "failed"))
+            .count();
+        if failures == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{failures} failures recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_approves_and_denies() {
+    let env = Env::start_approvals(POLICY, "").await;
+    let token = env.dir.path().join("alice.token");
+    std::fs::write(&token, env.secret("operator:alice")).unwrap();
+    let url = format!("http://{}", env.admin);
+    let run = |args: Vec<String>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let admin = |mut v: Vec<String>| {
+        v.extend([
+            "--admin".into(),
+            url.clone(),
+            "--token-file".into(),
+            token.display().to_string(),
+        ]);
+        v
+    };
+    let client = std::sync::Arc::new(env.connect("agent").await);
+    let held = spawn_query(&client, "DELETE FROM orders WHERE id = 13");
+    let id = pending(&env, 1).await[0].approval;
+    let (ok, out, err) = tokio::task::block_in_place(|| run(admin(vec!["approvals".into()])));
+    assert!(ok, "{err}");
+    assert!(out.contains("DELETE FROM orders WHERE id = 13"), "{out}");
+    assert!(out.contains(&format!("#{id} pending")), "{out}");
+    let (ok, _, err) = tokio::task::block_in_place(|| {
+        run(admin(vec![
+            "approve".into(),
+            id.to_string(),
+            "--for".into(),
+            "10m".into(),
+        ]))
+    });
+    assert!(ok, "{err}");
+    assert!(err.contains("granted until"), "{err}");
+    assert_eq!(held.await.unwrap().unwrap(), 1);
+    let (ok, _, err) = tokio::task::block_in_place(|| {
+        run(admin(vec![
+            "deny".into(),
+            id.to_string(),
+            "--reason".into(),
+            "x".into(),
+        ]))
+    });
+    assert!(!ok);
+    assert!(
+        err.contains("409") && err.contains("already granted"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+}
