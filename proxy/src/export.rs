@@ -55,7 +55,7 @@ impl std::fmt::Display for Exported {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "exported {} events of {}",
+            "exported {} events {}",
             self.events,
             describe(&self.selection)
         )?;
@@ -85,10 +85,10 @@ impl std::fmt::Display for Exported {
 
 fn describe(selection: &Selection) -> String {
     match selection {
-        Selection::Session(s) => format!("session {s}"),
-        Selection::Identity(i) => format!("identity {i}"),
+        Selection::Session(s) => format!("of session {s}"),
+        Selection::Identity(i) => format!("of identity {i}"),
         Selection::TimeRange { from, to } => format!(
-            "{} to before {}",
+            "from {} to before {}",
             gatehouse_verify::report::rfc3339(*from),
             gatehouse_verify::report::rfc3339(*to)
         ),
@@ -137,19 +137,16 @@ pub fn export(options: &ExportOptions) -> Result<Exported> {
     let selection = selection(options)?;
     let mut consistent_with = Vec::new();
     for path in &options.consistent_with {
-        let mut note = std::fs::read_to_string(path).with_context(|| {
+        let note = std::fs::read_to_string(path).with_context(|| {
             format!(
                 "cannot read the checkpoint note {} — pass a file holding a signed checkpoint note \
                  saved from this ledger",
                 path.display()
             )
         })?;
-        // Copy-paste often drops the final newline, which ends the last
-        // signature line (it is not part of what was signed).
-        if !note.ends_with('\n') {
-            note.push('\n');
-        }
-        consistent_with.push(note);
+        // Copy-paste and shell redirection drop or add final newlines; a
+        // note ends with exactly one, which is not part of what was signed.
+        consistent_with.push(format!("{}\n", note.trim_end()));
     }
     if options.out.exists() {
         bail!(

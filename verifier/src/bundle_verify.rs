@@ -24,9 +24,11 @@ use crate::verify::{Trusted, VerifyError};
 /// and the digest recorded when the bundle was exported (`expected_digest`,
 /// `sha256:<hex>` or just the hex).
 ///
-/// Returns a [`BundleReport`] whether or not the bundle is intact; an `Err`
-/// means the verification could not be carried out (unreadable file, a file
-/// that is not a bundle, an unusable trusted checkpoint).
+/// Returns a [`BundleReport`] whether or not the bundle is intact (a file
+/// that is not a bundle at all fails as `bundle_malformed`; tell bundles
+/// from ledgers first with [`bundle::is_bundle`]); an `Err` means the
+/// verification could not be carried out (unreadable file, unusable trusted
+/// checkpoint).
 pub fn verify_bundle(
     path: &Path,
     key: &VerifierKey,
@@ -37,20 +39,10 @@ pub fn verify_bundle(
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
-    if !bundle::is_bundle(&bytes) {
-        return Err(VerifyError::Bundle {
-            path: path.to_owned(),
-            reason: format!(
-                "it does not start with the {} header",
-                bundle::FORMAT
-            ),
-        });
-    }
     verify_bundle_bytes(&bytes, key, trusted_checkpoint, expected_digest)
 }
 
-/// [`verify_bundle`] on a bundle already in memory. Bytes that are not a
-/// bundle at all are reported as a `bundle_malformed` failure.
+/// [`verify_bundle`] on a bundle already in memory.
 pub fn verify_bundle_bytes(
     bytes: &[u8],
     key: &VerifierKey,

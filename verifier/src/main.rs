@@ -37,7 +37,9 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Treat the input as an evidence bundle even if its first bytes do not
-    /// say so (to get a precise report on a damaged bundle).
+    /// say so: a bundle whose header was damaged is then reported as a
+    /// failed bundle (exit 1) rather than as a file that is not a ledger
+    /// (exit 2).
     #[arg(long)]
     bundle: bool,
     /// Bundles: the digest `gatehouse export` printed (`sha256:<hex>`); the
@@ -176,17 +178,16 @@ fn run(args: &Args) -> Result<Outcome> {
     let trusted = match &args.trusted_checkpoint {
         None => None,
         Some(path) => {
-            let mut note = read(
+            let note = read(
                 path,
                 "trusted checkpoint",
                 "pass the file holding a checkpoint note saved from this ledger",
             )?;
-            // Editors and copy-paste often drop the final newline; it is
-            // part of the last signature line, not of what was signed.
-            if !note.ends_with('\n') {
-                note.push('\n');
-            }
-            Some(note)
+            // Editors, copy-paste and shell redirection drop the final
+            // newline or add blank lines; a note ends with exactly one
+            // newline, part of the last signature line, not of what was
+            // signed.
+            Some(format!("{}\n", note.trim_end()))
         }
     };
     if let Some(digest) = &args.expect_digest {

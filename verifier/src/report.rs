@@ -248,12 +248,14 @@ pub enum SelectionSummary {
 }
 
 impl fmt::Display for SelectionSummary {
+    /// As it follows "N events": `of session 7`, `of identity "bot"`,
+    /// `from <time> to before <time>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SelectionSummary::Session(s) => write!(f, "session {s}"),
-            SelectionSummary::Identity(i) => write!(f, "identity {i:?}"),
+            SelectionSummary::Session(s) => write!(f, "of session {s}"),
+            SelectionSummary::Identity(i) => write!(f, "of identity {i:?}"),
             SelectionSummary::TimeRange { from, to } => {
-                write!(f, "events from {} to before {}", rfc3339(*from), rfc3339(*to))
+                write!(f, "from {} to before {}", rfc3339(*from), rfc3339(*to))
             }
         }
     }
@@ -341,7 +343,7 @@ impl BundleReport {
         let what = self
             .selection
             .as_ref()
-            .map_or_else(String::new, |s| format!(" of {s}"));
+            .map_or_else(String::new, |s| format!(" {s}"));
         match &self.failure {
             None => {
                 let _ = writeln!(

@@ -52,7 +52,7 @@ pub enum VerifyError {
         .0.display()
     )]
     Unstable(std::path::PathBuf),
-    /// The bundle file cannot be read or is not an evidence bundle.
+    /// The bundle file cannot be read.
     #[error(
         "cannot read bundle {}: {reason} — pass the path of a Gatehouse evidence bundle \
          (gatehouse export writes one)",
