@@ -93,11 +93,14 @@ fn main() -> ExitCode {
     };
     match run(&args) {
         Ok(report) => {
-            if args.json {
-                println!("{}", report.to_json());
+            let text = if args.json {
+                format!("{}\n", report.to_json())
             } else {
-                print!("{}", report.to_text());
-            }
+                report.to_text()
+            };
+            // A reader that stops early (`| head`) is not an error of the
+            // verification: the exit status still tells the verdict.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
             ExitCode::from(if report.is_intact() {
                 EXIT_INTACT
             } else {

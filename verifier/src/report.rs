@@ -441,7 +441,12 @@ impl BundleReport {
     }
 }
 
-/// `3, 5-9, 12`: sorted sequence numbers with runs collapsed.
+/// Most runs of sequence numbers the text report lists; the JSON report
+/// has them all.
+const SHOWN_RUNS: usize = 24;
+
+/// `3, 5-9, 12`: sorted sequence numbers with runs collapsed, the first
+/// [`SHOWN_RUNS`] of them.
 fn seq_ranges(seqs: &[u64]) -> String {
     let mut parts = Vec::new();
     let mut i = 0;
@@ -456,6 +461,11 @@ fn seq_ranges(seqs: &[u64]) -> String {
             format!("{}-{}", seqs[i], seqs[j])
         });
         i = j + 1;
+    }
+    if parts.len() > SHOWN_RUNS {
+        let more = parts.len() - SHOWN_RUNS;
+        parts.truncate(SHOWN_RUNS);
+        parts.push(format!("and {more} more runs (--json lists them all)"));
     }
     parts.join(", ")
 }
@@ -543,6 +553,16 @@ mod tests {
                 (y + 1, 1, 1)
             };
         }
+    }
+
+    #[test]
+    fn sequence_numbers_are_listed_as_runs() {
+        assert_eq!(seq_ranges(&[3, 5, 6, 7, 8, 9, 12]), "3, 5-9, 12");
+        assert_eq!(seq_ranges(&[]), "");
+        let many: Vec<u64> = (0..100).map(|i| i * 2).collect();
+        let text = seq_ranges(&many);
+        assert!(text.starts_with("0, 2, 4, "), "{text}");
+        assert!(text.ends_with(", 46, and 76 more runs (--json lists them all)"), "{text}");
     }
 
     #[test]
