@@ -191,8 +191,7 @@ impl Selection {
             (None, Some(i), None, None) => Ok(Selection::Identity(i.clone())),
             (None, None, Some(from), Some(to)) => Ok(Selection::TimeRange { from, to }),
             _ => Err(
-                "a selection names exactly one of: a session, an identity, or a time range"
-                    .into(),
+                "a selection names exactly one of: a session, an identity, or a time range".into(),
             ),
         }
     }
@@ -341,8 +340,8 @@ fn earlier_checkpoints(
     let mut by_size: BTreeMap<u64, (Hash, String)> = BTreeMap::new();
     for n in notes {
         let bad = |why: String| BundleError::EarlierCheckpoint(why);
-        let (text, _) = note::unverified_parts(n)
-            .map_err(|e| bad(format!("not a signed note: {e}")))?;
+        let (text, _) =
+            note::unverified_parts(n).map_err(|e| bad(format!("not a signed note: {e}")))?;
         let c = Checkpoint::parse(text).map_err(|e| bad(format!("not a checkpoint: {e}")))?;
         if c.origin != latest.origin {
             return Err(bad(format!(
@@ -396,7 +395,11 @@ impl Chosen {
     }
 }
 
-fn select(reader: &LedgerReader, request: &ExportRequest, size: u64) -> Result<Chosen, BundleError> {
+fn select(
+    reader: &LedgerReader,
+    request: &ExportRequest,
+    size: u64,
+) -> Result<Chosen, BundleError> {
     let collect = |iter: crate::reader::EventIter<'_>,
                    matches: &dyn Fn(&StoredEvent) -> bool|
      -> Result<Vec<StoredEvent>, BundleError> {

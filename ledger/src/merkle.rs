@@ -158,11 +158,7 @@ impl Frontier {
 /// Every range asked for is either an aligned complete subtree (its length a
 /// power of two dividing its start) or ends at `n`. Callers that hold no
 /// leaves (the writer's frontier, the exporter's streaming pass) rely on it.
-pub fn consistency_proof_with(
-    m: u64,
-    n: u64,
-    mth: &mut dyn FnMut(u64, u64) -> Hash,
-) -> Vec<Hash> {
+pub fn consistency_proof_with(m: u64, n: u64, mth: &mut dyn FnMut(u64, u64) -> Hash) -> Vec<Hash> {
     fn sub(
         m: u64,
         start: u64,

@@ -191,19 +191,27 @@ fn split_note(note: &str) -> Result<(&str, &str), NoteError> {
     Ok((text, sigs))
 }
 
+/// The key name and key id a signature line names.
+pub type Signer = (String, [u8; 4]);
+
 /// The text of a signed note and the name and key id of each of its
 /// signature lines, *without checking any signature*: for tools that carry a
 /// note onwards (evidence bundles) and must name the key that signed it,
 /// leaving verification to whoever holds the verifier key.
-pub fn unverified_parts(note: &str) -> Result<(&str, Vec<(String, [u8; 4])>), NoteError> {
+pub fn unverified_parts(note: &str) -> Result<(&str, Vec<Signer>), NoteError> {
     let (text, sigs) = split_note(note)?;
     let mut signers = Vec::new();
     for line in sigs.split_terminator('\n') {
-        let malformed = || NoteError::MalformedNote(format!("signature line {line:?} is malformed"));
+        let malformed =
+            || NoteError::MalformedNote(format!("signature line {line:?} is malformed"));
         let rest = line.strip_prefix("\u{2014} ").ok_or_else(malformed)?;
         let (name, b64) = rest.split_once(' ').ok_or_else(malformed)?;
         let raw = B64.decode(b64).map_err(|_| malformed())?;
-        let id: [u8; 4] = raw.get(..4).ok_or_else(malformed)?.try_into().expect("4 bytes");
+        let id: [u8; 4] = raw
+            .get(..4)
+            .ok_or_else(malformed)?
+            .try_into()
+            .expect("4 bytes");
         signers.push((name.to_owned(), id));
     }
     Ok((text, signers))

@@ -9,15 +9,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use gatehouse_ledger::bundle::{
-    self, Bundle, BundleError, BundleEvent, ExportRequest, Selection,
-};
+use gatehouse_ledger::bundle::{self, Bundle, BundleError, BundleEvent, ExportRequest, Selection};
 use gatehouse_ledger::cbor::Bytes;
 use gatehouse_ledger::event::*;
 use gatehouse_ledger::note::NoteSigner;
 use gatehouse_ledger::{EventBody, Ledger, LedgerReader, WriterOptions};
-use gatehouse_verify::{verify_bundle_bytes, BundleReport, Completeness, FailureClass, VerifierKey};
+use gatehouse_verify::{
+    verify_bundle_bytes, BundleReport, Completeness, FailureClass, VerifierKey,
+};
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 
 const ORIGIN: &str = "gatehouse.test/bundle";
 const EVENTS: u64 = 400;
@@ -110,36 +111,85 @@ fn build(path: &Path, events: u64, fork: bool) {
     ledger.close();
 }
 
+/// The ledgers of one test, removed with it.
 struct Fixture {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
     /// Each event's timestamp. The writer stamps a batch once, so events
     /// of one batch share it.
     ts: Vec<u64>,
+    fork: OnceLock<PathBuf>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.ledger");
+    build(&path, EVENTS, false);
+    let reader = LedgerReader::open(&path).unwrap();
+    assert!(
+        reader
+            .checkpoints()
+            .unwrap()
+            .iter()
+            .any(|c| c.size == FORK_AT),
+        "the batch sizes put a checkpoint at FORK_AT"
+    );
+    let ts = reader
+        .events(0..u64::MAX)
+        .map(|e| e.unwrap().event.ts)
+        .collect();
+    Fixture {
+        dir,
+        ts,
+        fork: OnceLock::new(),
+    }
 }
 
 impl Fixture {
     fn ledger(&self) -> PathBuf {
-        self.dir.join("main.ledger")
+        self.dir.path().join("main.ledger")
     }
-    fn fork(&self) -> PathBuf {
-        self.dir.join("fork.ledger")
-    }
-}
 
-fn fixture() -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        build(&dir.join("main.ledger"), EVENTS, false);
-        build(&dir.join("fork.ledger"), EVENTS, true);
-        let reader = LedgerReader::open(dir.join("main.ledger")).unwrap();
-        assert!(
-            reader.checkpoints().unwrap().iter().any(|c| c.size == FORK_AT),
-            "the batch sizes put a checkpoint at FORK_AT"
-        );
-        let ts = reader.events(0..u64::MAX).map(|e| e.unwrap().event.ts).collect();
-        Fixture { dir, ts }
-    })
+    /// A ledger sharing the first [`FORK_AT`] events, then differing.
+    fn fork(&self) -> PathBuf {
+        self.fork
+            .get_or_init(|| {
+                let path = self.dir.path().join("fork.ledger");
+                build(&path, EVENTS, true);
+                path
+            })
+            .clone()
+    }
+
+    fn export(&self, request: &ExportRequest) -> Bundle {
+        export_from(&self.ledger(), request).unwrap()
+    }
+
+    /// The events of the main ledger a predicate selects, found by decoding
+    /// every event (not through the reader's indexes).
+    fn expected(&self, keep: impl Fn(&Event) -> bool) -> Vec<u64> {
+        let reader = LedgerReader::open(self.ledger()).unwrap();
+        reader
+            .events(0..u64::MAX)
+            .map(|e| e.unwrap().event)
+            .filter(|e| keep(e))
+            .map(|e| e.seq)
+            .collect()
+    }
+
+    /// Event `seq`'s timestamp; past the log, 1 ms per event after the last.
+    fn ts(&self, seq: u64) -> u64 {
+        match self.ts.get(seq as usize) {
+            Some(t) => *t,
+            None => self.ts[self.ts.len() - 1] + (seq - self.ts.len() as u64 + 1) * MS,
+        }
+    }
+
+    /// The events with `from <= ts < to`.
+    fn in_range(&self, from: u64, to: u64) -> Vec<u64> {
+        (0..EVENTS)
+            .filter(|s| (from..to).contains(&self.ts(*s)))
+            .collect()
+    }
 }
 
 fn request(selection: Selection) -> ExportRequest {
@@ -152,10 +202,6 @@ fn request(selection: Selection) -> ExportRequest {
 
 fn export_from(path: &Path, request: &ExportRequest) -> Result<Bundle, BundleError> {
     bundle::export(&LedgerReader::open(path).unwrap(), request)
-}
-
-fn export(request: &ExportRequest) -> Bundle {
-    export_from(&fixture().ledger(), request).unwrap()
 }
 
 fn verify(bundle: &Bundle) -> BundleReport {
@@ -179,32 +225,6 @@ fn failure(report: &BundleReport) -> (Option<u64>, FailureClass) {
     (f.seq, f.class)
 }
 
-/// The events of the main ledger a predicate selects, found by decoding
-/// every event (not through the reader's indexes).
-fn expected(keep: impl Fn(&Event) -> bool) -> Vec<u64> {
-    let reader = LedgerReader::open(fixture().ledger()).unwrap();
-    reader
-        .events(0..u64::MAX)
-        .map(|e| e.unwrap().event)
-        .filter(|e| keep(e))
-        .map(|e| e.seq)
-        .collect()
-}
-
-/// Event `seq`'s timestamp; past the log, 1 ms per event after the last.
-fn ts(seq: u64) -> u64 {
-    let all = &fixture().ts;
-    match all.get(seq as usize) {
-        Some(t) => *t,
-        None => all[all.len() - 1] + (seq - all.len() as u64 + 1) * MS,
-    }
-}
-
-/// The events with `from <= ts < to`.
-fn in_range(from: u64, to: u64) -> Vec<u64> {
-    (0..EVENTS).filter(|s| (from..to).contains(&ts(*s))).collect()
-}
-
 fn checkpoint_note(path: &Path, size: u64) -> String {
     LedgerReader::open(path)
         .unwrap()
@@ -218,10 +238,11 @@ fn checkpoint_note(path: &Path, size: u64) -> String {
 
 #[test]
 fn a_session_bundle_holds_exactly_that_sessions_events() {
-    let b = export(&request(Selection::Session(3)));
+    let f = fixture();
+    let b = f.export(&request(Selection::Session(3)));
     let report = verify(&b);
     intact(&report);
-    let want = expected(|e| e.body.session() == Some(3));
+    let want = f.expected(|e| e.body.session() == Some(3));
     assert!(want.len() > 20);
     assert_eq!(report.seqs, want);
     assert_eq!(report.events, want.len() as u64);
@@ -236,15 +257,19 @@ fn a_session_bundle_holds_exactly_that_sessions_events() {
     assert_eq!(b.key, signer().verifier().label());
     assert_eq!(Bundle::from_bytes(&b.to_bytes()).unwrap(), b);
     // The same request gives the same bytes.
-    assert_eq!(export(&request(Selection::Session(3))).to_bytes(), b.to_bytes());
+    assert_eq!(
+        f.export(&request(Selection::Session(3))).to_bytes(),
+        b.to_bytes()
+    );
 }
 
 #[test]
 fn an_identity_bundle_holds_exactly_that_identitys_events() {
-    let b = export(&request(Selection::Identity("agent-1".into())));
+    let f = fixture();
+    let b = f.export(&request(Selection::Identity("agent-1".into())));
     let report = verify(&b);
     intact(&report);
-    let want = expected(|e| e.body.identity() == Some("agent-1"));
+    let want = f.expected(|e| e.body.identity() == Some("agent-1"));
     assert_eq!(report.seqs, want);
     let kinds: std::collections::HashSet<_> = b
         .events
@@ -263,13 +288,14 @@ fn an_identity_bundle_holds_exactly_that_identitys_events() {
 
 #[test]
 fn time_range_bundles_are_contiguous_and_can_be_proven_complete() {
+    let f = fixture();
     let range = Selection::TimeRange {
-        from: ts(100),
-        to: ts(150),
+        from: f.ts(100),
+        to: f.ts(150),
     };
-    let want = in_range(ts(100), ts(150));
+    let want = f.in_range(f.ts(100), f.ts(150));
     assert!(want.contains(&100) && !want.contains(&150) && want.len() > 30);
-    let plain = export(&request(range.clone()));
+    let plain = f.export(&request(range.clone()));
     let report = verify(&plain);
     intact(&report);
     assert_eq!(report.seqs, want);
@@ -277,7 +303,7 @@ fn time_range_bundles_are_contiguous_and_can_be_proven_complete() {
 
     let mut r = request(range);
     r.prove_complete = true;
-    let complete = export(&r);
+    let complete = f.export(&r);
     let (first, last) = (want[0], want[want.len() - 1]);
     assert_eq!(complete.before.as_ref().map(|e| e.seq), Some(first - 1));
     assert_eq!(complete.after.as_ref().map(|e| e.seq), Some(last + 1));
@@ -290,21 +316,21 @@ fn time_range_bundles_are_contiguous_and_can_be_proven_complete() {
     // past the checkpoint needs none after it.
     let mut r = request(Selection::TimeRange {
         from: 0,
-        to: ts(5) + 1,
+        to: f.ts(5) + 1,
     });
     r.prove_complete = true;
-    let head = export(&r);
+    let head = f.export(&r);
     assert!(head.before.is_none());
     let report = verify(&head);
     intact(&report);
-    assert_eq!(report.seqs, in_range(0, ts(5) + 1));
+    assert_eq!(report.seqs, f.in_range(0, f.ts(5) + 1));
     assert_eq!(report.completeness, Some(Completeness::Proven));
     let mut r = request(Selection::TimeRange {
-        from: ts(EVENTS - 3),
+        from: f.ts(EVENTS - 3),
         to: u64::MAX,
     });
     r.prove_complete = true;
-    let tail = export(&r);
+    let tail = f.export(&r);
     assert!(tail.after.is_none());
     let report = verify(&tail);
     intact(&report);
@@ -312,18 +338,18 @@ fn time_range_bundles_are_contiguous_and_can_be_proven_complete() {
 
     // A range between two events holds none; only its boundary events can
     // show that.
-    let g = (0..EVENTS).find(|s| ts(*s) < ts(s + 1)).unwrap();
+    let g = (0..EVENTS).find(|s| f.ts(*s) < f.ts(s + 1)).unwrap();
     let gap = Selection::TimeRange {
-        from: ts(g) + 1,
-        to: ts(g + 1),
+        from: f.ts(g) + 1,
+        to: f.ts(g + 1),
     };
     assert!(matches!(
-        export_from(&fixture().ledger(), &request(gap.clone())),
+        export_from(&f.ledger(), &request(gap.clone())),
         Err(BundleError::NothingSelected(_))
     ));
     let mut r = request(gap);
     r.prove_complete = true;
-    let empty = export(&r);
+    let empty = f.export(&r);
     assert!(empty.events.is_empty());
     assert_eq!(empty.before.as_ref().map(|e| e.seq), Some(g));
     assert_eq!(empty.after.as_ref().map(|e| e.seq), Some(g + 1));
@@ -335,7 +361,8 @@ fn time_range_bundles_are_contiguous_and_can_be_proven_complete() {
 
 #[test]
 fn export_refuses_what_cannot_be_proven() {
-    let path = fixture().ledger();
+    let f = fixture();
+    let path = f.ledger();
     let err = |r: ExportRequest| export_from(&path, &r).unwrap_err();
     assert!(matches!(
         err(request(Selection::Session(99))),
@@ -358,7 +385,9 @@ fn export_refuses_what_cannot_be_proven() {
     // A ledger without events has no checkpoint.
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty.ledger");
-    Ledger::open(WriterOptions::new(&empty, signer())).unwrap().close();
+    Ledger::open(WriterOptions::new(&empty, signer()))
+        .unwrap()
+        .close();
     assert!(matches!(
         export_from(&empty, &request(Selection::Session(1))),
         Err(BundleError::NoCheckpoint)
@@ -367,18 +396,30 @@ fn export_refuses_what_cannot_be_proven() {
 
 #[test]
 fn an_altered_event_is_rejected_naming_it() {
-    let b = export(&request(Selection::Session(2)));
+    let f = fixture();
+    let b = f.export(&request(Selection::Session(2)));
     let target = b.events[5].seq;
     // Change one character of the SQL text: still canonical CBOR, so only
     // the inclusion proof can tell.
     let mut altered = b.clone();
     let record = &mut altered.events[5].record.0;
     let at = record.iter().rposition(|&c| c.is_ascii_digit()).unwrap();
-    record[at] = if record[at] == b'9' { b'8' } else { record[at] + 1 };
+    record[at] = if record[at] == b'9' {
+        b'8'
+    } else {
+        record[at] + 1
+    };
     let report = verify(&altered);
-    assert_eq!(failure(&report), (Some(target), FailureClass::InclusionInvalid));
+    assert_eq!(
+        failure(&report),
+        (Some(target), FailureClass::InclusionInvalid)
+    );
     assert!(
-        report.failure.unwrap().message.contains(&format!("event {target}")),
+        report
+            .failure
+            .unwrap()
+            .message
+            .contains(&format!("event {target}")),
         "the message names the event"
     );
     // Re-encoding the record (an extra byte) breaks canonical form first.
@@ -399,7 +440,8 @@ fn an_altered_event_is_rejected_naming_it() {
 
 #[test]
 fn added_events_are_rejected() {
-    let b = export(&request(Selection::Session(4)));
+    let f = fixture();
+    let b = f.export(&request(Selection::Session(4)));
     // A forged event of the session at a position it does not hold, with a
     // real proof borrowed from the event after it.
     let after = b.events[3].seq;
@@ -408,7 +450,7 @@ fn added_events_are_rejected() {
         .unwrap();
     let forged = Event {
         seq: free,
-        ts: ts(free),
+        ts: f.ts(free),
         body: QueryReceived {
             session: 4,
             identity: identity(4),
@@ -436,7 +478,7 @@ fn added_events_are_rejected() {
         (Some(free), FailureClass::InclusionInvalid)
     );
     // A genuine event of another session, with its genuine proof.
-    let other = export(&request(Selection::Session(5)));
+    let other = f.export(&request(Selection::Session(5)));
     let stranger = other.events[2].clone();
     let mut added = b.clone();
     let index = added
@@ -462,14 +504,15 @@ fn added_events_are_rejected() {
 
 #[test]
 fn removed_and_reordered_events() {
+    let f = fixture();
     // Time ranges are consecutive events: a hole is a named gap.
     let range = Selection::TimeRange {
-        from: ts(100),
-        to: ts(150),
+        from: f.ts(100),
+        to: f.ts(150),
     };
-    let want = in_range(ts(100), ts(150));
+    let want = f.in_range(f.ts(100), f.ts(150));
     let (first, last) = (want[0], want[want.len() - 1]);
-    let mut holed = export(&request(range.clone()));
+    let mut holed = f.export(&request(range.clone()));
     holed.events.remove(10);
     assert_eq!(
         failure(&verify(&holed)),
@@ -478,7 +521,7 @@ fn removed_and_reordered_events() {
     // With boundary events, the ends cannot be trimmed either.
     let mut r = request(range);
     r.prove_complete = true;
-    let complete = export(&r);
+    let complete = f.export(&r);
     let mut trimmed = complete.clone();
     trimmed.events.pop();
     assert_eq!(
@@ -501,7 +544,7 @@ fn removed_and_reordered_events() {
     );
 
     // Swapping two events.
-    let b = export(&request(Selection::Session(2)));
+    let b = f.export(&request(Selection::Session(2)));
     let mut swapped = b.clone();
     swapped.events.swap(3, 4);
     assert_eq!(
@@ -520,15 +563,20 @@ fn removed_and_reordered_events() {
     assert_eq!(report.events, b.events.len() as u64 - 1);
     let report = verify_bundle_bytes(&bytes, &key(), None, Some(&b.digest())).unwrap();
     assert_eq!(failure(&report), (None, FailureClass::DigestMismatch));
-    let report =
-        verify_bundle_bytes(&b.to_bytes(), &key(), None, Some(&b.digest().to_uppercase()[7..]))
-            .unwrap();
+    let report = verify_bundle_bytes(
+        &b.to_bytes(),
+        &key(),
+        None,
+        Some(&b.digest().to_uppercase()[7..]),
+    )
+    .unwrap();
     intact(&report);
 }
 
 #[test]
 fn bad_proofs_are_rejected() {
-    let b = export(&request(Selection::Identity("agent-2".into())));
+    let f = fixture();
+    let b = f.export(&request(Selection::Identity("agent-2".into())));
     let seq = b.events[7].seq;
     for tamper in [
         |p: &mut Vec<u8>| p[40] ^= 0x20,
@@ -548,7 +596,8 @@ fn bad_proofs_are_rejected() {
 
 #[test]
 fn the_wrong_key_or_another_logs_checkpoint_is_rejected() {
-    let b = export(&request(Selection::Session(1)));
+    let f = fixture();
+    let b = f.export(&request(Selection::Session(1)));
     let bytes = b.to_bytes();
     // Another key: the bundle names the key it needs.
     let other = NoteSigner::from_seed(ORIGIN, [0x43; 32]).unwrap();
@@ -564,7 +613,7 @@ fn the_wrong_key_or_another_logs_checkpoint_is_rejected() {
     // A checkpoint of another log signed by the same key: the proofs do
     // not lead to its root, which the first event shows.
     let mut swapped = b.clone();
-    swapped.checkpoint = checkpoint_note(&fixture().fork(), EVENTS);
+    swapped.checkpoint = checkpoint_note(&f.fork(), EVENTS);
     assert_ne!(swapped.checkpoint, b.checkpoint);
     assert_eq!(
         failure(&verify(&swapped)),
@@ -586,9 +635,10 @@ fn the_wrong_key_or_another_logs_checkpoint_is_rejected() {
     );
     // An edited checkpoint note.
     let mut edited = b.clone();
-    edited.checkpoint = edited
-        .checkpoint
-        .replacen(&format!("\n{EVENTS}\n"), &format!("\n{}\n", EVENTS + 1), 1);
+    edited.checkpoint =
+        edited
+            .checkpoint
+            .replacen(&format!("\n{EVENTS}\n"), &format!("\n{}\n", EVENTS + 1), 1);
     assert_eq!(
         failure(&verify(&edited)),
         (None, FailureClass::SignatureInvalid)
@@ -597,18 +647,19 @@ fn the_wrong_key_or_another_logs_checkpoint_is_rejected() {
 
 #[test]
 fn consistency_with_an_auditors_checkpoint() {
-    let path = fixture().ledger();
+    let f = fixture();
+    let path = f.ledger();
     let kept = checkpoint_note(&path, FORK_AT);
     let mut r = request(Selection::Session(6));
     r.consistent_with = vec![kept.clone(), checkpoint_note(&path, EVENTS)];
-    let b = export(&r);
+    let b = f.export(&r);
     assert_eq!(b.consistency_sizes(), vec![FORK_AT, EVENTS]);
     let report = verify_bytes(&b.to_bytes(), Some(&kept));
     intact(&report);
     assert_eq!(report.trusted_checkpoint, Some(FORK_AT));
     assert_eq!(report.consistent_with, vec![FORK_AT, EVENTS]);
     // The latest checkpoint itself needs no proof.
-    let plain = export(&request(Selection::Session(6)));
+    let plain = f.export(&request(Selection::Session(6)));
     intact(&verify_bytes(
         &plain.to_bytes(),
         Some(&checkpoint_note(&path, EVENTS)),
@@ -639,6 +690,7 @@ fn consistency_with_an_auditors_checkpoint() {
 #[test]
 fn a_fork_from_the_auditors_checkpoint_is_caught_with_evidence() {
     let f = fixture();
+
     // The auditor kept the main log's checkpoint at size EVENTS; the fork
     // shares only the first FORK_AT events.
     let kept = checkpoint_note(&f.ledger(), EVENTS);
@@ -680,7 +732,11 @@ fn a_fork_from_the_auditors_checkpoint_is_caught_with_evidence() {
     let report = verify_bytes(&b.to_bytes(), Some(&kept));
     assert_eq!(failure(&report), (None, FailureClass::Forked));
     let evidence = &report.failure.unwrap().evidence;
-    assert_eq!(evidence.len(), 3, "trusted note, conflicting note, bundle checkpoint");
+    assert_eq!(
+        evidence.len(),
+        3,
+        "trusted note, conflicting note, bundle checkpoint"
+    );
     assert_eq!(evidence[0], kept);
 }
 
@@ -711,12 +767,13 @@ fn every_byte_flip_is_rejected(b: &Bundle, exempt: impl Fn(&Bundle, &Bundle) -> 
 
 #[test]
 fn every_single_byte_change_of_a_bundle_is_rejected() {
+    let f = fixture();
     // A small session with a consistency proof, so that every part of the
     // format is covered.
-    let path = fixture().ledger();
+    let path = f.ledger();
     let mut r = request(Selection::Session(6));
     r.consistent_with = vec![checkpoint_note(&path, FORK_AT)];
-    let mut b = export(&r);
+    let mut b = f.export(&r);
     b.events.truncate(4);
     intact(&verify(&b));
     assert_eq!(every_byte_flip_is_rejected(&b, |_, _| false), 0);
@@ -724,12 +781,13 @@ fn every_single_byte_change_of_a_bundle_is_rejected() {
 
 #[test]
 fn byte_changes_of_a_time_range_bundle_only_pass_if_the_range_claim_stays_true() {
+    let f = fixture();
     let mut r = request(Selection::TimeRange {
-        from: ts(20) - MS / 2,
-        to: ts(23) + MS / 2,
+        from: f.ts(20) - MS / 2,
+        to: f.ts(23) + MS / 2,
     });
     r.prove_complete = true;
-    let b = export(&r);
+    let b = f.export(&r);
     intact(&verify(&b));
     // Only `from` and `to` may change, and only within the gaps between
     // the events either side, where the bundle's claim is just as true.
@@ -741,34 +799,40 @@ fn byte_changes_of_a_time_range_bundle_only_pass_if_the_range_claim_stays_true()
     assert!(exempted > 0, "low bits of from/to stay inside the gaps");
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-
-    /// Any range of the log exports and verifies, complete when asked.
-    #[test]
-    fn any_time_range_round_trips(a in 0..EVENTS + 5, len in 1u64..40, prove in any::<bool>()) {
-        let from = ts(a) - MS / 3;
-        let to = from + len * MS;
-        let mut r = request(Selection::TimeRange { from, to });
-        r.prove_complete = prove;
-        match export_from(&fixture().ledger(), &r) {
-            Ok(b) => {
-                let report = verify(&b);
-                prop_assert!(report.is_intact(), "{}", report.to_text());
-                prop_assert_eq!(&report.seqs, &in_range(from, to));
-                if prove {
-                    prop_assert_eq!(report.completeness, Some(Completeness::Proven));
+/// Any range of the log exports and verifies, complete when asked. (A
+/// proptest runner inside one test, so that the ledger is built once.)
+#[test]
+fn any_time_range_round_trips() {
+    let f = fixture();
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(64));
+    let cases = (0..EVENTS + 5, 1u64..40, any::<bool>());
+    runner
+        .run(&cases, |(a, len, prove)| {
+            let from = f.ts(a) - MS / 3;
+            let to = from + len * MS;
+            let mut r = request(Selection::TimeRange { from, to });
+            r.prove_complete = prove;
+            match export_from(&f.ledger(), &r) {
+                Ok(b) => {
+                    let report = verify(&b);
+                    prop_assert!(report.is_intact(), "{}", report.to_text());
+                    prop_assert_eq!(&report.seqs, &f.in_range(from, to));
+                    if prove {
+                        prop_assert_eq!(report.completeness, Some(Completeness::Proven));
+                    }
                 }
+                Err(BundleError::NothingSelected(_)) => prop_assert!(!prove && a >= EVENTS),
+                Err(e) => prop_assert!(false, "{e}"),
             }
-            Err(BundleError::NothingSelected(_)) => prop_assert!(!prove && a >= EVENTS),
-            Err(e) => prop_assert!(false, "{e}"),
-        }
-    }
+            Ok(())
+        })
+        .unwrap();
 }
 
 #[test]
 fn the_verifiers_subject_fields_are_the_writers() {
     use gatehouse_verify::bundle::{subject, subject_keys};
+    let f = fixture();
     for kind in EventKind::ALL {
         let key_of = |name: &str| {
             kind.fields()
@@ -782,7 +846,7 @@ fn the_verifiers_subject_fields_are_the_writers() {
             "{kind:?}"
         );
     }
-    let reader = LedgerReader::open(fixture().ledger()).unwrap();
+    let reader = LedgerReader::open(f.ledger()).unwrap();
     for stored in reader.events(0..u64::MAX) {
         let stored = stored.unwrap();
         let s = subject(&stored.bytes).unwrap();

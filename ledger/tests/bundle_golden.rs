@@ -72,10 +72,7 @@ fn vectors() -> Vec<Vector> {
     );
     let mut altered = session.clone();
     let record = &mut altered.events[1].record.0;
-    let at = record
-        .windows(8)
-        .position(|w| w == b"SELECT *")
-        .unwrap();
+    let at = record.windows(8).position(|w| w == b"SELECT *").unwrap();
     record[at + 7] = b'#';
     let mut gap = range.clone();
     gap.events.remove(1);
@@ -120,9 +117,12 @@ fn vectors() -> Vec<Vector> {
 }
 
 fn describe(vectors: &[Vector]) -> Value {
-    let key =
-        VerifierKey::parse(std::fs::read_to_string(fixtures().join("golden.pub")).unwrap().trim())
-            .unwrap();
+    let key = VerifierKey::parse(
+        std::fs::read_to_string(fixtures().join("golden.pub"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let entries: Vec<Value> = vectors
         .iter()

@@ -73,11 +73,7 @@ impl std::fmt::Display for Exported {
         )?;
         if !self.consistent_with.is_empty() {
             let sizes: Vec<String> = self.consistent_with.iter().map(u64::to_string).collect();
-            write!(
-                f,
-                " and consistency proofs from size {}",
-                sizes.join(", ")
-            )?;
+            write!(f, " and consistency proofs from size {}", sizes.join(", "))?;
         }
         write!(f, "; {} bytes", self.bytes)
     }
@@ -102,8 +98,7 @@ pub fn parse_time(s: &str, flag: &str) -> Result<u64> {
         .with_context(|| {
             format!("{flag} {s:?} is not an RFC 3339 time such as 2026-11-25T10:00:00Z")
         })?;
-    u64::try_from(t.unix_timestamp_nanos())
-        .with_context(|| format!("{flag} {s:?} is before 1970"))
+    u64::try_from(t.unix_timestamp_nanos()).with_context(|| format!("{flag} {s:?} is before 1970"))
 }
 
 /// The selection the options name: exactly one of `--session`,
@@ -231,9 +226,6 @@ mod tests {
         o.to = Some("1970-01-01T00:00:01Z".into());
         assert!(selection(&o).is_err(), "empty range");
         o.to = Some("yesterday".into());
-        assert!(selection(&o)
-            .unwrap_err()
-            .to_string()
-            .contains("RFC 3339"));
+        assert!(selection(&o).unwrap_err().to_string().contains("RFC 3339"));
     }
 }

@@ -30,17 +30,34 @@ fn fails(o: &Output) -> String {
 }
 
 fn key(dir: &Path) -> VerifierKey {
-    VerifierKey::parse(std::fs::read_to_string(dir.join(VERIFIER_KEY)).unwrap().trim()).unwrap()
+    VerifierKey::parse(
+        std::fs::read_to_string(dir.join(VERIFIER_KEY))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap()
 }
 
 #[test]
 fn export_writes_bundles_that_verify() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("gh");
-    ok(&gatehouse(&[&"init", &"--dir", &dir, &"--origin", &"gatehouse.test/export"]));
+    ok(&gatehouse(&[
+        &"init",
+        &"--dir",
+        &dir,
+        &"--origin",
+        &"gatehouse.test/export",
+    ]));
     let config = dir.join(CONFIG);
     for name in ["bot", "other"] {
-        ok(&gatehouse(&[&"identity", &"create", &name, &"--config", &config]));
+        ok(&gatehouse(&[
+            &"identity",
+            &"create",
+            &name,
+            &"--config",
+            &config,
+        ]));
     }
     let ledger = dir.join(LEDGER);
     // A checkpoint the auditor keeps now, before more events arrive.
@@ -48,16 +65,32 @@ fn export_writes_bundles_that_verify() {
     let kept = reader.latest_checkpoint().unwrap().unwrap();
     let note = tmp.path().join("kept.note");
     std::fs::write(&note, &kept.note).unwrap();
-    ok(&gatehouse(&[&"identity", &"create", &"third", &"--config", &config]));
+    ok(&gatehouse(&[
+        &"identity",
+        &"create",
+        &"third",
+        &"--config",
+        &config,
+    ]));
     let size = reader.latest_checkpoint().unwrap().unwrap().size;
 
     let out = tmp.path().join("bot.bundle");
     let (digest, said) = ok(&gatehouse(&[
-        &"export", &"--ledger", &ledger, &"--identity", &"bot", &"--out", &out,
-        &"--consistent-with", &note,
+        &"export",
+        &"--ledger",
+        &ledger,
+        &"--identity",
+        &"bot",
+        &"--out",
+        &out,
+        &"--consistent-with",
+        &note,
     ]));
     let digest = digest.trim();
-    assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
     let bytes = std::fs::metadata(&out).unwrap().len();
     assert!(
         said.contains(&format!(
@@ -73,14 +106,28 @@ fn export_writes_bundles_that_verify() {
 
     // Evidence is never overwritten.
     let err = fails(&gatehouse(&[
-        &"export", &"--ledger", &ledger, &"--identity", &"bot", &"--out", &out,
+        &"export",
+        &"--ledger",
+        &ledger,
+        &"--identity",
+        &"bot",
+        &"--out",
+        &out,
     ]));
     assert!(err.contains("already exists"), "{err}");
     // A time range, proven complete.
     let all = tmp.path().join("all.bundle");
     ok(&gatehouse(&[
-        &"export", &"--ledger", &ledger, &"--from", &"2000-01-01T00:00:00Z", &"--to",
-        &"2200-01-01T00:00:00+01:00", &"--out", &all, &"--prove-complete",
+        &"export",
+        &"--ledger",
+        &ledger,
+        &"--from",
+        &"2000-01-01T00:00:00Z",
+        &"--to",
+        &"2200-01-01T00:00:00+01:00",
+        &"--out",
+        &all,
+        &"--prove-complete",
     ]));
     let report = verify_bundle(&all, &key(&dir), None, None).unwrap();
     assert!(report.is_intact(), "{}", report.to_text());
@@ -90,23 +137,48 @@ fn export_writes_bundles_that_verify() {
     // What cannot be exported, with what to do instead.
     let nothing = tmp.path().join("nothing.bundle");
     let err = fails(&gatehouse(&[
-        &"export", &"--ledger", &ledger, &"--session", &"7", &"--out", &nothing,
+        &"export",
+        &"--ledger",
+        &ledger,
+        &"--session",
+        &"7",
+        &"--out",
+        &nothing,
     ]));
     assert!(err.contains("no event among the"), "{err}");
     assert!(!nothing.exists());
     let err = fails(&gatehouse(&[
-        &"export", &"--ledger", &ledger, &"--session", &"7", &"--identity", &"bot", &"--out",
+        &"export",
+        &"--ledger",
+        &ledger,
+        &"--session",
+        &"7",
+        &"--identity",
+        &"bot",
+        &"--out",
         &nothing,
     ]));
     assert!(err.contains("exactly one of --session"), "{err}");
     let err = fails(&gatehouse(&[
-        &"export", &"--ledger", &ledger, &"--from", &"yesterday", &"--to",
-        &"2200-01-01T00:00:00Z", &"--out", &nothing,
+        &"export",
+        &"--ledger",
+        &ledger,
+        &"--from",
+        &"yesterday",
+        &"--to",
+        &"2200-01-01T00:00:00Z",
+        &"--out",
+        &nothing,
     ]));
     assert!(err.contains("RFC 3339"), "{err}");
     let err = fails(&gatehouse(&[
-        &"export", &"--ledger", &tmp.path().join("missing.db"), &"--identity", &"bot",
-        &"--out", &nothing,
+        &"export",
+        &"--ledger",
+        &tmp.path().join("missing.db"),
+        &"--identity",
+        &"bot",
+        &"--out",
+        &nothing,
     ]));
     assert!(err.contains("no ledger at"), "{err}");
 }

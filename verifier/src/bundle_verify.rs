@@ -130,7 +130,10 @@ impl Run<'_> {
             fail(
                 None,
                 BundleMalformed,
-                format!("the file is not a well-formed {} bundle: {e}", bundle::FORMAT),
+                format!(
+                    "the file is not a well-formed {} bundle: {e}",
+                    bundle::FORMAT
+                ),
             )
         })?;
         self.report.selection = Some(summary(b.selection));
@@ -421,8 +424,7 @@ fn matches_selection(
     selection: Selection<'_>,
 ) -> Result<(), BundleFailure> {
     let seq = entry.seq;
-    let not_selected =
-        |message: String| fail(Some(seq), FailureClass::NotSelected, message);
+    let not_selected = |message: String| fail(Some(seq), FailureClass::NotSelected, message);
     let subject = || {
         bundle::subject(entry.record).map_err(|e| {
             not_selected(format!(

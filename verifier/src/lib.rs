@@ -36,7 +36,7 @@ pub mod note;
 pub mod report;
 pub mod verify;
 
-pub use note::{Checkpoint, KeyError, NoteError, VerifierKey};
 pub use bundle_verify::{verify_bundle, verify_bundle_bytes};
+pub use note::{Checkpoint, KeyError, NoteError, VerifierKey};
 pub use report::{BundleFailure, BundleReport, Completeness, Failure, FailureClass, Report};
 pub use verify::{verify_ledger, VerifyError};

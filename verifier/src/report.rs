@@ -562,7 +562,10 @@ mod tests {
         let many: Vec<u64> = (0..100).map(|i| i * 2).collect();
         let text = seq_ranges(&many);
         assert!(text.starts_with("0, 2, 4, "), "{text}");
-        assert!(text.ends_with(", 46, and 76 more runs (--json lists them all)"), "{text}");
+        assert!(
+            text.ends_with(", 46, and 76 more runs (--json lists them all)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -108,7 +108,10 @@ fn spec_built_bundles_verify() {
     assert_eq!(r.last_ts, Some(ts(19)));
     // The whole log needs no boundary events.
     let all = log.bundle(range(0, u64::MAX), &(0..EVENTS).collect::<Vec<_>>());
-    assert_eq!(check(&all, &k, None).completeness, Some(Completeness::Proven));
+    assert_eq!(
+        check(&all, &k, None).completeness,
+        Some(Completeness::Proven)
+    );
     // One event in a log of one.
     let one = Log::new(&k, subject_events(1));
     intact(&check(&one.bundle(session(1), &[0]), &k, None));
@@ -121,7 +124,12 @@ fn malformed_bundles_are_rejected_as_a_whole() {
     let good = log.bundle(session(1), &of_session(&log.events, 1));
     let malformed = |bytes: &[u8]| {
         let r = verify_bundle_bytes(bytes, &pinned(&k), None, None).unwrap();
-        assert_eq!(failure(&r), (None, FailureClass::BundleMalformed), "{}", r.to_text());
+        assert_eq!(
+            failure(&r),
+            (None, FailureClass::BundleMalformed),
+            "{}",
+            r.to_text()
+        );
         r
     };
     let mut bytes = good.encode();
@@ -256,8 +264,14 @@ fn boundary_events_must_prove_the_range() {
         edit(&mut c);
         assert_eq!(failure(&check(&c, &k, None)), want);
     };
-    case(&|c| c.before = Some(log.entry(8)), (Some(8), FailureClass::BoundaryInvalid));
-    case(&|c| c.after = Some(log.entry(21)), (Some(21), FailureClass::BoundaryInvalid));
+    case(
+        &|c| c.before = Some(log.entry(8)),
+        (Some(8), FailureClass::BoundaryInvalid),
+    );
+    case(
+        &|c| c.after = Some(log.entry(21)),
+        (Some(21), FailureClass::BoundaryInvalid),
+    );
     case(
         &|c| {
             c.events.pop();
@@ -355,7 +369,10 @@ fn keys_checkpoints_and_consistency() {
     );
     let mut bad = b.clone();
     bad.consistency[1].1[3] ^= 1;
-    assert_eq!(failure(&check(&bad, &k, None)), (None, FailureClass::ProofInvalid));
+    assert_eq!(
+        failure(&check(&bad, &k, None)),
+        (None, FailureClass::ProofInvalid)
+    );
     let mut bad = b.clone();
     bad.consistency.swap(0, 1);
     assert_eq!(
@@ -455,7 +472,14 @@ fn cli_detects_bundles_and_keeps_the_exit_codes() {
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     assert!(out(&o).starts_with("intact: bundle of "), "{}", out(&o));
     assert!(out(&o).contains(&format!("digest: {}\n", f.digest)));
-    let o = run(&[&f.bundle, &"--key", &f.key, &"--json", &"--expect-digest", &f.digest]);
+    let o = run(&[
+        &f.bundle,
+        &"--key",
+        &f.key,
+        &"--json",
+        &"--expect-digest",
+        &f.digest,
+    ]);
     assert_eq!(o.status.code(), Some(0));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["status"], "intact");
@@ -508,7 +532,11 @@ fn cli_detects_bundles_and_keeps_the_exit_codes() {
     assert_eq!(o.status.code(), Some(2));
     let o = run(&[&headless, &"--key", &f.key, &"--bundle"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(out(&o).starts_with("FAILED: bundle_malformed: "), "{}", out(&o));
+    assert!(
+        out(&o).starts_with("FAILED: bundle_malformed: "),
+        "{}",
+        out(&o)
+    );
     // Usage and input errors: exit 2.
     assert_eq!(
         run(&[&f.bundle, &"--key", &f.key, &"--expect-digest", &"abc"])
@@ -523,12 +551,20 @@ fn cli_detects_bundles_and_keeps_the_exit_codes() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("applies to evidence bundles"));
     let missing = f.dir.path().join("missing.bundle");
     assert_eq!(
-        run(&[&missing, &"--key", &f.key, &"--bundle"]).status.code(),
+        run(&[&missing, &"--key", &f.key, &"--bundle"])
+            .status
+            .code(),
         Some(2)
     );
     let forged = f.dir.path().join("forged.note");
     std::fs::write(&forged, Key::new(ORIGIN, 9).sign(&format!("{ORIGIN}\n1\n"))).unwrap();
-    let o = run(&[&f.bundle, &"--key", &f.key, &"--trusted-checkpoint", &forged]);
+    let o = run(&[
+        &f.bundle,
+        &"--key",
+        &f.key,
+        &"--trusted-checkpoint",
+        &forged,
+    ]);
     assert_eq!(o.status.code(), Some(2));
     // The ledger path is unchanged.
     assert_eq!(run(&[&ledger, &"--key", &f.key]).status.code(), Some(0));

@@ -43,7 +43,12 @@ fn golden_bundles_verify_as_listed() {
         let json = report.to_json();
         let expect = &v["expect"];
         let about = v["about"].as_str().unwrap();
-        assert_eq!(json["status"], expect["status"], "{about}: {}", report.to_text());
+        assert_eq!(
+            json["status"],
+            expect["status"],
+            "{about}: {}",
+            report.to_text()
+        );
         assert_eq!(json["seqs"], expect["seqs"], "{about}");
         assert_eq!(json["complete"], expect["complete"], "{about}");
         match expect["failure"].as_object() {
@@ -72,28 +77,34 @@ fn golden_bundles_verify_as_listed() {
 fn golden_bundle_structure() {
     // Read the session bundle's structure directly, as an independent
     // implementation would, and check its pieces against golden.json.
-    let golden: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("golden.json")).unwrap(),
-    )
-    .unwrap();
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("golden.json")).unwrap())
+            .unwrap();
     let bytes = std::fs::read(fixtures().join("golden-session.bundle")).unwrap();
     cbor::check_item(&bytes).unwrap();
     let b = bundle::parse(&bytes).unwrap();
     assert_eq!(b.selection, Selection::Session(1));
     assert_eq!(b.key, key().label());
     let checkpoints = golden["checkpoints"].as_array().unwrap();
-    assert_eq!(b.checkpoint, checkpoints.last().unwrap()["note"].as_str().unwrap());
+    assert_eq!(
+        b.checkpoint,
+        checkpoints.last().unwrap()["note"].as_str().unwrap()
+    );
     for e in &b.events {
         let record: String = e.record.iter().map(|x| format!("{x:02x}")).collect();
         assert_eq!(
-            golden["events"][e.seq as usize]["record_hex"].as_str().unwrap(),
+            golden["events"][e.seq as usize]["record_hex"]
+                .as_str()
+                .unwrap(),
             record
         );
     }
     assert_eq!(b.consistency.len(), 1);
     assert_eq!(
         b.consistency[0].note,
-        checkpoints.iter().find(|c| c["size"] == 4).unwrap()["note"].as_str().unwrap()
+        checkpoints.iter().find(|c| c["size"] == 4).unwrap()["note"]
+            .as_str()
+            .unwrap()
     );
     assert!(b.before.is_none() && b.after.is_none());
 }

@@ -474,7 +474,10 @@ impl BundleParts {
                     (3, opt(to, |t| Value::Uint(*t))),
                 ]),
             ),
-            (4, Value::Array(self.events.iter().map(entry_value).collect())),
+            (
+                4,
+                Value::Array(self.events.iter().map(entry_value).collect()),
+            ),
             (5, opt(&self.before, entry_value)),
             (6, opt(&self.after, entry_value)),
             (
