@@ -128,12 +128,6 @@ impl Bundle {
             .filter_map(|c| note_size(&c.note))
             .collect()
     }
-
-    /// The selection, typed; fails if the record is not one of the three
-    /// allowed shapes.
-    pub fn selection(&self) -> Result<Selection, String> {
-        Selection::from_record(&self.selection)
-    }
 }
 
 fn note_size(n: &str) -> Option<u64> {
@@ -184,15 +178,14 @@ impl Selection {
         r
     }
 
-    /// Parses the wire form; exactly one shape must be present.
-    pub fn from_record(r: &SelectionRecord) -> Result<Selection, String> {
+    /// Parses the wire form; `None` unless exactly one of the three shapes
+    /// is present (docs/ledger-format.md, section 8.2).
+    pub fn from_record(r: &SelectionRecord) -> Option<Selection> {
         match (r.session, &r.identity, r.from, r.to) {
-            (Some(s), None, None, None) => Ok(Selection::Session(s)),
-            (None, Some(i), None, None) => Ok(Selection::Identity(i.clone())),
-            (None, None, Some(from), Some(to)) => Ok(Selection::TimeRange { from, to }),
-            _ => Err(
-                "a selection names exactly one of: a session, an identity, or a time range".into(),
-            ),
+            (Some(s), None, None, None) => Some(Selection::Session(s)),
+            (None, Some(i), None, None) => Some(Selection::Identity(i.clone())),
+            (None, None, Some(from), Some(to)) => Some(Selection::TimeRange { from, to }),
+            _ => None,
         }
     }
 }
@@ -669,7 +662,7 @@ mod tests {
         #[test]
         fn selection_records_round_trip(s in any::<u64>(), i in ".{0,12}", from in any::<u64>(), to in any::<u64>()) {
             for sel in [Selection::Session(s), Selection::Identity(i.clone()), Selection::TimeRange { from, to }] {
-                prop_assert_eq!(Selection::from_record(&sel.to_record()), Ok(sel));
+                prop_assert_eq!(Selection::from_record(&sel.to_record()), Some(sel));
             }
         }
     }

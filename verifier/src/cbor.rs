@@ -314,9 +314,10 @@ impl<'a> Cursor<'a> {
         is_null
     }
 
-    /// Skips one whole item, validating it as [`check_item`] would.
+    /// Skips one whole item, validating it as [`check_item`] would (with
+    /// nesting depth counted from this item).
     pub fn skip(&mut self) -> Result<(), CborError> {
-        self.reader.item(2)
+        self.reader.item(1)
     }
 }
 
