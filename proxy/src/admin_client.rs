@@ -9,11 +9,36 @@ use serde_json::Value;
 pub struct AdminClient {
     base: String,
     token: String,
+    agent: ureq::Agent,
 }
 
 impl AdminClient {
-    /// Reads the operator token from `token_file`.
-    pub fn new(base: &str, token_file: &Path) -> Result<AdminClient> {
+    /// Reads the operator token from `token_file`; `ca` (PEM) is the
+    /// certificate authority to trust for an `https://` API instead of the
+    /// public roots.
+    pub fn new(base: &str, token_file: &Path, ca: Option<&Path>) -> Result<AdminClient> {
+        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("cannot read the admin API's CA {}", ca.display()))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("{} is not a PEM certificate file", ca.display()))?;
+            if certs.is_empty() {
+                bail!("{} holds no certificate", ca.display());
+            }
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+                    .build(),
+            );
+        }
+        let agent: ureq::Agent = config.build().into();
         let token = std::fs::read_to_string(token_file)
             .with_context(|| {
                 format!(
@@ -26,16 +51,14 @@ impl AdminClient {
         Ok(AdminClient {
             base: base.trim_end_matches('/').to_owned(),
             token,
+            agent,
         })
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         let auth = format!("Bearer {}", self.token);
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = &self.agent;
         let response = match (method, body) {
             ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
             (_, Some(b)) => agent.post(&url).header("Authorization", &auth).send_json(b),

@@ -66,11 +66,17 @@ pub struct AdminSection {
     /// `host:port` to listen on; keep it on a private interface.
     #[serde(default = "default_admin_address")]
     pub address: String,
+    /// PEM certificate chain: serve the API over HTTPS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
         AdminSection {
+            tls_cert: None,
+            tls_key: None,
             address: default_admin_address(),
         }
     }
@@ -322,6 +328,10 @@ impl Config {
         if let (Some(c), Some(k)) = (&config.listen.tls_cert, &config.listen.tls_key) {
             config.listen.tls_cert = Some(base.join(c));
             config.listen.tls_key = Some(base.join(k));
+        }
+        if let (Some(c), Some(k)) = (&config.admin.tls_cert, &config.admin.tls_key) {
+            config.admin.tls_cert = Some(base.join(c));
+            config.admin.tls_key = Some(base.join(k));
         }
         config.durability()?;
         Ok(config)

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use gatehouse_ledger::{EventBody, LedgerReader};
 use gatehouse_pgtest::PgCluster;
 use gatehouse_verify::{verify_ledger, Report, VerifierKey};
 
@@ -114,11 +113,23 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
     runtime.block_on(agent_session(&config, &issued.secret))?;
     drop(runtime);
     let ledger_path = dir.join(LEDGER);
+    let replay = crate::replay::load(
+        &ledger_path,
+        crate::replay::Selection::Identity(AGENT.into()),
+        crate::replay::Window::default(),
+    )?;
+    let report = dir.join("replay.html");
+    std::fs::write(&report, crate::replay::html::render(&replay))?;
     say(
-        "4. What the ledger recorded",
-        "Every statement was recorded, and committed, before it could reach the database:",
+        "4. The responder replays what the agent did",
+        &format!(
+            "Every statement was recorded, and committed, before it could reach the database.\n\
+             gatehouse replay --ledger {} --identity {AGENT}   (also written as {}):\n",
+            ledger_path.display(),
+            report.display()
+        ),
     );
-    print_timeline(&ledger_path, AGENT)?;
+    print!("{}", indent(&crate::replay::text::render(&replay)));
 
     let key = VerifierKey::parse(std::fs::read_to_string(dir.join(VERIFIER_KEY))?.trim())?;
     let report = verify_ledger(&ledger_path, &key, None)?;
@@ -209,55 +220,6 @@ fn outcome(report: &Report) -> String {
     }
 }
 
-fn print_timeline(path: &Path, identity: &str) -> Result<()> {
-    let reader = LedgerReader::open(path)?;
-    for stored in reader.events_by_identity(identity)? {
-        let e = stored?.event;
-        let what = match &e.body {
-            EventBody::SessionOpened(s) => format!(
-                "session {} opened by {} from {} ({})",
-                s.session,
-                s.identity,
-                s.client_addr,
-                s.application_name.as_deref().unwrap_or("-")
-            ),
-            EventBody::QueryReceived(q) => format!("query     {}", q.sql),
-            EventBody::Decision(d) => format!(
-                "decision  {:?} by {}{}",
-                d.action,
-                d.rule
-                    .as_deref()
-                    .map_or("the default deny".to_owned(), |r| format!("rule {r}")),
-                d.message
-                    .as_deref()
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default()
-            ),
-            EventBody::Response(r) => format!(
-                "response  {} in {:.2} ms{}",
-                r.command_tag.as_deref().unwrap_or("-"),
-                r.duration_ns as f64 / 1e6,
-                r.error
-                    .as_deref()
-                    .map(|m| format!(", error: {m}"))
-                    .unwrap_or_default()
-            ),
-            EventBody::SessionClosed(c) => format!("session closed: {}", c.reason),
-            EventBody::IdentityBlocked(b) => format!("BLOCKED   by {}: {}", b.operator, b.reason),
-            EventBody::SessionTerminated(t) => format!(
-                "session {} terminated by {}: {}",
-                t.session,
-                t.operator.as_deref().unwrap_or("gatehouse"),
-                t.reason
-            ),
-            EventBody::AuthenticationFailed(a) => format!("login refused: {}", a.reason),
-            other => other.kind().name().to_string(),
-        };
-        println!("  #{:<3} {what}", e.seq);
-    }
-    Ok(())
-}
-
 /// Rewrites the SQL of the first denied query in place, leaving every stored
 /// hash as it was, and returns that event's sequence number.
 fn edit_denied_query(path: &Path) -> Result<u64> {
@@ -296,6 +258,60 @@ fn drop_tail(path: &Path, n: u64) -> Result<u64> {
     conn.execute("DELETE FROM events WHERE seq >= ?1", [boundary])?;
     conn.execute("DELETE FROM checkpoints WHERE size > ?1", [boundary])?;
     Ok(boundary as u64)
+}
+
+/// The agent tries a bulk delete of orders, which policy holds for a human;
+/// an approver looks at it and denies it.
+async fn held_delete(
+    client: &tokio_postgres::Client,
+    api: &std::sync::Arc<crate::admin_client::AdminClient>,
+) -> Result<()> {
+    let sql = "DELETE FROM orders WHERE day < current_date - 30";
+    println!("  tries to delete old orders: {sql}");
+    let held = client.simple_query(sql);
+    let approver = async {
+        let started = std::time::Instant::now();
+        let pending = loop {
+            let list = {
+                let api = api.clone();
+                tokio::task::spawn_blocking(move || api.approvals(false)).await??
+            };
+            if let Some(first) = list.as_array().and_then(|l| l.first()).cloned() {
+                break first;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("the delete was not held for approval");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let id = pending["approval"].as_u64().unwrap_or_default();
+        println!(
+            "    held for approval #{id} by rule {} (nothing reached the database); an approver sees it:
+      gatehouse approvals  ->  #{id} {} · {}: {}",
+            pending["rule"].as_str().unwrap_or("-"),
+            pending["status"].as_str().unwrap_or("-"),
+            pending["identity"].as_str().unwrap_or("-"),
+            pending["sql"].as_str().unwrap_or("-"),
+        );
+        let reason = "agents do not bulk-delete orders";
+        let api = api.clone();
+        tokio::task::spawn_blocking(move || api.deny(id, reason)).await??;
+        println!("      gatehouse deny {id} --reason \"{reason}\"");
+        Ok::<_, anyhow::Error>(())
+    };
+    let (outcome, decided) = tokio::join!(held, approver);
+    decided?;
+    match outcome {
+        Ok(_) => bail!("the held delete ran although it was denied"),
+        Err(e) => println!(
+            "    the agent gets: {}",
+            e.as_db_error().map_or_else(
+                || e.to_string(),
+                |d| format!("{} ({})", d.message(), d.code().code())
+            )
+        ),
+    }
+    Ok(())
 }
 
 /// The agent's session through the gateway, and the responder's block.
@@ -370,15 +386,25 @@ async fn agent_session(config: &Config, secret: &str) -> Result<()> {
     let still_usable = client.simple_query("SELECT 1").await.is_ok();
     println!("  the session is still usable after the denials: {still_usable}");
 
-    // A responder sees the denials and contains the agent with one command
-    // (`gatehouse block`), through the admin API.
     let admin = format!("http://{admin_addr}");
     let token_file = config
         .ledger
         .path
         .with_file_name(crate::init::OPERATOR_TOKEN);
+    let api = {
+        let (admin, token_file) = (admin.clone(), token_file.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::admin_client::AdminClient::new(&admin, &token_file, None)
+        })
+        .await??
+    };
+    let api = std::sync::Arc::new(api);
+    held_delete(&client, &api).await?;
+
+    // A responder sees the denials and contains the agent with one command
+    // (`gatehouse block`), through the admin API.
     tokio::task::spawn_blocking(move || {
-        crate::admin_client::AdminClient::new(&admin, &token_file)?
+        crate::admin_client::AdminClient::new(&admin, &token_file, None)?
             .block(AGENT, "tried to read every SSN and to delete customers")
     })
     .await??;

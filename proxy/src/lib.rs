@@ -9,4 +9,5 @@ pub mod demo;
 pub mod export;
 pub mod gateway;
 pub mod init;
+pub mod replay;
 pub mod state;

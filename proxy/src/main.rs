@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use gatehouse::config::Config;
 use gatehouse::{commands, demo, export, gateway, init};
@@ -164,6 +164,33 @@ enum Command {
         #[arg(long)]
         prove_complete: bool,
     },
+    /// Show what a session or an identity did: connections, statements with
+    /// their parameters, decisions, approvals, masks, rows as the client saw
+    /// them, errors and durations.
+    #[command(group(clap::ArgGroup::new("selection").required(true).args(["session", "identity"])))]
+    Replay {
+        /// The ledger file.
+        #[arg(long)]
+        ledger: PathBuf,
+        /// One session, by number.
+        #[arg(long)]
+        session: Option<u64>,
+        /// Everything one identity did: its sessions, blocks, credentials and failed logins.
+        #[arg(long)]
+        identity: Option<String>,
+        /// The first event shown: a sequence number or an RFC 3339 time.
+        #[arg(long)]
+        from: Option<String>,
+        /// The last event shown: a sequence number or an RFC 3339 time.
+        #[arg(long)]
+        to: Option<String>,
+        /// Machine-readable output.
+        #[arg(long, conflicts_with = "html")]
+        json: bool,
+        /// Write a self-contained HTML report to this file instead.
+        #[arg(long, value_name = "OUT")]
+        html: Option<PathBuf>,
+    },
     /// Run the incident demo and leave its ledger and evidence in a directory.
     Demo {
         /// Directory for the demo's files (default: ./gatehouse-demo-<time>).
@@ -204,11 +231,18 @@ struct AdminArgs {
     /// File holding the operator's bearer token.
     #[arg(long, default_value = "operator.token")]
     token_file: PathBuf,
+    /// PEM certificate authority to trust for an https:// admin API.
+    #[arg(long)]
+    admin_ca: Option<PathBuf>,
 }
 
 impl AdminArgs {
     fn client(&self) -> Result<gatehouse::admin_client::AdminClient> {
-        gatehouse::admin_client::AdminClient::new(&self.admin, &self.token_file)
+        gatehouse::admin_client::AdminClient::new(
+            &self.admin,
+            &self.token_file,
+            self.admin_ca.as_deref(),
+        )
     }
 }
 
@@ -590,11 +624,62 @@ fn run(command: Command) -> Result<()> {
             );
             println!("{}", exported.digest);
         }
+        Command::Replay {
+            ledger,
+            session,
+            identity,
+            from,
+            to,
+            json,
+            html,
+        } => {
+            use gatehouse::replay;
+            let selection = match (session, identity) {
+                (Some(s), _) => replay::Selection::Session(s),
+                (None, Some(i)) => replay::Selection::Identity(i),
+                (None, None) => unreachable!("clap requires --session or --identity"),
+            };
+            let window = replay::Window {
+                from: from.map(|f| f.parse()).transpose()?,
+                to: to.map(|t| t.parse()).transpose()?,
+            };
+            let replay = replay::load(&ledger, selection, window)?;
+            if let Some(out) = html {
+                std::fs::write(&out, replay::html::render(&replay)).with_context(|| {
+                    format!(
+                        "cannot write the report to {}; check the directory exists and is writable",
+                        out.display()
+                    )
+                })?;
+                eprintln!(
+                    "wrote the replay of {} ({} events) to {}",
+                    replay.timeline.selection,
+                    replay.timeline.events.map_or(0, |r| r.count),
+                    out.display()
+                );
+            } else if json {
+                write_stdout(&replay::json::render(&replay))?;
+            } else {
+                write_stdout(&replay::text::render(&replay))?;
+            }
+        }
         Command::Demo { dir } => {
             demo::run(dir)?;
         }
     }
     Ok(())
+}
+
+/// Writes long output; a reader that stops early (`| head`) is not an error.
+fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The approval list for people: one block per request.

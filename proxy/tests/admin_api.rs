@@ -319,3 +319,53 @@ async fn the_cli_administers_a_running_gateway_and_changes_take_effect_at_once()
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("403"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_serves_https_and_the_cli_trusts_a_given_ca() {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let env = Env::start_admin(
+        POLICY,
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"",
+            cert_file.display(),
+            key_file.display()
+        ),
+    )
+    .await;
+    let token_file = env.dir.path().join("gh").join("operator.token");
+    let run = |url: String, ca: bool| {
+        let mut args = vec![
+            "sessions".to_owned(),
+            "--admin".into(),
+            url,
+            "--token-file".into(),
+            token_file.display().to_string(),
+        ];
+        if ca {
+            args.extend(["--admin-ca".into(), cert_file.display().to_string()]);
+        }
+        std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let https = format!("https://{}", env.admin);
+    let out = tokio::task::block_in_place(|| run(https.clone(), true));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the CA the certificate is not trusted; plain HTTP is not served.
+    let out = tokio::task::block_in_place(|| run(https.clone(), false));
+    assert!(!out.status.success());
+    let out = tokio::task::block_in_place(|| run(format!("http://{}", env.admin), true));
+    assert!(!out.status.success());
+    // The API still answers after the failed handshakes.
+    let out = tokio::task::block_in_place(|| run(https, true));
+    assert!(out.status.success());
+}

@@ -2,6 +2,7 @@
 //! statements out to the real database.
 
 pub mod admin;
+pub mod admin_tls;
 pub mod approvals;
 pub mod frame;
 pub mod scram;
@@ -26,6 +27,7 @@ use crate::state::load_state;
 pub struct Gateway {
     listener: TcpListener,
     admin: TcpListener,
+    admin_tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<shared::Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -53,6 +55,11 @@ impl Gateway {
             (Some(c), Some(k)) => Some(server::tls_acceptor(c, k)?),
             (None, None) => None,
             _ => anyhow::bail!("[listen] needs both tls_cert and tls_key, or neither"),
+        };
+        let admin_tls = match (&config.admin.tls_cert, &config.admin.tls_key) {
+            (Some(c), Some(k)) => Some(server::tls_acceptor(c, k)?),
+            (None, None) => None,
+            _ => anyhow::bail!("[admin] needs both tls_cert and tls_key, or neither"),
         };
         let listener = TcpListener::bind(&config.listen.address)
             .await
@@ -95,10 +102,11 @@ impl Gateway {
         if refused > 0 {
             tracing::warn!(refused, "denied statements left held by the previous run");
         }
-        info!(address = %admin.local_addr()?, "admin API is serving");
+        info!(address = %admin.local_addr()?, tls = admin_tls.is_some(), "admin API is serving");
         Ok(Gateway {
             listener,
             admin,
+            admin_tls,
             shared,
             tls,
         })
@@ -131,15 +139,24 @@ impl Gateway {
         let Gateway {
             listener,
             admin,
+            admin_tls,
             shared,
             tls,
         } = self;
         let mut stopping = shared.shutdown.subscribe();
-        let api = tokio::spawn(std::future::IntoFuture::into_future(
-            axum::serve(admin, admin::router(shared.clone())).with_graceful_shutdown(async move {
-                let _ = stopping.wait_for(|stop| *stop).await;
-            }),
-        ));
+        let stopped = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        let router = admin::router(shared.clone());
+        let api = match admin_tls {
+            None => tokio::spawn(std::future::IntoFuture::into_future(
+                axum::serve(admin, router).with_graceful_shutdown(stopped),
+            )),
+            Some(acceptor) => tokio::spawn(std::future::IntoFuture::into_future(
+                axum::serve(admin_tls::TlsListener::new(admin, acceptor)?, router)
+                    .with_graceful_shutdown(stopped),
+            )),
+        };
         server::serve(
             listener,
             shared.clone(),
