@@ -470,7 +470,7 @@ fn select(
             Selection::TimeRange { .. } => {
                 "; add --prove-complete to prove that the range holds no event"
             }
-            _ => "; check the name or number (gatehouse replay lists sessions)",
+            _ => "; check the session number or identity name (gatehouse replay --identity NAME shows an identity's sessions)",
         };
         return Err(BundleError::NothingSelected(format!(
             "no event among the {size} the latest checkpoint covers matches {}{hint}",
