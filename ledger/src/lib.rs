@@ -10,7 +10,9 @@
 //! * [`LedgerReader`]: concurrent readers by sequence, time, session and identity.
 //! * [`merkle`], [`chain`], [`checkpoint`], [`note`]: the cryptographic pieces.
 //! * [`keyfile`]: signing keys on disk, refused unless owner-only.
+//! * [`bundle`]: evidence bundles, selected events with inclusion proofs.
 
+pub mod bundle;
 pub mod cbor;
 pub mod chain;
 pub mod checkpoint;

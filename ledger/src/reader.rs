@@ -107,13 +107,6 @@ impl LedgerReader {
         EventIter::new(self, Filter::All, range)
     }
 
-    /// The stored record bytes of the events in `range`, in order, not
-    /// decoded: for folds that decode only the events they need (see
-    /// [`crate::event::RecordHead`]). Each item is `(seq, record bytes)`.
-    pub fn records(&self, range: Range<u64>) -> RecordIter<'_> {
-        RecordIter(EventIter::new(self, Filter::All, range))
-    }
-
     /// Every event of one session, in order.
     pub fn events_by_session(&self, session: SessionId) -> Result<EventIter<'_>, LedgerError> {
         let ranges = self.bucket_ranges(
@@ -185,6 +178,54 @@ impl LedgerReader {
             }
         }
         Ok(lo)
+    }
+
+    /// Streams the stored bytes of the events in `range` to `visit`, in
+    /// order, without decoding them: an exporter hashes every record to
+    /// rebuild the Merkle tree, and decoding a million events would cost more
+    /// than hashing them. Pages by sequence number like [`EventIter`], so no
+    /// read transaction stays open for the whole scan. A missing event is
+    /// damage and is reported, not skipped.
+    pub fn for_each_record(
+        &self,
+        range: Range<u64>,
+        mut visit: impl FnMut(u64, &[u8]),
+    ) -> Result<(), LedgerError> {
+        const RAW_PAGE: i64 = 8192;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, data FROM events WHERE seq >= ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(|e| self.err(e))?;
+        let end = range.end.min(i64::MAX as u64);
+        let mut next = range.start;
+        while next < end {
+            let mut rows = stmt
+                .query(rusqlite::params![next as i64, end as i64, RAW_PAGE])
+                .map_err(|e| self.err(e))?;
+            let before = next;
+            while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+                let seq = row.get::<_, i64>(0).map_err(|e| self.err(e))? as u64;
+                if seq != next {
+                    return Err(LedgerError::Damaged(format!(
+                        "event {next} is missing (the next stored event is {seq})"
+                    )));
+                }
+                let data = row.get_ref(1).map_err(|e| self.err(e))?;
+                let data = data
+                    .as_blob()
+                    .map_err(|e| self.err(rusqlite::Error::from(e)))?;
+                visit(seq, data);
+                next += 1;
+            }
+            if next == before {
+                return Err(LedgerError::Damaged(format!(
+                    "event {next} is missing (the ledger ends before it)"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The snapshot with the largest `covers` not above `max_covers`, found
@@ -359,9 +400,10 @@ impl<'r> EventIter<'r> {
     }
 }
 
-impl EventIter<'_> {
-    /// The next stored row, fetching a page when the buffer is empty.
-    fn next_row(&mut self) -> Option<Result<(i64, Vec<u8>), LedgerError>> {
+impl Iterator for EventIter<'_> {
+    type Item = Result<StoredEvent, LedgerError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
         while !self.done && self.buf.is_empty() {
             let Some(range) = self.ranges.front_mut() else {
                 self.done = true;
@@ -381,35 +423,12 @@ impl EventIter<'_> {
                 }
             }
         }
-        self.buf.pop_front().map(Ok)
-    }
-}
-
-impl Iterator for EventIter<'_> {
-    type Item = Result<StoredEvent, LedgerError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let (seq, data) = match self.next_row()? {
-            Ok(row) => row,
-            Err(e) => return Some(Err(e)),
-        };
+        let (seq, data) = self.buf.pop_front()?;
         let item = decode(seq as u64, data);
         if item.is_err() {
             self.done = true;
             self.buf.clear();
         }
         Some(item)
-    }
-}
-
-/// Iterates stored records without decoding them (see
-/// [`LedgerReader::records`]); stops after the first error.
-pub struct RecordIter<'r>(EventIter<'r>);
-
-impl Iterator for RecordIter<'_> {
-    type Item = Result<(u64, Vec<u8>), LedgerError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        Some(self.0.next_row()?.map(|(seq, data)| (seq as u64, data)))
     }
 }

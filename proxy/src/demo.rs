@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use gatehouse_ledger::{EventBody, LedgerReader};
 use gatehouse_pgtest::PgCluster;
 use gatehouse_verify::{verify_ledger, Report, VerifierKey};
 
@@ -114,11 +113,23 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
     runtime.block_on(agent_session(&config, &issued.secret))?;
     drop(runtime);
     let ledger_path = dir.join(LEDGER);
+    let replay = crate::replay::load(
+        &ledger_path,
+        crate::replay::Selection::Identity(AGENT.into()),
+        crate::replay::Window::default(),
+    )?;
+    let report = dir.join("replay.html");
+    std::fs::write(&report, crate::replay::html::render(&replay))?;
     say(
-        "4. What the ledger recorded",
-        "Every statement was recorded, and committed, before it could reach the database:",
+        "4. The responder replays what the agent did",
+        &format!(
+            "Every statement was recorded, and committed, before it could reach the database.\n\
+             gatehouse replay --ledger {} --identity {AGENT}   (also written as {}):\n",
+            ledger_path.display(),
+            report.display()
+        ),
     );
-    print_timeline(&ledger_path, AGENT)?;
+    print!("{}", indent(&crate::replay::text::render(&replay)));
 
     let key = VerifierKey::parse(std::fs::read_to_string(dir.join(VERIFIER_KEY))?.trim())?;
     let report = verify_ledger(&ledger_path, &key, None)?;
@@ -207,55 +218,6 @@ fn outcome(report: &Report) -> String {
         None => "  verifier: intact".into(),
         Some(f) => format!("  verifier: FAILED at event {}: {}", f.seq, f.message),
     }
-}
-
-fn print_timeline(path: &Path, identity: &str) -> Result<()> {
-    let reader = LedgerReader::open(path)?;
-    for stored in reader.events_by_identity(identity)? {
-        let e = stored?.event;
-        let what = match &e.body {
-            EventBody::SessionOpened(s) => format!(
-                "session {} opened by {} from {} ({})",
-                s.session,
-                s.identity,
-                s.client_addr,
-                s.application_name.as_deref().unwrap_or("-")
-            ),
-            EventBody::QueryReceived(q) => format!("query     {}", q.sql),
-            EventBody::Decision(d) => format!(
-                "decision  {:?} by {}{}",
-                d.action,
-                d.rule
-                    .as_deref()
-                    .map_or("the default deny".to_owned(), |r| format!("rule {r}")),
-                d.message
-                    .as_deref()
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default()
-            ),
-            EventBody::Response(r) => format!(
-                "response  {} in {:.2} ms{}",
-                r.command_tag.as_deref().unwrap_or("-"),
-                r.duration_ns as f64 / 1e6,
-                r.error
-                    .as_deref()
-                    .map(|m| format!(", error: {m}"))
-                    .unwrap_or_default()
-            ),
-            EventBody::SessionClosed(c) => format!("session closed: {}", c.reason),
-            EventBody::IdentityBlocked(b) => format!("BLOCKED   by {}: {}", b.operator, b.reason),
-            EventBody::SessionTerminated(t) => format!(
-                "session {} terminated by {}: {}",
-                t.session,
-                t.operator.as_deref().unwrap_or("gatehouse"),
-                t.reason
-            ),
-            EventBody::AuthenticationFailed(a) => format!("login refused: {}", a.reason),
-            other => other.kind().name().to_string(),
-        };
-        println!("  #{:<3} {what}", e.seq);
-    }
-    Ok(())
 }
 
 /// Rewrites the SQL of the first denied query in place, leaving every stored

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use gatehouse::config::Config;
-use gatehouse::{commands, demo, gateway, init};
+use gatehouse::{commands, demo, export, gateway, init};
 
 /// Gatehouse: a policy-enforcing, recording PostgreSQL gateway.
 #[derive(Parser)]
@@ -140,6 +140,37 @@ enum Command {
         /// snapshot in it against the fold; fails on the first mismatch.
         #[arg(long, conflicts_with_all = ["at", "json", "hash"])]
         check: bool,
+    },
+    /// Export an evidence bundle: the selected events with proofs against
+    /// the ledger's latest signed checkpoint, for gatehouse-verify to check
+    /// offline. Other events are not revealed.
+    Export {
+        /// The ledger file (read only; the gateway may be running).
+        #[arg(long)]
+        ledger: PathBuf,
+        /// Every event of this session.
+        #[arg(long)]
+        session: Option<u64>,
+        /// Every event concerning this identity.
+        #[arg(long)]
+        identity: Option<String>,
+        /// Events from this RFC 3339 time (inclusive; with --to).
+        #[arg(long, value_name = "T")]
+        from: Option<String>,
+        /// Events before this RFC 3339 time (exclusive; with --from).
+        #[arg(long, value_name = "T")]
+        to: Option<String>,
+        /// The bundle file to create (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// A checkpoint note an auditor kept: the bundle also proves its
+        /// checkpoint extends that one (repeatable).
+        #[arg(long, value_name = "NOTE")]
+        consistent_with: Vec<PathBuf>,
+        /// Time ranges: also disclose the events just before and after the
+        /// range, proving the bundle holds every event in it.
+        #[arg(long)]
+        prove_complete: bool,
     },
     /// Show what a session or an identity did: connections, statements with
     /// their parameters, decisions, approvals, masks, rows as the client saw
@@ -604,6 +635,34 @@ fn run(command: Command) -> Result<()> {
             } else {
                 print!("{state}");
             }
+        }
+        Command::Export {
+            ledger,
+            session,
+            identity,
+            from,
+            to,
+            out,
+            consistent_with,
+            prove_complete,
+        } => {
+            let exported = export::export(&export::ExportOptions {
+                ledger,
+                session,
+                identity,
+                from,
+                to,
+                out: out.clone(),
+                consistent_with,
+                prove_complete,
+            })?;
+            eprintln!(
+                "{exported}\nwrote {}; record its digest (below) with it, and verify it with \
+                 gatehouse-verify {} --key <verifier key file>",
+                out.display(),
+                out.display()
+            );
+            println!("{}", exported.digest);
         }
         Command::Replay {
             ledger,

@@ -54,6 +54,19 @@ enum Command {
         #[arg(long)]
         ledger: Option<PathBuf>,
     },
+    /// Builds a ledger of N events (64 sessions) and times exporting and
+    /// verifying evidence bundles out of it.
+    Bundle {
+        /// Events in the ledger.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Reuse (or keep) the ledger at this path.
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+        /// The session to export (one of 0..64).
+        #[arg(long, default_value_t = 7)]
+        session: u64,
+    },
     /// Time from a block to the last of the identity's sessions ending, on a
     /// throwaway PostgreSQL, with every session busy in a long statement.
     Containment {
@@ -277,6 +290,71 @@ async fn verify_run(events: u64, ledger: Option<PathBuf>) -> Result<()> {
             "FAILED"
         }
     );
+    Ok(())
+}
+
+/// Times `bundle::export` and `gatehouse_verify::verify_bundle_bytes` for
+/// a session, a time range and an identity of a ledger of `events` events.
+async fn bundle_run(events: u64, ledger: Option<PathBuf>, session: u64) -> Result<()> {
+    use gatehouse_ledger::bundle::{self, ExportRequest, Selection};
+    let tmp = tempfile_dir()?;
+    let path = ledger.unwrap_or_else(|| tmp.join("bundle.db"));
+    let have = if path.exists() {
+        gatehouse_ledger::LedgerReader::open(&path)?.len()?
+    } else {
+        0
+    };
+    if have < events {
+        let t = Instant::now();
+        fill(&path, events).await?;
+        println!(
+            "built a ledger of {events} events in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let reader = gatehouse_ledger::LedgerReader::open(&path)?;
+    let n = reader.len()?;
+    let middle = reader.get(n / 2)?.context("the middle event")?.event.ts;
+    let earlier = reader.checkpoints()?.get(10).map(|c| c.note.clone());
+    let key = gatehouse_verify::VerifierKey::parse(&bench_signer().verifier().to_string())?;
+    let runs: Vec<(&str, ExportRequest)> = vec![
+        (
+            "session",
+            ExportRequest {
+                selection: Selection::Session(session),
+                consistent_with: earlier.into_iter().collect(),
+                prove_complete: false,
+            },
+        ),
+        (
+            "time range, 1 ms",
+            ExportRequest {
+                selection: Selection::TimeRange {
+                    from: middle,
+                    to: middle + 1_000_000,
+                },
+                consistent_with: vec![],
+                prove_complete: true,
+            },
+        ),
+    ];
+    for (what, request) in runs {
+        let t = Instant::now();
+        let b = bundle::export(&reader, &request)?;
+        let bytes = b.to_bytes();
+        let export_secs = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let report = gatehouse_verify::verify_bundle_bytes(&bytes, &key, None, None)?;
+        let verify_secs = t.elapsed().as_secs_f64();
+        println!(
+            "{what}: {} events of {n}, {} bytes ({:.0} B/event); export {export_secs:.2}s, verify {:.1}ms ({})",
+            report.events,
+            bytes.len(),
+            bytes.len() as f64 / report.events.max(1) as f64,
+            verify_secs * 1e3,
+            if report.is_intact() { "intact" } else { "FAILED" }
+        );
+    }
     Ok(())
 }
 
@@ -926,6 +1004,14 @@ async fn main() -> Result<()> {
                 machine()
             );
             state_bench(events, every, ledger).await?;
+        }
+        Command::Bundle {
+            events,
+            ledger,
+            session,
+        } => {
+            println!("evidence bundle benchmark on {}", machine());
+            bundle_run(events, ledger, session).await?;
         }
         Command::AppendStream { ledger } => append_stream(ledger).await?,
         Command::Containment { sessions } => {

@@ -105,39 +105,50 @@ fn catch_up(
     every: u64,
     stop: &AtomicBool,
 ) -> Result<(), String> {
-    for record in reader.records(state.events..u64::MAX) {
-        let (seq, bytes) = record.map_err(|e| format!("cannot read the ledger: {e}"))?;
-        if seq != state.events {
-            return Err(format!(
-                "expected event {} next but read event {seq}",
-                state.events
-            ));
-        }
-        state
-            .apply_record(&bytes)
-            .map_err(|e| format!("event {seq} cannot be decoded: {e}"))?;
-        if state.events != seq + 1 {
-            return Err(format!(
-                "the record stored as event {seq} says it is event {}",
-                state.events - 1
-            ));
-        }
-        if state.events.is_multiple_of(every) {
-            let body = snapshot::snapshot(state);
-            let bytes = body.state.0.len();
-            let receipt = ledger
-                .append_blocking(&[body.into()])
-                .map_err(|e| format!("cannot append a snapshot: {e}"))?;
-            debug!(
-                covers = state.events,
-                seq = receipt[0].seq,
-                bytes,
-                "snapshot written"
-            );
-        }
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
+    let end = reader
+        .len()
+        .map_err(|e| format!("cannot read the ledger: {e}"))?;
+    let mut failed = None;
+    reader
+        .for_each_record(state.events..end, |seq, bytes| {
+            if failed.is_none() && !stop.load(Ordering::Relaxed) {
+                failed = fold_one(ledger, state, every, seq, bytes).err();
+            }
+        })
+        .map_err(|e| format!("cannot read the ledger: {e}"))?;
+    failed.map_or(Ok(()), Err)
+}
+
+/// Folds the record stored as event `seq`; appends a snapshot if the count
+/// of folded events reaches a multiple of `every`.
+fn fold_one(
+    ledger: &Ledger,
+    state: &mut GatewayState,
+    every: u64,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<(), String> {
+    state
+        .apply_record(bytes)
+        .map_err(|e| format!("event {seq} cannot be decoded: {e}"))?;
+    if state.events != seq + 1 {
+        return Err(format!(
+            "the record stored as event {seq} says it is event {}",
+            state.events - 1
+        ));
+    }
+    if state.events.is_multiple_of(every) {
+        let body = snapshot::snapshot(state);
+        let bytes = body.state.0.len();
+        let receipt = ledger
+            .append_blocking(&[body.into()])
+            .map_err(|e| format!("cannot append a snapshot: {e}"))?;
+        debug!(
+            covers = state.events,
+            seq = receipt[0].seq,
+            bytes,
+            "snapshot written"
+        );
     }
     Ok(())
 }
