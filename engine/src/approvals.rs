@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 
+use gatehouse_ledger::cbor::{Cbor, Dec, DecodeError, Enc};
+use gatehouse_ledger::cbor_record;
 use gatehouse_ledger::event::{EventBody, Nanos, SessionId};
 use gatehouse_ledger::Event;
 use serde::{Deserialize, Serialize};
@@ -264,6 +266,64 @@ fn grant_until(untils: &[Option<Nanos>]) -> Option<Nanos> {
         .try_fold(Nanos::MAX, |min, u| u.map(|u| min.min(u)))
         .filter(|_| !untils.is_empty())
 }
+
+// Snapshot encodings (crate::snapshot).
+
+/// Statuses as codes 0 pending, 1 granted, 2 denied, 3 expired.
+impl Cbor for ApprovalStatus {
+    fn encode(&self, enc: &mut Enc) {
+        enc.uint(match self {
+            ApprovalStatus::Pending => 0,
+            ApprovalStatus::Granted => 1,
+            ApprovalStatus::Denied => 2,
+            ApprovalStatus::Expired => 3,
+        });
+    }
+
+    fn decode(dec: &mut Dec<'_>) -> Result<Self, DecodeError> {
+        let offset = dec.offset();
+        Ok(match dec.uint()? {
+            0 => ApprovalStatus::Pending,
+            1 => ApprovalStatus::Granted,
+            2 => ApprovalStatus::Denied,
+            3 => ApprovalStatus::Expired,
+            _ => {
+                return Err(DecodeError::Unexpected {
+                    offset,
+                    expected: "an approval status code (0 to 3)",
+                })
+            }
+        })
+    }
+}
+
+cbor_record!(Approval {
+    0 => session,
+    1 => identity,
+    2 => query,
+    3 => sql,
+    4 => rule,
+    5 => fingerprint,
+    6 => quorum,
+    7 => status,
+    8 => approvers,
+    9 => grant_untils,
+    10 => requested_at,
+    11 => expires_at,
+    12 => denied_by,
+    13 => reason,
+});
+
+cbor_record!(Grant {
+    0 => approval,
+    1 => until,
+    2 => approvers,
+});
+
+cbor_record!(Approvals {
+    0 => requests,
+    1 => grants,
+});
 
 #[cfg(test)]
 mod tests {

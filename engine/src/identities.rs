@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use gatehouse_ledger::cbor::{Cbor, Dec, DecodeError, Enc};
+use gatehouse_ledger::cbor_record;
 use gatehouse_ledger::event::{EventBody, Nanos};
 use serde::Serialize;
 
@@ -147,6 +149,63 @@ impl Identities {
             .map(|c| (c.verifier.salt.clone(), c.verifier.iterations))
     }
 }
+
+// Snapshot encodings (crate::snapshot): every field, the verifier included.
+
+impl Cbor for ScramVerifier {
+    fn encode(&self, enc: &mut Enc) {
+        enc.map(4);
+        enc.uint(0);
+        enc.bytes(&self.salt);
+        enc.uint(1);
+        self.iterations.encode(enc);
+        enc.uint(2);
+        enc.bytes(&self.stored_key);
+        enc.uint(3);
+        enc.bytes(&self.server_key);
+    }
+
+    fn decode(dec: &mut Dec<'_>) -> Result<Self, DecodeError> {
+        let offset = dec.offset();
+        if dec.map()? != 4 {
+            return Err(DecodeError::Unexpected {
+                offset,
+                expected: "the field count of ScramVerifier",
+            });
+        }
+        dec.key(0)?;
+        let salt = dec.bytes()?.to_vec();
+        dec.key(1)?;
+        let iterations = u32::decode(dec)?;
+        dec.key(2)?;
+        let stored_key = dec.bytes()?.to_vec();
+        dec.key(3)?;
+        let server_key = dec.bytes()?.to_vec();
+        Ok(ScramVerifier {
+            salt,
+            iterations,
+            stored_key,
+            server_key,
+        })
+    }
+}
+
+cbor_record!(Credential {
+    0 => id,
+    1 => issued_by,
+    2 => expires_at,
+    3 => revoked,
+    4 => verifier,
+});
+
+cbor_record!(Identity {
+    0 => name,
+    1 => created_by,
+    2 => description,
+    3 => credentials,
+});
+
+cbor_record!(Identities { 0 => by_name, });
 
 #[cfg(test)]
 mod tests {

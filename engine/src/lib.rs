@@ -1,6 +1,6 @@
 //! Gatehouse's judgement: what a statement is ([`classify`]), what policy
 //! says about it ([`policy`]), and the state the gateway derives from ledger
-//! events ([`identities`]). Everything here is a pure function of its
+//! events ([`state`], with [`snapshot`]s of it). Everything here is a pure function of its
 //! inputs: no sockets, no files, no clocks.
 
 pub mod approvals;
@@ -10,6 +10,7 @@ pub mod identities;
 pub mod mask;
 pub mod operators;
 pub mod policy;
+pub mod snapshot;
 pub mod state;
 
 pub use gatehouse_ledger::event::{Action, StatementClass};

@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use gatehouse_ledger::cbor::{Bytes, Cbor, Dec, DecodeError, Enc};
+use gatehouse_ledger::cbor_record;
 use gatehouse_ledger::event::EventBody;
 use serde::Serialize;
 
@@ -105,6 +107,74 @@ impl Operators {
     /// How many operators exist.
     pub fn len(&self) -> usize {
         self.by_name.len()
+    }
+}
+
+// Snapshot encodings (crate::snapshot).
+
+/// Roles as codes 0 admin, 1 approver, 2 responder, 3 auditor (the order of
+/// [`Role::ALL`], so a set of roles encodes in increasing order).
+impl Cbor for Role {
+    fn encode(&self, enc: &mut Enc) {
+        let code = Role::ALL.iter().position(|r| r == self).unwrap_or(0);
+        enc.uint(code as u64);
+    }
+
+    fn decode(dec: &mut Dec<'_>) -> Result<Self, DecodeError> {
+        let offset = dec.offset();
+        let code = dec.uint()?;
+        usize::try_from(code)
+            .ok()
+            .and_then(|c| Role::ALL.get(c).copied())
+            .ok_or(DecodeError::Unexpected {
+                offset,
+                expected: "a role code (0 to 3)",
+            })
+    }
+}
+
+cbor_record!(Operator {
+    0 => name,
+    1 => roles,
+    2 => added_by,
+});
+
+/// `{0: operators by name, 1: [token hash, operator] pairs by hash}`.
+impl Cbor for Operators {
+    fn encode(&self, enc: &mut Enc) {
+        let tokens: BTreeMap<Bytes, &String> = self
+            .by_token
+            .iter()
+            .map(|(hash, name)| (Bytes(hash.clone()), name))
+            .collect();
+        enc.map(2);
+        enc.uint(0);
+        self.by_name.encode(enc);
+        enc.uint(1);
+        enc.array(tokens.len());
+        for (hash, name) in tokens {
+            enc.array(2);
+            hash.encode(enc);
+            name.encode(enc);
+        }
+    }
+
+    fn decode(dec: &mut Dec<'_>) -> Result<Self, DecodeError> {
+        let offset = dec.offset();
+        if dec.map()? != 2 {
+            return Err(DecodeError::Unexpected {
+                offset,
+                expected: "the field count of Operators",
+            });
+        }
+        dec.key(0)?;
+        let by_name = BTreeMap::decode(dec)?;
+        dec.key(1)?;
+        let tokens = BTreeMap::<Bytes, String>::decode(dec)?;
+        Ok(Operators {
+            by_name,
+            by_token: tokens.into_iter().map(|(h, n)| (h.0, n)).collect(),
+        })
     }
 }
 

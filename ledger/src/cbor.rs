@@ -6,6 +6,8 @@
 //! must be exactly the struct's, in order, so a decoded value re-encodes to the
 //! same bytes and [`decode_canonical`] can reject anything else by comparing.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use ciborium_ll::{Decoder, Encoder, Header};
 use thiserror::Error;
 
@@ -404,6 +406,109 @@ impl<T: Cbor> Cbor for Vec<T> {
     }
 }
 
+/// Ordered maps, as an array of `[key, value]` pairs in increasing key
+/// order. Not a CBOR map: the order of a map's keys would be CBOR's
+/// (shortest encoding first), not the key type's, and the ledger keeps maps
+/// with arbitrary keys out of hashed data (section 3 of the format).
+/// Decoding rejects keys out of order or repeated, so each map has one
+/// encoding.
+impl<K: Cbor + Ord, V: Cbor> Cbor for BTreeMap<K, V> {
+    fn encode(&self, enc: &mut Enc) {
+        enc.array(self.len());
+        for (k, v) in self {
+            enc.array(2);
+            k.encode(enc);
+            v.encode(enc);
+        }
+    }
+    fn decode(dec: &mut Dec<'_>) -> Result<Self, DecodeError> {
+        let len = dec.array()?;
+        let mut out = BTreeMap::new();
+        for _ in 0..len {
+            let offset = dec.offset();
+            if dec.array()? != 2 {
+                return Err(DecodeError::Unexpected {
+                    offset,
+                    expected: "a [key, value] pair",
+                });
+            }
+            let offset = dec.offset();
+            let k = K::decode(dec)?;
+            if out.last_key_value().is_some_and(|(last, _)| *last >= k) {
+                return Err(DecodeError::Unexpected {
+                    offset,
+                    expected: "map keys in strictly increasing order",
+                });
+            }
+            let v = V::decode(dec)?;
+            out.insert(k, v);
+        }
+        Ok(out)
+    }
+}
+
+/// Ordered sets, as an array in strictly increasing order.
+impl<T: Cbor + Ord> Cbor for BTreeSet<T> {
+    fn encode(&self, enc: &mut Enc) {
+        enc.array(self.len());
+        for item in self {
+            item.encode(enc);
+        }
+    }
+    fn decode(dec: &mut Dec<'_>) -> Result<Self, DecodeError> {
+        let len = dec.array()?;
+        let mut out = BTreeSet::new();
+        for _ in 0..len {
+            let offset = dec.offset();
+            let item = T::decode(dec)?;
+            if out.last().is_some_and(|last| *last >= item) {
+                return Err(DecodeError::Unexpected {
+                    offset,
+                    expected: "set items in strictly increasing order",
+                });
+            }
+            out.insert(item);
+        }
+        Ok(out)
+    }
+}
+
+/// Implements [`Cbor`] for an existing struct as a map with the given
+/// integer keys, strictly increasing, one per field. The struct is rebuilt
+/// with a struct literal, so a field missing from the list is a compile
+/// error: a type cannot gain state that its encoding silently drops.
+#[macro_export]
+macro_rules! cbor_record {
+    ($name:ident { $( $key:literal => $field:ident, )* }) => {
+        impl $crate::cbor::Cbor for $name {
+            fn encode(&self, enc: &mut $crate::cbor::Enc) {
+                const KEYS: &[u64] = &[$($key),*];
+                enc.map(KEYS.len());
+                $(
+                    enc.uint($key);
+                    $crate::cbor::Cbor::encode(&self.$field, enc);
+                )*
+            }
+
+            fn decode(dec: &mut $crate::cbor::Dec<'_>) -> Result<Self, $crate::cbor::DecodeError> {
+                const KEYS: &[u64] = &[$($key),*];
+                let offset = dec.offset();
+                if dec.map()? != KEYS.len() {
+                    return Err($crate::cbor::DecodeError::Unexpected {
+                        offset,
+                        expected: concat!("the field count of ", stringify!($name)),
+                    });
+                }
+                $(
+                    dec.key($key)?;
+                    let $field = $crate::cbor::Cbor::decode(dec)?;
+                )*
+                Ok($name { $($field,)* })
+            }
+        }
+    };
+}
+
 /// Defines a struct encoded as a CBOR map with the given integer keys, which
 /// must be strictly increasing (checked by a test over every record type).
 #[macro_export]
@@ -571,5 +676,30 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(decode_canonical::<Sample>(&bytes[..len]).is_err());
         }
+    }
+
+    #[test]
+    fn ordered_maps_and_sets_have_one_encoding() {
+        let map: BTreeMap<String, u64> = [("b".into(), 2), ("a".into(), 1)].into();
+        let bytes = to_vec(&map);
+        assert_eq!(
+            bytes,
+            [0x82, 0x82, 0x61, b'a', 0x01, 0x82, 0x61, b'b', 0x02]
+        );
+        assert_eq!(
+            decode_canonical::<BTreeMap<String, u64>>(&bytes).unwrap(),
+            map
+        );
+        // The same pairs out of order, or a key repeated, are refused.
+        let swapped = [0x82, 0x82, 0x61, b'b', 0x02, 0x82, 0x61, b'a', 0x01];
+        assert!(matches!(
+            decode_canonical::<BTreeMap<String, u64>>(&swapped),
+            Err(DecodeError::Unexpected { .. })
+        ));
+        let repeated = [0x82, 0x82, 0x61, b'a', 0x01, 0x82, 0x61, b'a', 0x02];
+        assert!(decode_canonical::<BTreeMap<String, u64>>(&repeated).is_err());
+        let set: BTreeSet<u64> = [3, 1].into();
+        assert_eq!(to_vec(&set), [0x82, 0x01, 0x03]);
+        assert!(decode_canonical::<BTreeSet<u64>>(&[0x82, 0x03, 0x01]).is_err());
     }
 }

@@ -381,6 +381,19 @@ cbor_struct! {
     }
 }
 
+impl Snapshot {
+    /// The `covers` field of an encoded snapshot body, read without decoding
+    /// the state: the writer indexes snapshots by it.
+    pub fn covers_of(body: &[u8]) -> Option<u64> {
+        let mut dec = Dec::new(body);
+        if dec.map().ok()? != Self::KEYS.len() {
+            return None;
+        }
+        dec.key(0).ok()?;
+        dec.uint().ok()
+    }
+}
+
 cbor_struct! {
     /// An operator of the admin API was added, with roles and a bearer token
     /// (only its BLAKE3 hash is recorded).
@@ -606,6 +619,61 @@ impl Event {
     }
 }
 
+/// A record's envelope, and its session when that is the body's first
+/// field, read without decoding the body. Folds use it to skip decoding
+/// events that only move counters; it checks nothing beyond the fields it
+/// reads, so it is for records this process's own writer committed, never
+/// for verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHead {
+    /// Sequence number.
+    pub seq: u64,
+    /// Timestamp.
+    pub ts: Nanos,
+    /// Kind.
+    pub kind: EventKind,
+    /// The body's `session`, for kinds whose first field (key 0) it is.
+    pub session: Option<SessionId>,
+}
+
+impl RecordHead {
+    /// Reads the head of a record.
+    pub fn parse(bytes: &[u8]) -> Result<RecordHead, DecodeError> {
+        let mut dec = Dec::new(bytes);
+        let offset = dec.offset();
+        if dec.map()? != 4 {
+            return Err(DecodeError::Unexpected {
+                offset,
+                expected: "a record map of four entries",
+            });
+        }
+        dec.key(0)?;
+        let seq = dec.uint()?;
+        dec.key(1)?;
+        let ts = dec.uint()?;
+        dec.key(2)?;
+        let offset = dec.offset();
+        let kind = EventKind::from_code(dec.uint()?).ok_or(DecodeError::Unexpected {
+            offset,
+            expected: "a known event kind",
+        })?;
+        dec.key(3)?;
+        let session = if kind.fields().first().is_some_and(|f| f.1 == "session") {
+            dec.map()?;
+            dec.key(0)?;
+            Some(dec.uint()?)
+        } else {
+            None
+        };
+        Ok(RecordHead {
+            seq,
+            ts,
+            kind,
+            session,
+        })
+    }
+}
+
 /// Frames an encoded body into a record (docs/ledger-format.md, section 2).
 pub fn record_bytes(seq: u64, ts: Nanos, kind: EventKind, body: &[u8]) -> Vec<u8> {
     let mut enc = Enc::with_buffer(Vec::with_capacity(body.len() + 24));
@@ -649,6 +717,56 @@ mod tests {
             );
             assert_eq!(keys.first(), Some(&0), "{} keys start at 0", kind.name());
         }
+    }
+
+    #[test]
+    fn record_heads_match_the_decoded_events() {
+        let opened = Event {
+            seq: 3,
+            ts: 9,
+            body: SessionOpened {
+                session: 77,
+                identity: "a".into(),
+                target: "t".into(),
+                client_addr: "c".into(),
+                application_name: None,
+                credential: None,
+                tls: false,
+            }
+            .into(),
+        };
+        let head = RecordHead::parse(&opened.to_bytes()).unwrap();
+        assert_eq!(
+            head,
+            RecordHead {
+                seq: 3,
+                ts: 9,
+                kind: EventKind::SessionOpened,
+                session: Some(77)
+            }
+        );
+        for kind in EventKind::ALL {
+            let session_first = kind.fields().first().map(|f| f.1) == Some("session");
+            assert!(
+                !session_first || kind.fields()[0].2 == "SessionId",
+                "{}",
+                kind.name()
+            );
+        }
+        let created = Event {
+            seq: 4,
+            ts: 10,
+            body: IdentityCreated {
+                identity: "a".into(),
+                operator: "o".into(),
+                description: None,
+            }
+            .into(),
+        };
+        assert_eq!(
+            RecordHead::parse(&created.to_bytes()).unwrap().session,
+            None
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! * [`LedgerReader`]: concurrent readers by sequence, time, session and identity.
 //! * [`merkle`], [`chain`], [`checkpoint`], [`note`]: the cryptographic pieces.
 //! * [`keyfile`]: signing keys on disk, refused unless owner-only.
+//! * [`bundle`]: evidence bundles, selected events with inclusion proofs.
 
+pub mod bundle;
 pub mod cbor;
 pub mod chain;
 pub mod checkpoint;
@@ -25,7 +27,7 @@ pub mod writer;
 use std::path::Path;
 
 pub use event::{Event, EventBody, EventKind};
-pub use reader::{LedgerReader, StoredCheckpoint};
+pub use reader::{LedgerReader, StoredCheckpoint, StoredSnapshot};
 pub use writer::{AppendError, Durability, Ledger, Receipt, WriterOptions};
 
 /// What went wrong opening or reading a ledger.

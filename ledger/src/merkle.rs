@@ -152,8 +152,13 @@ impl Frontier {
     }
 }
 
-/// RFC 9162 `SUBPROOF(m, D[0:n], true)` with subtree hashes from `mth(start, end)`.
-fn consistency_proof_with(m: u64, n: u64, mth: &mut dyn FnMut(u64, u64) -> Hash) -> Vec<Hash> {
+/// RFC 9162 `SUBPROOF(m, D[0:n], true)` with subtree hashes from
+/// `mth(start, end)` = `MTH(D[start:end])`.
+///
+/// Every range asked for is either an aligned complete subtree (its length a
+/// power of two dividing its start) or ends at `n`. Callers that hold no
+/// leaves (the writer's frontier, the exporter's streaming pass) rely on it.
+pub fn consistency_proof_with(m: u64, n: u64, mth: &mut dyn FnMut(u64, u64) -> Hash) -> Vec<Hash> {
     fn sub(
         m: u64,
         start: u64,
@@ -193,22 +198,44 @@ pub fn consistency_proof(leaves: &[Hash], m: u64) -> Vec<Hash> {
 
 /// Inclusion proof (audit path) of leaf `index` among `leaves`.
 pub fn inclusion_proof(leaves: &[Hash], index: u64) -> Vec<Hash> {
-    fn path(index: usize, leaves: &[Hash], out: &mut Vec<Hash>) {
-        if leaves.len() <= 1 {
+    inclusion_proof_with(index, leaves.len() as u64, &mut |a, b| {
+        root_of(&leaves[a as usize..b as usize])
+    })
+}
+
+/// RFC 9162 `PATH(index, D[0:size])` with subtree hashes from
+/// `mth(start, end)` = `MTH(D[start:end])`; empty if `index >= size`.
+///
+/// As for [`consistency_proof_with`], every range asked for is an aligned
+/// complete subtree or ends at `size`, so proofs can be built from hashes
+/// collected in one pass over the leaves (see `crate::bundle`).
+pub fn inclusion_proof_with(
+    index: u64,
+    size: u64,
+    mth: &mut dyn FnMut(u64, u64) -> Hash,
+) -> Vec<Hash> {
+    fn path(
+        index: u64,
+        start: u64,
+        n: u64,
+        mth: &mut dyn FnMut(u64, u64) -> Hash,
+        out: &mut Vec<Hash>,
+    ) {
+        if n <= 1 {
             return;
         }
-        let k = split(leaves.len() as u64) as usize;
+        let k = split(n);
         if index < k {
-            path(index, &leaves[..k], out);
-            out.push(root_of(&leaves[k..]));
+            path(index, start, k, mth, out);
+            out.push(mth(start + k, start + n));
         } else {
-            path(index - k, &leaves[k..], out);
-            out.push(root_of(&leaves[..k]));
+            path(index - k, start + k, n - k, mth, out);
+            out.push(mth(start, start + k));
         }
     }
     let mut out = Vec::new();
-    if (index as usize) < leaves.len() {
-        path(index as usize, leaves, &mut out);
+    if index < size {
+        path(index, 0, size, mth, &mut out);
     }
     out
 }

@@ -120,6 +120,11 @@ impl VerifierKey {
         &self.name
     }
 
+    /// `<name>+<key id>`, see [`key_label`].
+    pub fn label(&self) -> String {
+        key_label(&self.name, &self.id)
+    }
+
     /// Verifies `note` and returns its text. Signatures by other keys are
     /// ignored; a bad signature by this key rejects the note.
     pub fn verify<'n>(&self, note: &'n str) -> Result<&'n str, NoteError> {
@@ -184,6 +189,38 @@ fn split_note(note: &str) -> Result<(&str, &str), NoteError> {
         ));
     }
     Ok((text, sigs))
+}
+
+/// The key name and key id a signature line names.
+pub type Signer = (String, [u8; 4]);
+
+/// The text of a signed note and the name and key id of each of its
+/// signature lines, *without checking any signature*: for tools that carry a
+/// note onwards (evidence bundles) and must name the key that signed it,
+/// leaving verification to whoever holds the verifier key.
+pub fn unverified_parts(note: &str) -> Result<(&str, Vec<Signer>), NoteError> {
+    let (text, sigs) = split_note(note)?;
+    let mut signers = Vec::new();
+    for line in sigs.split_terminator('\n') {
+        let malformed =
+            || NoteError::MalformedNote(format!("signature line {line:?} is malformed"));
+        let rest = line.strip_prefix("\u{2014} ").ok_or_else(malformed)?;
+        let (name, b64) = rest.split_once(' ').ok_or_else(malformed)?;
+        let raw = B64.decode(b64).map_err(|_| malformed())?;
+        let id: [u8; 4] = raw
+            .get(..4)
+            .ok_or_else(malformed)?
+            .try_into()
+            .expect("4 bytes");
+        signers.push((name.to_owned(), id));
+    }
+    Ok((text, signers))
+}
+
+/// `<name>+<key id as 8 hex digits>`: how a key is named without its public
+/// half (the first two parts of a verifier key string).
+pub fn key_label(name: &str, id: &[u8; 4]) -> String {
+    format!("{name}+{}", hex4(id))
 }
 
 /// The secret half: signs checkpoint notes.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::event::{Event, Nanos, SessionId};
+use crate::event::{Event, EventBody, Nanos, SessionId, Snapshot};
 use crate::schema;
 use crate::LedgerError;
 
@@ -30,6 +30,17 @@ pub struct StoredEvent {
     pub event: Event,
     /// Its record bytes as stored.
     pub bytes: Vec<u8>,
+}
+
+/// A snapshot event found through the snapshot index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    /// The snapshot event's own sequence number (at least `snapshot.covers`).
+    pub seq: u64,
+    /// The snapshot event's timestamp.
+    pub ts: Nanos,
+    /// Its body: the state after the first `covers` events, and its hash.
+    pub snapshot: Snapshot,
 }
 
 /// A stored checkpoint row.
@@ -167,6 +178,119 @@ impl LedgerReader {
             }
         }
         Ok(lo)
+    }
+
+    /// Streams the stored bytes of the events in `range` to `visit`, in
+    /// order, without decoding them: an exporter hashes every record to
+    /// rebuild the Merkle tree, and decoding a million events would cost more
+    /// than hashing them. Pages by sequence number like [`EventIter`], so no
+    /// read transaction stays open for the whole scan. A missing event is
+    /// damage and is reported, not skipped.
+    pub fn for_each_record(
+        &self,
+        range: Range<u64>,
+        mut visit: impl FnMut(u64, &[u8]),
+    ) -> Result<(), LedgerError> {
+        const RAW_PAGE: i64 = 8192;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, data FROM events WHERE seq >= ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(|e| self.err(e))?;
+        let end = range.end.min(i64::MAX as u64);
+        let mut next = range.start;
+        while next < end {
+            let mut rows = stmt
+                .query(rusqlite::params![next as i64, end as i64, RAW_PAGE])
+                .map_err(|e| self.err(e))?;
+            let before = next;
+            while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+                let seq = row.get::<_, i64>(0).map_err(|e| self.err(e))? as u64;
+                if seq != next {
+                    return Err(LedgerError::Damaged(format!(
+                        "event {next} is missing (the next stored event is {seq})"
+                    )));
+                }
+                let data = row.get_ref(1).map_err(|e| self.err(e))?;
+                let data = data
+                    .as_blob()
+                    .map_err(|e| self.err(rusqlite::Error::from(e)))?;
+                visit(seq, data);
+                next += 1;
+            }
+            if next == before {
+                return Err(LedgerError::Damaged(format!(
+                    "event {next} is missing (the ledger ends before it)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The snapshot with the largest `covers` not above `max_covers`, found
+    /// through the writer's snapshot index (`None` if there is none, or the
+    /// ledger predates the index). The event is read and decoded, so the
+    /// index can only point at a snapshot, never stand in for one; an index
+    /// row that does not match its event is reported as damage.
+    pub fn latest_snapshot(&self, max_covers: u64) -> Result<Option<StoredSnapshot>, LedgerError> {
+        if !self.has_table("snapshots")? {
+            return Ok(None);
+        }
+        let row: Option<(i64, i64)> = self
+            .conn
+            .query_row(
+                "SELECT covers, seq FROM snapshots WHERE covers <= ?1 ORDER BY covers DESC LIMIT 1",
+                [max_covers.min(i64::MAX as u64) as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((covers, seq)) = row else {
+            return Ok(None);
+        };
+        let (covers, seq) = (covers as u64, seq as u64);
+        match self.get(seq)?.map(|s| s.event) {
+            Some(Event {
+                ts,
+                body: EventBody::Snapshot(snapshot),
+                ..
+            }) if snapshot.covers == covers => Ok(Some(StoredSnapshot { seq, ts, snapshot })),
+            _ => Err(LedgerError::Damaged(format!(
+                "the snapshot index of {} says event {seq} is a snapshot of the first {covers} events, but it is not; \
+                 the events are unaffected, so state can still be folded from the first event",
+                self.path.display()
+            ))),
+        }
+    }
+
+    /// The writer's snapshot index: `(covers, seq)` pairs by increasing
+    /// `covers` (empty if the ledger predates the index). `gatehouse state
+    /// --check` compares it with the snapshots it finds by reading every event.
+    pub fn snapshot_index(&self) -> Result<Vec<(u64, u64)>, LedgerError> {
+        if !self.has_table("snapshots")? {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT covers, seq FROM snapshots ORDER BY covers")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    fn has_table(&self, name: &str) -> Result<bool, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+                [name],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
     }
 
     /// Every checkpoint, by increasing size.

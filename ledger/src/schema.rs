@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS identity_buckets (
     bucket   INTEGER NOT NULL,
     PRIMARY KEY (identity, bucket)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    covers INTEGER PRIMARY KEY,
+    seq    INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     size     INTEGER PRIMARY KEY,
     note     TEXT NOT NULL,

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::chain::{self, Link};
 use crate::checkpoint::Checkpoint;
-use crate::event::{record_bytes, EventBody, Nanos, PendingEvent};
+use crate::event::{record_bytes, EventBody, EventKind, Nanos, PendingEvent, Snapshot};
 use crate::merkle::{leaf_hash, Frontier};
 use crate::note::{NoteSigner, VerifierKey};
 use crate::schema;
@@ -430,6 +430,8 @@ impl WriterState {
             let mut index_identity = tx.prepare_cached(
                 "INSERT OR IGNORE INTO identity_buckets (identity, bucket) VALUES (?1, ?2)",
             )?;
+            let mut index_snapshot =
+                tx.prepare_cached("INSERT OR IGNORE INTO snapshots (covers, seq) VALUES (?1, ?2)")?;
             for req in batch {
                 let mut mine = Vec::with_capacity(req.events.len());
                 for ev in &req.events {
@@ -462,6 +464,13 @@ impl WriterState {
                         if !known {
                             index_identity.execute(params![identity, bucket as i64])?;
                             new_identities.insert(identity.clone(), bucket);
+                        }
+                    }
+                    // A snapshot can only describe events before itself;
+                    // one claiming more is recorded but never indexed.
+                    if ev.kind == EventKind::Snapshot {
+                        if let Some(covers) = Snapshot::covers_of(&ev.body).filter(|c| *c <= seq) {
+                            index_snapshot.execute(params![covers as i64, seq as i64])?;
                         }
                     }
                     mine.push(Receipt {

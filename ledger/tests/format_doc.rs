@@ -93,3 +93,56 @@ fn format_document_lists_every_kind_and_field() {
         "docs/ledger-format.md's kinds table is stale; see this file's header"
     );
 }
+
+const SUBJECTS_BEGIN: &str =
+    "<!-- subjects table: kept in sync with ledger/src/event.rs by a test -->\n";
+const SUBJECTS_END: &str = "<!-- end of subjects table -->\n";
+
+/// Section 8.3: the body keys of the fields named `session` and `identity`.
+fn subjects_table() -> String {
+    let mut out = String::from(SUBJECTS_BEGIN);
+    out.push_str("\n| kind | name | session key | identity key |\n|---|---|---|---|\n");
+    for kind in EventKind::ALL {
+        let key_of = |name: &str| {
+            kind.fields()
+                .iter()
+                .find(|(_, field, _)| *field == name)
+                .map(|(k, _, _)| *k)
+        };
+        let (session, identity) = (key_of("session"), key_of("identity"));
+        if session.is_none() && identity.is_none() {
+            continue;
+        }
+        let show = |k: Option<u64>| k.map_or("—".to_owned(), |k| k.to_string());
+        out.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            kind.code(),
+            kind.name(),
+            show(session),
+            show(identity)
+        ));
+    }
+    out.push('\n');
+    out.push_str(SUBJECTS_END);
+    out
+}
+
+#[test]
+fn format_document_lists_the_subject_fields_of_every_kind() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/ledger-format.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let start = doc.find(SUBJECTS_BEGIN).expect("the subjects table marker");
+    let end = doc
+        .find(SUBJECTS_END)
+        .map_or(doc.len(), |e| e + SUBJECTS_END.len());
+    let current = &doc[start..end];
+    let wanted = subjects_table();
+    if std::env::var_os("GATEHOUSE_BLESS").is_some() && current != wanted {
+        std::fs::write(&path, format!("{}{}{}", &doc[..start], wanted, &doc[end..])).unwrap();
+        return;
+    }
+    assert_eq!(
+        current, wanted,
+        "docs/ledger-format.md's subjects table is stale; see this file's header"
+    );
+}

@@ -242,3 +242,59 @@ fn time_queries_use_monotonic_timestamps() {
     assert_eq!(got, vec![3, 4, 5, 6, 7]);
     assert!(LedgerReader::open(dir.path().join("missing.db")).is_err());
 }
+
+fn snapshot(covers: u64) -> EventBody {
+    gatehouse_ledger::event::Snapshot {
+        covers,
+        state: gatehouse_ledger::cbor::Bytes(vec![covers as u8]),
+        state_hash: gatehouse_ledger::cbor::Bytes(vec![0; 32]),
+    }
+    .into()
+}
+
+#[test]
+fn snapshots_are_found_by_the_events_they_cover() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = Ledger::open(options(&path)).unwrap();
+    ledger
+        .append_blocking(&[action(0), action(1), action(2)])
+        .unwrap();
+    // Written after more events committed: covers 2, lands at seq 3.
+    ledger.append_blocking(&[snapshot(2)]).unwrap();
+    ledger.append_blocking(&[action(4), action(5)]).unwrap();
+    ledger.append_blocking(&[snapshot(6)]).unwrap();
+    // A snapshot claiming events after itself is recorded, not indexed.
+    ledger.append_blocking(&[snapshot(100)]).unwrap();
+    ledger.close();
+    let reader = LedgerReader::open(&path).unwrap();
+    assert_eq!(reader.snapshot_index().unwrap(), vec![(2, 3), (6, 6)]);
+    assert!(reader.latest_snapshot(1).unwrap().is_none());
+    let s = reader.latest_snapshot(5).unwrap().unwrap();
+    assert_eq!((s.seq, s.snapshot.covers), (3, 2));
+    let s = reader.latest_snapshot(u64::MAX).unwrap().unwrap();
+    assert_eq!((s.seq, s.snapshot.covers), (6, 6));
+    assert_eq!(s.ts, reader.get(6).unwrap().unwrap().event.ts);
+}
+
+#[test]
+fn a_snapshot_index_row_that_lies_is_damage_not_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = Ledger::open(options(&path)).unwrap();
+    ledger.append_blocking(&[action(0), snapshot(1)]).unwrap();
+    ledger.close();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("UPDATE snapshots SET seq = 0", []).unwrap();
+    drop(conn);
+    let reader = LedgerReader::open(&path).unwrap();
+    let err = reader.latest_snapshot(10).unwrap_err();
+    assert!(matches!(err, LedgerError::Damaged(_)), "{err}");
+    // A ledger without the index (written before it existed) has no snapshots to find.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("DROP TABLE snapshots", []).unwrap();
+    drop(conn);
+    let reader = LedgerReader::open(&path).unwrap();
+    assert!(reader.latest_snapshot(10).unwrap().is_none());
+    assert!(reader.snapshot_index().unwrap().is_empty());
+}

@@ -308,6 +308,11 @@ pub struct LedgerSection {
     /// (masked). Rows beyond it are counted and digested, not stored.
     #[serde(default = "default_record_rows")]
     pub record_rows: usize,
+    /// A snapshot of the gateway's state every this many events, so start-up
+    /// and `gatehouse state --at` fold at most about this many events after
+    /// one snapshot; 0 writes none.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
 }
 
 fn default_durability() -> String {
@@ -316,6 +321,10 @@ fn default_durability() -> String {
 
 fn default_record_rows() -> usize {
     100
+}
+
+fn default_snapshot_every() -> u64 {
+    10_000
 }
 
 impl Config {
@@ -418,6 +427,8 @@ pub fn initial(ledger: &str, signing_key: &str, masking_key: &str) -> String {
          signing_key = {signing_key:?}\n\
          # \"os\": a commit survives a process crash; \"fsync\": it also survives power loss.\n\
          durability = \"os\"\n\
+         # A snapshot of the state every N events, so start-up folds at most about N (0: none).\n\
+         snapshot_every = 10000\n\
          \n\
          [masking]\n\
          # The secret behind \"hash\" pseudonyms; readable by its owner only, never in the ledger.\n\
@@ -482,6 +493,7 @@ mod tests {
         let c = Config::load(&path).unwrap();
         assert_eq!(c.ledger.path, dir.path().join("ledger.db"));
         assert_eq!(c.durability().unwrap(), Durability::Os);
+        assert_eq!(c.ledger.snapshot_every, 10_000);
     }
 
     #[test]

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use gatehouse_ledger::{EventBody, LedgerReader};
 use gatehouse_pgtest::PgCluster;
 use gatehouse_verify::{verify_ledger, Report, VerifierKey};
 
@@ -114,11 +113,23 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
     runtime.block_on(agent_session(&config, &issued.secret))?;
     drop(runtime);
     let ledger_path = dir.join(LEDGER);
+    let replay = crate::replay::load(
+        &ledger_path,
+        crate::replay::Selection::Identity(AGENT.into()),
+        crate::replay::Window::default(),
+    )?;
+    let report = dir.join("replay.html");
+    std::fs::write(&report, crate::replay::html::render(&replay))?;
     say(
-        "4. What the ledger recorded",
-        "Every statement was recorded, and committed, before it could reach the database:",
+        "4. The responder replays what the agent did",
+        &format!(
+            "Every statement was recorded, and committed, before it could reach the database.\n\
+             gatehouse replay --ledger {} --identity {AGENT}   (also written as {}):\n",
+            ledger_path.display(),
+            report.display()
+        ),
     );
-    print_timeline(&ledger_path, AGENT)?;
+    print!("{}", indent(&crate::replay::text::render(&replay)));
 
     let key = VerifierKey::parse(std::fs::read_to_string(dir.join(VERIFIER_KEY))?.trim())?;
     let report = verify_ledger(&ledger_path, &key, None)?;
@@ -143,12 +154,72 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
         ),
     );
 
+    let bundle_path = dir.join("session-1.bundle");
+    let exported = crate::export::export(&crate::export::ExportOptions {
+        ledger: ledger_path.clone(),
+        session: Some(1),
+        out: bundle_path.clone(),
+        ..Default::default()
+    })?;
+    let checked = gatehouse_verify::bundle_verify::verify_bundle(
+        &bundle_path,
+        &key,
+        Some(&trusted),
+        Some(&exported.digest),
+    )?;
+    if !checked.is_intact() {
+        bail!("the fresh bundle did not verify: {:?}", checked.failure);
+    }
+    let forged = dir.join("session-1-tampered.bundle");
+    let mut bytes = std::fs::read(&bundle_path)?;
+    let needle = b"SELECT name, ssn FROM customers";
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .context("the bundle holds the SSN query")?;
+    bytes[at..at + needle.len()]
+        .copy_from_slice(format!("{:<1$}", "SELECT 1", needle.len()).as_bytes());
+    std::fs::write(&forged, &bytes)?;
+    let caught =
+        gatehouse_verify::bundle_verify::verify_bundle_bytes(&bytes, &key, Some(&trusted), None)?;
+    say(
+        "6. Compliance exports the evidence",
+        &format!(
+            "gatehouse export --ledger {} --session 1 --out {}\n\
+             {} events of the agent's session, each with an inclusion proof against the signed checkpoint\n\
+             of size {}; the other {} events of the log are not disclosed ({} bytes, {}).\n\
+             gatehouse-verify {} --key verifier.pub --trusted-checkpoint trusted-checkpoint.note: {}\n\
+             A copy with the SSN query rewritten ({}): {}",
+            ledger_path.display(),
+            bundle_path.display(),
+            exported.events,
+            exported.checkpoint_size,
+            exported.checkpoint_size - exported.events as u64,
+            exported.bytes,
+            exported.digest,
+            bundle_path.display(),
+            if checked.is_intact() { "intact" } else { "FAILED" },
+            forged.display(),
+            match &caught.failure {
+                Some(f) => format!(
+                    "FAILED at event {}: {}",
+                    f.seq.map_or("-".to_owned(), |s| s.to_string()),
+                    f.message
+                ),
+                None => "intact (unexpected)".to_owned(),
+            }
+        ),
+    );
+    if caught.is_intact() {
+        bail!("the tampered bundle verified");
+    }
+
     let tampered = dir.join("tampered-edit.db");
     std::fs::copy(&ledger_path, &tampered)?;
     let seq = edit_denied_query(&tampered)?;
     let report = verify_ledger(&tampered, &key, None)?;
     say(
-        "6. Someone edits the record",
+        "7. Someone edits the record",
         &format!(
             "In a copy ({}), event {seq} (the SSN dump attempt) was rewritten to look harmless,\n\
              leaving every stored hash as it was.\n{}",
@@ -171,7 +242,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
     let alone = verify_ledger(&rolled_back, &key, None)?;
     let report = verify_ledger(&rolled_back, &key, Some(&trusted))?;
     say(
-        "7. Someone rolls the ledger back",
+        "8. Someone rolls the ledger back",
         &format!(
             "In another copy ({}), the agent's last statements and the end of its session were cut off,\n\
              checkpoints included.\n\
@@ -191,7 +262,9 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
         &format!(
             "Everything is in {dir}. Check it yourself:\n  \
              gatehouse-verify {dir}/ledger.db --key {dir}/verifier.pub --trusted-checkpoint {dir}/trusted-checkpoint.note\n  \
-             gatehouse-verify {dir}/tampered-edit.db --key {dir}/verifier.pub",
+             gatehouse-verify {dir}/tampered-edit.db --key {dir}/verifier.pub\n  \
+             gatehouse-verify {dir}/session-1.bundle --key {dir}/verifier.pub\n  \
+             open {dir}/replay.html",
             dir = dir.display()
         ),
     );
@@ -207,55 +280,6 @@ fn outcome(report: &Report) -> String {
         None => "  verifier: intact".into(),
         Some(f) => format!("  verifier: FAILED at event {}: {}", f.seq, f.message),
     }
-}
-
-fn print_timeline(path: &Path, identity: &str) -> Result<()> {
-    let reader = LedgerReader::open(path)?;
-    for stored in reader.events_by_identity(identity)? {
-        let e = stored?.event;
-        let what = match &e.body {
-            EventBody::SessionOpened(s) => format!(
-                "session {} opened by {} from {} ({})",
-                s.session,
-                s.identity,
-                s.client_addr,
-                s.application_name.as_deref().unwrap_or("-")
-            ),
-            EventBody::QueryReceived(q) => format!("query     {}", q.sql),
-            EventBody::Decision(d) => format!(
-                "decision  {:?} by {}{}",
-                d.action,
-                d.rule
-                    .as_deref()
-                    .map_or("the default deny".to_owned(), |r| format!("rule {r}")),
-                d.message
-                    .as_deref()
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default()
-            ),
-            EventBody::Response(r) => format!(
-                "response  {} in {:.2} ms{}",
-                r.command_tag.as_deref().unwrap_or("-"),
-                r.duration_ns as f64 / 1e6,
-                r.error
-                    .as_deref()
-                    .map(|m| format!(", error: {m}"))
-                    .unwrap_or_default()
-            ),
-            EventBody::SessionClosed(c) => format!("session closed: {}", c.reason),
-            EventBody::IdentityBlocked(b) => format!("BLOCKED   by {}: {}", b.operator, b.reason),
-            EventBody::SessionTerminated(t) => format!(
-                "session {} terminated by {}: {}",
-                t.session,
-                t.operator.as_deref().unwrap_or("gatehouse"),
-                t.reason
-            ),
-            EventBody::AuthenticationFailed(a) => format!("login refused: {}", a.reason),
-            other => other.kind().name().to_string(),
-        };
-        println!("  #{:<3} {what}", e.seq);
-    }
-    Ok(())
 }
 
 /// Rewrites the SQL of the first denied query in place, leaving every stored

@@ -6,6 +6,8 @@ pub mod admin_client;
 pub mod commands;
 pub mod config;
 pub mod demo;
+pub mod export;
 pub mod gateway;
 pub mod init;
+pub mod replay;
 pub mod state;

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use gatehouse::config::Config;
-use gatehouse::{commands, demo, gateway, init};
+use gatehouse::{commands, demo, export, gateway, init};
 
 /// Gatehouse: a policy-enforcing, recording PostgreSQL gateway.
 #[derive(Parser)]
@@ -132,6 +132,72 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Print only the state hash (BLAKE3 of the state's snapshot
+        /// encoding): equal hashes mean equal states.
+        #[arg(long, conflicts_with = "json")]
+        hash: bool,
+        /// Fold the whole ledger from its first event and check every
+        /// snapshot in it against the fold; fails on the first mismatch.
+        #[arg(long, conflicts_with_all = ["at", "json", "hash"])]
+        check: bool,
+    },
+    /// Export an evidence bundle: the selected events with proofs against
+    /// the ledger's latest signed checkpoint, for gatehouse-verify to check
+    /// offline. Other events are not revealed.
+    Export {
+        /// The ledger file (read only; the gateway may be running).
+        #[arg(long)]
+        ledger: PathBuf,
+        /// Every event of this session.
+        #[arg(long)]
+        session: Option<u64>,
+        /// Every event concerning this identity.
+        #[arg(long)]
+        identity: Option<String>,
+        /// Events from this RFC 3339 time (inclusive; with --to).
+        #[arg(long, value_name = "T")]
+        from: Option<String>,
+        /// Events before this RFC 3339 time (exclusive; with --from).
+        #[arg(long, value_name = "T")]
+        to: Option<String>,
+        /// The bundle file to create (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// A checkpoint note an auditor kept: the bundle also proves its
+        /// checkpoint extends that one (repeatable).
+        #[arg(long, value_name = "NOTE")]
+        consistent_with: Vec<PathBuf>,
+        /// Time ranges: also disclose the events just before and after the
+        /// range, proving the bundle holds every event in it.
+        #[arg(long)]
+        prove_complete: bool,
+    },
+    /// Show what a session or an identity did: connections, statements with
+    /// their parameters, decisions, approvals, masks, rows as the client saw
+    /// them, errors and durations.
+    #[command(group(clap::ArgGroup::new("selection").required(true).args(["session", "identity"])))]
+    Replay {
+        /// The ledger file.
+        #[arg(long)]
+        ledger: PathBuf,
+        /// One session, by number.
+        #[arg(long)]
+        session: Option<u64>,
+        /// Everything one identity did: its sessions, blocks, credentials and failed logins.
+        #[arg(long)]
+        identity: Option<String>,
+        /// The first event shown: a sequence number or an RFC 3339 time.
+        #[arg(long)]
+        from: Option<String>,
+        /// The last event shown: a sequence number or an RFC 3339 time.
+        #[arg(long)]
+        to: Option<String>,
+        /// Machine-readable output.
+        #[arg(long, conflicts_with = "html")]
+        json: bool,
+        /// Write a self-contained HTML report to this file instead.
+        #[arg(long, value_name = "OUT")]
+        html: Option<PathBuf>,
     },
     /// Run the incident demo and leave its ledger and evidence in a directory.
     Demo {
@@ -526,16 +592,115 @@ fn run(command: Command) -> Result<()> {
             admin.client()?.deny(approval, &reason)?;
             eprintln!("approval {approval} denied");
         }
-        Command::State { ledger, at, json } => {
+        Command::State {
+            ledger,
+            at,
+            json,
+            hash,
+            check,
+        } => {
+            use gatehouse::state;
+            if check {
+                let report = state::check_snapshots(&ledger)?;
+                if let Some(first) = report.mismatches.first() {
+                    anyhow::bail!(
+                        "{first}; {} of {} snapshots fail (folded {} events); do not start a gateway from this ledger until its writer is investigated",
+                        report.mismatches.len(),
+                        report.snapshots,
+                        report.events
+                    );
+                }
+                if let Some(problem) = &report.index_problem {
+                    anyhow::bail!("{problem}; the snapshots themselves match the fold");
+                }
+                println!(
+                    "{} snapshots match the fold of {} events from the first event",
+                    report.snapshots, report.events
+                );
+                return Ok(());
+            }
             let at = match at {
                 Some(a) => a.parse()?,
-                None => gatehouse::state::At::Seq(u64::MAX - 1),
+                None => state::At::Seq(u64::MAX - 1),
             };
-            let state = gatehouse::state::state_at(&ledger, at)?;
-            if json {
+            let rebuilt = state::rebuild(&ledger, at, state::Start::Snapshot)?;
+            if let Some(why) = &rebuilt.refused {
+                eprintln!("gatehouse: warning: {why}; folded from the first event instead");
+            }
+            let state = rebuilt.state;
+            if hash {
+                println!("{}", gatehouse_engine::snapshot::state_hash(&state));
+            } else if json {
                 println!("{}", serde_json::to_string_pretty(&state)?);
             } else {
                 print!("{state}");
+            }
+        }
+        Command::Export {
+            ledger,
+            session,
+            identity,
+            from,
+            to,
+            out,
+            consistent_with,
+            prove_complete,
+        } => {
+            let exported = export::export(&export::ExportOptions {
+                ledger,
+                session,
+                identity,
+                from,
+                to,
+                out: out.clone(),
+                consistent_with,
+                prove_complete,
+            })?;
+            eprintln!(
+                "{exported}\nwrote {}; record its digest (below) with it, and verify it with \
+                 gatehouse-verify {} --key <verifier key file>",
+                out.display(),
+                out.display()
+            );
+            println!("{}", exported.digest);
+        }
+        Command::Replay {
+            ledger,
+            session,
+            identity,
+            from,
+            to,
+            json,
+            html,
+        } => {
+            use gatehouse::replay;
+            let selection = match (session, identity) {
+                (Some(s), _) => replay::Selection::Session(s),
+                (None, Some(i)) => replay::Selection::Identity(i),
+                (None, None) => unreachable!("clap requires --session or --identity"),
+            };
+            let window = replay::Window {
+                from: from.map(|f| f.parse()).transpose()?,
+                to: to.map(|t| t.parse()).transpose()?,
+            };
+            let replay = replay::load(&ledger, selection, window)?;
+            if let Some(out) = html {
+                std::fs::write(&out, replay::html::render(&replay)).with_context(|| {
+                    format!(
+                        "cannot write the report to {}; check the directory exists and is writable",
+                        out.display()
+                    )
+                })?;
+                eprintln!(
+                    "wrote the replay of {} ({} events) to {}",
+                    replay.timeline.selection,
+                    replay.timeline.events.map_or(0, |r| r.count),
+                    out.display()
+                );
+            } else if json {
+                write_stdout(&replay::json::render(&replay))?;
+            } else {
+                write_stdout(&replay::text::render(&replay))?;
             }
         }
         Command::Demo { dir } => {
@@ -543,6 +708,18 @@ fn run(command: Command) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes long output; a reader that stops early (`| head`) is not an error.
+fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The approval list for people: one block per request.

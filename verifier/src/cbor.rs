@@ -162,6 +162,15 @@ pub enum CborError {
         /// Offset of the body's head.
         offset: usize,
     },
+    /// A [`Cursor`] found an item of another type than the structure being
+    /// read requires.
+    #[error("the item at byte {offset} is not {expected}")]
+    WrongType {
+        /// Offset of the item's head.
+        offset: usize,
+        /// What the structure requires there.
+        expected: &'static str,
+    },
 }
 
 /// Checks that `data` is exactly one event record in the canonical subset
@@ -214,6 +223,104 @@ pub fn check_item(data: &[u8]) -> Result<(), CborError> {
     r.finish()
 }
 
+/// Reads a fixed structure out of canonical CBOR, one item at a time,
+/// borrowing strings from the input.
+///
+/// Meant for bytes that [`check_item`] has already accepted, so it needs to
+/// judge only the *shape* (which type comes where); it still reports, rather
+/// than trusts, anything malformed it meets.
+pub struct Cursor<'a> {
+    reader: Reader<'a>,
+}
+
+impl<'a> Cursor<'a> {
+    /// A cursor at the start of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Cursor<'a> {
+        Cursor {
+            reader: Reader { bytes, pos: 0 },
+        }
+    }
+
+    /// Offset of the next item's head.
+    pub fn offset(&self) -> usize {
+        self.reader.pos
+    }
+
+    /// Whether every byte has been read.
+    pub fn at_end(&self) -> bool {
+        self.reader.pos == self.reader.bytes.len()
+    }
+
+    /// Reads a head of `major` type and returns its argument.
+    fn expect(&mut self, major: u8, expected: &'static str) -> Result<u64, CborError> {
+        let head = self.reader.head()?;
+        if head.major != major {
+            return Err(CborError::WrongType {
+                offset: head.offset,
+                expected,
+            });
+        }
+        self.reader.argument(&head)
+    }
+
+    /// A map head; returns the number of entries.
+    pub fn map(&mut self) -> Result<u64, CborError> {
+        self.expect(MAJOR_MAP, "a map")
+    }
+
+    /// An array head; returns the number of items.
+    pub fn array(&mut self) -> Result<u64, CborError> {
+        self.expect(MAJOR_ARRAY, "an array")
+    }
+
+    /// An unsigned integer.
+    pub fn uint(&mut self) -> Result<u64, CborError> {
+        self.expect(MAJOR_UNSIGNED, "an unsigned integer")
+    }
+
+    /// The map key `key`, and nothing else.
+    pub fn key(&mut self, key: u64) -> Result<(), CborError> {
+        let offset = self.offset();
+        match self.uint() {
+            Ok(k) if k == key => Ok(()),
+            _ => Err(CborError::WrongType {
+                offset,
+                expected: "the next key of this map",
+            }),
+        }
+    }
+
+    /// A byte string.
+    pub fn bytes(&mut self) -> Result<&'a [u8], CborError> {
+        let offset = self.offset();
+        let len = self.expect(MAJOR_BYTES, "a byte string")?;
+        self.reader.take(len, offset)
+    }
+
+    /// A UTF-8 text string.
+    pub fn text(&mut self) -> Result<&'a str, CborError> {
+        let offset = self.offset();
+        let len = self.expect(MAJOR_TEXT, "a text string")?;
+        let raw = self.reader.take(len, offset)?;
+        std::str::from_utf8(raw).map_err(|_| CborError::InvalidUtf8 { offset })
+    }
+
+    /// Whether the next item is `null`; consumes it if it is.
+    pub fn null(&mut self) -> bool {
+        let is_null = self.reader.bytes.get(self.reader.pos) == Some(&0xf6);
+        if is_null {
+            self.reader.pos += 1;
+        }
+        is_null
+    }
+
+    /// Skips one whole item, validating it as [`check_item`] would (with
+    /// nesting depth counted from this item).
+    pub fn skip(&mut self) -> Result<(), CborError> {
+        self.reader.item(1)
+    }
+}
+
 const MAJOR_UNSIGNED: u8 = 0;
 const MAJOR_NEGATIVE: u8 = 1;
 const MAJOR_BYTES: u8 = 2;
@@ -242,7 +349,7 @@ struct Reader<'a> {
     pos: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     /// Reads one head, including its argument bytes. Does not judge it:
     /// what is allowed depends on the major type.
     #[inline]
@@ -278,7 +385,7 @@ impl Reader<'_> {
 
     /// Takes `len` bytes of content belonging to the item at `offset`.
     #[inline]
-    fn take(&mut self, len: u64, offset: usize) -> Result<&[u8], CborError> {
+    fn take(&mut self, len: u64, offset: usize) -> Result<&'a [u8], CborError> {
         let remaining = self.bytes.len() - self.pos;
         if len > remaining as u64 {
             return Err(CborError::Truncated { offset });

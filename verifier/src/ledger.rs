@@ -33,7 +33,7 @@ use thiserror::Error;
 pub const FORMAT: &str = "gatehouse-ledger-v1";
 
 /// What every error about the file ends with: what to do about it.
-const HINT: &str = "pass the path of a Gatehouse ledger file";
+const HINT: &str = "pass the path of a Gatehouse ledger file or evidence bundle";
 
 /// Why a ledger cannot be read at all. These are not integrity failures:
 /// the verifier could not run, so it has nothing to say about integrity.

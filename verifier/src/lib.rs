@@ -18,12 +18,16 @@
 //! | [`ledger`] | section 1 | read-only access to the SQLite container |
 //! | [`verify`] | section 5.1, 6, 6.1 | the verification procedure and failure attribution |
 //! | [`report`] | section 6 | what the procedure found, as text or JSON |
+//! | [`bundle`] | section 8.1-8.3 | the evidence bundle encoding |
+//! | [`bundle_verify`] | section 8.4, 8.5 | the bundle verification procedure |
 //!
-//! The entry point is [`verify_ledger`].
+//! The entry points are [`verify_ledger`] and [`verify_bundle`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bundle;
+pub mod bundle_verify;
 pub mod cbor;
 pub mod chain;
 pub mod ledger;
@@ -32,6 +36,7 @@ pub mod note;
 pub mod report;
 pub mod verify;
 
+pub use bundle_verify::{verify_bundle, verify_bundle_bytes};
 pub use note::{Checkpoint, KeyError, NoteError, VerifierKey};
-pub use report::{Failure, FailureClass, Report};
+pub use report::{BundleFailure, BundleReport, Completeness, Failure, FailureClass, Report};
 pub use verify::{verify_ledger, VerifyError};

@@ -1,23 +1,31 @@
-//! `gatehouse-verify LEDGER --key KEYFILE [--trusted-checkpoint NOTEFILE] [--json]`
+//! `gatehouse-verify LEDGER|BUNDLE --key KEYFILE [--trusted-checkpoint NOTEFILE] [--json]`
 //!
-//! Exit status: 0 the ledger is intact, 1 it failed a check, 2 the
-//! verification could not be carried out (usage, I/O, not a ledger, unusable
-//! key or trusted checkpoint). Scripts can rely on these three values.
+//! The input is a ledger file or an evidence bundle (`gatehouse export`);
+//! which one is told from the file's first bytes, or forced with `--bundle`.
+//!
+//! Exit status: 0 the ledger or bundle is intact, 1 it failed a check, 2 the
+//! verification could not be carried out (usage, I/O, not a ledger or
+//! bundle, unusable key or trusted checkpoint). Scripts can rely on these
+//! three values.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use gatehouse_verify::{verify_ledger, Report, VerifierKey};
+use gatehouse_verify::bundle;
+use gatehouse_verify::{verify_bundle, verify_ledger, BundleReport, Report, VerifierKey};
 
-/// Verify a Gatehouse ledger: every event, hash and signed checkpoint,
-/// trusting nothing stored in the file.
+/// Verify a Gatehouse ledger (every event, hash and signed checkpoint) or an
+/// evidence bundle (every disclosed event's bytes and inclusion proof, and
+/// the signed checkpoint), trusting nothing stored in the file.
 #[derive(Parser)]
 #[command(name = "gatehouse-verify", version)]
 struct Args {
-    /// The ledger file (an SQLite database). Opened read-only.
-    ledger: PathBuf,
+    /// The ledger file (an SQLite database, opened read-only) or evidence
+    /// bundle (written by `gatehouse export`).
+    #[arg(value_name = "LEDGER|BUNDLE")]
+    input: PathBuf,
     /// File holding the log's verifier key, `<name>+<key id>+<base64 key>`.
     #[arg(long, value_name = "KEYFILE")]
     key: PathBuf,
@@ -28,6 +36,46 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Treat the input as an evidence bundle even if its first bytes do not
+    /// say so: a bundle whose header was damaged is then reported as a
+    /// failed bundle (exit 1) rather than as a file that is not a ledger
+    /// (exit 2).
+    #[arg(long)]
+    bundle: bool,
+    /// Bundles: the digest `gatehouse export` printed (`sha256:<hex>`); the
+    /// bundle must be exactly that one. Without it, a bundle with events
+    /// removed from a session or identity selection still verifies.
+    #[arg(long, value_name = "DIGEST")]
+    expect_digest: Option<String>,
+}
+
+/// What was verified.
+enum Outcome {
+    Ledger(Report),
+    Bundle(BundleReport),
+}
+
+impl Outcome {
+    fn is_intact(&self) -> bool {
+        match self {
+            Outcome::Ledger(r) => r.is_intact(),
+            Outcome::Bundle(r) => r.is_intact(),
+        }
+    }
+
+    fn to_text(&self) -> String {
+        match self {
+            Outcome::Ledger(r) => r.to_text(),
+            Outcome::Bundle(r) => r.to_text(),
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            Outcome::Ledger(r) => r.to_json(),
+            Outcome::Bundle(r) => r.to_json(),
+        }
+    }
 }
 
 /// Exit status when the ledger is intact.
@@ -45,11 +93,14 @@ fn main() -> ExitCode {
     };
     match run(&args) {
         Ok(report) => {
-            if args.json {
-                println!("{}", report.to_json());
+            let text = if args.json {
+                format!("{}\n", report.to_json())
             } else {
-                print!("{}", report.to_text());
-            }
+                report.to_text()
+            };
+            // A reader that stops early (`| head`) is not an error of the
+            // verification: the exit status still tells the verdict.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
             ExitCode::from(if report.is_intact() {
                 EXIT_INTACT
             } else {
@@ -96,7 +147,18 @@ fn read(path: &Path, what: &str, hint: &str) -> Result<String> {
         .with_context(|| format!("cannot read {what} {} — {hint}", path.display()))
 }
 
-fn run(args: &Args) -> Result<Report> {
+/// Whether the file at `path` starts with the evidence bundle header.
+/// Unreadable files are "no": the ledger path then reports the problem.
+fn looks_like_bundle(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut prefix = [0u8; bundle::HEADER.len()];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut prefix))
+        .map(|()| bundle::is_bundle(&prefix))
+        .unwrap_or(false)
+}
+
+fn run(args: &Args) -> Result<Outcome> {
     let key_text = read(
         &args.key,
         "key file",
@@ -119,18 +181,46 @@ fn run(args: &Args) -> Result<Report> {
     let trusted = match &args.trusted_checkpoint {
         None => None,
         Some(path) => {
-            let mut note = read(
+            let note = read(
                 path,
                 "trusted checkpoint",
                 "pass the file holding a checkpoint note saved from this ledger",
             )?;
-            // Editors and copy-paste often drop the final newline; it is
-            // part of the last signature line, not of what was signed.
-            if !note.ends_with('\n') {
-                note.push('\n');
-            }
-            Some(note)
+            // Editors, copy-paste and shell redirection drop the final
+            // newline or add blank lines; a note ends with exactly one
+            // newline, part of the last signature line, not of what was
+            // signed.
+            Some(format!("{}\n", note.trim_end()))
         }
     };
-    Ok(verify_ledger(&args.ledger, &key, trusted.as_deref())?)
+    if let Some(digest) = &args.expect_digest {
+        let hex = digest.trim();
+        let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            anyhow::bail!(
+                "--expect-digest {digest:?} is not a SHA-256 digest — pass it as gatehouse export \
+                 printed it, sha256: followed by 64 hex digits"
+            );
+        }
+    }
+    if args.bundle || looks_like_bundle(&args.input) {
+        return Ok(Outcome::Bundle(verify_bundle(
+            &args.input,
+            &key,
+            trusted.as_deref(),
+            args.expect_digest.as_deref(),
+        )?));
+    }
+    if args.expect_digest.is_some() {
+        anyhow::bail!(
+            "--expect-digest applies to evidence bundles, but {} is not one — pass a bundle \
+             written by gatehouse export, or drop --expect-digest",
+            args.input.display()
+        );
+    }
+    Ok(Outcome::Ledger(verify_ledger(
+        &args.input,
+        &key,
+        trusted.as_deref(),
+    )?))
 }

@@ -221,8 +221,9 @@ impl VerifierKey {
         &self.key
     }
 
-    /// `<name>+<key id>`: how the key is named in error messages.
-    fn label(&self) -> String {
+    /// `<name>+<key id>`: how the key is named in error messages and in
+    /// evidence bundles (the verifier key string without the key itself).
+    pub fn label(&self) -> String {
         format!("{}+{}", self.name, hex(&self.id))
     }
 }

@@ -44,6 +44,22 @@ pub enum FailureClass {
     Truncated,
     /// The ledger's events differ from what a trusted checkpoint covers.
     Forked,
+    /// Bundles: the file is not canonical CBOR or not the bundle structure.
+    BundleMalformed,
+    /// Bundles: the bundle names another key than the one pinned.
+    KeyMismatch,
+    /// Bundles: an event's inclusion proof does not lead to the checkpoint.
+    InclusionInvalid,
+    /// Bundles: an event does not match the bundle's selection.
+    NotSelected,
+    /// Bundles: a boundary event of a time range does not prove the range
+    /// complete.
+    BoundaryInvalid,
+    /// Bundles: the bundle carries no proof that its checkpoint is
+    /// consistent with the trusted checkpoint.
+    ConsistencyUnproven,
+    /// Bundles: the bundle's digest is not the one the auditor expects.
+    DigestMismatch,
 }
 
 impl FailureClass {
@@ -64,6 +80,13 @@ impl FailureClass {
             FailureClass::CheckpointBeyondLog => "checkpoint_beyond_log",
             FailureClass::Truncated => "truncated",
             FailureClass::Forked => "forked",
+            FailureClass::BundleMalformed => "bundle_malformed",
+            FailureClass::KeyMismatch => "key_mismatch",
+            FailureClass::InclusionInvalid => "inclusion_invalid",
+            FailureClass::NotSelected => "not_selected",
+            FailureClass::BoundaryInvalid => "boundary_invalid",
+            FailureClass::ConsistencyUnproven => "consistency_unproven",
+            FailureClass::DigestMismatch => "digest_mismatch",
         }
     }
 }
@@ -193,6 +216,260 @@ impl Report {
     }
 }
 
+/// The first integrity failure found in an evidence bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BundleFailure {
+    /// The sequence number of the event the failure concerns, or `None`
+    /// for a failure of the bundle as a whole (format, key, checkpoint).
+    pub seq: Option<u64>,
+    /// What kind of failure.
+    pub class: FailureClass,
+    /// What was found, in words, with the values involved.
+    pub message: String,
+    /// Signed notes that prove the failure to a third party (`forked`: the
+    /// trusted checkpoint, then the conflicting note or notes of the bundle).
+    pub evidence: Vec<String>,
+}
+
+/// What a bundle claims to hold, as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelectionSummary {
+    /// Every event of one session.
+    Session(u64),
+    /// Every event concerning one identity.
+    Identity(String),
+    /// Every event with `from <= ts < to` (Unix nanoseconds).
+    TimeRange {
+        /// Start, inclusive.
+        from: u64,
+        /// End, exclusive.
+        to: u64,
+    },
+}
+
+impl fmt::Display for SelectionSummary {
+    /// As it follows "N events": `of session 7`, `of identity "bot"`,
+    /// `from <time> to before <time>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SelectionSummary::Session(s) => write!(f, "of session {s}"),
+            SelectionSummary::Identity(i) => write!(f, "of identity {i:?}"),
+            SelectionSummary::TimeRange { from, to } => {
+                write!(f, "from {} to before {}", rfc3339(*from), rfc3339(*to))
+            }
+        }
+    }
+}
+
+/// What a bundle proves about having every event its selection names
+/// (specification section 8.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completeness {
+    /// A time range with its boundary events: the bundle holds every event
+    /// of the log, up to its checkpoint, in the range.
+    Proven,
+    /// A time range without boundary events: no event is missing between
+    /// the first and the last, but the edges are not proven.
+    Contiguous,
+    /// A session or identity: only the events held are proven.
+    NotProvable,
+}
+
+impl Completeness {
+    /// The stable name used in the JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Completeness::Proven => "proven",
+            Completeness::Contiguous => "contiguous",
+            Completeness::NotProvable => "not_provable",
+        }
+    }
+
+    fn explain(self) -> &'static str {
+        match self {
+            Completeness::Proven => {
+                "proven: the bundle holds every event in the range that the checkpoint covers"
+            }
+            Completeness::Contiguous => {
+                "not proven at the edges: no event is missing between the first and the last, \
+                 but events just before or after them may be in the range (export with --prove-complete)"
+            }
+            Completeness::NotProvable => {
+                "not provable for this selection: each event held is proven, not that none was \
+                 left out; compare the digest with the one recorded at export"
+            }
+        }
+    }
+}
+
+/// The outcome of verifying one evidence bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleReport {
+    /// What the bundle claims to hold, if its format could be read.
+    pub selection: Option<SelectionSummary>,
+    /// Events that passed every check (all of them when intact).
+    pub events: u64,
+    /// Their sequence numbers.
+    pub seqs: Vec<u64>,
+    /// Timestamp (Unix nanoseconds) of the first event checked.
+    pub first_ts: Option<u64>,
+    /// Timestamp (Unix nanoseconds) of the last event checked.
+    pub last_ts: Option<u64>,
+    /// The checkpoint's size, once its signature verified.
+    pub checkpoint_size: Option<u64>,
+    /// The checkpoint note, once its signature verified.
+    pub checkpoint: Option<String>,
+    /// What the bundle proves about completeness (meaningful when intact).
+    pub completeness: Option<Completeness>,
+    /// Sizes of the earlier checkpoints the bundle proved consistency with.
+    pub consistent_with: Vec<u64>,
+    /// The trusted checkpoint's size, if one was given and it passed.
+    pub trusted_checkpoint: Option<u64>,
+    /// `sha256:<hex>` of the bundle file.
+    pub digest: String,
+    /// The first failure, if any.
+    pub failure: Option<BundleFailure>,
+}
+
+impl BundleReport {
+    /// Whether the bundle passed every check.
+    pub fn is_intact(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// The report for a person, in the style of [`Report::to_text`].
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let what = self
+            .selection
+            .as_ref()
+            .map_or_else(String::new, |s| format!(" {s}"));
+        match &self.failure {
+            None => {
+                let _ = writeln!(
+                    out,
+                    "intact: bundle of {} events{what}, proven against the checkpoint of size {}",
+                    self.events,
+                    self.checkpoint_size.unwrap_or(0)
+                );
+            }
+            Some(failure) => {
+                match failure.seq {
+                    Some(seq) => {
+                        let _ = write!(out, "FAILED at seq {seq}: ");
+                    }
+                    None => out.push_str("FAILED: "),
+                }
+                let _ = writeln!(out, "{}: {}", failure.class, failure.message);
+                let _ = writeln!(
+                    out,
+                    "checked before the failure: {} events{what}",
+                    self.events
+                );
+            }
+        }
+        if !self.seqs.is_empty() {
+            let _ = writeln!(out, "events: seq {}", seq_ranges(&self.seqs));
+        }
+        if let (None, Some(c)) = (&self.failure, self.completeness) {
+            let _ = writeln!(out, "complete: {}", c.explain());
+        }
+        match (self.first_ts, self.last_ts) {
+            (Some(first), Some(last)) => {
+                let _ = writeln!(out, "time range: {} to {}", rfc3339(first), rfc3339(last));
+            }
+            _ => out.push_str("time range: no events\n"),
+        }
+        let mut consistent: Vec<String> = self
+            .consistent_with
+            .iter()
+            .map(|m| format!("checkpoint of size {m} (proof in the bundle)"))
+            .collect();
+        if let Some(m) = self.trusted_checkpoint {
+            consistent.push(format!("your trusted checkpoint of size {m}"));
+        }
+        if !consistent.is_empty() {
+            let _ = writeln!(out, "consistent with: {}", consistent.join("; "));
+        }
+        let _ = writeln!(out, "digest: {}", self.digest);
+        if let Some(note) = &self.checkpoint {
+            let _ = write!(out, "checkpoint:\n{note}");
+        }
+        if let Some(failure) = &self.failure {
+            let count = failure.evidence.len();
+            for (i, note) in failure.evidence.iter().enumerate() {
+                let _ = write!(out, "evidence {} of {count}:\n{note}", i + 1);
+                if !note.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// The report for a script: `{"status", "input": "bundle", "selection":
+    /// {"session"} | {"identity"} | {"from", "to"} | null, "events", "seqs",
+    /// "first_time", "last_time", "checkpoint_size", "checkpoint",
+    /// "complete": "proven" | "contiguous" | "not_provable" | null,
+    /// "consistent_with", "trusted_checkpoint", "digest", "failure": {"seq"
+    /// (null for the bundle as a whole), "class", "message", "evidence"} |
+    /// null}`, with times in RFC 3339.
+    pub fn to_json(&self) -> serde_json::Value {
+        let selection = self.selection.as_ref().map(|s| match s {
+            SelectionSummary::Session(s) => serde_json::json!({ "session": s }),
+            SelectionSummary::Identity(i) => serde_json::json!({ "identity": i }),
+            SelectionSummary::TimeRange { from, to } => {
+                serde_json::json!({ "from": rfc3339(*from), "to": rfc3339(*to) })
+            }
+        });
+        serde_json::json!({
+            "status": if self.is_intact() { "intact" } else { "failed" },
+            "input": "bundle",
+            "selection": selection,
+            "events": self.events,
+            "seqs": self.seqs,
+            "first_time": self.first_ts.map(rfc3339),
+            "last_time": self.last_ts.map(rfc3339),
+            "checkpoint_size": self.checkpoint_size,
+            "checkpoint": self.checkpoint,
+            "complete": self.completeness.map(Completeness::as_str),
+            "consistent_with": self.consistent_with,
+            "trusted_checkpoint": self.trusted_checkpoint,
+            "digest": self.digest,
+            "failure": self.failure,
+        })
+    }
+}
+
+/// Most runs of sequence numbers the text report lists; the JSON report
+/// has them all.
+const SHOWN_RUNS: usize = 24;
+
+/// `3, 5-9, 12`: sorted sequence numbers with runs collapsed, the first
+/// [`SHOWN_RUNS`] of them.
+fn seq_ranges(seqs: &[u64]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < seqs.len() {
+        let mut j = i;
+        while j + 1 < seqs.len() && seqs[j + 1] == seqs[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            seqs[i].to_string()
+        } else {
+            format!("{}-{}", seqs[i], seqs[j])
+        });
+        i = j + 1;
+    }
+    if parts.len() > SHOWN_RUNS {
+        let more = parts.len() - SHOWN_RUNS;
+        parts.truncate(SHOWN_RUNS);
+        parts.push(format!("and {more} more runs (--json lists them all)"));
+    }
+    parts.join(", ")
+}
+
 /// Formats Unix nanoseconds as RFC 3339 UTC with nanoseconds, e.g.
 /// `2024-05-01T12:00:00.000000001Z`. Every `u64` is representable (up to
 /// the year 2554), so this cannot fail.
@@ -276,6 +553,19 @@ mod tests {
                 (y + 1, 1, 1)
             };
         }
+    }
+
+    #[test]
+    fn sequence_numbers_are_listed_as_runs() {
+        assert_eq!(seq_ranges(&[3, 5, 6, 7, 8, 9, 12]), "3, 5-9, 12");
+        assert_eq!(seq_ranges(&[]), "");
+        let many: Vec<u64> = (0..100).map(|i| i * 2).collect();
+        let text = seq_ranges(&many);
+        assert!(text.starts_with("0, 2, 4, "), "{text}");
+        assert!(
+            text.ends_with(", 46, and 76 more runs (--json lists them all)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -52,6 +52,18 @@ pub enum VerifyError {
         .0.display()
     )]
     Unstable(std::path::PathBuf),
+    /// The bundle file cannot be read.
+    #[error(
+        "cannot read bundle {}: {reason} — pass the path of a Gatehouse evidence bundle \
+         (gatehouse export writes one)",
+        .path.display()
+    )]
+    Bundle {
+        /// The path given.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Verifies the ledger at `path` against the pinned verifier `key` and, if
@@ -119,13 +131,13 @@ fn verify_open_ledger(
 }
 
 /// The trusted checkpoint of section 6.1, already verified.
-struct Trusted {
-    note: String,
-    checkpoint: Checkpoint,
+pub(crate) struct Trusted {
+    pub(crate) note: String,
+    pub(crate) checkpoint: Checkpoint,
 }
 
 impl Trusted {
-    fn open(note: &str, key: &VerifierKey) -> Result<Trusted, VerifyError> {
+    pub(crate) fn open(note: &str, key: &VerifierKey) -> Result<Trusted, VerifyError> {
         let checkpoint = note::open_checkpoint(note, key)
             .map_err(|e| VerifyError::TrustedCheckpoint(e.to_string()))?;
         if checkpoint.size == 0 {

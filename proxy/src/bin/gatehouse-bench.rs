@@ -40,6 +40,10 @@ enum Command {
         /// Directory for the ledger files (default: a temporary directory).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Run the gateway's snapshot thread alongside, snapshotting every
+        /// this many events (0: not at all), to see what it costs appenders.
+        #[arg(long, default_value_t = 0)]
+        snapshot_every: u64,
     },
     /// Builds a ledger of N events and times full verification of it.
     LedgerVerify {
@@ -49,6 +53,19 @@ enum Command {
         /// Reuse (or keep) the ledger at this path.
         #[arg(long)]
         ledger: Option<PathBuf>,
+    },
+    /// Builds a ledger of N events (64 sessions) and times exporting and
+    /// verifying evidence bundles out of it.
+    Bundle {
+        /// Events in the ledger.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Reuse (or keep) the ledger at this path.
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+        /// The session to export (one of 0..64).
+        #[arg(long, default_value_t = 7)]
+        session: u64,
     },
     /// Time from a block to the last of the identity's sessions ending, on a
     /// throwaway PostgreSQL, with every session busy in a long statement.
@@ -67,6 +84,22 @@ enum Command {
         /// Timed runs per way of reading (the median is reported).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+    },
+    /// Builds a realistic ledger of N events (sessions, statements,
+    /// decisions, responses, and a few policy, identity, block and approval
+    /// events) while the gateway's snapshot thread writes a snapshot every
+    /// K events, then times start-up's state rebuild and `state --at` at
+    /// several points, with and without snapshots.
+    State {
+        /// Events in the ledger.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// A snapshot every this many events (the gateway's default).
+        #[arg(long, default_value_t = 10_000)]
+        every: u64,
+        /// Reuse (or keep) the ledger at this path.
+        #[arg(long)]
+        ledger: Option<PathBuf>,
     },
     /// Appends forever from 4 tasks, printing each committed sequence number
     /// on its own line; used by the crash-safety test.
@@ -134,10 +167,16 @@ async fn append_run(
     appenders: usize,
     seconds: u64,
     durability: Durability,
+    snapshot_every: u64,
 ) -> Result<()> {
     let path = dir.join(format!("append-{appenders}.db"));
     let _ = std::fs::remove_file(&path);
     let ledger = open(&path, durability)?;
+    let snapshots = gatehouse::gateway::snapshots::Snapshotter::start(
+        ledger.clone(),
+        gatehouse_engine::state::GatewayState::default(),
+        snapshot_every,
+    )?;
     let stop = Arc::new(AtomicBool::new(false));
     let body_bytes = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -178,6 +217,9 @@ async fn append_run(
         let (h, n) = t.await?;
         hist.add(h)?;
         measured += n;
+    }
+    if let Some(snapshots) = snapshots {
+        tokio::task::spawn_blocking(move || snapshots.stop()).await?;
     }
     ledger.close();
     // The writer's WAL thread truncates the WAL on close; what remains is the file.
@@ -259,6 +301,71 @@ async fn verify_run(events: u64, ledger: Option<PathBuf>) -> Result<()> {
             "FAILED"
         }
     );
+    Ok(())
+}
+
+/// Times `bundle::export` and `gatehouse_verify::verify_bundle_bytes` for
+/// a session, a time range and an identity of a ledger of `events` events.
+async fn bundle_run(events: u64, ledger: Option<PathBuf>, session: u64) -> Result<()> {
+    use gatehouse_ledger::bundle::{self, ExportRequest, Selection};
+    let tmp = tempfile_dir()?;
+    let path = ledger.unwrap_or_else(|| tmp.join("bundle.db"));
+    let have = if path.exists() {
+        gatehouse_ledger::LedgerReader::open(&path)?.len()?
+    } else {
+        0
+    };
+    if have < events {
+        let t = Instant::now();
+        fill(&path, events).await?;
+        println!(
+            "built a ledger of {events} events in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let reader = gatehouse_ledger::LedgerReader::open(&path)?;
+    let n = reader.len()?;
+    let middle = reader.get(n / 2)?.context("the middle event")?.event.ts;
+    let earlier = reader.checkpoints()?.get(10).map(|c| c.note.clone());
+    let key = gatehouse_verify::VerifierKey::parse(&bench_signer().verifier().to_string())?;
+    let runs: Vec<(&str, ExportRequest)> = vec![
+        (
+            "session",
+            ExportRequest {
+                selection: Selection::Session(session),
+                consistent_with: earlier.into_iter().collect(),
+                prove_complete: false,
+            },
+        ),
+        (
+            "time range, 1 ms",
+            ExportRequest {
+                selection: Selection::TimeRange {
+                    from: middle,
+                    to: middle + 1_000_000,
+                },
+                consistent_with: vec![],
+                prove_complete: true,
+            },
+        ),
+    ];
+    for (what, request) in runs {
+        let t = Instant::now();
+        let b = bundle::export(&reader, &request)?;
+        let bytes = b.to_bytes();
+        let export_secs = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let report = gatehouse_verify::verify_bundle_bytes(&bytes, &key, None, None)?;
+        let verify_secs = t.elapsed().as_secs_f64();
+        println!(
+            "{what}: {} events of {n}, {} bytes ({:.0} B/event); export {export_secs:.2}s, verify {:.1}ms ({})",
+            report.events,
+            bytes.len(),
+            bytes.len() as f64 / report.events.max(1) as f64,
+            verify_secs * 1e3,
+            if report.is_intact() { "intact" } else { "FAILED" }
+        );
+    }
     Ok(())
 }
 
@@ -658,6 +765,474 @@ tables = ["public.people"]
     Ok(())
 }
 
+/// Identities in the realistic ledger.
+const AGENTS: u64 = 20;
+
+fn agent(n: u64) -> String {
+    format!("agent-{:02}", n % AGENTS)
+}
+
+/// One session's events, as the gateway writes them: opened; per statement
+/// the query and decision together, then the response (denials get none);
+/// closed.
+async fn session_run(ledger: &Ledger, session: u64, appended: &AtomicU64) -> Result<()> {
+    use gatehouse_ledger::event::{
+        Action, Decision, Response, ResultColumn, ResultRow, SessionClosed, SessionOpened,
+        StatementClass,
+    };
+    let identity = agent(session);
+    let count = |n: usize| appended.fetch_add(n as u64, Ordering::Relaxed);
+    ledger
+        .append(
+            &SessionOpened {
+                session,
+                identity: identity.clone(),
+                target: "shop".into(),
+                client_addr: format!("10.0.0.{}:{}", session % 250, 40_000 + session % 20_000),
+                application_name: Some("orders-agent".into()),
+                credential: Some(format!("cred-{identity}")),
+                tls: true,
+            }
+            .into(),
+        )
+        .await?;
+    count(1);
+    let statements = 5 + session % 30;
+    for query in 1..=statements {
+        let id = (session * 31 + query) % 10_000;
+        let denied = (session + query).is_multiple_of(25);
+        let sql = if denied {
+            "SELECT name, ssn FROM customers WHERE id = $1"
+        } else {
+            "SELECT id, total, day FROM orders WHERE customer = $1 ORDER BY day DESC LIMIT 3"
+        };
+        let received: EventBody = QueryReceived {
+            session,
+            identity: identity.clone(),
+            query,
+            sql: sql.into(),
+            params: vec![Param {
+                format: 0,
+                value: Some(Bytes(id.to_string().into_bytes())),
+            }],
+            statement: Some(String::new()),
+            portal: Some(String::new()),
+            protocol: Protocol::Extended,
+        }
+        .into();
+        let decision: EventBody = Decision {
+            session,
+            identity: identity.clone(),
+            query,
+            action: if denied { Action::Deny } else { Action::Allow },
+            rule: Some(if denied { "no-ssn" } else { "agent-reads" }.into()),
+            class: StatementClass::Read,
+            tables: vec![if denied {
+                "public.customers"
+            } else {
+                "public.orders"
+            }
+            .into()],
+            columns: if denied {
+                vec![
+                    "public.customers.name".into(),
+                    "public.customers.ssn".into(),
+                ]
+            } else {
+                vec![
+                    "public.orders.id".into(),
+                    "public.orders.total".into(),
+                    "public.orders.day".into(),
+                ]
+            },
+            message: denied.then(|| "SSNs are off limits to agents".into()),
+        }
+        .into();
+        ledger.append_all(&[received, decision]).await?;
+        count(2);
+        if denied {
+            continue;
+        }
+        let rows: Vec<ResultRow> = (0..1 + id % 3)
+            .map(|r| ResultRow {
+                values: vec![
+                    Some(Bytes((id * 3 + r).to_string().into_bytes())),
+                    Some(Bytes(format!("{}.{:02}", id % 500, r * 7).into_bytes())),
+                    Some(Bytes(b"2026-11-25".to_vec())),
+                ],
+            })
+            .collect();
+        ledger
+            .append(
+                &Response {
+                    session,
+                    identity: identity.clone(),
+                    query,
+                    command_tag: Some(format!("SELECT {}", rows.len())),
+                    rows: rows.len() as u64,
+                    duration_ns: 180_000 + id * 13,
+                    sqlstate: None,
+                    error: None,
+                    bytes: 64 + 40 * rows.len() as u64,
+                    columns: ["id", "total", "day"]
+                        .iter()
+                        .zip([23, 1700, 1082])
+                        .map(|(name, type_oid)| ResultColumn {
+                            name: (*name).into(),
+                            type_oid,
+                            format: 0,
+                        })
+                        .collect(),
+                    truncated: false,
+                    result_digest: Some(Bytes(blake3::hash(&id.to_be_bytes()).as_bytes().to_vec())),
+                    result: rows,
+                }
+                .into(),
+            )
+            .await?;
+        count(1);
+    }
+    ledger
+        .append(
+            &SessionClosed {
+                session,
+                identity,
+                reason: "client terminated".into(),
+                statements,
+            }
+            .into(),
+        )
+        .await?;
+    count(1);
+    Ok(())
+}
+
+/// The control plane's occasional events: identities, credentials, policy,
+/// blocks, approvals, failed logins, operator actions.
+fn control_events(round: u64) -> Vec<EventBody> {
+    use gatehouse_ledger::event::{
+        ApprovalGranted, ApprovalRequested, AuthenticationFailed, CredentialIssued,
+        IdentityBlocked, IdentityCreated, IdentityUnblocked, OperatorAction, OperatorAdded,
+        PolicyChanged, StatementClass,
+    };
+    let policy = include_str!("../../../fixtures/policies/agents.toml");
+    let identity = agent(round);
+    let credential = |identity: &str, n: u64| -> EventBody {
+        CredentialIssued {
+            credential: format!("cred-{identity}-{n}"),
+            identity: identity.to_owned(),
+            operator: "alice".into(),
+            expires_at: u64::MAX / 2,
+            salt: Bytes(vec![7; 16]),
+            iterations: 4096,
+            stored_key: Bytes(blake3::hash(identity.as_bytes()).as_bytes().to_vec()),
+            server_key: Bytes(blake3::hash(&n.to_be_bytes()).as_bytes().to_vec()),
+        }
+        .into()
+    };
+    if round == 0 {
+        let mut setup: Vec<EventBody> = vec![PolicyChanged {
+            operator: "alice".into(),
+            source: policy.into(),
+            digest: Bytes(blake3::hash(policy.as_bytes()).as_bytes().to_vec()),
+        }
+        .into()];
+        for (name, roles) in [
+            ("alice", vec!["admin", "auditor"]),
+            ("bob", vec!["responder", "approver"]),
+            ("carol", vec!["approver"]),
+        ] {
+            setup.push(
+                OperatorAdded {
+                    operator: name.into(),
+                    roles: roles.into_iter().map(str::to_owned).collect(),
+                    token_hash: Bytes(blake3::hash(name.as_bytes()).as_bytes().to_vec()),
+                    added_by: "gatehouse-init".into(),
+                }
+                .into(),
+            );
+        }
+        for n in 0..AGENTS {
+            let identity = agent(n);
+            setup.push(
+                IdentityCreated {
+                    identity: identity.clone(),
+                    operator: "alice".into(),
+                    description: Some("an order-processing agent".into()),
+                }
+                .into(),
+            );
+            setup.push(credential(&identity, 0));
+        }
+        return setup;
+    }
+    match round % 6 {
+        0 => vec![credential(&identity, round)],
+        1 => vec![IdentityBlocked {
+            identity,
+            operator: "bob".into(),
+            reason: "investigating a spike of denials".into(),
+            trigger: None,
+        }
+        .into()],
+        2 => vec![IdentityUnblocked {
+            identity: agent(round - 1),
+            operator: "bob".into(),
+            reason: Some("false alarm".into()),
+        }
+        .into()],
+        3 => vec![
+            ApprovalRequested {
+                approval: round,
+                session: 0,
+                identity: identity.clone(),
+                query: 1,
+                sql: format!("DELETE FROM orders WHERE id = {round}"),
+                params: vec![],
+                class: StatementClass::Write,
+                rule: "deletes-need-approval".into(),
+                binding: Bytes(vec![1; 32]),
+                quorum: 1,
+                expires_at: u64::MAX / 2,
+                fingerprint: "delete from orders where id = ?".into(),
+            }
+            .into(),
+            ApprovalGranted {
+                approval: round,
+                operator: "carol".into(),
+                grant_until: Some(u64::MAX / 2),
+                session: 0,
+                identity,
+            }
+            .into(),
+        ],
+        4 => vec![AuthenticationFailed {
+            identity: "intruder".into(),
+            client_addr: "203.0.113.9:5555".into(),
+            target: Some("shop".into()),
+            reason: "no such identity".into(),
+        }
+        .into()],
+        _ => vec![
+            OperatorAction {
+                operator: "alice".into(),
+                action: "policy apply".into(),
+                target: None,
+                outcome: "ok".into(),
+                detail: None,
+            }
+            .into(),
+            PolicyChanged {
+                operator: "alice".into(),
+                source: policy.into(),
+                digest: Bytes(blake3::hash(policy.as_bytes()).as_bytes().to_vec()),
+            }
+            .into(),
+        ],
+    }
+}
+
+/// Fills `path` with about `events` realistic events while the gateway's
+/// snapshot thread snapshots every `every` events.
+async fn fill_realistic(path: &Path, events: u64, every: u64) -> Result<()> {
+    use gatehouse::gateway::snapshots::Snapshotter;
+    use gatehouse_engine::state::GatewayState;
+    let started = Instant::now();
+    let ledger = open(path, Durability::Os)?;
+    let snapshots = Snapshotter::start(ledger.clone(), GatewayState::default(), every)?;
+    let appended = Arc::new(AtomicU64::new(0));
+    let sessions = Arc::new(AtomicU64::new(1));
+    let control = {
+        let ledger = ledger.clone();
+        let appended = appended.clone();
+        tokio::spawn(async move {
+            let mut round = 0;
+            while appended.load(Ordering::Relaxed) < events {
+                if appended.load(Ordering::Relaxed) >= round * 5_000 {
+                    let bodies = control_events(round);
+                    ledger.append_all(&bodies).await.expect("append");
+                    appended.fetch_add(bodies.len() as u64, Ordering::Relaxed);
+                    round += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let ledger = ledger.clone();
+        let appended = appended.clone();
+        let sessions = sessions.clone();
+        tasks.push(tokio::spawn(async move {
+            while appended.load(Ordering::Relaxed) < events {
+                let session = sessions.fetch_add(1, Ordering::Relaxed);
+                session_run(&ledger, session, &appended).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    control.await?;
+    // Let the snapshot thread reach the last multiple of `every`.
+    if let Some(snapshots) = snapshots {
+        let reader = gatehouse_ledger::LedgerReader::open(path)?;
+        let last = reader.len()? / every * every;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while reader
+            .latest_snapshot(u64::MAX)?
+            .map(|s| s.snapshot.covers)
+            .unwrap_or(0)
+            < last
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let cpu = thread_cpu_seconds("ledger-snapshot");
+        tokio::task::spawn_blocking(move || snapshots.stop()).await?;
+        if let Some(cpu) = cpu {
+            let wall = started.elapsed().as_secs_f64();
+            println!(
+                "snapshot thread: {cpu:.2} s of CPU while building ({:.1}% of one core over {wall:.1} s)",
+                cpu / wall * 100.0
+            );
+        }
+    }
+    tokio::task::spawn_blocking(move || ledger.close()).await?;
+    Ok(())
+}
+
+/// CPU time (user and system) of this process's thread named `name`
+/// (Linux thread names are cut to 15 bytes), from /proc.
+fn thread_cpu_seconds(name: &str) -> Option<f64> {
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // USER_HZ is 100 on every Linux this runs on.
+        return Some(ticks as f64 / 100.0);
+    }
+    None
+}
+
+/// Median and maximum of `runs` timings of `f`, in milliseconds, and its
+/// last result.
+fn timed<T>(runs: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, f64, T)> {
+    let mut times = Vec::with_capacity(runs);
+    let mut last = None;
+    for _ in 0..runs {
+        let t = Instant::now();
+        last = Some(f()?);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let last = last.context("at least one run")?;
+    Ok((times[times.len() / 2], times[times.len() - 1], last))
+}
+
+async fn state_bench(events: u64, every: u64, ledger: Option<PathBuf>) -> Result<()> {
+    use gatehouse::state::{rebuild, At, Start};
+    use gatehouse_engine::snapshot::state_hash;
+    let tmp = tempfile_dir()?;
+    let keep = ledger.is_some();
+    let path = ledger.unwrap_or_else(|| tmp.join("state.db"));
+    let have = if path.exists() {
+        gatehouse_ledger::LedgerReader::open(&path)?.len()?
+    } else {
+        0
+    };
+    if have == 0 {
+        let t = Instant::now();
+        fill_realistic(&path, events, every).await?;
+        println!(
+            "built a ledger of {} events in {:.1}s",
+            gatehouse_ledger::LedgerReader::open(&path)?.len()?,
+            t.elapsed().as_secs_f64()
+        );
+    } else if have < events {
+        anyhow::bail!(
+            "{} holds {have} events, fewer than {events}; remove it to build a new one",
+            path.display()
+        );
+    }
+    let reader = gatehouse_ledger::LedgerReader::open(&path)?;
+    let len = reader.len()?;
+    let index = reader.snapshot_index()?;
+    let last = reader.latest_snapshot(u64::MAX)?;
+    println!(
+        "ledger: {len} events, {:.0} MB; {} snapshots, the last covering {} events in {} bytes of state",
+        file_bytes(&path) as f64 / 1e6,
+        index.len(),
+        last.as_ref().map_or(0, |s| s.snapshot.covers),
+        last.as_ref().map_or(0, |s| s.snapshot.state.0.len()),
+    );
+    println!("target: start-up rebuild and state --at under 200 ms with snapshots");
+    let ts_at =
+        |seq: u64| -> Result<u64> { Ok(reader.get(seq)?.context("event exists")?.event.ts) };
+    // Just before a snapshot's point: the longest tail to fold.
+    let worst = (len / 2 / every.max(1)) * every.max(1);
+    let mut points = vec![
+        ("start-up (end of log)".to_owned(), At::Seq(u64::MAX - 1)),
+        (format!("--at {}", len / 10), At::Seq(len / 10)),
+        (format!("--at {}", len / 2), At::Seq(len / 2)),
+        (
+            format!("--at {} (tail of K-1)", worst.saturating_sub(2)),
+            At::Seq(worst.saturating_sub(2)),
+        ),
+        (format!("--at {}", len * 9 / 10), At::Seq(len * 9 / 10)),
+    ];
+    for frac in [4, 2] {
+        let seq = len * (frac - 1) / frac;
+        points.push((format!("--at TIME of event {seq}"), At::Time(ts_at(seq)?)));
+    }
+    let path2 = path.clone();
+    for (name, at) in points {
+        let (fast_p50, fast_max, fast) = timed(5, || {
+            let r = rebuild(&path2, at, Start::Snapshot)?;
+            // What `state --at` prints, so formatting is counted too.
+            let printed = r.state.to_string();
+            Ok((r, printed.len()))
+        })?;
+        let (slow_p50, _, slow) = timed(1, || rebuild(&path2, at, Start::Genesis))?;
+        let (fast, _) = fast;
+        let same = state_hash(&fast.state) == state_hash(&slow.state);
+        println!(
+            "{name:<36} with snapshots: p50 {fast_p50:>7.1} ms, max {fast_max:>7.1} ms (snapshot covering {:>7}, then {:>5} events); \
+             from the first event: {slow_p50:>8.1} ms ({} events); state hashes {}",
+            fast.snapshot.map_or(0, |(_, c)| c),
+            fast.folded,
+            slow.folded,
+            if same { "equal" } else { "DIFFER" }
+        );
+    }
+    let t = Instant::now();
+    let check = gatehouse::state::check_snapshots(&path)?;
+    println!(
+        "state --check: {} snapshots against the fold of {} events in {:.1}s: {}",
+        check.snapshots,
+        check.events,
+        t.elapsed().as_secs_f64(),
+        if check.passed() {
+            "all match"
+        } else {
+            "MISMATCH"
+        }
+    );
+    if !keep {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
@@ -666,6 +1241,7 @@ async fn main() -> Result<()> {
             seconds,
             durability,
             dir,
+            snapshot_every,
         } => {
             let durability: Durability = durability.parse().map_err(anyhow::Error::msg)?;
             let keep = dir.is_some();
@@ -675,17 +1251,22 @@ async fn main() -> Result<()> {
             };
             std::fs::create_dir_all(&dir)?;
             println!(
-                "ledger append benchmark: {} durability, {seconds}s per run, on {}",
+                "ledger append benchmark: {} durability, {seconds}s per run, {}, on {}",
                 if durability == Durability::Os {
                     "os"
                 } else {
                     "fsync"
                 },
+                if snapshot_every == 0 {
+                    "no snapshot thread".to_owned()
+                } else {
+                    format!("a snapshot every {snapshot_every} events")
+                },
                 machine()
             );
             println!("targets (os durability): >= 50,000 events/s at 64 appenders; p99 <= 2,000us at 1 and 64; overhead <= 200 B/event");
             for a in appenders {
-                append_run(&dir, a, seconds, durability).await?;
+                append_run(&dir, a, seconds, durability, snapshot_every).await?;
             }
             if !keep {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -697,6 +1278,25 @@ async fn main() -> Result<()> {
                 machine()
             );
             verify_run(events, ledger).await?;
+        }
+        Command::State {
+            events,
+            every,
+            ledger,
+        } => {
+            println!(
+                "state rebuild benchmark on {}: {events} events, a snapshot every {every}",
+                machine()
+            );
+            state_bench(events, every, ledger).await?;
+        }
+        Command::Bundle {
+            events,
+            ledger,
+            session,
+        } => {
+            println!("evidence bundle benchmark on {}", machine());
+            bundle_run(events, ledger, session).await?;
         }
         Command::AppendStream { ledger } => append_stream(ledger).await?,
         Command::Containment { sessions } => {

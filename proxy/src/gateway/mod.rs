@@ -11,6 +11,7 @@ pub mod scram;
 pub mod server;
 pub mod session;
 pub mod shared;
+pub mod snapshots;
 pub mod upstream;
 pub mod webhooks;
 
@@ -32,6 +33,7 @@ pub struct Gateway {
     admin_tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<shared::Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    snapshots: Option<snapshots::Snapshotter>,
 }
 
 impl Gateway {
@@ -74,6 +76,12 @@ impl Gateway {
                     config.admin.address
                 )
             })?;
+        let snapshots = snapshots::Snapshotter::start(
+            ledger.clone(),
+            state.clone(),
+            config.ledger.snapshot_every,
+        )
+        .context("cannot start the snapshot thread")?;
         info!(
             address = %listener.local_addr()?,
             targets = targets.len(),
@@ -113,6 +121,7 @@ impl Gateway {
             admin_tls,
             shared,
             tls,
+            snapshots,
         })
     }
 
@@ -146,6 +155,7 @@ impl Gateway {
             admin_tls,
             shared,
             tls,
+            snapshots,
         } = self;
         let mut stopping = shared.shutdown.subscribe();
         let stopped = async move {
@@ -170,6 +180,9 @@ impl Gateway {
         )
         .await?;
         let _ = api.await;
+        if let Some(snapshots) = snapshots {
+            tokio::task::spawn_blocking(move || snapshots.stop()).await?;
+        }
         let ledger = shared.ledger.clone();
         drop(shared);
         tokio::task::spawn_blocking(move || ledger.close()).await?;

@@ -225,6 +225,26 @@ impl Env {
         (&mut self.task).await.unwrap();
     }
 
+    /// Starts the gateway again on the same configuration and ledger, after
+    /// [`Env::stop`] (reading the configuration file anew).
+    pub async fn restart(&mut self) {
+        let config = Config::load(&self.config).unwrap();
+        let gateway = Gateway::bind(&config).await.unwrap();
+        self.addr = gateway.local_addr().unwrap();
+        self.admin = gateway.admin_addr().unwrap();
+        self.shared = Some(gateway.shared());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        self.stop = Some(stop);
+        self.task = tokio::spawn(async move {
+            gateway
+                .run_until(async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+    }
+
     /// The secret of an identity.
     pub fn secret(&self, who: &str) -> &str {
         &self.secrets.iter().find(|(w, _)| w == who).unwrap().1

@@ -381,3 +381,201 @@ pub fn exec(path: &Path, sql: &str) {
 pub fn test_key() -> Key {
     Key::new(ORIGIN, 7)
 }
+
+// ---------------------------------------------------------------------------
+// Evidence bundles (section 8), built from the specification.
+
+/// An event whose body has the subject fields of its kind at the keys of
+/// the section 8.3 table: kind 4 (session 0, identity 1), kind 9 (session
+/// 3, identity 4), kind 12 (identity 0), kind 19 (neither).
+pub fn subject_event(seq: u64, ts: u64, kind: u64, session: u64, identity: &str) -> Event {
+    let body = match kind {
+        4 => vec![
+            (0, Value::Uint(session)),
+            (1, Value::Text(identity.into())),
+            (2, Value::Uint(seq)),
+            (3, Value::Text(format!("SELECT {seq}"))),
+        ],
+        9 => vec![
+            (0, Value::Uint(seq)),
+            (1, Value::Text("carol".into())),
+            (2, Value::Null),
+            (3, Value::Uint(session)),
+            (4, Value::Text(identity.into())),
+        ],
+        12 => vec![
+            (0, Value::Text(identity.into())),
+            (1, Value::Text("alice".into())),
+            (2, Value::Null),
+        ],
+        _ => vec![(0, Value::Text("ops".into())), (1, Value::Uint(seq))],
+    };
+    Event {
+        seq: seq as i64,
+        ts: ts as i64,
+        kind: kind as i64,
+        data: record(seq, ts, kind, body),
+    }
+}
+
+/// `n` events 1 µs apart: kinds 4, 4, 9, 12, 19 in turn, sessions 1 to 3,
+/// identity `agent-<session>`.
+pub fn subject_events(n: u64) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            let kind = [4, 4, 9, 12, 19][(i % 5) as usize];
+            let session = 1 + i % 3;
+            subject_event(i, T0 + i * 1000, kind, session, &format!("agent-{session}"))
+        })
+        .collect()
+}
+
+/// A bundle's parts, to be encoded by [`BundleParts::encode`].
+#[derive(Clone, Debug)]
+pub struct BundleParts {
+    pub format: String,
+    pub key: String,
+    pub checkpoint: String,
+    /// `(session, identity, from, to)`.
+    pub selection: (Option<u64>, Option<String>, Option<u64>, Option<u64>),
+    /// `(seq, record, proof)`.
+    pub events: Vec<(u64, Vec<u8>, Vec<u8>)>,
+    pub before: Option<(u64, Vec<u8>, Vec<u8>)>,
+    pub after: Option<(u64, Vec<u8>, Vec<u8>)>,
+    /// `(note, proof)`.
+    pub consistency: Vec<(String, Vec<u8>)>,
+}
+
+fn entry_value((seq, record, proof): &(u64, Vec<u8>, Vec<u8>)) -> Value {
+    Value::Map(vec![
+        (0, Value::Uint(*seq)),
+        (1, Value::Bytes(record.clone())),
+        (2, Value::Bytes(proof.clone())),
+    ])
+}
+
+fn opt<T>(v: &Option<T>, f: impl Fn(&T) -> Value) -> Value {
+    v.as_ref().map_or(Value::Null, f)
+}
+
+impl BundleParts {
+    pub fn encode(&self) -> Vec<u8> {
+        let (session, identity, from, to) = &self.selection;
+        let value = Value::Map(vec![
+            (0, Value::Text(self.format.clone())),
+            (1, Value::Text(self.key.clone())),
+            (2, Value::Text(self.checkpoint.clone())),
+            (
+                3,
+                Value::Map(vec![
+                    (0, opt(session, |s| Value::Uint(*s))),
+                    (1, opt(identity, |i| Value::Text(i.clone()))),
+                    (2, opt(from, |t| Value::Uint(*t))),
+                    (3, opt(to, |t| Value::Uint(*t))),
+                ]),
+            ),
+            (
+                4,
+                Value::Array(self.events.iter().map(entry_value).collect()),
+            ),
+            (5, opt(&self.before, entry_value)),
+            (6, opt(&self.after, entry_value)),
+            (
+                7,
+                Value::Array(
+                    self.consistency
+                        .iter()
+                        .map(|(note, proof)| {
+                            Value::Map(vec![
+                                (0, Value::Text(note.clone())),
+                                (1, Value::Bytes(proof.clone())),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ]);
+        let mut out = Vec::new();
+        encode(&value, &mut out);
+        out
+    }
+}
+
+/// A signed log of `events` that bundles can be cut from: its leaves, chain
+/// links and the note of its checkpoint at any size.
+pub struct Log<'k> {
+    pub key: &'k Key,
+    pub events: Vec<Event>,
+    pub leaves: Vec<Hash>,
+    pub links: Vec<Hash>,
+}
+
+impl<'k> Log<'k> {
+    pub fn new(key: &'k Key, events: Vec<Event>) -> Log<'k> {
+        let leaves = events.iter().map(|e| ref_leaf(&e.data)).collect();
+        let mut links = Vec::new();
+        let mut link = [0u8; 32];
+        for e in &events {
+            link = chain_link(&link, &e.data);
+            links.push(link);
+        }
+        Log {
+            key,
+            events,
+            leaves,
+            links,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.events.len() as u64
+    }
+
+    /// The signed checkpoint note of the first `size` events.
+    pub fn note(&self, size: u64) -> String {
+        let s = size as usize;
+        self.key.sign(&checkpoint_text(
+            &self.key.name,
+            size,
+            &mth(&self.leaves[..s]),
+            &self.links[s - 1],
+        ))
+    }
+
+    /// `(seq, record, inclusion proof against the whole log)`.
+    pub fn entry(&self, seq: u64) -> (u64, Vec<u8>, Vec<u8>) {
+        (
+            seq,
+            self.events[seq as usize].data.clone(),
+            ref_inclusion(seq as usize, &self.leaves).concat(),
+        )
+    }
+
+    pub fn consistency(&self, m: u64) -> (String, Vec<u8>) {
+        let proof = if m == self.size() {
+            vec![]
+        } else {
+            ref_consistency(m as usize, &self.leaves).concat()
+        };
+        (self.note(m), proof)
+    }
+
+    /// A bundle of the given events under the latest checkpoint.
+    pub fn bundle(
+        &self,
+        selection: (Option<u64>, Option<String>, Option<u64>, Option<u64>),
+        seqs: &[u64],
+    ) -> BundleParts {
+        let id: String = self.key.id().iter().map(|b| format!("{b:02x}")).collect();
+        BundleParts {
+            format: "gatehouse-bundle-v1".into(),
+            key: format!("{}+{id}", self.key.name),
+            checkpoint: self.note(self.size()),
+            selection,
+            events: seqs.iter().map(|s| self.entry(*s)).collect(),
+            before: None,
+            after: None,
+            consistency: vec![],
+        }
+    }
+}
