@@ -497,6 +497,36 @@ mod tests {
     }
 
     #[test]
+    fn masking_keys_are_hex_and_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gatehouse.toml");
+        std::fs::write(&path, initial("ledger.db", "signing.key", "masking.key")).unwrap();
+        let c = Config::load(&path).unwrap();
+        let key = dir.path().join("masking.key");
+        assert!(c.masking_key().is_err(), "a missing key file is an error");
+        std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = format!("{:#}", c.masking_key().unwrap_err());
+            assert!(err.contains("chmod 600"), "{err}");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        assert!(c.masking_key().unwrap().is_some());
+        std::fs::write(&key, "not hex\n").unwrap();
+        let err = format!("{:#}", c.masking_key().unwrap_err());
+        assert!(err.contains("64 hex digits"), "{err}");
+        // Without [masking], there is no key (hash masking is then denied).
+        std::fs::write(&path, "[ledger]\npath = \"x\"\nsigning_key = \"k\"\n").unwrap();
+        assert!(Config::load(&path)
+            .unwrap()
+            .masking_key()
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
     fn errors_name_the_line_and_the_problem() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gatehouse.toml");
