@@ -101,8 +101,9 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
         "2. Gatehouse in front of it",
         &format!(
             "Created {} with an owner-only signing key. Auditors trust only this public key:\n  {}\n\
-             Applied the agents policy: agents may read orders and customers, never SSNs or card\n\
-             numbers, and may not change data. Issued {AGENT} a credential valid for one hour;\n\
+             Applied the agents policy: agents may read orders, and customers with names and emails\n\
+             masked inline; never SSNs or card numbers; no changes to data (deleting orders needs a\n\
+             human's approval). Issued {AGENT} a credential valid for one hour;\n\
              the database's own password never leaves the gateway.",
             dir.display(),
             out.verifier_key
@@ -396,19 +397,27 @@ async fn agent_session(config: &Config, secret: &str) -> Result<()> {
     println!(
         "\n== 3. The agent at work\n{AGENT} connects to the gateway as if it were PostgreSQL."
     );
-    let steps: [(&str, &str); 5] = [
+    let steps: [(&str, &str); 7] = [
         (
             "reads today's orders",
             "SELECT count(*), sum(total)::text FROM orders WHERE day = current_date",
         ),
         (
-            "reads customer names",
+            "reads customer names and emails (masked inline: names pseudonymized, emails keep only the domain)",
             "SELECT name, email FROM customers ORDER BY id LIMIT 3",
         ),
         ("tries to dump every SSN", "SELECT name, ssn FROM customers"),
         (
             "tries SELECT * to get around the rule",
             "SELECT * FROM customers LIMIT 5",
+        ),
+        (
+            "tries to smuggle the emails out through an aggregate",
+            "SELECT string_agg(email, ',') FROM customers",
+        ),
+        (
+            "tries to probe masked values with a predicate",
+            "SELECT id FROM customers WHERE email LIKE 'grace%'",
         ),
         (
             "tries to delete customers",
