@@ -740,3 +740,73 @@ async fn bypass_corpus_leaks_nothing_end_to_end() {
         }
     }
 }
+
+/// psycopg (text results, and binary with `binary=True`) and asyncpg
+/// (binary results, prepared statements) read masked results through the
+/// gateway without errors, and no seeded value reaches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_drivers_read_masked_results() {
+    let env = start("deny").await;
+    let script = r#"
+import asyncio, json, sys
+import psycopg, asyncpg
+
+host, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+sql = "SELECT id, name, email, ssn, card_number FROM customers ORDER BY id LIMIT 50"
+out = {}
+with psycopg.connect(host=host, port=port, user=user, password=password, dbname="shop") as conn:
+    out["psycopg_text"] = [list(r) for r in conn.execute(sql).fetchall()]
+    with conn.cursor(binary=True) as cur:
+        cur.execute(sql)
+        out["psycopg_binary"] = [list(r) for r in cur.fetchall()]
+
+async def main():
+    conn = await asyncpg.connect(host=host, port=port, user=user, password=password, database="shop")
+    rows = await conn.fetch(sql)
+    out["asyncpg"] = [list(r.values()) for r in rows]
+    stmt = await conn.prepare("SELECT name, email FROM customers WHERE id = $1")
+    out["asyncpg_prepared"] = [list((await stmt.fetchrow(i)).values()) for i in (1, 2)]
+    await conn.close()
+
+asyncio.run(main())
+print(json.dumps(out, default=str))
+"#;
+    let port = env.addr.port().to_string();
+    let secret = env.secret("agent").to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(["-c", script, "127.0.0.1", &port, "agent", &secret])
+            .output()
+            .expect("python3 runs (.ci/run installs psycopg and asyncpg)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "python drivers failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let results: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    for driver in ["psycopg_text", "psycopg_binary", "asyncpg"] {
+        let rows = results[driver].as_array().unwrap();
+        assert_eq!(rows.len(), 50, "{driver}");
+        for row in rows {
+            let name = row[1].as_str().unwrap();
+            let email = row[2].as_str().unwrap();
+            assert!(name.starts_with("h_"), "{driver}: name {name}");
+            assert!(email.starts_with("***@"), "{driver}: email {email}");
+            assert_eq!(row[3], "[redacted]", "{driver}: ssn");
+            let card = row[4].as_str().unwrap();
+            assert!(card.starts_with('*'), "{driver}: card {card}");
+        }
+        // The hash pseudonym is the same whatever the format.
+        assert_eq!(rows[0][1], results["psycopg_text"][0][1], "{driver}");
+    }
+    let secrets = seeded_values(&env).await;
+    let leaked: Vec<&String> = secrets
+        .iter()
+        .filter(|s| stdout.contains(s.as_str()))
+        .collect();
+    assert!(leaked.is_empty(), "raw values reached a driver: {leaked:?}");
+}
