@@ -974,3 +974,46 @@ async fn under_load_nothing_of_a_blocked_identity_reaches_the_database() {
         "the database holds {settled} rows but only {written} inserts were acknowledged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_record_the_result_formats_bind_asked_for() {
+    let env = Env::start(POLICY).await;
+    let client = env.connect("agent").await;
+    // tokio-postgres prepares (Describe of the statement: text formats),
+    // then binds asking for binary results.
+    let rows = client
+        .query("SELECT id, total FROM orders WHERE id = $1", &[&7i32])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let text = client
+        .simple_query("SELECT id FROM orders WHERE id = 7")
+        .await
+        .unwrap();
+    assert!(!text.is_empty());
+    env.settle().await;
+    let responses: Vec<_> = env
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            gatehouse_ledger::EventBody::Response(r) if !r.columns.is_empty() => Some(r),
+            _ => None,
+        })
+        .collect();
+    let binary = responses
+        .iter()
+        .find(|r| r.columns.len() == 2)
+        .expect("the prepared query's response");
+    assert!(
+        binary.columns.iter().all(|c| c.format == 1),
+        "{:?}",
+        binary.columns
+    );
+    assert_eq!(
+        binary.result[0].values[0].as_ref().unwrap().0,
+        7i32.to_be_bytes()
+    );
+    let simple = responses.iter().find(|r| r.columns.len() == 1).unwrap();
+    assert_eq!(simple.columns[0].format, 0);
+    assert_eq!(simple.result[0].values[0].as_ref().unwrap().0, b"7");
+}

@@ -66,6 +66,8 @@ struct Prepared {
 struct Portal {
     statement: String,
     params: Vec<Param>,
+    /// Result format codes from Bind (none: all text; one: all columns).
+    result_formats: Vec<i16>,
 }
 
 /// A forwarded message whose outcome the upstream side must match.
@@ -112,6 +114,10 @@ struct Exec {
     mask: Option<Box<StatementMask>>,
     /// It changes the catalog (DDL): masking's catalog cache is invalidated.
     ddl: bool,
+    /// For an Execute, its portal's result formats: a RowDescription that
+    /// answered a statement Describe says text for every column, whatever
+    /// Bind later asked for.
+    result_formats: Option<Vec<i16>>,
 }
 
 impl Exec {
@@ -131,7 +137,22 @@ impl Exec {
             digest_pending: Vec::new(),
             mask: None,
             ddl: false,
+            result_formats: None,
         }
+    }
+
+    /// Records the columns of its result, in the formats the client gets.
+    fn set_columns(&mut self, mut columns: Vec<ResultColumn>) {
+        if let Some(formats) = &self.result_formats {
+            for (i, c) in columns.iter_mut().enumerate() {
+                c.format = match formats.len() {
+                    0 => 0,
+                    1 => formats[0] as u16,
+                    _ => formats.get(i).copied().unwrap_or(0) as u16,
+                };
+            }
+        }
+        self.columns = columns;
     }
 
     /// The execution of a statement judged `j`.
@@ -930,6 +951,7 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
             }
         }
         let formats = b.parameter_format_codes;
+        let result_formats = b.result_column_format_codes;
         let params = b
             .parameters
             .into_iter()
@@ -945,7 +967,11 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
             .collect();
         self.portals.insert(
             b.portal_name.unwrap_or_default(),
-            Portal { statement, params },
+            Portal {
+                statement,
+                params,
+                result_formats,
+            },
         );
         self.upstream.write_all(&f.bytes).await
     }
@@ -962,6 +988,7 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         let (sql, classification) = (prepared.sql.clone(), prepared.classification.clone());
         let params = portal.params.clone();
         let statement = portal.statement.clone();
+        let result_formats = portal.result_formats.clone();
         // Policy may have changed since Parse: judge again (classification is cached).
         let j = decide(self.ctx, &sql, &classification).await;
         if let Err(error) = self
@@ -996,7 +1023,9 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         if j.mask.is_some() {
             self.describe_portal(&portal_name).await?;
         }
-        self.push(Pending::Exec(Exec::new(self.query, false).judged(&j)));
+        let mut exec = Exec::new(self.query, false).judged(&j);
+        exec.result_formats = Some(result_formats);
+        self.push(Pending::Exec(exec));
         self.upstream.write_all(&f.bytes).await
     }
 }
@@ -1205,14 +1234,14 @@ fn observe(
                     if let Some(m) = &mut e.mask {
                         m.describe(&fields);
                     }
-                    e.columns = columns;
+                    e.set_columns(columns);
                 }
                 return Some(BytesMut::new());
             }
             if tag == b'T' {
                 t.last_description = columns;
                 if let (None, Some(Pending::Exec(e))) = (describer, t.pending.front_mut()) {
-                    e.columns = t.last_description.clone();
+                    e.set_columns(t.last_description.clone());
                     if let Some(m) = &mut e.mask {
                         m.describe(&fields);
                     }
@@ -1224,7 +1253,7 @@ fn observe(
             let cap = ctx.shared.record_rows;
             if let Some(Pending::Exec(e)) = t.pending.front_mut() {
                 if e.columns.is_empty() && e.result.is_empty() {
-                    e.columns = t.last_description.clone();
+                    e.set_columns(t.last_description.clone());
                 }
                 let masked = e.mask.as_mut().and_then(|m| m.row(frame));
                 e.data_row(frame, masked.as_deref().unwrap_or(frame), cap);
