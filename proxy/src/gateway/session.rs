@@ -73,7 +73,7 @@ struct Portal {
 /// A forwarded message whose outcome the upstream side must match.
 enum Pending {
     /// An executed statement (Execute, or a whole simple Query).
-    Exec(Exec),
+    Exec(Box<Exec>),
     /// A Sync: completes at ReadyForQuery. Carries the number of the last
     /// denial issued before it: those denials' errors all arrive before
     /// this ReadyForQuery, so their entries can go then, and no later.
@@ -222,7 +222,13 @@ impl Context {
     /// Records the end of an execution: what it masked, then its response.
     /// DDL, and results from tables the catalog did not know, invalidate
     /// masking's catalog cache.
-    fn finish(&self, e: Exec, error_override: Option<&str>, completed: &mut Vec<PendingEvent>) {
+    fn finish(
+        &self,
+        e: Box<Exec>,
+        error_override: Option<&str>,
+        completed: &mut Vec<PendingEvent>,
+    ) {
+        let e = *e;
         if let Some(m) = &e.mask {
             completed.extend(m.event(self.info.id, &self.info.identity, e.query));
             if m.stale_catalog {
@@ -907,7 +913,9 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         if let Some(error) = self.blocked_error() {
             return self.deny_simple(error).await;
         }
-        self.push(Pending::Exec(Exec::new(self.query, true).judged(&j)));
+        self.push(Pending::Exec(Box::new(
+            Exec::new(self.query, true).judged(&j),
+        )));
         self.upstream.write_all(&f.bytes).await?;
         self.upstream.flush().await
     }
@@ -1025,7 +1033,7 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         }
         let mut exec = Exec::new(self.query, false).judged(&j);
         exec.result_formats = Some(result_formats);
-        self.push(Pending::Exec(exec));
+        self.push(Pending::Exec(Box::new(exec)));
         self.upstream.write_all(&f.bytes).await
     }
 }
