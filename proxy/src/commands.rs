@@ -35,14 +35,17 @@ pub fn operator(explicit: Option<String>) -> String {
         .unwrap_or_else(|| "cli".into())
 }
 
-fn valid_identity(name: &str) -> Result<()> {
+/// Identity and operator names: what logs in, and what events name.
+fn valid_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.-@".contains(c));
     if !ok {
-        bail!("identity name {name:?} must be 1-63 characters of letters, digits, '_', '.', '-' or '@'");
+        bail!(
+            "{what} name {name:?} must be 1-63 characters of letters, digits, '_', '.', '-' or '@'"
+        );
     }
     Ok(())
 }
@@ -65,7 +68,7 @@ pub fn identity_create(
     description: Option<String>,
     operator: String,
 ) -> Result<EventBody> {
-    valid_identity(name)?;
+    valid_name("identity", name)?;
     if identities.get(name).is_some() {
         bail!("identity {name} already exists");
     }
@@ -213,14 +216,7 @@ pub fn credential_revoke_offline(
 /// Adds (or re-keys) an admin-API operator: the event holds the token's
 /// hash; the token is returned once.
 pub fn operator_add(name: &str, roles: &[Role], added_by: String) -> Result<(EventBody, String)> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-@".contains(c));
-    if !ok {
-        bail!("operator name {name:?} must be 1-63 characters of letters, digits, '_', '.', '-' or '@'");
-    }
+    valid_name("operator", name)?;
     if roles.is_empty() {
         bail!("an operator needs at least one role: admin, approver, responder or auditor");
     }
