@@ -17,6 +17,8 @@
 #                   `$GATEHOUSE_BIN serve --help` fails
 #   GATEHOUSE_POLICY  policy file for the gateway (default
 #                   fixtures/policies/allow-all.toml)
+#   BENCH_PERF      a directory: profile the gateway with `perf record -g`
+#                   during each of its runs (perf-MODE-CLIENTS.data there)
 #   BENCH_PGBOUNCER=0  skip the pgbouncer leg (otherwise it runs when
 #                   pgbouncer is installed, or can be installed: as root with
 #                   apt-get)
@@ -335,9 +337,17 @@ run_pgbench() {
   PGPASSWORD="${LEG_PASS[$leg]}" "$PGBENCH" -n -S -M "$mode" -c "$clients" -j "$clients" \
     -T "$secs" -h 127.0.0.1 -p "${LEG_PORT[$leg]}" -U "${LEG_USER[$leg]}" bench >"$out" 2>&1 &
   PGBENCH_PID=$!
+  local perf_pid=""
+  if [ -n "${BENCH_PERF:-}" ] && [ "$leg" = gatehouse ] && command -v perf >/dev/null 2>&1; then
+    mkdir -p "$BENCH_PERF"
+    perf record -q -F 2999 -g -p "$GH_PID" -o "$BENCH_PERF/perf-$mode-$clients.data" \
+      -- sleep "$secs" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   local ok=0
   wait "$PGBENCH_PID" || ok=$?
   PGBENCH_PID=""
+  [ -n "$perf_pid" ] && { wait "$perf_pid" || true; }
   if [ "$ok" = 0 ]; then
     TPS[$leg/$mode/$clients]="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$out")"
     LAT[$leg/$mode/$clients]="$(sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' "$out")"
@@ -389,6 +399,18 @@ for mode in $BENCH_MODES; do
     done
   done
 done
+# How well the gateway's ledger grouped its commits: events per signed
+# checkpoint (one checkpoint per write transaction).
+if [ -n "${LEG_PORT[gatehouse]:-}" ] && [ -f "$WORK/gatehouse/ledger.db" ]; then
+  python3 - "$WORK/gatehouse/ledger.db" <<'PY' 2>/dev/null || true
+import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+events = db.execute("SELECT count(*) FROM events").fetchone()[0]
+commits = db.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+if commits:
+    print(f"\ngatehouse ledger: {events} events in {commits} signed commits ({events / commits:.1f} events per commit)")
+PY
+fi
 if [ "${#NOTES[@]}" -gt 0 ]; then
   echo
   for n in "${NOTES[@]}"; do echo "note: $n"; done

@@ -396,3 +396,132 @@ proptest! {
         prop_assert!(well_formed(&c).is_ok(), "{:?}: {:?}", sql, well_formed(&c));
     }
 }
+
+/// Query strings from the masking bypass corpus (one per line after `|`):
+/// many compare columns with literals.
+fn bypass_queries() -> Vec<String> {
+    include_str!("../../fixtures/masking/bypass.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('|').map(|(_, sql)| sql.trim().to_owned()))
+        .collect()
+}
+
+/// Byte ranges of the literals a template generalizes, in `sql`.
+fn literal_spans(sql: &str) -> Vec<(std::ops::Range<usize>, bool)> {
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::tokenizer::{Location, Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location() else {
+        return Vec::new();
+    };
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let offset = |l: Location| {
+        let start = line_starts[l.line as usize - 1];
+        start
+            + sql[start..]
+                .char_indices()
+                .nth(l.column as usize - 1)
+                .map_or(sql.len() - start, |(i, _)| i)
+    };
+    tokens
+        .iter()
+        .filter_map(|t| {
+            let number = match &t.token {
+                Token::Number(n, false)
+                    if n.len() <= 18 && n.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    true
+                }
+                Token::SingleQuotedString(_) => false,
+                _ => return None,
+            };
+            Some((offset(t.span.start)..offset(t.span.end), number))
+        })
+        .collect()
+}
+
+/// A template shares a classification only when every query string of the
+/// template classifies the same: each corpus statement with literals is
+/// re-classified with other values in place of each literal (one at a
+/// time, then all at once), and must give the same classification as the
+/// one the template would share. Statements where a literal is not a plain
+/// value (a type length, a file name, a string used as a name) must not be
+/// shared at all.
+#[test]
+fn templates_share_only_sound_classifications() {
+    use gatehouse_engine::classify::{classify_templated, LiteralTemplate};
+    const NUMBERS: [&str; 4] = ["0", "7", "42", "999999999999999999"];
+    const STRINGS: [&str; 6] = ["''", "'x'", "'it''s'", "'public.secret'", "'1'", "'$$'"];
+    let queries: Vec<String> = CASES
+        .iter()
+        .map(|c| c.sql.clone())
+        .chain(bypass_queries())
+        .collect();
+    let mut shared = 0;
+    let mut failures = Vec::new();
+    for sql in &queries {
+        let Some(template) = LiteralTemplate::of(sql) else {
+            continue;
+        };
+        let (classification, shareable) = classify_templated(sql, &template);
+        assert_eq!(classification, classify(sql), "{sql}");
+        if !shareable {
+            continue;
+        }
+        shared += 1;
+        let spans = literal_spans(sql);
+        assert!(!spans.is_empty(), "{sql}");
+        let pick = |number: bool, k: usize| {
+            let alternates: &[&str] = if number { &NUMBERS } else { &STRINGS };
+            alternates[k % alternates.len()]
+        };
+        let mut variants = Vec::new();
+        for (span, number) in &spans {
+            for k in 0..STRINGS.len() {
+                let mut v = sql.clone();
+                v.replace_range(span.clone(), pick(*number, k));
+                variants.push(v);
+            }
+        }
+        for k in 0..STRINGS.len() {
+            let mut all = sql.clone();
+            for (span, number) in spans.iter().rev() {
+                all.replace_range(span.clone(), pick(*number, k));
+            }
+            variants.push(all);
+        }
+        for v in variants {
+            let same_key = LiteralTemplate::of(&v).map(|t| t.key().to_owned());
+            if same_key.as_deref() != Some(template.key()) {
+                failures.push(format!(
+                    "{v:?}: the variant's template differs from {sql:?}'s"
+                ));
+            } else if classify(&v) != classification {
+                failures.push(format!(
+                    "{v:?} classifies differently from {sql:?}, which shares its template"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        shared >= 60,
+        "only {shared} corpus statements share a template; the test checks too little"
+    );
+    for unshareable in [
+        "SELECT CAST(a AS varchar(10)) FROM t",
+        "SELECT 'secret'.* FROM secret",
+        "COPY t FROM '/tmp/data.csv'",
+        "SELECT a FROM t LIMIT 5 OFFSET 'x' 'y'",
+        "SELECT a FROM t WHERE id = 5 AND (",
+    ] {
+        let template = LiteralTemplate::of(unshareable).expect(unshareable);
+        assert!(
+            !classify_templated(unshareable, &template).1,
+            "{unshareable} must not share its classification"
+        );
+    }
+}

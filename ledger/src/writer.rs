@@ -1,22 +1,31 @@
 //! The single writer: group commit with one signed checkpoint per batch.
 //!
-//! Callers encode their bodies and send them to one writer thread. The thread
-//! takes everything queued (up to a batch limit), frames each body with its
+//! Callers hand their encoded bodies to the writer. Whoever commits takes
+//! everything queued (up to a batch limit), frames each body with its
 //! sequence number and time, extends the hash chain and the Merkle frontier,
 //! signs one checkpoint for the batch and commits events and checkpoint in
 //! one SQLite transaction. Only then do the batch's callers get their
 //! receipts; if the commit fails, every one of them gets the error, so the
 //! gateway can refuse the statements it was about to forward (fail closed).
+//!
+//! Who commits: a caller that finds the ledger quiet (nothing queued, no
+//! commit under way) commits its own request on its own thread, so an
+//! append on a quiet ledger costs no hand-off between threads; that is the
+//! common case at low concurrency, where latency matters most. Any other
+//! caller queues and waits. Requests that queue while a caller commits are
+//! left to the writer thread, which commits until the queue is empty: no
+//! caller commits for others, and under load one thread that does nothing
+//! else drains the queue in large batches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::chain::{self, Link};
 use crate::checkpoint::Checkpoint;
@@ -76,8 +85,6 @@ pub struct WriterOptions {
     pub clock: Clock,
     /// Most events committed in one transaction.
     pub max_batch: usize,
-    /// Append requests that may wait for the writer before callers block.
-    pub queue: usize,
 }
 
 impl WriterOptions {
@@ -89,7 +96,6 @@ impl WriterOptions {
             durability: Durability::Os,
             clock: system_clock(),
             max_batch: 8192,
-            queue: 65536,
         }
     }
 }
@@ -117,37 +123,98 @@ pub enum AppendError {
     Stopped(String),
 }
 
+type Reply = Result<Vec<Receipt>, AppendError>;
+
 struct Request {
     events: Vec<PendingEvent>,
-    reply: oneshot::Sender<Result<Vec<Receipt>, AppendError>>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// What callers and the writer thread share.
+struct Core {
+    queue: Mutex<Queue>,
+    /// Wakes the writer thread: a backlog to take over, or the ledger closing.
+    wake: Condvar,
+    /// Only whoever holds [`Queue::committing`] locks it, so it is never
+    /// contended; the mutex makes the state usable from any thread.
+    state: Mutex<WriterState>,
+    max_batch: usize,
+}
+
+/// Requests waiting for a commit, and who commits them.
+struct Queue {
+    requests: VecDeque<Request>,
+    /// A caller or the writer thread is committing; whoever it is commits
+    /// the queue or, for a caller, leaves it to the writer thread.
+    committing: bool,
+    /// No more appends are accepted.
+    closed: bool,
+    /// The last batch held more than one request: callers are arriving
+    /// faster than commits finish, so they leave commits to the writer
+    /// thread, which gathers larger batches.
+    contended: bool,
+    /// The writer thread is waiting to be woken.
+    writer_waiting: bool,
 }
 
 /// A handle to the ledger writer. Cheap to clone; the writer stops when the
 /// last handle is dropped or [`Ledger::close`] is called.
 #[derive(Clone)]
 pub struct Ledger {
-    tx: mpsc::Sender<Request>,
+    core: Arc<Core>,
+    /// Shared by handles only (not the writer thread): the last one dropped
+    /// closes the ledger.
+    _open: Arc<CloseOnDrop>,
     verifier: VerifierKey,
     path: PathBuf,
-    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+/// Closes the ledger when the last handle goes.
+struct CloseOnDrop(Arc<Core>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// What an appending caller does next.
+enum Turn {
+    /// Commit (its own request and whatever queued behind it).
+    Commit,
+    /// Wait for someone else's commit.
+    Wait,
 }
 
 impl Ledger {
     /// Opens (or creates) the ledger at `options.path` and starts its writer.
     pub fn open(options: WriterOptions) -> Result<Ledger, LedgerError> {
         let state = WriterState::open(&options)?;
-        let (tx, rx) = mpsc::channel(options.queue.max(1));
-        let verifier = options.signer.verifier();
-        let path = options.path.clone();
+        let core = Arc::new(Core {
+            queue: Mutex::new(Queue {
+                requests: VecDeque::new(),
+                committing: false,
+                closed: false,
+                contended: false,
+                writer_waiting: false,
+            }),
+            wake: Condvar::new(),
+            state: Mutex::new(state),
+            max_batch: options.max_batch.max(1),
+        });
+        let writer = core.clone();
+        let wal = options.path.clone();
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || state.run(rx, options.max_batch.max(1)))
+            .spawn(move || writer.run(&wal))
             .map_err(|e| LedgerError::Io(format!("cannot start the ledger writer thread: {e}")))?;
         Ok(Ledger {
-            tx,
-            verifier,
-            path,
-            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+            _open: Arc::new(CloseOnDrop(core.clone())),
+            core,
+            verifier: options.signer.verifier(),
+            path: options.path,
+            thread: Arc::new(Mutex::new(Some(thread))),
         })
     }
 
@@ -175,43 +242,162 @@ impl Ledger {
     }
 
     /// Appends pre-encoded bodies (see [`EventBody::to_pending`]).
-    pub async fn append_pending(
-        &self,
-        events: Vec<PendingEvent>,
-    ) -> Result<Vec<Receipt>, AppendError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request { events, reply })
-            .await
-            .map_err(|_| AppendError::Stopped("the writer has shut down".into()))?;
+    ///
+    /// On a quiet ledger the commit runs right here, on the caller's thread
+    /// (blocking it for the commit, typically tens of microseconds): a
+    /// hand-off to another thread and back would cost more than the commit.
+    pub async fn append_pending(&self, events: Vec<PendingEvent>) -> Reply {
+        let (turn, rx) = self.core.enqueue(events)?;
+        if let Turn::Commit = turn {
+            self.core.commit_once();
+        }
         rx.await
             .map_err(|_| AppendError::Stopped("the writer exited before answering".into()))?
     }
 
     /// Blocking form of [`Ledger::append_all`] for code outside an async
-    /// runtime (command-line tools). Panics if called from inside one.
-    pub fn append_blocking(&self, bodies: &[EventBody]) -> Result<Vec<Receipt>, AppendError> {
-        let (reply, rx) = oneshot::channel();
+    /// runtime (command-line tools, background threads). Panics if called
+    /// from inside one.
+    pub fn append_blocking(&self, bodies: &[EventBody]) -> Reply {
         let events = bodies.iter().map(EventBody::to_pending).collect();
-        self.tx
-            .blocking_send(Request { events, reply })
-            .map_err(|_| AppendError::Stopped("the writer has shut down".into()))?;
+        let (turn, rx) = self.core.enqueue(events)?;
+        if let Turn::Commit = turn {
+            self.core.commit_once();
+        }
         rx.blocking_recv()
             .map_err(|_| AppendError::Stopped("the writer exited before answering".into()))?
     }
 
-    /// Stops accepting appends, lets queued ones commit, and waits for the
-    /// writer to finish. Other clones of this handle then get `Stopped`.
+    /// Stops accepting appends (on every clone of this handle: they then
+    /// get `Stopped`), lets queued ones commit, and waits for the writer
+    /// to finish.
     pub fn close(self) {
+        self.core.close();
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
-        drop(self.tx);
         if let Some(t) = thread {
-            // The writer exits once every sender is gone; a clone still alive
-            // elsewhere keeps it running, so do not wait on it in that case.
-            if Arc::strong_count(&self.thread) == 1 {
-                let _ = t.join();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Core {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding the lock leaves the queue consistent (every
+        // change to it is a single step), so a poisoned lock is still usable.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a request; says whether the caller commits it or waits.
+    fn enqueue(
+        &self,
+        events: Vec<PendingEvent>,
+    ) -> Result<(Turn, oneshot::Receiver<Reply>), AppendError> {
+        let (reply, rx) = oneshot::channel();
+        let mut q = self.queue();
+        if q.closed {
+            return Err(AppendError::Stopped("the writer has shut down".into()));
+        }
+        // Commit here only on a quiet ledger; under load, one thread drains
+        // the queue in large batches.
+        let quiet = !q.committing && q.requests.is_empty() && !q.contended;
+        q.requests.push_back(Request { events, reply });
+        if quiet {
+            q.committing = true;
+            return Ok((Turn::Commit, rx));
+        }
+        if !q.committing && q.writer_waiting {
+            self.wake.notify_one();
+        }
+        Ok((Turn::Wait, rx))
+    }
+
+    /// Takes the next batch, or gives up the commit role if nothing is queued.
+    fn next_batch(&self) -> Option<Vec<Request>> {
+        let mut q = self.queue();
+        if q.requests.is_empty() {
+            q.committing = false;
+            if q.closed {
+                self.wake.notify_one();
+            }
+            return None;
+        }
+        let mut count = 0;
+        let mut batch = Vec::new();
+        while let Some(req) = q.requests.front() {
+            if count > 0 && count + req.events.len() > self.max_batch {
+                break;
+            }
+            count += req.events.len();
+            batch.extend(q.requests.pop_front());
+        }
+        q.contended = batch.len() > 1;
+        Some(batch)
+    }
+
+    /// A caller's commit: one batch, then any backlog goes to the writer thread.
+    fn commit_once(&self) {
+        if let Some(batch) = self.next_batch() {
+            self.commit(batch);
+        }
+        self.release();
+    }
+
+    /// Gives up the commit role; anything still queued goes to the writer thread.
+    fn release(&self) {
+        let mut q = self.queue();
+        q.committing = false;
+        if (!q.requests.is_empty() || q.closed) && q.writer_waiting {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Commits one batch and answers its callers.
+    fn commit(&self, batch: Vec<Request>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let results = state.commit_batch(&batch);
+        drop(state);
+        for (req, result) in batch.into_iter().zip(results) {
+            let _ = req.reply.send(result);
+        }
+    }
+
+    /// The writer thread: takes over whatever a committing caller left
+    /// queued, until the queue is empty; at close, finishes the queue,
+    /// saves the frontier and exits.
+    fn run(&self, path: &Path) {
+        let checkpointer = WalCheckpointer::start(path);
+        loop {
+            {
+                let mut q = self.queue();
+                loop {
+                    if !q.committing && !q.requests.is_empty() {
+                        q.committing = true;
+                        break;
+                    }
+                    if q.closed && !q.committing {
+                        drop(q);
+                        self.state
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .finish();
+                        drop(checkpointer);
+                        return;
+                    }
+                    q.writer_waiting = true;
+                    q = self.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+                    q.writer_waiting = false;
+                }
+            }
+            while let Some(batch) = self.next_batch() {
+                self.commit(batch);
             }
         }
+    }
+
+    /// Refuses further appends and wakes the writer thread to finish.
+    fn close(&self) {
+        self.queue().closed = true;
+        self.wake.notify_one();
     }
 }
 
@@ -220,6 +406,8 @@ const SAVE_FRONTIER_EVERY: u32 = 64;
 
 /// The writer thread's state: everything needed to extend the log.
 struct WriterState {
+    /// Why the writer refuses appends: a failed commit it could not recover from.
+    poisoned: Option<String>,
     /// Commits since the frontier was last saved.
     commits_since_save: u32,
     /// Held for the writer's lifetime: a second writer would fork the log.
@@ -244,6 +432,7 @@ impl WriterState {
         let conn =
             schema::open_for_writing(&options.path, options.signer.name(), options.durability)?;
         let mut state = WriterState {
+            poisoned: None,
             commits_since_save: SAVE_FRONTIER_EVERY,
             _lock: lock,
             conn,
@@ -359,53 +548,34 @@ impl WriterState {
         Ok(frontier)
     }
 
-    fn run(mut self, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
-        let checkpointer = WalCheckpointer::start(&self.path);
-        let mut poisoned: Option<String> = None;
-        let mut batch: Vec<Request> = Vec::new();
-        while let Some(first) = rx.blocking_recv() {
-            let mut count = first.events.len();
-            batch.push(first);
-            while count < max_batch {
-                match rx.try_recv() {
-                    Ok(req) => {
-                        count += req.events.len();
-                        batch.push(req);
-                    }
-                    Err(_) => break,
+    /// Commits a batch: one result per request. A failed commit fails every
+    /// request in it, and the writer reloads its tail from disk; if even
+    /// that fails, it refuses every later batch.
+    fn commit_batch(&mut self, batch: &[Request]) -> Vec<Reply> {
+        if let Some(why) = &self.poisoned {
+            return vec![Err(AppendError::Stopped(why.clone())); batch.len()];
+        }
+        match self.commit(batch) {
+            Ok(receipts) => receipts.into_iter().map(Ok).collect(),
+            Err(e) => {
+                let err = AppendError::Commit(e.to_string());
+                if let Err(e) = self.resync() {
+                    self.poisoned = Some(format!("cannot recover after a failed commit: {e}"));
                 }
-            }
-            if let Some(why) = &poisoned {
-                for req in batch.drain(..) {
-                    let _ = req.reply.send(Err(AppendError::Stopped(why.clone())));
-                }
-                continue;
-            }
-            match self.commit(&batch) {
-                Ok(receipts) => {
-                    for (req, r) in batch.drain(..).zip(receipts) {
-                        let _ = req.reply.send(Ok(r));
-                    }
-                }
-                Err(e) => {
-                    let err = AppendError::Commit(e.to_string());
-                    for req in batch.drain(..) {
-                        let _ = req.reply.send(Err(err.clone()));
-                    }
-                    if let Err(e) = self.resync() {
-                        poisoned = Some(format!("cannot recover after a failed commit: {e}"));
-                    }
-                }
+                vec![Err(err); batch.len()]
             }
         }
-        // Leave a current frontier behind so the next open need not rehash.
-        if poisoned.is_none() && self.size > 0 {
+    }
+
+    /// At close: leaves a current frontier behind so the next open need
+    /// not rehash.
+    fn finish(&mut self) {
+        if self.poisoned.is_none() && self.size > 0 {
             let _ = self.conn.execute(
                 "INSERT OR REPLACE INTO writer_state (id, size, frontier) VALUES (0, ?1, ?2)",
                 params![self.size as i64, self.frontier.to_bytes()],
             );
         }
-        drop(checkpointer);
     }
 
     fn commit(&mut self, batch: &[Request]) -> Result<Vec<Vec<Receipt>>, rusqlite::Error> {
@@ -417,9 +587,7 @@ impl WriterState {
         // Index pairs this batch adds; cached only once the commit succeeds.
         let mut new_sessions: HashMap<u64, u64> = HashMap::new();
         let mut new_identities: HashMap<String, u64> = HashMap::new();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = WriteTransaction::begin(&self.conn)?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (seq, ts, kind, session, identity, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -525,6 +693,39 @@ impl WriterState {
             r.checkpoint = size;
         }
         Ok(receipts)
+    }
+}
+
+/// A write transaction begun and ended through cached statements, so BEGIN
+/// and COMMIT are parsed once rather than for every batch. Rolled back if
+/// dropped before [`WriteTransaction::commit`].
+struct WriteTransaction<'c> {
+    conn: &'c Connection,
+    open: bool,
+}
+
+impl<'c> WriteTransaction<'c> {
+    fn begin(conn: &'c Connection) -> rusqlite::Result<Self> {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(WriteTransaction { conn, open: true })
+    }
+
+    fn prepare_cached(&self, sql: &str) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
+        self.conn.prepare_cached(sql)
+    }
+
+    fn commit(mut self) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for WriteTransaction<'_> {
+    fn drop(&mut self) {
+        if self.open && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
     }
 }
 

@@ -29,20 +29,22 @@ mod fallback;
 mod functions;
 mod names;
 mod statements;
+mod template;
 #[cfg(test)]
 mod tests;
 mod uses;
 mod walker;
 
+pub use template::LiteralTemplate;
 pub use uses::{ColumnUses, StatementKind, Uses};
 
 use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use gatehouse_ledger::event::StatementClass;
-use sqlparser::ast::{BinaryOperator, ObjectName};
+use sqlparser::ast::{BinaryOperator, ObjectName, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
+use sqlparser::parser::{Parser, ParserError};
 
 use crate::{Classification, StatementInfo};
 
@@ -79,6 +81,27 @@ pub fn classify(sql: &str) -> Classification {
     let statements =
         sized(sql, classify_here).unwrap_or_else(|reason| vec![fallback::unknown_info(reason)]);
     Classification { statements }
+}
+
+/// Classifies `sql`, whose template is `template`, and says whether the
+/// classification holds for every query string of that template (see
+/// [`LiteralTemplate`]): when the parser read it and every generalized
+/// literal became a literal value.
+pub fn classify_templated(sql: &str, template: &LiteralTemplate) -> (Classification, bool) {
+    let classified = sized(sql, |sql| {
+        let parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql);
+        let shared = matches!(&parsed, Ok(p) if !p.is_empty() && template.matches_values(p));
+        (classify_parsed(sql, &parsed), shared)
+    });
+    match classified {
+        Ok((statements, shared)) => (Classification { statements }, shared),
+        Err(reason) => (
+            Classification {
+                statements: vec![fallback::unknown_info(reason)],
+            },
+            false,
+        ),
+    }
 }
 
 /// How each statement of a query string uses the columns it references,
@@ -134,11 +157,15 @@ fn sized<T: Send>(sql: &str, work: impl Fn(&str) -> T + Sync) -> Result<T, Strin
 }
 
 fn classify_here(sql: &str) -> Vec<StatementInfo> {
-    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+    classify_parsed(sql, &Parser::parse_sql(&PostgreSqlDialect {}, sql))
+}
+
+fn classify_parsed(sql: &str, parsed: &Result<Vec<Statement>, ParserError>) -> Vec<StatementInfo> {
+    match parsed {
         Ok(parsed) if parsed.is_empty() => vec![empty()],
         Ok(parsed) => parsed.iter().map(statements::classify_statement).collect(),
         Err(err) => {
-            let found = fallback::classify_unparsed(sql, &err);
+            let found = fallback::classify_unparsed(sql, err);
             if found.is_empty() {
                 vec![empty()]
             } else {

@@ -339,7 +339,9 @@ pub async fn relay<S: Stream>(
     let (upstream_r, upstream_w) = tokio::io::split(upstream);
     let mut client_side = ClientSide {
         ctx: &ctx,
-        client: client_r,
+        // Buffered: one read usually brings a whole message (or several),
+        // where reading its header and body separately costs two syscalls.
+        client: tokio::io::BufReader::with_capacity(16 << 10, client_r),
         upstream: BufWriter::with_capacity(64 << 10, upstream_w),
         statements: HashMap::new(),
         portals: HashMap::new(),
