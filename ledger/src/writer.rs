@@ -9,7 +9,8 @@
 //! gateway can refuse the statements it was about to forward (fail closed).
 //!
 //! Who commits: a caller that finds the ledger quiet (nothing queued, no
-//! commit under way) commits its own request on its own thread, so an
+//! commit under way, the last batch a single request) commits its own
+//! request on its own thread (with `os` durability only), so an
 //! append on a quiet ledger costs no hand-off between threads; that is the
 //! common case at low concurrency, where latency matters most. Any other
 //! caller queues and waits. Requests that queue while a caller commits are
@@ -139,6 +140,11 @@ struct Core {
     /// contended; the mutex makes the state usable from any thread.
     state: Mutex<WriterState>,
     max_batch: usize,
+    /// Callers may commit on their own thread: only with `os` durability,
+    /// where a commit writes to the page cache. An fsync would block a
+    /// runtime thread for milliseconds, so with `fsync` durability every
+    /// commit runs on the writer thread.
+    inline: bool,
 }
 
 /// Requests waiting for a commit, and who commits them.
@@ -202,6 +208,7 @@ impl Ledger {
             wake: Condvar::new(),
             state: Mutex::new(state),
             max_batch: options.max_batch.max(1),
+            inline: options.durability == Durability::Os,
         });
         let writer = core.clone();
         let wal = options.path.clone();
@@ -299,7 +306,7 @@ impl Core {
         }
         // Commit here only on a quiet ledger; under load, one thread drains
         // the queue in large batches.
-        let quiet = !q.committing && q.requests.is_empty() && !q.contended;
+        let quiet = self.inline && !q.committing && q.requests.is_empty() && !q.contended;
         q.requests.push_back(Request { events, reply });
         if quiet {
             q.committing = true;

@@ -1,5 +1,6 @@
 //! The writer and readers against real SQLite files.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -116,6 +117,88 @@ async fn concurrent_appends_get_contiguous_sequence_numbers_under_signed_checkpo
     let a3 = reader.events_by_identity("agent-3").unwrap().count();
     assert_eq!(a3, 8 * 50);
     ledger.close();
+}
+
+/// Callers commit on their own thread when the ledger is quiet and leave
+/// a backlog to the writer thread: appends from runtime tasks, from plain
+/// threads, and from callers that give up waiting all commit exactly once,
+/// in one contiguous log, under both durabilities, and the ledger still
+/// closes promptly.
+#[test]
+fn appends_from_tasks_threads_and_abandoned_callers_all_commit() {
+    for durability in [
+        gatehouse_ledger::Durability::Os,
+        gatehouse_ledger::Durability::Fsync,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let mut o = options(&path);
+        o.durability = durability;
+        let ledger = Ledger::open(o).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..8u64 {
+            let ledger = ledger.clone();
+            tasks.push(runtime.spawn(async move {
+                let mut abandoned = 0;
+                for i in 0..40 {
+                    let event = query(t, "agent", i);
+                    let append = ledger.append(&event);
+                    if i % 3 == 0 {
+                        // Polled once, then dropped unless already done.
+                        let mut append = std::pin::pin!(append);
+                        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                        match append.as_mut().poll(&mut cx) {
+                            std::task::Poll::Ready(r) => assert!(r.is_ok()),
+                            std::task::Poll::Pending => abandoned += 1,
+                        }
+                    } else {
+                        append.await.unwrap();
+                    }
+                }
+                abandoned
+            }));
+        }
+        let threads: Vec<_> = (0..3u64)
+            .map(|t| {
+                let ledger = ledger.clone();
+                std::thread::spawn(move || {
+                    for i in 0..40 {
+                        ledger.append_blocking(&[action(t * 100 + i)]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let abandoned: u64 = runtime.block_on(async {
+            let mut n = 0;
+            for t in tasks {
+                n += t.await.unwrap();
+            }
+            n
+        });
+        for t in threads {
+            t.join().unwrap();
+        }
+        let started = std::time::Instant::now();
+        ledger.close();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let reader = LedgerReader::open(&path).unwrap();
+        assert_eq!(reader.len().unwrap(), 8 * 40 + 3 * 40, "{durability:?}");
+        assert_eq!(reader.checkpoints().unwrap().last().unwrap().size, 440);
+        let seqs: Vec<u64> = reader
+            .events(0..u64::MAX)
+            .map(|e| e.unwrap().event.seq)
+            .collect();
+        assert_eq!(seqs, (0..440).collect::<Vec<_>>());
+        assert!(
+            abandoned > 0,
+            "no caller gave up waiting: the test checks too little"
+        );
+    }
 }
 
 #[test]
