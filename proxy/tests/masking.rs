@@ -810,3 +810,64 @@ print(json.dumps(out, default=str))
         .collect();
     assert!(leaked.is_empty(), "raw values reached a driver: {leaked:?}");
 }
+
+/// The PostgreSQL JDBC driver (Debian's `libpostgresql-jdbc-java`, which
+/// .ci/run installs) reads masked results through the gateway: plain
+/// statements, statements it prepares on the server after five executions
+/// (binary results), statements prepared from the first execution; a
+/// refused statement reaches it as SQLSTATE 42501 and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_driver_reads_masked_results() {
+    const JAR: &str = "/usr/share/java/postgresql.jar";
+    let env = start("deny").await;
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/drivers/MaskedRead.java");
+    let port = env.addr.port().to_string();
+    let secret = env.secret("agent").to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("java")
+            .args(["-cp", JAR, source, "127.0.0.1", &port, "agent", &secret])
+            .output()
+            .expect("java runs (.ci/run installs a JDK and the JDBC driver)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the JDBC program failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut rows: BTreeMap<&str, Vec<Vec<&str>>> = BTreeMap::new();
+    for line in stdout.lines() {
+        let mut fields = line.split('\t');
+        let how = fields.next().unwrap();
+        rows.entry(how).or_default().push(fields.collect());
+    }
+    assert_eq!(rows["denied"], vec![vec!["42501"]], "{stdout}");
+    assert_eq!(rows["after-denial"].len(), 1, "{stdout}");
+    assert_eq!(rows["prepared"].len(), 8, "{stdout}");
+    for how in ["statement", "binary"] {
+        let all = &rows[how];
+        assert_eq!(all.len(), 50, "{how}");
+        for row in all {
+            assert!(row[1].starts_with("h_"), "{how}: name {}", row[1]);
+            assert!(row[2].starts_with("***@"), "{how}: email {}", row[2]);
+            assert_eq!(row[3], "[redacted]", "{how}: ssn");
+            assert!(row[4].starts_with('*'), "{how}: card {}", row[4]);
+        }
+    }
+    // The pseudonym is the same whichever way the row was read.
+    assert_eq!(rows["binary"][0][1], rows["statement"][0][1]);
+    assert_eq!(rows["prepared"][0][1], rows["statement"][0][1]);
+    assert_eq!(rows["prepared"][7][1], rows["statement"][7][1]);
+    assert_eq!(rows["after-denial"][0][1], rows["statement"][0][1]);
+    for row in &rows["prepared"] {
+        assert!(row[2].starts_with("***@"), "prepared: email {}", row[2]);
+    }
+    let secrets = seeded_values(&env).await;
+    let leaked: Vec<&String> = secrets
+        .iter()
+        .filter(|s| stdout.contains(s.as_str()))
+        .collect();
+    assert!(leaked.is_empty(), "raw values reached the driver: {leaked:?}");
+}

@@ -97,6 +97,7 @@ pub(super) fn describe(stmt: &Statement) -> Kind {
             _ => foreign("DESCRIBE"),
         },
         Statement::ShowVariable { .. } => kind("SHOW", Read),
+        Statement::Set(set) if client_label(set) => kind("SET", Transaction),
         Statement::Set(_) => kind("SET", Session),
         Statement::Reset(_) => kind("RESET", Session),
         Statement::Discard { .. } => kind("DISCARD", Session),
@@ -322,6 +323,48 @@ pub(super) fn describe(stmt: &Statement) -> Kind {
             "this kind of statement is not known to the gateway's classifier",
         ),
     }
+}
+
+/// Settings drivers set when they connect that change only how the session
+/// is labelled or how floats are printed: `SET application_name = '...'`
+/// (the PostgreSQL JDBC driver sends it on every connection) and
+/// `SET extra_float_digits = N`, to a literal. They are classed with
+/// transaction control rather than with session changes, so a policy that
+/// lets an identity run transactions lets such drivers connect, and its
+/// identity stays read-only upstream. Any other setting, scope or value
+/// (an expression, `DEFAULT`) is a session change.
+fn client_label(set: &sqlparser::ast::Set) -> bool {
+    use sqlparser::ast::{ContextModifier, Set, UnaryOperator, Value};
+    let Set::SingleAssignment {
+        scope: None | Some(ContextModifier::Session),
+        hivevar: false,
+        variable,
+        values,
+    } = set
+    else {
+        return false;
+    };
+    let [name] = variable.0.as_slice() else {
+        return false;
+    };
+    let Some(name) = name.as_ident() else {
+        return false;
+    };
+    let literal = |e: &Expr| match e {
+        Expr::Value(v) => matches!(v.value, Value::SingleQuotedString(_) | Value::Number(..)),
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => matches!(&**expr, Expr::Value(v) if matches!(v.value, Value::Number(..))),
+        _ => false,
+    };
+    // PostgreSQL folds unquoted names to lower case; quoted ones are exact.
+    let name = match name.quote_style {
+        None => name.value.to_ascii_lowercase(),
+        Some(_) => name.value.clone(),
+    };
+    matches!(name.as_str(), "application_name" | "extra_float_digits")
+        && matches!(values.as_slice(), [v] if literal(v))
 }
 
 /// Classifies one parsed statement.
