@@ -771,22 +771,13 @@ async def main():
 asyncio.run(main())
 print(json.dumps(out, default=str))
 "#;
-    let port = env.addr.port().to_string();
-    let secret = env.secret("agent").to_owned();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args(["-c", script, "127.0.0.1", &port, "agent", &secret])
-            .output()
-            .expect("python3 runs (.ci/run installs psycopg and asyncpg)")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "python drivers failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = run_driver(
+        &env,
+        "python3",
+        &["-c", script],
+        "python3 runs (.ci/run installs psycopg and asyncpg)",
+    )
+    .await;
     let results: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     for driver in ["psycopg_text", "psycopg_binary", "asyncpg"] {
         let rows = results[driver].as_array().unwrap();
@@ -803,12 +794,7 @@ print(json.dumps(out, default=str))
         // The hash pseudonym is the same whatever the format.
         assert_eq!(rows[0][1], results["psycopg_text"][0][1], "{driver}");
     }
-    let secrets = seeded_values(&env).await;
-    let leaked: Vec<&String> = secrets
-        .iter()
-        .filter(|s| stdout.contains(s.as_str()))
-        .collect();
-    assert!(leaked.is_empty(), "raw values reached a driver: {leaked:?}");
+    assert_no_seeded_value(&env, &stdout).await;
 }
 
 /// The PostgreSQL JDBC driver (Debian's `libpostgresql-jdbc-java`, which
@@ -820,23 +806,17 @@ print(json.dumps(out, default=str))
 async fn jdbc_driver_reads_masked_results() {
     const JAR: &str = "/usr/share/java/postgresql.jar";
     let env = start("deny").await;
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/drivers/MaskedRead.java");
-    let port = env.addr.port().to_string();
-    let secret = env.secret("agent").to_owned();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("java")
-            .args(["-cp", JAR, source, "127.0.0.1", &port, "agent", &secret])
-            .output()
-            .expect("java runs (.ci/run installs a JDK and the JDBC driver)")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "the JDBC program failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let source = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/drivers/MaskedRead.java"
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = run_driver(
+        &env,
+        "java",
+        &["-cp", JAR, source],
+        "java runs (.ci/run installs a JDK and the JDBC driver)",
+    )
+    .await;
     let mut rows: BTreeMap<&str, Vec<Vec<&str>>> = BTreeMap::new();
     for line in stdout.lines() {
         let mut fields = line.split('\t');
@@ -864,10 +844,35 @@ async fn jdbc_driver_reads_masked_results() {
     for row in &rows["prepared"] {
         assert!(row[2].starts_with("***@"), "prepared: email {}", row[2]);
     }
-    let secrets = seeded_values(&env).await;
+    assert_no_seeded_value(&env, &stdout).await;
+}
+
+/// Runs a driver program (`program args... HOST PORT agent SECRET`) against
+/// the gateway as the masked identity; returns what it printed.
+async fn run_driver(env: &Env, program: &str, args: &[&str], missing: &str) -> String {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .args(["127.0.0.1", &env.addr.port().to_string(), "agent"])
+        .arg(env.secret("agent"));
+    let missing = missing.to_owned();
+    let out = tokio::task::spawn_blocking(move || command.output().expect(&missing))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// No raw seeded value (name, email, SSN, card) appears in `output`.
+async fn assert_no_seeded_value(env: &Env, output: &str) {
+    let secrets = seeded_values(env).await;
     let leaked: Vec<&String> = secrets
         .iter()
-        .filter(|s| stdout.contains(s.as_str()))
+        .filter(|s| output.contains(s.as_str()))
         .collect();
-    assert!(leaked.is_empty(), "raw values reached the driver: {leaked:?}");
+    assert!(leaked.is_empty(), "raw values reached a driver: {leaked:?}");
 }
