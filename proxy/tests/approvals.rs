@@ -528,6 +528,70 @@ async fn webhooks_hear_requests_and_decisions_and_failures_are_recorded() {
     }
 }
 
+/// At shutdown, notifications still queued for a receiver that never
+/// answers are not lost: each is either tried or recorded as not sent,
+/// while the ledger is still open, and the gateway stops within its grace
+/// period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_queued_at_shutdown_are_recorded_not_lost() {
+    // Accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    let extra = format!(
+        "\n[[webhook]]\nurl = \"http://127.0.0.1:{port}/hook\"\nattempts = 3\nbackoff_ms = 10\ntimeout_ms = 700\n"
+    );
+    let mut env = Env::start_approvals(POLICY, &extra).await;
+    let mut held = Vec::new();
+    for i in 1..=3 {
+        // One connection per statement: a held statement holds its session.
+        let client = std::sync::Arc::new(env.connect("agent").await);
+        held.push(spawn_query(
+            &client,
+            &format!("DELETE FROM orders WHERE id = {i}"),
+        ));
+        pending(&env, i).await;
+    }
+    let started = Instant::now();
+    env.stop().await;
+    let stopped = started.elapsed();
+    for h in held {
+        assert!(h.await.unwrap().is_err(), "a held statement ran");
+    }
+    let events = env.events();
+    let notified = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                EventBody::ApprovalRequested(_) | EventBody::ApprovalDenied(_)
+            )
+        })
+        .count();
+    let failures: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            EventBody::OperatorAction(a) if a.action == "webhook.deliver" => a.detail.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notified, 6, "three requests, three denials at shutdown");
+    assert_eq!(failures.len(), notified, "{failures:#?}");
+    assert!(
+        failures.iter().any(|f| f.contains("shut down before")),
+        "{failures:#?}"
+    );
+    assert!(
+        stopped < Duration::from_secs(10),
+        "stopping took {stopped:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_lists_approves_and_denies() {
     let env = Env::start_approvals(POLICY, "").await;

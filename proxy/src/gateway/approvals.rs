@@ -63,6 +63,13 @@ impl ApprovalDesk {
         }
     }
 
+    /// At shutdown, before the ledger closes: see [`Webhooks::finish`].
+    pub fn finish_webhooks(&self, grace: std::time::Duration) {
+        if let Some(w) = &self.webhooks {
+            w.finish(grace);
+        }
+    }
+
     async fn append(&self, ledger: &Ledger, body: EventBody) -> Result<(), AppendError> {
         let receipt = ledger.append(&body).await?;
         let event = Event {

@@ -183,12 +183,20 @@ impl Gateway {
         if let Some(snapshots) = snapshots {
             tokio::task::spawn_blocking(move || snapshots.stop()).await?;
         }
+        // Held statements were denied as their sessions ended: their
+        // notifications go out (or are recorded as not sent) while the
+        // ledger is still open.
+        let desk = shared.clone();
+        tokio::task::spawn_blocking(move || desk.approvals.finish_webhooks(WEBHOOK_GRACE)).await?;
         let ledger = shared.ledger.clone();
         drop(shared);
         tokio::task::spawn_blocking(move || ledger.close()).await?;
         Ok(())
     }
 }
+
+/// How long queued webhook notifications may still be delivered at shutdown.
+const WEBHOOK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Resolves on SIGINT or SIGTERM.
 async fn stop_signal() {

@@ -6,11 +6,15 @@
 //! delivery that finally fails, or a notification dropped because the queue
 //! was full, is recorded as an `OperatorAction` event (operator `gatehouse`,
 //! action `webhook.deliver`). Nothing here ever blocks or fails the gateway.
+//! At shutdown ([`Webhooks::finish`]) the queue is delivered for a short
+//! grace period; whatever is left is recorded as not delivered, while the
+//! ledger is still open, so no notification disappears without a trace.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use gatehouse_ledger::event::{EventBody, OperatorAction};
 use gatehouse_ledger::{Event, Ledger};
@@ -35,8 +39,14 @@ pub struct WebhookTarget {
 
 /// The sending side of the delivery thread.
 pub struct Webhooks {
-    tx: SyncSender<Value>,
+    /// Taken at [`Webhooks::finish`]; the thread ends once it is gone and
+    /// the queue is empty.
+    tx: Mutex<Option<SyncSender<Value>>>,
     dropped: Arc<AtomicU64>,
+    /// Set at shutdown: past it, queued notifications are recorded as not
+    /// delivered instead of sent, and no retry waits beyond it.
+    stop_by: Arc<Mutex<Option<Instant>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Webhooks {
@@ -44,15 +54,23 @@ impl Webhooks {
     pub fn start(targets: Vec<WebhookTarget>, ledger: Ledger) -> Webhooks {
         let (tx, rx) = sync_channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
-        let counter = dropped.clone();
-        // The thread ends when the last sender is dropped, after delivering
-        // what is queued; the gateway does not wait for it at shutdown
-        // (a dead receiver could hold it for minutes).
-        std::thread::Builder::new()
+        let stop_by = Arc::new(Mutex::new(None));
+        let delivery = Delivery {
+            targets,
+            ledger,
+            dropped: dropped.clone(),
+            stop_by: stop_by.clone(),
+        };
+        let thread = std::thread::Builder::new()
             .name("gatehouse-webhooks".into())
-            .spawn(move || deliver(rx, &targets, &ledger, &counter))
+            .spawn(move || delivery.run(rx))
             .expect("spawning the webhook thread");
-        Webhooks { tx, dropped }
+        Webhooks {
+            tx: Mutex::new(Some(tx)),
+            dropped,
+            stop_by,
+            thread: Mutex::new(Some(thread)),
+        }
     }
 
     /// Queues the notification of an approval event; other events are
@@ -61,11 +79,23 @@ impl Webhooks {
         let Some(payload) = payload(event) else {
             return;
         };
-        match self.tx.try_send(payload) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+        let tx = self.tx.lock().expect("webhook sender");
+        match tx.as_ref().map(|tx| tx.try_send(payload)) {
+            Some(Ok(())) => {}
+            _ => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// At shutdown, before the ledger closes: delivers what is queued for
+    /// up to `grace` (plus one request's timeout), records the rest as not
+    /// delivered, and waits for the delivery thread to end.
+    pub fn finish(&self, grace: Duration) {
+        *self.stop_by.lock().expect("webhook deadline") = Some(Instant::now() + grace);
+        drop(self.tx.lock().expect("webhook sender").take());
+        if let Some(thread) = self.thread.lock().expect("webhook thread").take() {
+            let _ = thread.join();
         }
     }
 }
@@ -136,56 +166,90 @@ fn param_text(p: &gatehouse_ledger::event::Param) -> Option<String> {
     }
 }
 
-fn deliver(rx: Receiver<Value>, targets: &[WebhookTarget], ledger: &Ledger, dropped: &AtomicU64) {
-    while let Ok(payload) = rx.recv() {
-        let lost = dropped.swap(0, Ordering::Relaxed);
-        if lost > 0 {
-            record(
-                ledger,
-                None,
-                format!("{lost} notifications dropped: the delivery queue was full"),
-            );
-        }
-        for target in targets {
-            if let Err(e) = send(target, &payload) {
-                warn!(url = %target.url, "webhook delivery failed: {e}");
-                let what = payload["event"].as_str().unwrap_or("?");
-                let seq = payload["seq"].as_u64().unwrap_or(0);
-                record(
-                    ledger,
-                    Some(&target.url),
-                    format!("{what} (event {seq}) not delivered: {e}"),
-                );
-            }
-        }
-    }
-    info!("webhook delivery stopped");
+/// The delivery thread's side.
+struct Delivery {
+    targets: Vec<WebhookTarget>,
+    ledger: Ledger,
+    dropped: Arc<AtomicU64>,
+    stop_by: Arc<Mutex<Option<Instant>>>,
 }
 
-fn send(target: &WebhookTarget, payload: &Value) -> Result<(), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(target.timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut wait = target.backoff;
-    let mut last = String::new();
-    for attempt in 1..=target.attempts.max(1) {
-        if attempt > 1 {
-            std::thread::sleep(wait);
-            wait = wait.saturating_mul(2);
+impl Delivery {
+    fn run(&self, rx: Receiver<Value>) {
+        while let Ok(payload) = rx.recv() {
+            self.record_dropped();
+            for target in &self.targets {
+                let what = payload["event"].as_str().unwrap_or("?");
+                let seq = payload["seq"].as_u64().unwrap_or(0);
+                let result = if self.past_deadline() {
+                    Err("the gateway shut down before it could be sent".to_owned())
+                } else {
+                    self.send(target, &payload)
+                };
+                if let Err(e) = result {
+                    warn!(url = %target.url, "webhook delivery failed: {e}");
+                    record(
+                        &self.ledger,
+                        Some(&target.url),
+                        format!("{what} (event {seq}) not delivered: {e}"),
+                    );
+                }
+            }
         }
-        match agent
-            .post(&target.url)
-            .header("User-Agent", "gatehouse-webhooks")
-            .send_json(payload)
-        {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) => last = format!("HTTP {}", r.status().as_u16()),
-            Err(e) => last = e.to_string(),
+        self.record_dropped();
+        info!("webhook delivery stopped");
+    }
+
+    fn record_dropped(&self) {
+        let lost = self.dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            record(
+                &self.ledger,
+                None,
+                format!("{lost} notifications dropped: the delivery queue was full or closed"),
+            );
         }
     }
-    Err(format!("{last} after {} attempts", target.attempts.max(1)))
+
+    fn deadline(&self) -> Option<Instant> {
+        *self.stop_by.lock().expect("webhook deadline")
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.deadline().is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn send(&self, target: &WebhookTarget, payload: &Value) -> Result<(), String> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(target.timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut wait = target.backoff;
+        let mut last = String::new();
+        let mut tried = 0;
+        for attempt in 1..=target.attempts.max(1) {
+            if attempt > 1 {
+                // At shutdown, no retry waits past the grace period.
+                if self.deadline().is_some_and(|d| Instant::now() + wait >= d) {
+                    break;
+                }
+                std::thread::sleep(wait);
+                wait = wait.saturating_mul(2);
+            }
+            tried = attempt;
+            match agent
+                .post(&target.url)
+                .header("User-Agent", "gatehouse-webhooks")
+                .send_json(payload)
+            {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => last = format!("HTTP {}", r.status().as_u16()),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(format!("{last} after {tried} attempts"))
+    }
 }
 
 fn record(ledger: &Ledger, url: Option<&str>, detail: String) {
