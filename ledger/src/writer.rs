@@ -254,11 +254,8 @@ impl Ledger {
     /// (blocking it for the commit, typically tens of microseconds): a
     /// hand-off to another thread and back would cost more than the commit.
     pub async fn append_pending(&self, events: Vec<PendingEvent>) -> Reply {
-        let (turn, rx) = self.core.enqueue(events)?;
-        if let Turn::Commit = turn {
-            self.core.commit_once();
-        }
-        rx.await
+        self.submit(events)?
+            .await
             .map_err(|_| AppendError::Stopped("the writer exited before answering".into()))?
     }
 
@@ -266,13 +263,18 @@ impl Ledger {
     /// runtime (command-line tools, background threads). Panics if called
     /// from inside one.
     pub fn append_blocking(&self, bodies: &[EventBody]) -> Reply {
-        let events = bodies.iter().map(EventBody::to_pending).collect();
+        self.submit(bodies.iter().map(EventBody::to_pending).collect())?
+            .blocking_recv()
+            .map_err(|_| AppendError::Stopped("the writer exited before answering".into()))?
+    }
+
+    /// Queues `events`, committing them right here if the ledger is quiet.
+    fn submit(&self, events: Vec<PendingEvent>) -> Result<oneshot::Receiver<Reply>, AppendError> {
         let (turn, rx) = self.core.enqueue(events)?;
         if let Turn::Commit = turn {
             self.core.commit_once();
         }
-        rx.blocking_recv()
-            .map_err(|_| AppendError::Stopped("the writer exited before answering".into()))?
+        Ok(rx)
     }
 
     /// Stops accepting appends (on every clone of this handle: they then
@@ -318,16 +320,10 @@ impl Core {
         Ok((Turn::Wait, rx))
     }
 
-    /// Takes the next batch, or gives up the commit role if nothing is queued.
-    fn next_batch(&self) -> Option<Vec<Request>> {
+    /// Takes the next batch (empty if nothing is queued). Only the holder
+    /// of the commit role calls it.
+    fn next_batch(&self) -> Vec<Request> {
         let mut q = self.queue();
-        if q.requests.is_empty() {
-            q.committing = false;
-            if q.closed {
-                self.wake.notify_one();
-            }
-            return None;
-        }
         let mut count = 0;
         let mut batch = Vec::new();
         while let Some(req) = q.requests.front() {
@@ -337,16 +333,28 @@ impl Core {
             count += req.events.len();
             batch.extend(q.requests.pop_front());
         }
-        q.contended = batch.len() > 1;
-        Some(batch)
+        if !batch.is_empty() {
+            q.contended = batch.len() > 1;
+        }
+        batch
     }
 
     /// A caller's commit: one batch, then any backlog goes to the writer thread.
     fn commit_once(&self) {
-        if let Some(batch) = self.next_batch() {
+        /// Gives the commit role up even if the commit panics, so the queue
+        /// is never left without a committer (the batch's callers then get
+        /// `Stopped`: nothing is forwarded unrecorded).
+        struct Release<'a>(&'a Core);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.release();
+            }
+        }
+        let _release = Release(self);
+        let batch = self.next_batch();
+        if !batch.is_empty() {
             self.commit(batch);
         }
-        self.release();
     }
 
     /// Gives up the commit role; anything still queued goes to the writer thread.
@@ -395,7 +403,12 @@ impl Core {
                     q.writer_waiting = false;
                 }
             }
-            while let Some(batch) = self.next_batch() {
+            loop {
+                let batch = self.next_batch();
+                if batch.is_empty() {
+                    self.release();
+                    break;
+                }
                 self.commit(batch);
             }
         }
