@@ -107,9 +107,7 @@ impl LiteralTemplate {
     pub(super) fn matches_values(&self, statements: &[Statement]) -> bool {
         let mut values = ValueCollector(Vec::new());
         for statement in statements {
-            if statement.visit(&mut values).is_break() {
-                return false;
-            }
+            let _ = statement.visit(&mut values);
         }
         let mut found = values.0;
         let mut expected = self.literals.clone();
@@ -126,6 +124,7 @@ fn generalized_number(n: &str) -> bool {
 
 /// Collects every value node a template generalizes: plain numbers of at
 /// most 18 digits and standard strings. Others are spelled out in the key.
+/// It never stops a visit early.
 struct ValueCollector(Vec<Literal>);
 
 impl Visitor for ValueCollector {
@@ -133,8 +132,11 @@ impl Visitor for ValueCollector {
 
     fn pre_visit_value(&mut self, value: &sqlparser::ast::ValueWithSpan) -> ControlFlow<()> {
         match &value.value {
-            Value::Number(n, false) if generalized_number(&n.to_string()) => {
-                self.0.push(Literal::Number(n.to_string()))
+            Value::Number(n, false) => {
+                let n = n.to_string();
+                if generalized_number(&n) {
+                    self.0.push(Literal::Number(n));
+                }
             }
             Value::SingleQuotedString(s) => self.0.push(Literal::String(s.clone())),
             _ => {}
