@@ -12,8 +12,9 @@
 #   BENCH_CLIENTS   client counts (default "1 8"); -j equals the client count
 #   BENCH_MODES     pgbench -M modes (default "simple extended")
 #   BENCH_WARMUP    seconds of unrecorded direct warm-up (default 5)
-#   GATEHOUSE_BIN   the gatehouse binary (default: target/release/gatehouse
-#                   if built); the gateway leg is skipped, with a note, when
+#   GATEHOUSE_BIN   the gatehouse binary (default: the newer of
+#                   target/release-lto/gatehouse, the build to deploy, and
+#                   target/release/gatehouse); the gateway leg is skipped, with a note, when
 #                   `$GATEHOUSE_BIN serve --help` fails
 #   GATEHOUSE_POLICY  policy file for the gateway (default
 #                   fixtures/policies/allow-all.toml)
@@ -38,8 +39,13 @@ BENCH_PGBOUNCER="${BENCH_PGBOUNCER:-1}"
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 GATEHOUSE_BIN="${GATEHOUSE_BIN:-}"
-if [ -z "$GATEHOUSE_BIN" ] && [ -x "$REPO/target/release/gatehouse" ]; then
-  GATEHOUSE_BIN="$REPO/target/release/gatehouse"
+if [ -z "$GATEHOUSE_BIN" ]; then
+  # The newer of the two builds, so a stale one is never measured by mistake.
+  for b in "$REPO/target/release-lto/gatehouse" "$REPO/target/release/gatehouse"; do
+    if [ -x "$b" ] && { [ -z "$GATEHOUSE_BIN" ] || [ "$b" -nt "$GATEHOUSE_BIN" ]; }; then
+      GATEHOUSE_BIN="$b"
+    fi
+  done
 fi
 GATEHOUSE_POLICY="${GATEHOUSE_POLICY:-$REPO/fixtures/policies/allow-all.toml}"
 
@@ -199,7 +205,7 @@ LEG_PASS[direct]=$PGPASS
 # returns non-zero (after a note) when it cannot.
 gatehouse_setup() {
   if [ -z "$GATEHOUSE_BIN" ]; then
-    note "gatehouse leg skipped: GATEHOUSE_BIN is not set and $REPO/target/release/gatehouse is not built (cargo build --release -p gatehouse)"
+    note "gatehouse leg skipped: GATEHOUSE_BIN is not set and no gatehouse binary is built in $REPO/target (cargo build --profile release-lto -p gatehouse)"
     return 1
   fi
   if ! "$GATEHOUSE_BIN" serve --help >/dev/null 2>&1; then
@@ -327,7 +333,19 @@ gatehouse_setup || true
 pgbouncer_setup || true
 
 # ---------------------------------------------------------------- runs
-declare -A TPS LAT
+declare -A TPS LAT CPU
+# The process whose CPU time a leg's run is charged to (empty for direct).
+leg_pid() {
+  case "$1" in
+    gatehouse) echo "$GH_PID" ;;
+    pgbouncer) cat "$WORK/pgbouncer.pid" 2>/dev/null || true ;;
+  esac
+}
+# User plus system CPU time of a process and its threads, in clock ticks.
+cpu_ticks() {
+  [ -n "$1" ] && [ -r "/proc/$1/stat" ] || return 0
+  sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
 # run_pgbench LEG MODE CLIENTS SECONDS [record]
 run_pgbench() {
   local leg=$1 mode=$2 clients=$3 secs=$4 out
@@ -344,13 +362,26 @@ run_pgbench() {
       -- sleep "$secs" >/dev/null 2>&1 &
     perf_pid=$!
   fi
+  local pid ticks0 ticks1
+  pid="$(leg_pid "$leg")"
+  ticks0="$(cpu_ticks "$pid")"
   local ok=0
   wait "$PGBENCH_PID" || ok=$?
+  ticks1="$(cpu_ticks "$pid")"
   PGBENCH_PID=""
   [ -n "$perf_pid" ] && { wait "$perf_pid" || true; }
   if [ "$ok" = 0 ]; then
     TPS[$leg/$mode/$clients]="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$out")"
     LAT[$leg/$mode/$clients]="$(sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' "$out")"
+    # The proxy's CPU time per transaction: what it costs on top of the
+    # server and the client (pgbench's connection setup is included, and
+    # negligible over a run).
+    CPU[$leg/$mode/$clients]=""
+    if [ -n "$ticks0" ] && [ -n "$ticks1" ] && [ -n "${TPS[$leg/$mode/$clients]}" ]; then
+      CPU[$leg/$mode/$clients]="$(awk -v d="$((ticks1 - ticks0))" -v hz="$(getconf CLK_TCK)" \
+        -v t="${TPS[$leg/$mode/$clients]}" -v s="$secs" \
+        'BEGIN { if (t > 0) printf "%.0f", d / hz * 1e6 / (t * s) }')"
+    fi
   else
     TPS[$leg/$mode/$clients]=""
     LAT[$leg/$mode/$clients]=""
@@ -378,8 +409,8 @@ done
 echo
 machine
 echo
-printf '%-9s %7s  %-10s %12s %12s %10s %14s\n' mode clients target TPS "lat avg ms" "TPS/direct" "lat - direct"
-printf '%-9s %7s  %-10s %12s %12s %10s %14s\n' --------- ------- ---------- ------------ ------------ ---------- --------------
+printf '%-9s %7s  %-10s %12s %12s %10s %14s %12s\n' mode clients target TPS "lat avg ms" "TPS/direct" "lat - direct" "CPU us/txn"
+printf '%-9s %7s  %-10s %12s %12s %10s %14s %12s\n' --------- ------- ---------- ------------ ------------ ---------- -------------- ------------
 for mode in $BENCH_MODES; do
   for clients in $BENCH_CLIENTS; do
     dt="${TPS[direct/$mode/$clients]:-}"
@@ -387,14 +418,15 @@ for mode in $BENCH_MODES; do
     for leg in "${LEGS[@]}"; do
       t="${TPS[$leg/$mode/$clients]:-}"
       l="${LAT[$leg/$mode/$clients]:-}"
+      c="${CPU[$leg/$mode/$clients]:-}"
       if [ -z "$t" ]; then
-        printf '%-9s %7s  %-10s %12s %12s %10s %14s\n' "$mode" "$clients" "$leg" failed - - -
+        printf '%-9s %7s  %-10s %12s %12s %10s %14s %12s\n' "$mode" "$clients" "$leg" failed - - - -
         continue
       fi
-      awk -v mode="$mode" -v c="$clients" -v leg="$leg" -v t="$t" -v l="$l" -v dt="$dt" -v dl="$dl" 'BEGIN {
+      awk -v mode="$mode" -v c="$clients" -v leg="$leg" -v t="$t" -v l="$l" -v dt="$dt" -v dl="$dl" -v cpu="${c:--}" 'BEGIN {
         ratio = (dt > 0) ? sprintf("%.2fx", t / dt) : "-";
         diff = (dl != "" && l != "") ? sprintf("%+.0f us", (l - dl) * 1000) : "-";
-        printf "%-9s %7s  %-10s %12.0f %12.3f %10s %14s\n", mode, c, leg, t, l, ratio, diff
+        printf "%-9s %7s  %-10s %12.0f %12.3f %10s %14s %12s\n", mode, c, leg, t, l, ratio, diff, cpu
       }'
     done
   done
