@@ -3,6 +3,8 @@
 //! events ([`state`], with [`snapshot`]s of it). Everything here is a pure function of its
 //! inputs: no sockets, no files, no clocks.
 
+#![warn(missing_docs)]
+
 pub mod approvals;
 pub mod classify;
 pub mod fingerprint;

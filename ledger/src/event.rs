@@ -76,6 +76,7 @@ cbor_struct! {
 cbor_struct! {
     /// A column of a result, as RowDescription announced it to the client.
     pub struct ResultColumn {
+        /// The column name the client saw.
         0 => name: String,
         /// The column's type OID.
         1 => type_oid: u32,
@@ -107,13 +108,19 @@ cbor_struct! {
 cbor_struct! {
     /// A client connected, authenticated and was bound to an upstream target.
     pub struct SessionOpened {
+        /// The session, numbered by the gateway.
         0 => session: SessionId,
+        /// The identity the session authenticated as.
         1 => identity: String,
+        /// The upstream target the client's startup `database` picked.
         2 => target: String,
+        /// The client's address and port.
         3 => client_addr: String,
+        /// The `application_name` the client sent at startup.
         4 => application_name: Option<String>,
         /// The credential the client proved.
         5 => credential: Option<String>,
+        /// Whether the client connection is TLS.
         6 => tls: bool,
     }
 }
@@ -121,8 +128,11 @@ cbor_struct! {
 cbor_struct! {
     /// A session ended, by the client or the gateway.
     pub struct SessionClosed {
+        /// The session, numbered by the gateway.
         0 => session: SessionId,
+        /// The identity the session authenticated as.
         1 => identity: String,
+        /// How it ended (client disconnected, terminated, shutdown, ...).
         2 => reason: String,
         /// Statements the session sent.
         3 => statements: u64,
@@ -134,8 +144,11 @@ cbor_struct! {
     pub struct AuthenticationFailed {
         /// The identity the client claimed (may not exist).
         0 => identity: String,
+        /// The client's address and port.
         1 => client_addr: String,
+        /// The target the client asked for, when it named one.
         2 => target: Option<String>,
+        /// Why the login failed.
         3 => reason: String,
     }
 }
@@ -143,16 +156,21 @@ cbor_struct! {
 cbor_struct! {
     /// A statement arrived from a client. Written ahead of forwarding it.
     pub struct QueryReceived {
+        /// The session, numbered by the gateway.
         0 => session: SessionId,
+        /// The identity the session authenticated as.
         1 => identity: String,
         /// Statement number within the session, from 1.
         2 => query: u64,
+        /// The SQL text exactly as sent.
         3 => sql: String,
+        /// Bind parameters as sent (extended protocol; empty for simple queries).
         4 => params: Vec<Param>,
         /// Prepared statement name (extended protocol; empty = unnamed).
         5 => statement: Option<String>,
         /// Portal name (extended protocol; empty = unnamed).
         6 => portal: Option<String>,
+        /// Simple or extended query protocol.
         7 => protocol: Protocol,
     }
 }
@@ -160,12 +178,18 @@ cbor_struct! {
 cbor_struct! {
     /// Policy's verdict on a statement. Written ahead of forwarding it.
     pub struct Decision {
+        /// The session, numbered by the gateway.
         0 => session: SessionId,
+        /// The identity the session authenticated as.
         1 => identity: String,
+        /// Statement number within the session, from 1.
         2 => query: u64,
+        /// What policy decided.
         3 => action: Action,
         /// The rule that decided; `None` means the default (deny).
         4 => rule: Option<String>,
+        /// Class of the statement that decided (for a multi-statement query, the
+        /// one whose verdict won).
         5 => class: StatementClass,
         /// Schema-qualified tables the statement touches.
         6 => tables: Vec<String>,
@@ -179,9 +203,13 @@ cbor_struct! {
 cbor_struct! {
     /// Sensitive values were masked in a response.
     pub struct MaskApplied {
+        /// The session, numbered by the gateway.
         0 => session: SessionId,
+        /// The identity the session authenticated as.
         1 => identity: String,
+        /// Statement number within the session, from 1.
         2 => query: u64,
+        /// Each masked column with its strategy and count.
         3 => columns: Vec<MaskedColumn>,
     }
 }
@@ -189,13 +217,21 @@ cbor_struct! {
 cbor_struct! {
     /// How a forwarded statement ended.
     pub struct Response {
+        /// The session, numbered by the gateway.
         0 => session: SessionId,
+        /// The identity the session authenticated as.
         1 => identity: String,
+        /// Statement number within the session, from 1.
         2 => query: u64,
+        /// The CommandComplete tag (`SELECT 1`, `INSERT 0 3`, ...); `None` on error.
         3 => command_tag: Option<String>,
+        /// Rows sent to the client.
         4 => rows: u64,
+        /// From forwarding the statement to its last response message, in nanoseconds.
         5 => duration_ns: u64,
+        /// SQLSTATE of the error, if the statement failed.
         6 => sqlstate: Option<String>,
+        /// The error message, if the statement failed.
         7 => error: Option<String>,
         /// Bytes sent to the client for this statement.
         8 => bytes: u64,
@@ -217,18 +253,27 @@ cbor_struct! {
 cbor_struct! {
     /// A statement is held for a human's approval.
     pub struct ApprovalRequested {
+        /// The approval request, numbered by the gateway.
         0 => approval: u64,
+        /// The session, numbered by the gateway.
         1 => session: SessionId,
+        /// The identity the session authenticated as.
         2 => identity: String,
+        /// Statement number within the session, from 1.
         3 => query: u64,
+        /// The SQL text held.
         4 => sql: String,
+        /// Its bind parameters as sent.
         5 => params: Vec<Param>,
+        /// The statement class.
         6 => class: StatementClass,
+        /// The `require_approval` rule that held it.
         7 => rule: String,
         /// BLAKE3 of the exact SQL and parameters the approval is bound to.
         8 => binding: Bytes,
         /// Distinct approvers required.
         9 => quorum: u64,
+        /// When the request is denied if not decided.
         10 => expires_at: Nanos,
         /// The statement's fingerprint (normalized SQL, literals removed):
         /// what a time-limited grant covers.
@@ -239,7 +284,9 @@ cbor_struct! {
 cbor_struct! {
     /// An approver approved a held statement.
     pub struct ApprovalGranted {
+        /// The approval request, numbered by the gateway.
         0 => approval: u64,
+        /// The approver.
         1 => operator: String,
         /// When set, the identity may run this statement's fingerprint until then.
         2 => grant_until: Option<Nanos>,
@@ -253,8 +300,11 @@ cbor_struct! {
 cbor_struct! {
     /// A held statement was refused (by an approver, or by the gateway on restart).
     pub struct ApprovalDenied {
+        /// The approval request, numbered by the gateway.
         0 => approval: u64,
+        /// The approver who refused; `None` when the gateway did (block, session end, restart).
         1 => operator: Option<String>,
+        /// Why, in words an operator can read.
         2 => reason: String,
         /// The session that asked.
         3 => session: SessionId,
@@ -266,6 +316,7 @@ cbor_struct! {
 cbor_struct! {
     /// A held statement timed out.
     pub struct ApprovalExpired {
+        /// The approval request, numbered by the gateway.
         0 => approval: u64,
         /// The session that asked.
         1 => session: SessionId,
@@ -277,8 +328,11 @@ cbor_struct! {
 cbor_struct! {
     /// An agent identity was created.
     pub struct IdentityCreated {
+        /// The new identity's name.
         0 => identity: String,
+        /// The operator who created it.
         1 => operator: String,
+        /// A free-text note on what the identity is for.
         2 => description: Option<String>,
     }
 }
@@ -286,8 +340,11 @@ cbor_struct! {
 cbor_struct! {
     /// An identity was blocked: its sessions end and it cannot log in.
     pub struct IdentityBlocked {
+        /// The blocked identity.
         0 => identity: String,
+        /// The operator who blocked it (or the gateway, for an automatic block).
         1 => operator: String,
+        /// Why, in words an operator can read.
         2 => reason: String,
         /// The automatic trigger that blocked it, if no human did.
         3 => trigger: Option<String>,
@@ -297,8 +354,11 @@ cbor_struct! {
 cbor_struct! {
     /// A block was lifted.
     pub struct IdentityUnblocked {
+        /// The identity unblocked.
         0 => identity: String,
+        /// The operator who did it.
         1 => operator: String,
+        /// Why, if the operator said.
         2 => reason: Option<String>,
     }
 }
@@ -306,13 +366,21 @@ cbor_struct! {
 cbor_struct! {
     /// A gateway credential was issued. Holds the SCRAM-SHA-256 verifier, never the secret.
     pub struct CredentialIssued {
+        /// The credential's id.
         0 => credential: String,
+        /// The identity it logs in as.
         1 => identity: String,
+        /// The operator who issued it.
         2 => operator: String,
+        /// When it stops being accepted.
         3 => expires_at: Nanos,
+        /// SCRAM salt (shared by every credential of the identity).
         4 => salt: Bytes,
+        /// SCRAM PBKDF2 iteration count.
         5 => iterations: u32,
+        /// SCRAM StoredKey (RFC 5802).
         6 => stored_key: Bytes,
+        /// SCRAM ServerKey (RFC 5802).
         7 => server_key: Bytes,
     }
 }
@@ -320,9 +388,13 @@ cbor_struct! {
 cbor_struct! {
     /// A credential was revoked; sessions using it end.
     pub struct CredentialRevoked {
+        /// The credential's id.
         0 => credential: String,
+        /// The identity it belonged to.
         1 => identity: String,
+        /// The operator who did it.
         2 => operator: String,
+        /// Why, in words an operator can read.
         3 => reason: String,
     }
 }
@@ -330,6 +402,7 @@ cbor_struct! {
 cbor_struct! {
     /// A new policy took effect.
     pub struct PolicyChanged {
+        /// The operator who applied it.
         0 => operator: String,
         /// The policy file exactly as applied.
         1 => source: String,
@@ -341,9 +414,13 @@ cbor_struct! {
 cbor_struct! {
     /// The gateway ended a session (kill, block, revocation).
     pub struct SessionTerminated {
+        /// The session, numbered by the gateway.
         0 => session: SessionId,
+        /// The identity the session authenticated as.
         1 => identity: String,
+        /// The operator who ended it; `None` when the gateway did on its own.
         2 => operator: Option<String>,
+        /// Why, in words an operator can read.
         3 => reason: String,
     }
 }
@@ -351,10 +428,15 @@ cbor_struct! {
 cbor_struct! {
     /// Anything else an operator did, including refused attempts.
     pub struct OperatorAction {
+        /// The operator who acted (or tried to).
         0 => operator: String,
+        /// What was attempted (`kill`, `policy.apply`, `webhook.deliver`, ...).
         1 => action: String,
+        /// What it applied to (a session, an identity, a URL), if anything.
         2 => target: Option<String>,
+        /// `ok`, or why it was refused or failed.
         3 => outcome: String,
+        /// Anything else worth keeping.
         4 => detail: Option<String>,
     }
 }
@@ -362,6 +444,7 @@ cbor_struct! {
 cbor_struct! {
     /// The ledger's signing key changed; later checkpoints use `new_key`.
     pub struct KeyRotated {
+        /// The operator who rotated the key.
         0 => operator: String,
         /// Verifier key string of the retired key.
         1 => old_key: String,
@@ -375,6 +458,7 @@ cbor_struct! {
     pub struct Snapshot {
         /// Number of events folded into `state`.
         0 => covers: u64,
+        /// The encoded state (docs/ledger-format.md).
         1 => state: Bytes,
         /// BLAKE3 of `state`.
         2 => state_hash: Bytes,
@@ -398,9 +482,11 @@ cbor_struct! {
     /// An operator of the admin API was added, with roles and a bearer token
     /// (only its BLAKE3 hash is recorded).
     pub struct OperatorAdded {
+        /// The new operator's name.
         0 => operator: String,
         /// Role names: `admin`, `approver`, `responder`, `auditor`.
         1 => roles: Vec<String>,
+        /// BLAKE3 of the operator's bearer token.
         2 => token_hash: Bytes,
         /// Who added it (`gatehouse-init` for the first operator).
         3 => added_by: String,

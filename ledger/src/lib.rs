@@ -12,6 +12,8 @@
 //! * [`keyfile`]: signing keys on disk, refused unless owner-only.
 //! * [`bundle`]: evidence bundles, selected events with inclusion proofs.
 
+#![warn(missing_docs)]
+
 pub mod bundle;
 pub mod cbor;
 pub mod chain;

@@ -22,6 +22,8 @@
 //! assert!(pg.log().contains("SELECT 1"));
 //! ```
 
+#![warn(missing_docs)]
+
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs;

@@ -2,6 +2,8 @@
 //! the data path, operator commands and the demo. A library so that
 //! integration tests can run a gateway in-process against a real PostgreSQL.
 
+#![warn(missing_docs)]
+
 pub mod admin_client;
 pub mod commands;
 pub mod config;
