@@ -1,4 +1,4 @@
-//! `gatehouse-verify LEDGER|BUNDLE --key KEYFILE [--trusted-checkpoint NOTEFILE] [--json]`
+//! `gatehouse-verify LEDGER|BUNDLE --key KEYFILE [--trusted-checkpoint NOTEFILE] [--save-checkpoint NOTEFILE] [--json]`
 //!
 //! The input is a ledger file or an evidence bundle (`gatehouse export`);
 //! which one is told from the file's first bytes, or forced with `--bundle`.
@@ -33,6 +33,11 @@ struct Args {
     /// ledger must still contain exactly what it covers.
     #[arg(long, value_name = "NOTEFILE")]
     trusted_checkpoint: Option<PathBuf>,
+    /// Ledgers: when the ledger is intact, write its final checkpoint note
+    /// to this new file, to keep (off the gateway host) and pass later as
+    /// `--trusted-checkpoint`. An existing file is never overwritten.
+    #[arg(long, value_name = "NOTEFILE")]
+    save_checkpoint: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -101,6 +106,16 @@ fn main() -> ExitCode {
             // A reader that stops early (`| head`) is not an error of the
             // verification: the exit status still tells the verdict.
             let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+            if let Some(path) = &args.save_checkpoint {
+                if report.is_intact() {
+                    eprintln!("final checkpoint saved to {}", path.display());
+                } else {
+                    eprintln!(
+                        "checkpoint not saved to {}: the ledger did not verify",
+                        path.display()
+                    );
+                }
+            }
             ExitCode::from(if report.is_intact() {
                 EXIT_INTACT
             } else {
@@ -203,7 +218,24 @@ fn run(args: &Args) -> Result<Outcome> {
             );
         }
     }
-    if args.bundle || looks_like_bundle(&args.input) {
+    let is_bundle = args.bundle || looks_like_bundle(&args.input);
+    if let Some(path) = &args.save_checkpoint {
+        if is_bundle {
+            anyhow::bail!(
+                "--save-checkpoint applies to ledgers, but {} is an evidence bundle — keep \
+                 checkpoints from the ledger itself",
+                args.input.display()
+            );
+        }
+        if path.exists() {
+            anyhow::bail!(
+                "{} already exists — --save-checkpoint never overwrites a kept checkpoint; \
+                 choose a new file name",
+                path.display()
+            );
+        }
+    }
+    if is_bundle {
         return Ok(Outcome::Bundle(verify_bundle(
             &args.input,
             &key,
@@ -218,9 +250,29 @@ fn run(args: &Args) -> Result<Outcome> {
             args.input.display()
         );
     }
-    Ok(Outcome::Ledger(verify_ledger(
-        &args.input,
-        &key,
-        trusted.as_deref(),
-    )?))
+    let report = verify_ledger(&args.input, &key, trusted.as_deref())?;
+    if let (Some(path), Some(note)) = (&args.save_checkpoint, &report.final_checkpoint) {
+        if report.is_intact() {
+            save_note(path, note)?;
+        }
+    }
+    Ok(Outcome::Ledger(report))
+}
+
+/// Writes a checkpoint note to a file that must not exist yet.
+fn save_note(path: &Path, note: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "cannot create {} to save the checkpoint — choose a new file in a writable directory",
+                path.display()
+            )
+        })?;
+    file.write_all(note.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write the checkpoint to {}", path.display()))
 }

@@ -242,3 +242,44 @@ fn a_private_key_file_is_refused_with_advice() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("private signing key"), "{}", stderr(&o));
 }
+
+#[test]
+fn save_checkpoint_keeps_the_final_note_of_an_intact_ledger_only() {
+    let s = setup();
+    let kept = s.dir.path().join("kept.note");
+    let save = |ledger: &Path| {
+        run(&[
+            ledger,
+            Path::new("--key"),
+            &s.key_file,
+            Path::new("--save-checkpoint"),
+            &kept,
+        ])
+    };
+    let o = save(&s.ledger);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), s.notes[1]);
+    // The saved note is what --trusted-checkpoint takes.
+    let o = run(&[
+        &s.ledger,
+        Path::new("--key"),
+        &s.key_file,
+        Path::new("--trusted-checkpoint"),
+        &kept,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+
+    // Never overwritten, whatever the ledger now holds.
+    let o = save(&s.ledger);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("never overwrites"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), s.notes[1]);
+
+    // A ledger that fails verification leaves nothing to keep.
+    std::fs::remove_file(&kept).unwrap();
+    exec(&s.ledger, "UPDATE events SET kind = 42 WHERE seq = 3");
+    let o = save(&s.ledger);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not saved"), "{}", stderr(&o));
+    assert!(!kept.exists());
+}
