@@ -517,6 +517,9 @@ fn templates_share_only_sound_classifications() {
         "COPY t FROM '/tmp/data.csv'",
         "SELECT a FROM t LIMIT 5 OFFSET 'x' 'y'",
         "SELECT a FROM t WHERE id = 5 AND (",
+        // set_config's first literal decides whether the client encoding
+        // changes (policy denies that whatever the rules say).
+        "SELECT set_config('application_name', 'x', false)",
     ] {
         let template = LiteralTemplate::of(unshareable).expect(unshareable);
         assert!(

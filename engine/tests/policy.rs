@@ -1064,3 +1064,56 @@ proptest! {
         }
     }
 }
+
+/// A change of client encoding is denied whatever the rules allow: the
+/// gateway judges SQL as UTF-8 text, and the database must read it so.
+#[test]
+fn client_encoding_changes_are_denied_whatever_the_rules_say() {
+    use gatehouse_engine::classify::classify;
+    use gatehouse_engine::policy::CLIENT_ENCODING_MESSAGE;
+    let p = policy(
+        r#"
+[[rule]]
+name = "everything"
+identity = "*"
+classes = ["read", "write", "ddl", "session", "function", "admin", "unknown", "transaction"]
+functions = ["*"]
+action = "allow"
+"#,
+    );
+    for sql in [
+        "SET client_encoding = 'SJIS'",
+        "SET client_encoding TO DEFAULT",
+        "SET SESSION client_encoding = 'LATIN1'",
+        "SET LOCAL client_encoding TO 'BIG5'",
+        "SET \"CLIENT_ENCODING\" = 'SJIS'",
+        "set Client_Encoding = sjis",
+        "SET NAMES 'SJIS'",
+        "SET NAMES DEFAULT",
+        "SELECT set_config('client_encoding', 'SJIS', false)",
+        "SELECT set_config('CLIENT_ENCODING', 'SJIS', false)",
+        "SELECT pg_catalog.set_config($1, 'SJIS', false)",
+        "SELECT set_config(E'client\\x5fencoding', 'SJIS', false)",
+        "SELECT set_config('client' || '_encoding', 'SJIS', false)",
+        "SELECT 1 WHERE set_config($$client_encoding$$, 'SJIS', true) IS NOT NULL",
+        "SELECT 1; SET client_encoding = 'SJIS'",
+    ] {
+        let v = p.decide(&AGENT, &classify(sql));
+        assert_eq!(v.action, Action::Deny, "{sql}");
+        assert_eq!(v.rule, None, "{sql}");
+        assert_eq!(v.message.as_deref(), Some(CLIENT_ENCODING_MESSAGE), "{sql}");
+    }
+    // Other settings, and RESET (back to the session's UTF8), follow the rules.
+    for sql in [
+        "SET search_path = public",
+        "SET application_name = 'x'",
+        "RESET client_encoding",
+        "RESET ALL",
+        "SELECT set_config('application_name', 'x', false)",
+        "SELECT current_setting('client_encoding')",
+    ] {
+        let v = p.decide(&AGENT, &classify(sql));
+        assert_eq!(v.action, Action::Allow, "{sql}");
+        assert_eq!(v.rule.as_deref(), Some("everything"), "{sql}");
+    }
+}

@@ -1017,3 +1017,112 @@ async fn responses_record_the_result_formats_bind_asked_for() {
     assert_eq!(simple.columns[0].format, 0);
     assert_eq!(simple.result[0].values[0].as_ref().unwrap().0, b"7");
 }
+
+/// The gateway judges SQL as UTF-8 text, so the database must read the same
+/// bytes as UTF-8. In Shift-JIS, `0x81 0x5C` is one character: a backslash
+/// that escapes a quote in the gateway's view is swallowed in the
+/// database's, so a string literal to one is `ssn` to the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_reads_sql_in_the_encoding_the_gateway_judged() {
+    let env = Env::start(POLICY).await;
+    let mut smuggle = b"SELECT E'\xc3\x81\\', ssn FROM customers --'".to_vec();
+    smuggle.push(0);
+    assert!(
+        std::str::from_utf8(&smuggle).is_ok(),
+        "valid UTF-8: a constant to the gateway"
+    );
+    for encoding in ["SJIS", "sjis", "LATIN1", "BIG5", "GBK", "WIN1252"] {
+        let refused =
+            support::RawClient::try_login(&env, "agent", &[("client_encoding", encoding)])
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("a session with client_encoding {encoding} was opened"));
+        assert!(refused.contains("client_encoding"), "{refused}");
+    }
+    for encoding in ["UTF8", "utf-8", "Unicode", "SQL_ASCII"] {
+        let mut raw =
+            support::RawClient::try_login(&env, "agent", &[("client_encoding", encoding)])
+                .await
+                .unwrap_or_else(|e| panic!("client_encoding {encoding} refused: {e}"));
+        raw.send(b'Q', &smuggle).await;
+        let answer = raw.until_ready().await;
+        for (tag, body) in &answer {
+            if *tag == b'D' {
+                let text = String::from_utf8_lossy(body);
+                assert!(
+                    !text.contains("00000000"),
+                    "an SSN leaked with {encoding}: {text}"
+                );
+            }
+        }
+        // Changing the encoding later is refused whatever the policy, in
+        // every spelling PostgreSQL accepts.
+        for change in [
+            "SET client_encoding = 'SJIS'",
+            "SET client_encoding TO DEFAULT",
+            "SET SESSION client_encoding = 'LATIN1'",
+            "SET LOCAL client_encoding = 'SJIS'",
+            "SET NAMES 'SJIS'",
+            "SELECT set_config('client_encoding', 'SJIS', false)",
+        ] {
+            let mut q = change.as_bytes().to_vec();
+            q.push(0);
+            raw.send(b'Q', &q).await;
+            let answer = raw.until_ready().await;
+            assert!(
+                answer.iter().any(|(t, b)| *t == b'E' && {
+                    let text = String::from_utf8_lossy(b);
+                    text.contains("42501") && text.contains("keeps client_encoding UTF8")
+                }),
+                "{change} was not refused"
+            );
+        }
+        raw.send(b'Q', b"SHOW client_encoding\0").await;
+        let answer = raw.until_ready().await;
+        let shown = answer
+            .iter()
+            .find(|(t, _)| *t == b'D')
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+            .expect("a row");
+        assert!(shown.ends_with("UTF8"), "{shown}");
+    }
+}
+
+/// A user function the policy allows can still change the encoding (here
+/// through set_config): the gateway sees PostgreSQL report the new value
+/// and ends the session before anything else reaches the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_encoding_changes_anyway_is_ended() {
+    let policy = format!(
+        "{POLICY}\n[[rule]]\nname = \"switcher\"\nidentity = \"agent\"\nclasses = [\"function\"]\nfunctions = [\"switch_encoding\", \"public.switch_encoding\"]\naction = \"allow\"\n"
+    );
+    let env = Env::start_custom(&policy, "", "", |pg| {
+        pg.psql(
+            "shop",
+            "CREATE FUNCTION switch_encoding() RETURNS int LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM set_config('client_encoding', 'SJIS', false); RETURN 1; END $$",
+        );
+    })
+    .await;
+    let mut raw = support::RawClient::login(&env, "agent").await;
+    raw.send(b'Q', b"SELECT switch_encoding()\0").await;
+    let answer = raw.until_ready().await;
+    let fatal = answer
+        .iter()
+        .find(|(t, _)| *t == b'E')
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .expect("a FATAL error");
+    assert!(
+        fatal.contains("FATAL") && fatal.contains("client_encoding SJIS"),
+        "{fatal}"
+    );
+    assert!(
+        !answer.iter().any(|(t, _)| *t == b'Z'),
+        "the session ended instead of going on"
+    );
+    env.settle().await;
+    let ended = env.events().into_iter().any(
+        |e| matches!(e, EventBody::SessionClosed(c) if c.reason.contains("client_encoding SJIS")),
+    );
+    assert!(ended, "the end of the session is recorded with its reason");
+}

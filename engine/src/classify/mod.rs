@@ -48,6 +48,17 @@ use sqlparser::parser::{Parser, ParserError};
 
 use crate::{Classification, StatementInfo};
 
+/// The entry in [`StatementInfo::dangerous`] of a statement that would change
+/// the session's client encoding: `SET client_encoding`, `SET NAMES`, or a
+/// `set_config` call that may name it.
+///
+/// The gateway judges SQL as UTF-8 text; in another client encoding the
+/// database reads the same bytes differently (in Shift-JIS, `0x81 0x5C` is
+/// one character, so a backslash that escapes a quote in the gateway's view
+/// is gone in the database's). Policy therefore denies such statements
+/// whatever its rules say.
+pub const CLIENT_ENCODING_CHANGE: &str = "set client_encoding";
+
 /// Query strings up to this size are classified on the caller's stack.
 ///
 /// Binary operator chains (`a + b + c ...`, long `AND` lists, `UNION` chains)
@@ -94,7 +105,13 @@ pub fn classify_templated(sql: &str, template: &LiteralTemplate) -> (Classificat
         (classify_parsed(sql, &parsed), shared)
     });
     match classified {
-        Ok((statements, shared)) => (Classification { statements }, shared),
+        // The one literal the classifier reads is `set_config`'s setting
+        // name, and a dangerous operation is never on a hot path: such
+        // classifications are not shared.
+        Ok((statements, shared)) => {
+            let shared = shared && statements.iter().all(|s| s.dangerous.is_empty());
+            (Classification { statements }, shared)
+        }
         Err(reason) => (
             Classification {
                 statements: vec![fallback::unknown_info(reason)],
@@ -258,6 +275,12 @@ impl Findings {
     /// Judges a function call.
     fn function(&mut self, name: &ObjectName) {
         self.judge_call(name, false);
+    }
+
+    /// Marks the statement as changing the client encoding (see
+    /// [`CLIENT_ENCODING_CHANGE`]).
+    fn client_encoding_change(&mut self) {
+        self.dangerous.insert(CLIENT_ENCODING_CHANGE.to_owned());
     }
 
     /// Judges a `CALL`: a procedure is never on the safe list.

@@ -381,7 +381,58 @@ pub(super) fn classify_statement(stmt: &Statement) -> StatementInfo {
         table_functions: HashSet::new(),
     };
     let _ = stmt.visit(&mut sweep);
+    if sets_client_encoding(stmt) {
+        findings.client_encoding_change();
+    }
     findings.into_info(command)
+}
+
+/// Whether `stmt` is a `SET` of the client encoding, in any scope and
+/// spelling (`SET NAMES`; setting names are case-insensitive, quoted or
+/// not).
+fn sets_client_encoding(stmt: &Statement) -> bool {
+    use sqlparser::ast::Set;
+    let is_encoding = |name: &ObjectName| {
+        name.0
+            .last()
+            .and_then(|part| part.as_ident())
+            .is_some_and(|ident| ident.value.eq_ignore_ascii_case("client_encoding"))
+    };
+    match stmt {
+        Statement::Set(Set::SingleAssignment { variable, .. }) => is_encoding(variable),
+        Statement::Set(Set::ParenthesizedAssignments { variables, .. }) => {
+            variables.iter().any(is_encoding)
+        }
+        Statement::Set(Set::MultipleAssignments { assignments }) => {
+            assignments.iter().any(|a| is_encoding(&a.name))
+        }
+        Statement::Set(Set::SetNames { .. } | Set::SetNamesDefault {}) => true,
+        _ => false,
+    }
+}
+
+/// Whether a function call may set the client encoding: any `set_config`
+/// whose first argument is not a plain string literal naming another
+/// setting (a parameter, an expression or an escaped string could be
+/// `client_encoding`).
+fn may_set_client_encoding(f: &sqlparser::ast::Function) -> bool {
+    use sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments, Value};
+    let is_set_config = super::names::parts(&f.name)
+        .and_then(|parts| parts.last().cloned())
+        .is_some_and(|last| last == "set_config");
+    if !is_set_config {
+        return false;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return true;
+    };
+    match list.args.first() {
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
+            Value::SingleQuotedString(name) => name.eq_ignore_ascii_case("client_encoding"),
+            _ => true,
+        },
+        _ => true,
+    }
 }
 
 /// How one statement uses the columns it references (see `uses`): the
@@ -467,7 +518,12 @@ impl Visitor for Sweep<'_> {
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
         match expr {
-            Expr::Function(f) => self.findings.function(&f.name),
+            Expr::Function(f) => {
+                self.findings.function(&f.name);
+                if may_set_client_encoding(f) {
+                    self.findings.client_encoding_change();
+                }
+            }
             Expr::BinaryOp { op, .. }
             | Expr::AnyOp { compare_op: op, .. }
             | Expr::AllOp { compare_op: op, .. } => self.findings.operator(op),

@@ -23,7 +23,9 @@
 //!   nothing else;
 //! * the classifier never reads the content of a literal value node (only
 //!   masking's column-use tracking reads ORDER BY positions, and it does
-//!   not use templates).
+//!   not use templates), except the setting name of a `set_config` call,
+//!   which is dangerous: a classification with a dangerous operation is
+//!   never shared.
 //!
 //! A string the parser cannot read is never shared: the complaint quotes
 //! positions and text. The corpus test `templates_share_only_sound_classifications`

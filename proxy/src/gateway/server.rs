@@ -27,13 +27,30 @@ const PROTOCOL_3_0: i32 = 196608;
 /// Startup parameters a client may pass on to the upstream session. Others
 /// (`options`, `search_path`, `role`, read-only overrides, ...) could change
 /// what policy judged, so they are dropped.
+/// `client_encoding` is not among them: every upstream session runs in
+/// UTF8 (see [`utf8_encoding`]).
 const FORWARDED_PARAMETERS: &[&str] = &[
-    "client_encoding",
     "DateStyle",
     "TimeZone",
     "extra_float_digits",
     "IntervalStyle",
 ];
+
+/// Whether a client may ask for this client encoding. The gateway judges SQL
+/// as UTF-8 text, so the database must read the same bytes as UTF-8: every
+/// upstream session starts with `client_encoding=UTF8`, and changing it
+/// later is denied by policy whatever the rules say. `SQL_ASCII` is what
+/// libpq asks for under the C locale; such a client gets UTF8, which passes
+/// its bytes through unconverted too. Names compare as PostgreSQL compares
+/// them: ignoring case and anything but letters and digits.
+pub(super) fn utf8_encoding(name: &str) -> bool {
+    let name: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    matches!(name.as_str(), "UTF8" | "UNICODE" | "SQLASCII")
+}
 
 /// Anything that is both a byte stream and sendable: TCP or TLS.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -233,6 +250,19 @@ async fn startup_with<S: Stream>(
     let target_name = get("database").unwrap_or_else(|| identity.clone());
     let application_name = get("application_name");
     let client_addr = peer.to_string();
+    if let Some(encoding) = get("client_encoding").filter(|e| !utf8_encoding(e)) {
+        warn!(%peer, identity, encoding, "refused a session in another client encoding than UTF8");
+        fatal(
+            &mut stream,
+            "22023",
+            &format!(
+                "Gatehouse serves only client_encoding UTF8 (this client asked for \"{encoding}\"): it judges SQL as UTF-8 text, and in another encoding the database would read other SQL; connect with client_encoding=UTF8 (PGCLIENTENCODING=UTF8)"
+            ),
+        )
+        .await
+        .ok();
+        return Ok(());
+    }
 
     let credential = match authenticate(&mut stream, &shared, &identity).await {
         Ok(c) => c,

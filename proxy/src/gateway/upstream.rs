@@ -50,6 +50,9 @@ fn startup_message(user: &str, database: &str, options: Option<&str>) -> BytesMu
         ("user", user),
         ("database", database),
         ("application_name", "gatehouse"),
+        // The encoding the gateway judges SQL in; a startup parameter, so
+        // that RESET and DISCARD ALL come back to it.
+        ("client_encoding", "UTF8"),
     ] {
         body.put_slice(k.as_bytes());
         body.put_u8(0);

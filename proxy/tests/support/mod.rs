@@ -320,13 +320,28 @@ pub struct RawClient {
 impl RawClient {
     /// Logs in as `who` with SCRAM-SHA-256 and waits for ReadyForQuery.
     pub async fn login(env: &Env, who: &str) -> RawClient {
+        Self::try_login(env, who, &[])
+            .await
+            .unwrap_or_else(|e| panic!("login refused: {e}"))
+    }
+
+    /// Logs in with extra startup parameters; `Err` holds the gateway's
+    /// error message if it refuses.
+    pub async fn try_login(
+        env: &Env,
+        who: &str,
+        parameters: &[(&str, &str)],
+    ) -> Result<RawClient, String> {
         use bytes::BufMut;
         use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
         use tokio::io::AsyncWriteExt;
         let mut stream = tokio::net::TcpStream::connect(env.addr).await.unwrap();
         let mut body = bytes::BytesMut::new();
         body.put_i32(196608);
-        for (k, v) in [("user", who), ("database", "shop")] {
+        for (k, v) in [("user", who), ("database", "shop")]
+            .into_iter()
+            .chain(parameters.iter().copied())
+        {
             body.put_slice(k.as_bytes());
             body.put_u8(0);
             body.put_slice(v.as_bytes());
@@ -355,8 +370,8 @@ impl RawClient {
                     scram.update(&body[4..]).unwrap();
                     send(&mut stream, b'p', scram.message()).await;
                 }
-                (b'Z', _) => return RawClient { stream },
-                (b'E', _) => panic!("login refused: {}", String::from_utf8_lossy(&body)),
+                (b'Z', _) => return Ok(RawClient { stream }),
+                (b'E', _) => return Err(String::from_utf8_lossy(&body).into_owned()),
                 _ => {}
             }
         }
