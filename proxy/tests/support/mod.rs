@@ -382,6 +382,26 @@ impl RawClient {
         send(&mut self.stream, tag, body).await;
     }
 
+    /// Like [`RawClient::until_ready`], but `None` if no ReadyForQuery or
+    /// close came within `limit`.
+    pub async fn until_ready_within(&mut self, limit: Duration) -> Option<Vec<(u8, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, try_read_message(&mut self.stream)).await {
+                Err(_) => return None,
+                Ok(None) => return Some(out),
+                Ok(Some(m)) => {
+                    let done = m.0 == b'Z';
+                    out.push(m);
+                    if done {
+                        return Some(out);
+                    }
+                }
+            }
+        }
+    }
+
     /// Reads messages up to and including ReadyForQuery, or until the
     /// connection closes; returns (tag, body) pairs.
     pub async fn until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
