@@ -1065,12 +1065,12 @@ proptest! {
     }
 }
 
-/// A change of client encoding is denied whatever the rules allow: the
-/// gateway judges SQL as UTF-8 text, and the database must read it so.
+/// A change of client encoding or string syntax is denied whatever the
+/// rules allow: the database must read SQL as the gateway judged it.
 #[test]
-fn client_encoding_changes_are_denied_whatever_the_rules_say() {
+fn sql_text_setting_changes_are_denied_whatever_the_rules_say() {
     use gatehouse_engine::classify::classify;
-    use gatehouse_engine::policy::CLIENT_ENCODING_MESSAGE;
+    use gatehouse_engine::policy::SQL_TEXT_SETTING_MESSAGE;
     let p = policy(
         r#"
 [[rule]]
@@ -1097,11 +1097,19 @@ action = "allow"
         "SELECT set_config('client' || '_encoding', 'SJIS', false)",
         "SELECT 1 WHERE set_config($$client_encoding$$, 'SJIS', true) IS NOT NULL",
         "SELECT 1; SET client_encoding = 'SJIS'",
+        "SET standard_conforming_strings = off",
+        "SET LOCAL standard_conforming_strings TO off",
+        "SET standard_conforming_strings TO DEFAULT",
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
     ] {
         let v = p.decide(&AGENT, &classify(sql));
         assert_eq!(v.action, Action::Deny, "{sql}");
         assert_eq!(v.rule, None, "{sql}");
-        assert_eq!(v.message.as_deref(), Some(CLIENT_ENCODING_MESSAGE), "{sql}");
+        assert_eq!(
+            v.message.as_deref(),
+            Some(SQL_TEXT_SETTING_MESSAGE),
+            "{sql}"
+        );
     }
     // Other settings, and RESET (back to the session's UTF8), follow the rules.
     for sql in [

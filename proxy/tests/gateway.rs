@@ -1126,3 +1126,62 @@ async fn a_session_whose_encoding_changes_anyway_is_ended() {
     );
     assert!(ended, "the end of the session is recorded with its reason");
 }
+
+/// With standard_conforming_strings off, `'a\''` ends after the backslash's
+/// quote, where the gateway's string goes on: `ssn` would be code to the
+/// database and text to the gateway. The gateway starts every session with
+/// it on (over a database default), denies turning it off, and ends a
+/// session a function turned it off in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn string_syntax_stays_standard_whatever_the_database_default() {
+    let policy = format!(
+        "{POLICY}\n[[rule]]\nname = \"switcher\"\nidentity = \"agent\"\nclasses = [\"function\"]\nfunctions = [\"switch_strings\", \"public.switch_strings\"]\naction = \"allow\"\n"
+    );
+    let env = Env::start_custom(&policy, "", "", |pg| {
+        pg.psql(
+            "shop",
+            "ALTER DATABASE shop SET standard_conforming_strings = off",
+        );
+        pg.psql(
+            "shop",
+            "CREATE FUNCTION switch_strings() RETURNS int LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM set_config('standard_conforming_strings', 'off', false); RETURN 1; END $$",
+        );
+    })
+    .await;
+    let mut raw = support::RawClient::login(&env, "agent").await;
+    raw.send(b'Q', b"SELECT 'a\\'', ssn FROM customers --'\0")
+        .await;
+    let answer = raw.until_ready().await;
+    for (tag, body) in &answer {
+        if *tag == b'D' {
+            let text = String::from_utf8_lossy(body);
+            assert!(!text.contains("00000000"), "an SSN leaked: {text}");
+        }
+    }
+    raw.send(b'Q', b"SHOW standard_conforming_strings\0").await;
+    let answer = raw.until_ready().await;
+    assert!(
+        answer
+            .iter()
+            .any(|(t, b)| *t == b'D' && String::from_utf8_lossy(b).ends_with("on")),
+        "{answer:?}"
+    );
+    raw.send(b'Q', b"SET standard_conforming_strings = off\0")
+        .await;
+    let answer = raw.until_ready().await;
+    assert!(
+        answer.iter().any(|(t, b)| *t == b'E'
+            && String::from_utf8_lossy(b).contains("standard_conforming_strings on")),
+        "{answer:?}"
+    );
+    raw.send(b'Q', b"SELECT switch_strings()\0").await;
+    let answer = raw.until_ready().await;
+    assert!(
+        answer.iter().any(|(t, b)| *t == b'E'
+            && String::from_utf8_lossy(b).contains("FATAL")
+            && String::from_utf8_lossy(b).contains("standard_conforming_strings off")),
+        "{answer:?}"
+    );
+    assert!(!answer.iter().any(|(t, _)| *t == b'Z'), "the session ended");
+}

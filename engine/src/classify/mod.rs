@@ -48,16 +48,24 @@ use sqlparser::parser::{Parser, ParserError};
 
 use crate::{Classification, StatementInfo};
 
-/// The entry in [`StatementInfo::dangerous`] of a statement that would change
-/// the session's client encoding: `SET client_encoding`, `SET NAMES`, or a
-/// `set_config` call that may name it.
+/// The settings that decide how PostgreSQL reads SQL text, with the values
+/// the classifier reads it with. Every upstream session starts with them.
 ///
-/// The gateway judges SQL as UTF-8 text; in another client encoding the
-/// database reads the same bytes differently (in Shift-JIS, `0x81 0x5C` is
-/// one character, so a backslash that escapes a quote in the gateway's view
-/// is gone in the database's). Policy therefore denies such statements
+/// With another value the database reads the same bytes as other SQL. In
+/// Shift-JIS, `0x81 0x5C` is one character, so a backslash that escapes a
+/// quote in the gateway's view is gone in the database's. With
+/// `standard_conforming_strings` off, `'a\''` ends after the backslash's
+/// quote, where the gateway's string goes on.
+pub const SQL_TEXT_SETTINGS: &[(&str, &str)] = &[
+    ("client_encoding", "UTF8"),
+    ("standard_conforming_strings", "on"),
+];
+
+/// The entry in [`StatementInfo::dangerous`] of a statement that would change
+/// one of the [`SQL_TEXT_SETTINGS`]: `SET` of one (or `SET NAMES`), or a
+/// `set_config` call that may name one. Policy denies such statements
 /// whatever its rules say.
-pub const CLIENT_ENCODING_CHANGE: &str = "set client_encoding";
+pub const SQL_TEXT_SETTING_CHANGE: &str = "set sql text setting";
 
 /// Query strings up to this size are classified on the caller's stack.
 ///
@@ -277,10 +285,10 @@ impl Findings {
         self.judge_call(name, false);
     }
 
-    /// Marks the statement as changing the client encoding (see
-    /// [`CLIENT_ENCODING_CHANGE`]).
-    fn client_encoding_change(&mut self) {
-        self.dangerous.insert(CLIENT_ENCODING_CHANGE.to_owned());
+    /// Marks the statement as changing how the database reads SQL text
+    /// (see [`SQL_TEXT_SETTING_CHANGE`]).
+    fn sql_text_setting_change(&mut self) {
+        self.dangerous.insert(SQL_TEXT_SETTING_CHANGE.to_owned());
     }
 
     /// Judges a `CALL`: a procedure is never on the safe list.

@@ -381,22 +381,29 @@ pub(super) fn classify_statement(stmt: &Statement) -> StatementInfo {
         table_functions: HashSet::new(),
     };
     let _ = stmt.visit(&mut sweep);
-    if sets_client_encoding(stmt) {
-        findings.client_encoding_change();
+    if sets_sql_text_setting(stmt) {
+        findings.sql_text_setting_change();
     }
     findings.into_info(command)
 }
 
-/// Whether `stmt` is a `SET` of the client encoding, in any scope and
-/// spelling (`SET NAMES`; setting names are case-insensitive, quoted or
-/// not).
-fn sets_client_encoding(stmt: &Statement) -> bool {
+/// Whether `name` (a setting name, compared as PostgreSQL does: ignoring
+/// case, quoted or not) is one of the [`super::SQL_TEXT_SETTINGS`].
+fn is_sql_text_setting(name: &str) -> bool {
+    super::SQL_TEXT_SETTINGS
+        .iter()
+        .any(|(setting, _)| name.eq_ignore_ascii_case(setting))
+}
+
+/// Whether `stmt` sets one of the [`super::SQL_TEXT_SETTINGS`], in any scope
+/// and spelling (`SET NAMES` sets the client encoding).
+fn sets_sql_text_setting(stmt: &Statement) -> bool {
     use sqlparser::ast::Set;
     let is_encoding = |name: &ObjectName| {
         name.0
             .last()
             .and_then(|part| part.as_ident())
-            .is_some_and(|ident| ident.value.eq_ignore_ascii_case("client_encoding"))
+            .is_some_and(|ident| is_sql_text_setting(&ident.value))
     };
     match stmt {
         Statement::Set(Set::SingleAssignment { variable, .. }) => is_encoding(variable),
@@ -411,11 +418,11 @@ fn sets_client_encoding(stmt: &Statement) -> bool {
     }
 }
 
-/// Whether a function call may set the client encoding: any `set_config`
-/// whose first argument is not a plain string literal naming another
-/// setting (a parameter, an expression or an escaped string could be
-/// `client_encoding`).
-fn may_set_client_encoding(f: &sqlparser::ast::Function) -> bool {
+/// Whether a function call may set one of the [`super::SQL_TEXT_SETTINGS`]:
+/// any `set_config` whose first argument is not a plain string literal
+/// naming another setting (a parameter, an expression or an escaped string
+/// could name one).
+fn may_set_sql_text_setting(f: &sqlparser::ast::Function) -> bool {
     use sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments, Value};
     let is_set_config = super::names::parts(&f.name)
         .and_then(|parts| parts.last().cloned())
@@ -428,7 +435,7 @@ fn may_set_client_encoding(f: &sqlparser::ast::Function) -> bool {
     };
     match list.args.first() {
         Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
-            Value::SingleQuotedString(name) => name.eq_ignore_ascii_case("client_encoding"),
+            Value::SingleQuotedString(name) => is_sql_text_setting(name),
             _ => true,
         },
         _ => true,
@@ -520,8 +527,8 @@ impl Visitor for Sweep<'_> {
         match expr {
             Expr::Function(f) => {
                 self.findings.function(&f.name);
-                if may_set_client_encoding(f) {
-                    self.findings.client_encoding_change();
+                if may_set_sql_text_setting(f) {
+                    self.findings.sql_text_setting_change();
                 }
             }
             Expr::BinaryOp { op, .. }

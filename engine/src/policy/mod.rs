@@ -19,7 +19,7 @@ mod parse;
 use std::collections::btree_map::Entry;
 use std::sync::Arc;
 
-use crate::classify::CLIENT_ENCODING_CHANGE;
+use crate::classify::SQL_TEXT_SETTING_CHANGE;
 use crate::mask::{ColumnMask, Detector, MaskPlan, Masking, OnDerived, Strategy};
 use crate::{Classification, StatementInfo};
 pub use gatehouse_ledger::event::{Action, StatementClass};
@@ -493,17 +493,17 @@ impl Policy {
                 mask: None,
             };
         }
-        // Not a policy choice: with another client encoding, the database
-        // would run other SQL than the gateway judged.
+        // Not a policy choice: with another client encoding or string
+        // syntax, the database would run other SQL than the gateway judged.
         if statement
             .dangerous
             .iter()
-            .any(|d| d == CLIENT_ENCODING_CHANGE)
+            .any(|d| d == SQL_TEXT_SETTING_CHANGE)
         {
             return StatementVerdict {
                 action: Action::Deny,
                 rule: None,
-                message: Some(CLIENT_ENCODING_MESSAGE.to_owned()),
+                message: Some(SQL_TEXT_SETTING_MESSAGE.to_owned()),
                 mask: None,
             };
         }
@@ -568,8 +568,9 @@ impl Policy {
 
 /// The statement of an empty query string. Only the exact shape the
 /// classifier produces for one counts; anything else is judged normally.
-/// Told to a client whose statement would change the client encoding.
-pub const CLIENT_ENCODING_MESSAGE: &str = "Gatehouse keeps client_encoding UTF8 in every session: it judges SQL as UTF-8 text, and in another encoding the database would read other SQL; convert text to UTF-8 in the client instead";
+/// Told to a client whose statement would change how the database reads
+/// SQL text (see [`crate::classify::SQL_TEXT_SETTINGS`]).
+pub const SQL_TEXT_SETTING_MESSAGE: &str = "Gatehouse keeps client_encoding UTF8 and standard_conforming_strings on in every session: it judges SQL as the database reads it with them, and with other values the database would read other SQL; send UTF-8 text and standard strings instead";
 
 fn is_empty_query(s: &StatementInfo) -> bool {
     s.command == "EMPTY"

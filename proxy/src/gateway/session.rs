@@ -1162,7 +1162,7 @@ async fn upstream_to_client<W: AsyncWrite + Unpin>(
             return Ok(());
         }
         let mut completed = Vec::new();
-        let mut foreign_encoding = None;
+        let mut foreign_setting = None;
         {
             let mut t = ctx.tracker.lock().expect("tracker");
             while buf.len() >= 5 {
@@ -1181,8 +1181,8 @@ async fn upstream_to_client<W: AsyncWrite + Unpin>(
                 let frame = buf.split_to(total);
                 let tag = frame[0];
                 if tag == b'S' {
-                    foreign_encoding = foreign_client_encoding(&frame[5..]);
-                    if foreign_encoding.is_some() {
+                    foreign_setting = super::upstream::foreign_sql_text_setting(&frame[5..]);
+                    if foreign_setting.is_some() {
                         break;
                     }
                 }
@@ -1201,12 +1201,12 @@ async fn upstream_to_client<W: AsyncWrite + Unpin>(
                 .extend(completed);
             ctx.flush.notify_one();
         }
-        if let Some(encoding) = foreign_encoding {
+        if let Some(setting) = foreign_setting {
             // Something the classifier let through (a user function calling
-            // set_config, say) changed the encoding the database reads SQL
-            // in: nothing more may reach it.
+            // set_config, say) changed how the database reads SQL text:
+            // nothing more may reach it.
             let message = format!(
-                "the database session switched to client_encoding {encoding}, in which it would read other SQL than Gatehouse judges; Gatehouse ended the session"
+                "the database session switched to {setting}, with which it would read other SQL than Gatehouse judges; Gatehouse ended the session"
             );
             warn!(session = ctx.info.id, "{message}");
             let _ = client
@@ -1221,18 +1221,6 @@ async fn upstream_to_client<W: AsyncWrite + Unpin>(
             out.clear();
         }
     }
-}
-
-/// The new value of a ParameterStatus body reporting a client encoding
-/// other than UTF8, if it is one.
-fn foreign_client_encoding(body: &[u8]) -> Option<String> {
-    let mut parts = body.split(|b| *b == 0);
-    let name = parts.next()?;
-    if !name.eq_ignore_ascii_case(b"client_encoding") {
-        return None;
-    }
-    let value = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-    (!super::server::utf8_encoding(&value)).then_some(value)
 }
 
 /// Tracks one backend frame; returns a replacement frame if it must change.

@@ -46,14 +46,20 @@ pub struct Upstream {
 fn startup_message(user: &str, database: &str, options: Option<&str>) -> BytesMut {
     let mut body = BytesMut::new();
     body.put_i32(196608);
+    // The settings the gateway reads SQL text with, as startup parameters:
+    // they override database and role defaults, and RESET and DISCARD ALL
+    // come back to them.
+    let settings = gatehouse_engine::classify::SQL_TEXT_SETTINGS
+        .iter()
+        .copied();
     for (k, v) in [
         ("user", user),
         ("database", database),
         ("application_name", "gatehouse"),
-        // The encoding the gateway judges SQL in; a startup parameter, so
-        // that RESET and DISCARD ALL come back to it.
-        ("client_encoding", "UTF8"),
-    ] {
+    ]
+    .into_iter()
+    .chain(settings)
+    {
         body.put_slice(k.as_bytes());
         body.put_u8(0);
         body.put_slice(v.as_bytes());
@@ -69,6 +75,23 @@ fn startup_message(user: &str, database: &str, options: Option<&str>) -> BytesMu
     out.put_i32(body.len() as i32 + 4);
     out.put_slice(&body);
     out
+}
+
+/// `name value` of a ParameterStatus body reporting one of the
+/// [`gatehouse_engine::classify::SQL_TEXT_SETTINGS`] at another value than
+/// the gateway reads SQL with, if it is one.
+pub(super) fn foreign_sql_text_setting(body: &[u8]) -> Option<String> {
+    let mut parts = body.split(|b| *b == 0);
+    let name = String::from_utf8_lossy(parts.next()?);
+    let value = String::from_utf8_lossy(parts.next().unwrap_or_default());
+    let foreign = if name.eq_ignore_ascii_case("client_encoding") {
+        !super::server::utf8_encoding(&value)
+    } else if name.eq_ignore_ascii_case("standard_conforming_strings") {
+        !value.eq_ignore_ascii_case("on")
+    } else {
+        false
+    };
+    foreign.then(|| format!("{name} {value}"))
 }
 
 fn refused(f: &Frame) -> UpstreamError {
@@ -207,7 +230,17 @@ pub async fn connect(target: &Target, read_only: bool) -> Result<Upstream, Upstr
                         })?;
                 }
             }
-            b'S' => parameters.push(f),
+            b'S' => {
+                // The start-up parameters the gateway sent say otherwise, but a
+                // server (or a pooler in front of it) could ignore them.
+                if let Some(setting) = foreign_sql_text_setting(f.body()) {
+                    return Err(UpstreamError::Refused(format!(
+                        "upstream {} runs the session with {setting}, with which it would read other SQL than Gatehouse judges",
+                        target.name
+                    )));
+                }
+                parameters.push(f)
+            }
             b'K' => {
                 let b = f.body();
                 if b.len() >= 8 {
