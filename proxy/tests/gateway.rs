@@ -1185,3 +1185,42 @@ async fn string_syntax_stays_standard_whatever_the_database_default() {
     );
     assert!(!answer.iter().any(|(t, _)| *t == b'Z'), "the session ended");
 }
+
+/// Policy resolves unqualified names in `public`; so does every upstream
+/// session, whatever search path the database defaults to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unqualified_names_resolve_where_policy_judged_them() {
+    let policy = format!(
+        "{POLICY}\n[[rule]]\nname = \"no-secrets\"\nidentity = \"*\"\ntables = [\"secret.*\"]\naction = \"deny\"\nmessage = \"secret schema\"\n"
+    );
+    let env = Env::start_custom(&policy, "", "", |pg| {
+        pg.psql(
+            "shop",
+            "CREATE SCHEMA secret; \
+             CREATE TABLE secret.orders (id int, note text); \
+             INSERT INTO secret.orders VALUES (1, 'top secret'); \
+             GRANT USAGE ON SCHEMA secret TO PUBLIC; \
+             GRANT SELECT ON secret.orders TO PUBLIC; \
+             ALTER DATABASE shop SET search_path = secret, public",
+        );
+    })
+    .await;
+    let c = env.connect("agent").await;
+    // Policy judged public.orders; the database must read that table too.
+    match c.query("SELECT * FROM orders WHERE id = 1", &[]).await {
+        Ok(rows) => {
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0].columns().len(), 4, "public.orders has 4 columns");
+        }
+        Err(e) => panic!("{e}"),
+    }
+    let leaked = c.query("SELECT note FROM orders", &[]).await;
+    assert!(leaked.is_err(), "orders meant secret.orders: {leaked:?}");
+    let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert_eq!(path, "public, pg_temp");
+    let e = c
+        .query("SELECT * FROM secret.orders", &[])
+        .await
+        .unwrap_err();
+    assert!(denied(&e).contains("secret schema"));
+}

@@ -61,6 +61,15 @@ pub const SQL_TEXT_SETTINGS: &[(&str, &str)] = &[
     ("standard_conforming_strings", "on"),
 ];
 
+/// The search path the classifier resolves unqualified names with:
+/// `public` (after `pg_catalog`, which PostgreSQL always searches first),
+/// with temporary tables last rather than first. Every upstream session
+/// starts with it, over database and role defaults, so a default such as
+/// `search_path = app, public` cannot make `orders` mean `app.orders` to
+/// the database while policy judged `public.orders`. (`SET search_path`
+/// is a `session` statement, for policy to allow or not.)
+pub const SEARCH_PATH: &str = "public, pg_temp";
+
 /// The entry in [`StatementInfo::dangerous`] of a statement that would change
 /// one of the [`SQL_TEXT_SETTINGS`]: `SET` of one (or `SET NAMES`), or a
 /// `set_config` call that may name one. Policy denies such statements

@@ -46,12 +46,13 @@ pub struct Upstream {
 fn startup_message(user: &str, database: &str, options: Option<&str>) -> BytesMut {
     let mut body = BytesMut::new();
     body.put_i32(196608);
-    // The settings the gateway reads SQL text with, as startup parameters:
-    // they override database and role defaults, and RESET and DISCARD ALL
-    // come back to them.
+    // The settings the gateway reads SQL text and resolves names with, as
+    // startup parameters: they override database and role defaults, and
+    // RESET and DISCARD ALL come back to them.
     let settings = gatehouse_engine::classify::SQL_TEXT_SETTINGS
         .iter()
-        .copied();
+        .copied()
+        .chain([("search_path", gatehouse_engine::classify::SEARCH_PATH)]);
     for (k, v) in [
         ("user", user),
         ("database", database),
