@@ -259,7 +259,10 @@ fn run(args: &Args) -> Result<Outcome> {
     Ok(Outcome::Ledger(report))
 }
 
-/// Writes a checkpoint note to a file that must not exist yet.
+/// Writes a checkpoint note to a file that must not exist yet; a partly
+/// written file is removed, so no truncated note is ever kept. (The same
+/// idiom as `gatehouse export`'s, written again: this crate depends on no
+/// other of the workspace.)
 fn save_note(path: &Path, note: &str) -> Result<()> {
     use std::io::Write as _;
     let mut file = std::fs::OpenOptions::new()
@@ -274,5 +277,8 @@ fn save_note(path: &Path, note: &str) -> Result<()> {
         })?;
     file.write_all(note.as_bytes())
         .and_then(|()| file.sync_all())
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(path);
+        })
         .with_context(|| format!("cannot write the checkpoint to {}", path.display()))
 }

@@ -352,7 +352,11 @@ pub async fn relay<S: Stream>(
     let mut shutdown = ctx.shared.shutdown.subscribe();
     let outcome = tokio::select! {
         r = client_side.run() => r,
-        r = upstream_to_client(&ctx, upstream_r, &mut client_w) => r.map(|()| End::Upstream),
+        r = upstream_to_client(&ctx, upstream_r, &mut client_w) => Ok(match r {
+            Ok(None) => End::Upstream,
+            Ok(Some(setting)) => End::SettingChanged(setting),
+            Err(e) => End::UpstreamFailed(e.to_string()),
+        }),
         () = flush_deferred(&ctx) => Ok(End::Upstream),
         _ = shutdown.wait_for(|stop| *stop) => Ok(End::Shutdown),
         r = killed.wait_for(Option::is_some) => Ok(End::Killed(
@@ -378,6 +382,20 @@ pub async fn relay<S: Stream>(
             )),
         ),
         Ok(End::Fatal(msg)) => (msg.clone(), Some(("08P01", msg))),
+        Ok(End::UpstreamFailed(e)) => (
+            format!("upstream connection failed: {e}"),
+            Some((
+                "08006",
+                "the connection between Gatehouse and the database failed; reconnect to start a new session"
+                    .to_owned(),
+            )),
+        ),
+        Ok(End::SettingChanged(setting)) => {
+            let msg = format!(
+                "the database session switched to {setting}, with which it would read other SQL than Gatehouse judges; Gatehouse ended the session"
+            );
+            (msg.clone(), Some(("42501", msg)))
+        }
         Ok(End::Killed(t)) => (
             t.reason.clone(),
             Some((
@@ -462,6 +480,12 @@ enum End {
     Terminated,
     ClientClosed,
     Upstream,
+    /// A read from or write to either side failed while relaying the
+    /// database's answers.
+    UpstreamFailed(String),
+    /// The database reported a setting that changes how it reads SQL text
+    /// (`name value`): nothing more may reach it.
+    SettingChanged(String),
     Fatal(String),
     Shutdown,
     /// Ended from outside (a block, a kill, a revocation).
@@ -1149,17 +1173,20 @@ fn tag_rows(tag: &str) -> u64 {
 }
 
 /// Relays backend frames to the client, swapping denial markers for the
-/// policy's errors and turning completions into Response events.
+/// policy's errors and turning completions into Response events. Returns
+/// when the database closes the connection (`None`), or reports a setting
+/// that changes how it reads SQL text (`name value`), which ends the
+/// session.
 async fn upstream_to_client<W: AsyncWrite + Unpin>(
     ctx: &Context,
     mut upstream: tokio::io::ReadHalf<Box<dyn Stream>>,
     client: &mut W,
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<String>> {
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut out = BytesMut::with_capacity(64 << 10);
     loop {
         if upstream.read_buf(&mut buf).await? == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let mut completed = Vec::new();
         let mut foreign_setting = None;
@@ -1204,16 +1231,16 @@ async fn upstream_to_client<W: AsyncWrite + Unpin>(
         if let Some(setting) = foreign_setting {
             // Something the classifier let through (a user function calling
             // set_config, say) changed how the database reads SQL text:
-            // nothing more may reach it.
-            let message = format!(
-                "the database session switched to {setting}, with which it would read other SQL than Gatehouse judges; Gatehouse ended the session"
+            // nothing more may reach it. What came before it in this read
+            // still goes to the client.
+            warn!(
+                session = ctx.info.id,
+                "the database session switched to {setting}; ending the session"
             );
-            warn!(session = ctx.info.id, "{message}");
-            let _ = client
-                .write_all(&frame::error("FATAL", "42501", &message))
-                .await;
-            let _ = client.flush().await;
-            return Err(std::io::Error::other(message));
+            if !out.is_empty() {
+                client.write_all(&out).await?;
+            }
+            return Ok(Some(setting));
         }
         if !out.is_empty() {
             client.write_all(&out).await?;
