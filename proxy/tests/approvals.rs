@@ -651,3 +651,69 @@ async fn the_cli_lists_approves_and_denies() {
     );
     assert_eq!(err.lines().count(), 1, "one clear line: {err}");
 }
+
+/// A portal runs the statement it was bound to, whatever the statement's
+/// name means later: re-parsing the unnamed statement (or closing and
+/// re-parsing a named one) after Bind must not let the portal's DELETE run
+/// unapproved and be recorded as the later SELECT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_is_judged_as_the_statement_it_was_bound_to() {
+    let env = Env::start_approvals(POLICY, "").await;
+    let count = |env: &Env| {
+        env.pg
+            .psql("shop", "SELECT count(*) FROM orders WHERE id = 1")
+    };
+    assert_eq!(count(&env), "1");
+    for (statement, rebind) in [("", false), ("s1", true)] {
+        let mut raw = support::RawClient::login(&env, "agent").await;
+        let parse = |sql: &str| {
+            let mut b = Vec::new();
+            b.extend_from_slice(statement.as_bytes());
+            b.push(0);
+            b.extend_from_slice(sql.as_bytes());
+            b.push(0);
+            b.extend_from_slice(&0i16.to_be_bytes());
+            b
+        };
+        raw.send(b'P', &parse("DELETE FROM orders WHERE id = 1"))
+            .await;
+        let mut bind = b"p1\0".to_vec();
+        bind.extend_from_slice(statement.as_bytes());
+        bind.push(0);
+        bind.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        raw.send(b'B', &bind).await;
+        if rebind {
+            let mut close = b"S".to_vec();
+            close.extend_from_slice(statement.as_bytes());
+            close.push(0);
+            raw.send(b'C', &close).await;
+        }
+        raw.send(b'P', &parse("SELECT 1")).await;
+        raw.send(b'E', b"p1\0\0\0\0\0").await;
+        raw.send(b'S', b"").await;
+        // The DELETE is held for approval (nobody approves: it times out or
+        // the session ends); it never runs as "SELECT 1".
+        let answer = raw.until_ready_within(Duration::from_secs(2)).await;
+        assert!(
+            answer.is_none()
+                || answer
+                    .as_ref()
+                    .is_some_and(|a| a.iter().any(|(t, _)| *t == b'E')),
+            "the portal ran without approval: {answer:?}"
+        );
+        drop(raw);
+        env.settle().await;
+        assert_eq!(
+            count(&env),
+            "1",
+            "the DELETE ran unapproved (statement {statement:?})"
+        );
+        let recorded_select_for_p1 = env.events().iter().any(|e| {
+            matches!(e, EventBody::QueryReceived(q) if q.portal.as_deref() == Some("p1") && q.sql == "SELECT 1")
+        });
+        assert!(
+            !recorded_select_for_p1,
+            "the ledger recorded another statement than the portal's"
+        );
+    }
+}

@@ -1224,3 +1224,66 @@ async fn unqualified_names_resolve_where_policy_judged_them() {
         .unwrap_err();
     assert!(denied(&e).contains("secret schema"));
 }
+
+/// Statements and portals made by SQL (PREPARE, DECLARE) share the protocol's
+/// names, but the gateway never saw their text judged at Parse: binding or
+/// executing them by protocol is refused, so a PREPAREd UPDATE cannot run
+/// unjudged and unrecorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_and_portals_made_by_sql_are_not_run_through_the_protocol() {
+    let policy = format!(
+        "{POLICY}\n[[rule]]\nname = \"agent-session\"\nidentity = \"agent\"\nclasses = [\"session\"]\naction = \"allow\"\n"
+    );
+    let env = Env::start(&policy).await;
+    let count = |env: &Env| {
+        env.pg.psql(
+            "shop",
+            "SELECT count(*) FROM customers WHERE email = 'pwned'",
+        )
+    };
+    assert_eq!(count(&env), "0");
+    let mut raw = support::RawClient::login(&env, "agent").await;
+    raw.send(
+        b'Q',
+        b"PREPARE sneaky AS UPDATE customers SET email = 'pwned' WHERE id = 3\0",
+    )
+    .await;
+    let answer = raw.until_ready().await;
+    assert!(
+        answer.iter().all(|(t, _)| *t != b'E'),
+        "PREPARE is a session statement the policy allows: {answer:?}"
+    );
+    raw.send(b'B', b"\0sneaky\0\0\0\0\0\0\0").await;
+    raw.send(b'E', b"\0\0\0\0\0").await;
+    raw.send(b'S', b"").await;
+    let answer = raw.until_ready().await;
+    let error = answer
+        .iter()
+        .find(|(t, _)| *t == b'E')
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .expect("the Bind is refused");
+    assert!(
+        error.contains("26000") && error.contains("sneaky"),
+        "{error}"
+    );
+    assert_eq!(count(&env), "0", "the PREPAREd UPDATE ran");
+
+    raw.send(b'Q', b"BEGIN\0").await;
+    raw.until_ready().await;
+    raw.send(b'Q', b"DECLARE c CURSOR FOR SELECT id FROM orders\0")
+        .await;
+    raw.until_ready().await;
+    raw.send(b'E', b"c\0\0\0\0\0").await;
+    raw.send(b'S', b"").await;
+    let answer = raw.until_ready().await;
+    assert!(
+        answer
+            .iter()
+            .any(|(t, b)| *t == b'E' && String::from_utf8_lossy(b).contains("34000")),
+        "{answer:?}"
+    );
+    assert!(
+        !answer.iter().any(|(t, _)| *t == b'D'),
+        "the cursor's rows came back"
+    );
+}

@@ -62,9 +62,16 @@ struct Prepared {
     denied: bool,
 }
 
-/// A portal created with Bind.
+/// A portal created with Bind. It keeps the statement's text and
+/// classification as they were at Bind: PostgreSQL runs the portal's plan
+/// even after its statement's name is parsed again (or closed and parsed
+/// again), so judging by the name at Execute would judge (and record)
+/// another statement than the one that runs.
 struct Portal {
+    /// The statement's name, for the record.
     statement: String,
+    sql: String,
+    classification: Arc<Classification>,
     params: Vec<Param>,
     /// Result format codes from Bind (none: all text; one: all columns).
     result_formats: Vec<i16>,
@@ -976,13 +983,25 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
 
     async fn bind(&mut self, f: Frame, b: Bind) -> std::io::Result<()> {
         let statement = b.statement_name.unwrap_or_default();
-        if let Some(prepared) = self.statements.get(&statement) {
-            if prepared.denied {
-                let (sql, classification) = (prepared.sql.clone(), prepared.classification.clone());
-                let j = decide(self.ctx, &sql, &classification).await;
-                let error = self.denial_error(&j);
-                return self.deny_extended(error).await;
-            }
+        let portal_name = b.portal_name.unwrap_or_default();
+        let Some(prepared) = self.statements.get(&statement) else {
+            // A statement the gateway did not see parsed: none at all, or
+            // one an SQL-level PREPARE made, whose text nobody judged here.
+            // Fail closed, with the error PostgreSQL gives for a missing one.
+            self.portals.remove(&portal_name);
+            let error = frame::error(
+                "ERROR",
+                "26000",
+                &format!("Gatehouse did not see prepared statement \"{statement}\" parsed, so it does not bind it; prepare statements with Parse"),
+            );
+            return self.deny_extended(error).await;
+        };
+        let (sql, classification) = (prepared.sql.clone(), prepared.classification.clone());
+        if prepared.denied {
+            self.portals.remove(&portal_name);
+            let j = decide(self.ctx, &sql, &classification).await;
+            let error = self.denial_error(&j);
+            return self.deny_extended(error).await;
         }
         let formats = b.parameter_format_codes;
         let result_formats = b.result_column_format_codes;
@@ -1000,9 +1019,11 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
             })
             .collect();
         self.portals.insert(
-            b.portal_name.unwrap_or_default(),
+            portal_name,
             Portal {
                 statement,
+                sql,
+                classification,
                 params,
                 result_formats,
             },
@@ -1013,13 +1034,17 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
     async fn execute(&mut self, f: Frame, e: Execute) -> std::io::Result<()> {
         let portal_name = e.name.unwrap_or_default();
         let Some(portal) = self.portals.get(&portal_name) else {
-            // PostgreSQL reports the unknown portal; nothing can run.
-            return self.upstream.write_all(&f.bytes).await;
+            // A portal the gateway did not see bound: none at all, or a
+            // cursor an SQL-level DECLARE made. Fail closed, with the error
+            // PostgreSQL gives for a missing one.
+            let error = frame::error(
+                "ERROR",
+                "34000",
+                &format!("Gatehouse did not see portal \"{portal_name}\" bound, so it does not execute it; fetch from cursors with FETCH"),
+            );
+            return self.deny_extended(error).await;
         };
-        let Some(prepared) = self.statements.get(&portal.statement) else {
-            return self.upstream.write_all(&f.bytes).await;
-        };
-        let (sql, classification) = (prepared.sql.clone(), prepared.classification.clone());
+        let (sql, classification) = (portal.sql.clone(), portal.classification.clone());
         let params = portal.params.clone();
         let statement = portal.statement.clone();
         let result_formats = portal.result_formats.clone();
