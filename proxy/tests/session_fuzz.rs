@@ -25,6 +25,8 @@ const DENIED: &[&str] = &[
     "DELETE FROM customers WHERE name = 'fuzz_leak_2'",
     "SET search_path = fuzz_leak_3",
     "SELECT 1 AS fuzz_leak_4; DROP TABLE orders",
+    "PREPARE p1 AS SELECT 'fuzz_leak_5'",
+    "SET client_encoding = 'SJIS' -- fuzz_leak_6",
 ];
 
 /// Statements that run (or fail in PostgreSQL, not in the gateway).
@@ -42,6 +44,8 @@ const ALLOWED: &[&str] = &[
     "SELECT 1; SELECT 2",
     "SELEC garbage",
     "",
+    "DECLARE p1 CURSOR FOR SELECT id FROM orders",
+    "CLOSE p1",
 ];
 
 fn sql() -> impl Strategy<Value = &'static str> {
@@ -196,7 +200,14 @@ async fn random_message_sequences_after_login_leave_the_gateway_serving() {
     assert_eq!(got, 7, "the gateway still serves");
     env.settle().await;
     let log = env.pg.log();
-    for marker in ["fuzz_leak_1", "fuzz_leak_2", "fuzz_leak_3", "fuzz_leak_4"] {
+    for marker in [
+        "fuzz_leak_1",
+        "fuzz_leak_2",
+        "fuzz_leak_3",
+        "fuzz_leak_4",
+        "fuzz_leak_5",
+        "fuzz_leak_6",
+    ] {
         assert!(
             !log.contains(marker),
             "a denied statement reached the database ({marker})"
