@@ -717,3 +717,61 @@ async fn a_portal_is_judged_as_the_statement_it_was_bound_to() {
         );
     }
 }
+
+/// PostgreSQL skips every message after an error until Sync, a Parse
+/// included: a later Bind must not run the statement the skipped Parse
+/// would have replaced while the gateway judges the skipped one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parse_postgresql_skipped_does_not_change_what_a_later_bind_runs() {
+    let env = Env::start_approvals(POLICY, "").await;
+    let count = |env: &Env| {
+        env.pg
+            .psql("shop", "SELECT count(*) FROM orders WHERE id = 2")
+    };
+    assert_eq!(count(&env), "1");
+    let parse = |name: &str, sql: &str| {
+        let mut b = Vec::new();
+        b.extend_from_slice(name.as_bytes());
+        b.push(0);
+        b.extend_from_slice(sql.as_bytes());
+        b.push(0);
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b
+    };
+    // The unnamed statement, replaced; a named one, closed and parsed again.
+    for statement in ["", "s1"] {
+        let mut raw = support::RawClient::login(&env, "agent").await;
+        raw.send(b'P', &parse(statement, "DELETE FROM orders WHERE id = 2"))
+            .await;
+        raw.send(b'S', b"").await;
+        raw.until_ready().await;
+        raw.send(b'P', &parse("s2", "SELECT * FROM no_such_table"))
+            .await;
+        if !statement.is_empty() {
+            raw.send(b'C', format!("S{statement}\0").as_bytes()).await;
+        }
+        raw.send(b'P', &parse(statement, "SELECT 1")).await;
+        raw.send(b'S', b"").await;
+        raw.until_ready().await;
+        raw.send(b'B', format!("p1\0{statement}\0\0\0\0\0\0\0").as_bytes())
+            .await;
+        raw.send(b'E', b"p1\0\0\0\0\0").await;
+        raw.send(b'S', b"").await;
+        let answer = raw.until_ready_within(Duration::from_secs(2)).await;
+        if let Some(answer) = &answer {
+            assert!(
+                answer
+                    .iter()
+                    .any(|(t, b)| *t == b'E' && String::from_utf8_lossy(b).contains("26000")),
+                "{answer:?}"
+            );
+        }
+        drop(raw);
+        env.settle().await;
+        assert_eq!(
+            count(&env),
+            "1",
+            "the DELETE ran unapproved ({statement:?})"
+        );
+    }
+}

@@ -60,6 +60,8 @@ struct Prepared {
     sql: String,
     classification: Arc<Classification>,
     denied: bool,
+    /// The stretch of messages whose Parse made it (see [`Segment`]).
+    segment: Arc<Segment>,
 }
 
 /// A portal created with Bind. It keeps the statement's text and
@@ -75,6 +77,44 @@ struct Portal {
     params: Vec<Param>,
     /// Result format codes from Bind (none: all text; one: all columns).
     result_formats: Vec<i16>,
+    /// The stretch of messages whose Bind made it (see [`Segment`]).
+    segment: Arc<Segment>,
+}
+
+/// One stretch of extended-protocol messages, up to and including a Sync.
+///
+/// After an error PostgreSQL skips every message until Sync, Parse and Bind
+/// included, while the gateway has already applied them to the statements
+/// and portals it tracks. So a statement or portal made in an earlier
+/// stretch is trusted only once that stretch's ReadyForQuery has arrived
+/// without an error before it; one made in the current stretch is, since
+/// PostgreSQL skips whatever uses it too.
+#[derive(Default)]
+struct Segment {
+    /// Set at the stretch's ReadyForQuery: whether an error came first.
+    errored: std::sync::OnceLock<bool>,
+    finished: tokio::sync::Notify,
+}
+
+impl Segment {
+    /// Records how the stretch ended and wakes whoever waits for it.
+    fn finish(&self, errored: bool) {
+        let _ = self.errored.set(errored);
+        self.finished.notify_waiters();
+    }
+
+    /// Whether the stretch had an error; waits for its ReadyForQuery.
+    async fn errored(&self) -> bool {
+        loop {
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            if let Some(errored) = self.errored.get() {
+                return *errored;
+            }
+            finished.await;
+        }
+    }
 }
 
 /// A forwarded message whose outcome the upstream side must match.
@@ -84,11 +124,15 @@ enum Pending {
     /// A Sync: completes at ReadyForQuery. Carries the number of the last
     /// denial issued before it: those denials' errors all arrive before
     /// this ReadyForQuery, so their entries can go then, and no later.
-    Sync(u64),
+    Sync(u64, Arc<Segment>),
     /// A gateway-internal simple query (a denial): completes at ReadyForQuery.
     Internal(u64),
     /// A Describe: completes at its RowDescription or NoData.
     Describe(Describer),
+    /// The client ended a COPY FROM STDIN (CopyDone or CopyFail). A Sync
+    /// between the message that started the copy and this one is ignored by
+    /// PostgreSQL, and answered by no ReadyForQuery.
+    CopyDone,
 }
 
 /// Who sent a Describe.
@@ -205,6 +249,14 @@ impl Exec {
 /// What the two directions of the relay share.
 struct Tracker {
     pending: VecDeque<Pending>,
+    /// An ErrorResponse came since the last ReadyForQuery.
+    errored: bool,
+    /// PostgreSQL is in COPY FROM STDIN and the client has not ended it:
+    /// a Sync now is ignored.
+    copy_in: bool,
+    /// Stretches whose Sync PostgreSQL ignored during a COPY FROM STDIN:
+    /// they end with the next Sync it answers.
+    carried: Vec<Arc<Segment>>,
     /// Denial ErrorResponses by marker number, waiting for their upstream error.
     denials: HashMap<u64, BytesMut>,
     /// Response events not yet appended; they ride along with the next
@@ -335,6 +387,9 @@ pub async fn relay<S: Stream>(
         shared,
         tracker: Mutex::new(Tracker {
             pending: VecDeque::new(),
+            errored: false,
+            copy_in: false,
+            carried: Vec::new(),
             denials: HashMap::new(),
             deferred: Vec::new(),
             last_description: Vec::new(),
@@ -353,6 +408,8 @@ pub async fn relay<S: Stream>(
         statements: HashMap::new(),
         portals: HashMap::new(),
         skip_until_sync: false,
+        segment: Arc::default(),
+        segment_open: false,
         query: 0,
         next_denial: 0,
     };
@@ -521,6 +578,10 @@ struct ClientSide<'c, R> {
     statements: HashMap<String, Prepared>,
     portals: HashMap<String, Portal>,
     skip_until_sync: bool,
+    /// The current stretch of extended-protocol messages (see [`Segment`]).
+    segment: Arc<Segment>,
+    /// An extended-protocol message came since the last Sync.
+    segment_open: bool,
     query: u64,
     next_denial: u64,
 }
@@ -614,8 +675,20 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
     }
 
     async fn frame(&mut self, f: Frame) -> Result<Option<End>, FrameError> {
+        if matches!(f.tag(), b'P' | b'B' | b'E' | b'C' | b'D' | b'H') {
+            self.segment_open = true;
+        }
         match f.tag() {
             b'Q' => {
+                if self.segment_open {
+                    // PostgreSQL ignores a Query after an error it is
+                    // skipping to Sync from, and the gateway cannot know in
+                    // time whether it is: it could no longer tell which
+                    // answers belong to which messages.
+                    return Ok(Some(End::Fatal(
+                        "a simple Query came in the middle of an extended-protocol pipeline; send Sync before it".into(),
+                    )));
+                }
                 if self.skip_until_sync {
                     return Ok(None);
                 }
@@ -669,13 +742,26 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
                 }
             }
             b'S' => {
+                if self.ctx.tracker.lock().expect("tracker").copy_in {
+                    // Ignored by PostgreSQL: nothing ends here.
+                    self.upstream.write_all(&f.bytes).await?;
+                    self.upstream.flush().await?;
+                    return Ok(None);
+                }
                 self.skip_until_sync = false;
-                self.push(Pending::Sync(self.next_denial));
+                self.segment_open = false;
+                let segment = std::mem::take(&mut self.segment);
+                self.push(Pending::Sync(self.next_denial, segment));
                 self.upstream.write_all(&f.bytes).await?;
                 self.upstream.flush().await?;
             }
             b'd' => self.upstream.write_all(&f.bytes).await?,
             b'c' | b'f' => {
+                {
+                    let mut t = self.ctx.tracker.lock().expect("tracker");
+                    t.copy_in = false;
+                    t.pending.push_back(Pending::CopyDone);
+                }
                 self.upstream.write_all(&f.bytes).await?;
                 self.upstream.flush().await?;
             }
@@ -965,6 +1051,7 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
                 sql: p.query.clone(),
                 classification,
                 denied,
+                segment: self.segment.clone(),
             },
         );
         if denied {
@@ -997,6 +1084,16 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
             return self.deny_extended(error).await;
         };
         let (sql, classification) = (prepared.sql.clone(), prepared.classification.clone());
+        let parsed_in = prepared.segment.clone();
+        if !Arc::ptr_eq(&parsed_in, &self.segment) && parsed_in.errored().await {
+            self.portals.remove(&portal_name);
+            let error = frame::error(
+                "ERROR",
+                "26000",
+                &format!("Gatehouse cannot tell whether prepared statement \"{statement}\" exists: an error came before Sync in the pipeline that parsed it, and PostgreSQL skips messages after an error; parse it again"),
+            );
+            return self.deny_extended(error).await;
+        }
         if prepared.denied {
             self.portals.remove(&portal_name);
             let j = decide(self.ctx, &sql, &classification).await;
@@ -1026,6 +1123,7 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
                 classification,
                 params,
                 result_formats,
+                segment: self.segment.clone(),
             },
         );
         self.upstream.write_all(&f.bytes).await
@@ -1048,6 +1146,15 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         let params = portal.params.clone();
         let statement = portal.statement.clone();
         let result_formats = portal.result_formats.clone();
+        let bound_in = portal.segment.clone();
+        if !Arc::ptr_eq(&bound_in, &self.segment) && bound_in.errored().await {
+            let error = frame::error(
+                "ERROR",
+                "34000",
+                &format!("Gatehouse cannot tell which statement portal \"{portal_name}\" holds: an error came before Sync in the pipeline that bound it, and PostgreSQL skips messages after an error; bind it again"),
+            );
+            return self.deny_extended(error).await;
+        }
         // Policy may have changed since Parse: judge again (classification is cached).
         let j = decide(self.ctx, &sql, &classification).await;
         if let Err(error) = self
@@ -1285,10 +1392,37 @@ fn observe(
 ) -> Option<BytesMut> {
     let body = &frame[5..];
     let size = frame.len() as u64;
+    // A COPY's end marker is spent once the execution before it is.
+    while matches!(t.pending.front(), Some(Pending::CopyDone)) {
+        t.pending.pop_front();
+    }
     if let Some(Pending::Exec(e)) = t.pending.front_mut() {
         e.bytes += size;
     }
     match tag {
+        b'G' => {
+            // COPY FROM STDIN started: PostgreSQL ignores every Sync until
+            // the client's CopyDone or CopyFail, so those Syncs' entries
+            // will get no ReadyForQuery of their own.
+            let mut i = 1;
+            let mut ended = false;
+            while i < t.pending.len() {
+                match &t.pending[i] {
+                    Pending::CopyDone => {
+                        ended = true;
+                        break;
+                    }
+                    Pending::Sync(..) => {
+                        if let Some(Pending::Sync(_, segment)) = t.pending.remove(i) {
+                            t.carried.push(segment);
+                        }
+                    }
+                    _ => i += 1,
+                }
+            }
+            t.copy_in = !ended;
+            None
+        }
         b'T' | b'n' => {
             let fields = if tag == b'T' {
                 frame::row_description(body).unwrap_or_default()
@@ -1385,6 +1519,7 @@ fn observe(
             None
         }
         b'E' => {
+            t.errored = true;
             let fields = frame::error_fields(body);
             let message = fields
                 .iter()
@@ -1438,6 +1573,9 @@ fn observe(
         }
         b'Z' => {
             ctx.transaction_state(body.first().copied());
+            // The stretch this ReadyForQuery ends had an error if one came
+            // since the previous ReadyForQuery.
+            let errored = std::mem::take(&mut t.errored);
             while let Some(p) = t.pending.pop_front() {
                 match p {
                     Pending::Exec(e) if e.simple => {
@@ -1452,9 +1590,18 @@ fn observe(
                         );
                     }
                     Pending::Describe(_) => {}
-                    Pending::Sync(upto) | Pending::Internal(upto) => {
+                    Pending::Sync(upto, segment) => {
                         // A denial whose marker PostgreSQL skipped (after an
                         // earlier error) will never come back.
+                        t.denials.retain(|n, _| *n > upto);
+                        segment.finish(errored);
+                        for carried in t.carried.drain(..) {
+                            carried.finish(errored);
+                        }
+                        break;
+                    }
+                    Pending::CopyDone => {}
+                    Pending::Internal(upto) => {
                         t.denials.retain(|n, _| *n > upto);
                         break;
                     }
