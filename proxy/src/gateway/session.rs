@@ -81,6 +81,10 @@ struct Portal {
     segment: Arc<Segment>,
 }
 
+/// How long a Bind or Execute waits to learn whether an earlier stretch of
+/// messages ended without error.
+const SEGMENT_WAIT: Duration = Duration::from_secs(10);
+
 /// One stretch of extended-protocol messages, up to and including a Sync.
 ///
 /// After an error PostgreSQL skips every message until Sync, Parse and Bind
@@ -103,8 +107,17 @@ impl Segment {
         self.finished.notify_waiters();
     }
 
-    /// Whether the stretch had an error; waits for its ReadyForQuery.
+    /// Whether the stretch had an error; waits for its ReadyForQuery, for
+    /// at most [`SEGMENT_WAIT`] (then: as if it had, so nothing unconfirmed
+    /// runs and a client that never lets the stretch end cannot hang its
+    /// session on it).
     async fn errored(&self) -> bool {
+        tokio::time::timeout(SEGMENT_WAIT, self.outcome())
+            .await
+            .unwrap_or(true)
+    }
+
+    async fn outcome(&self) -> bool {
         loop {
             let finished = self.finished.notified();
             tokio::pin!(finished);
