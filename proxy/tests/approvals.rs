@@ -666,16 +666,7 @@ async fn a_portal_is_judged_as_the_statement_it_was_bound_to() {
     assert_eq!(count(&env), "1");
     for (statement, rebind) in [("", false), ("s1", true)] {
         let mut raw = support::RawClient::login(&env, "agent").await;
-        let parse = |sql: &str| {
-            let mut b = Vec::new();
-            b.extend_from_slice(statement.as_bytes());
-            b.push(0);
-            b.extend_from_slice(sql.as_bytes());
-            b.push(0);
-            b.extend_from_slice(&0i16.to_be_bytes());
-            b
-        };
-        raw.send(b'P', &parse("DELETE FROM orders WHERE id = 1"))
+        raw.parse(statement, "DELETE FROM orders WHERE id = 1")
             .await;
         let mut bind = b"p1\0".to_vec();
         bind.extend_from_slice(statement.as_bytes());
@@ -688,7 +679,7 @@ async fn a_portal_is_judged_as_the_statement_it_was_bound_to() {
             close.push(0);
             raw.send(b'C', &close).await;
         }
-        raw.send(b'P', &parse("SELECT 1")).await;
+        raw.parse(statement, "SELECT 1").await;
         raw.send(b'E', b"p1\0\0\0\0\0").await;
         raw.send(b'S', b"").await;
         // The DELETE is held for approval (nobody approves: it times out or
@@ -729,28 +720,18 @@ async fn a_parse_postgresql_skipped_does_not_change_what_a_later_bind_runs() {
             .psql("shop", "SELECT count(*) FROM orders WHERE id = 2")
     };
     assert_eq!(count(&env), "1");
-    let parse = |name: &str, sql: &str| {
-        let mut b = Vec::new();
-        b.extend_from_slice(name.as_bytes());
-        b.push(0);
-        b.extend_from_slice(sql.as_bytes());
-        b.push(0);
-        b.extend_from_slice(&0i16.to_be_bytes());
-        b
-    };
     // The unnamed statement, replaced; a named one, closed and parsed again.
     for statement in ["", "s1"] {
         let mut raw = support::RawClient::login(&env, "agent").await;
-        raw.send(b'P', &parse(statement, "DELETE FROM orders WHERE id = 2"))
+        raw.parse(statement, "DELETE FROM orders WHERE id = 2")
             .await;
         raw.send(b'S', b"").await;
         raw.until_ready().await;
-        raw.send(b'P', &parse("s2", "SELECT * FROM no_such_table"))
-            .await;
+        raw.parse("s2", "SELECT * FROM no_such_table").await;
         if !statement.is_empty() {
             raw.send(b'C', format!("S{statement}\0").as_bytes()).await;
         }
-        raw.send(b'P', &parse(statement, "SELECT 1")).await;
+        raw.parse(statement, "SELECT 1").await;
         raw.send(b'S', b"").await;
         raw.until_ready().await;
         raw.send(b'B', format!("p1\0{statement}\0\0\0\0\0\0\0").as_bytes())

@@ -377,6 +377,17 @@ impl RawClient {
         }
     }
 
+    /// Sends a Parse of `sql` as statement `name`, with no parameter types.
+    pub async fn parse(&mut self, name: &str, sql: &str) {
+        let mut body = Vec::new();
+        for s in [name, sql] {
+            body.extend_from_slice(s.as_bytes());
+            body.push(0);
+        }
+        body.extend_from_slice(&0i16.to_be_bytes());
+        self.send(b'P', &body).await;
+    }
+
     /// Sends one message.
     pub async fn send(&mut self, tag: u8, body: &[u8]) {
         send(&mut self.stream, tag, body).await;
