@@ -532,11 +532,7 @@ async fn messages_the_gateway_cannot_judge_are_refused() {
     call.extend_from_slice(&0i16.to_be_bytes());
     raw.send(b'F', &call).await;
     let answer = raw.until_ready().await;
-    let error = answer
-        .iter()
-        .find(|(t, _)| *t == b'E')
-        .expect("an ErrorResponse");
-    let text = String::from_utf8_lossy(&error.1);
+    let text = support::error_text(&answer).expect("an ErrorResponse");
     assert!(text.contains("FunctionCall"), "{text}");
     assert_eq!(answer.last().map(|m| m.0), Some(b'Z'));
     raw.send(b'Q', b"SELECT 1\0").await;
@@ -548,11 +544,8 @@ async fn messages_the_gateway_cannot_judge_are_refused() {
     // A malformed Parse ends the session with a FATAL error, not a crash.
     raw.send(b'P', b"\xff\xff").await;
     let answer = raw.until_ready().await;
-    let fatal = answer
-        .iter()
-        .find(|(t, _)| *t == b'E')
-        .expect("a FATAL error");
-    assert!(String::from_utf8_lossy(&fatal.1).contains("FATAL"));
+    let fatal = support::error_text(&answer).expect("a FATAL error");
+    assert!(fatal.contains("FATAL"));
     // An unknown message type likewise.
     let mut raw = support::RawClient::login(&env, "agent").await;
     raw.send(b'!', b"").await;
@@ -1107,11 +1100,7 @@ async fn a_session_whose_encoding_changes_anyway_is_ended() {
     let mut raw = support::RawClient::login(&env, "agent").await;
     raw.send(b'Q', b"SELECT switch_encoding()\0").await;
     let answer = raw.until_ready().await;
-    let fatal = answer
-        .iter()
-        .find(|(t, _)| *t == b'E')
-        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-        .expect("a FATAL error");
+    let fatal = support::error_text(&answer).expect("a FATAL error");
     assert!(
         fatal.contains("FATAL") && fatal.contains("client_encoding SJIS"),
         "{fatal}"
@@ -1257,11 +1246,7 @@ async fn statements_and_portals_made_by_sql_are_not_run_through_the_protocol() {
     raw.send(b'E', b"\0\0\0\0\0").await;
     raw.send(b'S', b"").await;
     let answer = raw.until_ready().await;
-    let error = answer
-        .iter()
-        .find(|(t, _)| *t == b'E')
-        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-        .expect("the Bind is refused");
+    let error = support::error_text(&answer).expect("the Bind is refused");
     assert!(
         error.contains("26000") && error.contains("sneaky"),
         "{error}"

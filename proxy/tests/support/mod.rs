@@ -436,6 +436,15 @@ impl RawClient {
     }
 }
 
+/// The text of the first ErrorResponse among messages read by
+/// [`RawClient::until_ready`], if there is one.
+pub fn error_text(answer: &[(u8, Vec<u8>)]) -> Option<String> {
+    answer
+        .iter()
+        .find(|(tag, _)| *tag == b'E')
+        .map(|(_, body)| String::from_utf8_lossy(body).into_owned())
+}
+
 async fn send(stream: &mut tokio::net::TcpStream, tag: u8, body: &[u8]) {
     use tokio::io::AsyncWriteExt;
     let mut m = vec![tag];
