@@ -431,7 +431,7 @@ fn literal_spans(sql: &str) -> Vec<(std::ops::Range<usize>, bool)> {
         .filter_map(|t| {
             let number = match &t.token {
                 Token::Number(n, false)
-                    if n.len() <= 18 && n.bytes().all(|b| b.is_ascii_digit()) =>
+                    if n.len() <= 9 && n.bytes().all(|b| b.is_ascii_digit()) =>
                 {
                     true
                 }
@@ -453,7 +453,7 @@ fn literal_spans(sql: &str) -> Vec<(std::ops::Range<usize>, bool)> {
 #[test]
 fn templates_share_only_sound_classifications() {
     use gatehouse_engine::classify::{classify_templated, LiteralTemplate};
-    const NUMBERS: [&str; 4] = ["0", "7", "42", "999999999999999999"];
+    const NUMBERS: [&str; 5] = ["0", "7", "42", "123456", "999999999"];
     const STRINGS: [&str; 6] = ["''", "'x'", "'it''s'", "'public.secret'", "'1'", "'$$'"];
     let queries: Vec<String> = CASES
         .iter()

@@ -50,6 +50,10 @@ static SAFE: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
         "regexp_count", "regexp_instr", "regexp_substr", "starts_with", "to_hex",
         "string_to_array", "string_to_table", "array_to_string", "overlay", "unistr",
         "normalize", "to_ascii", "convert_from", "convert_to", "text", "bpchar", "varchar",
+        // what PostgreSQL's grammar calls for `x IS NORMALIZED`, `COLLATION FOR (x)`,
+        // `OVERLAPS`, `LIKE ... ESCAPE`, `SIMILAR TO` and `XMLEXISTS`
+        "is_normalized", "pg_collation_for", "overlaps", "like_escape", "similar_to_escape",
+        "similar_escape", "xmlexists",
         // maths
         "abs", "round", "ceil", "ceiling", "floor", "trunc", "greatest", "least", "random",
         "random_normal", "sqrt", "cbrt", "power", "pow", "exp", "ln", "log", "log10", "mod",

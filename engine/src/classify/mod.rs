@@ -28,6 +28,7 @@
 mod fallback;
 mod functions;
 mod names;
+mod reading;
 mod statements;
 mod template;
 #[cfg(test)]
@@ -75,6 +76,12 @@ pub const SEARCH_PATH: &str = "public, pg_temp";
 /// `set_config` call that may name one. Policy denies such statements
 /// whatever its rules say.
 pub const SQL_TEXT_SETTING_CHANGE: &str = "set sql text setting";
+
+/// The entry in [`StatementInfo::dangerous`] of a query string that
+/// PostgreSQL reads differently from the classifier, or cannot read at all
+/// (see the `reading` module). Policy denies it whatever its rules say:
+/// no rule can be judged on SQL the database would read otherwise.
+pub const SQL_MISREAD: &str = "sql read differently by postgresql";
 
 /// Query strings up to this size are classified on the caller's stack.
 ///
@@ -194,7 +201,53 @@ fn classify_here(sql: &str) -> Vec<StatementInfo> {
     classify_parsed(sql, &Parser::parse_sql(&PostgreSqlDialect {}, sql))
 }
 
+/// Classifies a query string from sqlparser's reading of it, then checks
+/// that PostgreSQL reads the same statements (see the `reading` module): if
+/// not, the whole string is one Unknown statement.
 fn classify_parsed(sql: &str, parsed: &Result<Vec<Statement>, ParserError>) -> Vec<StatementInfo> {
+    let statements = classify_read(sql, parsed);
+    match reading::compare(sql, &statements) {
+        reading::Reading::Agrees => statements,
+        // The classifier found what it cannot read already: its verdicts
+        // say which statement that is, and the database runs none of it.
+        reading::Reading::Unreadable(_)
+            if statements
+                .iter()
+                .any(|s| s.class == StatementClass::Unknown) =>
+        {
+            statements
+        }
+        // Denied whatever the rules say, with the classifier's reasons for
+        // what it could not read.
+        reading::Reading::Differs(_)
+            if statements
+                .iter()
+                .any(|s| s.class == StatementClass::Unknown) =>
+        {
+            let mut statements = statements;
+            for s in &mut statements {
+                if s.class == StatementClass::Unknown {
+                    s.dangerous.push(SQL_MISREAD.to_owned());
+                }
+            }
+            statements
+        }
+        reading::Reading::Unreadable(reason) | reading::Reading::Differs(reason) => {
+            vec![misread(reason)]
+        }
+    }
+}
+
+/// The verdict on a query string PostgreSQL reads differently from the
+/// classifier (or cannot read): one Unknown statement that policy denies
+/// whatever its rules say (see [`SQL_MISREAD`]).
+fn misread(reason: String) -> StatementInfo {
+    let mut info = fallback::unknown_info(reason);
+    info.dangerous.push(SQL_MISREAD.to_owned());
+    info
+}
+
+fn classify_read(sql: &str, parsed: &Result<Vec<Statement>, ParserError>) -> Vec<StatementInfo> {
     match parsed {
         Ok(parsed) if parsed.is_empty() => vec![empty()],
         Ok(parsed) => parsed.iter().map(statements::classify_statement).collect(),

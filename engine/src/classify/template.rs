@@ -6,14 +6,14 @@
 //! the exact text never hits and every statement is parsed. A
 //! [`LiteralTemplate`] keeps every token the tokenizer read exactly as
 //! read (keywords, identifiers, operators, placeholders, whitespace and
-//! comments) and replaces only plain decimal numbers (up to 18 digits) and
+//! comments) and replaces only plain decimal numbers (up to 9 digits) and
 //! standard string literals by markers.
 //!
 //! Sharing a classification between query strings of one template is sound
 //! because, for a string the parser reads:
 //!
 //! * the parser sees the same token stream apart from those values, and
-//!   nothing it decides depends on a number of at most 18 digits or on the
+//!   nothing it decides depends on a number of at most 9 digits or on the
 //!   content of a string literal, except where it turns the literal into
 //!   something other than a literal value (a string alias, `'t'.*`, a
 //!   `varchar(10)` length, a file name);
@@ -38,8 +38,11 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
 /// Longest number (in digits) a template generalizes: every such number
-/// fits the parser's `u64` and `i64` conversions, so none can fail.
-const MAX_DIGITS: usize = 18;
+/// fits a 32-bit integer, which PostgreSQL's scanner reads as an integer
+/// constant wherever it stands (a larger one is a numeric constant, which
+/// some grammar positions refuse, `FETCH 9999999999 FROM c` for one), and
+/// fits sqlparser's `u64` and `i64` conversions, so none can fail.
+const MAX_DIGITS: usize = 9;
 
 /// Longest query string given a template; longer ones are classified (and
 /// cached) by their exact text.
@@ -119,13 +122,13 @@ impl LiteralTemplate {
     }
 }
 
-/// Whether a number token is generalized: plain decimal digits, at most 18.
+/// Whether a number token is generalized: plain decimal digits, at most 9.
 fn generalized_number(n: &str) -> bool {
     n.len() <= MAX_DIGITS && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Collects every value node a template generalizes: plain numbers of at
-/// most 18 digits and standard strings. Others are spelled out in the key.
+/// most 9 digits and standard strings. Others are spelled out in the key.
 /// It never stops a visit early.
 struct ValueCollector(Vec<Literal>);
 

@@ -19,7 +19,7 @@ mod parse;
 use std::collections::btree_map::Entry;
 use std::sync::Arc;
 
-use crate::classify::SQL_TEXT_SETTING_CHANGE;
+use crate::classify::{SQL_MISREAD, SQL_TEXT_SETTING_CHANGE};
 use crate::mask::{ColumnMask, Detector, MaskPlan, Masking, OnDerived, Strategy};
 use crate::{Classification, StatementInfo};
 pub use gatehouse_ledger::event::{Action, StatementClass};
@@ -504,6 +504,16 @@ impl Policy {
                 action: Action::Deny,
                 rule: None,
                 message: Some(SQL_TEXT_SETTING_MESSAGE.to_owned()),
+                mask: None,
+            };
+        }
+        // Not a policy choice either: the rules would judge other SQL than
+        // the database would run. The reason says what to change.
+        if statement.dangerous.iter().any(|d| d == SQL_MISREAD) {
+            return StatementVerdict {
+                action: Action::Deny,
+                rule: None,
+                message: statement.reason.clone(),
                 mask: None,
             };
         }
