@@ -118,13 +118,21 @@ impl AdminClient {
     }
 
     /// `gatehouse policy apply`.
-    pub fn policy_apply(&self, source: &str) -> Result<()> {
-        self.call(
+    /// Returns the gateway's warnings (see `PolicyView::warnings`).
+    pub fn policy_apply(&self, source: &str, allow_missing: bool) -> Result<Vec<String>> {
+        let v = self.call(
             "POST",
             "/v1/policy",
-            Some(serde_json::json!({ "source": source })),
-        )
-        .map(drop)
+            Some(serde_json::json!({ "source": source, "allow_missing": allow_missing })),
+        )?;
+        Ok(v["warnings"]
+            .as_array()
+            .map(|w| {
+                w.iter()
+                    .filter_map(|w| w.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// `gatehouse policy show`: the policy file in force.

@@ -256,16 +256,100 @@ pub fn policy_change(source: String, operator: String) -> Result<(EventBody, Pol
     Ok((event.into(), policy))
 }
 
+/// What checking a policy's deny and mask rules against the targets'
+/// catalogs found (see [`check_policy_names`]).
+#[derive(Debug, Default)]
+pub struct NameCheck {
+    /// Names the rules use that a target's catalog does not have, each with
+    /// its line, the rule and the likely intended name.
+    pub unknown: Vec<String>,
+    /// Targets whose catalog could not be read, and why.
+    pub unchecked: Vec<String>,
+}
+
+impl NameCheck {
+    /// Refuses the policy when it names what does not exist, unless
+    /// `allow_missing`; otherwise the warnings to show the operator.
+    pub fn verdict(self, allow_missing: bool) -> Result<Vec<String>> {
+        if !self.unknown.is_empty() && !allow_missing {
+            bail!(
+                "the policy names {} table(s) or column(s) in deny or mask rules that do not \
+                 exist, so those rules would protect nothing:\n  {}\nFix the names, or apply \
+                 with --allow-missing to accept them as they are; the policy in force is \
+                 unchanged",
+                self.unknown.len(),
+                self.unknown.join("\n  ")
+            );
+        }
+        let mut warnings: Vec<String> = self
+            .unknown
+            .into_iter()
+            .map(|u| {
+                format!("{u} (applied with --allow-missing: this rule protects nothing there)")
+            })
+            .collect();
+        warnings.extend(
+            self.unchecked
+                .into_iter()
+                .map(|u| format!("the names in deny and mask rules were not checked on {u}")),
+        );
+        Ok(warnings)
+    }
+}
+
+/// Checks the tables and columns that `policy`'s deny and mask rules name
+/// against the catalog of each target (see
+/// [`gatehouse_engine::policy::Policy::unknown_names`]).
+pub async fn check_policy_names(policy: &Policy, targets: &[&crate::config::Target]) -> NameCheck {
+    let mut check = NameCheck::default();
+    for target in targets {
+        match crate::gateway::catalog::relation_names(target).await {
+            Ok(names) => check.unknown.extend(
+                policy
+                    .unknown_names(&target.name, &names)
+                    .into_iter()
+                    .map(|u| format!("{u} (target {})", target.name)),
+            ),
+            Err(e) => check.unchecked.push(format!("target {}: {e}", target.name)),
+        }
+    }
+    check
+}
+
 /// Reads a policy file.
 pub fn read_policy(file: &std::path::Path) -> Result<String> {
     std::fs::read_to_string(file).with_context(|| format!("cannot read policy {}", file.display()))
 }
 
-/// `gatehouse policy apply --config`: [`policy_change`], recorded offline.
-pub fn policy_apply(config: &Config, file: &std::path::Path, operator: String) -> Result<()> {
-    let (event, _) = policy_change(read_policy(file)?, operator)
+/// `gatehouse policy apply --config`: [`policy_change`], recorded offline,
+/// after its names are checked against every target the gateway can reach
+/// (see [`check_policy_names`]). Returns warnings for the operator.
+pub fn policy_apply(
+    config: &Config,
+    file: &std::path::Path,
+    operator: String,
+    allow_missing: bool,
+) -> Result<Vec<String>> {
+    let (event, policy) = policy_change(read_policy(file)?, operator)
         .with_context(|| format!("{}", file.display()))?;
-    record_offline(config, event)
+    let check = match config.resolve_targets() {
+        Ok(targets) => {
+            let targets: Vec<&crate::config::Target> = targets.iter().collect();
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(check_policy_names(&policy, &targets))
+        }
+        Err(e) => NameCheck {
+            unknown: Vec::new(),
+            unchecked: vec![format!("any target ({e:#})")],
+        },
+    };
+    let warnings = check
+        .verdict(allow_missing)
+        .with_context(|| format!("{}", file.display()))?;
+    record_offline(config, event)?;
+    Ok(warnings)
 }
 
 /// The policy in force according to the ledger.
@@ -345,14 +429,17 @@ mod tests {
             "[[rule]]\nname = \"r\"\nclasses = [\"read\"]\naction = \"allow\"\n",
         )
         .unwrap();
-        policy_apply(&config, &good, "t".into()).unwrap();
+        policy_apply(&config, &good, "t".into(), false).unwrap();
         let bad = dir.path().join("bad.toml");
         std::fs::write(
             &bad,
             "[[rule]]\nname = \"r\"\nclasses = [\"reed\"]\naction = \"allow\"\n",
         )
         .unwrap();
-        let err = format!("{:#}", policy_apply(&config, &bad, "t".into()).unwrap_err());
+        let err = format!(
+            "{:#}",
+            policy_apply(&config, &bad, "t".into(), false).unwrap_err()
+        );
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("unchanged"), "{err}");
         assert_eq!(
@@ -370,7 +457,7 @@ mod tests {
             "[[rule]]\nname = \"reads\"\nidentity = \"bot\"\nclasses = [\"read\"]\naction = \"allow\"\n",
         )
         .unwrap();
-        policy_apply(&config, &policy, "t".into()).unwrap();
+        policy_apply(&config, &policy, "t".into(), false).unwrap();
         let out = policy_explain(&config, "bot", "shop", "SELECT id FROM orders").unwrap();
         assert!(out.starts_with("decision: Allow by rule reads"), "{out}");
         assert!(out.contains("public.orders"), "{out}");

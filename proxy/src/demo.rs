@@ -84,7 +84,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
     let config = Config::load(&out.config)?;
     let policy_file = dir.join("policy.toml");
     std::fs::write(&policy_file, POLICY)?;
-    commands::policy_apply(&config, &policy_file, "alice".into())?;
+    commands::policy_apply(&config, &policy_file, "alice".into(), false)?;
     commands::identity_create_offline(
         &config,
         AGENT,

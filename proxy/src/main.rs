@@ -270,6 +270,11 @@ enum PolicyCommand {
         /// the API it is the token's operator.
         #[arg(long)]
         operator: Option<String>,
+        /// Apply even if deny or mask rules name tables or columns that a
+        /// target does not have (each is printed as a warning). Without
+        /// it, such a policy is rejected with the line of each name.
+        #[arg(long)]
+        allow_missing: bool,
     },
     /// Print the policy in force.
     Show {
@@ -389,17 +394,22 @@ fn run(command: Command) -> Result<()> {
                 config,
                 admin,
                 operator,
+                allow_missing,
             } => {
-                match config {
+                let warnings = match config {
                     Some(config) => commands::policy_apply(
                         &Config::load(&config)?,
                         &file,
                         commands::operator(operator),
+                        allow_missing,
                     )?,
                     None => {
                         let source = commands::read_policy(&file)?;
-                        admin.client()?.policy_apply(&source)?;
+                        admin.client()?.policy_apply(&source, allow_missing)?
                     }
+                };
+                for warning in warnings {
+                    eprintln!("warning: {warning}");
                 }
                 eprintln!("policy {} is now in force", file.display());
             }

@@ -14,6 +14,7 @@
 //! can be masked is decided by [`crate::mask::analysis`].
 
 mod glob;
+mod names;
 mod parse;
 
 use std::collections::btree_map::Entry;
@@ -25,6 +26,7 @@ use crate::{Classification, StatementInfo};
 pub use gatehouse_ledger::event::{Action, StatementClass};
 
 use glob::GlobList;
+pub use names::{CatalogNames, UnknownName};
 
 /// The message of a default deny when the file sets none.
 pub const DEFAULT_MESSAGE: &str = "not permitted by Gatehouse policy";

@@ -439,7 +439,7 @@ async fn containment(n: usize) -> Result<()> {
         let policy = policy.clone();
         move || -> Result<String> {
             let config = Config::load(&config_path)?;
-            gatehouse::commands::policy_apply(&config, &policy, "bench".into())?;
+            gatehouse::commands::policy_apply(&config, &policy, "bench".into(), true)?;
             gatehouse::commands::identity_create_offline(&config, "bot", None, "bench".into())?;
             Ok(gatehouse::commands::credential_issue_offline(
                 &config,
@@ -641,7 +641,7 @@ tables = ["public.people"]
         let config_path = out.config.clone();
         move || -> Result<Vec<String>> {
             let config = Config::load(&config_path)?;
-            gatehouse::commands::policy_apply(&config, &policy, "bench".into())?;
+            gatehouse::commands::policy_apply(&config, &policy, "bench".into(), true)?;
             let mut secrets = Vec::new();
             for who in ["masked", "plain"] {
                 gatehouse::commands::identity_create_offline(&config, who, None, "bench".into())?;

@@ -337,6 +337,10 @@ pub struct PolicyView {
     pub rules: usize,
     /// BLAKE3 of `source`, hex.
     pub digest: String,
+    /// What the operator should know about a policy just applied (names
+    /// accepted with `allow_missing`, targets whose names were not checked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 fn policy_view(policy: &gatehouse_engine::policy::Policy) -> PolicyView {
@@ -346,6 +350,7 @@ fn policy_view(policy: &gatehouse_engine::policy::Policy) -> PolicyView {
         digest: blake3::hash(policy.source().as_bytes())
             .to_hex()
             .to_string(),
+        warnings: Vec::new(),
     }
 }
 
@@ -362,6 +367,10 @@ async fn policy_show(
 pub struct PolicySource {
     /// The policy file's text.
     pub source: String,
+    /// Apply it even if deny or mask rules name tables or columns a
+    /// target does not have (each is then a warning).
+    #[serde(default)]
+    pub allow_missing: bool,
 }
 
 async fn policy_apply(
@@ -371,11 +380,25 @@ async fn policy_apply(
 ) -> Result<Response, Refusal> {
     let operator = authorize(&shared, &headers, "policy.apply", None, Role::Admin).await?;
     let body: PolicySource = parse_body(&raw)?;
+    let candidate = gatehouse_engine::policy::Policy::parse(&body.source).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("{e}; the policy in force is unchanged"),
+        )
+    })?;
+    let targets: Vec<&crate::config::Target> =
+        shared.targets.values().map(|t| t.as_ref()).collect();
+    let warnings = crate::commands::check_policy_names(&candidate, &targets)
+        .await
+        .verdict(body.allow_missing)
+        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
     shared
         .execute(|_| crate::commands::policy_change(body.source, operator))
         .await
         .map_err(command_refusal)?;
-    Ok(Json(policy_view(&shared.policy())).into_response())
+    let mut view = policy_view(&shared.policy());
+    view.warnings = warnings;
+    Ok(Json(view).into_response())
 }
 
 /// The body of `POST /v1/identities`.

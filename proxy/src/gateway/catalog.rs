@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use gatehouse_engine::mask::MaskPlan;
+use gatehouse_engine::policy::CatalogNames;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
@@ -321,6 +322,54 @@ fn parse_lookup(rows: &[Vec<Option<String>>], names: &[&String]) -> Result<Resol
         }
     }
     Ok(r)
+}
+
+/// Every relation of `target` a policy can name (tables, views,
+/// materialized views, partitioned and foreign tables) with its columns, for
+/// checking the names in a policy before it is applied.
+pub async fn relation_names(target: &Target) -> Result<CatalogNames, CatalogError> {
+    let lookup = async {
+        let mut conn =
+            upstream::connect(target, true)
+                .await
+                .map_err(|source| CatalogError::Connect {
+                    target: target.name.clone(),
+                    source,
+                })?;
+        let rows = query_rows(
+            conn.stream.as_mut(),
+            "SELECT n.nspname || '.' || c.relname, a.attname
+               FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               LEFT JOIN pg_catalog.pg_attribute a
+                 ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+              WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')",
+        )
+        .await
+        .map_err(|reason| CatalogError::Query {
+            target: target.name.clone(),
+            reason,
+        })?;
+        let mut terminate = BytesMut::new();
+        terminate.put_u8(b'X');
+        terminate.put_i32(4);
+        let _ = conn.stream.write_all(&terminate).await;
+        let mut names = CatalogNames::default();
+        for row in &rows {
+            if let [Some(relation), column] = row.as_slice() {
+                names.add(relation, column.as_deref());
+            }
+        }
+        Ok(names)
+    };
+    tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
+        .await
+        .unwrap_or_else(|_| {
+            Err(CatalogError::Timeout {
+                target: target.name.clone(),
+                seconds: LOOKUP_TIMEOUT.as_secs(),
+            })
+        })
 }
 
 /// Runs one simple query and returns its rows as text.

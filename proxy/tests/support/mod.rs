@@ -161,7 +161,7 @@ impl Env {
             let config = Config::load(&out.config).unwrap();
             let policy_file = dir.path().join("policy.toml");
             std::fs::write(&policy_file, &policy).unwrap();
-            commands::policy_apply(&config, &policy_file, "tester".into()).unwrap();
+            commands::policy_apply(&config, &policy_file, "tester".into(), true).unwrap();
             let mut secrets = Vec::new();
             let viewer = commands::operator_add_offline(
                 &config,
