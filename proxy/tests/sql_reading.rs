@@ -89,10 +89,7 @@ async fn sql_hidden_in_a_dollar_quote_that_sqlparser_misreads_never_runs() {
         .iter()
         .filter(|e| format!("{e:?}").contains("PostgreSQL reads this query string differently"))
         .count();
-    assert!(
-        recorded >= attacks.len() + 1,
-        "{recorded} refusals recorded"
-    );
+    assert!(recorded > attacks.len(), "{recorded} refusals recorded");
     env.verify();
 }
 
