@@ -256,6 +256,17 @@ SELECT 's', NULL, t.oid::text, NULL, NULL
 
 /// Runs the lookup on a fresh connection of the gateway's own.
 async fn lookup(target: &Target, plan: &MaskPlan) -> Result<Resolved, CatalogError> {
+    let rows = query_once(target, &lookup_sql(plan)).await?;
+    let names: Vec<&String> = plan.columns.keys().collect();
+    parse_lookup(&rows, &names).map_err(|reason| CatalogError::Query {
+        target: target.name.clone(),
+        reason,
+    })
+}
+
+/// Runs one catalog query on a fresh read-only connection of the
+/// gateway's own (never a client's session), then closes it.
+async fn query_once(target: &Target, sql: &str) -> Result<Vec<Vec<Option<String>>>, CatalogError> {
     let mut conn =
         upstream::connect(target, true)
             .await
@@ -263,19 +274,17 @@ async fn lookup(target: &Target, plan: &MaskPlan) -> Result<Resolved, CatalogErr
                 target: target.name.clone(),
                 source,
             })?;
-    let query_error = |reason: String| CatalogError::Query {
-        target: target.name.clone(),
-        reason,
-    };
-    let rows = query_rows(conn.stream.as_mut(), &lookup_sql(plan))
+    let rows = query_rows(conn.stream.as_mut(), sql)
         .await
-        .map_err(query_error)?;
+        .map_err(|reason| CatalogError::Query {
+            target: target.name.clone(),
+            reason,
+        })?;
     let mut terminate = BytesMut::new();
     terminate.put_u8(b'X');
     terminate.put_i32(4);
     let _ = conn.stream.write_all(&terminate).await;
-    let names: Vec<&String> = plan.columns.keys().collect();
-    parse_lookup(&rows, &names).map_err(query_error)
+    Ok(rows)
 }
 
 /// Builds the resolved catalog from the lookup's rows.
@@ -328,48 +337,27 @@ fn parse_lookup(rows: &[Vec<Option<String>>], names: &[&String]) -> Result<Resol
 /// materialized views, partitioned and foreign tables) with its columns, for
 /// checking the names in a policy before it is applied.
 pub async fn relation_names(target: &Target) -> Result<CatalogNames, CatalogError> {
-    let lookup = async {
-        let mut conn =
-            upstream::connect(target, true)
-                .await
-                .map_err(|source| CatalogError::Connect {
-                    target: target.name.clone(),
-                    source,
-                })?;
-        let rows = query_rows(
-            conn.stream.as_mut(),
-            "SELECT n.nspname || '.' || c.relname, a.attname
-               FROM pg_catalog.pg_class c
-               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-               LEFT JOIN pg_catalog.pg_attribute a
-                 ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-              WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')",
-        )
-        .await
-        .map_err(|reason| CatalogError::Query {
-            target: target.name.clone(),
-            reason,
-        })?;
-        let mut terminate = BytesMut::new();
-        terminate.put_u8(b'X');
-        terminate.put_i32(4);
-        let _ = conn.stream.write_all(&terminate).await;
-        let mut names = CatalogNames::default();
-        for row in &rows {
-            if let [Some(relation), column] = row.as_slice() {
-                names.add(relation, column.as_deref());
-            }
-        }
-        Ok(names)
-    };
-    tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
+    let sql = "SELECT n.nspname || '.' || c.relname, a.attname
+                 FROM pg_catalog.pg_class c
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 LEFT JOIN pg_catalog.pg_attribute a
+                   ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')";
+    let rows = tokio::time::timeout(LOOKUP_TIMEOUT, query_once(target, sql))
         .await
         .unwrap_or_else(|_| {
             Err(CatalogError::Timeout {
                 target: target.name.clone(),
                 seconds: LOOKUP_TIMEOUT.as_secs(),
             })
-        })
+        })?;
+    let mut names = CatalogNames::default();
+    for row in &rows {
+        if let [Some(relation), column] = row.as_slice() {
+            names.add(relation, column.as_deref());
+        }
+    }
+    Ok(names)
 }
 
 /// Runs one simple query and returns its rows as text.
