@@ -46,6 +46,7 @@ use gatehouse_ledger::event::StatementClass;
 use sqlparser::ast::{BinaryOperator, ObjectName, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{TokenWithSpan, Tokenizer};
 
 use crate::{Classification, StatementInfo};
 
@@ -124,8 +125,9 @@ pub fn classify(sql: &str) -> Classification {
 /// literal became a literal value.
 pub fn classify_templated(sql: &str, template: &LiteralTemplate) -> (Classification, bool) {
     let classified = sized(sql, |sql| {
-        let parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql);
-        let shared = matches!(&parsed, Ok(p) if !p.is_empty() && template.matches_values(p));
+        let parsed = Parsed::of(sql);
+        let shared =
+            matches!(&parsed.statements, Ok(p) if !p.is_empty() && template.matches_values(p));
         (classify_parsed(sql, &parsed), shared)
     });
     match classified {
@@ -198,33 +200,54 @@ fn sized<T: Send>(sql: &str, work: impl Fn(&str) -> T + Sync) -> Result<T, Strin
 }
 
 fn classify_here(sql: &str) -> Vec<StatementInfo> {
-    classify_parsed(sql, &Parser::parse_sql(&PostgreSqlDialect {}, sql))
+    classify_parsed(sql, &Parsed::of(sql))
+}
+
+/// sqlparser's reading of a query string: its tokens, with their places,
+/// and the statements parsed from them. The classifier walks the
+/// statements; the reading check compares the same tokens with
+/// PostgreSQL's, so the string is tokenized once.
+struct Parsed {
+    tokens: Result<Vec<TokenWithSpan>, String>,
+    statements: Result<Vec<Statement>, ParserError>,
+}
+
+impl Parsed {
+    fn of(sql: &str) -> Parsed {
+        let dialect = PostgreSqlDialect {};
+        match Tokenizer::new(&dialect, sql).tokenize_with_location() {
+            Ok(tokens) => {
+                let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
+                let statements = parser.parse_statements();
+                Parsed {
+                    tokens: Ok(parser.into_tokens()),
+                    statements,
+                }
+            }
+            Err(e) => Parsed {
+                tokens: Err(e.to_string()),
+                statements: Err(e.into()),
+            },
+        }
+    }
 }
 
 /// Classifies a query string from sqlparser's reading of it, then checks
 /// that PostgreSQL reads the same statements (see the `reading` module): if
 /// not, the whole string is one Unknown statement.
-fn classify_parsed(sql: &str, parsed: &Result<Vec<Statement>, ParserError>) -> Vec<StatementInfo> {
-    let statements = classify_read(sql, parsed);
-    match reading::compare(sql, &statements) {
-        reading::Reading::Agrees => statements,
+fn classify_parsed(sql: &str, parsed: &Parsed) -> Vec<StatementInfo> {
+    let mut statements = classify_read(sql, &parsed.statements);
+    let has_unknown = statements
+        .iter()
+        .any(|s| s.class == StatementClass::Unknown);
+    let tokens = parsed.tokens.as_deref().map_err(String::as_str);
+    match (reading::compare(sql, tokens, &statements), has_unknown) {
         // The classifier found what it cannot read already: its verdicts
         // say which statement that is, and the database runs none of it.
-        reading::Reading::Unreadable(_)
-            if statements
-                .iter()
-                .any(|s| s.class == StatementClass::Unknown) =>
-        {
-            statements
-        }
+        (reading::Reading::Agrees, _) | (reading::Reading::Unreadable(_), true) => statements,
         // Denied whatever the rules say, with the classifier's reasons for
         // what it could not read.
-        reading::Reading::Differs(_)
-            if statements
-                .iter()
-                .any(|s| s.class == StatementClass::Unknown) =>
-        {
-            let mut statements = statements;
+        (reading::Reading::Differs(_), true) => {
             for s in &mut statements {
                 if s.class == StatementClass::Unknown {
                     s.dangerous.push(SQL_MISREAD.to_owned());
@@ -232,7 +255,7 @@ fn classify_parsed(sql: &str, parsed: &Result<Vec<Statement>, ParserError>) -> V
             }
             statements
         }
-        reading::Reading::Unreadable(reason) | reading::Reading::Differs(reason) => {
+        (reading::Reading::Unreadable(reason) | reading::Reading::Differs(reason), false) => {
             vec![misread(reason)]
         }
     }

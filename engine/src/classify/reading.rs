@@ -35,8 +35,7 @@
 
 use gatehouse_ledger::event::StatementClass;
 use pg_query::protobuf::{KeywordKind, ScanToken, Token as PgToken};
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan};
 
 use super::{functions, rank};
 use crate::StatementInfo;
@@ -77,14 +76,20 @@ pub(super) enum Reading {
     Differs(String),
 }
 
-/// Compares PostgreSQL's reading of `sql` with the classifier's verdict on
-/// it, `statements` (one entry per statement the classifier read).
-pub(super) fn compare(sql: &str, statements: &[StatementInfo]) -> Reading {
+/// Compares PostgreSQL's reading of `sql` with the classifier's:
+/// sqlparser's `tokens` of it (or why it could not tokenize it) and the
+/// verdict on it, `statements` (one entry per statement the classifier
+/// read).
+pub(super) fn compare(
+    sql: &str,
+    tokens: Result<&[TokenWithSpan], &str>,
+    statements: &[StatementInfo],
+) -> Reading {
     let scanned = match pg_query::scan(sql) {
         Ok(scanned) => scanned,
         Err(e) => return Reading::Unreadable(unreadable(&e)),
     };
-    if let Err(reason) = compare_tokens(sql, &scanned.tokens) {
+    if let Err(reason) = compare_tokens(sql, &scanned.tokens, tokens) {
         return Reading::Differs(differs(&reason));
     }
     let pieces = match pg_query::split_with_parser(sql) {
@@ -137,9 +142,14 @@ fn differs(reason: &str) -> String {
 }
 
 /// The token check (see the module documentation).
-fn compare_tokens(sql: &str, pg_tokens: &[ScanToken]) -> Result<(), String> {
+fn compare_tokens(
+    sql: &str,
+    pg_tokens: &[ScanToken],
+    tokens: Result<&[TokenWithSpan], &str>,
+) -> Result<(), String> {
     let theirs = postgres_tokens(sql, pg_tokens)?;
-    let ours = parser_tokens(sql)?;
+    let tokens = tokens.map_err(|e| format!("the gateway's tokenizer: {e}"))?;
+    let ours = parser_tokens(sql, tokens)?;
     let (their_words, their_symbols) = split_symbols(&theirs);
     let (our_words, our_symbols) = split_symbols(&ours);
     for (i, theirs) in their_words.iter().enumerate() {
@@ -209,15 +219,12 @@ fn postgres_tokens(sql: &str, tokens: &[ScanToken]) -> Result<Vec<Spanned>, Stri
     Ok(out)
 }
 
-/// The tokens of sqlparser's tokenizer (the one the classifier's parser
-/// reads), white space and comments left out.
-fn parser_tokens(sql: &str) -> Result<Vec<Spanned>, String> {
-    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
-        .tokenize_with_location()
-        .map_err(|e| format!("the gateway's tokenizer: {e}"))?;
+/// The tokens of sqlparser's tokenizer (those the classifier's parser
+/// read), white space and comments left out.
+fn parser_tokens(sql: &str, tokens: &[TokenWithSpan]) -> Result<Vec<Spanned>, String> {
     let mut cursor = Cursor::new(sql);
     let mut out = Vec::with_capacity(tokens.len());
-    for TokenWithSpan { token, span } in &tokens {
+    for TokenWithSpan { token, span } in tokens {
         let kind = match token {
             Token::Whitespace(_) | Token::EOF => continue,
             Token::Word(_) => Kind::Word,

@@ -129,11 +129,10 @@ impl Policy {
     /// the rule's header (the header itself when it cannot be found).
     fn locate(&self, rule: &Rule, name: &str) -> (usize, usize) {
         let source = self.source();
-        let header = source
-            .match_indices('\n')
-            .nth(rule.line.saturating_sub(2))
-            .map_or(0, |(i, _)| i + 1);
-        let start = if rule.line <= 1 { 0 } else { header };
+        // The byte after the newline that ends line `rule.line - 1`.
+        let start = rule.line.checked_sub(2).map_or(0, |n| {
+            source.match_indices('\n').nth(n).map_or(0, |(i, _)| i + 1)
+        });
         let quoted = format!("\"{name}\"");
         match source[start..].find(&quoted) {
             Some(at) => line_col(source, start + at + 1),

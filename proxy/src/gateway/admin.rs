@@ -380,12 +380,8 @@ async fn policy_apply(
 ) -> Result<Response, Refusal> {
     let operator = authorize(&shared, &headers, "policy.apply", None, Role::Admin).await?;
     let body: PolicySource = parse_body(&raw)?;
-    let candidate = gatehouse_engine::policy::Policy::parse(&body.source).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("{e}; the policy in force is unchanged"),
-        )
-    })?;
+    let (event, candidate) = crate::commands::policy_change(body.source, operator)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("{e:#}")))?;
     let targets: Vec<&crate::config::Target> =
         shared.targets.values().map(|t| t.as_ref()).collect();
     let warnings = crate::commands::check_policy_names(&candidate, &targets)
@@ -393,7 +389,7 @@ async fn policy_apply(
         .verdict(body.allow_missing)
         .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
     shared
-        .execute(|_| crate::commands::policy_change(body.source, operator))
+        .execute(|_| Ok((event, ())))
         .await
         .map_err(command_refusal)?;
     let mut view = policy_view(&shared.policy());
