@@ -7,6 +7,11 @@
 //! also gets a grant for the statement's fingerprint until the earliest of
 //! those instants (an approver who approved "once" limits the grant to
 //! once). `ApprovalDenied` and `ApprovalExpired` close a request for good.
+//!
+//! A grant ends before its time when what it was given to stops being
+//! trusted: a block of the identity (unblocking does not bring it back),
+//! the revocation of any of its credentials, or an `ApprovalDenied` of the
+//! request that made it (`gatehouse grant revoke`).
 
 use std::collections::BTreeMap;
 
@@ -185,13 +190,32 @@ impl Approvals {
                 }
             }
             EventBody::ApprovalDenied(d) => {
-                if let Some(a) = self.requests.get_mut(&d.approval) {
-                    if a.status == ApprovalStatus::Pending {
+                let Some(a) = self.requests.get_mut(&d.approval) else {
+                    return;
+                };
+                match a.status {
+                    ApprovalStatus::Pending => {
                         a.status = ApprovalStatus::Denied;
                         a.denied_by = d.operator.clone();
                         a.reason = Some(d.reason.clone());
                     }
+                    // A granted request denied afterwards: its grant is revoked.
+                    ApprovalStatus::Granted => {
+                        if let Some(grants) = self.grants.get_mut(&a.identity) {
+                            grants.retain(|_, g| g.approval != d.approval);
+                            if grants.is_empty() {
+                                self.grants.remove(&a.identity);
+                            }
+                        }
+                    }
+                    ApprovalStatus::Denied | ApprovalStatus::Expired => {}
                 }
+            }
+            EventBody::IdentityBlocked(b) => {
+                self.grants.remove(&b.identity);
+            }
+            EventBody::CredentialRevoked(r) => {
+                self.grants.remove(&r.identity);
             }
             EventBody::ApprovalExpired(e) => {
                 if let Some(a) = self.requests.get_mut(&e.approval) {
@@ -243,6 +267,25 @@ impl Approvals {
             .get(identity)?
             .get(fingerprint)
             .filter(|g| g.until > now)
+    }
+
+    /// Every grant in force at `now`: (identity, fingerprint, grant).
+    pub fn active_grants(&self, now: Nanos) -> impl Iterator<Item = (&str, &str, &Grant)> {
+        self.grants.iter().flat_map(move |(identity, grants)| {
+            grants
+                .iter()
+                .filter(move |(_, g)| g.until > now)
+                .map(move |(fingerprint, g)| (identity.as_str(), fingerprint.as_str(), g))
+        })
+    }
+
+    /// The request whose grant is in force at `now`, for revoking it:
+    /// `None` when request `id` left no grant or it has ended.
+    pub fn grant_of(&self, id: u64, now: Nanos) -> Option<&Approval> {
+        let a = self.requests.get(&id)?;
+        self.active_grant(&a.identity, &a.fingerprint, now)
+            .filter(|g| g.approval == id)
+            .map(|_| a)
     }
 
     /// Requests still waiting for a decision, oldest first.
@@ -330,7 +373,8 @@ mod tests {
     use super::*;
     use gatehouse_ledger::cbor::Bytes;
     use gatehouse_ledger::event::{
-        ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalRequested, StatementClass,
+        ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalRequested, CredentialRevoked,
+        IdentityBlocked, IdentityUnblocked, StatementClass,
     };
 
     fn requested(id: u64, quorum: u64) -> EventBody {
@@ -467,5 +511,81 @@ mod tests {
         assert_eq!(a.requests[&1].status, ApprovalStatus::Expired);
         assert_eq!(a.pending().map(|(id, _)| id).collect::<Vec<_>>(), vec![2]);
         assert_eq!(a.next_id(), 3);
+    }
+
+    #[test]
+    fn a_block_a_credential_revocation_or_a_grant_revocation_ends_a_grant() {
+        let fp = "delete from orders where id = ?";
+        let with_grant = || {
+            vec![
+                requested(1, 1),
+                granted(1, "alice", Some(1_000_000)),
+                requested(2, 1),
+            ]
+        };
+        let a = fold(with_grant());
+        assert!(a.active_grant("agent-x", fp, 2_000).is_some());
+        assert_eq!(
+            a.grant_of(1, 2_000).map(|r| r.identity.as_str()),
+            Some("agent-x")
+        );
+        assert!(a.grant_of(2, 2_000).is_none(), "request 2 left no grant");
+        assert_eq!(a.active_grants(2_000).count(), 1);
+
+        // Blocked, then unblocked: the grant stays gone.
+        let mut events = with_grant();
+        events.push(
+            IdentityBlocked {
+                identity: "agent-x".into(),
+                operator: "rita".into(),
+                reason: "incident".into(),
+                trigger: None,
+            }
+            .into(),
+        );
+        events.push(
+            IdentityUnblocked {
+                identity: "agent-x".into(),
+                operator: "rita".into(),
+                reason: Some("cleared".into()),
+            }
+            .into(),
+        );
+        let a = fold(events);
+        assert!(a.active_grant("agent-x", fp, 2_000).is_none());
+
+        // Any of its credentials revoked.
+        let mut events = with_grant();
+        events.push(
+            CredentialRevoked {
+                credential: "cred_1".into(),
+                identity: "agent-x".into(),
+                operator: "ada".into(),
+                reason: "leaked".into(),
+            }
+            .into(),
+        );
+        assert!(fold(events).active_grant("agent-x", fp, 2_000).is_none());
+
+        // The grant itself revoked: a denial of the granted request.
+        let mut events = with_grant();
+        events.push(
+            ApprovalDenied {
+                approval: 1,
+                operator: Some("bob".into()),
+                reason: "no longer needed".into(),
+                session: 7,
+                identity: "agent-x".into(),
+            }
+            .into(),
+        );
+        let a = fold(events);
+        assert!(a.active_grant("agent-x", fp, 2_000).is_none());
+        assert_eq!(
+            a.requests[&1].status,
+            ApprovalStatus::Granted,
+            "the statement did run"
+        );
+        assert!(a.grants.is_empty());
     }
 }

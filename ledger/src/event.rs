@@ -298,7 +298,9 @@ cbor_struct! {
 }
 
 cbor_struct! {
-    /// A held statement was refused (by an approver, or by the gateway on restart).
+    /// A held statement was refused (by an approver, or by the gateway on
+    /// restart); for a request already granted, the grant it left is
+    /// revoked (`gatehouse grant revoke`).
     pub struct ApprovalDenied {
         /// The approval request, numbered by the gateway.
         0 => approval: u64,

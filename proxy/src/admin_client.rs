@@ -204,4 +204,18 @@ impl AdminClient {
             Some(serde_json::json!({ "reason": reason })),
         )
     }
+
+    /// `gatehouse grants`.
+    pub fn grants(&self) -> Result<Value> {
+        self.call("GET", "/v1/grants", None)
+    }
+
+    /// `gatehouse grant revoke`.
+    pub fn grant_revoke(&self, approval: u64, reason: &str) -> Result<Value> {
+        self.call(
+            "POST",
+            &format!("/v1/grants/{approval}/revoke"),
+            Some(serde_json::json!({ "reason": reason })),
+        )
+    }
 }

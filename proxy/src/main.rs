@@ -121,6 +121,20 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// List the grants in force: statement fingerprints identities may run
+    /// without approval until a time (left by `approve --for`).
+    Grants {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Manage grants.
+    Grant {
+        #[command(subcommand)]
+        command: GrantCommand,
+    },
     /// Print the gateway's state as of an instant or an event.
     State {
         /// The ledger file.
@@ -252,6 +266,22 @@ impl AdminArgs {
             self.admin_ca.as_deref(),
         )
     }
+}
+
+#[derive(Subcommand)]
+enum GrantCommand {
+    /// End a grant before its time: its fingerprint is held for approval
+    /// again. (A block of the identity or a revoked credential of it ends
+    /// its grants too.)
+    Revoke {
+        /// The approval request that left the grant (see `gatehouse grants`).
+        approval: u64,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -602,6 +632,25 @@ fn run(command: Command) -> Result<()> {
             admin.client()?.deny(approval, &reason)?;
             eprintln!("approval {approval} denied");
         }
+        Command::Grants { json, admin } => {
+            let list = admin.client()?.grants()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", grants_table(&list));
+            }
+        }
+        Command::Grant {
+            command:
+                GrantCommand::Revoke {
+                    approval,
+                    reason,
+                    admin,
+                },
+        } => {
+            admin.client()?.grant_revoke(approval, &reason)?;
+            eprintln!("the grant of approval {approval} is revoked: its statements are held again");
+        }
         Command::State {
             ledger,
             at,
@@ -753,6 +802,31 @@ fn approvals_table(list: &serde_json::Value) -> String {
             a["approvers_required"],
             text("expires_at"),
             printable(&text("sql")).replace('\n', "\n    "),
+        ));
+    }
+    out
+}
+
+fn grants_table(list: &serde_json::Value) -> String {
+    let empty = Vec::new();
+    let items = list.as_array().unwrap_or(&empty);
+    if items.is_empty() {
+        return "no grants in force\n".to_owned();
+    }
+    let mut out = String::new();
+    for g in items {
+        let text = |k: &str| g[k].as_str().unwrap_or("-").to_owned();
+        let approvers: Vec<&str> = g["approvers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "approval #{} · {} · until {} · approved by {}\n    {}\n",
+            g["approval"],
+            text("identity"),
+            text("until"),
+            approvers.join(", "),
+            printable(&text("fingerprint")),
         ));
     }
     out

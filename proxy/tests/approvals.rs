@@ -756,3 +756,131 @@ async fn a_parse_postgresql_skipped_does_not_change_what_a_later_bind_runs() {
         );
     }
 }
+
+async fn grants(env: &Env) -> Vec<Value> {
+    let (status, body) = call(env, "viewer", "GET", "/v1/grants", Value::Null).await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array().cloned().unwrap_or_default()
+}
+
+/// Holds `DELETE FROM orders WHERE id = {id}` and approves it for 30
+/// minutes; returns the request.
+async fn grant_delete(env: &Env, client: &std::sync::Arc<tokio_postgres::Client>, id: i32) -> u64 {
+    let held = spawn_query(client, &format!("DELETE FROM orders WHERE id = {id}"));
+    let request = pending(env, 1).await[0].approval;
+    let (status, body) = approve(env, "alice", request, Some("30m")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(held.await.unwrap().unwrap(), 1);
+    request
+}
+
+/// Whether `DELETE FROM orders WHERE id = {id}` is held (then denied) or
+/// runs at once on a grant.
+async fn held(env: &Env, client: &std::sync::Arc<tokio_postgres::Client>, id: i32) -> bool {
+    let query = spawn_query(client, &format!("DELETE FROM orders WHERE id = {id}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if query.is_finished() {
+            query.await.unwrap().unwrap();
+            return false;
+        }
+        let (_, body) = call(env, "viewer", "GET", "/v1/approvals", Value::Null).await;
+        if let Some(first) = body.as_array().and_then(|l| l.first()) {
+            let request = first["approval"].as_u64().unwrap();
+            deny(env, "bob", request, "checking the grant ended").await;
+            assert!(query.await.unwrap().is_err());
+            return true;
+        }
+        assert!(Instant::now() < deadline, "neither held nor run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 13, finding 4: a grant outlived a block, an unblock, a revoked
+/// credential and a restart. Now each of them (and `grant revoke`) ends it,
+/// and the grants in force can be listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_ends_with_a_block_a_revoked_credential_or_its_revocation() {
+    let mut env = Env::start_approvals(POLICY, "").await;
+    let client = std::sync::Arc::new(env.connect("agent").await);
+
+    // Listed, used, then revoked by an approver.
+    let first = grant_delete(&env, &client, 3).await;
+    let listed = grants(&env).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["approval"].as_u64(), Some(first));
+    assert_eq!(listed[0]["identity"], "agent");
+    assert!(
+        !held(&env, &client, 4).await,
+        "the grant covers the fingerprint"
+    );
+    let (status, body) = call(
+        &env,
+        "bob",
+        "POST",
+        &format!("/v1/grants/{first}/revoke"),
+        serde_json::json!({ "reason": "task finished" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(grants(&env).await.is_empty());
+    assert!(held(&env, &client, 5).await, "a revoked grant still ran");
+    let (status, _) = call(
+        &env,
+        "bob",
+        "POST",
+        &format!("/v1/grants/{first}/revoke"),
+        serde_json::json!({ "reason": "again" }),
+    )
+    .await;
+    assert_eq!(status, 404, "a grant revoked twice");
+
+    // A block ends it; unblocking does not bring it back.
+    grant_delete(&env, &client, 6).await;
+    env.shared()
+        .block("agent", "carol", "incident", None)
+        .await
+        .unwrap();
+    env.shared()
+        .unblock("agent", "carol", Some("cleared".into()))
+        .await
+        .unwrap();
+    assert!(grants(&env).await.is_empty());
+    let client = std::sync::Arc::new(env.connect("agent").await);
+    assert!(held(&env, &client, 7).await, "a grant outlived a block");
+
+    // A revoked credential of the identity ends it, across a restart too.
+    grant_delete(&env, &client, 8).await;
+    assert_eq!(grants(&env).await.len(), 1);
+    let credential = {
+        let ids = env.shared().identities.read().unwrap();
+        let agent = ids.iter().find(|i| i.name == "agent").unwrap();
+        agent.credentials.keys().next().unwrap().clone()
+    };
+    assert!(env
+        .shared()
+        .revoke(&credential, "ada", "leaked")
+        .await
+        .unwrap());
+    assert!(grants(&env).await.is_empty());
+    drop(client);
+    env.stop().await;
+    // The replay tells the revocation from a denial: the statement ran.
+    let replay = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["replay", "--ledger"])
+        .arg(env.ledger())
+        .args(["--identity", "agent"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&replay.stdout);
+    assert!(
+        text.contains("GRANT REVOKED by bob") && text.contains("task finished"),
+        "{text}"
+    );
+    env.restart().await;
+    assert!(
+        grants(&env).await.is_empty(),
+        "the grant came back at restart"
+    );
+    assert!(env.verify().is_intact());
+}

@@ -36,6 +36,8 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
     ("get", "/v1/approvals", Role::Auditor),
     ("post", "/v1/approvals/{approval}/approve", Role::Approver),
     ("post", "/v1/approvals/{approval}/deny", Role::Approver),
+    ("get", "/v1/grants", Role::Auditor),
+    ("post", "/v1/grants/{approval}/revoke", Role::Approver),
 ];
 
 /// The admin API's router over the gateway's shared state.
@@ -56,6 +58,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/approvals", get(approvals))
         .route("/v1/approvals/{approval}/approve", post(approve))
         .route("/v1/approvals/{approval}/deny", post(deny))
+        .route("/v1/grants", get(grants))
+        .route("/v1/grants/{approval}/revoke", post(grant_revoke))
         .with_state(shared)
 }
 
@@ -610,6 +614,7 @@ fn desk_refusal(e: DeskError) -> Refusal {
         DeskError::Vote(VoteError::Unknown(_)) => StatusCode::NOT_FOUND,
         DeskError::Vote(VoteError::SelfApproval(_)) => StatusCode::FORBIDDEN,
         DeskError::Vote(_) => StatusCode::CONFLICT,
+        DeskError::NoGrant(_) => StatusCode::NOT_FOUND,
         DeskError::Unrecorded(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, e.to_string())
@@ -684,6 +689,81 @@ async fn deny(
         .await
         .map_err(desk_refusal)?;
     Ok(Json(serde_json::json!({ "approval": approval, "status": "denied" })).into_response())
+}
+
+/// A grant in force, as listed by `GET /v1/grants`.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct GrantView {
+    /// The approval request that left it (what `revoke` takes).
+    pub approval: u64,
+    /// The identity it lets run the statement.
+    pub identity: String,
+    /// The statement's fingerprint it covers.
+    pub fingerprint: String,
+    /// When it ends by itself.
+    pub until: String,
+    /// Who approved it.
+    pub approvers: Vec<String>,
+}
+
+async fn grants(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    authorize_any(
+        &shared,
+        &headers,
+        "grants.list",
+        None,
+        &[Role::Auditor, Role::Approver],
+    )
+    .await?;
+    let rfc3339 = gatehouse_verify::report::rfc3339;
+    let list: Vec<GrantView> = shared
+        .approvals
+        .grants(super::server::now_ns())
+        .into_iter()
+        .map(
+            |(approval, identity, fingerprint, until, approvers)| GrantView {
+                approval,
+                identity,
+                fingerprint,
+                until: rfc3339(until),
+                approvers,
+            },
+        )
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+async fn grant_revoke(
+    State(shared): State<Arc<Shared>>,
+    Path(approval): Path<u64>,
+    headers: HeaderMap,
+    Json(body): Json<Reason>,
+) -> Result<Response, Refusal> {
+    let target = approval.to_string();
+    let operator = authorize(
+        &shared,
+        &headers,
+        "grant.revoke",
+        Some(&target),
+        Role::Approver,
+    )
+    .await?;
+    let reason = required(body.reason)?;
+    shared
+        .approvals
+        .revoke_grant(
+            &shared.ledger,
+            approval,
+            &operator,
+            &reason,
+            super::server::now_ns(),
+        )
+        .await
+        .map_err(desk_refusal)?;
+    Ok(Json(serde_json::json!({ "approval": approval, "grant": "revoked" })).into_response())
 }
 
 /// The ledger refused the action's event: nothing was done (fail closed).

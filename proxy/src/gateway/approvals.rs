@@ -34,6 +34,9 @@ pub enum DeskError {
     /// The projection refused the vote.
     #[error(transparent)]
     Vote(#[from] VoteError),
+    /// A grant revocation named a request that left no grant in force.
+    #[error("approval request {0} left no grant in force: list grants with `gatehouse grants`")]
+    NoGrant(u64),
     /// The decision could not be recorded, so it was not taken.
     #[error("the decision could not be recorded, so it was not taken: {0}")]
     Unrecorded(#[from] AppendError),
@@ -88,6 +91,60 @@ impl ApprovalDesk {
         if let Some(tx) = self.waiting.lock().expect("waiting lock").remove(&id) {
             let _ = tx.send(outcome);
         }
+    }
+
+    /// Folds in an event recorded elsewhere that ends grants (a block of an
+    /// identity, a revocation of one of its credentials), so no statement
+    /// runs on such a grant after the event commits.
+    pub fn observe(&self, event: &Event) {
+        self.state.lock().expect("approvals lock").apply(event);
+    }
+
+    /// Every grant in force at `now`: (approval, identity, fingerprint,
+    /// until, approvers), oldest request first.
+    pub fn grants(&self, now: Nanos) -> Vec<(u64, String, String, Nanos, Vec<String>)> {
+        let state = self.state.lock().expect("approvals lock");
+        let mut grants: Vec<_> = state
+            .active_grants(now)
+            .map(|(identity, fingerprint, g)| {
+                (
+                    g.approval,
+                    identity.to_owned(),
+                    fingerprint.to_owned(),
+                    g.until,
+                    g.approvers.clone(),
+                )
+            })
+            .collect();
+        grants.sort_by_key(|g| g.0);
+        grants
+    }
+
+    /// Ends the grant request `id` left, before its time: recorded as a
+    /// denial of the granted request, by `operator`, with `reason`.
+    pub async fn revoke_grant(
+        &self,
+        ledger: &Ledger,
+        id: u64,
+        operator: &str,
+        reason: &str,
+        now: Nanos,
+    ) -> Result<(), DeskError> {
+        let _decide = self.decide.lock().await;
+        let (session, identity) = {
+            let state = self.state.lock().expect("approvals lock");
+            let a = state.grant_of(id, now).ok_or(DeskError::NoGrant(id))?;
+            (a.session, a.identity.clone())
+        };
+        let event = ApprovalDenied {
+            approval: id,
+            operator: Some(operator.to_owned()),
+            reason: reason.to_owned(),
+            session,
+            identity,
+        };
+        self.append(ledger, event.into()).await?;
+        Ok(())
     }
 
     /// Records a held statement (the request's `approval` number is
@@ -247,7 +304,7 @@ impl ApprovalDesk {
             .collect();
         for id in &ids {
             match self.deny_locked(ledger, *id, None, reason).await {
-                Ok(()) | Err(DeskError::Vote(_)) => {}
+                Ok(()) | Err(DeskError::Vote(_) | DeskError::NoGrant(_)) => {}
                 Err(DeskError::Unrecorded(e)) => return Err(e),
             }
         }

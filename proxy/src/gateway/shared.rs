@@ -287,9 +287,17 @@ impl Shared {
             reason: reason.to_owned(),
             trigger,
         };
-        if let Err(e) = self.ledger.append(&event.into()).await {
-            self.blocks.write().expect("blocks lock").remove(identity);
-            return Err(e);
+        let body: gatehouse_ledger::EventBody = event.into();
+        match self.ledger.append(&body).await {
+            Ok(receipt) => self.approvals.observe(&gatehouse_ledger::Event {
+                seq: receipt.seq,
+                ts: receipt.ts,
+                body,
+            }),
+            Err(e) => {
+                self.blocks.write().expect("blocks lock").remove(identity);
+                return Err(e);
+            }
         }
         let termination = Termination {
             operator: Some(operator.to_owned()),
@@ -373,11 +381,16 @@ impl Shared {
             reason: reason.to_owned(),
         }
         .into();
-        self.ledger.append(&event).await?;
+        let receipt = self.ledger.append(&event).await?;
         self.identities
             .write()
             .expect("identities lock")
             .apply(&event);
+        self.approvals.observe(&gatehouse_ledger::Event {
+            seq: receipt.seq,
+            ts: receipt.ts,
+            body: event,
+        });
         let termination = Termination {
             operator: Some(operator.to_owned()),
             reason: format!("credential {credential} was revoked: {reason}"),

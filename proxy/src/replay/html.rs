@@ -455,6 +455,16 @@ fn outcome_html(o: &Outcome) -> String {
             h(reason)
         ),
         Outcome::Expired { at } => format!("<span class=\"expired\">Expired</span> {}", stamp(*at)),
+        Outcome::GrantRevoked {
+            at,
+            operator,
+            reason,
+        } => format!(
+            "<span class=\"denied\">Grant revoked</span> by {} {}: {}",
+            opt(operator, "Gatehouse"),
+            stamp(*at),
+            h(reason)
+        ),
     }
 }
 

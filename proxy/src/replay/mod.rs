@@ -363,6 +363,16 @@ pub enum Outcome {
         /// When the expiry was recorded.
         at: Stamp,
     },
+    /// The grant the approval left was ended early (`gatehouse grant
+    /// revoke`: a denial recorded after the request was granted).
+    GrantRevoked {
+        /// Where it happened in the log.
+        at: Stamp,
+        /// The operator who acted.
+        operator: Option<String>,
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 /// One approval request of a statement and its outcomes.
@@ -387,6 +397,7 @@ impl Approval {
             match o {
                 Outcome::Denied { .. } => return "denied",
                 Outcome::Expired { .. } => return "expired",
+                Outcome::GrantRevoked { .. } => {}
                 Outcome::Granted { operator, .. } => {
                     if !approvers.contains(&operator.as_str()) {
                         approvers.push(operator);
@@ -970,7 +981,21 @@ impl TimelineBuilder {
             return Some(outcome);
         };
         if let Entry::Statement(s) = &mut self.entries[entry] {
-            s.approvals[index].outcomes.push(outcome);
+            let approval = &mut s.approvals[index];
+            // A denial after the quorum revokes the grant; the statement ran.
+            let outcome = match outcome {
+                Outcome::Denied {
+                    at,
+                    operator,
+                    reason,
+                } if approval.status() == "granted" => Outcome::GrantRevoked {
+                    at,
+                    operator,
+                    reason,
+                },
+                other => other,
+            };
+            approval.outcomes.push(outcome);
         }
         None
     }

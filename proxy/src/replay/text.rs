@@ -348,6 +348,16 @@ fn outcome_text(o: &Outcome) -> String {
             s(reason)
         ),
         Outcome::Expired { at } => format!("EXPIRED at {}", stamp(*at)),
+        Outcome::GrantRevoked {
+            at,
+            operator,
+            reason,
+        } => format!(
+            "GRANT REVOKED by {} at {}: {}",
+            opt(operator, "Gatehouse"),
+            stamp(*at),
+            s(reason)
+        ),
     }
 }
 
