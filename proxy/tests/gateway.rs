@@ -1298,3 +1298,55 @@ async fn a_query_inside_an_unsynced_pipeline_ends_the_session() {
     let answer = raw.until_ready().await;
     assert!(answer.iter().any(|(t, _)| *t == b'D'), "{answer:?}");
 }
+
+/// Issue 13, finding 5: statements ran seconds after a session's credential
+/// expired. The session now ends at the expiry, with FATAL 57P01 naming the
+/// credential, and the end is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_when_its_credential_expires() {
+    let env = Env::start(POLICY).await;
+    let url = format!("http://{}/v1/identities/agent/credentials", env.admin);
+    let token = env.admin_token();
+    let issued: serde_json::Value = tokio::task::spawn_blocking(move || {
+        ureq::post(&url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .send_json(serde_json::json!({ "ttl": "2s" }))
+            .unwrap()
+            .into_body()
+            .read_json()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let credential = issued["credential"].as_str().unwrap().to_owned();
+    let conn = format!(
+        "host=127.0.0.1 port={} user=agent password={} dbname=shop",
+        env.addr.port(),
+        issued["secret"].as_str().unwrap()
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let started = std::time::Instant::now();
+    assert_alive(&client, 1).await;
+    // A statement still running at the expiry is cancelled with the session.
+    let long = client.simple_query("SELECT pg_sleep(30)").await;
+    let e = long.expect_err("the statement outlived its credential");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "ended after {:?}",
+        started.elapsed()
+    );
+    let text = format!("{e:?}");
+    assert!(text.contains("57P01") || e.is_closed(), "{text}");
+    assert!(client.simple_query("SELECT 1").await.is_err());
+    env.settle().await;
+    let ended = env.events().into_iter().any(|e| {
+        let text = format!("{e:?}");
+        text.contains(&format!("credential {credential} expired"))
+    });
+    assert!(ended, "the expiry was not recorded");
+    // The agent's long-lived credential still works.
+    assert_alive(&env.connect("agent").await, 2).await;
+}

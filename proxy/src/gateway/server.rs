@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, BytesMut};
 use gatehouse_ledger::event::{AuthenticationFailed, SessionOpened};
@@ -423,12 +423,27 @@ async fn startup_with<S: Stream>(
             }));
         }
     }
+    // The session lives no longer than the credential it logged in with.
+    let expiry = shared
+        .credential_expiry(&identity, &credential)
+        .filter(|at| *at != u64::MAX)
+        .map(|at| {
+            tokio::spawn(end_at_expiry(
+                shared.clone(),
+                session,
+                credential.clone(),
+                at,
+            ))
+        });
     let info = SessionInfo {
         id: session,
         identity,
         target,
     };
     let result = session::relay(stream, upstream.stream, info, shared.clone(), killed).await;
+    if let Some(expiry) = expiry {
+        expiry.abort();
+    }
     shared
         .sessions
         .lock()
@@ -440,6 +455,31 @@ async fn startup_with<S: Stream>(
         .expect("cancel lock")
         .remove(&client_key);
     result
+}
+
+/// Ends `session` when `credential` expires, at `expires_at` (ns since the
+/// epoch): its in-flight statement is cancelled, the client gets FATAL
+/// 57P01 saying why, and the end is recorded like any termination.
+async fn end_at_expiry(shared: Arc<Shared>, session: u64, credential: String, expires_at: u64) {
+    // Long sleeps are cut into days (a timer cannot span years).
+    loop {
+        let now = now_ns();
+        if now >= expires_at {
+            break;
+        }
+        let wait = Duration::from_nanos(expires_at - now).min(Duration::from_secs(86_400));
+        tokio::time::sleep(wait).await;
+    }
+    shared.end_session(
+        session,
+        Termination {
+            operator: None,
+            reason: format!(
+                "credential {credential} expired at {}; log in with a new credential",
+                gatehouse_verify::report::rfc3339(expires_at)
+            ),
+        },
+    );
 }
 
 /// Runs SCRAM-SHA-256 with the client; returns the credential id it proved.

@@ -342,17 +342,36 @@ impl Shared {
 
     /// Ends one session; returns whether it was running.
     pub fn kill(&self, session: u64, operator: &str, reason: &str) -> bool {
+        self.end_session(
+            session,
+            Termination {
+                operator: Some(operator.to_owned()),
+                reason: reason.to_owned(),
+            },
+        )
+    }
+
+    /// Cancels a session's in-flight statement and ends it, recorded with
+    /// `termination`; false when no such session runs.
+    pub fn end_session(&self, session: u64, termination: Termination) -> bool {
         let sessions = self.sessions.lock().expect("sessions lock");
         match sessions.get(&session) {
             Some(control) => {
-                control.terminate(Termination {
-                    operator: Some(operator.to_owned()),
-                    reason: reason.to_owned(),
-                });
+                control.terminate(termination);
                 true
             }
             None => false,
         }
+    }
+
+    /// When `identity`'s credential `credential` stops being valid, if it
+    /// exists (`u64::MAX` for one that never expires).
+    pub fn credential_expiry(&self, identity: &str, credential: &str) -> Option<u64> {
+        let ids = self.identities.read().expect("identities lock");
+        ids.get(identity)?
+            .credentials
+            .get(credential)
+            .map(|c| c.expires_at)
     }
 
     /// Revokes a credential: it can no longer log in, and the sessions that
