@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use gatehouse_ledger::cbor::{Cbor, Dec, DecodeError, Enc};
 use gatehouse_ledger::cbor_record;
-use gatehouse_ledger::event::{EventBody, Nanos, SessionId};
+use gatehouse_ledger::event::{EventBody, Nanos, Param, SessionId};
 use gatehouse_ledger::Event;
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +58,8 @@ pub struct Approval {
     pub query: u64,
     /// The statement.
     pub sql: String,
+    /// Its bind parameters as approvers see them.
+    pub params: Vec<ShownParam>,
     /// The rule that required approval.
     pub rule: String,
     /// Normalized SQL with literals removed: what a grant covers.
@@ -151,6 +153,7 @@ impl Approvals {
                         identity: a.identity.clone(),
                         query: a.query,
                         sql: a.sql.clone(),
+                        params: a.params.iter().map(ShownParam::of).collect(),
                         rule: a.rule.clone(),
                         fingerprint: a.fingerprint.clone(),
                         quorum: a.quorum.max(1),
@@ -302,6 +305,41 @@ impl Approvals {
     }
 }
 
+/// A bind parameter as an approver reads it: a text-format value as sent;
+/// a binary one in hex, since the event does not record its type (the
+/// same bytes are an int4 or four characters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownParam {
+    /// Sent in binary format: `value` is hex.
+    pub binary: bool,
+    /// The value; `None` for SQL NULL.
+    pub value: Option<String>,
+}
+
+impl ShownParam {
+    /// The parameter as the client sent it.
+    pub fn of(param: &Param) -> ShownParam {
+        let text = match &param.value {
+            Some(v) if param.format == 0 => std::str::from_utf8(&v.0).ok(),
+            _ => None,
+        };
+        match (&param.value, text) {
+            (None, _) => ShownParam {
+                binary: param.format != 0,
+                value: None,
+            },
+            (Some(_), Some(text)) => ShownParam {
+                binary: false,
+                value: Some(text.to_owned()),
+            },
+            (Some(v), None) => ShownParam {
+                binary: true,
+                value: Some(v.0.iter().map(|b| format!("{b:02x}")).collect()),
+            },
+        }
+    }
+}
+
 /// The grant a quorum leaves: the earliest end if every approver gave one.
 fn grant_until(untils: &[Option<Nanos>]) -> Option<Nanos> {
     untils
@@ -355,6 +393,12 @@ cbor_record!(Approval {
     11 => expires_at,
     12 => denied_by,
     13 => reason,
+    14 => params,
+});
+
+cbor_record!(ShownParam {
+    0 => binary,
+    1 => value,
 });
 
 cbor_record!(Grant {
@@ -374,7 +418,7 @@ mod tests {
     use gatehouse_ledger::cbor::Bytes;
     use gatehouse_ledger::event::{
         ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalRequested, CredentialRevoked,
-        IdentityBlocked, IdentityUnblocked, StatementClass,
+        IdentityBlocked, IdentityUnblocked, Param, StatementClass,
     };
 
     fn requested(id: u64, quorum: u64) -> EventBody {
@@ -383,8 +427,21 @@ mod tests {
             session: 7,
             identity: "agent-x".into(),
             query: 3,
-            sql: "DELETE FROM orders WHERE id = 5".into(),
-            params: vec![],
+            sql: "DELETE FROM orders WHERE id = $1".into(),
+            params: vec![
+                Param {
+                    format: 0,
+                    value: Some(Bytes(b"5".to_vec())),
+                },
+                Param {
+                    format: 1,
+                    value: Some(Bytes(vec![0, 0, 0, 5])),
+                },
+                Param {
+                    format: 0,
+                    value: None,
+                },
+            ],
             class: StatementClass::Write,
             rule: "needs-approval".into(),
             binding: Bytes(vec![1; 32]),
@@ -426,6 +483,24 @@ mod tests {
             granted(1, "alice", None),
         ]);
         assert_eq!(a.requests[&1].status, ApprovalStatus::Pending);
+        assert_eq!(
+            a.requests[&1].params,
+            [
+                ShownParam {
+                    binary: false,
+                    value: Some("5".into())
+                },
+                ShownParam {
+                    binary: true,
+                    value: Some("00000005".into())
+                },
+                ShownParam {
+                    binary: false,
+                    value: None
+                },
+            ],
+            "approvers see the values"
+        );
         assert_eq!(a.vote_outcome(1), Some(Vote::Counted { have: 1, need: 2 }));
         assert_eq!(
             a.check_vote(1, "alice"),

@@ -674,8 +674,15 @@ fn run(command: Command) -> Result<()> {
                 }
                 println!(
                     "{} snapshots match the fold of {} events from the first event",
-                    report.snapshots, report.events
+                    report.snapshots - report.older,
+                    report.events
                 );
+                if report.older > 0 {
+                    println!(
+                        "{} older snapshots (an earlier Gatehouse's encoding) were not compared; the gateway does not start from them",
+                        report.older
+                    );
+                }
                 return Ok(());
             }
             let at = match at {
@@ -803,6 +810,14 @@ fn approvals_table(list: &serde_json::Value) -> String {
             text("expires_at"),
             printable(&text("sql")).replace('\n', "\n    "),
         ));
+        for (i, p) in a["params"].as_array().into_iter().flatten().enumerate() {
+            let shown = match (p["value"].as_str(), p["binary"].as_bool()) {
+                (None, _) => "NULL".to_owned(),
+                (Some(hex), Some(true)) => format!("\\x{hex} (binary; its type is not recorded)"),
+                (Some(v), _) => format!("'{}'", printable(v).replace('\'', "''")),
+            };
+            out.push_str(&format!("    ${} = {shown}\n", i + 1));
+        }
     }
     out
 }

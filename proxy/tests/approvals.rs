@@ -650,6 +650,37 @@ async fn the_cli_lists_approves_and_denies() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+
+    // Issue 13, finding 6: a statement with bind parameters is listed with
+    // their values (they were only in the ledger), in the API and the CLI.
+    let with_params = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .execute(
+                    "DELETE FROM orders WHERE customer = $1 AND id::text > $2",
+                    &[&7i32, &"170"],
+                )
+                .await
+        })
+    };
+    let listed = pending(&env, 1).await;
+    let request = listed[0].approval;
+    // tokio-postgres sends both in binary: int4 7 and the text '170'.
+    let shown: Vec<(bool, Option<&str>)> = listed[0]
+        .params
+        .iter()
+        .map(|p| (p.binary, p.value.as_deref()))
+        .collect();
+    assert_eq!(shown, [(true, Some("00000007")), (true, Some("313730"))]);
+    let (ok, out, err) = tokio::task::block_in_place(|| run(admin(vec!["approvals".into()])));
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("$1 = \\x00000007 (binary") && out.contains("$2 = \\x313730 (binary"),
+        "{out}"
+    );
+    deny(&env, "bob", request, "checked the values").await;
+    assert!(with_params.await.unwrap().is_err());
 }
 
 /// A portal runs the statement it was bound to, whatever the statement's

@@ -537,6 +537,8 @@ pub struct ApprovalView {
     pub session: u64,
     /// The held statement.
     pub sql: String,
+    /// Its bind parameters: text as sent, binary in hex (see `ShownParam`).
+    pub params: Vec<gatehouse_engine::approvals::ShownParam>,
     /// What a grant of it would cover.
     pub fingerprint: String,
     /// The rule that required approval.
@@ -587,6 +589,7 @@ async fn approvals(
             identity: a.identity,
             session: a.session,
             sql: a.sql,
+            params: a.params,
             fingerprint: a.fingerprint,
             rule: a.rule,
             approvers_required: a.quorum,

@@ -153,17 +153,15 @@ pub fn payload(event: &Event) -> Option<Value> {
     Some(json!({ "event": kind, "seq": event.seq, "at": at, "detail": body }))
 }
 
-/// A parameter as text: text-format values as sent (if UTF-8), binary ones
-/// in PostgreSQL's `\\x` hex notation.
+/// A parameter in a notification: text as sent, binary as `\x` and hex.
 fn param_text(p: &gatehouse_ledger::event::Param) -> Option<String> {
-    let v = &p.value.as_ref()?.0;
-    match (p.format, std::str::from_utf8(v)) {
-        (0, Ok(text)) => Some(text.to_owned()),
-        _ => Some(format!(
-            "\\x{}",
-            v.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        )),
-    }
+    let shown = gatehouse_engine::approvals::ShownParam::of(p);
+    let value = shown.value?;
+    Some(if shown.binary {
+        format!("\\x{value}")
+    } else {
+        value
+    })
 }
 
 /// The delivery thread's side.
