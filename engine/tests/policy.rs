@@ -1125,3 +1125,49 @@ action = "allow"
         assert_eq!(v.rule.as_deref(), Some("everything"), "{sql}");
     }
 }
+
+/// The session limits the gateway sets (statement_timeout,
+/// idle_in_transaction_session_timeout) cannot be changed by a client,
+/// whatever the rules allow: a read must not hold locks or burn the server
+/// indefinitely.
+#[test]
+fn session_limit_changes_are_denied_whatever_the_rules_say() {
+    use gatehouse_engine::classify::classify;
+    use gatehouse_engine::policy::SESSION_LIMIT_MESSAGE;
+    let p = policy(
+        r#"
+[[rule]]
+name = "everything"
+identity = "*"
+classes = ["read", "write", "ddl", "session", "function", "admin", "unknown", "transaction"]
+functions = ["*"]
+action = "allow"
+"#,
+    );
+    for sql in [
+        "SET statement_timeout = 0",
+        "SET statement_timeout TO DEFAULT",
+        "SET SESSION statement_timeout = '1h'",
+        "SET LOCAL statement_timeout TO 0",
+        "SET \"STATEMENT_TIMEOUT\" = 0",
+        "set Idle_In_Transaction_Session_Timeout = 0",
+        "SELECT set_config('statement_timeout', '0', false)",
+        "SELECT set_config('IDLE_IN_TRANSACTION_SESSION_TIMEOUT', '0', true)",
+        "SELECT 1; SET statement_timeout = 0",
+    ] {
+        let v = p.decide(&AGENT, &classify(sql));
+        assert_eq!(v.action, Action::Deny, "{sql}");
+        assert_eq!(v.rule, None, "{sql}");
+        assert_eq!(v.message.as_deref(), Some(SESSION_LIMIT_MESSAGE), "{sql}");
+    }
+    // RESET goes back to the gateway's value; reading them is fine.
+    for sql in [
+        "RESET statement_timeout",
+        "SHOW statement_timeout",
+        "SELECT current_setting('statement_timeout')",
+        "SET lock_timeout = '5s'",
+    ] {
+        let v = p.decide(&AGENT, &classify(sql));
+        assert_eq!(v.action, Action::Allow, "{sql}");
+    }
+}

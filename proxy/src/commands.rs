@@ -94,28 +94,7 @@ pub fn identity_create_offline(
     )
 }
 
-/// Parses durations such as `30m`, `24h`, `7d`, `90s`.
-pub fn parse_duration(s: &str) -> Result<Duration> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("duration {s:?} must look like 30m, 24h or 7d"))?;
-    let unit_secs: u64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" | "" => 3600,
-        "d" => 86_400,
-        _ => bail!("duration {s:?}: unit must be s, m, h or d"),
-    };
-    let secs = n
-        .checked_mul(unit_secs)
-        .filter(|s| *s <= 10 * 365 * 86_400)
-        .with_context(|| format!("duration {s:?} is longer than ten years"))?;
-    if secs == 0 {
-        bail!("duration {s:?} must be positive");
-    }
-    Ok(Duration::from_secs(secs))
-}
+pub use crate::config::parse_duration;
 
 /// What `credential issue` produced.
 pub struct Issued {

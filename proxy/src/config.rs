@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
 use gatehouse_ledger::{Durability, WriterOptions};
 use serde::Deserialize;
 
@@ -156,6 +158,25 @@ pub struct TargetSection {
     pub tls: bool,
     /// PEM file of the CA(s) the database's certificate must chain to (with `tls`).
     pub tls_ca: Option<PathBuf>,
+    /// The longest one statement may run upstream (`60s`, `5m`; `off` for
+    /// no limit). Default 60 s. Set on every upstream session; clients
+    /// cannot change it.
+    pub statement_timeout: Option<String>,
+    /// The longest a transaction may sit idle upstream, holding its locks
+    /// (`60s`, `5m`; `off`). Default 60 s; clients cannot change it.
+    pub idle_in_transaction_session_timeout: Option<String>,
+}
+
+/// The default of both session limits.
+const DEFAULT_SESSION_LIMIT: Duration = Duration::from_secs(60);
+
+/// A session limit as written: a duration, or `off` (zero: no limit).
+fn session_limit(what: &str, key: &str, value: Option<&str>) -> Result<Duration> {
+    match value {
+        None => Ok(DEFAULT_SESSION_LIMIT),
+        Some("off") => Ok(Duration::ZERO),
+        Some(v) => parse_duration(v).with_context(|| format!("{what}: {key}")),
+    }
 }
 
 /// A resolved upstream target.
@@ -177,6 +198,10 @@ pub struct Target {
     pub read_only: Option<(String, Option<String>)>,
     /// TLS settings when the target requires TLS.
     pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
+    /// `statement_timeout` of every upstream session (zero: none).
+    pub statement_timeout: Duration,
+    /// `idle_in_transaction_session_timeout` of every upstream session.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl std::fmt::Debug for Target {
@@ -280,8 +305,20 @@ impl TargetSection {
                 anyhow::bail!("{what}: tls_ca is set but tls is not; set tls = true")
             }
         };
+        let statement_timeout = session_limit(
+            &what,
+            "statement_timeout",
+            self.statement_timeout.as_deref(),
+        )?;
+        let idle_in_transaction_timeout = session_limit(
+            &what,
+            "idle_in_transaction_session_timeout",
+            self.idle_in_transaction_session_timeout.as_deref(),
+        )?;
         Ok(Target {
             tls,
+            statement_timeout,
+            idle_in_transaction_timeout,
             name: self.name.clone(),
             host,
             port,
@@ -479,6 +516,29 @@ impl Config {
         key.copy_from_slice(&bytes);
         Ok(Some(gatehouse_engine::mask::HashKey::new(key)))
     }
+}
+
+/// Parses durations such as `30m`, `24h`, `7d`, `90s`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("duration {s:?} must look like 30m, 24h or 7d"))?;
+    let unit_secs: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" | "" => 3600,
+        "d" => 86_400,
+        _ => bail!("duration {s:?}: unit must be s, m, h or d"),
+    };
+    let secs = n
+        .checked_mul(unit_secs)
+        .filter(|s| *s <= 10 * 365 * 86_400)
+        .with_context(|| format!("duration {s:?} is longer than ten years"))?;
+    if secs == 0 {
+        bail!("duration {s:?} must be positive");
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 #[cfg(test)]

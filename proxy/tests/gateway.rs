@@ -1350,3 +1350,54 @@ async fn a_session_ends_when_its_credential_expires() {
     // The agent's long-lived credential still works.
     assert_alive(&env.connect("agent").await, 2).await;
 }
+
+/// Issue 13: a read cannot hold locks or burn the server indefinitely. Every
+/// upstream session gets the target's statement_timeout and
+/// idle_in_transaction_session_timeout (over database defaults), and no
+/// client can change them, whatever the rules allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_limits_are_set_upstream_and_cannot_be_changed() {
+    let policy = format!(
+        "{POLICY}\n[[rule]]\nname = \"agent-session\"\nidentity = \"agent\"\nclasses = [\"session\", \"admin\"]\nfunctions = [\"*\"]\naction = \"allow\"\n"
+    );
+    let env = Env::start_custom(&policy, "", "statement_timeout = \"1s\"\n", |pg| {
+        pg.psql(
+            "shop",
+            "ALTER DATABASE shop SET statement_timeout = 0; \
+                 ALTER DATABASE shop SET idle_in_transaction_session_timeout = 0",
+        );
+    })
+    .await;
+    let c = env.connect("agent").await;
+    let show = |name: &'static str| {
+        let c = &c;
+        async move {
+            let row = c.query_one(&format!("SHOW {name}"), &[]).await.unwrap();
+            row.get::<_, String>(0)
+        }
+    };
+    assert_eq!(show("statement_timeout").await, "1s");
+    assert_eq!(show("idle_in_transaction_session_timeout").await, "1min");
+    let e = c.simple_query("SELECT pg_sleep(3)").await.unwrap_err();
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().code()),
+        Some("57014"),
+        "{e:?}"
+    );
+    for sql in [
+        "SET statement_timeout = 0",
+        "SET LOCAL idle_in_transaction_session_timeout = 0",
+        "SELECT set_config('statement_timeout', '0', false)",
+    ] {
+        let e = c.simple_query(sql).await.unwrap_err();
+        let message = denied(&e);
+        assert!(
+            message.contains("clients cannot change them"),
+            "{sql}: {message}"
+        );
+    }
+    assert_eq!(show("statement_timeout").await, "1s");
+    // RESET comes back to the gateway's value, not the database default.
+    c.simple_query("RESET ALL").await.unwrap();
+    assert_eq!(show("statement_timeout").await, "1s");
+}

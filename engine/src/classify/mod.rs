@@ -78,6 +78,17 @@ pub const SEARCH_PATH: &str = "public, pg_temp";
 /// whatever its rules say.
 pub const SQL_TEXT_SETTING_CHANGE: &str = "set sql text setting";
 
+/// The settings that bound what one statement or one idle transaction can
+/// hold on the server. The gateway sets them on every upstream session
+/// (per target; 60 s by default) and clients cannot change them.
+pub const SESSION_LIMIT_SETTINGS: &[&str] =
+    &["statement_timeout", "idle_in_transaction_session_timeout"];
+
+/// The entry in [`StatementInfo::dangerous`] of a statement that would
+/// change one of the [`SESSION_LIMIT_SETTINGS`] (`SET`, in any scope, or a
+/// `set_config` that may name one). Policy denies it whatever its rules say.
+pub const SESSION_LIMIT_CHANGE: &str = "set session limit";
+
 /// The entry in [`StatementInfo::dangerous`] of a query string that
 /// PostgreSQL reads differently from the classifier, or cannot read at all
 /// (see the `reading` module). Policy denies it whatever its rules say:
@@ -374,6 +385,14 @@ impl Findings {
     /// (see [`SQL_TEXT_SETTING_CHANGE`]).
     fn sql_text_setting_change(&mut self) {
         self.dangerous.insert(SQL_TEXT_SETTING_CHANGE.to_owned());
+        self.raise(StatementClass::Admin);
+    }
+
+    /// Marks the statement as changing a session limit (see
+    /// [`SESSION_LIMIT_CHANGE`]).
+    fn session_limit_change(&mut self) {
+        self.dangerous.insert(SESSION_LIMIT_CHANGE.to_owned());
+        self.raise(StatementClass::Admin);
     }
 
     /// Judges a `CALL`: a procedure is never on the safe list.

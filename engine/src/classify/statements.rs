@@ -381,10 +381,50 @@ pub(super) fn classify_statement(stmt: &Statement) -> StatementInfo {
         table_functions: HashSet::new(),
     };
     let _ = stmt.visit(&mut sweep);
-    if sets_sql_text_setting(stmt) {
+    let set = settings_set(stmt);
+    if set.text {
         findings.sql_text_setting_change();
     }
+    if set.limit {
+        findings.session_limit_change();
+    }
     findings.into_info(command)
+}
+
+/// Which pinned settings a statement or call may change.
+#[derive(Default)]
+struct PinnedSet {
+    /// One of the [`super::SQL_TEXT_SETTINGS`].
+    text: bool,
+    /// One of the [`super::SESSION_LIMIT_SETTINGS`].
+    limit: bool,
+}
+
+impl PinnedSet {
+    /// A setting named `name` (as PostgreSQL compares them: ignoring case).
+    fn naming(name: &str) -> PinnedSet {
+        PinnedSet {
+            text: is_sql_text_setting(name),
+            limit: super::SESSION_LIMIT_SETTINGS
+                .iter()
+                .any(|s| name.eq_ignore_ascii_case(s)),
+        }
+    }
+
+    /// Any setting at all (the name is not known).
+    fn any() -> PinnedSet {
+        PinnedSet {
+            text: true,
+            limit: true,
+        }
+    }
+
+    fn or(self, other: PinnedSet) -> PinnedSet {
+        PinnedSet {
+            text: self.text || other.text,
+            limit: self.limit || other.limit,
+        }
+    }
 }
 
 /// Whether `name` (a setting name, compared as PostgreSQL does: ignoring
@@ -395,50 +435,56 @@ fn is_sql_text_setting(name: &str) -> bool {
         .any(|(setting, _)| name.eq_ignore_ascii_case(setting))
 }
 
-/// Whether `stmt` sets one of the [`super::SQL_TEXT_SETTINGS`], in any scope
-/// and spelling (`SET NAMES` sets the client encoding).
-fn sets_sql_text_setting(stmt: &Statement) -> bool {
+/// The pinned settings `stmt` sets, in any scope and spelling (`SET NAMES`
+/// sets the client encoding).
+fn settings_set(stmt: &Statement) -> PinnedSet {
     use sqlparser::ast::Set;
-    let is_encoding = |name: &ObjectName| {
+    let named = |name: &ObjectName| {
         name.0
             .last()
             .and_then(|part| part.as_ident())
-            .is_some_and(|ident| is_sql_text_setting(&ident.value))
+            .map_or_else(PinnedSet::default, |ident| PinnedSet::naming(&ident.value))
+    };
+    let all = |names: &mut dyn Iterator<Item = &ObjectName>| {
+        names.fold(PinnedSet::default(), |acc, n| acc.or(named(n)))
     };
     match stmt {
-        Statement::Set(Set::SingleAssignment { variable, .. }) => is_encoding(variable),
+        Statement::Set(Set::SingleAssignment { variable, .. }) => named(variable),
         Statement::Set(Set::ParenthesizedAssignments { variables, .. }) => {
-            variables.iter().any(is_encoding)
+            all(&mut variables.iter())
         }
         Statement::Set(Set::MultipleAssignments { assignments }) => {
-            assignments.iter().any(|a| is_encoding(&a.name))
+            all(&mut assignments.iter().map(|a| &a.name))
         }
-        Statement::Set(Set::SetNames { .. } | Set::SetNamesDefault {}) => true,
-        _ => false,
+        Statement::Set(Set::SetNames { .. } | Set::SetNamesDefault {}) => PinnedSet {
+            text: true,
+            limit: false,
+        },
+        _ => PinnedSet::default(),
     }
 }
 
-/// Whether a function call may set one of the [`super::SQL_TEXT_SETTINGS`]:
-/// any `set_config` whose first argument is not a plain string literal
-/// naming another setting (a parameter, an expression or an escaped string
-/// could name one).
-fn may_set_sql_text_setting(f: &sqlparser::ast::Function) -> bool {
+/// The pinned settings a function call may set: for a `set_config` whose
+/// first argument is a plain string literal, the one it names; for any
+/// other `set_config` (a parameter, an expression or an escaped string
+/// could name any setting), all of them.
+fn may_set(f: &sqlparser::ast::Function) -> PinnedSet {
     use sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments, Value};
     let is_set_config = super::names::parts(&f.name)
         .and_then(|parts| parts.last().cloned())
         .is_some_and(|last| last == "set_config");
     if !is_set_config {
-        return false;
+        return PinnedSet::default();
     }
     let FunctionArguments::List(list) = &f.args else {
-        return true;
+        return PinnedSet::any();
     };
     match list.args.first() {
         Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
-            Value::SingleQuotedString(name) => is_sql_text_setting(name),
-            _ => true,
+            Value::SingleQuotedString(name) => PinnedSet::naming(name),
+            _ => PinnedSet::any(),
         },
-        _ => true,
+        _ => PinnedSet::any(),
     }
 }
 
@@ -527,8 +573,12 @@ impl Visitor for Sweep<'_> {
         match expr {
             Expr::Function(f) => {
                 self.findings.function(&f.name);
-                if may_set_sql_text_setting(f) {
+                let set = may_set(f);
+                if set.text {
                     self.findings.sql_text_setting_change();
+                }
+                if set.limit {
+                    self.findings.session_limit_change();
                 }
             }
             Expr::BinaryOp { op, .. }

@@ -20,7 +20,7 @@ mod parse;
 use std::collections::btree_map::Entry;
 use std::sync::Arc;
 
-use crate::classify::{SQL_MISREAD, SQL_TEXT_SETTING_CHANGE};
+use crate::classify::{SESSION_LIMIT_CHANGE, SQL_MISREAD, SQL_TEXT_SETTING_CHANGE};
 use crate::mask::{ColumnMask, Detector, MaskPlan, Masking, OnDerived, Strategy};
 use crate::{Classification, StatementInfo};
 pub use gatehouse_ledger::event::{Action, StatementClass};
@@ -509,6 +509,19 @@ impl Policy {
                 mask: None,
             };
         }
+        // Nor are the session limits the gateway sets for the operator.
+        if statement
+            .dangerous
+            .iter()
+            .any(|d| d == SESSION_LIMIT_CHANGE)
+        {
+            return StatementVerdict {
+                action: Action::Deny,
+                rule: None,
+                message: Some(SESSION_LIMIT_MESSAGE.to_owned()),
+                mask: None,
+            };
+        }
         // Not a policy choice either: the rules would judge other SQL than
         // the database would run. The reason says what to change.
         if statement.dangerous.iter().any(|d| d == SQL_MISREAD) {
@@ -578,12 +591,16 @@ impl Policy {
     }
 }
 
-/// The statement of an empty query string. Only the exact shape the
-/// classifier produces for one counts; anything else is judged normally.
+/// What a client that tries to change a session limit is told (see
+/// [`crate::classify::SESSION_LIMIT_SETTINGS`]).
+pub const SESSION_LIMIT_MESSAGE: &str = "Gatehouse sets statement_timeout and idle_in_transaction_session_timeout for every session (the target's settings in the gateway's configuration); clients cannot change them";
+
 /// Told to a client whose statement would change how the database reads
 /// SQL text (see [`crate::classify::SQL_TEXT_SETTINGS`]).
 pub const SQL_TEXT_SETTING_MESSAGE: &str = "Gatehouse keeps client_encoding UTF8 and standard_conforming_strings on in every session: it judges SQL as the database reads it with them, and with other values the database would read other SQL; send UTF-8 text and standard strings instead";
 
+/// The statement of an empty query string. Only the exact shape the
+/// classifier produces for one counts; anything else is judged normally.
 fn is_empty_query(s: &StatementInfo) -> bool {
     s.command == "EMPTY"
         && s.class == StatementClass::Read

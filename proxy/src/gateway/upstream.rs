@@ -43,16 +43,27 @@ pub struct Upstream {
     pub cancel_key: (i32, i32),
 }
 
-fn startup_message(user: &str, database: &str, options: Option<&str>) -> BytesMut {
+fn startup_message(target: &Target, user: &str, options: Option<&str>) -> BytesMut {
     let mut body = BytesMut::new();
     body.put_i32(196608);
-    // The settings the gateway reads SQL text and resolves names with, as
-    // startup parameters: they override database and role defaults, and
-    // RESET and DISCARD ALL come back to them.
+    // The settings the gateway reads SQL text and resolves names with, and
+    // the session limits, as startup parameters: they override database and
+    // role defaults, and RESET and DISCARD ALL come back to them.
+    let limits = [
+        target.statement_timeout.as_millis().to_string(),
+        target.idle_in_transaction_timeout.as_millis().to_string(),
+    ];
     let settings = gatehouse_engine::classify::SQL_TEXT_SETTINGS
         .iter()
         .copied()
-        .chain([("search_path", gatehouse_engine::classify::SEARCH_PATH)]);
+        .chain([("search_path", gatehouse_engine::classify::SEARCH_PATH)])
+        .chain(
+            gatehouse_engine::classify::SESSION_LIMIT_SETTINGS
+                .iter()
+                .copied()
+                .zip(limits.iter().map(String::as_str)),
+        );
+    let database = target.database.as_str();
     for (k, v) in [
         ("user", user),
         ("database", database),
@@ -127,7 +138,7 @@ pub async fn connect(target: &Target, read_only: bool) -> Result<Upstream, Upstr
     };
     let options = read_only.then_some("-c default_transaction_read_only=on");
     stream
-        .write_all(&startup_message(user, &target.database, options))
+        .write_all(&startup_message(target, user, options))
         .await
         .map_err(|source| UpstreamError::Connect {
             addr: addr.clone(),
