@@ -153,6 +153,12 @@ pub struct TargetSection {
     pub read_only_user: Option<String>,
     /// Environment variable holding `read_only_user`'s password.
     pub read_only_password_env: Option<String>,
+    /// Without `read_only_user`, sessions of identities that policy keeps
+    /// read-only are refused, unless this is true: then they rely on
+    /// `default_transaction_read_only` alone, which the gateway's
+    /// classification must keep (`BEGIN READ WRITE`, `set_config` undo it).
+    #[serde(default)]
+    pub accept_read_only_without_role: bool,
     /// Require TLS to the database (no fall-back to plain text).
     #[serde(default)]
     pub tls: bool,
@@ -196,6 +202,9 @@ pub struct Target {
     pub password: Option<String>,
     /// Read-only upstream login, if configured.
     pub read_only: Option<(String, Option<String>)>,
+    /// Whether read-only identities may run without `read_only` (on
+    /// `default_transaction_read_only` alone).
+    pub accept_read_only_without_role: bool,
     /// TLS settings when the target requires TLS.
     pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
     /// `statement_timeout` of every upstream session (zero: none).
@@ -317,6 +326,7 @@ impl TargetSection {
         )?;
         Ok(Target {
             tls,
+            accept_read_only_without_role: self.accept_read_only_without_role,
             statement_timeout,
             idle_in_transaction_timeout,
             name: self.name.clone(),

@@ -728,6 +728,59 @@ async fn read_only_identities_can_use_a_read_only_upstream_role() {
         env.pg.superuser(),
         "read-write identities use the target's own login"
     );
+    // The role is what holds read-only identities if a statement were
+    // misjudged: the database itself refuses its writes.
+    let direct = env
+        .pg
+        .try_psql(
+            "shop",
+            "SET ROLE gatehouse_ro; DELETE FROM orders WHERE id = 1",
+        )
+        .unwrap_err();
+    assert!(direct.contains("permission denied"), "{direct}");
+    drop((reader, agent));
+
+    // A read-only login that can write is refused at start-up, naming what.
+    let mut env = env;
+    env.stop().await;
+    env.pg.psql(
+        "shop",
+        "GRANT INSERT ON orders TO gatehouse_ro; GRANT CREATE ON SCHEMA public TO gatehouse_ro",
+    );
+    let config = gatehouse::config::Config::load(&env.config).unwrap();
+    let err = match gatehouse::gateway::Gateway::bind(&config).await {
+        Ok(_) => panic!("a gateway started with a read-only login that can write"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("read_only_user gatehouse_ro can change data")
+            && err.contains("INSERT on public.orders")
+            && err.contains("CREATE on schema public"),
+        "{err}"
+    );
+}
+
+/// Without a read-only role, a read-only identity relies on
+/// default_transaction_read_only, which `BEGIN READ WRITE` and `set_config`
+/// undo: its sessions are refused unless the operator accepts that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_identities_need_a_read_only_role_or_an_explicit_acceptance() {
+    let env = Env::start_custom(POLICY, "", "accept_read_only_without_role = false", |_| {}).await;
+    let refused = tokio_postgres::connect(&env.conn_str("reader"), tokio_postgres::NoTls).await;
+    let e = refused
+        .err()
+        .expect("a read-only identity ran without a read-only role");
+    let text = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| e.to_string());
+    assert!(
+        text.contains("policy keeps identity \"reader\" read-only")
+            && text.contains("read_only_user"),
+        "{text}"
+    );
+    // Read-write identities are not affected.
+    assert_alive(&env.connect("agent").await, 3).await;
 }
 
 /// A statement of a blocked identity fails: the session ended (FATAL or

@@ -265,7 +265,8 @@ async fn lookup(target: &Target, plan: &MaskPlan) -> Result<Resolved, CatalogErr
 }
 
 /// Runs one catalog query on a fresh read-only connection of the
-/// gateway's own (never a client's session), then closes it.
+/// gateway's own (never a client's session; as the target's read-only
+/// login when it has one), then closes it.
 async fn query_once(target: &Target, sql: &str) -> Result<Vec<Vec<Option<String>>>, CatalogError> {
     let mut conn =
         upstream::connect(target, true)
@@ -358,6 +359,56 @@ pub async fn relation_names(target: &Target) -> Result<CatalogNames, CatalogErro
         }
     }
     Ok(names)
+}
+
+/// What `target`'s read-only login may change: role attributes, table,
+/// sequence, schema and database privileges that let it write or create
+/// (at most 20, each as "PRIVILEGE on OBJECT"). Empty for a role that can
+/// only read.
+pub async fn write_privileges(target: &Target) -> Result<Vec<String>, CatalogError> {
+    let sql = "SELECT w FROM (
+        SELECT unnest(ARRAY[
+            CASE WHEN rolsuper THEN 'SUPERUSER' END,
+            CASE WHEN rolcreaterole THEN 'CREATEROLE' END,
+            CASE WHEN rolcreatedb THEN 'CREATEDB' END,
+            CASE WHEN rolbypassrls THEN 'BYPASSRLS' END]) || ' (role attribute)' AS w
+          FROM pg_catalog.pg_roles WHERE rolname = current_user
+        UNION ALL
+        SELECT p || ' on ' || n.nspname || '.' || c.relname
+          FROM pg_catalog.pg_class c
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) p
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+           AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+           AND pg_catalog.has_table_privilege(c.oid, p)
+        UNION ALL
+        SELECT p || ' on sequence ' || n.nspname || '.' || c.relname
+          FROM pg_catalog.pg_class c
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          CROSS JOIN unnest(ARRAY['USAGE', 'UPDATE']) p
+         WHERE c.relkind = 'S'
+           AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+           AND pg_catalog.has_sequence_privilege(c.oid, p)
+        UNION ALL
+        SELECT 'CREATE on schema ' || n.nspname FROM pg_catalog.pg_namespace n
+         WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+           AND pg_catalog.has_schema_privilege(n.oid, 'CREATE')
+        UNION ALL
+        SELECT 'CREATE on database ' || current_database()
+         WHERE pg_catalog.has_database_privilege(current_database(), 'CREATE')
+      ) found WHERE w IS NOT NULL LIMIT 20";
+    let rows = tokio::time::timeout(LOOKUP_TIMEOUT, query_once(target, sql))
+        .await
+        .unwrap_or_else(|_| {
+            Err(CatalogError::Timeout {
+                target: target.name.clone(),
+                seconds: LOOKUP_TIMEOUT.as_secs(),
+            })
+        })?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten())
+        .collect())
 }
 
 /// Runs one simple query and returns its rows as text.

@@ -23,7 +23,7 @@ use gatehouse_ledger::Ledger;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, Target};
 use crate::state::load_state;
 
 /// A gateway bound to its port, not yet serving.
@@ -43,6 +43,9 @@ impl Gateway {
         let targets = config.resolve_targets()?;
         if targets.is_empty() {
             anyhow::bail!("the config has no [[target]]: add the database clients should reach");
+        }
+        for target in &targets {
+            check_read_only_login(target).await?;
         }
         let state = load_state(&config.ledger.path)?;
         let policy = match state.policy_source() {
@@ -228,4 +231,45 @@ pub async fn serve(config: &Config) -> Result<()> {
         .await?;
     info!("gatehouse stopped");
     Ok(())
+}
+
+/// Refuses to start when a target's read-only login can change anything:
+/// read-only identities run as it, and it is what holds them read-only
+/// should a statement be misjudged. A target that cannot be reached now is
+/// not checked (logged); it is checked at the next start.
+async fn check_read_only_login(target: &Target) -> Result<()> {
+    let Some((user, _)) = target.read_only_login() else {
+        if target.accept_read_only_without_role {
+            tracing::warn!(
+                target = target.name,
+                "read-only identities on this target rely on default_transaction_read_only alone \
+                 (accept_read_only_without_role); configure read_only_user for a role that cannot write"
+            );
+        }
+        return Ok(());
+    };
+    match catalog::write_privileges(target).await {
+        Ok(found) if found.is_empty() => {
+            tracing::info!(
+                target = target.name,
+                user,
+                "the read-only login cannot write"
+            );
+            Ok(())
+        }
+        Ok(found) => anyhow::bail!(
+            "target {}: read_only_user {user} can change data, so it cannot hold read-only \
+             identities read-only: {}. Revoke these (for example REVOKE INSERT, UPDATE, DELETE, \
+             TRUNCATE ON ALL TABLES IN SCHEMA public FROM {user}) or name another role",
+            target.name,
+            found.join(", ")
+        ),
+        Err(e) => {
+            tracing::warn!(
+                target = target.name,
+                "cannot check that read_only_user {user} cannot write: {e}; checked at the next start"
+            );
+            Ok(())
+        }
+    }
 }

@@ -319,6 +319,22 @@ async fn startup_with<S: Stream>(
         return Ok(());
     };
     let read_only = shared.policy().read_only(&identity, &target.name);
+    if read_only && target.read_only.is_none() && !target.accept_read_only_without_role {
+        fatal(
+            &mut stream,
+            "28000",
+            &format!(
+                "policy keeps identity \"{identity}\" read-only, and target \"{}\" has no \
+                 read_only_user, a database role without write privileges to run it as; an \
+                 operator must configure one (or accept the weaker \
+                 default_transaction_read_only with accept_read_only_without_role = true)",
+                target.name
+            ),
+        )
+        .await
+        .ok();
+        return Ok(());
+    }
     let mut upstream = match upstream::connect(&target, read_only).await {
         Ok(u) => u,
         Err(e) => {

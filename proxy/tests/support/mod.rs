@@ -149,6 +149,13 @@ impl Env {
             let dir = tempfile::tempdir().unwrap();
             let home = dir.path().join("gh");
             let out = init::init(&home, Some("gatehouse.test/gateway")).unwrap();
+            // Test identities such as `reader` are kept read-only by their
+            // policies; most tests run them on default_transaction_read_only.
+            let target_extra = if target_extra.contains("accept_read_only_without_role") {
+                target_extra
+            } else {
+                format!("accept_read_only_without_role = true\n{target_extra}")
+            };
             let var = format!("GH_TEST_PW_{}", pg.port());
             std::env::set_var(&var, pg.password());
             let mut text = std::fs::read_to_string(&out.config).unwrap();
