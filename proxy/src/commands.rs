@@ -343,8 +343,18 @@ pub fn current_policy(config: &Config) -> Result<Policy> {
 }
 
 /// `gatehouse policy explain`: the decision, without running anything.
-pub fn policy_explain(config: &Config, identity: &str, target: &str, sql: &str) -> Result<String> {
-    let policy = current_policy(config)?;
+pub fn policy_explain(
+    config: &Config,
+    identity: &str,
+    target: &str,
+    sql: &str,
+    policy_file: Option<&std::path::Path>,
+) -> Result<String> {
+    let policy = match policy_file {
+        Some(file) => Policy::parse(&read_policy(file)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+        None => current_policy(config)?,
+    };
     let classification = classify(sql);
     let verdict = policy.decide(&Subject { identity, target }, &classification);
     let mut out = format!(
@@ -376,6 +386,17 @@ pub fn policy_explain(config: &Config, identity: &str, target: &str, sql: &str) 
             s.functions.iter().chain(&s.dangerous).cloned().collect::<Vec<_>>().join(", "),
             s.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
         ));
+        if let Some(masking) = &v.mask {
+            let masks: Vec<String> = masking
+                .plan
+                .columns
+                .iter()
+                .map(|(column, m)| format!("{column}={} (rule {})", m.strategy.name(), m.rule))
+                .collect();
+            if !masks.is_empty() {
+                out.push_str(&format!("  masks: {}\n", masks.join(", ")));
+            }
+        }
     }
     out.push_str(&format!(
         "upstream session for {identity} on {target}: {}\n",
@@ -437,15 +458,47 @@ mod tests {
         )
         .unwrap();
         policy_apply(&config, &policy, "t".into(), false).unwrap();
-        let out = policy_explain(&config, "bot", "shop", "SELECT id FROM orders").unwrap();
+        let out = policy_explain(&config, "bot", "shop", "SELECT id FROM orders", None).unwrap();
         assert!(out.starts_with("decision: Allow by rule reads"), "{out}");
         assert!(out.contains("public.orders"), "{out}");
         assert!(out.contains("read-only"), "{out}");
-        let out = policy_explain(&config, "bot", "shop", "DELETE FROM orders").unwrap();
+        let out = policy_explain(&config, "bot", "shop", "DELETE FROM orders", None).unwrap();
         assert!(
             out.starts_with("decision: Deny by the default (deny)"),
             "{out}"
         );
+        // A candidate file is tried without being applied; its masks shown.
+        let candidate = dir.path().join("candidate.toml");
+        std::fs::write(
+            &candidate,
+            "[[rule]]\nname = \"masked-reads\"\nidentity = \"bot\"\nclasses = [\"read\"]\naction = \"mask\"\n\n[rule.mask]\n\"public.orders.total\" = \"redact\"\n",
+        )
+        .unwrap();
+        let out = policy_explain(
+            &config,
+            "bot",
+            "shop",
+            "SELECT id, total FROM orders",
+            Some(&candidate),
+        )
+        .unwrap();
+        assert!(
+            out.starts_with("decision: Mask by rule masked-reads"),
+            "{out}"
+        );
+        assert!(
+            out.contains("masks: public.orders.total=redact (rule masked-reads)"),
+            "{out}"
+        );
+        let out = policy_explain(&config, "bot", "shop", "SELECT id FROM orders", None).unwrap();
+        assert!(
+            out.starts_with("decision: Allow by rule reads"),
+            "not applied: {out}"
+        );
+        let broken = dir.path().join("broken.toml");
+        std::fs::write(&broken, "[[rule]]\nname = 1\n").unwrap();
+        let err = policy_explain(&config, "bot", "shop", "SELECT 1", Some(&broken)).unwrap_err();
+        assert!(format!("{err:#}").contains("broken.toml"), "{err:#}");
     }
 
     #[test]

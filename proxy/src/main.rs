@@ -328,6 +328,10 @@ enum PolicyCommand {
         /// The SQL to judge.
         #[arg(long)]
         sql: String,
+        /// Judge by this policy file instead of the one in force (to try a
+        /// file before applying it).
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -457,9 +461,16 @@ fn run(command: Command) -> Result<()> {
                 identity,
                 target,
                 sql,
+                policy,
             } => print!(
                 "{}",
-                commands::policy_explain(&Config::load(&config)?, &identity, &target, &sql)?
+                commands::policy_explain(
+                    &Config::load(&config)?,
+                    &identity,
+                    &target,
+                    &sql,
+                    policy.as_deref()
+                )?
             ),
         },
         Command::Identity {
