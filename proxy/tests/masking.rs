@@ -876,3 +876,66 @@ async fn assert_no_seeded_value(env: &Env, output: &str) {
         .collect();
     assert!(leaked.is_empty(), "raw values reached a driver: {leaked:?}");
 }
+
+/// Issue 13: a mask rule can scan a free-text column with the content
+/// detectors (`"public.tickets.body" = "detect"`): the text stays, the
+/// emails, card numbers and SSNs in it are masked in place, in text and
+/// binary results; a rule listing no detectors uses all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_text_columns_are_scanned_by_the_detectors() {
+    let policy = r#"
+[[rule]]
+name = "agent-reads"
+identity = "agent"
+classes = ["read", "transaction"]
+action = "allow"
+
+[[rule]]
+name = "scan-tickets"
+identity = "agent"
+classes = ["read", "transaction"]
+action = "mask"
+
+[rule.mask]
+"public.tickets.body" = "detect"
+"public.tickets.n" = "detect"
+"#;
+    let env = Env::start_custom(policy, "", "", |pg| {
+        pg.psql(
+            "shop",
+            "CREATE TABLE tickets (id int PRIMARY KEY, n int, body text); \
+             INSERT INTO tickets VALUES \
+             (1, 7, 'Please mail jane.doe@corp.example, card 4111 1111 1111 1111, SSN 078-05-1120. Thanks!'), \
+             (2, 8, 'Nothing sensitive here')",
+        );
+    })
+    .await;
+    let c = env.connect("agent").await;
+    let rows = text_rows(
+        &c.simple_query("SELECT n, body FROM tickets ORDER BY id")
+            .await
+            .unwrap(),
+    );
+    let first = rows[0][1].clone().unwrap();
+    for secret in ["jane.doe@", "4111 1111 1111 1111", "078-05-1120"] {
+        assert!(!first.contains(secret), "{secret} in {first}");
+    }
+    assert!(
+        first.starts_with("Please mail ") && first.ends_with(". Thanks!"),
+        "{first}"
+    );
+    assert!(
+        first.contains("corp.example"),
+        "the email keeps its domain: {first}"
+    );
+    assert_eq!(rows[1][1].as_deref(), Some("Nothing sensitive here"));
+    // A detect column that is not text is redacted: 0 for an int.
+    assert_eq!(rows[0][0].as_deref(), Some("0"));
+    // Binary results: the same scan.
+    let row = c
+        .query_one("SELECT body FROM tickets WHERE id = 1", &[])
+        .await
+        .unwrap();
+    let body: String = row.get(0);
+    assert_eq!(body, first);
+}

@@ -398,9 +398,10 @@ fn parse_strategy(raw: RawStrategy) -> Result<Strategy, String> {
         "email" => Strategy::Email,
         "hash" => Strategy::Hash,
         "null" => Strategy::Null,
+        "detect" => Strategy::Detect,
         other => {
             return Err(format!(
-                "unknown strategy {other:?}; use \"redact\", \"partial\", \"email\", \"hash\" or \"null\""
+                "unknown strategy {other:?}; use \"redact\", \"partial\", \"email\", \"hash\", \"null\" or \"detect\""
             ))
         }
     };

@@ -172,6 +172,9 @@ enum ColumnAction {
     Detect {
         ty: ValueType,
         label: usize,
+        /// Every detector, not only the plan's: a column masked with the
+        /// `detect` strategy by a rule that lists none.
+        all: bool,
     },
 }
 
@@ -239,6 +242,7 @@ impl StatementMask {
                     ColumnAction::Detect {
                         ty,
                         label: self.label(format!("(untraced) {}", f.name), "detectors"),
+                        all: false,
                     }
                 } else {
                     ColumnAction::Pass
@@ -249,11 +253,25 @@ impl StatementMask {
                     .columns
                     .get(column)
                     .map_or(Strategy::Redact, |m| m.strategy);
-                ColumnAction::Mask {
-                    strategy,
-                    ty,
-                    format,
-                    label: self.label(column.clone(), strategy.name()),
+                if strategy == Strategy::Detect && ty.is_textual() {
+                    ColumnAction::Detect {
+                        ty,
+                        label: self.label(column.clone(), strategy.name()),
+                        all: spec.plan.detectors.is_empty(),
+                    }
+                } else {
+                    // A detect column of another type is redacted.
+                    let strategy = if strategy == Strategy::Detect {
+                        Strategy::Redact
+                    } else {
+                        strategy
+                    };
+                    ColumnAction::Mask {
+                        strategy,
+                        ty,
+                        format,
+                        label: self.label(column.clone(), strategy.name()),
+                    }
                 }
             } else if let Some(table) = catalog.masked_tables.get(&f.table_oid) {
                 if f.column > 0 {
@@ -347,8 +365,13 @@ impl StatementMask {
                     };
                     Some(not_null)
                 }
-                (Some(v), ColumnAction::Detect { ty, label }) => {
-                    detect_into(&spec.plan.detectors, *ty, v, scratch).then(|| {
+                (Some(v), ColumnAction::Detect { ty, label, all }) => {
+                    let detectors: &[gatehouse_engine::mask::Detector] = if *all {
+                        &gatehouse_engine::mask::detect::ALL
+                    } else {
+                        &spec.plan.detectors
+                    };
+                    detect_into(detectors, *ty, v, scratch).then(|| {
                         counts[*label] += 1;
                         true
                     })
