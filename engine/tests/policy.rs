@@ -1171,3 +1171,63 @@ action = "allow"
         assert_eq!(v.action, Action::Allow, "{sql}");
     }
 }
+
+/// Deny rules hold through views: what a view reads counts for deny rules
+/// (by column and by table), not for allow rules.
+#[test]
+fn deny_rules_are_judged_on_what_views_read() {
+    use gatehouse_engine::classify::classify;
+    let p = policy(
+        r#"
+[[rule]]
+name = "reads"
+identity = "*"
+classes = ["read"]
+action = "allow"
+
+[[rule]]
+name = "no-ssn"
+identity = "*"
+columns = ["public.customers.ssn"]
+action = "deny"
+message = "no SSNs"
+
+[[rule]]
+name = "no-secrets"
+identity = "*"
+tables = ["secret.*"]
+action = "deny"
+"#,
+    );
+    let c = classify("SELECT tax_id FROM people");
+    let plain = p.decide(&AGENT, &c);
+    assert_eq!(
+        plain.action,
+        Action::Allow,
+        "without the catalog it looks harmless"
+    );
+    let through = p.decide_with_views(
+        &AGENT,
+        &c,
+        &[vec![
+            "public.customers.id".into(),
+            "public.customers.ssn".into(),
+        ]],
+    );
+    assert_eq!(through.action, Action::Deny);
+    assert_eq!(through.rule.as_deref(), Some("no-ssn"));
+    assert!(through
+        .message
+        .unwrap()
+        .contains("read through a view of public.customers"));
+    // A whole-row dependency exposes every column.
+    let star = p.decide_with_views(&AGENT, &c, &[vec!["public.customers.*".into()]]);
+    assert_eq!(star.action, Action::Deny);
+    // A table rule holds through a view too.
+    let secret = p.decide_with_views(&AGENT, &c, &[vec!["secret.orders.note".into()]]);
+    assert_eq!(secret.rule.as_deref(), Some("no-secrets"));
+    // A view reading nothing denied is allowed.
+    let fine = p.decide_with_views(&AGENT, &c, &[vec!["public.customers.name".into()]]);
+    assert_eq!(fine.action, Action::Allow);
+    assert!(p.denies_names("agent-1", "shop"));
+}

@@ -416,6 +416,80 @@ impl Policy {
         Verdict::from_statements(statements, &self.settings.default_message)
     }
 
+    /// [`Policy::decide`], with what each statement reads through views:
+    /// `reached[i]` holds the base columns (`schema.table.column`, or
+    /// `schema.table.*` for a whole row) the views named by statement `i`
+    /// read, transitively. Deny rules are judged against those too, so
+    /// `columns = ["public.customers.ssn"]` also denies a view selecting
+    /// `ssn AS tax_id`, and `tables = ["secret.*"]` a view over
+    /// `secret.orders`. Allow rules are not: naming a view that exposes
+    /// only what it should is how operators grant narrower access.
+    pub fn decide_with_views(
+        &self,
+        subject: &Subject<'_>,
+        classification: &Classification,
+        reached: &[Vec<String>],
+    ) -> Verdict {
+        let plan = self.mask_plan(subject.identity, subject.target);
+        let statements: Vec<StatementVerdict> = classification
+            .statements
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let verdict = self.decide_with_plan(subject, s, plan.as_ref());
+                match reached.get(i) {
+                    Some(columns) if verdict.action != Action::Deny && !columns.is_empty() => self
+                        .deny_through_views(subject, s, columns)
+                        .unwrap_or(verdict),
+                    _ => verdict,
+                }
+            })
+            .collect();
+        Verdict::from_statements(statements, &self.settings.default_message)
+    }
+
+    /// The first deny rule that matches `statement` read as the base
+    /// columns its views reach.
+    fn deny_through_views(
+        &self,
+        subject: &Subject<'_>,
+        statement: &StatementInfo,
+        columns: &[String],
+    ) -> Option<StatementVerdict> {
+        let mut tables: Vec<String> = columns
+            .iter()
+            .filter_map(|c| c.rsplit_once('.').map(|(t, _)| t.to_owned()))
+            .collect();
+        tables.sort();
+        tables.dedup();
+        let base = StatementInfo {
+            tables,
+            columns: columns.to_vec(),
+            ..statement.clone()
+        };
+        let rule = self
+            .rules
+            .iter()
+            .find(|r| r.action == Action::Deny && r.matches(subject, &base))?;
+        let mut verdict = self.verdict(rule);
+        verdict.message = Some(format!(
+            "{} (read through a view of {})",
+            verdict.message.unwrap_or_default(),
+            base.tables.join(", ")
+        ));
+        Some(verdict)
+    }
+
+    /// Whether any deny rule covering `identity` on `target` names tables or
+    /// columns: only then does what views read matter to a decision.
+    pub fn denies_names(&self, identity: &str, target: &str) -> bool {
+        self.rules.iter().any(|r| {
+            r.action == Action::Deny
+                && r.covers(identity, target)
+                && (r.tables.is_some() || r.columns.is_some())
+        })
+    }
+
     /// Judges one statement.
     pub fn decide_statement(
         &self,

@@ -105,6 +105,8 @@ struct Entry {
 #[derive(Default)]
 struct TargetEntries {
     by_plan: HashMap<String, Entry>,
+    /// What the target's views read, with when it was looked up.
+    views: Option<(Arc<ViewReads>, Instant)>,
     /// Bumped by every invalidation; a lookup that started before one does
     /// not fill the cache.
     generation: u64,
@@ -136,11 +138,7 @@ impl CatalogCache {
             let mut targets = self.targets.lock().expect("catalog lock");
             let entries = targets.entry(target.name.clone()).or_default();
             if let Some(e) = entries.by_plan.get(&key) {
-                let age = e.loaded.elapsed();
-                let unknown = relations
-                    .iter()
-                    .any(|r| !e.resolved.relation_names.contains(r));
-                if age < MAX_AGE && (!unknown || age < UNKNOWN_NAME_RELOAD) {
+                if fresh(e.loaded, &e.resolved.relation_names, relations) {
                     return Ok(e.resolved.clone());
                 }
             }
@@ -168,14 +166,126 @@ impl CatalogCache {
         Ok(resolved)
     }
 
+    /// What the views of `target` read (see [`ViewReads`]), from the cache
+    /// under the same rules as [`CatalogCache::resolve`].
+    pub async fn view_reads(
+        &self,
+        target: &Target,
+        relations: &[String],
+    ) -> Result<Arc<ViewReads>, CatalogError> {
+        let generation = {
+            let mut targets = self.targets.lock().expect("catalog lock");
+            let entries = targets.entry(target.name.clone()).or_default();
+            if let Some((reads, loaded)) = &entries.views {
+                if fresh(*loaded, &reads.relation_names, relations) {
+                    return Ok(reads.clone());
+                }
+            }
+            entries.generation
+        };
+        let reads = Arc::new(
+            tokio::time::timeout(LOOKUP_TIMEOUT, view_lookup(target))
+                .await
+                .map_err(|_| CatalogError::Timeout {
+                    target: target.name.clone(),
+                    seconds: LOOKUP_TIMEOUT.as_secs(),
+                })??,
+        );
+        let mut targets = self.targets.lock().expect("catalog lock");
+        let entries = targets.entry(target.name.clone()).or_default();
+        if entries.generation == generation {
+            entries.views = Some((reads.clone(), Instant::now()));
+        }
+        Ok(reads)
+    }
+
     /// Forgets what is known of `target` (after DDL, or a result from a
     /// table the cache did not know).
     pub fn invalidate(&self, target: &str) {
         let mut targets = self.targets.lock().expect("catalog lock");
         let entries = targets.entry(target.to_owned()).or_default();
         entries.by_plan.clear();
+        entries.views = None;
         entries.generation += 1;
     }
+}
+
+/// Whether an entry loaded at `loaded`, knowing `known` relations, may
+/// answer for a statement naming `relations`: younger than a minute, and
+/// knowing them all (or looked up less than a second ago).
+fn fresh(loaded: Instant, known: &HashSet<String>, relations: &[String]) -> bool {
+    let age = loaded.elapsed();
+    let unknown = relations.iter().any(|r| !known.contains(r));
+    age < MAX_AGE && (!unknown || age < UNKNOWN_NAME_RELOAD)
+}
+
+/// What each view and materialized view of a target reads, through other
+/// views too, from `pg_depend` on their rewrite rules: so that a rule on
+/// `public.customers.ssn` also holds for `SELECT tax_id FROM people` where
+/// `people` is a view selecting `ssn AS tax_id`.
+#[derive(Debug, Default)]
+pub struct ViewReads {
+    /// `schema.view` → the base columns it reads, `schema.table.column`, or
+    /// `schema.table.*` where it depends on a whole row.
+    pub views: HashMap<String, Vec<String>>,
+    /// Every relation's `schema.name`.
+    pub relation_names: HashSet<String>,
+}
+
+/// Looks up [`ViewReads`] on a connection of the gateway's own.
+async fn view_lookup(target: &Target) -> Result<ViewReads, CatalogError> {
+    let sql = "WITH RECURSIVE dep(view, relid, attnum) AS (
+        SELECT r.ev_class, d.refobjid, d.refobjsubid
+          FROM pg_catalog.pg_depend d
+          JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+         WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND d.refobjid <> r.ev_class
+      ),
+      reach(view, relid, attnum) AS (
+        SELECT view, relid, attnum FROM dep
+        UNION
+        SELECT r.view, d.relid, d.attnum FROM reach r JOIN dep d ON d.view = r.relid
+      )
+      SELECT 'v', vn.nspname || '.' || v.relname,
+             bn.nspname || '.' || b.relname || '.' || coalesce(a.attname, '*')
+        FROM reach x
+        JOIN pg_catalog.pg_class v ON v.oid = x.view
+        JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
+        JOIN pg_catalog.pg_class b ON b.oid = x.relid
+        JOIN pg_catalog.pg_namespace bn ON bn.oid = b.relnamespace
+        LEFT JOIN pg_catalog.pg_attribute a
+          ON a.attrelid = x.relid AND a.attnum = x.attnum AND x.attnum > 0
+       WHERE v.relkind IN ('v', 'm') AND b.relkind IN ('r', 'p', 'f')
+      UNION ALL
+      SELECT 'r', n.nspname || '.' || c.relname, NULL
+        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+       WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')";
+    let rows = query_once(target, sql).await?;
+    let mut reads = ViewReads::default();
+    for row in rows {
+        match row.as_slice() {
+            [Some(kind), Some(view), Some(column)] if kind == "v" => reads
+                .views
+                .entry(view.clone())
+                .or_default()
+                .push(column.clone()),
+            [Some(kind), Some(relation), None] if kind == "r" => {
+                reads.relation_names.insert(relation.clone());
+            }
+            _ => {
+                return Err(CatalogError::Query {
+                    target: target.name.clone(),
+                    reason: "unexpected row in the view lookup".to_owned(),
+                })
+            }
+        }
+    }
+    for columns in reads.views.values_mut() {
+        columns.sort();
+        columns.dedup();
+    }
+    Ok(reads)
 }
 
 /// A text literal PostgreSQL reads the same whatever its settings: the

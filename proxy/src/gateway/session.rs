@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use gatehouse_engine::fingerprint::fingerprint;
-use gatehouse_engine::policy::{Subject, Verdict};
+use gatehouse_engine::policy::{Policy, StatementVerdict, Subject, Verdict};
 use gatehouse_engine::{Action, Classification, StatementClass};
 use gatehouse_ledger::cbor::Bytes as CborBytes;
 use gatehouse_ledger::event::{
@@ -1217,7 +1217,7 @@ async fn decide(ctx: &Context, sql: &str, classification: &Classification) -> Ju
         identity: &ctx.info.identity,
         target: &ctx.info.target.name,
     };
-    let mut verdict = policy.decide(&subject, classification);
+    let mut verdict = decide_through_views(ctx, &policy, &subject, classification).await;
     let mask = masking::prepare(
         &ctx.shared.masking,
         &ctx.info.target,
@@ -1252,6 +1252,66 @@ async fn decide(ctx: &Context, sql: &str, classification: &Classification) -> Ju
         ));
     }
     j
+}
+
+/// Policy's verdict, with deny rules also judged on what the views a
+/// statement names read (see `Policy::decide_with_views`). The views come
+/// from the target's catalog (cached); when it cannot be read, statements
+/// that name relations are denied, since a view could expose what a deny
+/// rule covers.
+async fn decide_through_views(
+    ctx: &Context,
+    policy: &Policy,
+    subject: &Subject<'_>,
+    classification: &Classification,
+) -> Verdict {
+    let relations: Vec<String> = classification
+        .statements
+        .iter()
+        .flat_map(|s| s.tables.iter().cloned())
+        .collect();
+    if relations.is_empty() || !policy.denies_names(subject.identity, subject.target) {
+        return policy.decide(subject, classification);
+    }
+    match ctx
+        .shared
+        .masking
+        .catalog
+        .view_reads(&ctx.info.target, &relations)
+        .await
+    {
+        Ok(reads) => {
+            let reached: Vec<Vec<String>> = classification
+                .statements
+                .iter()
+                .map(|s| {
+                    s.tables
+                        .iter()
+                        .filter_map(|t| reads.views.get(t))
+                        .flatten()
+                        .cloned()
+                        .collect()
+                })
+                .collect();
+            policy.decide_with_views(subject, classification, &reached)
+        }
+        Err(e) => {
+            warn!(target = ctx.info.target.name, "view lookup failed: {e}");
+            let refused = StatementVerdict {
+                action: Action::Deny,
+                rule: None,
+                message: Some(format!(
+                    "Gatehouse cannot read what the views of this database read ({e}), so it \
+                     cannot tell whether this statement reaches a column policy denies; try again"
+                )),
+                mask: None,
+            };
+            Verdict::from_statements(
+                vec![refused; classification.statements.len()],
+                &policy.settings().default_message,
+            )
+        }
+    }
 }
 
 /// Automatic containment: after a denial, blocks the identity if the
