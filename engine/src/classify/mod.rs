@@ -89,6 +89,12 @@ pub const SESSION_LIMIT_SETTINGS: &[&str] =
 /// `set_config` that may name one). Policy denies it whatever its rules say.
 pub const SESSION_LIMIT_CHANGE: &str = "set session limit";
 
+/// The PostgreSQL major version whose parser (libpg_query, through the
+/// `pg_query` crate) is the authority on how SQL is read. A server of an
+/// older version refuses what its grammar lacks; one of a newer version may
+/// accept syntax this parser refuses (then denied, never misread).
+pub const PARSER_MAJOR_VERSION: u32 = 17;
+
 /// The entry in [`StatementInfo::dangerous`] of a query string that
 /// PostgreSQL reads differently from the classifier, or cannot read at all
 /// (see the `reading` module). Policy denies it whatever its rules say:

@@ -89,6 +89,37 @@ fn startup_message(target: &Target, user: &str, options: Option<&str>) -> BytesM
     out
 }
 
+/// Logs, once per process and target, a server newer than the parser the
+/// gateway reads SQL with: its new syntax is denied as unreadable.
+fn warn_if_newer_than_the_parser(target: &Target, body: &[u8]) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut parts = body.split(|b| *b == 0);
+    if parts.next() != Some(b"server_version".as_slice()) {
+        return;
+    }
+    let version = String::from_utf8_lossy(parts.next().unwrap_or_default());
+    let parser = gatehouse_engine::classify::PARSER_MAJOR_VERSION;
+    if major_version(&version).is_some_and(|m| m > parser) {
+        let mut warned = WARNED.lock().expect("warned lock");
+        if !warned.contains(&target.name) {
+            warned.push(target.name.clone());
+            tracing::warn!(
+                target = target.name,
+                server_version = %version,
+                "the database is newer than PostgreSQL {parser}, whose parser Gatehouse reads SQL with: statements using newer syntax are denied as unreadable"
+            );
+        }
+    }
+}
+
+/// The major version of a `server_version` such as `15.18 (Debian ...)`.
+fn major_version(server_version: &str) -> Option<u32> {
+    server_version
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|m| m.parse().ok())
+}
+
 /// `name value` of a ParameterStatus body reporting one of the
 /// [`gatehouse_engine::classify::SQL_TEXT_SETTINGS`] at another value than
 /// the gateway reads SQL with, if it is one.
@@ -251,6 +282,7 @@ pub async fn connect(target: &Target, read_only: bool) -> Result<Upstream, Upstr
                         target.name
                     )));
                 }
+                warn_if_newer_than_the_parser(target, f.body());
                 parameters.push(f)
             }
             b'K' => {
@@ -326,4 +358,17 @@ pub async fn cancel(target: &Target, key: (i32, i32)) -> std::io::Result<()> {
     b.put_i32(key.1);
     s.write_all(&b).await?;
     s.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_versions_give_their_major() {
+        assert_eq!(major_version("15.18 (Debian 15.18-0+deb12u1)"), Some(15));
+        assert_eq!(major_version("18beta1"), Some(18));
+        assert_eq!(major_version("9.6.24"), Some(9));
+        assert_eq!(major_version("unknown"), None);
+    }
 }
