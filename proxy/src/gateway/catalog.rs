@@ -144,14 +144,7 @@ impl CatalogCache {
             }
             entries.generation
         };
-        let resolved = Arc::new(
-            tokio::time::timeout(LOOKUP_TIMEOUT, lookup(target, plan))
-                .await
-                .map_err(|_| CatalogError::Timeout {
-                    target: target.name.clone(),
-                    seconds: LOOKUP_TIMEOUT.as_secs(),
-                })??,
-        );
+        let resolved = Arc::new(within_limit(target, lookup(target, plan)).await?);
         let mut targets = self.targets.lock().expect("catalog lock");
         let entries = targets.entry(target.name.clone()).or_default();
         if entries.generation == generation {
@@ -183,14 +176,7 @@ impl CatalogCache {
             }
             entries.generation
         };
-        let reads = Arc::new(
-            tokio::time::timeout(LOOKUP_TIMEOUT, view_lookup(target))
-                .await
-                .map_err(|_| CatalogError::Timeout {
-                    target: target.name.clone(),
-                    seconds: LOOKUP_TIMEOUT.as_secs(),
-                })??,
-        );
+        let reads = Arc::new(within_limit(target, view_lookup(target)).await?);
         let mut targets = self.targets.lock().expect("catalog lock");
         let entries = targets.entry(target.name.clone()).or_default();
         if entries.generation == generation {
@@ -208,6 +194,21 @@ impl CatalogCache {
         entries.views = None;
         entries.generation += 1;
     }
+}
+
+/// Runs a lookup of `target`, failing it after [`LOOKUP_TIMEOUT`].
+async fn within_limit<T>(
+    target: &Target,
+    lookup: impl std::future::Future<Output = Result<T, CatalogError>>,
+) -> Result<T, CatalogError> {
+    tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
+        .await
+        .unwrap_or_else(|_| {
+            Err(CatalogError::Timeout {
+                target: target.name.clone(),
+                seconds: LOOKUP_TIMEOUT.as_secs(),
+            })
+        })
 }
 
 /// Whether an entry loaded at `loaded`, knowing `known` relations, may
@@ -454,14 +455,7 @@ pub async fn relation_names(target: &Target) -> Result<CatalogNames, CatalogErro
                  LEFT JOIN pg_catalog.pg_attribute a
                    ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
                 WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')";
-    let rows = tokio::time::timeout(LOOKUP_TIMEOUT, query_once(target, sql))
-        .await
-        .unwrap_or_else(|_| {
-            Err(CatalogError::Timeout {
-                target: target.name.clone(),
-                seconds: LOOKUP_TIMEOUT.as_secs(),
-            })
-        })?;
+    let rows = within_limit(target, query_once(target, sql)).await?;
     let mut names = CatalogNames::default();
     for row in &rows {
         if let [Some(relation), column] = row.as_slice() {
@@ -507,14 +501,7 @@ pub async fn write_privileges(target: &Target) -> Result<Vec<String>, CatalogErr
         SELECT 'CREATE on database ' || current_database()
          WHERE pg_catalog.has_database_privilege(current_database(), 'CREATE')
       ) found WHERE w IS NOT NULL LIMIT 20";
-    let rows = tokio::time::timeout(LOOKUP_TIMEOUT, query_once(target, sql))
-        .await
-        .unwrap_or_else(|_| {
-            Err(CatalogError::Timeout {
-                target: target.name.clone(),
-                seconds: LOOKUP_TIMEOUT.as_secs(),
-            })
-        })?;
+    let rows = within_limit(target, query_once(target, sql)).await?;
     Ok(rows
         .into_iter()
         .filter_map(|row| row.into_iter().next().flatten())
