@@ -915,3 +915,67 @@ async fn a_grant_ends_with_a_block_a_revoked_credential_or_its_revocation() {
     );
     assert!(env.verify().is_intact());
 }
+
+/// Issue 12, findings 2 and 3: a held statement ends with its requester. A
+/// client that goes away, or cancels (Ctrl-C, a driver's timeout), withdraws
+/// it: recorded, nothing runs, and a later approval is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_statement_is_withdrawn_when_its_client_cancels_or_leaves() {
+    let env = Env::start_approvals(POLICY, "").await;
+    let before = upstream_count(&env, "SELECT count(*) FROM orders WHERE id > 10");
+
+    // Cancel: the client gets 57014 and the session goes on.
+    let client = std::sync::Arc::new(env.connect("agent").await);
+    let held = spawn_query(&client, "DELETE FROM orders WHERE id > 10");
+    let id = pending(&env, 1).await[0].approval;
+    client
+        .cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let e = held.await.unwrap().unwrap_err();
+    let (code, message) = sqlstate(&e);
+    assert_eq!(code, "57014", "{message}");
+    assert!(
+        message.contains(&format!("withdrew approval request {id}")),
+        "{message}"
+    );
+    pending(&env, 0).await;
+    let (status, body) = approve(&env, "alice", id, None).await;
+    assert_eq!(status, 409, "an approval after the withdrawal: {body}");
+    client
+        .simple_query("SELECT 1")
+        .await
+        .expect("the session goes on");
+
+    // The client goes away (its socket closes, as when psql is killed):
+    // the request is withdrawn, not left to run.
+    let mut raw = support::RawClient::login(&env, "agent").await;
+    raw.send(b'Q', b"DELETE FROM orders WHERE id > 10\0").await;
+    let id = pending(&env, 1).await[0].approval;
+    drop(raw);
+    pending(&env, 0).await;
+    let (status, _) = approve(&env, "alice", id, None).await;
+    assert_eq!(status, 409, "approved after the client left");
+    assert_eq!(
+        upstream_count(&env, "SELECT count(*) FROM orders WHERE id > 10"),
+        before,
+        "the held DELETE ran"
+    );
+    env.settle().await;
+    let withdrawals: Vec<String> = env
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            EventBody::ApprovalDenied(d) if d.operator.is_none() => Some(d.reason),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        withdrawals.iter().any(|r| r.contains("cancelled"))
+            && withdrawals
+                .iter()
+                .any(|r| r.contains("disconnected") || r.contains("session ended")),
+        "{withdrawals:?}"
+    );
+}

@@ -185,7 +185,14 @@ async fn cancel(body: &[u8], shared: &Shared) -> anyhow::Result<()> {
         .get(&key)
         .cloned();
     match target {
-        Some(CancelTarget { target, key }) => upstream::cancel(&target, key).await?,
+        Some(CancelTarget { target, key, held }) => {
+            // A held statement is not running upstream: the cancel is for it.
+            if held.holding.load(std::sync::atomic::Ordering::SeqCst) {
+                held.cancelled.notify_waiters();
+            } else {
+                upstream::cancel(&target, key).await?
+            }
+        }
         None => warn!("cancel request with an unknown key ignored"),
     }
     Ok(())
@@ -397,11 +404,13 @@ async fn startup_with<S: Stream>(
         i32::from_be_bytes(scram::random_bytes()),
         i32::from_be_bytes(scram::random_bytes()),
     );
+    let held = Arc::new(super::shared::HeldStatement::default());
     shared.cancel_keys.lock().expect("cancel lock").insert(
         client_key,
         CancelTarget {
             target: target.clone(),
             key: upstream.cancel_key,
+            held: held.clone(),
         },
     );
     let mut hello = BytesMut::new();
@@ -425,6 +434,7 @@ async fn startup_with<S: Stream>(
             upstream: CancelTarget {
                 target: target.clone(),
                 key: upstream.cancel_key,
+                held: held.clone(),
             },
             kill,
         },
@@ -455,6 +465,7 @@ async fn startup_with<S: Stream>(
         id: session,
         identity,
         target,
+        held,
     };
     let result = session::relay(stream, upstream.stream, info, shared.clone(), killed).await;
     if let Some(expiry) = expiry {

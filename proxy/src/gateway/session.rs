@@ -28,7 +28,7 @@ use gatehouse_ledger::event::{
 };
 use pgwire::messages::extendedquery::{Bind, Close, Execute, Parse};
 use pgwire::messages::simplequery::Query;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tracing::{info, warn};
 
 use super::approvals::Outcome;
@@ -53,6 +53,8 @@ pub struct SessionInfo {
     pub identity: String,
     /// The upstream target.
     pub target: Arc<Target>,
+    /// The statement held for approval, as the cancel path sees it.
+    pub held: Arc<super::shared::HeldStatement>,
 }
 
 /// A statement prepared with Parse: its text and classification.
@@ -661,7 +663,7 @@ fn judge(verdict: &Verdict, classification: &Classification) -> Judgement {
     }
 }
 
-impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
+impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
     async fn run(&mut self) -> std::io::Result<End> {
         loop {
             let f = match read_frame(&mut self.client, self.ctx.shared.max_frame).await {
@@ -999,16 +1001,75 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
             approval = id,
             "statement held for approval"
         );
-        let outcome = match tokio::time::timeout(timeout, outcome).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Outcome::Refused("the approval request was withdrawn".into()),
-            Err(_) => shared
+        // The statement is held for the client that asked: it is withdrawn
+        // when the client cancels it or goes away, and never runs after.
+        let held = self.ctx.info.held.clone();
+        let cancelled = held.cancelled.notified();
+        tokio::pin!(cancelled);
+        cancelled.as_mut().enable();
+        held.holding
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let waited = {
+            let client = &mut self.client;
+            let gone = async {
+                // Bytes the client pipelined behind the held statement stay
+                // buffered for later; only the end of the stream, or a
+                // Terminate as the next message, counts.
+                match tokio::io::AsyncBufReadExt::fill_buf(client).await {
+                    Ok([]) | Ok([b'X', ..]) | Err(_) => true,
+                    Ok(_) => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                outcome = tokio::time::timeout(timeout, outcome) => Waited::Decided(outcome),
+                () = &mut cancelled => Waited::Withdrawn(Withdrawal::Cancelled),
+                true = gone => Waited::Withdrawn(Withdrawal::ClientGone),
+            }
+        };
+        held.holding
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let outcome = match waited {
+            Waited::Decided(Ok(Ok(outcome))) => outcome,
+            Waited::Decided(Ok(Err(_))) => {
+                Outcome::Refused("the approval request was withdrawn".into())
+            }
+            Waited::Decided(Err(_)) => shared
                 .approvals
                 .expire(&shared.ledger, id)
                 .await
                 .unwrap_or_else(|e| {
                     Outcome::Refused(format!("the timeout could not be recorded: {e}"))
                 }),
+            Waited::Withdrawn(why) => {
+                let reason = match why {
+                    Withdrawal::Cancelled => "withdrawn: the client cancelled the statement",
+                    Withdrawal::ClientGone => "withdrawn: the client disconnected",
+                };
+                if let Err(e) = shared
+                    .approvals
+                    .deny(&shared.ledger, id, None, reason)
+                    .await
+                {
+                    // Decided meanwhile (an approval is not acted on: the
+                    // client withdrew), or the withdrawal is unrecorded.
+                    warn!(session = self.ctx.info.id, approval = id, "{reason}: {e}");
+                }
+                info!(session = self.ctx.info.id, approval = id, "{reason}");
+                return Err(match why {
+                    Withdrawal::Cancelled => frame::error(
+                        "ERROR",
+                        "57014",
+                        &format!(
+                            "canceling statement due to user request: Gatehouse withdrew approval request {id}, and the statement did not run"
+                        ),
+                    ),
+                    Withdrawal::ClientGone => frame::error(
+                        "ERROR",
+                        "08006",
+                        &format!("the client disconnected; approval request {id} was withdrawn"),
+                    ),
+                });
+            }
         };
         match outcome {
             Outcome::Approved => Ok(()),
@@ -1207,6 +1268,23 @@ impl<R: AsyncRead + Unpin> ClientSide<'_, R> {
         self.push(Pending::Exec(Box::new(exec)));
         self.upstream.write_all(&f.bytes).await
     }
+}
+
+/// How the wait for an approval ended.
+enum Waited<T> {
+    /// A decision or the timeout.
+    Decided(T),
+    /// The client withdrew the statement.
+    Withdrawn(Withdrawal),
+}
+
+/// Why a held statement was withdrawn.
+#[derive(Clone, Copy)]
+enum Withdrawal {
+    /// A CancelRequest (Ctrl-C in psql, a driver's timeout).
+    Cancelled,
+    /// The client's connection ended.
+    ClientGone,
 }
 
 /// Judges a statement for this session: policy, masking (which needs the

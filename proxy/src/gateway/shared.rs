@@ -73,6 +73,18 @@ pub struct CancelTarget {
     pub target: Arc<Target>,
     /// The upstream (pid, secret).
     pub key: (i32, i32),
+    /// Where a CancelRequest goes while the session holds a statement for
+    /// approval (which is not running upstream): it withdraws it.
+    pub held: Arc<HeldStatement>,
+}
+
+/// The statement a session holds for approval, as its cancel path sees it.
+#[derive(Default)]
+pub struct HeldStatement {
+    /// Set while a statement is held.
+    pub holding: std::sync::atomic::AtomicBool,
+    /// Wakes the session to withdraw it.
+    pub cancelled: tokio::sync::Notify,
 }
 
 /// Why a session is being ended from outside, and by whom.
