@@ -269,3 +269,39 @@ async fn denied_columns_stay_denied_through_views() {
         "a new view leaked"
     );
 }
+
+/// A view can hide a call that writes behind what reads like a SELECT: the
+/// calls a view makes are judged as calls of the statement that names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_hidden_in_views_are_judged() {
+    let env = Env::start_custom(POLICY, "", "", |pg| {
+        pg.psql(
+            "shop",
+            "CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS \
+               'UPDATE orders SET total = total + 1000 WHERE id = 1 RETURNING 1'; \
+             CREATE VIEW innocent AS SELECT bump() AS n; \
+             CREATE VIEW innocent2 AS SELECT * FROM innocent; \
+             CREATE VIEW harmless AS SELECT lower(name) AS n FROM customers",
+        );
+    })
+    .await;
+    let before = env.pg.psql("shop", "SELECT total FROM orders WHERE id = 1");
+    let c = env.connect("agent").await;
+    for sql in ["SELECT * FROM innocent", "SELECT n FROM innocent2"] {
+        let e = c.simple_query(sql).await.expect_err(sql);
+        assert_eq!(
+            e.as_db_error().map(|d| d.code().code()),
+            Some("42501"),
+            "{sql}"
+        );
+    }
+    assert_eq!(
+        env.pg.psql("shop", "SELECT total FROM orders WHERE id = 1"),
+        before,
+        "the hidden UPDATE ran"
+    );
+    // Known-safe builtins in a view change nothing.
+    c.simple_query("SELECT n FROM harmless LIMIT 1")
+        .await
+        .unwrap();
+}

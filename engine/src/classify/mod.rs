@@ -164,6 +164,41 @@ pub fn classify_templated(sql: &str, template: &LiteralTemplate) -> (Classificat
     }
 }
 
+/// `statement` with the function calls made by the views it names folded
+/// in, judged as calls in the statement itself are (known-safe builtins
+/// are not reported; other calls raise the class to Function, dangerous
+/// ones to Admin). A view can hide a call that writes, `CREATE VIEW v AS
+/// SELECT bump()`, behind what reads like `SELECT * FROM v`. `calls` are
+/// `schema.function` names as the catalog spells them.
+pub fn with_view_calls(statement: &StatementInfo, calls: &[String]) -> StatementInfo {
+    let mut findings = Findings {
+        class: statement.class,
+        reason: statement.reason.clone(),
+        tables: statement.tables.iter().cloned().collect(),
+        columns: statement.columns.iter().cloned().collect(),
+        functions: statement.functions.iter().cloned().collect(),
+        dangerous: statement.dangerous.iter().cloned().collect(),
+    };
+    for call in calls {
+        let parts: Vec<String> = call.split('.').map(str::to_owned).collect();
+        match functions::judge(&parts) {
+            functions::Verdict::Safe => {}
+            functions::Verdict::Unlisted => {
+                findings.functions.insert(call.clone());
+                findings.raise(StatementClass::Function);
+            }
+            functions::Verdict::Dangerous => {
+                findings.functions.insert(call.clone());
+                if let Some(last) = parts.last() {
+                    findings.dangerous.insert(last.clone());
+                }
+                findings.raise(StatementClass::Admin);
+            }
+        }
+    }
+    findings.into_info(statement.command.clone())
+}
+
 /// How each statement of a query string uses the columns it references,
 /// for masking: one entry per statement, in order (see [`Uses`]).
 ///

@@ -459,3 +459,18 @@ fn multi_statement_fallback_is_per_statement_only_when_safe() {
     assert_eq!(c.statements.len(), 1);
     assert_eq!(c.statements[0].class, StatementClass::Unknown);
 }
+
+#[test]
+fn calls_hidden_in_views_are_judged_like_calls_in_the_statement() {
+    let info = one("SELECT * FROM innocent");
+    assert_eq!(info.class, StatementClass::Read);
+    let with =
+        crate::classify::with_view_calls(&info, &["pg_catalog.lower".into(), "public.bump".into()]);
+    assert_eq!(with.class, StatementClass::Function);
+    assert_eq!(with.functions, ["public.bump"]);
+    let dangerous = crate::classify::with_view_calls(&info, &["pg_catalog.pg_read_file".into()]);
+    assert_eq!(dangerous.class, StatementClass::Admin);
+    assert_eq!(dangerous.dangerous, ["pg_read_file"]);
+    let safe = crate::classify::with_view_calls(&info, &["pg_catalog.lower".into()]);
+    assert_eq!(safe, info);
+}

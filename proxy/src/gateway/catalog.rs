@@ -229,6 +229,9 @@ pub struct ViewReads {
     /// `schema.view` → the base columns it reads, `schema.table.column`, or
     /// `schema.table.*` where it depends on a whole row.
     pub views: HashMap<String, Vec<String>>,
+    /// `schema.view` → the functions it calls, `schema.function` (through
+    /// views of views too): judged as calls of the statement that names it.
+    pub calls: HashMap<String, Vec<String>>,
     /// Every relation's `schema.name`.
     pub relation_names: HashSet<String>,
 }
@@ -247,6 +250,11 @@ async fn view_lookup(target: &Target) -> Result<ViewReads, CatalogError> {
         SELECT view, relid, attnum FROM dep
         UNION
         SELECT r.view, d.relid, d.attnum FROM reach r JOIN dep d ON d.view = r.relid
+      ),
+      viewed(view, via) AS (
+        SELECT oid, oid FROM pg_catalog.pg_class WHERE relkind IN ('v', 'm')
+        UNION
+        SELECT view, relid FROM reach
       )
       SELECT 'v', vn.nspname || '.' || v.relname,
              bn.nspname || '.' || b.relname || '.' || coalesce(a.attname, '*')
@@ -258,6 +266,18 @@ async fn view_lookup(target: &Target) -> Result<ViewReads, CatalogError> {
         LEFT JOIN pg_catalog.pg_attribute a
           ON a.attrelid = x.relid AND a.attnum = x.attnum AND x.attnum > 0
        WHERE v.relkind IN ('v', 'm') AND b.relkind IN ('r', 'p', 'f')
+      UNION ALL
+      SELECT DISTINCT 'f', vn.nspname || '.' || v.relname, fn.nspname || '.' || f.proname
+        FROM viewed x
+        JOIN pg_catalog.pg_rewrite r ON r.ev_class = x.via
+        JOIN pg_catalog.pg_depend d ON d.objid = r.oid
+         AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+         AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+        JOIN pg_catalog.pg_proc f ON f.oid = d.refobjid
+        JOIN pg_catalog.pg_namespace fn ON fn.oid = f.pronamespace
+        JOIN pg_catalog.pg_class v ON v.oid = x.view
+        JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
+       WHERE v.relkind IN ('v', 'm')
       UNION ALL
       SELECT 'r', n.nspname || '.' || c.relname, NULL
         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -271,6 +291,11 @@ async fn view_lookup(target: &Target) -> Result<ViewReads, CatalogError> {
                 .entry(view.clone())
                 .or_default()
                 .push(column.clone()),
+            [Some(kind), Some(view), Some(function)] if kind == "f" => reads
+                .calls
+                .entry(view.clone())
+                .or_default()
+                .push(function.clone()),
             [Some(kind), Some(relation), None] if kind == "r" => {
                 reads.relation_names.insert(relation.clone());
             }
@@ -282,9 +307,9 @@ async fn view_lookup(target: &Target) -> Result<ViewReads, CatalogError> {
             }
         }
     }
-    for columns in reads.views.values_mut() {
-        columns.sort();
-        columns.dedup();
+    for names in reads.views.values_mut().chain(reads.calls.values_mut()) {
+        names.sort();
+        names.dedup();
     }
     Ok(reads)
 }

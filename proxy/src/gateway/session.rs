@@ -1332,11 +1332,12 @@ async fn decide(ctx: &Context, sql: &str, classification: &Classification) -> Ju
     j
 }
 
-/// Policy's verdict, with deny rules also judged on what the views a
-/// statement names read (see `Policy::decide_with_views`). The views come
+/// Policy's verdict on a statement as it reaches through the views it
+/// names: deny rules also judged on the base columns they read (see
+/// `Policy::decide_with_views`), and the functions they call judged as
+/// calls of the statement (see `classify::with_view_calls`). The views come
 /// from the target's catalog (cached); when it cannot be read, statements
-/// that name relations are denied, since a view could expose what a deny
-/// rule covers.
+/// that name relations are denied, since a view could hide either.
 async fn decide_through_views(
     ctx: &Context,
     policy: &Policy,
@@ -1348,48 +1349,70 @@ async fn decide_through_views(
         .iter()
         .flat_map(|s| s.tables.iter().cloned())
         .collect();
-    if relations.is_empty() || !policy.denies_names(subject.identity, subject.target) {
+    if relations.is_empty() {
         return policy.decide(subject, classification);
     }
-    match ctx
+    let reads = match ctx
         .shared
         .masking
         .catalog
         .view_reads(&ctx.info.target, &relations)
         .await
     {
-        Ok(reads) => {
-            let reached: Vec<Vec<String>> = classification
-                .statements
-                .iter()
-                .map(|s| {
-                    s.tables
-                        .iter()
-                        .filter_map(|t| reads.views.get(t))
-                        .flatten()
-                        .cloned()
-                        .collect()
-                })
-                .collect();
-            policy.decide_with_views(subject, classification, &reached)
-        }
+        Ok(reads) => reads,
         Err(e) => {
             warn!(target = ctx.info.target.name, "view lookup failed: {e}");
             let refused = StatementVerdict {
                 action: Action::Deny,
                 rule: None,
                 message: Some(format!(
-                    "Gatehouse cannot read what the views of this database read ({e}), so it \
-                     cannot tell whether this statement reaches a column policy denies; try again"
+                    "Gatehouse cannot read what the views of this database read and call ({e}), \
+                     so it cannot judge this statement; try again"
                 )),
                 mask: None,
             };
-            Verdict::from_statements(
+            return Verdict::from_statements(
                 vec![refused; classification.statements.len()],
                 &policy.settings().default_message,
-            )
+            );
         }
+    };
+    let through = |map: &HashMap<String, Vec<String>>, s: &gatehouse_engine::StatementInfo| {
+        s.tables
+            .iter()
+            .filter_map(|t| map.get(t))
+            .flatten()
+            .cloned()
+            .collect::<Vec<String>>()
+    };
+    let reached: Vec<Vec<String>> = classification
+        .statements
+        .iter()
+        .map(|s| through(&reads.views, s))
+        .collect();
+    let calls: Vec<Vec<String>> = classification
+        .statements
+        .iter()
+        .map(|s| through(&reads.calls, s))
+        .collect();
+    if reached.iter().all(Vec::is_empty) && calls.iter().all(Vec::is_empty) {
+        return policy.decide(subject, classification);
     }
+    let judged = Classification {
+        statements: classification
+            .statements
+            .iter()
+            .zip(&calls)
+            .map(|(s, c)| {
+                if c.is_empty() {
+                    s.clone()
+                } else {
+                    gatehouse_engine::classify::with_view_calls(s, c)
+                }
+            })
+            .collect(),
+    };
+    policy.decide_with_views(subject, &judged, &reached)
 }
 
 /// Automatic containment: after a denial, blocks the identity if the
