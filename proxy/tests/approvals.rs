@@ -979,3 +979,41 @@ async fn a_held_statement_is_withdrawn_when_its_client_cancels_or_leaves() {
         "{withdrawals:?}"
     );
 }
+
+/// Issue 12, finding 1: a protocol portal run by SQL. Parse and Bind of a
+/// DELETE that needs approval, then `FETCH ALL FROM p` by a simple Query:
+/// PostgreSQL's SQL FETCH reaches protocol portals, so the DELETE would run
+/// unapproved, recorded as a read of nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_portal_cannot_be_run_by_sql_fetch() {
+    let env = Env::start_approvals(POLICY, "").await;
+    let before = upstream_count(&env, "SELECT count(*) FROM orders WHERE id <= 3");
+    for fetch in [
+        "FETCH ALL FROM p",
+        "FETCH FORWARD 5 p",
+        "MOVE ALL IN p",
+        "fetch all in \"p\"",
+    ] {
+        let mut raw = support::RawClient::login(&env, "agent").await;
+        raw.send(b'Q', b"BEGIN\0").await;
+        raw.until_ready().await;
+        raw.parse("s1", "DELETE FROM orders WHERE id <= 3 RETURNING id, total")
+            .await;
+        raw.send(b'B', b"p\0s1\0\0\0\0\0\0\0").await;
+        raw.send(b'S', b"").await;
+        raw.until_ready().await;
+        raw.send(b'Q', format!("{fetch}\0").as_bytes()).await;
+        let answer = raw.until_ready().await;
+        assert!(
+            support::error_text(&answer).is_some(),
+            "{fetch}: the portal ran: {answer:?}"
+        );
+        raw.send(b'Q', b"COMMIT\0").await;
+        raw.until_ready().await;
+        assert_eq!(
+            upstream_count(&env, "SELECT count(*) FROM orders WHERE id <= 3"),
+            before,
+            "{fetch}: the DELETE ran unapproved"
+        );
+    }
+}

@@ -199,6 +199,27 @@ pub fn with_view_calls(statement: &StatementInfo, calls: &[String]) -> Statement
     findings.into_info(statement.command.clone())
 }
 
+/// The cursors a query string's `FETCH` statements read, named as
+/// PostgreSQL resolves them. SQL `FETCH` reaches protocol-level portals too
+/// (they share one namespace), so the gateway must know which names a
+/// statement runs. Empty when the string cannot be parsed (then it is
+/// Unknown and denied anyway).
+pub fn fetched_cursors(sql: &str) -> Vec<String> {
+    sized(sql, |sql| {
+        match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+            Ok(parsed) => parsed
+                .iter()
+                .filter_map(|s| match s {
+                    Statement::Fetch { name, .. } => Some(names::ident(name)),
+                    _ => None,
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    })
+    .unwrap_or_default()
+}
+
 /// How each statement of a query string uses the columns it references,
 /// for masking: one entry per statement, in order (see [`Uses`]).
 ///

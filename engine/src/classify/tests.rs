@@ -474,3 +474,14 @@ fn calls_hidden_in_views_are_judged_like_calls_in_the_statement() {
     let safe = crate::classify::with_view_calls(&info, &["pg_catalog.lower".into()]);
     assert_eq!(safe, info);
 }
+
+#[test]
+fn fetch_statements_name_their_cursors_as_postgresql_folds_them() {
+    use crate::classify::fetched_cursors;
+    assert_eq!(fetched_cursors("FETCH ALL FROM p"), ["p"]);
+    assert_eq!(
+        fetched_cursors("fetch forward 5 in P; FETCH \"Q\""),
+        ["p", "Q"]
+    );
+    assert!(fetched_cursors("SELECT 1").is_empty());
+}

@@ -1081,9 +1081,40 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
         }
     }
 
+    /// An SQL `FETCH` of a portal bound by the protocol would run that
+    /// portal's statement (judged at Bind, possibly held for approval, its
+    /// results unmasked) as a read of nothing: refused. Such a portal is run
+    /// with Execute, where it is judged and recorded as its statement.
+    fn refuse_fetch_of_protocol_portals(
+        &self,
+        sql: &str,
+        classification: &Classification,
+        j: &mut Judgement,
+    ) {
+        if j.action == Action::Deny
+            || self.portals.is_empty()
+            || !classification
+                .statements
+                .iter()
+                .any(|s| s.command == "FETCH")
+        {
+            return;
+        }
+        let cursors = gatehouse_engine::classify::fetched_cursors(sql);
+        if let Some(name) = cursors.iter().find(|c| self.portals.contains_key(*c)) {
+            j.action = Action::Deny;
+            j.rule = None;
+            j.message = Some(format!(
+                "portal \"{name}\" was bound by the extended protocol: Gatehouse runs it only \
+                 with Execute, where it is judged as the statement it holds, not with FETCH"
+            ));
+        }
+    }
+
     async fn simple_query(&mut self, f: Frame, sql: String) -> std::io::Result<()> {
         let classification = self.ctx.shared.verdicts.classify(&sql);
-        let j = decide(self.ctx, &sql, &classification).await;
+        let mut j = decide(self.ctx, &sql, &classification).await;
+        self.refuse_fetch_of_protocol_portals(&sql, &classification, &mut j);
         if let Err(error) = self
             .record(&sql, vec![], None, None, Protocol::Simple, &j)
             .await
@@ -1230,7 +1261,8 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
             return self.deny_extended(error).await;
         }
         // Policy may have changed since Parse: judge again (classification is cached).
-        let j = decide(self.ctx, &sql, &classification).await;
+        let mut j = decide(self.ctx, &sql, &classification).await;
+        self.refuse_fetch_of_protocol_portals(&sql, &classification, &mut j);
         if let Err(error) = self
             .record(
                 &sql,
