@@ -480,8 +480,14 @@ fn fetch_statements_name_their_cursors_as_postgresql_folds_them() {
     use crate::classify::fetched_cursors;
     assert_eq!(fetched_cursors("FETCH ALL FROM p"), ["p"]);
     assert_eq!(
-        fetched_cursors("fetch forward 5 in P; FETCH \"Q\""),
+        fetched_cursors("fetch forward 5 in P; FETCH NEXT FROM \"Q\""),
         ["p", "Q"]
     );
     assert!(fetched_cursors("SELECT 1").is_empty());
+    // Forms sqlparser cannot read name nothing: such a string is Unknown,
+    // and denied, anyway.
+    assert_eq!(
+        classify("FETCH \"Q\"").statements[0].class,
+        StatementClass::Unknown
+    );
 }
