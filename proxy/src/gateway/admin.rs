@@ -676,22 +676,28 @@ async fn deny(
     headers: HeaderMap,
     Json(body): Json<Reason>,
 ) -> Result<Response, Refusal> {
-    let target = approval.to_string();
-    let operator = authorize(
-        &shared,
-        &headers,
-        "approval.deny",
-        Some(&target),
-        Role::Approver,
-    )
-    .await?;
-    let reason = required(body.reason)?;
+    let (operator, reason) =
+        approver_with_reason(&shared, &headers, "approval.deny", approval, body).await?;
     shared
         .approvals
         .deny(&shared.ledger, approval, Some(&operator), &reason)
         .await
         .map_err(desk_refusal)?;
     Ok(Json(serde_json::json!({ "approval": approval, "status": "denied" })).into_response())
+}
+
+/// An approver's action on approval request `approval` that needs a
+/// reason: the operator the token names, and the reason given.
+async fn approver_with_reason(
+    shared: &Arc<Shared>,
+    headers: &HeaderMap,
+    action: &str,
+    approval: u64,
+    body: Reason,
+) -> Result<(String, String), Refusal> {
+    let target = approval.to_string();
+    let operator = authorize(shared, headers, action, Some(&target), Role::Approver).await?;
+    Ok((operator, required(body.reason)?))
 }
 
 /// A grant in force, as listed by `GET /v1/grants`.
@@ -745,16 +751,8 @@ async fn grant_revoke(
     headers: HeaderMap,
     Json(body): Json<Reason>,
 ) -> Result<Response, Refusal> {
-    let target = approval.to_string();
-    let operator = authorize(
-        &shared,
-        &headers,
-        "grant.revoke",
-        Some(&target),
-        Role::Approver,
-    )
-    .await?;
-    let reason = required(body.reason)?;
+    let (operator, reason) =
+        approver_with_reason(&shared, &headers, "grant.revoke", approval, body).await?;
     shared
         .approvals
         .revoke_grant(
