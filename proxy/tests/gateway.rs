@@ -1454,3 +1454,67 @@ async fn session_limits_are_set_upstream_and_cannot_be_changed() {
     c.simple_query("RESET ALL").await.unwrap();
     assert_eq!(show("statement_timeout").await, "1s");
 }
+
+/// Issue 14, finding 1: one failed accept() stopped the gateway. With the
+/// open-file limit at 64 and more idle connections than that, accepting
+/// fails (EMFILE): the gateway keeps running, and serves again once the
+/// idle connections go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_does_not_stop_the_gateway() {
+    let mut env = Env::start(POLICY).await;
+    env.stop().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let text = text.replacen(
+        "[listen]\naddress = \"127.0.0.1:0\"",
+        &format!("[listen]\naddress = \"127.0.0.1:{port}\""),
+        1,
+    );
+    std::fs::write(&env.config, text).unwrap();
+    let mut child = std::process::Command::new("prlimit")
+        .arg("--nofile=64:64")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["serve", "--config"])
+        .arg(&env.config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut idle = Vec::new();
+    for _ in 0..120 {
+        if let Ok(s) = tokio::net::TcpStream::connect(&addr).await {
+            idle.push(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the gateway exited when it ran out of file descriptors"
+    );
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let conn = format!(
+        "host=127.0.0.1 port={port} user=agent password={} dbname=shop",
+        env.secret("agent")
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .expect("the gateway serves again");
+    tokio::spawn(connection);
+    assert_alive(&client, 5).await;
+    let _ = child.kill();
+    let _ = child.wait();
+}

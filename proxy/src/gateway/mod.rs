@@ -225,12 +225,51 @@ async fn stop_signal() {
 
 /// Runs `gatehouse serve` until SIGINT or SIGTERM.
 pub async fn serve(config: &Config) -> Result<()> {
+    raise_open_file_limit();
     Gateway::bind(config)
         .await?
         .run_until(stop_signal())
         .await?;
     info!("gatehouse stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: every session holds
+/// two sockets, and the default soft limit (often 1,024) would refuse
+/// connections long before the machine must. Logs both limits.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(
+            "cannot read the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        } else {
+            tracing::warn!(
+                "cannot raise the open-file limit: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    info!(
+        soft = limit.rlim_cur,
+        hard = limit.rlim_max,
+        "open-file limit"
+    );
 }
 
 /// Refuses to start when a target's read-only login can change anything:

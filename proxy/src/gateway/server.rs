@@ -76,10 +76,27 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut sessions = tokio::task::JoinSet::new();
     tokio::pin!(stop);
+    let mut refusals = AcceptFailures::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (socket, peer) = accepted?;
+                let (socket, peer) = match accepted {
+                    Ok(accepted) => {
+                        refusals.succeeded();
+                        accepted
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, memory or buffers, or a
+                        // connection reset before it was accepted: never a
+                        // reason to stop serving the sessions that run.
+                        let pause = refusals.failed(&e);
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => {}
+                            () = &mut stop => break,
+                        }
+                        continue;
+                    }
+                };
                 socket.set_nodelay(true).ok();
                 let shared = shared.clone();
                 let tls = tls.clone();
@@ -167,6 +184,42 @@ async fn startup_packet<S: Stream>(stream: &mut S) -> anyhow::Result<Option<byte
                 .ok();
             Err(e.into())
         }
+    }
+}
+
+/// Consecutive accept failures: how long to pause before the next accept
+/// (doubling from 10 ms to 1 s), and a log line at most once a second.
+#[derive(Default)]
+struct AcceptFailures {
+    consecutive: u32,
+    unlogged: u64,
+    last_log: Option<std::time::Instant>,
+}
+
+impl AcceptFailures {
+    fn succeeded(&mut self) {
+        if self.consecutive > 0 {
+            info!("accepting connections again");
+        }
+        self.consecutive = 0;
+    }
+
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        self.consecutive = self.consecutive.saturating_add(1);
+        self.unlogged += 1;
+        if self
+            .last_log
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            warn!(
+                failures = self.unlogged,
+                "cannot accept a connection: {e}; sessions already open go on, and accepting resumes after a pause"
+            );
+            self.unlogged = 0;
+            self.last_log = Some(std::time::Instant::now());
+        }
+        let exponent = self.consecutive.min(7);
+        Duration::from_millis(10u64 << exponent).min(Duration::from_secs(1))
     }
 }
 
