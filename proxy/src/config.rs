@@ -114,6 +114,10 @@ pub struct ListenSection {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
     pub tls_key: Option<PathBuf>,
+    /// How long a client may take from connecting to logging in (`10s`,
+    /// like PostgreSQL's authentication_timeout); a connection that has
+    /// not logged in by then is closed. Default 10 s.
+    pub login_timeout: Option<String>,
 }
 
 impl Default for ListenSection {
@@ -123,6 +127,17 @@ impl Default for ListenSection {
             max_frame_bytes: default_max_frame(),
             tls_cert: None,
             tls_key: None,
+            login_timeout: None,
+        }
+    }
+}
+
+impl ListenSection {
+    /// `login_timeout`, parsed (default 10 s).
+    pub fn login_timeout(&self) -> Result<Duration> {
+        match &self.login_timeout {
+            None => Ok(Duration::from_secs(10)),
+            Some(v) => parse_duration(v).context("[listen] login_timeout"),
         }
     }
 }

@@ -1518,3 +1518,29 @@ async fn running_out_of_file_descriptors_does_not_stop_the_gateway() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Issue 14, finding 2 (in part): a connection that sends nothing, or half
+/// a startup packet, was held indefinitely. It is closed after the login
+/// timeout; logged-in sessions are not limited by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_do_not_log_in_are_closed_after_the_login_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start_with(POLICY, "login_timeout = \"1s\"").await;
+    let session = env.connect("agent").await;
+    let mut silent = tokio::net::TcpStream::connect(env.addr).await.unwrap();
+    let mut half = tokio::net::TcpStream::connect(env.addr).await.unwrap();
+    half.write_all(&[0, 0, 0, 40, 0, 3]).await.unwrap();
+    let started = std::time::Instant::now();
+    for stream in [&mut silent, &mut half] {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("the connection was held past the login timeout")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "closed without an answer");
+    }
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // The session that logged in outlives the timeout.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_alive(&session, 6).await;
+}

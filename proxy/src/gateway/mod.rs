@@ -101,6 +101,7 @@ impl Gateway {
             shared::Limits {
                 max_frame: config.listen.max_frame_bytes,
                 record_rows: config.ledger.record_rows,
+                login_timeout: config.listen.login_timeout()?,
             },
             config.webhook_targets()?,
         );

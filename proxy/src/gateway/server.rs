@@ -101,7 +101,23 @@ pub async fn serve(
                 let shared = shared.clone();
                 let tls = tls.clone();
                 sessions.spawn(async move {
-                    if let Err(e) = handle(socket, peer, shared, tls).await {
+                    // Until it logs in, a connection has login_timeout; a
+                    // session, once open, has no such limit.
+                    let logged_in = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let limit = shared.login_timeout;
+                    let work = handle(socket, peer, shared, tls, logged_in.clone());
+                    tokio::pin!(work);
+                    let ended = tokio::select! {
+                        r = &mut work => r,
+                        () = tokio::time::sleep(limit) => {
+                            if logged_in.load(std::sync::atomic::Ordering::SeqCst) {
+                                work.await
+                            } else {
+                                Err(anyhow::anyhow!("no login within {limit:?}; connection closed"))
+                            }
+                        }
+                    };
+                    if let Err(e) = ended {
                         info!(%peer, "connection ended: {e}");
                     }
                 });
@@ -133,6 +149,7 @@ async fn handle(
     peer: SocketAddr,
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
+    logged_in: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<()> {
     // Negotiation: SSLRequest / GSSENCRequest may precede the startup packet.
     loop {
@@ -145,13 +162,13 @@ async fn handle(
                 Some(acceptor) => {
                     socket.write_all(b"S").await?;
                     let stream = acceptor.accept(socket).await?;
-                    return startup(stream, peer, shared, true).await;
+                    return startup(stream, peer, shared, true, logged_in).await;
                 }
                 None => socket.write_all(b"N").await?,
             },
             GSSENC_REQUEST => socket.write_all(b"N").await?,
             CANCEL_REQUEST => return cancel(&body, &shared).await,
-            _ => return startup_with(socket, body, peer, shared, false).await,
+            _ => return startup_with(socket, body, peer, shared, false, logged_in).await,
         }
     }
 }
@@ -161,6 +178,7 @@ async fn startup<S: Stream>(
     peer: SocketAddr,
     shared: Arc<Shared>,
     tls: bool,
+    logged_in: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<()> {
     let Some(body) = startup_packet(&mut stream).await? else {
         return Ok(());
@@ -169,7 +187,7 @@ async fn startup<S: Stream>(
     if code == CANCEL_REQUEST {
         return cancel(&body, &shared).await;
     }
-    startup_with(stream, body, peer, shared, tls).await
+    startup_with(stream, body, peer, shared, tls, logged_in).await
 }
 
 /// Reads a startup-phase packet; `None` if the client just went away. A
@@ -272,6 +290,7 @@ async fn startup_with<S: Stream>(
     peer: SocketAddr,
     shared: Arc<Shared>,
     tls: bool,
+    logged_in: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<()> {
     let code = i32::from_be_bytes(body[..4].try_into().expect("length checked"));
     if code >> 16 != 3 {
@@ -325,7 +344,12 @@ async fn startup_with<S: Stream>(
     }
 
     let credential = match authenticate(&mut stream, &shared, &identity).await {
-        Ok(c) => c,
+        Ok(c) => {
+            // Logged in: the login timeout no longer applies (what follows
+            // is recorded and must not be cut short).
+            logged_in.store(true, std::sync::atomic::Ordering::SeqCst);
+            c
+        }
         Err(reason) => {
             let event = AuthenticationFailed {
                 identity: identity.clone(),

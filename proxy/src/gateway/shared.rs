@@ -128,6 +128,8 @@ pub struct Limits {
     pub max_frame: usize,
     /// Result rows recorded per statement.
     pub record_rows: usize,
+    /// How long a connection may take to log in.
+    pub login_timeout: std::time::Duration,
 }
 
 /// Everything sessions share.
@@ -148,6 +150,8 @@ pub struct Shared {
     pub max_frame: usize,
     /// Result rows recorded per statement.
     pub record_rows: usize,
+    /// How long a connection may take to log in.
+    pub login_timeout: std::time::Duration,
     /// Secret for the fake SCRAM salts of unknown identities, so a login
     /// attempt cannot tell whether an identity exists.
     pub salt_secret: [u8; 32],
@@ -210,6 +214,7 @@ impl Shared {
             cancel_keys: Mutex::new(HashMap::new()),
             max_frame: limits.max_frame,
             record_rows: limits.record_rows,
+            login_timeout: limits.login_timeout,
             salt_secret: super::scram::random_bytes(),
             next_session: AtomicU64::new(state.last_session + 1),
             shutdown: tokio::sync::watch::channel(false).0,
