@@ -118,6 +118,14 @@ pub struct ListenSection {
     /// like PostgreSQL's authentication_timeout); a connection that has
     /// not logged in by then is closed. Default 10 s.
     pub login_timeout: Option<String>,
+    /// Most client connections open at once, logged in or not; more are
+    /// answered FATAL 53300 naming this limit. Default 1,000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    1000
 }
 
 impl Default for ListenSection {
@@ -128,6 +136,7 @@ impl Default for ListenSection {
             tls_cert: None,
             tls_key: None,
             login_timeout: None,
+            max_connections: default_max_connections(),
         }
     }
 }

@@ -1544,3 +1544,26 @@ async fn connections_that_do_not_log_in_are_closed_after_the_login_timeout() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_alive(&session, 6).await;
 }
+
+/// Issue 14, finding 2 (in part): nothing limited how many connections the
+/// gateway held. Past `[listen] max_connections`, a client is answered
+/// FATAL 53300 naming the limit; once connections close, logins work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_get_53300_naming_it() {
+    let env = Env::start_with(POLICY, "max_connections = 3").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(env.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = tokio_postgres::connect(&env.conn_str("agent"), tokio_postgres::NoTls).await;
+    let e = refused
+        .err()
+        .expect("a connection past the limit was accepted");
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!(db.code().code(), "53300");
+    assert!(db.message().contains("max_connections"), "{}", db.message());
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_alive(&env.connect("agent").await, 7).await;
+}

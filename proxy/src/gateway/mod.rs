@@ -102,6 +102,7 @@ impl Gateway {
                 max_frame: config.listen.max_frame_bytes,
                 record_rows: config.ledger.record_rows,
                 login_timeout: config.listen.login_timeout()?,
+                max_connections: config.listen.max_connections,
             },
             config.webhook_targets()?,
         );

@@ -100,7 +100,35 @@ pub async fn serve(
                 socket.set_nodelay(true).ok();
                 let shared = shared.clone();
                 let tls = tls.clone();
+                let Ok(slot) = shared.connection_slots.clone().try_acquire_owned() else {
+                    let limit = shared.max_connections;
+                    sessions.spawn(async move {
+                        warn!(%peer, limit, "connection refused: [listen] max_connections reached");
+                        let mut socket = socket;
+                        let _ = fatal(
+                            &mut socket,
+                            "53300",
+                            &format!("too many connections: Gatehouse accepts at most {limit} at once ([listen] max_connections); try again later"),
+                        )
+                        .await;
+                        // Closing with unread input would reset the
+                        // connection and could destroy the answer: read
+                        // what the client sends, briefly, first.
+                        let _ = socket.shutdown().await;
+                        let mut sink = [0u8; 4096];
+                        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                            while let Ok(n) = tokio::io::AsyncReadExt::read(&mut socket, &mut sink).await {
+                                if n == 0 {
+                                    break;
+                                }
+                            }
+                        })
+                        .await;
+                    });
+                    continue;
+                };
                 sessions.spawn(async move {
+                    let _slot = slot;
                     // Until it logs in, a connection has login_timeout; a
                     // session, once open, has no such limit.
                     let logged_in = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -130,6 +130,8 @@ pub struct Limits {
     pub record_rows: usize,
     /// How long a connection may take to log in.
     pub login_timeout: std::time::Duration,
+    /// Most client connections open at once.
+    pub max_connections: usize,
 }
 
 /// Everything sessions share.
@@ -152,6 +154,10 @@ pub struct Shared {
     pub record_rows: usize,
     /// How long a connection may take to log in.
     pub login_timeout: std::time::Duration,
+    /// Client connections open now, at most `[listen] max_connections`.
+    pub connection_slots: Arc<tokio::sync::Semaphore>,
+    /// The `[listen] max_connections` limit, for messages.
+    pub max_connections: usize,
     /// Secret for the fake SCRAM salts of unknown identities, so a login
     /// attempt cannot tell whether an identity exists.
     pub salt_secret: [u8; 32],
@@ -215,6 +221,8 @@ impl Shared {
             max_frame: limits.max_frame,
             record_rows: limits.record_rows,
             login_timeout: limits.login_timeout,
+            connection_slots: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
+            max_connections: limits.max_connections,
             salt_secret: super::scram::random_bytes(),
             next_session: AtomicU64::new(state.last_session + 1),
             shutdown: tokio::sync::watch::channel(false).0,
