@@ -1065,22 +1065,24 @@ proptest! {
     }
 }
 
-/// A change of client encoding or string syntax is denied whatever the
-/// rules allow: the database must read SQL as the gateway judged it.
-#[test]
-fn sql_text_setting_changes_are_denied_whatever_the_rules_say() {
-    use gatehouse_engine::classify::classify;
-    use gatehouse_engine::policy::SQL_TEXT_SETTING_MESSAGE;
-    let p = policy(
-        r#"
+/// A policy that allows every statement of every class, for the settings
+/// that are denied whatever the rules say.
+const ALLOW_EVERYTHING: &str = r#"
 [[rule]]
 name = "everything"
 identity = "*"
 classes = ["read", "write", "ddl", "session", "function", "admin", "unknown", "transaction"]
 functions = ["*"]
 action = "allow"
-"#,
-    );
+"#;
+
+/// A change of client encoding or string syntax is denied whatever the
+/// rules allow: the database must read SQL as the gateway judged it.
+#[test]
+fn sql_text_setting_changes_are_denied_whatever_the_rules_say() {
+    use gatehouse_engine::classify::classify;
+    use gatehouse_engine::policy::SQL_TEXT_SETTING_MESSAGE;
+    let p = policy(ALLOW_EVERYTHING);
     for sql in [
         "SET client_encoding = 'SJIS'",
         "SET client_encoding TO DEFAULT",
@@ -1134,16 +1136,7 @@ action = "allow"
 fn session_limit_changes_are_denied_whatever_the_rules_say() {
     use gatehouse_engine::classify::classify;
     use gatehouse_engine::policy::SESSION_LIMIT_MESSAGE;
-    let p = policy(
-        r#"
-[[rule]]
-name = "everything"
-identity = "*"
-classes = ["read", "write", "ddl", "session", "function", "admin", "unknown", "transaction"]
-functions = ["*"]
-action = "allow"
-"#,
-    );
+    let p = policy(ALLOW_EVERYTHING);
     for sql in [
         "SET statement_timeout = 0",
         "SET statement_timeout TO DEFAULT",
