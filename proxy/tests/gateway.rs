@@ -1326,32 +1326,6 @@ async fn statements_and_portals_made_by_sql_are_not_run_through_the_protocol() {
     );
 }
 
-/// A simple Query inside an unsynced extended-protocol pipeline ends the
-/// session: PostgreSQL ignores it after an error it is skipping to Sync
-/// from, which the gateway cannot know in time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_query_inside_an_unsynced_pipeline_ends_the_session() {
-    let env = Env::start(POLICY).await;
-    let mut raw = support::RawClient::login(&env, "agent").await;
-    raw.send(b'P', b"\0SELECT 1\0\0\0").await;
-    raw.send(b'Q', b"SELECT 2\0").await;
-    let answer = raw.until_ready().await;
-    assert!(
-        answer.iter().any(|(t, b)| *t == b'E'
-            && String::from_utf8_lossy(b).contains("FATAL")
-            && String::from_utf8_lossy(b).contains("send Sync before it")),
-        "{answer:?}"
-    );
-    // After a Sync, a Query is fine.
-    let mut raw = support::RawClient::login(&env, "agent").await;
-    raw.send(b'P', b"\0SELECT 1\0\0\0").await;
-    raw.send(b'S', b"").await;
-    raw.until_ready().await;
-    raw.send(b'Q', b"SELECT 2\0").await;
-    let answer = raw.until_ready().await;
-    assert!(answer.iter().any(|(t, _)| *t == b'D'), "{answer:?}");
-}
-
 /// Issue 13, finding 5: statements ran seconds after a session's credential
 /// expired. The session now ends at the expiry, with FATAL 57P01 naming the
 /// credential, and the end is recorded.

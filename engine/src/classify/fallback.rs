@@ -156,6 +156,7 @@ fn recognise(piece: &[Token]) -> Option<StatementInfo> {
         "ANALYZE" | "ANALYSE" => maintenance(rest, "ANALYZE", &["VERBOSE"]),
         "TABLE" => table_command(rest),
         "COPY" => copy_command(rest),
+        "MOVE" => move_command(rest),
         _ => None,
     }
 }
@@ -290,6 +291,52 @@ fn table_command(tokens: &[&Token]) -> Option<StatementInfo> {
     let tables = names::relation_candidates(&parts);
     let columns = tables.iter().map(|t| format!("{t}.*")).collect();
     Some(info(StatementClass::Read, "TABLE", tables, columns))
+}
+
+/// `MOVE [ direction ] [ FROM | IN ] cursor`: repositions a cursor without
+/// returning rows. It runs the cursor's query as far as it moves, like
+/// `FETCH`, so it is a read like `FETCH` (and the gateway refuses it on
+/// protocol-level portals, see `fetched_cursors`).
+fn move_command(tokens: &[&Token]) -> Option<StatementInfo> {
+    let count = |i: usize| -> Option<usize> {
+        match tokens.get(i)? {
+            Token::Number(..) => Some(i + 1),
+            Token::Minus | Token::Plus => match tokens.get(i + 1)? {
+                Token::Number(..) => Some(i + 2),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    let mut i = 0;
+    match tokens.first().and_then(|t| keyword(t)).as_deref() {
+        Some("NEXT" | "PRIOR" | "FIRST" | "LAST" | "ALL") => i = 1,
+        Some("ABSOLUTE" | "RELATIVE") => i = count(1)?,
+        Some("FORWARD" | "BACKWARD") => {
+            i = 1;
+            if tokens.get(1).and_then(|t| keyword(t)).as_deref() == Some("ALL") {
+                i = 2;
+            } else if let Some(next) = count(1) {
+                i = next;
+            }
+        }
+        _ => {
+            if let Some(next) = count(0) {
+                i = next;
+            }
+        }
+    }
+    if matches!(
+        tokens.get(i).and_then(|t| keyword(t)).as_deref(),
+        Some("FROM" | "IN")
+    ) {
+        i += 1;
+    }
+    identifier(tokens.get(i))?;
+    if i + 1 != tokens.len() {
+        return None;
+    }
+    Some(info(StatementClass::Read, "MOVE", Vec::new(), Vec::new()))
 }
 
 /// `COPY table [ ( column [, ...] ) ] FROM STDIN | TO STDOUT [ options ]`

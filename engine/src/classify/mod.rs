@@ -199,23 +199,24 @@ pub fn with_view_calls(statement: &StatementInfo, calls: &[String]) -> Statement
     findings.into_info(statement.command.clone())
 }
 
-/// The cursors a query string's `FETCH` statements read, named as
-/// PostgreSQL resolves them. SQL `FETCH` reaches protocol-level portals too
-/// (they share one namespace), so the gateway must know which names a
-/// statement runs. Empty when the string cannot be parsed (then it is
-/// Unknown and denied anyway).
+/// The cursors a query string's `FETCH` and `MOVE` statements run, named
+/// as PostgreSQL resolves them (read with its own parser). Both reach
+/// protocol-level portals too (they share one namespace), so the gateway
+/// must know which names a statement runs. Empty when the string cannot be
+/// parsed (then it is Unknown and denied anyway).
 pub fn fetched_cursors(sql: &str) -> Vec<String> {
-    sized(sql, |sql| {
-        match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
-            Ok(parsed) => parsed
-                .iter()
-                .filter_map(|s| match s {
-                    Statement::Fetch { name, .. } => Some(names::ident(name)),
-                    _ => None,
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+    use pg_query::NodeEnum;
+    sized(sql, |sql| match pg_query::parse(sql) {
+        Ok(parsed) => parsed
+            .protobuf
+            .stmts
+            .iter()
+            .filter_map(|s| match s.stmt.as_ref()?.node.as_ref()? {
+                NodeEnum::FetchStmt(f) => Some(f.portalname.clone()),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
     })
     .unwrap_or_default()
 }

@@ -476,6 +476,34 @@ fn calls_hidden_in_views_are_judged_like_calls_in_the_statement() {
 }
 
 #[test]
+fn move_reads_a_cursor_like_fetch() {
+    for sql in [
+        "MOVE c",
+        "MOVE FROM c",
+        "MOVE NEXT IN c",
+        "MOVE ABSOLUTE -3 FROM c",
+        "move relative 2 in \"C\"",
+        "MOVE 10 FROM c",
+        "MOVE FORWARD ALL FROM c",
+        "MOVE BACKWARD 4 c",
+        "MOVE ALL c",
+    ] {
+        let c = classify(sql);
+        assert_eq!(c.statements.len(), 1, "{sql}");
+        assert_eq!(c.statements[0].command, "MOVE", "{sql}");
+        assert_eq!(c.statements[0].class, StatementClass::Read, "{sql}");
+    }
+    for sql in [
+        "MOVE",
+        "MOVE ABSOLUTE FROM c",
+        "MOVE c d",
+        "MOVE 1 + 1 FROM c",
+    ] {
+        assert_ne!(classify(sql).statements[0].command, "MOVE", "{sql}");
+    }
+}
+
+#[test]
 fn fetch_statements_name_their_cursors_as_postgresql_folds_them() {
     use crate::classify::fetched_cursors;
     assert_eq!(fetched_cursors("FETCH ALL FROM p"), ["p"]);
@@ -484,10 +512,9 @@ fn fetch_statements_name_their_cursors_as_postgresql_folds_them() {
         ["p", "Q"]
     );
     assert!(fetched_cursors("SELECT 1").is_empty());
-    // Forms sqlparser cannot read name nothing: such a string is Unknown,
-    // and denied, anyway.
+    // MOVE runs a cursor's query as FETCH does, rows unseen.
     assert_eq!(
-        classify("FETCH \"Q\"").statements[0].class,
-        StatementClass::Unknown
+        fetched_cursors("MOVE ALL IN p; move absolute -3 from \"R\"; MOVE q"),
+        ["p", "R", "q"]
     );
 }

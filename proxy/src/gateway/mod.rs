@@ -9,6 +9,7 @@ pub mod frame;
 pub mod masking;
 pub mod scram;
 pub mod server;
+pub mod server_names;
 pub mod session;
 pub mod shared;
 pub mod snapshots;

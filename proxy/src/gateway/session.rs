@@ -31,11 +31,12 @@ use pgwire::messages::simplequery::Query;
 use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tracing::{info, warn};
 
-use super::approvals::Outcome;
+use super::approvals::Outcome as Approval;
 use super::frame::{self, read_frame, Frame, FrameError};
 use super::masking::{self, MaskSpec, StatementMask};
 use super::scram::random_bytes;
 use super::server::Stream;
+use super::server_names::{Answer, Lookup, Names, OnFailure, Outcome};
 use super::shared::{Shared, Termination};
 use crate::config::Target;
 
@@ -62,8 +63,6 @@ struct Prepared {
     sql: String,
     classification: Arc<Classification>,
     denied: bool,
-    /// The stretch of messages whose Parse made it (see [`Segment`]).
-    segment: Arc<Segment>,
 }
 
 /// A portal created with Bind. It keeps the statement's text and
@@ -79,67 +78,23 @@ struct Portal {
     params: Vec<Param>,
     /// Result format codes from Bind (none: all text; one: all columns).
     result_formats: Vec<i16>,
-    /// The stretch of messages whose Bind made it (see [`Segment`]).
-    segment: Arc<Segment>,
-}
-
-/// How long a Bind or Execute waits to learn whether an earlier stretch of
-/// messages ended without error.
-const SEGMENT_WAIT: Duration = Duration::from_secs(10);
-
-/// One stretch of extended-protocol messages, up to and including a Sync.
-///
-/// After an error PostgreSQL skips every message until Sync, Parse and Bind
-/// included, while the gateway has already applied them to the statements
-/// and portals it tracks. So a statement or portal made in an earlier
-/// stretch is trusted only once that stretch's ReadyForQuery has arrived
-/// without an error before it; one made in the current stretch is, since
-/// PostgreSQL skips whatever uses it too.
-#[derive(Default)]
-struct Segment {
-    /// Set at the stretch's ReadyForQuery: whether an error came first.
-    errored: std::sync::OnceLock<bool>,
-    finished: tokio::sync::Notify,
-}
-
-impl Segment {
-    /// Records how the stretch ended and wakes whoever waits for it.
-    fn finish(&self, errored: bool) {
-        let _ = self.errored.set(errored);
-        self.finished.notify_waiters();
-    }
-
-    /// Whether the stretch had an error; waits for its ReadyForQuery, for
-    /// at most [`SEGMENT_WAIT`] (then: as if it had, so nothing unconfirmed
-    /// runs and a client that never lets the stretch end cannot hang its
-    /// session on it).
-    async fn errored(&self) -> bool {
-        tokio::time::timeout(SEGMENT_WAIT, self.outcome())
-            .await
-            .unwrap_or(true)
-    }
-
-    async fn outcome(&self) -> bool {
-        loop {
-            let finished = self.finished.notified();
-            tokio::pin!(finished);
-            finished.as_mut().enable();
-            if let Some(errored) = self.errored.get() {
-                return *errored;
-            }
-            finished.await;
-        }
-    }
 }
 
 /// A forwarded message whose outcome the upstream side must match.
 enum Pending {
     /// An executed statement (Execute, or a whole simple Query).
     Exec(Box<Exec>),
+    /// A Parse (the client's, or a denial's failing one): completes at
+    /// ParseComplete or its error, or is skipped.
+    Parse(Arc<Outcome>),
+    /// A Bind: completes at BindComplete or its error, or is skipped.
+    Bind(Arc<Outcome>),
+    /// A Close: completes at CloseComplete or its error, or is skipped.
+    Close(Arc<Outcome>),
     /// A Sync: completes at ReadyForQuery. Carries the number of the last
     /// denial issued before it: those denials' errors all arrive before
     /// this ReadyForQuery, so their entries can go then, and no later.
-    Sync(u64, Arc<Segment>),
+    Sync(u64),
     /// A gateway-internal simple query (a denial): completes at ReadyForQuery.
     Internal(u64),
     /// A Describe: completes at its RowDescription or NoData.
@@ -269,9 +224,6 @@ struct Tracker {
     /// PostgreSQL is in COPY FROM STDIN and the client has not ended it:
     /// a Sync now is ignored.
     copy_in: bool,
-    /// Stretches whose Sync PostgreSQL ignored during a COPY FROM STDIN:
-    /// they end with the next Sync it answers.
-    carried: Vec<Arc<Segment>>,
     /// Denial ErrorResponses by marker number, waiting for their upstream error.
     denials: HashMap<u64, BytesMut>,
     /// Response events not yet appended; they ride along with the next
@@ -289,6 +241,8 @@ struct Context {
     shared: Arc<Shared>,
     tracker: Mutex<Tracker>,
     flush: tokio::sync::Notify,
+    /// Woken whenever answers from PostgreSQL have been taken in.
+    answered: tokio::sync::Notify,
     marker: String,
 }
 
@@ -404,12 +358,12 @@ pub async fn relay<S: Stream>(
             pending: VecDeque::new(),
             errored: false,
             copy_in: false,
-            carried: Vec::new(),
             denials: HashMap::new(),
             deferred: Vec::new(),
             last_description: Vec::new(),
         }),
         flush: tokio::sync::Notify::new(),
+        answered: tokio::sync::Notify::new(),
         marker,
     };
     let (client_r, mut client_w) = tokio::io::split(client);
@@ -420,11 +374,11 @@ pub async fn relay<S: Stream>(
         // where reading its header and body separately costs two syscalls.
         client: tokio::io::BufReader::with_capacity(16 << 10, client_r),
         upstream: BufWriter::with_capacity(64 << 10, upstream_w),
-        statements: HashMap::new(),
-        portals: HashMap::new(),
+        statements: Names::default(),
+        portals: Names::default(),
         skip_until_sync: false,
-        segment: Arc::default(),
-        segment_open: false,
+        stretch: 0,
+        stretch_open: false,
         query: 0,
         next_denial: 0,
     };
@@ -590,13 +544,16 @@ struct ClientSide<'c, R> {
     ctx: &'c Context,
     client: R,
     upstream: BufWriter<tokio::io::WriteHalf<Box<dyn Stream>>>,
-    statements: HashMap<String, Prepared>,
-    portals: HashMap<String, Portal>,
+    /// The prepared statements PostgreSQL holds (see [`Names`]).
+    statements: Names<Prepared>,
+    /// The portals PostgreSQL holds.
+    portals: Names<Portal>,
     skip_until_sync: bool,
-    /// The current stretch of extended-protocol messages (see [`Segment`]).
-    segment: Arc<Segment>,
-    /// An extended-protocol message came since the last Sync.
-    segment_open: bool,
+    /// The number of the current stretch of extended-protocol messages:
+    /// the Syncs (and simple Queries) sent so far.
+    stretch: u64,
+    /// An extended-protocol message that can fail came since the last Sync.
+    stretch_open: bool,
     query: u64,
     next_denial: u64,
 }
@@ -690,21 +647,13 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
     }
 
     async fn frame(&mut self, f: Frame) -> Result<Option<End>, FrameError> {
-        if matches!(f.tag(), b'P' | b'B' | b'E' | b'C' | b'D' | b'H') {
-            self.segment_open = true;
+        if matches!(f.tag(), b'P' | b'B' | b'E' | b'C' | b'D') {
+            self.stretch_open = true;
         }
         match f.tag() {
             b'Q' => {
-                if self.segment_open {
-                    // PostgreSQL ignores a Query after an error it is
-                    // skipping to Sync from, and the gateway cannot know in
-                    // time whether it is: it could no longer tell which
-                    // answers belong to which messages.
-                    return Ok(Some(End::Fatal(
-                        "a simple Query came in the middle of an extended-protocol pipeline; send Sync before it".into(),
-                    )));
-                }
-                if self.skip_until_sync {
+                if self.skip_until_sync || !self.runs_simple_query().await? {
+                    // PostgreSQL is skipping to Sync: it ignores the Query.
                     return Ok(None);
                 }
                 let q: Query = f.decode("Query")?;
@@ -737,11 +686,13 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
                 }
                 let c: Close = f.decode("Close")?;
                 let name = c.name.unwrap_or_default();
+                let outcome = Outcome::new(self.stretch);
                 if c.target_type == b'S' {
-                    self.statements.remove(&name);
+                    self.statements.close(&name, outcome.clone());
                 } else {
-                    self.portals.remove(&name);
+                    self.portals.close(&name, outcome.clone());
                 }
+                self.push(Pending::Close(outcome));
                 self.upstream.write_all(&f.bytes).await?;
             }
             b'D' => {
@@ -764,9 +715,9 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
                     return Ok(None);
                 }
                 self.skip_until_sync = false;
-                self.segment_open = false;
-                let segment = std::mem::take(&mut self.segment);
-                self.push(Pending::Sync(self.next_denial, segment));
+                self.stretch_open = false;
+                self.stretch += 1;
+                self.push(Pending::Sync(self.next_denial));
                 self.upstream.write_all(&f.bytes).await?;
                 self.upstream.flush().await?;
             }
@@ -786,6 +737,9 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
                 return Ok(Some(End::Terminated));
             }
             b'F' => {
+                if self.skip_until_sync || !self.runs_simple_query().await? {
+                    return Ok(None);
+                }
                 let error = frame::error(
                     "ERROR",
                     "0A000",
@@ -802,6 +756,39 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
             }
         }
         Ok(None)
+    }
+
+    /// Whether PostgreSQL will run a simple Query (or FunctionCall) sent
+    /// now. In the middle of an extended-protocol stretch it runs only if
+    /// nothing since the last Sync failed; otherwise it skips it, as every
+    /// message until Sync. The gateway cannot know that from the client's
+    /// messages, so it asks: a Flush makes PostgreSQL answer everything
+    /// forwarded so far, and the answers say whether an error came. A Query
+    /// that runs ends the stretch.
+    async fn runs_simple_query(&mut self) -> std::io::Result<bool> {
+        if !self.stretch_open {
+            return Ok(true);
+        }
+        if self.ctx.tracker.lock().expect("tracker").copy_in {
+            // PostgreSQL fails the COPY on it; judged and recorded like any.
+            return Ok(true);
+        }
+        self.upstream.write_all(&frame::message(b'H', &[])).await?;
+        self.upstream.flush().await?;
+        let skipping = loop {
+            let answered = self.ctx.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            if let Some(skipping) = stretch_failed(&self.ctx.tracker.lock().expect("tracker")) {
+                break skipping;
+            }
+            answered.await;
+        };
+        if !skipping {
+            self.stretch_open = false;
+            self.stretch += 1;
+        }
+        Ok(!skipping)
     }
 
     /// Asks upstream to describe `portal` right before a masked Execute: the
@@ -872,12 +859,17 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
 
     /// Denies an extended-protocol message: a failing Parse takes its place
     /// and everything up to Sync is dropped, as PostgreSQL does after an error.
+    /// The Parse names a statement (the marker): a failing Parse of the
+    /// unnamed statement would drop the client's unnamed statement.
     async fn deny_extended(&mut self, error: BytesMut) -> std::io::Result<()> {
+        let marker = self.marker(error);
         let mut p = BytesMut::new();
+        p.put_slice(marker.as_bytes());
         p.put_u8(0);
-        p.put_slice(self.marker(error).as_bytes());
+        p.put_slice(marker.as_bytes());
         p.put_u8(0);
         p.put_i16(0);
+        self.push(Pending::Parse(Outcome::new(self.stretch)));
         self.upstream.write_all(&frame::message(b'P', &p)).await?;
         self.skip_until_sync = true;
         Ok(())
@@ -1031,14 +1023,14 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
         let outcome = match waited {
             Waited::Decided(Ok(Ok(outcome))) => outcome,
             Waited::Decided(Ok(Err(_))) => {
-                Outcome::Refused("the approval request was withdrawn".into())
+                Approval::Refused("the approval request was withdrawn".into())
             }
             Waited::Decided(Err(_)) => shared
                 .approvals
                 .expire(&shared.ledger, id)
                 .await
                 .unwrap_or_else(|e| {
-                    Outcome::Refused(format!("the timeout could not be recorded: {e}"))
+                    Approval::Refused(format!("the timeout could not be recorded: {e}"))
                 }),
             Waited::Withdrawn(why) => {
                 let reason = match why {
@@ -1072,8 +1064,8 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
             }
         };
         match outcome {
-            Outcome::Approved => Ok(()),
-            Outcome::Refused(why) => Err(frame::error(
+            Approval::Approved => Ok(()),
+            Approval::Refused(why) => Err(frame::error(
                 "ERROR",
                 "42501",
                 &format!("Gatehouse did not run this statement (approval request {id}): {why}"),
@@ -1081,7 +1073,7 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
         }
     }
 
-    /// An SQL `FETCH` of a portal bound by the protocol would run that
+    /// An SQL `FETCH` or `MOVE` of a portal bound by the protocol would run that
     /// portal's statement (judged at Bind, possibly held for approval, its
     /// results unmasked) as a read of nothing: refused. Such a portal is run
     /// with Execute, where it is judged and recorded as its statement.
@@ -1092,16 +1084,16 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
         j: &mut Judgement,
     ) {
         if j.action == Action::Deny
-            || self.portals.is_empty()
+            || !self.portals.any()
             || !classification
                 .statements
                 .iter()
-                .any(|s| s.command == "FETCH")
+                .any(|s| matches!(s.command.as_str(), "FETCH" | "MOVE"))
         {
             return;
         }
         let cursors = gatehouse_engine::classify::fetched_cursors(sql);
-        if let Some(name) = cursors.iter().find(|c| self.portals.contains_key(*c)) {
+        if let Some(name) = cursors.iter().find(|c| self.portals.may_hold(c)) {
             j.action = Action::Deny;
             j.rule = None;
             j.message = Some(format!(
@@ -1150,16 +1142,23 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
         let j = decide(self.ctx, &p.query, &classification).await;
         // A statement needing approval is held at Execute, with its parameters.
         let denied = j.action == Action::Deny;
-        self.statements.insert(
-            name.clone(),
-            Prepared {
-                sql: p.query.clone(),
-                classification,
-                denied,
-                segment: self.segment.clone(),
-            },
-        );
+        let prepared = Prepared {
+            sql: p.query.clone(),
+            classification,
+            denied,
+        };
         if denied {
+            // Kept under its name, so that a Bind of it is refused as
+            // denied; PostgreSQL never sees it.
+            let refused = Outcome::new(self.stretch);
+            refused.resolve(Answer::Done);
+            self.statements.set(
+                &name,
+                prepared,
+                refused,
+                OnFailure::KeepsPrevious,
+                OnFailure::KeepsPrevious,
+            );
             let error = match self
                 .record(&p.query, vec![], Some(name), None, Protocol::Extended, &j)
                 .await
@@ -1170,37 +1169,44 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
             self.deny_extended(error).await?;
             return contain_if_needed(self.ctx).await;
         }
+        let outcome = Outcome::new(self.stretch);
+        // PostgreSQL drops the old unnamed statement before it parses a new
+        // one; a named one that fails leaves an existing one in place.
+        let on_failure = if name.is_empty() {
+            OnFailure::LeavesNothing
+        } else {
+            OnFailure::KeepsPrevious
+        };
+        self.statements.set(
+            &name,
+            prepared,
+            outcome.clone(),
+            on_failure,
+            OnFailure::KeepsPrevious,
+        );
+        self.push(Pending::Parse(outcome));
         self.upstream.write_all(&f.bytes).await
     }
 
     async fn bind(&mut self, f: Frame, b: Bind) -> std::io::Result<()> {
         let statement = b.statement_name.unwrap_or_default();
         let portal_name = b.portal_name.unwrap_or_default();
-        let Some(prepared) = self.statements.get(&statement) else {
-            // A statement the gateway did not see parsed: none at all, or
-            // one an SQL-level PREPARE made, whose text nobody judged here.
-            // Fail closed, with the error PostgreSQL gives for a missing one.
-            self.portals.remove(&portal_name);
+        let Some(prepared) = held(&self.statements, &statement, self.stretch).await else {
+            // No statement by that name in PostgreSQL (its Parse failed, or
+            // never came), or one an SQL-level PREPARE made, whose text
+            // nobody judged here. Fail closed, with the error PostgreSQL
+            // gives for a missing one.
+            self.portals.forget(&portal_name);
             let error = frame::error(
                 "ERROR",
                 "26000",
-                &format!("Gatehouse did not see prepared statement \"{statement}\" parsed, so it does not bind it; prepare statements with Parse"),
+                &format!("prepared statement \"{statement}\" does not exist as far as Gatehouse saw it parsed (statements prepared with SQL PREPARE cannot be bound); prepare it with Parse"),
             );
             return self.deny_extended(error).await;
         };
         let (sql, classification) = (prepared.sql.clone(), prepared.classification.clone());
-        let parsed_in = prepared.segment.clone();
-        if !Arc::ptr_eq(&parsed_in, &self.segment) && parsed_in.errored().await {
-            self.portals.remove(&portal_name);
-            let error = frame::error(
-                "ERROR",
-                "26000",
-                &format!("Gatehouse cannot tell whether prepared statement \"{statement}\" exists: an error came before Sync in the pipeline that parsed it, and PostgreSQL skips messages after an error; parse it again"),
-            );
-            return self.deny_extended(error).await;
-        }
         if prepared.denied {
-            self.portals.remove(&portal_name);
+            self.portals.forget(&portal_name);
             let j = decide(self.ctx, &sql, &classification).await;
             let error = self.denial_error(&j);
             return self.deny_extended(error).await;
@@ -1220,23 +1226,28 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
                 value: v.map(|v| CborBytes(v.to_vec())),
             })
             .collect();
-        self.portals.insert(
-            portal_name,
+        let outcome = Outcome::new(self.stretch);
+        // An error aborts the transaction, and with it every portal.
+        self.portals.set(
+            &portal_name,
             Portal {
                 statement,
                 sql,
                 classification,
                 params,
                 result_formats,
-                segment: self.segment.clone(),
             },
+            outcome.clone(),
+            OnFailure::LeavesNothing,
+            OnFailure::LeavesNothing,
         );
+        self.push(Pending::Bind(outcome));
         self.upstream.write_all(&f.bytes).await
     }
 
     async fn execute(&mut self, f: Frame, e: Execute) -> std::io::Result<()> {
         let portal_name = e.name.unwrap_or_default();
-        let Some(portal) = self.portals.get(&portal_name) else {
+        let Some(portal) = held(&self.portals, &portal_name, self.stretch).await else {
             // A portal the gateway did not see bound: none at all, or a
             // cursor an SQL-level DECLARE made. Fail closed, with the error
             // PostgreSQL gives for a missing one.
@@ -1251,15 +1262,6 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
         let params = portal.params.clone();
         let statement = portal.statement.clone();
         let result_formats = portal.result_formats.clone();
-        let bound_in = portal.segment.clone();
-        if !Arc::ptr_eq(&bound_in, &self.segment) && bound_in.errored().await {
-            let error = frame::error(
-                "ERROR",
-                "34000",
-                &format!("Gatehouse cannot tell which statement portal \"{portal_name}\" holds: an error came before Sync in the pipeline that bound it, and PostgreSQL skips messages after an error; bind it again"),
-            );
-            return self.deny_extended(error).await;
-        }
         // Policy may have changed since Parse: judge again (classification is cached).
         let mut j = decide(self.ctx, &sql, &classification).await;
         self.refuse_fetch_of_protocol_portals(&sql, &classification, &mut j);
@@ -1299,6 +1301,21 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
         exec.result_formats = Some(result_formats);
         self.push(Pending::Exec(Box::new(exec)));
         self.upstream.write_all(&f.bytes).await
+    }
+}
+
+/// What PostgreSQL holds under `name` for a message sent now in stretch
+/// `stretch`, waiting for answers to earlier stretches when it depends on
+/// them (their Syncs have gone upstream, so the answers are coming).
+async fn held<T>(names: &Names<T>, name: &str, stretch: u64) -> Option<Arc<T>> {
+    loop {
+        match names.lookup(name, stretch) {
+            Lookup::Found(p) => return Some(p),
+            Lookup::Missing => return None,
+            Lookup::Unsure(outcome) => {
+                outcome.wait().await;
+            }
+        }
     }
 }
 
@@ -1566,6 +1583,7 @@ async fn upstream_to_client<W: AsyncWrite + Unpin>(
                 .extend(completed);
             ctx.flush.notify_one();
         }
+        ctx.answered.notify_waiters();
         if let Some(setting) = foreign_setting {
             // Something the classifier let through (a user function calling
             // set_config, say) changed how the database reads SQL text:
@@ -1585,6 +1603,25 @@ async fn upstream_to_client<W: AsyncWrite + Unpin>(
             client.flush().await?;
             out.clear();
         }
+    }
+}
+
+/// Whether PostgreSQL is skipping to Sync after an error in the current
+/// stretch; `None` while answers to forwarded messages are still due.
+fn stretch_failed(t: &Tracker) -> Option<bool> {
+    let earlier_stretch_open = t.pending.iter().any(|p| match p {
+        Pending::Sync(_) | Pending::Internal(_) => true,
+        Pending::Exec(e) => e.simple,
+        _ => false,
+    });
+    if earlier_stretch_open {
+        None
+    } else if t.errored {
+        Some(true)
+    } else if t.pending.is_empty() {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -1619,9 +1656,7 @@ fn observe(
                         break;
                     }
                     Pending::Sync(..) => {
-                        if let Some(Pending::Sync(_, segment)) = t.pending.remove(i) {
-                            t.carried.push(segment);
-                        }
+                        t.pending.remove(i);
                     }
                     _ => i += 1,
                 }
@@ -1724,8 +1759,34 @@ fn observe(
             }
             None
         }
+        b'1' | b'2' | b'3' => {
+            match t.pending.front() {
+                Some(Pending::Parse(_) | Pending::Bind(_) | Pending::Close(_)) => {
+                    if let Some(Pending::Parse(o) | Pending::Bind(o) | Pending::Close(o)) =
+                        t.pending.pop_front()
+                    {
+                        o.resolve(Answer::Done);
+                    }
+                }
+                _ => warn!(
+                    session = ctx.info.id,
+                    "PostgreSQL answered a message Gatehouse did not forward ({:?})", tag as char
+                ),
+            }
+            None
+        }
         b'E' => {
             t.errored = true;
+            // The message it answers, if a Parse, Bind or Close, failed.
+            if let Some(Pending::Parse(_) | Pending::Bind(_) | Pending::Close(_)) =
+                t.pending.front()
+            {
+                if let Some(Pending::Parse(o) | Pending::Bind(o) | Pending::Close(o)) =
+                    t.pending.pop_front()
+                {
+                    o.resolve(Answer::Failed);
+                }
+            }
             let fields = frame::error_fields(body);
             let message = fields
                 .iter()
@@ -1779,9 +1840,7 @@ fn observe(
         }
         b'Z' => {
             ctx.transaction_state(body.first().copied());
-            // The stretch this ReadyForQuery ends had an error if one came
-            // since the previous ReadyForQuery.
-            let errored = std::mem::take(&mut t.errored);
+            t.errored = false;
             while let Some(p) = t.pending.pop_front() {
                 match p {
                     Pending::Exec(e) if e.simple => {
@@ -1796,14 +1855,13 @@ fn observe(
                         );
                     }
                     Pending::Describe(_) => {}
-                    Pending::Sync(upto, segment) => {
+                    Pending::Parse(o) | Pending::Bind(o) | Pending::Close(o) => {
+                        o.resolve(Answer::Skipped);
+                    }
+                    Pending::Sync(upto) => {
                         // A denial whose marker PostgreSQL skipped (after an
                         // earlier error) will never come back.
                         t.denials.retain(|n, _| *n > upto);
-                        segment.finish(errored);
-                        for carried in t.carried.drain(..) {
-                            carried.finish(errored);
-                        }
                         break;
                     }
                     Pending::CopyDone => {}
