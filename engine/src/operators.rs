@@ -99,6 +99,15 @@ impl Operators {
         self.by_name.get(name)
     }
 
+    /// The names of the operators holding `role`, in name order.
+    pub fn holding(&self, role: Role) -> Vec<&str> {
+        self.by_name
+            .values()
+            .filter(|o| o.roles.contains(&role))
+            .map(|o| o.name.as_str())
+            .collect()
+    }
+
     /// Whether no operator exists yet.
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()

@@ -630,6 +630,29 @@ impl EventBody {
         }
     }
 
+    /// The operator who acted, for events an operator caused (`None` for
+    /// the gateway's own actions and for events no operator caused). Not a
+    /// subject in the sense of section 8.3: replay uses it to show what an
+    /// operator did.
+    pub fn operator(&self) -> Option<&str> {
+        use EventBody::*;
+        match self {
+            ApprovalGranted(b) => Some(&b.operator),
+            ApprovalDenied(b) => b.operator.as_deref(),
+            IdentityCreated(b) => Some(&b.operator),
+            IdentityBlocked(b) => Some(&b.operator),
+            IdentityUnblocked(b) => Some(&b.operator),
+            CredentialIssued(b) => Some(&b.operator),
+            CredentialRevoked(b) => Some(&b.operator),
+            PolicyChanged(b) => Some(&b.operator),
+            SessionTerminated(b) => b.operator.as_deref(),
+            OperatorAction(b) => Some(&b.operator),
+            KeyRotated(b) => Some(&b.operator),
+            OperatorAdded(b) => Some(&b.added_by),
+            _ => None,
+        }
+    }
+
     /// Encodes the body for [`crate::Ledger::append`]. Callers encode in their
     /// own task, so the single writer only frames and hashes.
     pub fn to_pending(&self) -> PendingEvent {

@@ -11,6 +11,7 @@
 //! * [`merkle`], [`chain`], [`checkpoint`], [`note`]: the cryptographic pieces.
 //! * [`keyfile`]: signing keys on disk, refused unless owner-only.
 //! * [`bundle`]: evidence bundles, selected events with inclusion proofs.
+//! * [`verified`]: events as the signed log vouches for them, for investigators' tools.
 
 #![warn(missing_docs)]
 
@@ -24,6 +25,7 @@ pub mod merkle;
 pub mod note;
 pub mod reader;
 pub mod schema;
+pub mod verified;
 pub mod writer;
 
 use std::path::Path;

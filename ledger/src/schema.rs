@@ -86,6 +86,8 @@ pub fn open_for_writing(
     .map_err(ctx)?;
     let tx = conn.transaction().map_err(ctx)?;
     tx.execute_batch(SCHEMA).map_err(ctx)?;
+    // A planted trigger could rewrite what the writer inserts.
+    check_pinned(&tx, path)?;
     let format: Option<String> = tx
         .query_row(
             "SELECT value FROM ledger_meta WHERE key = 'format'",
@@ -128,7 +130,75 @@ pub fn open_for_writing(
     Ok(conn)
 }
 
-/// Opens an existing ledger read-only; readers never block the writer.
+/// The schema objects a ledger file may hold: `(type, name, sql)` as
+/// SQLite records them in `sqlite_master` (the [`SCHEMA`] statements
+/// without `IF NOT EXISTS`; an automatic index has no SQL).
+fn pinned_objects() -> Vec<(&'static str, String, Option<String>)> {
+    let mut objects: Vec<(&'static str, String, Option<String>)> = SCHEMA
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let sql = s.replacen("CREATE TABLE IF NOT EXISTS ", "CREATE TABLE ", 1);
+            let name = sql["CREATE TABLE ".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            ("table", name, Some(sql))
+        })
+        .collect();
+    objects.push(("index", "sqlite_autoindex_ledger_meta_1".into(), None));
+    objects
+}
+
+/// Refuses a ledger file whose schema holds anything the format does not
+/// define, or defines a table differently.
+///
+/// Readers query the tables by sequence number; SQLite answers a query
+/// from any index that covers it, and an index (or a view, or a trigger)
+/// can be planted in the file, through `writable_schema`, without touching
+/// one signed record. Such an index would show readers rows the verifier,
+/// which scans the table, never saw. Every object is therefore checked
+/// against the format's own statements before anything is read. Tables a
+/// ledger written by an older version lacks (`snapshots`, `writer_state`)
+/// may be missing.
+pub fn check_pinned(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
+    let pinned = pinned_objects();
+    let mut stmt = conn
+        .prepare("SELECT type, name, sql FROM sqlite_master")
+        .map_err(|e| LedgerError::sqlite(path, e))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })
+        .map_err(|e| LedgerError::sqlite(path, e))?;
+    for row in rows {
+        let (kind, name, sql) = row.map_err(|e| LedgerError::sqlite(path, e))?;
+        let known = pinned
+            .iter()
+            .any(|(k, n, s)| *k == kind && *n == name && *s == sql);
+        if !known {
+            return Err(LedgerError::Damaged(format!(
+                "{} holds a schema object the ledger format does not define ({kind} {name}: {}); \
+                 it may have been planted to show readers other content than the signed records. \
+                 Run gatehouse-verify on it, and read a copy from a trusted backup",
+                path.display(),
+                sql.as_deref().unwrap_or("no SQL")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Opens an existing ledger read-only; readers never block the writer. The
+/// path is resolved first (symbolic links followed), so that SQLite's
+/// `-wal` file is the one beside the real file, as the verifier reads it;
+/// the schema is checked against the format (see [`check_pinned`]).
 pub fn open_read_only(path: &Path) -> Result<Connection, LedgerError> {
     if !path.exists() {
         return Err(LedgerError::Io(format!(
@@ -136,8 +206,10 @@ pub fn open_read_only(path: &Path) -> Result<Connection, LedgerError> {
             path.display()
         )));
     }
+    let real = std::fs::canonicalize(path)
+        .map_err(|e| LedgerError::Io(format!("cannot resolve {}: {e}", path.display())))?;
     let conn = Connection::open_with_flags(
-        path,
+        &real,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| LedgerError::sqlite(path, e))?;
@@ -157,5 +229,6 @@ pub fn open_read_only(path: &Path) -> Result<Connection, LedgerError> {
             path.display()
         )));
     }
+    check_pinned(&conn, path)?;
     Ok(conn)
 }

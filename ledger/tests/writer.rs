@@ -257,11 +257,13 @@ fn a_failed_commit_fails_every_event_of_the_batch_and_the_writer_recovers() {
         matches!(err, AppendError::Commit(ref m) if m.contains("simulated")),
         "{err}"
     );
-    assert_eq!(
-        LedgerReader::open(&path).unwrap().len().unwrap(),
-        1,
-        "nothing of the batch stored"
-    );
+    // (Readers refuse the file while the trigger is in it: it is not part
+    // of the format.)
+    assert!(LedgerReader::open(&path).is_err());
+    let stored: i64 = saboteur
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, 1, "nothing of the batch stored");
     saboteur.execute_batch("DROP TRIGGER refuse").unwrap();
     let r = ledger.append_blocking(&[session.into()]).unwrap();
     assert_eq!(

@@ -118,6 +118,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
         &ledger_path,
         crate::replay::Selection::Identity(AGENT.into()),
         crate::replay::Window::default(),
+        None,
     )?;
     let report = dir.join("replay.html");
     std::fs::write(&report, crate::replay::html::render(&replay))?;

@@ -149,6 +149,28 @@ fn default_origin(dir: &Path) -> Result<String> {
     Ok(format!("gatehouse/{name}"))
 }
 
+/// The verifier key that checks a ledger's checkpoint signatures for the
+/// investigators' tools: `key` if given (it must load), else the
+/// [`VERIFIER_KEY`] `gatehouse init` left beside the ledger, if there is
+/// one. `Err` holds the key file and what is wrong with it.
+pub fn verifier_key(
+    ledger: &Path,
+    key: Option<&Path>,
+) -> Result<Option<gatehouse_ledger::note::VerifierKey>, (String, String)> {
+    let beside = ledger
+        .parent()
+        .map(|dir| dir.join(VERIFIER_KEY))
+        .filter(|k| k.is_file());
+    let Some(file) = key.map(Path::to_path_buf).or(beside) else {
+        return Ok(None);
+    };
+    let shown = file.display().to_string();
+    let text = std::fs::read_to_string(&file).map_err(|e| (shown.clone(), e.to_string()))?;
+    gatehouse_ledger::note::VerifierKey::parse(&text)
+        .map(Some)
+        .map_err(|e| (shown, e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -154,6 +154,10 @@ enum Command {
         /// snapshot in it against the fold; fails on the first mismatch.
         #[arg(long, conflicts_with_all = ["at", "json", "hash"])]
         check: bool,
+        /// The verifier key that checks the checkpoint's signature (default:
+        /// the verifier.pub beside the ledger).
+        #[arg(long, value_name = "KEYFILE")]
+        key: Option<PathBuf>,
     },
     /// Export an evidence bundle: the selected events with proofs against
     /// the ledger's latest signed checkpoint, for gatehouse-verify to check
@@ -212,6 +216,10 @@ enum Command {
         /// Write a self-contained HTML report to this file instead.
         #[arg(long, value_name = "OUT")]
         html: Option<PathBuf>,
+        /// The verifier key that checks the checkpoint's signature (default:
+        /// the verifier.pub beside the ledger).
+        #[arg(long, value_name = "KEYFILE")]
+        key: Option<PathBuf>,
     },
     /// Run the incident demo and leave its ledger and evidence in a directory.
     Demo {
@@ -668,6 +676,7 @@ fn run(command: Command) -> Result<()> {
             json,
             hash,
             check,
+            key,
         } => {
             use gatehouse::state;
             if check {
@@ -700,11 +709,19 @@ fn run(command: Command) -> Result<()> {
                 Some(a) => a.parse()?,
                 None => state::At::Seq(u64::MAX - 1),
             };
-            let rebuilt = state::rebuild(&ledger, at, state::Start::Snapshot)?;
-            if let Some(why) = &rebuilt.refused {
-                eprintln!("gatehouse: warning: {why}; folded from the first event instead");
+            let verified = state::verified_state_at(&ledger, at, key.as_deref())?;
+            if !verified.coverage.signed() {
+                eprintln!(
+                    "gatehouse: warning: the checkpoint's signature was not checked (no verifier key beside the ledger; pass --key): this state is not vouched for"
+                );
             }
-            let state = rebuilt.state;
+            if verified.unsigned_not_folded > 0 {
+                eprintln!(
+                    "gatehouse: {} later events are not under a signed checkpoint yet and were not folded",
+                    verified.unsigned_not_folded
+                );
+            }
+            let state = verified.state;
             if hash {
                 println!("{}", gatehouse_engine::snapshot::state_hash(&state));
             } else if json {
@@ -749,6 +766,7 @@ fn run(command: Command) -> Result<()> {
             to,
             json,
             html,
+            key,
         } => {
             use gatehouse::replay;
             let selection = match (session, identity) {
@@ -760,7 +778,7 @@ fn run(command: Command) -> Result<()> {
                 from: from.map(|f| f.parse()).transpose()?,
                 to: to.map(|t| t.parse()).transpose()?,
             };
-            let replay = replay::load(&ledger, selection, window)?;
+            let replay = replay::load(&ledger, selection, window, key.as_deref())?;
             if let Some(out) = html {
                 std::fs::write(&out, replay::html::render(&replay)).with_context(|| {
                     format!(

@@ -112,6 +112,57 @@ fn latest_snapshot(
         .map_err(|e| format!("snapshot at event {}: {e}", found.seq))
 }
 
+/// A state folded from verified events only, and what vouched for them.
+#[derive(Debug, Clone)]
+pub struct VerifiedState {
+    /// The state.
+    pub state: GatewayState,
+    /// What the signed log vouches for.
+    pub coverage: gatehouse_ledger::verified::Coverage,
+    /// Events up to `at` that no checkpoint covers yet: not folded.
+    pub unsigned_not_folded: u64,
+}
+
+/// The state as of `at` for an investigator (`gatehouse state`): folded
+/// from the first event, every record checked against the newest
+/// checkpoint, whose signature is checked with `key` (see
+/// `gatehouse_ledger::verified`). Snapshots and indexes are not trusted;
+/// events no checkpoint covers are counted, not folded.
+pub fn verified_state_at(path: &Path, at: At, key: Option<&Path>) -> Result<VerifiedState> {
+    let key = crate::init::verifier_key(path, key).map_err(|(file, reason)| {
+        anyhow::anyhow!("cannot use verifier key {file}: {reason}; pass the verifier.pub that `gatehouse init` wrote with --key")
+    })?;
+    let reader = LedgerReader::open(path)?;
+    let mut state = GatewayState::default();
+    let mut unsigned_not_folded = 0;
+    let coverage =
+        gatehouse_ledger::verified::read_verified(&reader, key.as_ref(), |event, covered| {
+            let wanted = match at {
+                At::Seq(seq) => event.seq <= seq,
+                At::Time(ts) => event.ts <= ts,
+            };
+            if !wanted {
+                return;
+            }
+            if covered {
+                state.apply(&event);
+            } else {
+                unsigned_not_folded += 1;
+            }
+        })
+        .with_context(|| {
+            format!(
+                "cannot read {} as its signed checkpoint vouches for it",
+                path.display()
+            )
+        })?;
+    Ok(VerifiedState {
+        state,
+        coverage,
+        unsigned_not_folded,
+    })
+}
+
 /// The state as of `at`: every event up to that point folded in, from the
 /// latest snapshot before it.
 pub fn state_at(path: &Path, at: At) -> Result<GatewayState> {

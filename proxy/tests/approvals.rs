@@ -980,6 +980,44 @@ async fn a_held_statement_is_withdrawn_when_its_client_cancels_or_leaves() {
     );
 }
 
+/// Issue 12: a held statement's client is told it is held (the request,
+/// what it needs, who can approve), and a client that leaves is noticed
+/// even with messages pipelined behind the held one (psql and drivers send
+/// Execute and Sync together): the request is withdrawn and nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_client_is_told_and_leaving_behind_pipelined_messages_withdraws() {
+    let env = Env::start_approvals(POLICY, "").await;
+    let before = upstream_count(&env, "SELECT count(*) FROM orders WHERE id > 10");
+    let mut raw = support::RawClient::login(&env, "agent").await;
+    raw.parse("", "DELETE FROM orders WHERE id > 10").await;
+    raw.send(b'B', b"\0\0\0\0\0\0\0\0").await;
+    raw.send(b'E', b"\0\0\0\0\0").await;
+    raw.send(b'S', b"").await;
+    raw.send(b'Q', b"SELECT 1\0").await;
+    let id = pending(&env, 1).await[0].approval;
+    let (tag, body) = raw
+        .next_within(Duration::from_secs(5))
+        .await
+        .expect("a notice while held");
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(tag, b'N', "{text}");
+    assert!(
+        text.contains(&format!("request {id}"))
+            && text.contains("approvers: admin, alice, bob\0")
+            && text.contains(&format!("gatehouse approve {id}")),
+        "{text}"
+    );
+    drop(raw);
+    pending(&env, 0).await;
+    let (status, _) = approve(&env, "alice", id, None).await;
+    assert_eq!(status, 409, "approved after the client left");
+    assert_eq!(
+        upstream_count(&env, "SELECT count(*) FROM orders WHERE id > 10"),
+        before,
+        "the held DELETE ran"
+    );
+}
+
 /// Issue 12, finding 1: a protocol portal run by SQL. Parse and Bind of a
 /// DELETE that needs approval, then `FETCH ALL FROM p` by a simple Query:
 /// PostgreSQL's SQL FETCH reaches protocol portals, so the DELETE would run

@@ -78,6 +78,23 @@ async fn a_simple_query_behind_extended_messages_runs_when_nothing_failed() {
     }
 }
 
+/// A CopyDone outside COPY gets no answer from PostgreSQL: a Query after
+/// it, inside a pipeline, must not wait for one (found by the session fuzz
+/// test: the session hung).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_done_outside_copy_does_not_hold_up_a_query_in_a_pipeline() {
+    let env = Env::start(POLICY).await;
+    let mut raw = RawClient::login(&env, "agent").await;
+    raw.parse("", "SELECT 1").await;
+    raw.send(b'c', b"").await;
+    raw.send(b'Q', b"SELECT 'answered'\0").await;
+    let answer = raw
+        .until_ready_within(std::time::Duration::from_secs(5))
+        .await
+        .expect("an answer, not a hang");
+    assert_eq!(first_values(&answer), ["answered"]);
+}
+
 /// After an error PostgreSQL skips everything until Sync, a simple Query
 /// included: the gateway neither runs nor records it, and the answers
 /// stay in step with the messages.

@@ -140,6 +140,8 @@ pub struct CheckpointRow {
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
+    /// `path` with symbolic links resolved: the file SQLite reads.
+    real: PathBuf,
     /// For an immutable open: the main file's length and modification time
     /// when it was opened.
     immutable: Option<(u64, Option<SystemTime>)>,
@@ -231,12 +233,16 @@ impl Ledger {
             Ok(_) => return Err(not_found("it is not a regular file")),
             Err(e) => return Err(not_found(&e.to_string())),
         }
-        let immutable = if is_wal_mode(path) && !wal_path(path).exists() {
-            file_state(path)
+        // SQLite follows symbolic links to the real file and reads the
+        // `-wal` beside it; so must the check for one, or a WAL beside the
+        // real file would be read while the verifier thought there was none.
+        let real = std::fs::canonicalize(path).map_err(|e| not_found(&e.to_string()))?;
+        let immutable = if is_wal_mode(&real) && !wal_path(&real).exists() {
+            file_state(&real)
         } else {
             None
         };
-        let uri = read_only_uri(path, immutable.is_some()).map_err(|reason| not_found(&reason))?;
+        let uri = read_only_uri(&real, immutable.is_some()).map_err(|reason| not_found(&reason))?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -248,6 +254,7 @@ impl Ledger {
         let ledger = Ledger {
             conn,
             path: path.to_owned(),
+            real,
             immutable,
         };
         // A writer in rollback-journal mode may hold the file briefly.
@@ -278,7 +285,7 @@ impl Ledger {
     pub fn read_was_stable(&self) -> bool {
         match self.immutable {
             None => true,
-            Some(state) => !wal_path(&self.path).exists() && file_state(&self.path) == Some(state),
+            Some(state) => !wal_path(&self.real).exists() && file_state(&self.real) == Some(state),
         }
     }
 
@@ -334,6 +341,37 @@ impl Ledger {
                 found,
             }),
         }
+    }
+
+    /// The schema objects the file holds beyond those section 1 defines
+    /// (`type name` each). An index, view or trigger planted in the file
+    /// can make readers see other rows than the table scan verified here.
+    pub fn foreign_objects(&self) -> Result<Vec<String>, LedgerError> {
+        const DEFINED: [(&str, &str); 8] = [
+            ("table", "ledger_meta"),
+            ("table", "events"),
+            ("table", "checkpoints"),
+            ("table", "writer_state"),
+            ("table", "session_buckets"),
+            ("table", "identity_buckets"),
+            ("table", "snapshots"),
+            ("index", "sqlite_autoindex_ledger_meta_1"),
+        ];
+        let mut stmt = self
+            .conn
+            .prepare("SELECT type, name FROM sqlite_master ORDER BY type, name")
+            .map_err(|e| self.read_error(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.read_error(e))?;
+        let mut foreign = Vec::new();
+        for row in rows {
+            let (kind, name) = row.map_err(|e| self.read_error(e))?;
+            if !DEFINED.contains(&(kind.as_str(), name.as_str())) {
+                foreign.push(format!("{kind} {name}"));
+            }
+        }
+        Ok(foreign)
     }
 
     /// Errors while preparing a query mean a table lacks a column the format

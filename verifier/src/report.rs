@@ -26,6 +26,9 @@ pub enum FailureClass {
     TimestampBackwards,
     /// `events.ts` or `events.kind` differs from the record.
     IndexMismatch,
+    /// The file holds a schema object (index, view, trigger, table) that
+    /// section 1 does not define.
+    SchemaForeign,
     /// A checkpoint row or note is malformed (format, size, origin).
     CheckpointInvalid,
     /// A checkpoint note is not validly signed by the pinned key.
@@ -71,6 +74,7 @@ impl FailureClass {
             FailureClass::SequenceMismatch => "sequence_mismatch",
             FailureClass::TimestampBackwards => "timestamp_backwards",
             FailureClass::IndexMismatch => "index_mismatch",
+            FailureClass::SchemaForeign => "schema_foreign",
             FailureClass::CheckpointInvalid => "checkpoint_invalid",
             FailureClass::SignatureInvalid => "signature_invalid",
             FailureClass::RootMismatch => "root_mismatch",

@@ -107,6 +107,20 @@ fn verify_open_ledger(
 ) -> Result<Report, VerifyError> {
     let rows = ledger.checkpoints()?;
     let rows = &rows;
+    let foreign = ledger.foreign_objects()?;
+    if !foreign.is_empty() {
+        let run = Run::new(rows, mpsc::channel().1, trusted);
+        return Ok(run.into_report(Some(Failure {
+            seq: 0,
+            class: FailureClass::SchemaForeign,
+            message: format!(
+                "the file holds schema objects the ledger format does not define ({}): \
+                 they can show readers other content than the signed records",
+                foreign.join(", ")
+            ),
+            evidence: Vec::new(),
+        })));
+    }
     std::thread::scope(|scope| {
         let (sender, verdicts) = mpsc::channel();
         if !rows.is_empty() {

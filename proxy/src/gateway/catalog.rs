@@ -404,13 +404,12 @@ async fn lookup(target: &Target, plan: &MaskPlan) -> Result<Resolved, CatalogErr
 /// gateway's own (never a client's session; as the target's read-only
 /// login when it has one), then closes it.
 async fn query_once(target: &Target, sql: &str) -> Result<Vec<Vec<Option<String>>>, CatalogError> {
-    let mut conn =
-        upstream::connect(target, true)
-            .await
-            .map_err(|source| CatalogError::Connect {
-                target: target.name.clone(),
-                source,
-            })?;
+    let mut conn = upstream::connect(target, true, upstream::Purpose::Catalog)
+        .await
+        .map_err(|source| CatalogError::Connect {
+            target: target.name.clone(),
+            source,
+        })?;
     let rows = query_rows(conn.stream.as_mut(), sql)
         .await
         .map_err(|reason| CatalogError::Query {

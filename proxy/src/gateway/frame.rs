@@ -273,6 +273,23 @@ pub fn error(severity: &str, code: &str, text: &str) -> BytesMut {
     b
 }
 
+/// A NoticeResponse (severity NOTICE, SQLSTATE 00000) with `text` and
+/// `hint`: told to the client without ending anything.
+pub fn notice(text: &str, hint: &str) -> BytesMut {
+    let fields = vec![
+        (b'S', "NOTICE".to_owned()),
+        (b'V', "NOTICE".to_owned()),
+        (b'C', "00000".to_owned()),
+        (b'M', text.to_owned()),
+        (b'H', hint.to_owned()),
+    ];
+    let mut b = BytesMut::new();
+    pgwire::messages::response::NoticeResponse::new(fields)
+        .encode(&mut b)
+        .expect("notice responses have no size limit");
+    b
+}
+
 /// ReadyForQuery with the given status byte (`I`, `T` or `E`).
 pub fn ready(status: u8) -> BytesMut {
     let status = match status {

@@ -7,6 +7,7 @@ pub mod approvals;
 pub mod catalog;
 pub mod frame;
 pub mod masking;
+pub mod read_ahead;
 pub mod scram;
 pub mod server;
 pub mod server_names;

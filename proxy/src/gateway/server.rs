@@ -447,7 +447,8 @@ async fn startup_with<S: Stream>(
         .ok();
         return Ok(());
     }
-    let mut upstream = match upstream::connect(&target, read_only).await {
+    let mut upstream = match upstream::connect(&target, read_only, upstream::Purpose::Session).await
+    {
         Ok(u) => u,
         Err(e) => {
             warn!(target = target.name, "upstream login failed: {e}");

@@ -34,6 +34,7 @@ use tracing::{info, warn};
 use super::approvals::Outcome as Approval;
 use super::frame::{self, read_frame, Frame, FrameError};
 use super::masking::{self, MaskSpec, StatementMask};
+use super::read_ahead::{Ahead, ReadAhead};
 use super::scram::random_bytes;
 use super::server::Stream;
 use super::server_names::{Answer, Lookup, Names, OnFailure, Outcome};
@@ -243,6 +244,9 @@ struct Context {
     flush: tokio::sync::Notify,
     /// Woken whenever answers from PostgreSQL have been taken in.
     answered: tokio::sync::Notify,
+    /// Messages from the gateway itself to the client (a held statement's
+    /// notice), sent between the database's messages.
+    notices: tokio::sync::mpsc::UnboundedSender<BytesMut>,
     marker: String,
 }
 
@@ -350,6 +354,7 @@ pub async fn relay<S: Stream>(
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     );
+    let (notices, notices_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Context {
         ddl_in_transaction: AtomicBool::new(false),
         info,
@@ -364,6 +369,7 @@ pub async fn relay<S: Stream>(
         }),
         flush: tokio::sync::Notify::new(),
         answered: tokio::sync::Notify::new(),
+        notices,
         marker,
     };
     let (client_r, mut client_w) = tokio::io::split(client);
@@ -372,7 +378,7 @@ pub async fn relay<S: Stream>(
         ctx: &ctx,
         // Buffered: one read usually brings a whole message (or several),
         // where reading its header and body separately costs two syscalls.
-        client: tokio::io::BufReader::with_capacity(16 << 10, client_r),
+        client: ReadAhead::new(tokio::io::BufReader::with_capacity(16 << 10, client_r)),
         upstream: BufWriter::with_capacity(64 << 10, upstream_w),
         statements: Names::default(),
         portals: Names::default(),
@@ -385,7 +391,7 @@ pub async fn relay<S: Stream>(
     let mut shutdown = ctx.shared.shutdown.subscribe();
     let outcome = tokio::select! {
         r = client_side.run() => r,
-        r = upstream_to_client(&ctx, upstream_r, &mut client_w) => Ok(match r {
+        r = upstream_to_client(&ctx, upstream_r, notices_rx, &mut client_w) => Ok(match r {
             Ok(None) => End::Upstream,
             Ok(Some(setting)) => End::SettingChanged(setting),
             Err(e) => End::UpstreamFailed(e.to_string()),
@@ -542,7 +548,7 @@ async fn flush_deferred(ctx: &Context) {
 
 struct ClientSide<'c, R> {
     ctx: &'c Context,
-    client: R,
+    client: ReadAhead<R>,
     upstream: BufWriter<tokio::io::WriteHalf<Box<dyn Stream>>>,
     /// The prepared statements PostgreSQL holds (see [`Names`]).
     statements: Names<Prepared>,
@@ -993,6 +999,14 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
             approval = id,
             "statement held for approval"
         );
+        let _ = self.ctx.notices.send(held_notice(
+            id,
+            j.rule.as_deref().unwrap_or_default(),
+            settings.approvers,
+            timeout,
+            &self.ctx.info.identity,
+            &shared.operators.read().expect("operators lock"),
+        ));
         // The statement is held for the client that asked: it is withdrawn
         // when the client cancels it or goes away, and never runs after.
         let held = self.ctx.info.held.clone();
@@ -1004,12 +1018,15 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
         let waited = {
             let client = &mut self.client;
             let gone = async {
-                // Bytes the client pipelined behind the held statement stay
-                // buffered for later; only the end of the stream, or a
-                // Terminate as the next message, counts.
-                match tokio::io::AsyncBufReadExt::fill_buf(client).await {
-                    Ok([]) | Ok([b'X', ..]) | Err(_) => true,
-                    Ok(_) => std::future::pending().await,
+                // Messages the client pipelined behind the held statement
+                // are read ahead and kept for later, so that the end of the
+                // stream, or a Terminate, behind them is seen.
+                loop {
+                    match client.read_ahead().await {
+                        Ahead::Gone => return true,
+                        Ahead::More => {}
+                        Ahead::Full => std::future::pending::<()>().await,
+                    }
                 }
             };
             tokio::select! {
@@ -1304,6 +1321,39 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
     }
 }
 
+/// The notice a client gets when its statement is held: which request, how
+/// many approvals it needs by when, who can give them, and how to withdraw.
+fn held_notice(
+    id: u64,
+    rule: &str,
+    quorum: u64,
+    timeout: Duration,
+    identity: &str,
+    operators: &gatehouse_engine::operators::Operators,
+) -> BytesMut {
+    let approvers: Vec<&str> = operators
+        .holding(gatehouse_engine::operators::Role::Approver)
+        .into_iter()
+        .filter(|name| *name != identity)
+        .collect();
+    let who = if approvers.is_empty() {
+        "no operator holds the approver role yet (gatehouse operator add NAME --role approver)"
+            .to_owned()
+    } else {
+        format!("approvers: {}", approvers.join(", "))
+    };
+    frame::notice(
+        &format!(
+            "Gatehouse is holding this statement for approval: request {id} (rule \"{rule}\") needs {quorum} approval{} within {} s; {who}",
+            if quorum == 1 { "" } else { "s" },
+            timeout.as_secs()
+        ),
+        &format!(
+            "An approver runs `gatehouse approve {id}` or `gatehouse deny {id} --reason TEXT`; cancel the statement to withdraw the request."
+        ),
+    )
+}
+
 /// What PostgreSQL holds under `name` for a message sent now in stretch
 /// `stretch`, waiting for answers to earlier stretches when it depends on
 /// them (their Syncs have gone upstream, so the answers are coming).
@@ -1535,12 +1585,23 @@ fn tag_rows(tag: &str) -> u64 {
 async fn upstream_to_client<W: AsyncWrite + Unpin>(
     ctx: &Context,
     mut upstream: tokio::io::ReadHalf<Box<dyn Stream>>,
+    mut notices: tokio::sync::mpsc::UnboundedReceiver<BytesMut>,
     client: &mut W,
 ) -> std::io::Result<Option<String>> {
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut out = BytesMut::with_capacity(64 << 10);
     loop {
-        if upstream.read_buf(&mut buf).await? == 0 {
+        // Between reads, whole messages only have gone to the client: a
+        // notice of the gateway's own fits in there.
+        let read = tokio::select! {
+            read = upstream.read_buf(&mut buf) => read?,
+            Some(notice) = notices.recv() => {
+                client.write_all(&notice).await?;
+                client.flush().await?;
+                continue;
+            }
+        };
+        if read == 0 {
             return Ok(None);
         }
         let mut completed = Vec::new();
@@ -1614,11 +1675,14 @@ fn stretch_failed(t: &Tracker) -> Option<bool> {
         Pending::Exec(e) => e.simple,
         _ => false,
     });
+    // A CopyDone or CopyFail outside COPY is ignored by PostgreSQL: its
+    // entry gets no answer of its own.
+    let awaiting = t.pending.iter().any(|p| !matches!(p, Pending::CopyDone));
     if earlier_stretch_open {
         None
     } else if t.errored {
         Some(true)
-    } else if t.pending.is_empty() {
+    } else if !awaiting {
         Some(false)
     } else {
         None

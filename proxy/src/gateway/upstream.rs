@@ -43,7 +43,32 @@ pub struct Upstream {
     pub cancel_key: (i32, i32),
 }
 
-fn startup_message(target: &Target, user: &str, options: Option<&str>) -> BytesMut {
+/// What an upstream connection is for: named in its `application_name`, so
+/// that the database's logs and `pg_stat_activity` tell a client's session
+/// from the gateway's own catalog reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// A client's session: `gatehouse`.
+    Session,
+    /// The gateway's own catalog lookup: `gatehouse catalog`.
+    Catalog,
+}
+
+impl Purpose {
+    fn application_name(self) -> &'static str {
+        match self {
+            Purpose::Session => "gatehouse",
+            Purpose::Catalog => "gatehouse catalog",
+        }
+    }
+}
+
+fn startup_message(
+    target: &Target,
+    user: &str,
+    options: Option<&str>,
+    purpose: Purpose,
+) -> BytesMut {
     let mut body = BytesMut::new();
     body.put_i32(196608);
     // The settings the gateway reads SQL text and resolves names with, and
@@ -67,7 +92,7 @@ fn startup_message(target: &Target, user: &str, options: Option<&str>) -> BytesM
     for (k, v) in [
         ("user", user),
         ("database", database),
-        ("application_name", "gatehouse"),
+        ("application_name", purpose.application_name()),
     ]
     .into_iter()
     .chain(settings)
@@ -150,7 +175,11 @@ fn refused(f: &Frame) -> UpstreamError {
 /// Connects and logs in to `target`. `read_only` makes every transaction of
 /// the session read-only upstream (defense in depth for identities whose
 /// policy allows only reads).
-pub async fn connect(target: &Target, read_only: bool) -> Result<Upstream, UpstreamError> {
+pub async fn connect(
+    target: &Target,
+    read_only: bool,
+    purpose: Purpose,
+) -> Result<Upstream, UpstreamError> {
     let addr = format!("{}:{}", target.host, target.port);
     let tcp = TcpStream::connect(&addr)
         .await
@@ -169,7 +198,7 @@ pub async fn connect(target: &Target, read_only: bool) -> Result<Upstream, Upstr
     };
     let options = read_only.then_some("-c default_transaction_read_only=on");
     stream
-        .write_all(&startup_message(target, user, options))
+        .write_all(&startup_message(target, user, options, purpose))
         .await
         .map_err(|source| UpstreamError::Connect {
             addr: addr.clone(),

@@ -20,15 +20,37 @@ pub enum Lines {
     Escape,
 }
 
-/// Characters that reorder or hide text when displayed.
+/// Characters that reorder, hide or fake text when displayed: Unicode's
+/// format characters (Cf: direction marks and overrides, zero-width
+/// characters, the soft hyphen, U+061C, U+180E, tag characters
+/// U+E0000-E007F, which can carry a hidden copy of a text), separators
+/// other than the plain space (Zs, Zl, Zp: a no-break space reads as a
+/// space but is not one), private-use and unassigned code points, and the
+/// marks and letters that render as nothing: variation selectors, the
+/// combining grapheme joiner, Hangul and Khmer fillers, the blank braille
+/// pattern.
 fn is_format_trick(c: char) -> bool {
-    matches!(c,
-        '\u{200b}'..='\u{200f}' // zero-width and direction marks
-        | '\u{2028}' | '\u{2029}' // line and paragraph separators
-        | '\u{202a}'..='\u{202e}' // bidirectional embeddings and overrides
-        | '\u{2060}'..='\u{2064}'
-        | '\u{2066}'..='\u{2069}' // bidirectional isolates
-        | '\u{feff}')
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    if c == ' ' {
+        return false;
+    }
+    matches!(
+        c.general_category(),
+        GeneralCategory::Format
+            | GeneralCategory::SpaceSeparator
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+            | GeneralCategory::PrivateUse
+            | GeneralCategory::Unassigned
+            | GeneralCategory::Surrogate
+    ) || matches!(c,
+        '\u{034f}' // combining grapheme joiner
+        | '\u{115f}' | '\u{1160}' | '\u{3164}' | '\u{ffa0}' // Hangul fillers
+        | '\u{17b4}' | '\u{17b5}' // Khmer inherent vowels
+        | '\u{180b}'..='\u{180f}' // Mongolian variation selectors
+        | '\u{2800}' // braille blank
+        | '\u{fe00}'..='\u{fe0f}' | '\u{e0100}'..='\u{e01ef}' // variation selectors
+    )
 }
 
 /// `text` with control and direction-changing characters replaced by
@@ -84,6 +106,44 @@ pub fn html(text: &str, lines: Lines) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Issue 20: characters that show as nothing, or as a plain space, in a
+    /// terminal or a browser, each seen in a smuggling attempt.
+    #[test]
+    fn invisible_characters_become_visible() {
+        for c in [
+            '\u{061c}',
+            '\u{00ad}',
+            '\u{115f}',
+            '\u{3164}',
+            '\u{e0041}',
+            '\u{e007f}',
+            '\u{180e}',
+            '\u{fe0f}',
+            '\u{034f}',
+            '\u{2800}',
+            '\u{00a0}',
+            '\u{2003}',
+            '\u{200b}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{feff}',
+            '\u{e000}',
+        ] {
+            let text = format!("SELECT name{c} FROM t");
+            let shown = visible(&text, Lines::Keep);
+            assert!(shown.is_ascii(), "{:04x}: {shown}", c as u32);
+            assert!(
+                shown.contains(&format!("\\u{{{:04x}}}", c as u32)),
+                "{:04x}: {shown}",
+                c as u32
+            );
+        }
+        // Ordinary text in other scripts is left alone.
+        for text in ["Zürich", "東京", "Ελλάδα", "emoji 😀", "a b"] {
+            assert_eq!(visible(text, Lines::Keep), text);
+        }
+    }
 
     #[test]
     fn control_characters_become_visible() {

@@ -111,13 +111,22 @@ pub fn render(replay: &Replay) -> String {
         "Checkpoint",
         match &replay.checkpoint {
             Some(c) => format!(
-                "newest signed checkpoint: {} events, root <code>{}</code> — {}",
+                "newest signed checkpoint: {} events, root <code>{}</code> — {}; {}{}",
                 c.size,
                 h(&c.root),
                 if replay.covered_by_checkpoint() {
                     "covers every event shown"
                 } else {
                     "does not yet cover the last events shown"
+                },
+                h(&super::text::signature(c)),
+                if replay.unsigned_not_shown > 0 {
+                    format!(
+                        "; {} not shown: no signed checkpoint covers them yet",
+                        h(&super::count(replay.unsigned_not_shown, "later event"))
+                    )
+                } else {
+                    String::new()
                 }
             ),
             None => "none signed yet".to_owned(),
@@ -277,7 +286,13 @@ fn entry_html(out: &mut String, entry: &Entry) {
             ),
             format!("<div>{}</div>", h(&e.reason)),
         ),
-        Entry::Other(e) => simple(out, "other", e.at, format!("{} event", h(e.event)), String::new()),
+        Entry::Other(e) => simple(
+            out,
+            "other",
+            e.at,
+            format!("{} event", h(e.event)),
+            e.detail.as_deref().map(h).unwrap_or_default(),
+        ),
     }
 }
 

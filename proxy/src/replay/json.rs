@@ -5,8 +5,9 @@
 //!   "format": "gatehouse-replay/1",
 //!   "ledger": "path/to/ledger.db",
 //!   "verify": "gatehouse-verify path/to/ledger.db --key path/to/verifier.pub",
-//!   "checkpoint": {"size": 120, "root": "<base64>"} | null,
+//!   "checkpoint": {"size": 120, "root": "<base64>", "key": "<name>+<id>" | null} | null,
 //!   "covered_by_checkpoint": true,
+//!   "unsigned_not_shown": 0,          // events of the selection no checkpoint covers yet
 //!   "selection": {"session": 3} | {"identity": "agent"},
 //!   "window": {"from": null | {"seq": 10} | {"ts": <ns>, "time": "<RFC 3339>"}, "to": <same>},
 //!   "events": {"count": 12, "first": <stamp>, "last": <stamp>} | null,
@@ -48,7 +49,7 @@
 //! * `identity_unblocked`: `identity`, `operator`, `reason`.
 //! * `credential_issued`: `credential`, `identity`, `operator`, `expires_at`.
 //! * `credential_revoked`: `credential`, `identity`, `operator`, `reason`.
-//! * `other`: `event` (the event kind's name).
+//! * `other`: `event` (the event kind's name), `detail` (who acted and what, or null).
 //!
 //! A `<value>` is `null` (SQL NULL), `{"text": "..."}` (a text-format value,
 //! exactly), or `{"hex": "...", "decoded": "..."}` (a binary-format value,
@@ -70,6 +71,7 @@ struct Document<'a> {
     verify: &'a str,
     checkpoint: &'a Option<CheckpointInfo>,
     covered_by_checkpoint: bool,
+    unsigned_not_shown: u64,
     #[serde(flatten)]
     timeline: &'a Timeline,
 }
@@ -81,6 +83,7 @@ fn shape(replay: &Replay) -> Document<'_> {
         verify: &replay.verify,
         checkpoint: &replay.checkpoint,
         covered_by_checkpoint: replay.covered_by_checkpoint(),
+        unsigned_not_shown: replay.unsigned_not_shown,
         timeline: &replay.timeline,
     }
 }

@@ -38,7 +38,8 @@ pub enum Selection {
     /// One session's events.
     Session(SessionId),
     /// Everything an identity did: its sessions and the events about it
-    /// (blocks, credentials, failed logins).
+    /// (blocks, credentials, failed logins), and, for an operator's name,
+    /// what that operator did.
     Identity(String),
 }
 
@@ -47,7 +48,10 @@ impl Selection {
     fn includes(&self, body: &EventBody) -> bool {
         match self {
             Selection::Session(s) => body.session() == Some(*s),
-            Selection::Identity(i) => body.identity() == Some(i.as_str()),
+            // An identity's own events, and what it did as an operator.
+            Selection::Identity(i) => {
+                body.identity() == Some(i.as_str()) || body.operator() == Some(i.as_str())
+            }
         }
     }
 }
@@ -611,6 +615,8 @@ pub struct Other {
     pub at: Stamp,
     /// The event kind's name.
     pub event: &'static str,
+    /// Who acted and what, for an operator's action.
+    pub detail: Option<String>,
 }
 
 /// One line of the story, in log order.
@@ -969,6 +975,23 @@ impl TimelineBuilder {
             other => Entry::Other(Other {
                 at,
                 event: other.kind().name(),
+                detail: match other {
+                    EventBody::OperatorAction(a) => Some(format!(
+                        "operator {} {}{}: {}{}",
+                        a.operator,
+                        a.action,
+                        a.target
+                            .as_deref()
+                            .map(|t| format!(" {t}"))
+                            .unwrap_or_default(),
+                        a.outcome,
+                        a.detail
+                            .as_deref()
+                            .map(|d| format!(" ({d})"))
+                            .unwrap_or_default()
+                    )),
+                    _ => other.operator().map(|o| format!("by operator {o}")),
+                },
             }),
         };
         self.entries.push(entry);
@@ -1175,6 +1198,9 @@ pub struct CheckpointInfo {
     pub size: u64,
     /// Its RFC 6962 root, base64 as in the note.
     pub root: String,
+    /// The key whose signature on it was checked (`None`: no verifier key
+    /// was found, so its signature was not checked).
+    pub key: Option<String>,
 }
 
 /// A timeline with what a reader needs to trust it: where it came from
@@ -1187,6 +1213,9 @@ pub struct Replay {
     pub verify: String,
     /// The newest signed checkpoint, if the ledger has one.
     pub checkpoint: Option<CheckpointInfo>,
+    /// Events of the selection after the newest checkpoint: not shown,
+    /// since nothing vouches for them yet.
+    pub unsigned_not_shown: u64,
     /// The story.
     pub timeline: Timeline,
 }
@@ -1225,47 +1254,73 @@ pub enum ReplayError {
     /// `--from` lies after `--to`.
     #[error("--from lies after --to; swap them")]
     Backwards,
+    /// The verifier key could not be read.
+    #[error("cannot use verifier key {path}: {reason}; pass the verifier.pub that `gatehouse init` wrote with --key")]
+    Key {
+        /// The key file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// Reads the events of `selection` within `window` from the ledger at
-/// `path` and builds their timeline.
-pub fn load(path: &Path, selection: Selection, window: Window) -> Result<Replay, ReplayError> {
+/// `path` and builds their timeline, from verified events only (see
+/// `gatehouse_ledger::verified`): every record is checked against the
+/// newest checkpoint, whose signature is checked with `key` (by default the
+/// verifier key `gatehouse init` leaves beside the ledger); selection is on
+/// the decoded events, never on the ledger's index columns. Events after
+/// the newest checkpoint are counted, not shown.
+pub fn load(
+    path: &Path,
+    selection: Selection,
+    window: Window,
+    key: Option<&Path>,
+) -> Result<Replay, ReplayError> {
     window.check()?;
     let shown = path.display().to_string();
     let ledger_err = |source| ReplayError::Ledger {
         path: shown.clone(),
         source,
     };
+    let key = crate::init::verifier_key(path, key)
+        .map_err(|(path, reason)| ReplayError::Key { path, reason })?;
     let reader = LedgerReader::open(path).map_err(ledger_err)?;
-    let events = match &selection {
-        Selection::Session(s) => reader.events_by_session(*s),
-        Selection::Identity(i) => reader.events_by_identity(i),
-    }
-    .map_err(ledger_err)?;
     let mut builder = TimelineBuilder::new(selection.clone(), window);
     let mut found = false;
-    for stored in events {
-        let event = stored.map_err(ledger_err)?.event;
-        found = true;
-        if window.is_past(event.seq, event.ts) {
-            break;
-        }
-        builder.push(&event);
-    }
+    let mut unsigned_not_shown = 0;
+    let coverage =
+        gatehouse_ledger::verified::read_verified(&reader, key.as_ref(), |event, covered| {
+            if !selection.includes(&event.body) {
+                return;
+            }
+            found = true;
+            if !covered {
+                unsigned_not_shown += 1;
+            } else if !window.is_past(event.seq, event.ts) {
+                builder.push(&event);
+            }
+        })
+        .map_err(ledger_err)?;
     if !found {
         return Err(ReplayError::NotFound {
             path: shown,
             selection: selection.to_string(),
         });
     }
-    let checkpoint = reader
-        .latest_checkpoint()
-        .map_err(ledger_err)?
-        .and_then(|c| checkpoint_info(&c.note));
+    let checkpoint = coverage
+        .note
+        .as_deref()
+        .and_then(checkpoint_info)
+        .map(|c| CheckpointInfo {
+            key: coverage.key.clone(),
+            ..c
+        });
     Ok(Replay {
         ledger: path.to_path_buf(),
         verify: verify_command(path),
         checkpoint,
+        unsigned_not_shown,
         timeline: builder.finish(),
     })
 }
@@ -1278,6 +1333,7 @@ fn checkpoint_info(note: &str) -> Option<CheckpointInfo> {
     Some(CheckpointInfo {
         size: checkpoint.size,
         root,
+        key: None,
     })
 }
 

@@ -503,7 +503,9 @@ fn replay(events: &[Event], selection: Selection) -> Replay {
         checkpoint: Some(CheckpointInfo {
             size: 10,
             root: "cm9vdA==".into(),
+            key: Some("gatehouse.test/gateway+01020304".into()),
         }),
+        unsigned_not_shown: 0,
         timeline: Timeline::build(selection, Window::default(), events),
     }
 }

@@ -71,14 +71,22 @@ pub fn render(replay: &Replay) -> String {
             };
             let _ = writeln!(
                 out,
-                "  checkpoint  newest signed: {} events, root {} ({covered})",
+                "  checkpoint  newest signed: {} events, root {} ({covered}; {})",
                 c.size,
-                s(&c.root)
+                s(&c.root),
+                signature(c)
             );
         }
         None => {
             let _ = writeln!(out, "  checkpoint  none signed yet");
         }
+    }
+    if replay.unsigned_not_shown > 0 {
+        let _ = writeln!(
+            out,
+            "  not shown   {}: no signed checkpoint covers them yet",
+            count(replay.unsigned_not_shown, "later event")
+        );
     }
     let _ = writeln!(out, "  verify      {}", s(&replay.verify));
     let m = &t.summary;
@@ -222,6 +230,9 @@ fn entry_text(out: &mut String, entry: &Entry) {
         }
         Entry::Other(e) => {
             let _ = writeln!(out, "{head}  {} event", e.event);
+            if let Some(detail) = &e.detail {
+                field(out, "what", &s(detail));
+            }
         }
     }
 }
@@ -502,5 +513,17 @@ fn bytes_text(hex: &str, decoded: Option<&str>) -> String {
     match decoded {
         Some(d) => format!("0x{hex} ({})", s(d)),
         None => format!("0x{hex}"),
+    }
+}
+
+/// Whether a checkpoint's signature was checked, and with which key.
+pub(super) fn signature(c: &super::CheckpointInfo) -> String {
+    match &c.key {
+        Some(key) => format!(
+            "signature checked with {}",
+            escape::visible(key, Lines::Escape)
+        ),
+        None => "its signature was NOT checked: no verifier key beside the ledger (pass --key)"
+            .to_owned(),
     }
 }

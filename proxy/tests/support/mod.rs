@@ -400,6 +400,14 @@ impl RawClient {
         send(&mut self.stream, tag, body).await;
     }
 
+    /// The next message, or `None` if none came within `limit`.
+    pub async fn next_within(&mut self, limit: Duration) -> Option<(u8, Vec<u8>)> {
+        tokio::time::timeout(limit, try_read_message(&mut self.stream))
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Like [`RawClient::until_ready`], but `None` if no ReadyForQuery or
     /// close came within `limit`.
     pub async fn until_ready_within(&mut self, limit: Duration) -> Option<Vec<(u8, Vec<u8>)>> {
@@ -441,6 +449,100 @@ impl RawClient {
             }
         }
     }
+}
+
+/// The statements PostgreSQL ran for the gateway's client sessions, from its
+/// log (`log_statement = all`): simple Query strings and executed extended
+/// statements of connections whose application_name is `gatehouse` (the
+/// gateway's catalog reads are `gatehouse catalog`). The gateway's own
+/// `SET` of client start-up parameters (DateStyle and the like) is left out.
+pub fn statements_run_for_sessions(log: &str) -> Vec<String> {
+    let pid = |line: &str| -> Option<String> {
+        let start = line.find(" [")? + 2;
+        let end = start + line[start..].find(']')?;
+        Some(line[start..end].to_owned())
+    };
+    let mut sessions = std::collections::HashSet::new();
+    let mut out: Vec<String> = Vec::new();
+    // A statement's later lines follow its first, each starting with a tab.
+    let mut continuing = false;
+    for line in log.lines() {
+        if let Some(more) = line.strip_prefix('\t') {
+            if continuing {
+                let last = out.last_mut().expect("continuing a statement");
+                last.push('\n');
+                last.push_str(more);
+            }
+            continue;
+        }
+        continuing = false;
+        let Some(p) = pid(line) else { continue };
+        if let Some((_, rest)) = line.split_once("connection authorized: ") {
+            let name = rest.split_once("application_name=").map(|(_, v)| v.trim());
+            if name == Some("gatehouse") {
+                sessions.insert(p);
+            } else {
+                sessions.remove(&p);
+            }
+            continue;
+        }
+        if !sessions.contains(&p) {
+            continue;
+        }
+        let sql = if let Some((_, sql)) = line.split_once("LOG:  statement: ") {
+            sql
+        } else if let Some((_, rest)) = line.split_once("LOG:  execute ") {
+            match rest.split_once(": ") {
+                Some((_, sql)) => sql,
+                None => continue,
+            }
+        } else {
+            continue;
+        };
+        out.push(sql.to_owned());
+        continuing = true;
+    }
+    out.retain(|sql| {
+        !sql.split_terminator(';').all(|s| {
+            let s = s.trim();
+            [
+                "DateStyle",
+                "TimeZone",
+                "extra_float_digits",
+                "IntervalStyle",
+            ]
+            .iter()
+            .any(|p| s.starts_with(&format!("SET {p} TO '")))
+        })
+    });
+    out
+}
+
+/// The SQL of every statement the ledger shows judged and let through
+/// (allowed, masked, or approved).
+pub fn allowed_sql(events: &[EventBody]) -> std::collections::HashSet<String> {
+    use gatehouse_ledger::event::Action;
+    let mut received = std::collections::HashMap::new();
+    let mut out = std::collections::HashSet::new();
+    for e in events {
+        match e {
+            EventBody::QueryReceived(q) => {
+                received.insert((q.session, q.query), q.sql.clone());
+            }
+            EventBody::Decision(d)
+                if matches!(
+                    d.action,
+                    Action::Allow | Action::Mask | Action::RequireApproval
+                ) =>
+            {
+                if let Some(sql) = received.get(&(d.session, d.query)) {
+                    out.insert(sql.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The text of the first ErrorResponse among messages read by

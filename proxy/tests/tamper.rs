@@ -1,0 +1,284 @@
+//! Issue 20: what an investigator sees is exactly what the verifier vouched
+//! for. A ledger written by a real gateway session (an agent's reads and a
+//! denied SSN dump) is copied and tampered with at the SQLite level, the way
+//! someone with write access to the file but not the signing key can; for
+//! every tamper, either `gatehouse-verify` fails, or replay, state and
+//! export refuse, or they show exactly what they show for the untouched
+//! ledger.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use gatehouse::replay::{self, Selection, Window};
+use gatehouse_verify::VerifierKey;
+use support::{Env, POLICY};
+
+const SSN_DUMP: &str = "SELECT name, ssn FROM customers";
+
+/// A stopped gateway's ledger directory (ledger.db and verifier.pub), with
+/// session 1 of identity `agent`: two reads and the denied SSN dump.
+async fn written() -> (Env, PathBuf) {
+    let mut env = Env::start(POLICY).await;
+    let c = env.connect("agent").await;
+    c.simple_query("SELECT count(*) FROM orders").await.unwrap();
+    assert!(c.simple_query(SSN_DUMP).await.is_err());
+    c.simple_query("SELECT name FROM customers WHERE id = 1")
+        .await
+        .unwrap();
+    drop(c);
+    env.settle().await;
+    env.stop().await;
+    let dir = env.ledger().parent().unwrap().to_path_buf();
+    (env, dir)
+}
+
+/// A copy of the ledger directory's ledger and key, to tamper with.
+fn copy(from: &Path, to: &Path) -> PathBuf {
+    std::fs::create_dir_all(to).unwrap();
+    for name in ["ledger.db", "verifier.pub"] {
+        std::fs::copy(from.join(name), to.join(name)).unwrap();
+    }
+    for name in ["ledger.db-wal", "ledger.db-shm"] {
+        let _ = std::fs::remove_file(to.join(name));
+    }
+    to.join("ledger.db")
+}
+
+fn key(dir: &Path) -> VerifierKey {
+    VerifierKey::parse(
+        std::fs::read_to_string(dir.join("verifier.pub"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap()
+}
+
+/// What the tools show for a ledger: replay of session 1 and of identity
+/// agent (JSON, without the ledger's path), the state hash, and the
+/// exported session bundle's events. `Err` when a tool refuses.
+fn shown(ledger: &Path) -> Result<String, String> {
+    let mut out = String::new();
+    for selection in [Selection::Session(1), Selection::Identity("agent".into())] {
+        let replay = replay::load(ledger, selection, Window::default(), None)
+            .map_err(|e| format!("replay: {e}"))?;
+        let mut doc = replay::json::document(&replay);
+        doc["ledger"] = serde_json::Value::Null;
+        doc["verify"] = serde_json::Value::Null;
+        out.push_str(&doc.to_string());
+    }
+    let state =
+        gatehouse::state::verified_state_at(ledger, gatehouse::state::At::Seq(u64::MAX - 1), None)
+            .map_err(|e| format!("state: {e:#}"))?;
+    out.push_str(&gatehouse_engine::snapshot::state_hash(&state.state).to_string());
+    let bundle = ledger.with_extension(format!(
+        "{}.bundle",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let exported = gatehouse::export::export(&gatehouse::export::ExportOptions {
+        ledger: ledger.to_path_buf(),
+        session: Some(1),
+        identity: None,
+        from: None,
+        to: None,
+        out: bundle.clone(),
+        consistent_with: Vec::new(),
+        prove_complete: false,
+    })
+    .map_err(|e| format!("export: {e:#}"))?;
+    let bytes = std::fs::read(&bundle).unwrap();
+    let parsed = gatehouse_ledger::bundle::Bundle::from_bytes(&bytes).unwrap();
+    out.push_str(&format!(
+        "{} {:?}",
+        exported.events,
+        parsed.events.iter().map(|e| e.seq).collect::<Vec<_>>()
+    ));
+    Ok(out)
+}
+
+fn intact(ledger: &Path, key: &VerifierKey) -> bool {
+    gatehouse_verify::verify_ledger(ledger, key, None)
+        .map(|r| r.is_intact())
+        .unwrap_or(false)
+}
+
+fn sql(ledger: &Path, statements: &str) {
+    let conn = rusqlite::Connection::open(ledger).unwrap();
+    conn.execute_batch(statements).unwrap();
+}
+
+/// The sequence numbers of the events that carry `text` in their record.
+fn seqs_holding(ledger: &Path, text: &str) -> Vec<i64> {
+    let conn = rusqlite::Connection::open(ledger).unwrap();
+    let mut stmt = conn.prepare("SELECT seq, data FROM events").unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+        .unwrap();
+    rows.filter_map(Result::ok)
+        .filter(|(_, d)| d.windows(text.len()).any(|w| w == text.as_bytes()))
+        .map(|(s, _)| s)
+        .collect()
+}
+
+/// Changes one byte of the first record holding `text`, inside `text`.
+fn edit_record(ledger: &Path, text: &str) {
+    let conn = rusqlite::Connection::open(ledger).unwrap();
+    let seq = seqs_holding(ledger, text)[0];
+    let mut data: Vec<u8> = conn
+        .query_row("SELECT data FROM events WHERE seq = ?1", [seq], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let at = data
+        .windows(text.len())
+        .position(|w| w == text.as_bytes())
+        .unwrap();
+    data[at + text.len() - 1] = b'p';
+    conn.execute(
+        "UPDATE events SET data = ?1 WHERE seq = ?2",
+        rusqlite::params![data, seq],
+    )
+    .unwrap();
+}
+
+/// A change to a copy of the ledger file.
+type Tamper = Box<dyn Fn(&Path)>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tamper_is_caught_or_changes_nothing_shown() {
+    let (_env, original_dir) = written().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let pristine = copy(&original_dir, &scratch.path().join("pristine"));
+    let expected = shown(&pristine).expect("the tools read an untouched ledger");
+    assert!(expected.contains("ssn"), "the SSN dump is in the replay");
+    let key = key(&original_dir);
+    assert!(intact(&pristine, &key));
+
+    let tampers: Vec<(&str, Tamper)> = vec![
+        (
+            // Finding 1: events hidden from index-based selection.
+            "null index columns",
+            Box::new(|l: &Path| {
+                for seq in seqs_holding(l, SSN_DUMP) {
+                    sql(
+                        l,
+                        &format!(
+                            "UPDATE events SET session = NULL, identity = NULL WHERE seq = {seq}"
+                        ),
+                    );
+                }
+            }),
+        ),
+        (
+            "index columns pointing elsewhere",
+            Box::new(|l: &Path| sql(l, "UPDATE events SET session = 99, identity = 'nobody'")),
+        ),
+        (
+            "bucket rows deleted",
+            Box::new(|l: &Path| {
+                sql(
+                    l,
+                    "DELETE FROM session_buckets; DELETE FROM identity_buckets",
+                )
+            }),
+        ),
+        (
+            // Finding 2: a schema object SQLite would answer queries from.
+            "covering index",
+            Box::new(|l: &Path| sql(l, "CREATE INDEX forged ON events (seq, data)")),
+        ),
+        (
+            "view",
+            Box::new(|l: &Path| sql(l, "CREATE VIEW v AS SELECT 1")),
+        ),
+        (
+            "trigger",
+            Box::new(|l: &Path| {
+                sql(
+                    l,
+                    "CREATE TRIGGER t AFTER INSERT ON events BEGIN DELETE FROM events WHERE seq = NEW.seq; END",
+                )
+            }),
+        ),
+        (
+            "record edited",
+            Box::new(|l: &Path| edit_record(l, "ssn FROM customers")),
+        ),
+        (
+            "newest checkpoints deleted",
+            Box::new(|l: &Path| {
+                sql(
+                    l,
+                    "DELETE FROM checkpoints WHERE size > (SELECT min(size) FROM checkpoints)",
+                )
+            }),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (name, tamper)) in tampers.iter().enumerate() {
+        let ledger = copy(&original_dir, &scratch.path().join(format!("t{i}")));
+        tamper(&ledger);
+        let verified = intact(&ledger, &key);
+        match shown(&ledger) {
+            Err(_) => {}
+            Ok(seen) if seen == expected => {}
+            Ok(seen)
+                if !verified && !seen.contains("ssn") && *name == "newest checkpoints deleted" =>
+            {
+                // A rollback: the tools show less, and say the rest is not
+                // signed; only a trusted checkpoint proves the deletion.
+                let _ = seen;
+            }
+            Ok(seen) => failures.push(format!(
+                "{name}: verify says {}, and the tools show other content: {seen}",
+                if verified { "intact" } else { "damaged" }
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Finding 3: a symbolic link to the ledger, with an uncheckpointed WAL
+/// beside the real file that rewrites an event. The verifier and the tools
+/// must read the same bytes: the rewrite is caught by both or by neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlinked_ledger_is_read_with_the_wal_beside_the_real_file() {
+    let (_env, original_dir) = written().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let real = copy(&original_dir, &scratch.path().join("real"));
+    let key = key(&original_dir);
+    // A WAL that edits a record, left beside the real file: copy it out
+    // while the connection that wrote it is still open (SQLite folds it in
+    // and deletes it when the last connection closes).
+    let staging = copy(&original_dir, &scratch.path().join("staging"));
+    let conn = rusqlite::Connection::open(&staging).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0")
+        .unwrap();
+    edit_record(&staging, "ssn FROM customers");
+    std::fs::copy(
+        staging.with_file_name("ledger.db-wal"),
+        real.with_file_name("ledger.db-wal"),
+    )
+    .unwrap();
+    drop(conn);
+    let link_dir = scratch.path().join("link");
+    std::fs::create_dir_all(&link_dir).unwrap();
+    std::fs::copy(
+        original_dir.join("verifier.pub"),
+        link_dir.join("verifier.pub"),
+    )
+    .unwrap();
+    let link = link_dir.join("ledger.db");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let verified = intact(&link, &key);
+    assert!(!verified, "the verifier reads the WAL beside the real file");
+    let replay = replay::load(&link, Selection::Session(1), Window::default(), None);
+    assert!(
+        replay.is_err(),
+        "replay shows the rewritten event as verified: {:?}",
+        replay.map(|r| replay::json::document(&r).to_string())
+    );
+}
