@@ -421,6 +421,60 @@ impl Core {
     }
 }
 
+/// The ledger file the writer opened, and how to tell whether its path still
+/// names it.
+///
+/// Removing or replacing the file under a running writer goes unnoticed by
+/// SQLite, which keeps writing to the open (now nameless) file: commits
+/// succeed and everything is lost when the process ends. So before each
+/// commit batch the writer compares the file it holds open with the one at
+/// the path (device, inode, link count): two `stat`s, a few microseconds.
+/// While they differ every append fails, so nothing is acknowledged that
+/// cannot be found at the path; if the file comes back, appends resume.
+struct OpenedFile {
+    path: PathBuf,
+    /// Kept open: its metadata is the opened file's, whatever the path
+    /// names now, and while the writer runs, a removed ledger can still be
+    /// copied back from /proc/PID/fd.
+    handle: std::fs::File,
+}
+
+impl OpenedFile {
+    fn open(path: &Path) -> Result<OpenedFile, LedgerError> {
+        let handle = std::fs::File::open(path)
+            .map_err(|e| LedgerError::Io(format!("cannot open {}: {e}", path.display())))?;
+        Ok(OpenedFile {
+            path: path.to_path_buf(),
+            handle,
+        })
+    }
+
+    /// `Err` says why the path no longer names the opened file.
+    fn still_at_path(&self) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let recovery = "nothing more is recorded, so no statement runs; restore the file (while the gateway runs, \
+                        its open copy is readable under /proc/PID/fd) or move it aside and restart the gateway \
+                        (docs/incident-response.md)";
+        let opened = self.handle.metadata().map_err(|e| {
+            format!(
+                "cannot check the ledger file {}: {e}; {recovery}",
+                self.path.display()
+            )
+        })?;
+        match std::fs::metadata(&self.path) {
+            Ok(now) if now.dev() == opened.dev() && now.ino() == opened.ino() => Ok(()),
+            Ok(_) => Err(format!(
+                "the ledger file {} was replaced by another file; {recovery}",
+                self.path.display()
+            )),
+            Err(e) => Err(format!(
+                "the ledger file {} was removed or moved away ({e}); {recovery}",
+                self.path.display()
+            )),
+        }
+    }
+}
+
 /// Commits between saves of the Merkle frontier (`writer_state`).
 const SAVE_FRONTIER_EVERY: u32 = 64;
 
@@ -432,6 +486,8 @@ struct WriterState {
     commits_since_save: u32,
     /// Held for the writer's lifetime: a second writer would fork the log.
     _lock: std::fs::File,
+    /// The ledger file as opened, to notice it being removed or replaced.
+    file: OpenedFile,
     conn: Connection,
     signer: NoteSigner,
     clock: Clock,
@@ -451,10 +507,12 @@ impl WriterState {
         let lock = lock_exclusively(&options.path)?;
         let conn =
             schema::open_for_writing(&options.path, options.signer.name(), options.durability)?;
+        let file = OpenedFile::open(&options.path)?;
         let mut state = WriterState {
             poisoned: None,
             commits_since_save: SAVE_FRONTIER_EVERY,
             _lock: lock,
+            file,
             conn,
             signer: options.signer.clone(),
             clock: options.clock.clone(),
@@ -574,6 +632,9 @@ impl WriterState {
     fn commit_batch(&mut self, batch: &[Request]) -> Vec<Reply> {
         if let Some(why) = &self.poisoned {
             return vec![Err(AppendError::Stopped(why.clone())); batch.len()];
+        }
+        if let Err(why) = self.file.still_at_path() {
+            return vec![Err(AppendError::Commit(why)); batch.len()];
         }
         match self.commit(batch) {
             Ok(receipts) => receipts.into_iter().map(Ok).collect(),
@@ -810,7 +871,13 @@ impl WalCheckpointer {
         let thread = std::thread::Builder::new()
             .name("ledger-wal".into())
             .spawn(move || {
-                let Ok(conn) = Connection::open(&path) else {
+                // Never creates the file: if the ledger was removed
+                // meanwhile, an empty one must not appear at its path.
+                let Ok(conn) = Connection::open_with_flags(
+                    &path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                ) else {
                     return;
                 };
                 let _ = conn.busy_timeout(Duration::from_millis(50));

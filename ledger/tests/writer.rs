@@ -277,6 +277,38 @@ fn a_failed_commit_fails_every_event_of_the_batch_and_the_writer_recovers() {
     assert!(report.is_intact(), "{:?}", report.failure);
 }
 
+/// Issue 14, finding 3: the ledger removed (or replaced) under a running
+/// writer. SQLite keeps writing to the open, nameless file; the writer must
+/// refuse every append instead of acknowledging events that will be lost,
+/// and take appends again once the file is back at its path.
+#[test]
+fn a_removed_or_replaced_ledger_file_refuses_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = Ledger::open(options(&path)).unwrap();
+    ledger.append_blocking(&[action(0)]).unwrap();
+    let aside = dir.path().join("aside.db");
+    std::fs::rename(&path, &aside).unwrap();
+    let err = ledger.append_blocking(&[action(1)]).unwrap_err();
+    assert!(err.to_string().contains("moved away"), "{err}");
+    std::fs::rename(&aside, &path).unwrap();
+    ledger.append_blocking(&[action(1)]).unwrap();
+
+    std::fs::copy(&path, &aside).unwrap();
+    std::fs::rename(&aside, &path).unwrap();
+    let err = ledger.append_blocking(&[action(2)]).unwrap_err();
+    assert!(err.to_string().contains("replaced"), "{err}");
+
+    std::fs::remove_file(&path).unwrap();
+    let err = ledger.append_blocking(&[action(2)]).unwrap_err();
+    assert!(
+        !path.exists(),
+        "nothing recreated an empty ledger at its path"
+    );
+    assert!(err.to_string().contains("removed"), "{err}");
+    ledger.close();
+}
+
 #[test]
 fn a_second_writer_is_refused_while_the_first_runs() {
     let dir = tempfile::tempdir().unwrap();

@@ -135,6 +135,27 @@ impl AdminClient {
             .unwrap_or_default())
     }
 
+    /// `gatehouse policy explain`: the running gateway's decision for `sql`.
+    pub fn policy_explain(
+        &self,
+        identity: &str,
+        target: Option<&str>,
+        sql: &str,
+        policy: Option<&str>,
+    ) -> Result<crate::commands::Explanation> {
+        let v = self.call(
+            "POST",
+            "/v1/policy/explain",
+            Some(serde_json::json!({
+                "identity": identity,
+                "target": target,
+                "sql": sql,
+                "policy": policy,
+            })),
+        )?;
+        serde_json::from_value(v).context("the gateway's explanation is not in the expected shape")
+    }
+
     /// `gatehouse policy show`: the policy file in force.
     pub fn policy_show(&self) -> Result<String> {
         let v = self.call("GET", "/v1/policy", None)?;

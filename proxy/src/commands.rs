@@ -342,7 +342,137 @@ pub fn current_policy(config: &Config) -> Result<Policy> {
     }
 }
 
-/// `gatehouse policy explain`: the decision, without running anything.
+/// What `gatehouse policy explain` shows: the decision for a statement, and
+/// how each statement of the string was judged. Built by the running
+/// gateway's own pipeline (`POST /v1/policy/explain`), or offline from the
+/// policy alone.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Explanation {
+    /// `allow`, `deny`, `require_approval` or `mask`.
+    pub action: String,
+    /// The deciding rule (`None`: the default deny, or no rule needed).
+    pub rule: Option<String>,
+    /// What the client would be told, or why it is allowed (a grant).
+    pub message: Option<String>,
+    /// Each statement of the string, in order.
+    pub statements: Vec<ExplainedStatement>,
+    /// Whether the identity's upstream session is read-only.
+    pub read_only: bool,
+    /// `gateway` (the running gateway's pipeline: views, catalog, masking,
+    /// grants, blocks) or `offline` (the policy file alone).
+    pub pipeline: String,
+}
+
+/// One statement of an [`Explanation`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ExplainedStatement {
+    /// The command (`SELECT`, `DELETE`, ...).
+    pub command: String,
+    /// Its class.
+    pub class: String,
+    /// Policy's action for it.
+    pub action: String,
+    /// The rule that decided it.
+    pub rule: Option<String>,
+    /// Tables it touches.
+    pub tables: Vec<String>,
+    /// Columns it touches.
+    pub columns: Vec<String>,
+    /// Functions it calls, and dangerous operations.
+    pub functions: Vec<String>,
+    /// Why it is Unknown, if it is.
+    pub reason: Option<String>,
+    /// Masks that apply: `column=strategy (rule r)`.
+    pub masks: Vec<String>,
+}
+
+/// The explanation of `classification` under `verdict`'s statements.
+pub fn explain_statements(
+    classification: &gatehouse_engine::Classification,
+    verdicts: &[gatehouse_engine::policy::StatementVerdict],
+) -> Vec<ExplainedStatement> {
+    classification
+        .statements
+        .iter()
+        .zip(verdicts)
+        .map(|(s, v)| ExplainedStatement {
+            command: s.command.clone(),
+            class: format!("{:?}", s.class),
+            action: format!("{:?}", v.action),
+            rule: v.rule.clone(),
+            tables: s.tables.clone(),
+            columns: s.columns.clone(),
+            functions: s.functions.iter().chain(&s.dangerous).cloned().collect(),
+            reason: s.reason.clone(),
+            masks: v
+                .mask
+                .iter()
+                .flat_map(|m| m.plan.columns.iter())
+                .map(|(column, m)| format!("{column}={} (rule {})", m.strategy.name(), m.rule))
+                .collect(),
+        })
+        .collect()
+}
+
+impl Explanation {
+    /// The text `gatehouse policy explain` prints.
+    pub fn to_text(&self, identity: &str, target: &str) -> String {
+        let shown = match self.action.as_str() {
+            "allow" => "Allow",
+            "deny" => "Deny",
+            "mask" => "Mask",
+            "require_approval" => "RequireApproval",
+            other => other,
+        };
+        let mut out = format!(
+            "decision: {shown} by {}\n",
+            self.rule
+                .as_deref()
+                .map_or("the default (deny)".to_owned(), |r| format!("rule {r}"))
+        );
+        if let Some(m) = &self.message {
+            out.push_str(&format!("message: {m}\n"));
+        }
+        for (i, s) in self.statements.iter().enumerate() {
+            out.push_str(&format!(
+                "statement {}: {} class={} action={} rule={} tables=[{}] columns=[{}] functions=[{}]{}\n",
+                i + 1,
+                s.command,
+                s.class,
+                s.action,
+                s.rule.as_deref().unwrap_or("-"),
+                s.tables.join(", "),
+                s.columns.join(", "),
+                s.functions.join(", "),
+                s.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+            ));
+            if !s.masks.is_empty() {
+                out.push_str(&format!("  masks: {}\n", s.masks.join(", ")));
+            }
+        }
+        out.push_str(&format!(
+            "upstream session for {identity} on {target}: {}\n",
+            if self.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            }
+        ));
+        if self.pipeline == "offline" {
+            out.push_str(
+                "judged offline, by the policy alone: the running gateway also judges through the views a \
+                 statement names, checks masked columns in the catalog, and applies grants and blocks \
+                 (run without --config to ask it)\n",
+            );
+        } else {
+            out.push_str("judged by the running gateway's own decision pipeline\n");
+        }
+        out
+    }
+}
+
+/// `gatehouse policy explain --config`: the decision by the policy alone,
+/// without a running gateway.
 pub fn policy_explain(
     config: &Config,
     identity: &str,
@@ -357,56 +487,25 @@ pub fn policy_explain(
     };
     let classification = classify(sql);
     let verdict = policy.decide(&Subject { identity, target }, &classification);
-    let mut out = format!(
-        "decision: {:?} by {}\n",
-        verdict.action,
-        verdict
-            .rule
-            .as_deref()
-            .map_or("the default (deny)".to_owned(), |r| format!("rule {r}"))
-    );
-    if let Some(m) = &verdict.message {
-        out.push_str(&format!("message: {m}\n"));
+    let explanation = Explanation {
+        action: action_name(verdict.action).to_owned(),
+        rule: verdict.rule.clone(),
+        message: verdict.message.clone(),
+        statements: explain_statements(&classification, &verdict.statements),
+        read_only: policy.read_only(identity, target),
+        pipeline: "offline".into(),
+    };
+    Ok(explanation.to_text(identity, target))
+}
+
+/// An action's name as policy files and the ledger spell it.
+pub fn action_name(action: gatehouse_engine::Action) -> &'static str {
+    match action {
+        gatehouse_engine::Action::Allow => "allow",
+        gatehouse_engine::Action::Deny => "deny",
+        gatehouse_engine::Action::RequireApproval => "require_approval",
+        gatehouse_engine::Action::Mask => "mask",
     }
-    for (i, (s, v)) in classification
-        .statements
-        .iter()
-        .zip(&verdict.statements)
-        .enumerate()
-    {
-        out.push_str(&format!(
-            "statement {}: {} class={:?} action={:?} rule={} tables=[{}] columns=[{}] functions=[{}]{}\n",
-            i + 1,
-            s.command,
-            s.class,
-            v.action,
-            v.rule.as_deref().unwrap_or("-"),
-            s.tables.join(", "),
-            s.columns.join(", "),
-            s.functions.iter().chain(&s.dangerous).cloned().collect::<Vec<_>>().join(", "),
-            s.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
-        ));
-        if let Some(masking) = &v.mask {
-            let masks: Vec<String> = masking
-                .plan
-                .columns
-                .iter()
-                .map(|(column, m)| format!("{column}={} (rule {})", m.strategy.name(), m.rule))
-                .collect();
-            if !masks.is_empty() {
-                out.push_str(&format!("  masks: {}\n", masks.join(", ")));
-            }
-        }
-    }
-    out.push_str(&format!(
-        "upstream session for {identity} on {target}: {}\n",
-        if policy.read_only(identity, target) {
-            "read-only"
-        } else {
-            "read-write"
-        }
-    ));
-    Ok(out)
 }
 
 #[cfg(test)]

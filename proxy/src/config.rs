@@ -122,10 +122,18 @@ pub struct ListenSection {
     /// answered FATAL 53300 naming this limit. Default 1,000.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most connections one client address may hold before they log in;
+    /// more are answered FATAL 53300. Default 100.
+    #[serde(default = "default_max_pending_logins_per_address")]
+    pub max_pending_logins_per_address: usize,
 }
 
 fn default_max_connections() -> usize {
     1000
+}
+
+fn default_max_pending_logins_per_address() -> usize {
+    100
 }
 
 impl Default for ListenSection {
@@ -137,6 +145,7 @@ impl Default for ListenSection {
             tls_key: None,
             login_timeout: None,
             max_connections: default_max_connections(),
+            max_pending_logins_per_address: default_max_pending_logins_per_address(),
         }
     }
 }
@@ -195,6 +204,11 @@ pub struct TargetSection {
     /// The longest a transaction may sit idle upstream, holding its locks
     /// (`60s`, `5m`; `off`). Default 60 s; clients cannot change it.
     pub idle_in_transaction_session_timeout: Option<String>,
+    /// Most client sessions open on this target at once (each holds one
+    /// database connection); logins beyond it are refused with SQLSTATE
+    /// 53300 naming the limit. Keep it below the database's own
+    /// `max_connections`. Default: no limit of the gateway's own.
+    pub max_sessions: Option<usize>,
 }
 
 /// The default of both session limits.
@@ -235,6 +249,8 @@ pub struct Target {
     pub statement_timeout: Duration,
     /// `idle_in_transaction_session_timeout` of every upstream session.
     pub idle_in_transaction_timeout: Duration,
+    /// Most sessions open at once (`None`: no limit of the gateway's own).
+    pub max_sessions: Option<usize>,
 }
 
 impl std::fmt::Debug for Target {
@@ -348,11 +364,15 @@ impl TargetSection {
             "idle_in_transaction_session_timeout",
             self.idle_in_transaction_session_timeout.as_deref(),
         )?;
+        if self.max_sessions == Some(0) {
+            anyhow::bail!("{what}: max_sessions must be at least 1 (leave it out for no limit)");
+        }
         Ok(Target {
             tls,
             accept_read_only_without_role: self.accept_read_only_without_role,
             statement_timeout,
             idle_in_transaction_timeout,
+            max_sessions: self.max_sessions,
             name: self.name.clone(),
             host,
             port,

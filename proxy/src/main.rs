@@ -323,16 +323,21 @@ enum PolicyCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Show the decision for a statement without running it.
+    /// Show the decision for a statement without running it: by the running
+    /// gateway's own decision pipeline (views, catalog, masking, grants,
+    /// blocks) through its admin API, or with --config by the policy alone.
     Explain {
-        #[arg(long, default_value = "gatehouse.toml")]
-        config: PathBuf,
+        /// Judge offline, by the policy alone, from this configuration's
+        /// ledger, instead of asking the running gateway.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// The identity asking.
         #[arg(long)]
         identity: String,
-        /// The target database (default: any, i.e. "*").
-        #[arg(long, default_value = "*")]
-        target: String,
+        /// The target database (default: the gateway's only one; offline:
+        /// any, i.e. "*").
+        #[arg(long)]
+        target: Option<String>,
         /// The SQL to judge.
         #[arg(long)]
         sql: String,
@@ -340,6 +345,8 @@ enum PolicyCommand {
         /// file before applying it).
         #[arg(long)]
         policy: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
 }
 
@@ -470,16 +477,38 @@ fn run(command: Command) -> Result<()> {
                 target,
                 sql,
                 policy,
-            } => print!(
-                "{}",
-                commands::policy_explain(
-                    &Config::load(&config)?,
-                    &identity,
-                    &target,
-                    &sql,
-                    policy.as_deref()
-                )?
-            ),
+                admin,
+            } => match config {
+                Some(config) => print!(
+                    "{}",
+                    commands::policy_explain(
+                        &Config::load(&config)?,
+                        &identity,
+                        target.as_deref().unwrap_or("*"),
+                        &sql,
+                        policy.as_deref()
+                    )?
+                ),
+                None => {
+                    let source = policy
+                        .as_deref()
+                        .map(|p| {
+                            std::fs::read_to_string(p)
+                                .with_context(|| format!("cannot read policy file {}", p.display()))
+                        })
+                        .transpose()?;
+                    let explanation = admin.client()?.policy_explain(
+                        &identity,
+                        target.as_deref(),
+                        &sql,
+                        source.as_deref(),
+                    )?;
+                    print!(
+                        "{}",
+                        explanation.to_text(&identity, target.as_deref().unwrap_or("its target"))
+                    );
+                }
+            },
         },
         Command::Identity {
             command:

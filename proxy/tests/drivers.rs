@@ -106,15 +106,7 @@ async fn direct_and_through(program: &str, args: &[&str], missing: &str) {
     assert!(recorded > 0, "the gateway's run is in the ledger");
     // What the database ran for the gateway's sessions is what the ledger
     // shows judged and let through.
-    let allowed = support::allowed_sql(&env.events());
-    let unrecorded: Vec<String> = support::statements_run_for_sessions(&env.pg.log())
-        .into_iter()
-        .filter(|sql| !allowed.contains(sql))
-        .collect();
-    assert!(
-        unrecorded.is_empty(),
-        "the database ran statements the ledger does not show allowed: {unrecorded:?}"
-    );
+    env.assert_database_ran_only_allowed();
     // Every row the gateway's run left was written by a statement recorded
     // as allowed: the rows are there, and so are their statements.
     assert!(env.verify().is_intact());

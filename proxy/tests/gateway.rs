@@ -339,6 +339,244 @@ async fn read_only_identities_run_read_only_upstream() {
     assert_eq!(rw, "off");
 }
 
+/// Issue 14, finding 4: after a crash, the ledger showed sessions open that
+/// no longer existed, and a statement forwarded just before it looked like
+/// one still running. Start-up now records their end, and replay says the
+/// statement's outcome is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_crash_closes_the_sessions_it_left_open() {
+    let mut env = Env::start(POLICY).await;
+    env.stop().await;
+    // The gateway as its own process, on a known port, to SIGKILL.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let listen = text
+        .find("[listen]\naddress = \"127.0.0.1:0\"")
+        .expect("the listen address");
+    let text = format!(
+        "{}[listen]\naddress = \"127.0.0.1:{port}\"{}",
+        &text[..listen],
+        &text[listen + "[listen]\naddress = \"127.0.0.1:0\"".len()..]
+    );
+    std::fs::write(&env.config, text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["serve", "--config"])
+        .arg(&env.config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let conn_str = format!(
+        "host=127.0.0.1 port={port} user=agent password={} dbname=shop",
+        env.secret("agent")
+    );
+    let mut connected = None;
+    for _ in 0..100 {
+        if let Ok(c) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls).await {
+            connected = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (c, connection) = connected.expect("the gateway process serves");
+    tokio::spawn(connection);
+    c.simple_query("SELECT 1").await.unwrap();
+    let running = tokio::spawn(async move {
+        let _ = c.simple_query("SELECT pg_sleep(3)").await;
+    });
+    // Wait until the sleep is recorded as let through, then kill.
+    let ledger = env.ledger();
+    let session = gatehouse::replay::Selection::Identity("agent".into());
+    for _ in 0..100 {
+        let seen = gatehouse::replay::load(&ledger, session.clone(), Default::default(), None)
+            .map(|r| {
+                r.timeline
+                    .statements()
+                    .any(|s| s.sql() == Some("SELECT pg_sleep(3)"))
+            })
+            .unwrap_or(false);
+        if seen {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    running.abort();
+    let at_end = gatehouse::state::At::Seq(u64::MAX - 1);
+    let open = gatehouse::state::verified_state_at(&ledger, at_end, None).unwrap();
+    assert_eq!(
+        open.state.sessions.len(),
+        1,
+        "the crash left the session open in the record"
+    );
+    let id = *open.state.sessions.keys().next().unwrap();
+    env.restart().await;
+    env.settle().await;
+    let after = gatehouse::state::verified_state_at(&ledger, at_end, None).unwrap();
+    assert!(
+        after.state.sessions.is_empty(),
+        "{:?}",
+        after.state.sessions
+    );
+    let replay = gatehouse::replay::load(
+        &ledger,
+        gatehouse::replay::Selection::Session(id),
+        Default::default(),
+        None,
+    )
+    .unwrap();
+    let sleep = replay
+        .timeline
+        .statements()
+        .find(|s| s.sql() == Some("SELECT pg_sleep(3)"))
+        .expect("the statement is in the replay");
+    assert!(sleep.outcome_unknown);
+    let first = replay
+        .timeline
+        .statements()
+        .find(|s| s.sql() == Some("SELECT 1"))
+        .unwrap();
+    assert!(!first.outcome_unknown);
+    let text = gatehouse::replay::text::render(&replay);
+    assert!(text.contains("OUTCOME UNKNOWN"), "{text}");
+    assert!(text.contains("stopped without closing it"), "{text}");
+}
+
+/// Issue 14: one address holding connections that never log in cannot take
+/// every place: past `max_pending_logins_per_address` its next connection
+/// is answered FATAL 53300, while logged-in sessions do not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_do_not_log_in_are_capped_per_address() {
+    let env = Env::start_with(POLICY, "max_pending_logins_per_address = 3").await;
+    let sessions: Vec<tokio_postgres::Client> = vec![
+        env.connect("agent").await,
+        env.connect("agent").await,
+        env.connect("reader").await,
+        env.connect("agent").await,
+    ];
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(env.addr).await.unwrap());
+    }
+    // Let the gateway count them before the next one arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let e = tokio_postgres::connect(&env.conn_str("agent"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("a fourth connection still logging in is refused");
+    let db = e.as_db_error().expect("a FATAL error");
+    assert_eq!(db.code().code(), "53300");
+    assert!(
+        db.message().contains("max_pending_logins_per_address"),
+        "{}",
+        db.message()
+    );
+    drop(idle);
+    // Places free up when the idle connections close.
+    env.connect_when_admitted("agent")
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    for s in &sessions {
+        s.simple_query("SELECT 1").await.unwrap();
+    }
+}
+
+/// Issue 14, finding 2: each session holds a database connection, and a
+/// burst of logins exhausted PostgreSQL's slots with a message that did not
+/// say so. A target's `max_sessions` caps them, answering 53300 with the
+/// limit; a freed slot is usable again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_targets_max_sessions_refuses_logins_beyond_it_with_53300() {
+    let env = Env::start_custom(POLICY, "", "max_sessions = 2", |_| {}).await;
+    let first = env.connect("agent").await;
+    let second = env.connect("reader").await;
+    let e = tokio_postgres::connect(&env.conn_str("agent"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("a third session is refused");
+    let db = e.as_db_error().expect("a FATAL error");
+    assert_eq!(db.code().code(), "53300");
+    assert!(
+        db.message().contains("at most 2") && db.message().contains("max_sessions"),
+        "{}",
+        db.message()
+    );
+    drop(first);
+    // The freed slot is used again.
+    let again = env.connect_when_admitted("agent").await;
+    again.simple_query("SELECT 1").await.unwrap();
+    second.simple_query("SELECT 1").await.unwrap();
+}
+
+/// Issue 14, finding 3: `rm ledger.db ledger.db-wal ledger.db-shm` under a
+/// running gateway. SQLite kept committing to the nameless file, inserts
+/// were acknowledged, and the whole ledger was gone at the next stop. Now
+/// every statement is refused (58030) until the file is back, and nothing
+/// reaches the database meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_ledger_file_stops_statements_before_the_database() {
+    let env = Env::start(POLICY).await;
+    let c = env.connect("agent").await;
+    c.simple_query("INSERT INTO audit_probe (note) VALUES ('before')")
+        .await
+        .unwrap();
+    let ledger = env.ledger();
+    let aside = ledger.with_file_name("moved-away");
+    std::fs::create_dir(&aside).unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let name = format!("ledger.db{suffix}");
+        let _ = std::fs::rename(ledger.with_file_name(&name), aside.join(&name));
+    }
+    for attempt in ["simple", "extended"] {
+        let e = if attempt == "simple" {
+            c.simple_query("INSERT INTO audit_probe (note) VALUES ('while removed')")
+                .await
+                .map(|_| ())
+        } else {
+            c.query(
+                "INSERT INTO audit_probe (note) VALUES ($1)",
+                &[&"while removed"],
+            )
+            .await
+            .map(|_| ())
+        }
+        .unwrap_err();
+        let db = e.as_db_error().unwrap();
+        assert_eq!(db.code().code(), "58030", "{attempt}");
+        assert!(
+            db.message().contains("removed or moved away"),
+            "{}",
+            db.message()
+        );
+    }
+    assert_eq!(
+        env.pg
+            .psql(
+                "shop",
+                "SELECT count(*) FROM audit_probe WHERE note = 'while removed'"
+            )
+            .trim(),
+        "0"
+    );
+    // Put back, it takes statements again.
+    for suffix in ["", "-wal", "-shm"] {
+        let name = format!("ledger.db{suffix}");
+        let _ = std::fs::rename(aside.join(&name), ledger.with_file_name(&name));
+    }
+    c.simple_query("INSERT INTO audit_probe (note) VALUES ('after')")
+        .await
+        .unwrap();
+    env.settle().await;
+    assert!(env.verify().is_intact());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ledger_that_cannot_commit_stops_statements_before_the_database() {
     let env = Env::start(POLICY).await;

@@ -72,6 +72,7 @@ async fn a_simple_query_behind_extended_messages_runs_when_nothing_failed() {
     raw.send(b'Q', b"SELECT 'after'\0").await;
     assert_eq!(first_values(&raw.until_ready().await), ["after"]);
     env.settle().await;
+    env.assert_database_ran_only_allowed();
     let sql = received(&env);
     for q in ["SELECT 'extended'", "SELECT 'simple'", "SELECT 'after'"] {
         assert!(sql.iter().any(|s| s == q), "{q} recorded: {sql:?}");
@@ -121,6 +122,7 @@ async fn a_simple_query_after_a_failed_extended_message_is_skipped_like_postgres
     .await;
     assert_eq!(first_values(&raw.until_ready().await), ["0"]);
     env.settle().await;
+    env.assert_database_ran_only_allowed();
     assert!(
         !received(&env)
             .iter()
@@ -173,6 +175,7 @@ async fn a_skipped_parse_leaves_the_old_statement_and_the_ledger_says_so() {
     assert_eq!(error_text(&answer), None);
     assert_eq!(first_values(&answer), ["old"]);
     env.settle().await;
+    env.assert_database_ran_only_allowed();
     let executed: Vec<String> = env
         .events()
         .into_iter()

@@ -190,3 +190,91 @@ async fn policy_apply_refuses_rules_that_name_what_does_not_exist() {
     );
     assert_ne!(env.shared().policy().source(), before);
 }
+
+/// Issue 13: a read-only identity cannot change data even when a statement
+/// is misjudged. The misjudgement is forced the way it can happen: a view
+/// is replaced behind the gateway's back to call a function that writes,
+/// and the gateway judges the next SELECT of it by its cached catalog (at
+/// most a second old) as a plain read. The database itself then refuses
+/// the write: the session is read-only, as a role without write privilege.
+/// Whichever side
+/// refuses, nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misjudged_statement_of_a_read_only_identity_cannot_write() {
+    std::env::set_var("GH_TEST_RO_PASSWORD", "ro-secret");
+    let env = Env::start_custom(
+        POLICY,
+        "",
+        "read_only_user = \"gatehouse_ro\"\nread_only_password_env = \"GH_TEST_RO_PASSWORD\"",
+        |pg| {
+            pg.psql(
+                "shop",
+                "CREATE ROLE gatehouse_ro LOGIN PASSWORD 'ro-secret'; \
+                 CREATE VIEW shifting AS SELECT 1 AS x; \
+                 GRANT SELECT ON ALL TABLES IN SCHEMA public TO gatehouse_ro; \
+                 CREATE FUNCTION bump() RETURNS int LANGUAGE sql VOLATILE \
+                   AS $$ INSERT INTO audit_probe (note) VALUES ('written through a view') RETURNING 1 $$; \
+                 GRANT EXECUTE ON FUNCTION bump() TO gatehouse_ro",
+            );
+        },
+    )
+    .await;
+    let reader = env.connect("reader").await;
+    let mut refused_by_database = false;
+    for _ in 0..5 {
+        env.pg
+            .psql("shop", "CREATE OR REPLACE VIEW shifting AS SELECT 1 AS x");
+        // Judged as a read, and the catalog (what the view calls) cached.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        reader.simple_query("SELECT * FROM shifting").await.unwrap();
+        env.pg.psql(
+            "shop",
+            "CREATE OR REPLACE VIEW shifting AS SELECT bump() AS x",
+        );
+        let e = reader
+            .simple_query("SELECT * FROM shifting")
+            .await
+            .expect_err("a write through the view is refused");
+        let db = e.as_db_error().unwrap();
+        if !db.message().contains("Gatehouse") {
+            // The gateway let it through; PostgreSQL refused it.
+            // Read-only transactions (25006) and the role's missing
+            // privilege (42501, permission denied) both stand in the way.
+            assert!(
+                ["25006", "42501"].contains(&db.code().code()),
+                "{}: {}",
+                db.code().code(),
+                db.message()
+            );
+            refused_by_database = true;
+            break;
+        }
+    }
+    assert_eq!(
+        env.pg
+            .psql(
+                "shop",
+                "SELECT count(*) FROM audit_probe WHERE note = 'written through a view'"
+            )
+            .trim(),
+        "0",
+        "nothing was written"
+    );
+    assert!(
+        refused_by_database,
+        "the stale-catalog window was never hit: the test did not force a misjudgement"
+    );
+    // Once the catalog is looked up again, the gateway judges the view's
+    // call itself.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let e = reader
+        .simple_query("SELECT * FROM shifting")
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_db_error().unwrap().message().contains("Gatehouse")
+            || e.as_db_error().unwrap().message().contains("not permitted"),
+        "{}",
+        e.as_db_error().unwrap().message()
+    );
+}

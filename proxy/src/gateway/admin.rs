@@ -30,6 +30,7 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
     ("post", "/v1/credentials/{credential}/revoke", Role::Admin),
     ("get", "/v1/policy", Role::Auditor),
     ("post", "/v1/policy", Role::Admin),
+    ("post", "/v1/policy/explain", Role::Auditor),
     ("post", "/v1/identities", Role::Admin),
     ("post", "/v1/identities/{identity}/credentials", Role::Admin),
     ("post", "/v1/operators", Role::Admin),
@@ -49,6 +50,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/identities/{identity}/unblock", post(unblock))
         .route("/v1/credentials/{credential}/revoke", post(revoke))
         .route("/v1/policy", get(policy_show).post(policy_apply))
+        .route("/v1/policy/explain", post(policy_explain))
         .route("/v1/identities", post(identity_create))
         .route(
             "/v1/identities/{identity}/credentials",
@@ -399,6 +401,97 @@ async fn policy_apply(
     let mut view = policy_view(&shared.policy());
     view.warnings = warnings;
     Ok(Json(view).into_response())
+}
+
+/// The body of `POST /v1/policy/explain`.
+#[derive(Deserialize, Serialize)]
+pub struct ExplainRequest {
+    /// The identity asking.
+    pub identity: String,
+    /// The target (may be omitted when the gateway has only one).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// The SQL to judge.
+    pub sql: String,
+    /// A policy file's text to judge by instead of the one in force.
+    #[serde(default)]
+    pub policy: Option<String>,
+}
+
+/// Judges a statement with the gateway's own decision pipeline (the one
+/// its sessions use: views, catalog, masking, grants, blocks), without
+/// running or recording it.
+async fn policy_explain(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    authorize_any(
+        &shared,
+        &headers,
+        "policy.explain",
+        None,
+        &[Role::Auditor, Role::Approver, Role::Admin],
+    )
+    .await?;
+    let body: ExplainRequest = parse_body(&raw)?;
+    let target = match &body.target {
+        Some(name) => shared.targets.get(name).cloned().ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no target {name:?}; the gateway's targets: {}",
+                    target_names(&shared)
+                ),
+            )
+        })?,
+        None if shared.targets.len() == 1 => shared.targets.values().next().cloned().expect("one"),
+        None => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "name the target (--target): one of {}",
+                    target_names(&shared)
+                ),
+            ))
+        }
+    };
+    let policy = match &body.policy {
+        Some(source) => Arc::new(
+            gatehouse_engine::policy::Policy::parse(source).map_err(|e| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the policy does not load: {e}"),
+                )
+            })?,
+        ),
+        None => shared.policy(),
+    };
+    let classification = shared.verdicts.classify(&body.sql);
+    let j = super::session::judge_statement(
+        &shared,
+        &policy,
+        &body.identity,
+        &target,
+        &body.sql,
+        &classification,
+    )
+    .await;
+    let explanation = crate::commands::Explanation {
+        action: crate::commands::action_name(j.action).to_owned(),
+        rule: j.rule.clone(),
+        message: j.message.clone(),
+        statements: crate::commands::explain_statements(&classification, &j.statements),
+        read_only: policy.read_only(&body.identity, &target.name),
+        pipeline: "gateway".into(),
+    };
+    Ok(Json(explanation).into_response())
+}
+
+fn target_names(shared: &Shared) -> String {
+    let mut names: Vec<&str> = shared.targets.keys().map(String::as_str).collect();
+    names.sort();
+    names.join(", ")
 }
 
 /// The body of `POST /v1/identities`.

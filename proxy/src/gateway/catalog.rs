@@ -94,8 +94,13 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 const UNKNOWN_NAME_RELOAD: Duration = Duration::from_secs(1);
 
 /// Entries older than this are looked up again, bounding how long DDL done
-/// outside the gateway goes unnoticed.
-const MAX_AGE: Duration = Duration::from_secs(60);
+/// outside the gateway goes unnoticed: a view replaced in the database
+/// (to call a function that writes, say) is judged as it now is within a
+/// second. The cost is at most one lookup per second per target, on the
+/// statement that finds the entry old. Within that second the read-only
+/// wall (a role without write privileges, or read-only transactions)
+/// still stands for identities the policy keeps read-only.
+const MAX_AGE: Duration = Duration::from_secs(1);
 
 struct Entry {
     resolved: Arc<Resolved>,
@@ -212,7 +217,7 @@ async fn within_limit<T>(
 }
 
 /// Whether an entry loaded at `loaded`, knowing `known` relations, may
-/// answer for a statement naming `relations`: younger than a minute, and
+/// answer for a statement naming `relations`: younger than [`MAX_AGE`], and
 /// knowing them all (or looked up less than a second ago).
 fn fresh(loaded: Instant, known: &HashSet<String>, relations: &[String]) -> bool {
     let age = loaded.elapsed();

@@ -7,6 +7,7 @@ pub mod approvals;
 pub mod catalog;
 pub mod frame;
 pub mod masking;
+pub mod pending_logins;
 pub mod read_ahead;
 pub mod scram;
 pub mod server;
@@ -21,7 +22,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use gatehouse_engine::policy::Policy;
-use gatehouse_ledger::Ledger;
+use gatehouse_ledger::event::SessionClosed;
+use gatehouse_ledger::{EventBody, Ledger};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -95,6 +97,26 @@ impl Gateway {
             tls = tls.is_some(),
             "gatehouse is serving"
         );
+        let left_open: Vec<EventBody> = state
+            .sessions
+            .iter()
+            .map(|(session, open)| {
+                EventBody::from(SessionClosed {
+                    session: *session,
+                    identity: open.identity.clone(),
+                    reason: format!(
+                        "the gateway stopped without closing it (a crash or kill); it ended at or after {}, \
+                         the last event before the restart; statements it let through with no response \
+                         recorded have an unknown outcome",
+                        state
+                            .as_of
+                            .map(gatehouse_verify::report::rfc3339)
+                            .unwrap_or_else(|| "the start of the ledger".into())
+                    ),
+                    statements: open.statements,
+                })
+            })
+            .collect();
         let mut shared = shared::Shared::new(
             ledger,
             targets,
@@ -105,6 +127,7 @@ impl Gateway {
                 record_rows: config.ledger.record_rows,
                 login_timeout: config.listen.login_timeout()?,
                 max_connections: config.listen.max_connections,
+                max_pending_logins_per_address: config.listen.max_pending_logins_per_address,
             },
             config.webhook_targets()?,
         );
@@ -120,6 +143,17 @@ impl Gateway {
             .await?;
         if refused > 0 {
             tracing::warn!(refused, "denied statements left held by the previous run");
+        }
+        if !left_open.is_empty() {
+            shared
+                .ledger
+                .append_all(&left_open)
+                .await
+                .context("cannot record the end of the sessions the previous run left open")?;
+            tracing::warn!(
+                sessions = left_open.len(),
+                "recorded the end of sessions the previous run left open"
+            );
         }
         info!(address = %admin.local_addr()?, tls = admin_tls.is_some(), "admin API is serving");
         Ok(Gateway {

@@ -129,16 +129,28 @@ pub async fn serve(
                 };
                 sessions.spawn(async move {
                     let _slot = slot;
+                    let Some(logged_in) = shared.pending_logins.admit(peer.ip()) else {
+                        let cap = shared.pending_logins.per_address();
+                        warn!(%peer, cap, "connection refused: too many connections from this address are logging in");
+                        let mut socket = socket;
+                        let _ = fatal(
+                            &mut socket,
+                            "53300",
+                            &format!("too many connections from {} that have not logged in: Gatehouse accepts at most {cap} per address ([listen] max_pending_logins_per_address); try again later", peer.ip()),
+                        )
+                        .await;
+                        let _ = socket.shutdown().await;
+                        return;
+                    };
                     // Until it logs in, a connection has login_timeout; a
                     // session, once open, has no such limit.
-                    let logged_in = Arc::new(std::sync::atomic::AtomicBool::new(false));
                     let limit = shared.login_timeout;
                     let work = handle(socket, peer, shared, tls, logged_in.clone());
                     tokio::pin!(work);
                     let ended = tokio::select! {
                         r = &mut work => r,
                         () = tokio::time::sleep(limit) => {
-                            if logged_in.load(std::sync::atomic::Ordering::SeqCst) {
+                            if logged_in.is_logged_in() {
                                 work.await
                             } else {
                                 Err(anyhow::anyhow!("no login within {limit:?}; connection closed"))
@@ -177,7 +189,7 @@ async fn handle(
     peer: SocketAddr,
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
-    logged_in: Arc<std::sync::atomic::AtomicBool>,
+    logged_in: Arc<super::pending_logins::PendingLogin>,
 ) -> anyhow::Result<()> {
     // Negotiation: SSLRequest / GSSENCRequest may precede the startup packet.
     loop {
@@ -206,7 +218,7 @@ async fn startup<S: Stream>(
     peer: SocketAddr,
     shared: Arc<Shared>,
     tls: bool,
-    logged_in: Arc<std::sync::atomic::AtomicBool>,
+    logged_in: Arc<super::pending_logins::PendingLogin>,
 ) -> anyhow::Result<()> {
     let Some(body) = startup_packet(&mut stream).await? else {
         return Ok(());
@@ -318,7 +330,7 @@ async fn startup_with<S: Stream>(
     peer: SocketAddr,
     shared: Arc<Shared>,
     tls: bool,
-    logged_in: Arc<std::sync::atomic::AtomicBool>,
+    logged_in: Arc<super::pending_logins::PendingLogin>,
 ) -> anyhow::Result<()> {
     let code = i32::from_be_bytes(body[..4].try_into().expect("length checked"));
     if code >> 16 != 3 {
@@ -375,7 +387,7 @@ async fn startup_with<S: Stream>(
         Ok(c) => {
             // Logged in: the login timeout no longer applies (what follows
             // is recorded and must not be cut short).
-            logged_in.store(true, std::sync::atomic::Ordering::SeqCst);
+            logged_in.logged_in();
             c
         }
         Err(reason) => {
@@ -447,9 +459,53 @@ async fn startup_with<S: Stream>(
         .ok();
         return Ok(());
     }
+    // Held for the session's life: one database connection each.
+    let _session_slot = match shared.session_slots.get(&target.name) {
+        None => None,
+        Some(slots) => match slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                let limit = target.max_sessions.unwrap_or_default();
+                warn!(
+                    target = target.name,
+                    limit, "login refused: the target's max_sessions reached"
+                );
+                fatal(
+                    &mut stream,
+                    "53300",
+                    &format!(
+                        "too many sessions on database \"{}\": Gatehouse opens at most {limit} at once \
+                         (the target's max_sessions); try again later",
+                        target.name
+                    ),
+                )
+                .await
+                .ok();
+                return Ok(());
+            }
+        },
+    };
     let mut upstream = match upstream::connect(&target, read_only, upstream::Purpose::Session).await
     {
         Ok(u) => u,
+        Err(upstream::UpstreamError::Full(reason)) => {
+            warn!(
+                target = target.name,
+                "upstream login refused, no connection slots: {reason}"
+            );
+            fatal(
+                &mut stream,
+                "53300",
+                &format!(
+                    "database \"{}\" has no connection slots left ({reason}); try again later, or ask \
+                     the operator to set the target's max_sessions below the database's max_connections",
+                    target.name
+                ),
+            )
+            .await
+            .ok();
+            return Ok(());
+        }
         Err(e) => {
             warn!(target = target.name, "upstream login failed: {e}");
             fatal(

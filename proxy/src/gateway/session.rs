@@ -565,17 +565,19 @@ struct ClientSide<'c, R> {
 }
 
 /// The verdict for a whole query, ready for recording and enforcement.
-struct Judgement {
-    action: Action,
-    rule: Option<String>,
-    message: Option<String>,
-    class: StatementClass,
-    tables: Vec<String>,
-    columns: Vec<String>,
+pub(crate) struct Judgement {
+    pub(crate) action: Action,
+    pub(crate) rule: Option<String>,
+    pub(crate) message: Option<String>,
+    pub(crate) class: StatementClass,
+    pub(crate) tables: Vec<String>,
+    pub(crate) columns: Vec<String>,
     /// What to mask, when masks bind the session and it may run.
-    mask: Option<Arc<MaskSpec>>,
+    pub(crate) mask: Option<Arc<MaskSpec>>,
     /// Some statement is DDL.
     ddl: bool,
+    /// Policy's verdict on each statement of the string, in order.
+    pub(crate) statements: Vec<StatementVerdict>,
 }
 
 fn judge(verdict: &Verdict, classification: &Classification) -> Judgement {
@@ -623,6 +625,7 @@ fn judge(verdict: &Verdict, classification: &Classification) -> Judgement {
             .statements
             .iter()
             .any(|s| s.class == StatementClass::Ddl),
+        statements: Vec::new(),
     }
 }
 
@@ -1386,30 +1389,45 @@ enum Withdrawal {
     ClientGone,
 }
 
-/// Judges a statement for this session: policy, masking (which needs the
-/// catalog, hence async), grants, blocks.
+/// Judges a statement for this session (see [`judge_statement`]).
 async fn decide(ctx: &Context, sql: &str, classification: &Classification) -> Judgement {
     let policy = ctx.shared.policy();
-    let subject = Subject {
-        identity: &ctx.info.identity,
-        target: &ctx.info.target.name,
-    };
-    let mut verdict = decide_through_views(ctx, &policy, &subject, classification).await;
-    let mask = masking::prepare(
-        &ctx.shared.masking,
+    judge_statement(
+        &ctx.shared,
+        &policy,
+        &ctx.info.identity,
         &ctx.info.target,
         sql,
         classification,
-        &mut verdict,
     )
-    .await;
+    .await
+}
+
+/// The gateway's one decision pipeline, for a session's statements and
+/// for `gatehouse policy explain` alike: policy judged through the views
+/// the statement names (from the target's catalog), masking (which needs
+/// the catalog, hence async), grants, blocks.
+pub(crate) async fn judge_statement(
+    shared: &Shared,
+    policy: &Policy,
+    identity: &str,
+    target: &Target,
+    sql: &str,
+    classification: &Classification,
+) -> Judgement {
+    let subject = Subject {
+        identity,
+        target: &target.name,
+    };
+    let mut verdict = decide_through_views(shared, target, policy, &subject, classification).await;
+    let mask = masking::prepare(&shared.masking, target, sql, classification, &mut verdict).await;
     let mut j = judge(&verdict, classification);
     j.mask = mask;
+    j.statements = verdict.statements;
     if j.action == Action::RequireApproval {
-        let grant =
-            ctx.shared
-                .approvals
-                .active_grant(&ctx.info.identity, &fingerprint(sql), now_nanos());
+        let grant = shared
+            .approvals
+            .active_grant(identity, &fingerprint(sql), now_nanos());
         if let Some(g) = grant {
             j.action = Action::Allow;
             j.message = Some(format!(
@@ -1420,12 +1438,11 @@ async fn decide(ctx: &Context, sql: &str, classification: &Classification) -> Ju
             ));
         }
     }
-    if let Some(reason) = ctx.shared.blocked(&ctx.info.identity) {
+    if let Some(reason) = shared.blocked(identity) {
         j.action = Action::Deny;
         j.rule = None;
         j.message = Some(format!(
-            "identity {} is blocked by Gatehouse: {reason}",
-            ctx.info.identity
+            "identity {identity} is blocked by Gatehouse: {reason}"
         ));
     }
     j
@@ -1438,7 +1455,8 @@ async fn decide(ctx: &Context, sql: &str, classification: &Classification) -> Ju
 /// from the target's catalog (cached); when it cannot be read, statements
 /// that name relations are denied, since a view could hide either.
 async fn decide_through_views(
-    ctx: &Context,
+    shared: &Shared,
+    target: &Target,
     policy: &Policy,
     subject: &Subject<'_>,
     classification: &Classification,
@@ -1451,16 +1469,10 @@ async fn decide_through_views(
     if relations.is_empty() {
         return policy.decide(subject, classification);
     }
-    let reads = match ctx
-        .shared
-        .masking
-        .catalog
-        .view_reads(&ctx.info.target, &relations)
-        .await
-    {
+    let reads = match shared.masking.catalog.view_reads(target, &relations).await {
         Ok(reads) => reads,
         Err(e) => {
-            warn!(target = ctx.info.target.name, "view lookup failed: {e}");
+            warn!(target = target.name, "view lookup failed: {e}");
             let refused = StatementVerdict {
                 action: Action::Deny,
                 rule: None,

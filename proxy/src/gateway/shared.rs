@@ -132,6 +132,8 @@ pub struct Limits {
     pub login_timeout: std::time::Duration,
     /// Most client connections open at once.
     pub max_connections: usize,
+    /// Most connections one client address may hold before they log in.
+    pub max_pending_logins_per_address: usize,
 }
 
 /// Everything sessions share.
@@ -158,6 +160,10 @@ pub struct Shared {
     pub connection_slots: Arc<tokio::sync::Semaphore>,
     /// The `[listen] max_connections` limit, for messages.
     pub max_connections: usize,
+    /// Connections not logged in yet, per client address.
+    pub pending_logins: Arc<super::pending_logins::PendingLogins>,
+    /// Per target with `max_sessions`: its free session slots.
+    pub session_slots: HashMap<String, Arc<tokio::sync::Semaphore>>,
     /// Secret for the fake SCRAM salts of unknown identities, so a login
     /// attempt cannot tell whether an identity exists.
     pub salt_secret: [u8; 32],
@@ -208,6 +214,13 @@ impl Shared {
             .iter()
             .map(|(identity, b)| (identity.clone(), b.reason.clone()))
             .collect();
+        let session_slots = targets
+            .iter()
+            .filter_map(|t| {
+                t.max_sessions
+                    .map(|n| (t.name.clone(), Arc::new(tokio::sync::Semaphore::new(n))))
+            })
+            .collect();
         Shared {
             ledger,
             targets: targets
@@ -223,6 +236,10 @@ impl Shared {
             login_timeout: limits.login_timeout,
             connection_slots: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
             max_connections: limits.max_connections,
+            session_slots,
+            pending_logins: super::pending_logins::PendingLogins::new(
+                limits.max_pending_logins_per_address,
+            ),
             salt_secret: super::scram::random_bytes(),
             next_session: AtomicU64::new(state.last_session + 1),
             shutdown: tokio::sync::watch::channel(false).0,

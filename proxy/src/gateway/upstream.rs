@@ -28,6 +28,9 @@ pub enum UpstreamError {
     /// The server refused the login or the startup.
     #[error("upstream refused the connection: {0}")]
     Refused(String),
+    /// The server has no connection slot left (SQLSTATE 53300).
+    #[error("upstream has no connection slots left: {0}")]
+    Full(String),
     /// The server spoke something unexpected.
     #[error("upstream protocol error: {0}")]
     Protocol(String),
@@ -164,12 +167,18 @@ pub(super) fn foreign_sql_text_setting(body: &[u8]) -> Option<String> {
 
 fn refused(f: &Frame) -> UpstreamError {
     let fields = frame::error_fields(f.body());
-    let msg = fields
-        .iter()
-        .find(|(c, _)| *c == b'M')
-        .map(|(_, m)| m.clone())
-        .unwrap_or_default();
-    UpstreamError::Refused(msg)
+    let field = |code: u8| {
+        fields
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    };
+    if field(b'C') == "53300" {
+        UpstreamError::Full(field(b'M'))
+    } else {
+        UpstreamError::Refused(field(b'M'))
+    }
 }
 
 /// Connects and logs in to `target`. `read_only` makes every transaction of

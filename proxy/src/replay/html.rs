@@ -53,6 +53,8 @@ td .hex, .param .hex { color: #1565c0; }
 "#;
 
 /// A hostile string for one line of element content or an attribute.
+use super::text::UNKNOWN;
+
 fn h(text: &str) -> String {
     escape::html(text, Lines::Escape)
 }
@@ -438,6 +440,12 @@ fn statement_html(out: &mut String, st: &Statement) {
     }
     if let Some(r) = &st.response {
         response_html(out, r);
+    }
+    if st.outcome_unknown {
+        out.push_str(&format!(
+            "<div class=\"error\"><strong>Outcome unknown</strong>: {}</div>",
+            h(UNKNOWN)
+        ));
     }
     out.push_str("</li>\n");
 }

@@ -37,6 +37,8 @@
 //!   [{`outcome`: "granted", `at`, `operator`, `grant_until`} |
 //!   {`outcome`: "denied", `at`, `operator`, `reason`} | {`outcome`: "expired", `at`}]}],
 //!   `masks` [{`at`, `columns` [{`column`, `strategy`, `values`}]}],
+//!   `outcome_unknown` (true: let through, but the session ended with no
+//!   response recorded),
 //!   `response` {`at`, `command_tag`, `rows`, `duration_ns`, `sqlstate`,
 //!   `error`, `bytes`, `columns` [{`name`, `type_oid`, `type_name`,
 //!   `format`}], `result` [[<value>, ...], ...], `truncated`,

@@ -513,6 +513,10 @@ pub struct Statement {
     /// `None` for statements that were not forwarded (denied, held) or
     /// whose response lies outside the window.
     pub response: Option<Response>,
+    /// Let through, yet its session ended with no response recorded (the
+    /// gateway stopped first, or could not record it): whether and how it
+    /// ran is unknown.
+    pub outcome_unknown: bool,
 }
 
 impl Statement {
@@ -803,13 +807,16 @@ impl TimelineBuilder {
                 credential: b.credential.clone(),
                 tls: b.tls,
             }),
-            EventBody::SessionClosed(b) => Entry::SessionClosed(SessionClosed {
-                at,
-                session: b.session,
-                identity: b.identity.clone(),
-                reason: b.reason.clone(),
-                statements: b.statements,
-            }),
+            EventBody::SessionClosed(b) => {
+                self.mark_unknown_outcomes(b.session);
+                Entry::SessionClosed(SessionClosed {
+                    at,
+                    session: b.session,
+                    identity: b.identity.clone(),
+                    reason: b.reason.clone(),
+                    statements: b.statements,
+                })
+            }
             EventBody::SessionTerminated(b) => Entry::SessionTerminated(SessionTerminated {
                 at,
                 session: b.session,
@@ -997,6 +1004,26 @@ impl TimelineBuilder {
         self.entries.push(entry);
     }
 
+    /// At a session's end: its statements that were let through and got no
+    /// response have an unknown outcome.
+    fn mark_unknown_outcomes(&mut self, session: SessionId) {
+        for (&(s, _), &entry) in &self.statements {
+            if s != session {
+                continue;
+            }
+            if let Entry::Statement(st) = &mut self.entries[entry] {
+                let let_through = st
+                    .decision
+                    .as_ref()
+                    .is_some_and(|d| matches!(d.action, "allow" | "mask"))
+                    || st.approvals.iter().any(|a| a.status() == "granted");
+                if let_through && st.response.is_none() {
+                    st.outcome_unknown = true;
+                }
+            }
+        }
+    }
+
     /// Files an outcome under its request; gives it back when the request
     /// is not in the timeline.
     fn approval_outcome(&mut self, approval: u64, outcome: Outcome) -> Option<Outcome> {
@@ -1041,6 +1068,7 @@ impl TimelineBuilder {
                 approvals: Vec::new(),
                 masks: Vec::new(),
                 response: None,
+                outcome_unknown: false,
             })));
             self.entries.len() - 1
         })

@@ -332,7 +332,14 @@ fn statement_text(out: &mut String, head: &str, st: &Statement) {
     if let Some(r) = &st.response {
         response_text(out, r);
     }
+    if st.outcome_unknown {
+        field(out, "response", &format!("OUTCOME UNKNOWN: {UNKNOWN}"));
+    }
 }
+
+/// What an unknown outcome means.
+pub(super) const UNKNOWN: &str = "let through to the database, but its session ended with no response \
+recorded (the gateway stopped first, or could not record it): whether it ran, and what it returned, is unknown";
 
 fn outcome_text(o: &Outcome) -> String {
     match o {

@@ -232,11 +232,32 @@ impl Env {
         (&mut self.task).await.unwrap();
     }
 
+    /// Drops the gateway without a shutdown, as a crash would: sessions end
+    /// unrecorded (the ledger's writer still commits what it was given).
+    pub async fn crash(&mut self) {
+        self.shared = None;
+        self.stop = None;
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
     /// Starts the gateway again on the same configuration and ledger, after
     /// [`Env::stop`] (reading the configuration file anew).
     pub async fn restart(&mut self) {
         let config = Config::load(&self.config).unwrap();
-        let gateway = Gateway::bind(&config).await.unwrap();
+        // After a crash, the aborted sessions may hold the ledger's writer
+        // for a moment.
+        let mut tries = 0;
+        let gateway = loop {
+            match Gateway::bind(&config).await {
+                Ok(g) => break g,
+                Err(e) if tries < 50 && e.to_string().contains("open for writing") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("the gateway does not start again: {e:#}"),
+            }
+        };
         self.addr = gateway.local_addr().unwrap();
         self.admin = gateway.admin_addr().unwrap();
         self.shared = Some(gateway.shared());
@@ -264,6 +285,35 @@ impl Env {
             self.addr.port(),
             self.secret(who)
         )
+    }
+
+    /// Connects through the gateway, trying again for up to 2.5 s: a place
+    /// freed by a closed connection is given back asynchronously.
+    pub async fn connect_when_admitted(&self, who: &str) -> tokio_postgres::Client {
+        for _ in 0..50 {
+            if let Ok((c, conn)) =
+                tokio_postgres::connect(&self.conn_str(who), tokio_postgres::NoTls).await
+            {
+                tokio::spawn(conn);
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{who} could not log in within 2.5 s");
+    }
+
+    /// Asserts that every statement the database ran for the gateway's
+    /// client sessions (its own log) is one the ledger shows judged and let
+    /// through; returns how many it ran.
+    pub fn assert_database_ran_only_allowed(&self) -> usize {
+        let allowed = allowed_sql(&self.events());
+        let ran = statements_run_for_sessions(&self.pg.log());
+        let unrecorded: Vec<&String> = ran.iter().filter(|sql| !allowed.contains(*sql)).collect();
+        assert!(
+            unrecorded.is_empty(),
+            "the database ran statements the ledger does not show allowed: {unrecorded:?}"
+        );
+        ran.len()
     }
 
     /// Connects through the gateway with tokio-postgres.
