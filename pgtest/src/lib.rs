@@ -348,6 +348,33 @@ impl PgCluster {
         }
     }
 
+    /// Restarts the server with `pg_ctl restart -m fast` (open sessions are
+    /// ended, as in a failover or an operator's restart), on the same port
+    /// and options; waits until it accepts connections again.
+    pub fn restart_fast(&self) {
+        let out = self.server_command(
+            "pg_ctl",
+            [
+                "-w".as_ref(),
+                "-t".as_ref(),
+                "60".as_ref(),
+                "-D".as_ref(),
+                self.data_dir.as_os_str(),
+                "-l".as_ref(),
+                self.log_file.as_os_str(),
+                "-m".as_ref(),
+                "fast".as_ref(),
+                "restart".as_ref(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "gatehouse-pgtest: pg_ctl restart failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Stop the server if it runs; kill it if `pg_ctl stop` fails. Never panics.
     fn stop(&self) {
         let pid_file = self.data_dir.join("postmaster.pid");

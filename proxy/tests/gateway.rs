@@ -347,43 +347,9 @@ async fn read_only_identities_run_read_only_upstream() {
 async fn a_restart_after_a_crash_closes_the_sessions_it_left_open() {
     let mut env = Env::start(POLICY).await;
     env.stop().await;
-    // The gateway as its own process, on a known port, to SIGKILL.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = std::fs::read_to_string(&env.config).unwrap();
-    let listen = text
-        .find("[listen]\naddress = \"127.0.0.1:0\"")
-        .expect("the listen address");
-    let text = format!(
-        "{}[listen]\naddress = \"127.0.0.1:{port}\"{}",
-        &text[..listen],
-        &text[listen + "[listen]\naddress = \"127.0.0.1:0\"".len()..]
-    );
-    std::fs::write(&env.config, text).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["serve", "--config"])
-        .arg(&env.config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let conn_str = format!(
-        "host=127.0.0.1 port={port} user=agent password={} dbname=shop",
-        env.secret("agent")
-    );
-    let mut connected = None;
-    for _ in 0..100 {
-        if let Ok(c) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls).await {
-            connected = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (c, connection) = connected.expect("the gateway process serves");
-    tokio::spawn(connection);
+    // The gateway as its own process, to SIGKILL.
+    let (mut child, port) = env.serve_as_process().await;
+    let c = env.connect_to_port(port, "agent").await;
     c.simple_query("SELECT 1").await.unwrap();
     let running = tokio::spawn(async move {
         let _ = c.simple_query("SELECT pg_sleep(3)").await;

@@ -239,3 +239,63 @@ async fn move_is_read_and_refused_on_protocol_portals() {
         "3"
     );
 }
+
+/// SQL shares the protocol's names: `DEALLOCATE s1` then `PREPARE s1 AS
+/// DELETE ...` by simple Query left the relay judging a Bind of `s1` as the
+/// `SELECT` it saw parsed, while PostgreSQL ran the DELETE (recorded as the
+/// SELECT). Likewise `CLOSE p` then `DECLARE p CURSOR FOR ...` for an
+/// Execute of `p`. The relay now forgets such names: the Bind or Execute
+/// is refused, and nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_sql_reuses_are_not_judged_as_what_they_held() {
+    let policy = format!(
+        "{POLICY}\n[[rule]]\nname = \"agent-session\"\nidentity = \"agent\"\nclasses = [\"session\"]\naction = \"allow\"\n"
+    );
+    let env = Env::start(&policy).await;
+    let count = |env: &Env| {
+        env.pg
+            .psql("shop", "SELECT count(*) FROM orders WHERE id <= 3")
+    };
+    let before = count(&env);
+    for reuse in ["DEALLOCATE s1", "DEALLOCATE ALL", "DISCARD ALL"] {
+        let mut raw = RawClient::login(&env, "agent").await;
+        raw.parse("s1", "SELECT 1").await;
+        raw.send(b'S', b"").await;
+        assert_eq!(error_text(&raw.until_ready().await), None);
+        for q in [reuse, "PREPARE s1 AS DELETE FROM orders WHERE id <= 3"] {
+            raw.send(b'Q', format!("{q}\0").as_bytes()).await;
+            let answer = raw.until_ready().await;
+            assert_eq!(error_text(&answer), None, "{q}");
+        }
+        raw.send(b'B', &bind("", "s1")).await;
+        raw.send(b'E', &execute("")).await;
+        raw.send(b'S', b"").await;
+        let refused = error_text(&raw.until_ready().await).expect("the Bind is refused");
+        assert!(refused.contains("26000"), "{reuse}: {refused}");
+        assert_eq!(count(&env), before, "{reuse}: the DELETE ran");
+    }
+    let mut raw = RawClient::login(&env, "agent").await;
+    raw.send(b'Q', b"BEGIN\0").await;
+    raw.until_ready().await;
+    raw.parse("", "SELECT 1").await;
+    raw.send(b'B', &bind("p", "")).await;
+    raw.send(b'S', b"").await;
+    raw.until_ready().await;
+    raw.send(
+        b'Q',
+        b"CLOSE p; DECLARE p CURSOR FOR SELECT name FROM customers ORDER BY id\0",
+    )
+    .await;
+    assert_eq!(error_text(&raw.until_ready().await), None);
+    raw.send(b'E', &execute("p")).await;
+    raw.send(b'S', b"").await;
+    let answer = raw.until_ready().await;
+    let refused = error_text(&answer).expect("the Execute is refused");
+    assert!(refused.contains("34000"), "{refused}");
+    assert!(
+        first_values(&answer).is_empty(),
+        "the cursor's rows came back"
+    );
+    env.settle().await;
+    env.assert_database_ran_only_allowed();
+}

@@ -221,6 +221,63 @@ pub fn fetched_cursors(sql: &str) -> Vec<String> {
     .unwrap_or_default()
 }
 
+/// What a query string does to the session's prepared statements and
+/// portals (cursors), which SQL shares with the extended protocol:
+/// `PREPARE`, `DEALLOCATE [ALL]`, `DISCARD ALL`, `DECLARE` and `CLOSE
+/// [ALL]`, read with PostgreSQL's parser. The relay forgets what it knows
+/// under those names: a protocol Bind or Execute of one must not be judged
+/// as the statement the name held before.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceChanges {
+    /// Prepared statements made or dropped, by name.
+    pub statements: Vec<String>,
+    /// Every prepared statement dropped (`DEALLOCATE ALL`, `DISCARD ALL`).
+    pub all_statements: bool,
+    /// Portals (cursors) made or closed, by name.
+    pub portals: Vec<String>,
+    /// Every portal closed (`CLOSE ALL`, `DISCARD ALL`).
+    pub all_portals: bool,
+}
+
+impl NamespaceChanges {
+    /// Whether the string changes nothing of either namespace.
+    pub fn is_empty(&self) -> bool {
+        *self == NamespaceChanges::default()
+    }
+}
+
+/// The commands whose statements [`namespace_changes`] looks at.
+pub const NAMESPACE_COMMANDS: &[&str] = &["PREPARE", "DEALLOCATE", "DISCARD", "DECLARE", "CLOSE"];
+
+/// See [`NamespaceChanges`]. A string PostgreSQL cannot parse changes
+/// nothing (it does not run).
+pub fn namespace_changes(sql: &str) -> NamespaceChanges {
+    use pg_query::protobuf::DiscardMode;
+    use pg_query::NodeEnum;
+    let mut out = NamespaceChanges::default();
+    let Ok(Ok(parsed)) = sized(sql, pg_query::parse) else {
+        return out;
+    };
+    for stmt in &parsed.protobuf.stmts {
+        match stmt.stmt.as_ref().and_then(|n| n.node.as_ref()) {
+            Some(NodeEnum::PrepareStmt(p)) => out.statements.push(p.name.clone()),
+            Some(NodeEnum::DeallocateStmt(d)) if d.isall || d.name.is_empty() => {
+                out.all_statements = true
+            }
+            Some(NodeEnum::DeallocateStmt(d)) => out.statements.push(d.name.clone()),
+            Some(NodeEnum::DiscardStmt(d)) if d.target == DiscardMode::DiscardAll as i32 => {
+                out.all_statements = true;
+                out.all_portals = true;
+            }
+            Some(NodeEnum::DeclareCursorStmt(d)) => out.portals.push(d.portalname.clone()),
+            Some(NodeEnum::ClosePortalStmt(c)) if c.portalname.is_empty() => out.all_portals = true,
+            Some(NodeEnum::ClosePortalStmt(c)) => out.portals.push(c.portalname.clone()),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// How each statement of a query string uses the columns it references,
 /// for masking: one entry per statement, in order (see [`Uses`]).
 ///

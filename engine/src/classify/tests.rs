@@ -476,6 +476,27 @@ fn calls_hidden_in_views_are_judged_like_calls_in_the_statement() {
 }
 
 #[test]
+fn statements_that_change_the_shared_namespaces_are_read_as_postgresql_does() {
+    use crate::classify::namespace_changes;
+    let c = namespace_changes("DEALLOCATE s1; PREPARE \"S2\" AS SELECT 1; prepare S3 AS SELECT 2");
+    assert_eq!(c.statements, ["s1", "S2", "s3"]);
+    assert!(!c.all_statements);
+    assert!(namespace_changes("DEALLOCATE ALL").all_statements);
+    assert!(namespace_changes("deallocate prepare all").all_statements);
+    let d = namespace_changes("DISCARD ALL");
+    assert!(d.all_statements && d.all_portals);
+    assert!(namespace_changes("DISCARD PLANS").is_empty());
+    let p = namespace_changes("DECLARE p CURSOR FOR SELECT 1; CLOSE q");
+    assert_eq!(p.portals, ["p", "q"]);
+    assert!(namespace_changes("CLOSE ALL").all_portals);
+    assert!(namespace_changes("SELECT 1").is_empty());
+    assert!(
+        namespace_changes("DEALLOCATE").is_empty()
+            || namespace_changes("DEALLOCATE").all_statements
+    );
+}
+
+#[test]
 fn move_reads_a_cursor_like_fetch() {
     for sql in [
         "MOVE c",

@@ -1093,6 +1093,36 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
         }
     }
 
+    /// A statement about to run that prepares, deallocates, declares or
+    /// closes by name (SQL shares these names with the protocol): what the
+    /// relay knew under those names is forgotten, so a later Bind or
+    /// Execute of one is refused rather than judged as the statement the
+    /// name held before. Without it, `DEALLOCATE s1; PREPARE s1 AS DELETE
+    /// ...` and a Bind of `s1` ran the DELETE recorded as `s1`'s old text.
+    fn forget_renamed(&mut self, sql: &str, classification: &Classification) {
+        use gatehouse_engine::classify::{namespace_changes, NAMESPACE_COMMANDS};
+        if !classification
+            .statements
+            .iter()
+            .any(|s| NAMESPACE_COMMANDS.contains(&s.command.as_str()))
+        {
+            return;
+        }
+        let changes = namespace_changes(sql);
+        if changes.all_statements {
+            self.statements = Names::default();
+        }
+        for name in &changes.statements {
+            self.statements.forget(name);
+        }
+        if changes.all_portals {
+            self.portals = Names::default();
+        }
+        for name in &changes.portals {
+            self.portals.forget(name);
+        }
+    }
+
     /// An SQL `FETCH` or `MOVE` of a portal bound by the protocol would run that
     /// portal's statement (judged at Bind, possibly held for approval, its
     /// results unmasked) as a read of nothing: refused. Such a portal is run
@@ -1149,6 +1179,7 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
         if let Some(error) = self.blocked_error() {
             return self.deny_simple(error).await;
         }
+        self.forget_renamed(&sql, &classification);
         self.push(Pending::Exec(Box::new(
             Exec::new(self.query, true).judged(&j),
         )));
@@ -1314,6 +1345,7 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
         if let Some(error) = self.blocked_error() {
             return self.deny_extended(error).await;
         }
+        self.forget_renamed(&sql, &classification);
         if j.mask.is_some() {
             self.describe_portal(&portal_name).await?;
         }

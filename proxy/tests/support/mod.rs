@@ -232,6 +232,58 @@ impl Env {
         (&mut self.task).await.unwrap();
     }
 
+    /// After [`Env::stop`]: runs the gateway as its own process (`gatehouse
+    /// serve`) on a free port, to kill it like a real one; returns it and
+    /// the port, once it accepts logins.
+    pub async fn serve_as_process(&self) -> (std::process::Child, u16) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let any = "[listen]\naddress = \"127.0.0.1:0\"";
+        let at = text.find(any).expect("the listen address");
+        let text = format!(
+            "{}[listen]\naddress = \"127.0.0.1:{port}\"{}",
+            &text[..at],
+            &text[at + any.len()..]
+        );
+        std::fs::write(&self.config, text).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return (child, port);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the gateway process does not listen on {port}");
+    }
+
+    /// A client of the gateway process [`Env::serve_as_process`] started.
+    pub async fn connect_to_port(&self, port: u16, who: &str) -> tokio_postgres::Client {
+        let conn_str = format!(
+            "host=127.0.0.1 port={port} user={who} password={} dbname=shop",
+            self.secret(who)
+        );
+        let (c, connection) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        c
+    }
+
     /// Drops the gateway without a shutdown, as a crash would: sessions end
     /// unrecorded (the ledger's writer still commits what it was given).
     pub async fn crash(&mut self) {
