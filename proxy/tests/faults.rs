@@ -192,3 +192,126 @@ async fn a_database_restart_under_load_is_survived() {
     env.assert_database_ran_only_allowed();
     assert!(env.verify().is_intact());
 }
+
+/// Issue 14, finding 1: out of file descriptors. With the gateway process
+/// limited to 96 open files and flooded with connections that send
+/// nothing, accept() fails (EMFILE): the process must not exit, the
+/// session already open keeps working, and once the flood is gone new
+/// logins are accepted again, by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_stops_nothing_that_runs() {
+    let mut env = Env::start(POLICY).await;
+    env.stop().await;
+    let (mut child, port) = env.serve_as_process().await;
+    let open = env.connect_to_port(port, "agent").await;
+    open.simple_query("SELECT 1").await.unwrap();
+    let limit = libc::rlimit {
+        rlim_cur: 96,
+        rlim_max: 96,
+    };
+    // SAFETY: prlimit reads `limit` and writes nothing (old limit: null).
+    let set = unsafe {
+        libc::prlimit(
+            child.id() as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            flood.push(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the gateway exited");
+    open.simple_query("SELECT 1")
+        .await
+        .expect("the open session keeps working while accept() fails");
+    drop(flood);
+    // Accepting resumes by itself (the back-off is at most a second).
+    let mut back = None;
+    for _ in 0..60 {
+        let conn_str = format!(
+            "host=127.0.0.1 port={port} user=agent password={} dbname=shop connect_timeout=2",
+            env.secret("agent")
+        );
+        if let Ok(Ok((c, conn))) = tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio_postgres::connect(&conn_str, tokio_postgres::NoTls),
+        )
+        .await
+        {
+            tokio::spawn(conn);
+            back = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let back = back.expect("new logins are accepted again");
+    back.simple_query("SELECT 1").await.unwrap();
+    assert!(child.try_wait().unwrap().is_none(), "the gateway exited");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// Issue 14: slow and stalled clients. One logs in and sends half a
+/// message; one asks for a large result (about 2 GB) and never reads it.
+/// Another keeps running statements meanwhile, and the gateway's memory
+/// stays bounded: backpressure reaches the database instead of the
+/// gateway buffering the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_hold_up_no_one_else() {
+    use tokio::io::AsyncWriteExt;
+    let mut env = Env::start(POLICY).await;
+    env.stop().await;
+    let (mut child, port) = env.serve_as_process().await;
+    let worker = env.connect_to_port(port, "agent").await;
+    worker.simple_query("SELECT 1").await.unwrap();
+    let before = rss_kib(child.id());
+
+    let mut half = support::RawClient::login_port(&env, port, "agent").await;
+    half.stream
+        .write_all(b"Q\x00\x00\x00\x40SELECT")
+        .await
+        .unwrap();
+    let mut unread = support::RawClient::login_port(&env, port, "agent").await;
+    unread
+        .stream
+        .write_all(
+            b"Q\x00\x00\x00\x3eSELECT repeat('x', 1000) FROM generate_series(1, 2000000)\x00",
+        )
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    for i in 0..300 {
+        let row = worker.query_one("SELECT $1::int + 1", &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), i + 1);
+    }
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let grown = rss_kib(child.id()).saturating_sub(before);
+    assert!(
+        took < Duration::from_secs(30),
+        "300 statements took {took:?} beside the stalled clients"
+    );
+    assert!(
+        grown < 64 * 1024,
+        "the gateway grew by {grown} KiB holding an unread result"
+    );
+    drop((half, unread));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -434,6 +434,15 @@ impl RawClient {
             .unwrap_or_else(|e| panic!("login refused: {e}"))
     }
 
+    /// Like [`RawClient::login`], to a gateway process on `port` (see
+    /// [`Env::serve_as_process`]).
+    pub async fn login_port(env: &Env, port: u16, who: &str) -> RawClient {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Self::try_login_at(env, addr, who, &[])
+            .await
+            .unwrap_or_else(|e| panic!("login refused: {e}"))
+    }
+
     /// Logs in with extra startup parameters; `Err` holds the gateway's
     /// error message if it refuses.
     pub async fn try_login(
@@ -441,10 +450,19 @@ impl RawClient {
         who: &str,
         parameters: &[(&str, &str)],
     ) -> Result<RawClient, String> {
+        Self::try_login_at(env, env.addr, who, parameters).await
+    }
+
+    async fn try_login_at(
+        env: &Env,
+        addr: SocketAddr,
+        who: &str,
+        parameters: &[(&str, &str)],
+    ) -> Result<RawClient, String> {
         use bytes::BufMut;
         use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
         use tokio::io::AsyncWriteExt;
-        let mut stream = tokio::net::TcpStream::connect(env.addr).await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut body = bytes::BytesMut::new();
         body.put_i32(196608);
         for (k, v) in [("user", who), ("database", "shop")]
