@@ -225,6 +225,17 @@ impl Ledger {
         })
     }
 
+    /// Whether appends can be recorded now: the writer is not stopped by a
+    /// failure it could not recover from, and the ledger file is still the
+    /// one at its path. `Err` says why not (for a readiness check).
+    pub fn health(&self) -> Result<(), String> {
+        let state = self.core.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(why) = &state.poisoned {
+            return Err(why.clone());
+        }
+        state.file.still_at_path()
+    }
+
     /// The key that verifies this ledger's checkpoints.
     pub fn verifier_key(&self) -> &VerifierKey {
         &self.verifier

@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use gatehouse::gateway::admin::ROUTES;
+use gatehouse::gateway::admin::{PUBLIC_ROUTES, ROUTES};
 use gatehouse_ledger::event::EventBody;
 use support::{Env, POLICY};
 
@@ -205,6 +205,11 @@ fn the_openapi_document_lists_exactly_the_served_routes() {
     let served: BTreeSet<(String, String, String)> = ROUTES
         .iter()
         .map(|(m, p, r)| (m.to_string(), p.to_string(), r.name().to_owned()))
+        .chain(
+            PUBLIC_ROUTES
+                .iter()
+                .map(|(m, p)| (m.to_string(), p.to_string(), "none".to_owned())),
+        )
         .collect();
     assert_eq!(documented, served);
 }
@@ -431,4 +436,41 @@ async fn explain_asks_the_gateways_own_pipeline() {
     let blocked = explain("agent", "SELECT 1", None);
     assert_eq!(blocked.action, "deny");
     assert!(blocked.message.unwrap().contains("blocked"));
+}
+
+/// Liveness and readiness without a token. Ready while the ledger can
+/// record and the target answers; not ready (503, with the reason) while
+/// the ledger file is moved away (issue 14), and ready again once it is
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_answer_without_a_token() {
+    let env = Env::start(POLICY).await;
+    let get = |path: &str| {
+        let url = format!("http://{}{path}", env.admin);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        tokio::task::block_in_place(|| {
+            let mut r = agent.get(&url).call().unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.body_mut().read_json().unwrap();
+            (status, body)
+        })
+    };
+    assert_eq!(get("/health").0, 200);
+    let (status, body) = get("/ready");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["targets"]["shop"], "ok");
+    let ledger = env.ledger();
+    let aside = ledger.with_file_name("ledger.aside");
+    std::fs::rename(&ledger, &aside).unwrap();
+    let (status, body) = get("/ready");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["ledger"].as_str().unwrap().contains("moved away"),
+        "{body}"
+    );
+    std::fs::rename(&aside, &ledger).unwrap();
+    assert_eq!(get("/ready").0, 200);
 }

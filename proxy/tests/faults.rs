@@ -315,3 +315,116 @@ async fn stalled_clients_hold_up_no_one_else() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Mounts a tmpfs of `size` at `dir` (as root, where the machine allows
+/// it); `false` when it cannot.
+fn mount_tmpfs(dir: &std::path::Path, size: &str) -> bool {
+    std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Issue 14: the ledger's disk full, then space returned. While full,
+/// statements are refused with 58030 and do not reach the database; once
+/// space is back, statements run again without a restart; nothing
+/// acknowledged is lost and the ledger verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_ledger_disk_refuses_statements_and_recovers_by_itself() {
+    let mut env = Env::start(POLICY).await;
+    env.stop().await;
+    let disk = env.dir.path().join("small-disk");
+    std::fs::create_dir(&disk).unwrap();
+    if !mount_tmpfs(&disk, "8m") {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root); tests/gateway.rs covers refused commits");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).output();
+        }
+    }
+    let _unmount = Unmount(disk.clone());
+    // The ledger moves onto the small disk; the configuration follows it.
+    let ledger = env.ledger();
+    std::fs::copy(&ledger, disk.join("ledger.db")).unwrap();
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let text = text.replacen(
+        "path = \"ledger.db\"",
+        &format!("path = \"{}\"", disk.join("ledger.db").display()),
+        1,
+    );
+    std::fs::write(&env.config, text).unwrap();
+    let (mut child, port) = env.serve_as_process().await;
+    let c = env.connect_to_port(port, "agent").await;
+    c.simple_query("INSERT INTO audit_probe (note) VALUES ('fault-before')")
+        .await
+        .unwrap();
+    // Fill the disk, leaving next to nothing.
+    let filler = disk.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .output();
+    let mut refused = None;
+    for n in 0..2000 {
+        match c
+            .simple_query(&format!(
+                "INSERT INTO audit_probe (note) VALUES ('fault-full-{n}')"
+            ))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let e = refused.expect("a statement is refused while the disk is full");
+    let db = e.as_db_error().expect("an error, not a dropped session");
+    assert_eq!(db.code().code(), "58030", "{}", db.message());
+    let refused_note = db.message().to_owned();
+    // Space returned: statements run again, no restart.
+    std::fs::remove_file(&filler).unwrap();
+    let mut back = false;
+    for _ in 0..40 {
+        if c.simple_query("INSERT INTO audit_probe (note) VALUES ('fault-after')")
+            .await
+            .is_ok()
+        {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        back,
+        "statements run again once space is back ({refused_note})"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Every note in the database is in the ledger, and it verifies.
+    let copy = env.ledger();
+    std::fs::copy(disk.join("ledger.db"), &copy).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let from = disk.join(format!("ledger.db{suffix}"));
+        let to = copy.with_file_name(format!("ledger.db{suffix}"));
+        let _ = std::fs::remove_file(&to);
+        if from.exists() {
+            std::fs::copy(&from, &to).unwrap();
+        }
+    }
+    let recorded = recorded_notes(&env);
+    for note in notes_in_database(&env) {
+        assert!(
+            recorded.contains(&note),
+            "{note} in the database, not in the ledger"
+        );
+    }
+    assert!(recorded.contains("fault-after"));
+    assert!(env.verify().is_intact());
+}

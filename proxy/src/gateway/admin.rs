@@ -41,6 +41,11 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
     ("post", "/v1/grants/{approval}/revoke", Role::Approver),
 ];
 
+/// Routes served without a token: liveness and readiness, for process
+/// supervisors and load balancers. They reveal no state beyond what is
+/// ready.
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("get", "/health"), ("get", "/ready")];
+
 /// The admin API's router over the gateway's shared state.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -62,7 +67,56 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/approvals/{approval}/deny", post(deny))
         .route("/v1/grants", get(grants))
         .route("/v1/grants/{approval}/revoke", post(grant_revoke))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
         .with_state(shared)
+}
+
+/// Liveness: the process answers.
+async fn health() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// Readiness: the ledger can record (the writer runs and its file is the
+/// one at its path) and every target accepts TCP connections within a
+/// second. 503 with the reasons otherwise, so a load balancer stops
+/// sending clients to a gateway that would refuse their statements.
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    let ledger = shared.ledger.health();
+    let mut targets = serde_json::Map::new();
+    let mut all = ledger.is_ok();
+    let mut names: Vec<&String> = shared.targets.keys().collect();
+    names.sort();
+    for name in names {
+        let target = &shared.targets[name];
+        let addr = format!("{}:{}", target.host, target.port);
+        let reached = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await;
+        let status = match reached {
+            Ok(Ok(_)) => "ok".to_owned(),
+            Ok(Err(e)) => format!("cannot connect to {addr}: {e}"),
+            Err(_) => format!("no answer from {addr} within 1 s"),
+        };
+        all &= status == "ok";
+        targets.insert(name.clone(), status.into());
+    }
+    let body = serde_json::json!({
+        "ready": all,
+        "ledger": match &ledger {
+            Ok(()) => "ok".to_owned(),
+            Err(why) => why.clone(),
+        },
+        "targets": targets,
+    });
+    let status = if all {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 /// A refused or failed request: a status and a sentence saying why.
