@@ -442,6 +442,7 @@ async fn connections_that_do_not_log_in_are_capped_per_address() {
         "{}",
         db.message()
     );
+    assert_eq!(env.ready()["refusals"]["pending_logins_per_address"], 1);
     drop(idle);
     // Places free up when the idle connections close.
     env.connect_when_admitted("agent")
@@ -475,6 +476,11 @@ async fn a_targets_max_sessions_refuses_logins_beyond_it_with_53300() {
         db.message()
     );
     drop(first);
+    assert_eq!(
+        env.ready()["refusals"]["max_sessions"],
+        1,
+        "the refusal is counted"
+    );
     // The freed slot is used again.
     let again = env.connect_when_admitted("agent").await;
     again.simple_query("SELECT 1").await.unwrap();

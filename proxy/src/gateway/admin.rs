@@ -110,6 +110,7 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
             Err(why) => why.clone(),
         },
         "targets": targets,
+        "refusals": shared.refusals.to_json(),
     });
     let status = if all {
         StatusCode::OK

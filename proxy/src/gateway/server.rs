@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::frame::{self, read_frame, read_startup, FrameError};
 use super::scram::{self, Exchange};
 use super::session::{self, SessionInfo};
-use super::shared::{CancelTarget, SessionControl, Shared, Termination};
+use super::shared::{CancelTarget, Refusals, SessionControl, Shared, Termination};
 use super::upstream;
 
 const SSL_REQUEST: i32 = 80877103;
@@ -86,6 +86,7 @@ pub async fn serve(
                         accepted
                     }
                     Err(e) => {
+                        Refusals::count(&shared.refusals.accept_failures);
                         // Out of file descriptors, memory or buffers, or a
                         // connection reset before it was accepted: never a
                         // reason to stop serving the sessions that run.
@@ -102,6 +103,7 @@ pub async fn serve(
                 let tls = tls.clone();
                 let Ok(slot) = shared.connection_slots.clone().try_acquire_owned() else {
                     let limit = shared.max_connections;
+                    Refusals::count(&shared.refusals.max_connections);
                     sessions.spawn(async move {
                         warn!(%peer, limit, "connection refused: [listen] max_connections reached");
                         let mut socket = socket;
@@ -131,6 +133,7 @@ pub async fn serve(
                     let _slot = slot;
                     let Some(logged_in) = shared.pending_logins.admit(peer.ip()) else {
                         let cap = shared.pending_logins.per_address();
+                        Refusals::count(&shared.refusals.pending_logins_per_address);
                         warn!(%peer, cap, "connection refused: too many connections from this address are logging in");
                         let mut socket = socket;
                         let _ = fatal(
@@ -145,6 +148,7 @@ pub async fn serve(
                     // Until it logs in, a connection has login_timeout; a
                     // session, once open, has no such limit.
                     let limit = shared.login_timeout;
+                    let timeouts = shared.clone();
                     let work = handle(socket, peer, shared, tls, logged_in.clone());
                     tokio::pin!(work);
                     let ended = tokio::select! {
@@ -153,6 +157,7 @@ pub async fn serve(
                             if logged_in.is_logged_in() {
                                 work.await
                             } else {
+                                Refusals::count(&timeouts.refusals.login_timeout);
                                 Err(anyhow::anyhow!("no login within {limit:?}; connection closed"))
                             }
                         }
@@ -466,6 +471,7 @@ async fn startup_with<S: Stream>(
             Ok(slot) => Some(slot),
             Err(_) => {
                 let limit = target.max_sessions.unwrap_or_default();
+                Refusals::count(&shared.refusals.max_sessions);
                 warn!(
                     target = target.name,
                     limit, "login refused: the target's max_sessions reached"
@@ -489,6 +495,7 @@ async fn startup_with<S: Stream>(
     {
         Ok(u) => u,
         Err(upstream::UpstreamError::Full(reason)) => {
+            Refusals::count(&shared.refusals.database_full);
             warn!(
                 target = target.name,
                 "upstream login refused, no connection slots: {reason}"

@@ -136,6 +136,44 @@ pub struct Limits {
     pub max_pending_logins_per_address: usize,
 }
 
+/// Connections and logins refused by the gateway's own limits, counted
+/// since start (shown by `GET /ready`).
+#[derive(Debug, Default)]
+pub struct Refusals {
+    /// Past `[listen] max_connections`.
+    pub max_connections: AtomicU64,
+    /// Past `[listen] max_pending_logins_per_address`.
+    pub pending_logins_per_address: AtomicU64,
+    /// Past a target's `max_sessions`.
+    pub max_sessions: AtomicU64,
+    /// No login within `[listen] login_timeout`.
+    pub login_timeout: AtomicU64,
+    /// The database had no connection slot left.
+    pub database_full: AtomicU64,
+    /// accept() failed (out of file descriptors and the like).
+    pub accept_failures: AtomicU64,
+}
+
+impl Refusals {
+    /// Counts one.
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The counts, by name.
+    pub fn to_json(&self) -> serde_json::Value {
+        let n = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        serde_json::json!({
+            "max_connections": n(&self.max_connections),
+            "pending_logins_per_address": n(&self.pending_logins_per_address),
+            "max_sessions": n(&self.max_sessions),
+            "login_timeout": n(&self.login_timeout),
+            "database_full": n(&self.database_full),
+            "accept_failures": n(&self.accept_failures),
+        })
+    }
+}
+
 /// Everything sessions share.
 pub struct Shared {
     /// The audit ledger writer.
@@ -162,6 +200,8 @@ pub struct Shared {
     pub max_connections: usize,
     /// Connections not logged in yet, per client address.
     pub pending_logins: Arc<super::pending_logins::PendingLogins>,
+    /// Connections and logins refused by the limits, counted.
+    pub refusals: Refusals,
     /// Per target with `max_sessions`: its free session slots.
     pub session_slots: HashMap<String, Arc<tokio::sync::Semaphore>>,
     /// Secret for the fake SCRAM salts of unknown identities, so a login
@@ -237,6 +277,7 @@ impl Shared {
             connection_slots: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
             max_connections: limits.max_connections,
             session_slots,
+            refusals: Refusals::default(),
             pending_logins: super::pending_logins::PendingLogins::new(
                 limits.max_pending_logins_per_address,
             ),

@@ -339,6 +339,24 @@ impl Env {
         )
     }
 
+    /// The admin API's `GET /ready` document (any status).
+    pub fn ready(&self) -> serde_json::Value {
+        let url = format!("http://{}/ready", self.admin);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        tokio::task::block_in_place(|| {
+            agent
+                .get(&url)
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_json()
+                .unwrap()
+        })
+    }
+
     /// Connects through the gateway, trying again for up to 2.5 s: a place
     /// freed by a closed connection is given back asynchronously.
     pub async fn connect_when_admitted(&self, who: &str) -> tokio_postgres::Client {
