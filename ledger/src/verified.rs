@@ -54,6 +54,19 @@ impl Coverage {
 pub fn read_verified(
     reader: &LedgerReader,
     key: Option<&VerifierKey>,
+    visit: impl FnMut(Event, bool),
+) -> Result<Coverage, LedgerError> {
+    read_verified_from(reader, key, 0, visit)
+}
+
+/// Like [`read_verified`], decoding and visiting only the events from
+/// `from` on; every record is still hashed and checked. For a fold that
+/// starts from a snapshot: its cost is the hashing of the whole log plus
+/// the decoding of what comes after the snapshot.
+pub fn read_verified_from(
+    reader: &LedgerReader,
+    key: Option<&VerifierKey>,
+    from: u64,
     mut visit: impl FnMut(Event, bool),
 ) -> Result<Coverage, LedgerError> {
     let events = reader.len()?;
@@ -99,6 +112,9 @@ pub fn read_verified(
         if seq < covered {
             frontier.push(crate::merkle::leaf_hash(bytes));
             link = chain::link(&link, bytes);
+        }
+        if seq < from {
+            return;
         }
         match Event::from_bytes(bytes) {
             Ok(event) if event.seq == seq => visit(event, seq < covered),

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use gatehouse_engine::snapshot;
 use gatehouse_engine::state::GatewayState;
+use gatehouse_ledger::note::VerifierKey;
 use gatehouse_ledger::{EventBody, LedgerReader};
 use tracing::{debug, warn};
 
@@ -188,6 +189,58 @@ pub fn load_state(path: &Path) -> Result<GatewayState> {
         "state rebuilt from the ledger"
     );
     Ok(rebuilt.state)
+}
+
+/// The gateway's state at start-up, from events the signed log vouches
+/// for: the newest snapshot (found through the index, read from its
+/// record), then every event after it, while every record of the log is
+/// hashed and checked against the newest checkpoint and its signature by
+/// `key` (the gateway's own verifier key). A ledger whose records differ
+/// from what was signed, or whose snapshot record is not the one the pass
+/// hashed, is refused: the gateway does not start on state nobody vouches
+/// for. Events after the newest checkpoint (none, unless a commit was cut
+/// short) are folded too: they are the gateway's own, committed.
+pub fn load_state_verified(path: &Path, key: &VerifierKey) -> Result<GatewayState> {
+    let started = std::time::Instant::now();
+    let reader = LedgerReader::open(path)?;
+    let (mut state, snapshot) = match latest_snapshot(&reader, u64::MAX) {
+        Ok(Some((seq, state))) => (state, Some(seq)),
+        Ok(None) => (GatewayState::default(), None),
+        Err(why) => {
+            warn!("{why}; folding from the first event instead");
+            (GatewayState::default(), None)
+        }
+    };
+    let from = state.events;
+    let mut snapshot_seen = snapshot.is_none();
+    let mut folded = 0u64;
+    gatehouse_ledger::verified::read_verified_from(&reader, Some(key), from, |event, _| {
+        if Some(event.seq) == snapshot {
+            snapshot_seen = true;
+        }
+        state.apply(&event);
+        folded += 1;
+    })
+    .with_context(|| {
+        format!(
+            "{} is not what its signed checkpoints vouch for, so the gateway does not start on it; \
+             run gatehouse-verify on it and start from a trusted copy",
+            path.display()
+        )
+    })?;
+    if !snapshot_seen {
+        anyhow::bail!(
+            "the snapshot the index of {} points at is not among its verified events; run gatehouse-verify on it",
+            path.display()
+        );
+    }
+    debug!(
+        snapshot = snapshot,
+        folded,
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "state rebuilt from the verified ledger"
+    );
+    Ok(state)
 }
 
 /// What `gatehouse state --check` found.

@@ -6,8 +6,8 @@
 //! export refuse, or they show exactly what they show for the untouched
 //! ledger: eight chosen tampers, a symbolic link with a WAL beside the real
 //! file, and random combinations of column updates, flipped record bytes,
-//! deleted rows, bucket and checkpoint deletions and planted schema objects
-//! (GATEHOUSE_TAMPER_CASES, default 24).
+//! deleted rows, bucket and checkpoint deletions, planted schema objects
+//! and substituted WAL files (GATEHOUSE_TAMPER_CASES, default 24).
 
 mod support;
 
@@ -301,6 +301,8 @@ enum Change {
     CheckpointsAbove(u64),
     /// A schema object added.
     Object(&'static str),
+    /// A WAL beside the file that flips one byte of one record.
+    Wal(u64, usize, u8),
 }
 
 fn apply(ledger: &Path, change: &Change, events: u64) {
@@ -333,7 +335,33 @@ fn apply(ledger: &Path, change: &Change, events: u64) {
             conn.execute("DELETE FROM checkpoints WHERE size > ?1", [seq(*s)])
         }
         Change::Object(sql) => conn.execute_batch(sql).map(|_| 0),
+        Change::Wal(s, at, bit) => {
+            drop(conn);
+            plant_wal(ledger, &Change::RecordByte(*s, *at, *bit), events);
+            Ok(0)
+        }
     };
+}
+
+/// Leaves beside `ledger` a WAL that makes `change`, the main file
+/// untouched: made on a copy, and copied out while the connection that
+/// wrote it is still open (SQLite folds it in when the last one closes).
+fn plant_wal(ledger: &Path, change: &Change, events: u64) {
+    let staging_dir = ledger.with_file_name("staging");
+    std::fs::create_dir_all(&staging_dir).unwrap();
+    let staging = staging_dir.join("ledger.db");
+    std::fs::copy(ledger, &staging).unwrap();
+    let conn = rusqlite::Connection::open(&staging).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0")
+        .unwrap();
+    apply(&staging, change, events);
+    std::fs::copy(
+        staging.with_file_name("ledger.db-wal"),
+        ledger.with_file_name("ledger.db-wal"),
+    )
+    .unwrap();
+    drop(conn);
+    let _ = std::fs::remove_dir_all(&staging_dir);
 }
 
 fn change() -> impl proptest::strategy::Strategy<Value = Change> {
@@ -360,6 +388,7 @@ fn change() -> impl proptest::strategy::Strategy<Value = Change> {
             ][..]
         )
         .prop_map(Change::Object),
+        (any::<u64>(), any::<usize>(), any::<u8>()).prop_map(|(s, a, b)| Change::Wal(s, a, b)),
     ]
 }
 
@@ -412,4 +441,40 @@ async fn random_tampering_is_caught_or_changes_nothing_shown() {
     })
     .await
     .unwrap();
+}
+
+/// The gateway itself starts only from what the signed log vouches for: a
+/// block recorded in the ledger cannot be undone by editing the file (the
+/// record edited, or the event deleted) while the gateway is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_does_not_start_on_an_edited_ledger() {
+    let mut env = Env::start(POLICY).await;
+    env.shared()
+        .block("agent", "tester", "tamper test", None)
+        .await
+        .unwrap();
+    env.settle().await;
+    env.stop().await;
+    let ledger = env.ledger();
+    let pristine = std::fs::read(&ledger).unwrap();
+    let config = gatehouse::config::Config::load(&env.config).unwrap();
+    for tamper in ["edit", "delete"] {
+        std::fs::write(&ledger, &pristine).unwrap();
+        let seq = seqs_holding(&ledger, "tamper test")[0];
+        match tamper {
+            "edit" => edit_record(&ledger, "tamper test"),
+            _ => sql(&ledger, &format!("DELETE FROM events WHERE seq = {seq}")),
+        }
+        let refused = gatehouse::gateway::Gateway::bind(&config)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{tamper}: the gateway started on a tampered ledger"));
+        assert!(
+            format!("{refused:#}").contains("signed checkpoints vouch"),
+            "{tamper}: {refused:#}"
+        );
+    }
+    std::fs::write(&ledger, &pristine).unwrap();
+    env.restart().await;
+    assert!(env.shared().blocked("agent").is_some(), "the block holds");
 }

@@ -558,3 +558,51 @@ fn an_unlocked_read_notices_a_writer_arriving() {
     std::fs::write(&wal, b"").unwrap();
     assert!(!ledger.read_was_stable());
 }
+
+/// Issue 20: a schema object the format does not define (an index SQLite
+/// could answer readers from, a view, a trigger, a table) is an integrity
+/// failure, reported at 0 before anything else.
+#[test]
+fn schema_objects_outside_the_format_are_failures() {
+    for plant in [
+        "CREATE INDEX planted ON events (seq, data)",
+        "CREATE VIEW planted AS SELECT * FROM events",
+        "CREATE TRIGGER planted BEFORE INSERT ON events BEGIN SELECT 1; END",
+        "CREATE TABLE planted (x)",
+    ] {
+        let f = Fixture::new();
+        f.sql(plant);
+        let report = f.verify();
+        assert_failure(&report, 0, FailureClass::SchemaForeign);
+        assert!(report.to_text().contains("planted"), "{}", report.to_text());
+    }
+}
+
+/// Issue 20, finding 3: through a symbolic link, the verifier reads the WAL
+/// beside the real file, as SQLite (and every other reader) does.
+#[test]
+fn a_symlink_is_read_with_the_wal_beside_the_real_file() {
+    let f = Fixture::new();
+    let staging = f.path.with_file_name("staging.ledger");
+    std::fs::copy(&f.path, &staging).unwrap();
+    let conn = rusqlite::Connection::open(&staging).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; \
+         UPDATE events SET kind = 99 WHERE seq = 5",
+    )
+    .unwrap();
+    let mut wal = f.path.clone().into_os_string();
+    wal.push("-wal");
+    let mut staged_wal = staging.clone().into_os_string();
+    staged_wal.push("-wal");
+    // The main file must be in WAL mode for SQLite to read a WAL beside it.
+    exec(&f.path, "PRAGMA journal_mode = WAL");
+    std::fs::copy(&staged_wal, &wal).unwrap();
+    drop(conn);
+    let link_dir = tempfile::tempdir().unwrap();
+    let link = link_dir.path().join("link.ledger");
+    std::os::unix::fs::symlink(&f.path, &link).unwrap();
+    let key = VerifierKey::parse(&f.key.verifier()).unwrap();
+    let report = verify_ledger(&link, &key, None).unwrap();
+    assert_failure(&report, 5, FailureClass::IndexMismatch);
+}

@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::config::{Config, Target};
-use crate::state::load_state;
+use crate::state::load_state_verified;
 
 /// A gateway bound to its port, not yet serving.
 pub struct Gateway {
@@ -51,7 +51,8 @@ impl Gateway {
         for target in &targets {
             check_read_only_login(target).await?;
         }
-        let state = load_state(&config.ledger.path)?;
+        let writer_options = config.writer_options()?;
+        let state = load_state_verified(&config.ledger.path, &writer_options.signer.verifier())?;
         let policy = match state.policy_source() {
             Some(source) => Policy::parse(source).map_err(|e| {
                 anyhow::anyhow!("the policy in force in the ledger does not load ({e}); apply a corrected policy")
@@ -61,7 +62,7 @@ impl Gateway {
                 Policy::deny_all()
             }
         };
-        let ledger = Ledger::open(config.writer_options()?)?;
+        let ledger = Ledger::open(writer_options)?;
         let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
             (Some(c), Some(k)) => Some(server::tls_acceptor(c, k)?),
             (None, None) => None,
