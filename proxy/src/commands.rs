@@ -282,7 +282,7 @@ impl NameCheck {
 pub async fn check_policy_names(policy: &Policy, targets: &[&crate::config::Target]) -> NameCheck {
     let mut check = NameCheck::default();
     for target in targets {
-        match crate::gateway::catalog::relation_names(target).await {
+        match crate::gateway::relay::catalog::relation_names(target).await {
             Ok(names) => check.unknown.extend(
                 policy
                     .unknown_names(&target.name, &names)

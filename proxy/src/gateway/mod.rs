@@ -1,22 +1,17 @@
 //! The gateway in the data path: PostgreSQL clients in, judged and recorded
 //! statements out to the real database.
 
-pub mod admin;
-pub mod admin_tls;
-pub mod approvals;
-pub mod catalog;
-pub mod frame;
-pub mod masking;
-pub mod pending_logins;
-pub mod read_ahead;
-pub mod scram;
-pub mod server;
-pub mod server_names;
-pub mod session;
-pub mod shared;
-pub mod snapshots;
-pub mod upstream;
-pub mod webhooks;
+//!
+//! Three layers a newcomer can read in order: [`wire`] (the protocol as
+//! bytes; imports nothing else here), [`relay`] (one session's path to the
+//! database: the protocol core, judging, recording, masking) and
+//! [`control`] (accepting clients, shared state, approvals, the admin API).
+
+pub mod control;
+pub mod relay;
+pub mod wire;
+
+pub use control::{admin, admin_tls, approvals, scram, server, shared, snapshots, webhooks};
 
 use std::sync::Arc;
 
@@ -326,7 +321,7 @@ async fn check_read_only_login(target: &Target) -> Result<()> {
         }
         return Ok(());
     };
-    match catalog::write_privileges(target).await {
+    match relay::catalog::write_privileges(target).await {
         Ok(found) if found.is_empty() => {
             tracing::info!(
                 target = target.name,

@@ -17,8 +17,8 @@ use gatehouse_ledger::event::OperatorAction;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::approvals::DeskError;
-use super::shared::{CommandError, Shared};
+use crate::gateway::control::approvals::DeskError;
+use crate::gateway::control::shared::{CommandError, Shared};
 use gatehouse_engine::approvals::{Vote, VoteError};
 
 /// The routes: (method, path, role). The OpenAPI document lists exactly these.
@@ -523,7 +523,7 @@ async fn policy_explain(
         None => shared.policy(),
     };
     let classification = shared.verdicts.classify(&body.sql);
-    let j = super::session::judge_statement(
+    let j = crate::gateway::relay::session::judge_statement(
         &shared,
         &policy,
         &body.identity,
@@ -878,7 +878,7 @@ async fn grants(
     let rfc3339 = gatehouse_verify::report::rfc3339;
     let list: Vec<GrantView> = shared
         .approvals
-        .grants(super::server::now_ns())
+        .grants(crate::gateway::control::server::now_ns())
         .into_iter()
         .map(
             |(approval, identity, fingerprint, until, approvers)| GrantView {
@@ -908,7 +908,7 @@ async fn grant_revoke(
             approval,
             &operator,
             &reason,
-            super::server::now_ns(),
+            crate::gateway::control::server::now_ns(),
         )
         .await
         .map_err(desk_refusal)?;

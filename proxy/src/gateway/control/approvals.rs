@@ -17,7 +17,7 @@ use gatehouse_ledger::event::{
 use gatehouse_ledger::{AppendError, Event, Ledger};
 use tokio::sync::oneshot;
 
-use super::webhooks::Webhooks;
+use crate::gateway::control::webhooks::Webhooks;
 
 /// What became of a held statement, as its session learns it.
 #[derive(Debug, Clone, PartialEq, Eq)]

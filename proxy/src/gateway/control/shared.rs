@@ -15,9 +15,9 @@ use gatehouse_ledger::event::{CredentialRevoked, IdentityBlocked, IdentityUnbloc
 use gatehouse_ledger::{AppendError, EventBody, Ledger};
 use tracing::warn;
 
-use super::approvals::ApprovalDesk;
-use super::webhooks::{WebhookTarget, Webhooks};
 use crate::config::Target;
+use crate::gateway::control::approvals::ApprovalDesk;
+use crate::gateway::control::webhooks::{WebhookTarget, Webhooks};
 
 /// Classifications of recently seen SQL texts. The simple protocol and
 /// unnamed extended-protocol statements re-send the same text again and
@@ -78,23 +78,7 @@ pub struct CancelTarget {
     pub held: Arc<HeldStatement>,
 }
 
-/// The statement a session holds for approval, as its cancel path sees it.
-#[derive(Default)]
-pub struct HeldStatement {
-    /// Set while a statement is held.
-    pub holding: std::sync::atomic::AtomicBool,
-    /// Wakes the session to withdraw it.
-    pub cancelled: tokio::sync::Notify,
-}
-
-/// Why a session is being ended from outside, and by whom.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Termination {
-    /// The operator, or `None` for the gateway itself.
-    pub operator: Option<String>,
-    /// Shown to the client and recorded.
-    pub reason: String,
-}
+pub use crate::gateway::relay::session::{HeldStatement, Termination};
 
 /// What the gateway can do to a running session from outside it.
 pub struct SessionControl {
@@ -113,7 +97,9 @@ impl SessionControl {
     fn terminate(&self, termination: Termination) {
         let upstream = self.upstream.clone();
         tokio::spawn(async move {
-            if let Err(e) = super::upstream::cancel(&upstream.target, upstream.key).await {
+            if let Err(e) =
+                crate::gateway::relay::upstream::cancel(&upstream.target, upstream.key).await
+            {
                 warn!("cannot cancel a statement upstream: {e}");
             }
         });
@@ -199,7 +185,7 @@ pub struct Shared {
     /// The `[listen] max_connections` limit, for messages.
     pub max_connections: usize,
     /// Connections not logged in yet, per client address.
-    pub pending_logins: Arc<super::pending_logins::PendingLogins>,
+    pub pending_logins: Arc<crate::gateway::control::pending_logins::PendingLogins>,
     /// Connections and logins refused by the limits, counted.
     pub refusals: Refusals,
     /// Per target with `max_sessions`: its free session slots.
@@ -221,7 +207,7 @@ pub struct Shared {
     /// Statements held for approval, and grants.
     pub approvals: ApprovalDesk,
     /// Masking: catalog lookups, column-use analyses, the hash key.
-    pub masking: super::masking::Masking,
+    pub masking: crate::gateway::relay::masking::Masking,
     /// Serializes operator commands: each is checked against the state it
     /// changes, then recorded, then applied, before the next is checked.
     commands: tokio::sync::Mutex<()>,
@@ -278,10 +264,10 @@ impl Shared {
             max_connections: limits.max_connections,
             session_slots,
             refusals: Refusals::default(),
-            pending_logins: super::pending_logins::PendingLogins::new(
+            pending_logins: crate::gateway::control::pending_logins::PendingLogins::new(
                 limits.max_pending_logins_per_address,
             ),
-            salt_secret: super::scram::random_bytes(),
+            salt_secret: crate::gateway::control::scram::random_bytes(),
             next_session: AtomicU64::new(state.last_session + 1),
             shutdown: tokio::sync::watch::channel(false).0,
             blocks: RwLock::new(blocks),
@@ -289,7 +275,7 @@ impl Shared {
             sessions: Mutex::new(HashMap::new()),
             denials: Mutex::new(HashMap::new()),
             approvals: ApprovalDesk::new(state.approvals, webhooks),
-            masking: super::masking::Masking::default(),
+            masking: crate::gateway::relay::masking::Masking::default(),
             commands: tokio::sync::Mutex::new(()),
         }
     }

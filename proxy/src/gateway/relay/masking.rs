@@ -29,9 +29,9 @@ use gatehouse_engine::policy::Verdict;
 use gatehouse_engine::{Action, Classification};
 use gatehouse_ledger::event::{EventBody, MaskApplied, MaskedColumn, PendingEvent};
 
-use super::catalog::{CatalogCache, Resolved};
-use super::frame::{self, FieldDescription};
 use crate::config::Target;
+use crate::gateway::relay::catalog::{CatalogCache, Resolved};
+use crate::gateway::wire::frame::{self, FieldDescription};
 
 /// How the statements of one SQL text use their columns, or why that
 /// could not be told.

@@ -54,12 +54,7 @@ pub fn verifier_for(secret: &str, salt: &[u8], iterations: u32) -> ScramVerifier
     }
 }
 
-/// Fresh random bytes from the operating system.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    getrandom::getrandom(&mut b).expect("the OS random source is available");
-    b
-}
+pub use crate::gateway::wire::random_bytes;
 
 /// An exchange after the server-first message.
 #[derive(Debug)]

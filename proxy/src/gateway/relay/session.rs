@@ -31,15 +31,15 @@ use pgwire::messages::simplequery::Query;
 use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tracing::{info, warn};
 
-use super::approvals::Outcome as Approval;
-use super::frame::{self, read_frame, Frame, FrameError};
-use super::masking::{self, MaskSpec, StatementMask};
-use super::read_ahead::{Ahead, ReadAhead};
-use super::scram::random_bytes;
-use super::server::Stream;
-use super::server_names::{Answer, Lookup, Names, OnFailure, Outcome};
-use super::shared::{Shared, Termination};
 use crate::config::Target;
+use crate::gateway::control::approvals::Outcome as Approval;
+use crate::gateway::control::shared::Shared;
+use crate::gateway::relay::masking::{self, MaskSpec, StatementMask};
+use crate::gateway::relay::read_ahead::{Ahead, ReadAhead};
+use crate::gateway::relay::server_names::{Answer, Lookup, Names, OnFailure, Outcome};
+use crate::gateway::wire::frame::{self, read_frame, Frame, FrameError};
+use crate::gateway::wire::random_bytes;
+use crate::gateway::wire::Stream;
 
 /// DataRow bytes gathered before they are hashed into a result digest.
 const DIGEST_BATCH: usize = 16 << 10;
@@ -56,7 +56,25 @@ pub struct SessionInfo {
     /// The upstream target.
     pub target: Arc<Target>,
     /// The statement held for approval, as the cancel path sees it.
-    pub held: Arc<super::shared::HeldStatement>,
+    pub held: Arc<HeldStatement>,
+}
+
+/// The statement a session holds for approval, as its cancel path sees it.
+#[derive(Default)]
+pub struct HeldStatement {
+    /// Set while a statement is held.
+    pub holding: std::sync::atomic::AtomicBool,
+    /// Wakes the session to withdraw it.
+    pub cancelled: tokio::sync::Notify,
+}
+
+/// Why a session is being ended from outside, and by whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Termination {
+    /// The operator, or `None` for the gateway itself.
+    pub operator: Option<String>,
+    /// Shown to the client and recorded.
+    pub reason: String,
 }
 
 /// A statement prepared with Parse: its text and classification.
@@ -1668,7 +1686,8 @@ async fn upstream_to_client<W: AsyncWrite + Unpin>(
                 let frame = buf.split_to(total);
                 let tag = frame[0];
                 if tag == b'S' {
-                    foreign_setting = super::upstream::foreign_sql_text_setting(&frame[5..]);
+                    foreign_setting =
+                        crate::gateway::relay::upstream::foreign_sql_text_setting(&frame[5..]);
                     if foreign_setting.is_some() {
                         break;
                     }

@@ -8,16 +8,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, BytesMut};
 use gatehouse_ledger::event::{AuthenticationFailed, SessionOpened};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
-use super::frame::{self, read_frame, read_startup, FrameError};
-use super::scram::{self, Exchange};
-use super::session::{self, SessionInfo};
-use super::shared::{CancelTarget, Refusals, SessionControl, Shared, Termination};
-use super::upstream;
+use crate::gateway::control::scram::{self, Exchange};
+use crate::gateway::control::shared::{
+    CancelTarget, Refusals, SessionControl, Shared, Termination,
+};
+use crate::gateway::relay::session::{self, SessionInfo};
+use crate::gateway::relay::upstream;
+use crate::gateway::wire::frame::{self, read_frame, read_startup, FrameError};
 
 const SSL_REQUEST: i32 = 80877103;
 const GSSENC_REQUEST: i32 = 80877104;
@@ -36,25 +38,7 @@ const FORWARDED_PARAMETERS: &[&str] = &[
     "IntervalStyle",
 ];
 
-/// Whether a client may ask for this client encoding. The gateway judges SQL
-/// as UTF-8 text, so the database must read the same bytes as UTF-8: every
-/// upstream session starts with `client_encoding=UTF8`, and changing it
-/// later is denied by policy whatever the rules say. `SQL_ASCII` is what
-/// libpq asks for under the C locale; such a client gets UTF8, which passes
-/// its bytes through unconverted too. Names compare as PostgreSQL compares
-/// them: ignoring case and anything but letters and digits.
-pub(super) fn utf8_encoding(name: &str) -> bool {
-    let name: String = name
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
-    matches!(name.as_str(), "UTF8" | "UNICODE" | "SQLASCII")
-}
-
-/// Anything that is both a byte stream and sendable: TCP or TLS.
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+pub use crate::gateway::wire::{utf8_encoding, Stream};
 
 /// Unix time in nanoseconds.
 pub fn now_ns() -> u64 {
@@ -194,7 +178,7 @@ async fn handle(
     peer: SocketAddr,
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
-    logged_in: Arc<super::pending_logins::PendingLogin>,
+    logged_in: Arc<crate::gateway::control::pending_logins::PendingLogin>,
 ) -> anyhow::Result<()> {
     // Negotiation: SSLRequest / GSSENCRequest may precede the startup packet.
     loop {
@@ -223,7 +207,7 @@ async fn startup<S: Stream>(
     peer: SocketAddr,
     shared: Arc<Shared>,
     tls: bool,
-    logged_in: Arc<super::pending_logins::PendingLogin>,
+    logged_in: Arc<crate::gateway::control::pending_logins::PendingLogin>,
 ) -> anyhow::Result<()> {
     let Some(body) = startup_packet(&mut stream).await? else {
         return Ok(());
@@ -335,7 +319,7 @@ async fn startup_with<S: Stream>(
     peer: SocketAddr,
     shared: Arc<Shared>,
     tls: bool,
-    logged_in: Arc<super::pending_logins::PendingLogin>,
+    logged_in: Arc<crate::gateway::control::pending_logins::PendingLogin>,
 ) -> anyhow::Result<()> {
     let code = i32::from_be_bytes(body[..4].try_into().expect("length checked"));
     if code >> 16 != 3 {
@@ -573,7 +557,7 @@ async fn startup_with<S: Stream>(
         i32::from_be_bytes(scram::random_bytes()),
         i32::from_be_bytes(scram::random_bytes()),
     );
-    let held = Arc::new(super::shared::HeldStatement::default());
+    let held = Arc::new(crate::gateway::control::shared::HeldStatement::default());
     shared.cancel_keys.lock().expect("cancel lock").insert(
         client_key,
         CancelTarget {

@@ -10,9 +10,9 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::frame::{self, read_frame, Frame};
-use super::server::Stream;
 use crate::config::Target;
+use crate::gateway::wire::frame::{self, read_frame, Frame};
+use crate::gateway::wire::Stream;
 
 /// Why the upstream connection could not be set up.
 #[derive(Debug, Error)]
@@ -156,7 +156,7 @@ pub(super) fn foreign_sql_text_setting(body: &[u8]) -> Option<String> {
     let name = String::from_utf8_lossy(parts.next()?);
     let value = String::from_utf8_lossy(parts.next().unwrap_or_default());
     let foreign = if name.eq_ignore_ascii_case("client_encoding") {
-        !super::server::utf8_encoding(&value)
+        !crate::gateway::wire::utf8_encoding(&value)
     } else if name.eq_ignore_ascii_case("standard_conforming_strings") {
         !value.eq_ignore_ascii_case("on")
     } else {

@@ -32,10 +32,10 @@ use gatehouse_engine::policy::CatalogNames;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
-use super::frame::{self, read_frame};
-use super::server::Stream;
-use super::upstream;
 use crate::config::Target;
+use crate::gateway::relay::upstream;
+use crate::gateway::wire::frame::{self, read_frame};
+use crate::gateway::wire::Stream;
 
 /// Why a target's catalog could not be read.
 #[derive(Debug, Error)]

@@ -1,0 +1,14 @@
+//! The control layer: what runs the gateway around its sessions. Accepting
+//! and logging in clients (`server`, `scram`, `pending_logins`), the state
+//! every session shares (`shared`), approvals and grants (`approvals`),
+//! the admin API (`admin`, `admin_tls`), webhooks and snapshots.
+
+pub mod admin;
+pub mod admin_tls;
+pub mod approvals;
+pub mod pending_logins;
+pub mod scram;
+pub mod server;
+pub mod shared;
+pub mod snapshots;
+pub mod webhooks;
