@@ -29,6 +29,20 @@ const DENIED: &[&str] = &[
     "SET client_encoding = 'SJIS' -- fuzz_leak_6",
 ];
 
+/// An audit trigger on every fixture table: each statement that inserts,
+/// updates or deletes (rows or not) logs the query the client sent.
+const AUDIT_TRIGGERS: &str = "
+CREATE TABLE fuzz_audit (tbl text, query text);
+CREATE FUNCTION fuzz_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO fuzz_audit VALUES (TG_TABLE_NAME, current_query());
+  RETURN NULL;
+END $$;
+CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON customers FOR EACH STATEMENT EXECUTE FUNCTION fuzz_audit();
+CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON orders FOR EACH STATEMENT EXECUTE FUNCTION fuzz_audit();
+CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON audit_probe FOR EACH STATEMENT EXECUTE FUNCTION fuzz_audit();
+";
+
 /// Statements that run (or fail in PostgreSQL, not in the gateway).
 const ALLOWED: &[&str] = &[
     "SELECT 1",
@@ -152,7 +166,10 @@ async fn random_message_sequences_after_login_leave_the_gateway_serving() {
         default_hook(info);
     }));
 
-    let env = Env::start(POLICY).await;
+    let env = Env::start_custom(POLICY, "", "", |pg| {
+        pg.psql("shop", AUDIT_TRIGGERS);
+    })
+    .await;
     let handle = tokio::runtime::Handle::current();
     let env = std::sync::Arc::new(env);
     let runner_env = env.clone();
@@ -217,6 +234,16 @@ async fn random_message_sequences_after_login_leave_the_gateway_serving() {
     // What the database itself ran for the fuzzed sessions is what the
     // ledger shows judged and let through, statement by statement.
     assert!(env.assert_database_ran_only_allowed() > 0);
+    // And every statement that changed (or tried to change) a fixture
+    // table, as the database's own triggers saw it.
+    let allowed = support::allowed_sql(&env.events());
+    let changed = env.pg.psql("shop", "SELECT DISTINCT query FROM fuzz_audit");
+    for query in changed.lines().filter(|l| !l.is_empty()) {
+        assert!(
+            allowed.contains(query),
+            "a table was changed by a statement the ledger does not show allowed: {query}"
+        );
+    }
     let report = env.verify();
     assert!(report.is_intact(), "{}", report.to_text());
     // Every session's opening and end at least.
