@@ -149,3 +149,65 @@ async fn jdbc_works_through_the_gateway_as_direct() {
     )
     .await;
 }
+
+/// tokio-postgres pipelines the queries of futures polled together on one
+/// client (Parse, Bind, Execute, Sync for each, sent before any answer):
+/// direct and through the gateway, the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_pipelined_futures_work_through_the_gateway_as_direct() {
+    let env = Env::start_custom(POLICY, "", "", |pg| {
+        pg.psql("shop", TABLE);
+    })
+    .await;
+    async fn run(c: &tokio_postgres::Client, base: i32) -> Vec<String> {
+        let insert = c
+            .prepare("INSERT INTO driver_items (id, note) VALUES ($1, $2)")
+            .await
+            .unwrap();
+        type Params<'a> = Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)>;
+        let (one, two, top) = (base + 1, base + 2, base + 100);
+        let five = 5i32;
+        let first: Params = vec![&one, &"one"];
+        let second: Params = vec![&two, &"two"];
+        let range: Params = vec![&base, &top];
+        let limit: Params = vec![&five];
+        let again: Params = vec![&one, &"duplicate"];
+        let (a, b, n, t, e) = futures_util::join!(
+            c.execute(&insert, &first),
+            c.execute(&insert, &second),
+            c.query_one(
+                "SELECT count(*) FROM driver_items WHERE id > $1 AND id <= $2",
+                &range
+            ),
+            c.query("SELECT id FROM orders WHERE id <= $1 ORDER BY id", &limit),
+            c.execute(&insert, &again),
+        );
+        let ids: Vec<i32> = t.unwrap().iter().map(|r| r.get(0)).collect();
+        vec![
+            format!("{:?} {:?}", a.unwrap(), b.unwrap()),
+            format!("{}", n.unwrap().get::<_, i64>(0)),
+            format!("{ids:?}"),
+            e.unwrap_err()
+                .code()
+                .map(|c| c.code().to_owned())
+                .unwrap_or_default(),
+        ]
+    }
+    let (direct, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user={} password={} dbname=shop",
+            env.pg.port(),
+            env.pg.superuser(),
+            env.pg.password()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let expected = run(&direct, 0).await;
+    let through = env.connect("agent").await;
+    assert_eq!(run(&through, 100_000).await, expected);
+    env.settle().await;
+    env.assert_database_ran_only_allowed();
+}

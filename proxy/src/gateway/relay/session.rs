@@ -11,6 +11,28 @@
 //! (pipelines skip to Sync, a transaction block becomes aborted) and every
 //! response reaches the client in order, without the gateway re-implementing
 //! the protocol's state machine.
+//!
+//! **The invariant.** No message that can make PostgreSQL run a statement
+//! reaches it before that statement was judged and recorded as the
+//! statement that will run:
+//!
+//! * a simple Query is judged and recorded whole, and forwarded only if
+//!   PostgreSQL will run it (inside a pipeline, the relay asks first);
+//! * an Execute is judged and recorded as the statement its portal was
+//!   bound to, with the Bind's parameters, the name looked up as PostgreSQL
+//!   holds it ([`crate::gateway::relay::server_names`]): Parse and Bind run
+//!   nothing, and their text is what the Execute records;
+//! * a portal can run no other way: SQL `FETCH` and `MOVE` of a protocol
+//!   portal are refused, names that SQL `PREPARE`, `DEALLOCATE`, `DISCARD`,
+//!   `DECLARE` or `CLOSE` touched are forgotten (so binding or executing
+//!   them is refused), SQL `EXECUTE` is Unknown, and fast-path calls are
+//!   refused;
+//! * a denied or held statement reaches PostgreSQL in no form that can
+//!   run: a failing Parse of a marker stands in for it.
+//!
+//! Tests: tests/protocol.rs, tests/approvals.rs, and the session fuzz test,
+//! which checks the database's own statement log and audit triggers
+//! against the ledger.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
