@@ -7,7 +7,6 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gatehouse_ledger::EventBody;
@@ -58,30 +57,11 @@ async fn sigkill_under_write_load_loses_nothing_and_runs_nothing_unrecorded() {
     let mut env = Env::start(POLICY).await;
     env.stop().await;
     let (mut child, port) = env.serve_as_process().await;
-    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut clients = Vec::new();
-    for client in 0..8 {
-        let c = env.connect_to_port(port, "agent").await;
-        let acknowledged = acknowledged.clone();
-        clients.push(tokio::spawn(async move {
-            for n in 0.. {
-                let note = format!("fault-{client}-{n}");
-                let done = if client % 2 == 0 {
-                    c.simple_query(&format!("INSERT INTO audit_probe (note) VALUES ('{note}')"))
-                        .await
-                        .map(|_| ())
-                } else {
-                    c.execute("INSERT INTO audit_probe (note) VALUES ($1)", &[&note])
-                        .await
-                        .map(|_| ())
-                };
-                match done {
-                    Ok(()) => acknowledged.lock().unwrap().push(note),
-                    Err(_) => return,
-                }
-            }
-        }));
+    let mut sessions = Vec::new();
+    for _ in 0..8 {
+        sessions.push(env.connect_to_port(port, "agent").await);
     }
+    let (clients, acknowledged) = support::write_load(sessions);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     child.kill().unwrap();
     child.wait().unwrap();
@@ -92,6 +72,10 @@ async fn sigkill_under_write_load_loses_nothing_and_runs_nothing_unrecorded() {
     assert!(
         acknowledged.len() > 50,
         "the load ran: {} inserts acknowledged",
+        acknowledged.len()
+    );
+    eprintln!(
+        "{} inserts acknowledged before the kill",
         acknowledged.len()
     );
     let report = env.verify();
@@ -133,30 +117,11 @@ async fn sigkill_under_write_load_loses_nothing_and_runs_nothing_unrecorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_under_load_is_survived() {
     let env = Env::start(POLICY).await;
-    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut clients = Vec::new();
-    for client in 0..4 {
-        let c = env.connect("agent").await;
-        let acknowledged = acknowledged.clone();
-        clients.push(tokio::spawn(async move {
-            for n in 0.. {
-                let note = format!("fault-{client}-{n}");
-                let done = if client % 2 == 0 {
-                    c.simple_query(&format!("INSERT INTO audit_probe (note) VALUES ('{note}')"))
-                        .await
-                        .map(|_| ())
-                } else {
-                    c.execute("INSERT INTO audit_probe (note) VALUES ($1)", &[&note])
-                        .await
-                        .map(|_| ())
-                };
-                match done {
-                    Ok(()) => acknowledged.lock().unwrap().push(note),
-                    Err(_) => return,
-                }
-            }
-        }));
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(env.connect("agent").await);
     }
+    let (clients, acknowledged) = support::write_load(sessions);
     tokio::time::sleep(Duration::from_millis(700)).await;
     let pg = &env.pg;
     tokio::task::block_in_place(|| pg.restart_fast());

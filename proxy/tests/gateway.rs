@@ -897,19 +897,10 @@ async fn stopping_the_gateway_ends_sessions_and_records_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_identities_can_use_a_read_only_upstream_role() {
-    std::env::set_var("GH_TEST_RO_PASSWORD", "ro-secret");
-    let env = Env::start_custom(
-        POLICY,
-        "",
-        "read_only_user = \"gatehouse_ro\"\nread_only_password_env = \"GH_TEST_RO_PASSWORD\"",
-        |pg| {
-            pg.psql(
-                "shop",
-                "CREATE ROLE gatehouse_ro LOGIN PASSWORD 'ro-secret'; \
-                 GRANT SELECT ON ALL TABLES IN SCHEMA public TO gatehouse_ro",
-            );
-        },
-    )
+    support::read_only_password();
+    let env = Env::start_custom(POLICY, "", support::READ_ONLY_TARGET, |pg| {
+        pg.psql("shop", support::READ_ONLY_ROLE_SQL);
+    })
     .await;
     let reader = env.connect("reader").await;
     let who: String = reader

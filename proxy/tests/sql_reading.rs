@@ -197,25 +197,23 @@ async fn policy_apply_refuses_rules_that_name_what_does_not_exist() {
 /// and the gateway judges the next SELECT of it by its cached catalog (at
 /// most a second old) as a plain read. The database itself then refuses
 /// the write: the session is read-only, as a role without write privilege.
-/// Whichever side
-/// refuses, nothing is written.
+/// Whichever side refuses, nothing is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misjudged_statement_of_a_read_only_identity_cannot_write() {
-    std::env::set_var("GH_TEST_RO_PASSWORD", "ro-secret");
+    support::read_only_password();
     let env = Env::start_custom(
         POLICY,
         "",
-        "read_only_user = \"gatehouse_ro\"\nread_only_password_env = \"GH_TEST_RO_PASSWORD\"",
+        support::READ_ONLY_TARGET,
         |pg| {
             pg.psql(
                 "shop",
-                "CREATE ROLE gatehouse_ro LOGIN PASSWORD 'ro-secret'; \
-                 CREATE VIEW shifting AS SELECT 1 AS x; \
-                 GRANT SELECT ON ALL TABLES IN SCHEMA public TO gatehouse_ro; \
+                "CREATE VIEW shifting AS SELECT 1 AS x; \
                  CREATE FUNCTION bump() RETURNS int LANGUAGE sql VOLATILE \
                    AS $$ INSERT INTO audit_probe (note) VALUES ('written through a view') RETURNING 1 $$; \
-                 GRANT EXECUTE ON FUNCTION bump() TO gatehouse_ro",
+                 GRANT EXECUTE ON FUNCTION bump() TO PUBLIC",
             );
+            pg.psql("shop", support::READ_ONLY_ROLE_SQL);
         },
     )
     .await;

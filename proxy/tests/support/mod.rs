@@ -439,6 +439,59 @@ impl Drop for Env {
     }
 }
 
+/// `[[target]]` lines giving read-only identities the upstream role
+/// [`READ_ONLY_ROLE_SQL`] creates (password in `GH_TEST_RO_PASSWORD`).
+pub const READ_ONLY_TARGET: &str =
+    "read_only_user = \"gatehouse_ro\"\nread_only_password_env = \"GH_TEST_RO_PASSWORD\"";
+
+/// Creates the read-only upstream role of [`READ_ONLY_TARGET`]; sets its
+/// password variable for the gateway.
+pub const READ_ONLY_ROLE_SQL: &str = "CREATE ROLE gatehouse_ro LOGIN PASSWORD 'ro-secret'; \
+     GRANT SELECT ON ALL TABLES IN SCHEMA public TO gatehouse_ro";
+
+/// Sets the read-only role's password variable (see [`READ_ONLY_TARGET`]).
+pub fn read_only_password() {
+    std::env::set_var("GH_TEST_RO_PASSWORD", "ro-secret");
+}
+
+/// Clients that insert notes `fault-CLIENT-N` into `audit_probe` until an
+/// insert fails, half by simple Query and half by extended protocol; every
+/// note whose insert was acknowledged is pushed to the returned list.
+pub fn write_load(
+    clients: Vec<tokio_postgres::Client>,
+) -> (
+    Vec<tokio::task::JoinHandle<()>>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tasks = clients
+        .into_iter()
+        .enumerate()
+        .map(|(client, c)| {
+            let acknowledged = acknowledged.clone();
+            tokio::spawn(async move {
+                for n in 0.. {
+                    let note = format!("fault-{client}-{n}");
+                    let done = if client % 2 == 0 {
+                        c.simple_query(&format!("INSERT INTO audit_probe (note) VALUES ('{note}')"))
+                            .await
+                            .map(|_| ())
+                    } else {
+                        c.execute("INSERT INTO audit_probe (note) VALUES ($1)", &[&note])
+                            .await
+                            .map(|_| ())
+                    };
+                    match done {
+                        Ok(()) => acknowledged.lock().unwrap().push(note),
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    (tasks, acknowledged)
+}
+
 /// A hand-driven protocol client, for messages no driver sends.
 pub struct RawClient {
     pub stream: tokio::net::TcpStream,
