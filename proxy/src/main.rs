@@ -497,12 +497,14 @@ fn run(command: Command) -> Result<()> {
                                 .with_context(|| format!("cannot read policy file {}", p.display()))
                         })
                         .transpose()?;
-                    let explanation = admin.client()?.policy_explain(
-                        &identity,
-                        target.as_deref(),
-                        &sql,
-                        source.as_deref(),
-                    )?;
+                    let explanation = admin
+                        .client()?
+                        .policy_explain(&identity, target.as_deref(), &sql, source.as_deref())
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "{e:#}; to judge by the policy alone, without a running gateway, pass --config gatehouse.toml"
+                            )
+                        })?;
                     print!(
                         "{}",
                         explanation.to_text(&identity, target.as_deref().unwrap_or("its target"))
