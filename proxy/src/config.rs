@@ -123,7 +123,9 @@ pub struct ListenSection {
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Most connections one client address may hold before they log in;
-    /// more are answered FATAL 53300. Default 100.
+    /// more are answered FATAL 53300. Default 256: room for an application
+    /// server opening its whole pool at once, while one address cannot
+    /// take every place of `max_connections`.
     #[serde(default = "default_max_pending_logins_per_address")]
     pub max_pending_logins_per_address: usize,
 }
@@ -133,7 +135,7 @@ fn default_max_connections() -> usize {
 }
 
 fn default_max_pending_logins_per_address() -> usize {
-    100
+    256
 }
 
 impl Default for ListenSection {

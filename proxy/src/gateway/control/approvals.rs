@@ -19,14 +19,9 @@ use tokio::sync::oneshot;
 
 use crate::gateway::control::webhooks::Webhooks;
 
-/// What became of a held statement, as its session learns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Approved by a quorum: run it.
-    Approved,
-    /// Refused: tell the client why.
-    Refused(String),
-}
+/// What became of a held statement (defined with the session that waits
+/// for it).
+pub use crate::gateway::relay::session::Approval as Outcome;
 
 /// Why an approver's action was not taken.
 #[derive(Debug, thiserror::Error)]

@@ -5,9 +5,8 @@
 //! inline masking (`masking`).
 //!
 //! Still to untangle (issue 12): the relay depends on the control layer in
-//! two places only, both on the statement path: `control::shared::Shared`
-//! (policy, the ledger writer, blocks, containment, the approval desk) and
-//! `control::approvals::Outcome` (what an approver decided). The control
+//! one place, on the statement path: `control::shared::Shared` (policy,
+//! the ledger writer, blocks, containment, the approval desk). The control
 //! layer starts sessions, so the two layers import each other there. The
 //! next step is a narrow interface the relay is given, which the control
 //! layer implements.

@@ -54,7 +54,6 @@ use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter
 use tracing::{info, warn};
 
 use crate::config::Target;
-use crate::gateway::control::approvals::Outcome as Approval;
 use crate::gateway::control::shared::Shared;
 use crate::gateway::relay::masking::{self, MaskSpec, StatementMask};
 use crate::gateway::relay::read_ahead::{Ahead, ReadAhead};
@@ -97,6 +96,16 @@ pub struct Termination {
     pub operator: Option<String>,
     /// Shown to the client and recorded.
     pub reason: String,
+}
+
+/// What became of a held statement, as its session learns it from the
+/// approvers (through the control layer's approval desk).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    /// Approved by a quorum: run it.
+    Approved,
+    /// Refused: tell the client why.
+    Refused(String),
 }
 
 /// A statement prepared with Parse: its text and classification.
