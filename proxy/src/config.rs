@@ -153,6 +153,17 @@ impl Default for ListenSection {
 }
 
 impl ListenSection {
+    /// Refuses limits that would refuse every client.
+    pub fn check_limits(&self) -> Result<()> {
+        if self.max_connections == 0 {
+            anyhow::bail!("[listen] max_connections must be at least 1");
+        }
+        if self.max_pending_logins_per_address == 0 {
+            anyhow::bail!("[listen] max_pending_logins_per_address must be at least 1");
+        }
+        Ok(())
+    }
+
     /// `login_timeout`, parsed (default 10 s).
     pub fn login_timeout(&self) -> Result<Duration> {
         match &self.login_timeout {

@@ -39,6 +39,7 @@ impl Gateway {
     /// Rebuilds state from the ledger, opens the ledger writer and binds the
     /// listener.
     pub async fn bind(config: &Config) -> Result<Gateway> {
+        config.listen.check_limits()?;
         let targets = config.resolve_targets()?;
         if targets.is_empty() {
             anyhow::bail!("the config has no [[target]]: add the database clients should reach");
