@@ -524,7 +524,7 @@ async fn policy_explain(
     };
     let classification = shared.verdicts.classify(&body.sql);
     let j = crate::gateway::relay::session::judge_statement(
-        &shared,
+        shared.as_ref(),
         &policy,
         &body.identity,
         &target,

@@ -515,6 +515,108 @@ impl Shared {
     }
 }
 
+/// What sessions ask of the gateway (see the relay's `Services`).
+impl crate::gateway::relay::services::Services for Shared {
+    fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    fn policy(&self) -> Arc<Policy> {
+        Shared::policy(self)
+    }
+
+    fn classify(&self, sql: &str) -> Arc<Classification> {
+        self.verdicts.classify(sql)
+    }
+
+    fn masking(&self) -> &super::super::relay::masking::Masking {
+        &self.masking
+    }
+
+    fn blocked(&self, identity: &str) -> Option<String> {
+        Shared::blocked(self, identity)
+    }
+
+    fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    fn record_rows(&self) -> usize {
+        self.record_rows
+    }
+
+    fn shutdown(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    fn approvers(&self) -> Vec<String> {
+        self.operators
+            .read()
+            .expect("operators lock")
+            .holding(gatehouse_engine::operators::Role::Approver)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn active_grant(
+        &self,
+        identity: &str,
+        fingerprint: &str,
+        now: gatehouse_ledger::event::Nanos,
+    ) -> Option<gatehouse_engine::approvals::Grant> {
+        self.approvals.active_grant(identity, fingerprint, now)
+    }
+
+    async fn request_approval(
+        &self,
+        request: gatehouse_ledger::event::ApprovalRequested,
+    ) -> Result<
+        (
+            u64,
+            tokio::sync::oneshot::Receiver<super::approvals::Outcome>,
+        ),
+        AppendError,
+    > {
+        self.approvals.request(&self.ledger, request).await
+    }
+
+    async fn expire_approval(&self, id: u64) -> Result<super::approvals::Outcome, AppendError> {
+        self.approvals.expire(&self.ledger, id).await
+    }
+
+    async fn withdraw_approval(&self, id: u64, reason: &str) -> Result<(), String> {
+        self.approvals
+            .deny(&self.ledger, id, None, reason)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn withdraw_session_approvals(
+        &self,
+        session: u64,
+        reason: &str,
+    ) -> Result<usize, AppendError> {
+        self.approvals
+            .deny_where(&self.ledger, |a| a.session == session, reason)
+            .await
+    }
+
+    fn note_denial(&self, identity: &str) -> Option<String> {
+        Shared::note_denial(self, identity)
+    }
+
+    async fn block(
+        &self,
+        identity: &str,
+        operator: &str,
+        reason: &str,
+        trigger: Option<String>,
+    ) -> Result<(), AppendError> {
+        Shared::block(self, identity, operator, reason, trigger).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::VerdictCache;

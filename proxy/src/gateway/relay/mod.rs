@@ -4,16 +4,14 @@
 //! connection (`upstream`), what the target's catalog says (`catalog`) and
 //! inline masking (`masking`).
 //!
-//! Still to untangle (issue 12): the relay depends on the control layer in
-//! one place, on the statement path: `control::shared::Shared` (policy,
-//! the ledger writer, blocks, containment, the approval desk). The control
-//! layer starts sessions, so the two layers import each other there. The
-//! next step is a narrow interface the relay is given, which the control
-//! layer implements.
+//! What a session needs from the gateway around it (the ledger, policy,
+//! approvals, blocks) comes through [`services::Services`], which the
+//! control layer implements: the relay imports nothing of it.
 
 pub mod catalog;
 pub mod masking;
 pub mod read_ahead;
 pub mod server_names;
+pub mod services;
 pub mod session;
 pub mod upstream;

@@ -54,10 +54,10 @@ use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter
 use tracing::{info, warn};
 
 use crate::config::Target;
-use crate::gateway::control::shared::Shared;
 use crate::gateway::relay::masking::{self, MaskSpec, StatementMask};
 use crate::gateway::relay::read_ahead::{Ahead, ReadAhead};
 use crate::gateway::relay::server_names::{Answer, Lookup, Names, OnFailure, Outcome};
+use crate::gateway::relay::services::Services;
 use crate::gateway::wire::frame::{self, read_frame, Frame, FrameError};
 use crate::gateway::wire::random_bytes;
 use crate::gateway::wire::Stream;
@@ -284,11 +284,11 @@ struct Tracker {
     last_description: Vec<ResultColumn>,
 }
 
-struct Context {
+struct Context<C> {
     /// DDL ran in the current transaction (see [`Context::transaction_state`]).
     ddl_in_transaction: AtomicBool,
     info: SessionInfo,
-    shared: Arc<Shared>,
+    shared: Arc<C>,
     tracker: Mutex<Tracker>,
     flush: tokio::sync::Notify,
     /// Woken whenever answers from PostgreSQL have been taken in.
@@ -299,7 +299,7 @@ struct Context {
     marker: String,
 }
 
-impl Context {
+impl<C: Services> Context<C> {
     /// Records the end of an execution: what it masked, then its response.
     /// DDL, and results from tables the catalog did not know, invalidate
     /// masking's catalog cache.
@@ -314,14 +314,14 @@ impl Context {
             completed.extend(m.event(self.info.id, &self.info.identity, e.query));
             if m.stale_catalog {
                 self.shared
-                    .masking
+                    .masking()
                     .catalog
                     .invalidate(&self.info.target.name);
             }
         }
         if e.ddl {
             self.shared
-                .masking
+                .masking()
                 .catalog
                 .invalidate(&self.info.target.name);
             self.ddl_in_transaction.store(true, Ordering::Relaxed);
@@ -334,7 +334,7 @@ impl Context {
     fn transaction_state(&self, status: Option<u8>) {
         if status == Some(b'I') && self.ddl_in_transaction.swap(false, Ordering::Relaxed) {
             self.shared
-                .masking
+                .masking()
                 .catalog
                 .invalidate(&self.info.target.name);
         }
@@ -389,11 +389,11 @@ pub async fn run_internal(upstream: &mut dyn Stream, sql: &str) -> anyhow::Resul
 }
 
 /// Relays one session until either side closes.
-pub async fn relay<S: Stream>(
+pub async fn relay<S: Stream, C: Services>(
     client: S,
     upstream: Box<dyn Stream>,
     info: SessionInfo,
-    shared: Arc<Shared>,
+    shared: Arc<C>,
     mut killed: tokio::sync::watch::Receiver<Option<Termination>>,
 ) -> anyhow::Result<()> {
     let marker = format!(
@@ -437,7 +437,7 @@ pub async fn relay<S: Stream>(
         query: 0,
         next_denial: 0,
     };
-    let mut shutdown = ctx.shared.shutdown.subscribe();
+    let mut shutdown = ctx.shared.shutdown();
     let outcome = tokio::select! {
         r = client_side.run() => r,
         r = upstream_to_client(&ctx, upstream_r, notices_rx, &mut client_w) => Ok(match r {
@@ -510,10 +510,8 @@ pub async fn relay<S: Stream>(
     let session = ctx.info.id;
     match ctx
         .shared
-        .approvals
-        .deny_where(
-            &ctx.shared.ledger,
-            |a| a.session == session,
+        .withdraw_session_approvals(
+            session,
             &format!("the session ended while the statement was held ({reason})"),
         )
         .await
@@ -542,7 +540,7 @@ pub async fn relay<S: Stream>(
         })
         .to_pending(),
     );
-    if let Err(e) = ctx.shared.ledger.append_pending(events).await {
+    if let Err(e) = ctx.shared.ledger().append_pending(events).await {
         warn!(
             session = ctx.info.id,
             "cannot record the end of the session: {e}"
@@ -582,21 +580,21 @@ enum End {
 
 /// Appends deferred Response events shortly after they appear, so a quiet
 /// session's last responses do not wait for its next statement.
-async fn flush_deferred(ctx: &Context) {
+async fn flush_deferred<C: Services>(ctx: &Context<C>) {
     loop {
         ctx.flush.notified().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         let events = std::mem::take(&mut ctx.tracker.lock().expect("tracker").deferred);
         if !events.is_empty() {
-            if let Err(e) = ctx.shared.ledger.append_pending(events).await {
+            if let Err(e) = ctx.shared.ledger().append_pending(events).await {
                 warn!(session = ctx.info.id, "cannot record responses: {e}");
             }
         }
     }
 }
 
-struct ClientSide<'c, R> {
-    ctx: &'c Context,
+struct ClientSide<'c, C, R> {
+    ctx: &'c Context<C>,
     client: ReadAhead<R>,
     upstream: BufWriter<tokio::io::WriteHalf<Box<dyn Stream>>>,
     /// The prepared statements PostgreSQL holds (see [`Names`]).
@@ -678,10 +676,10 @@ fn judge(verdict: &Verdict, classification: &Classification) -> Judgement {
     }
 }
 
-impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
+impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
     async fn run(&mut self) -> std::io::Result<End> {
         loop {
-            let f = match read_frame(&mut self.client, self.ctx.shared.max_frame).await {
+            let f = match read_frame(&mut self.client, self.ctx.shared.max_frame()).await {
                 Ok(f) => f,
                 Err(FrameError::Closed) => return Ok(End::ClientClosed),
                 Err(FrameError::Io(e)) => return Err(e),
@@ -974,7 +972,7 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
             })
             .to_pending(),
         );
-        match self.ctx.shared.ledger.append_pending(events).await {
+        match self.ctx.shared.ledger().append_pending(events).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 warn!(
@@ -1032,7 +1030,7 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
             expires_at: now_nanos().saturating_add(timeout.as_nanos() as u64),
             fingerprint: fingerprint(sql),
         };
-        let (id, outcome) = match shared.approvals.request(&shared.ledger, request).await {
+        let (id, outcome) = match shared.request_approval(request).await {
             Ok(held) => held,
             Err(e) => {
                 warn!(
@@ -1057,7 +1055,7 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
             settings.approvers,
             timeout,
             &self.ctx.info.identity,
-            &shared.operators.read().expect("operators lock"),
+            shared.approvers(),
         ));
         // The statement is held for the client that asked: it is withdrawn
         // when the client cancels it or goes away, and never runs after.
@@ -1094,23 +1092,15 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
             Waited::Decided(Ok(Err(_))) => {
                 Approval::Refused("the approval request was withdrawn".into())
             }
-            Waited::Decided(Err(_)) => shared
-                .approvals
-                .expire(&shared.ledger, id)
-                .await
-                .unwrap_or_else(|e| {
-                    Approval::Refused(format!("the timeout could not be recorded: {e}"))
-                }),
+            Waited::Decided(Err(_)) => shared.expire_approval(id).await.unwrap_or_else(|e| {
+                Approval::Refused(format!("the timeout could not be recorded: {e}"))
+            }),
             Waited::Withdrawn(why) => {
                 let reason = match why {
                     Withdrawal::Cancelled => "withdrawn: the client cancelled the statement",
                     Withdrawal::ClientGone => "withdrawn: the client disconnected",
                 };
-                if let Err(e) = shared
-                    .approvals
-                    .deny(&shared.ledger, id, None, reason)
-                    .await
-                {
+                if let Err(e) = shared.withdraw_approval(id, reason).await {
                     // Decided meanwhile (an approval is not acted on: the
                     // client withdrew), or the withdrawal is unrecorded.
                     warn!(session = self.ctx.info.id, approval = id, "{reason}: {e}");
@@ -1203,7 +1193,7 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
     }
 
     async fn simple_query(&mut self, f: Frame, sql: String) -> std::io::Result<()> {
-        let classification = self.ctx.shared.verdicts.classify(&sql);
+        let classification = self.ctx.shared.classify(&sql);
         let mut j = decide(self.ctx, &sql, &classification).await;
         self.refuse_fetch_of_protocol_portals(&sql, &classification, &mut j);
         if let Err(error) = self
@@ -1238,7 +1228,7 @@ impl<R: AsyncBufRead + Unpin> ClientSide<'_, R> {
 
     async fn parse(&mut self, f: Frame, p: Parse) -> std::io::Result<()> {
         let name = p.name.unwrap_or_default();
-        let classification = self.ctx.shared.verdicts.classify(&p.query);
+        let classification = self.ctx.shared.classify(&p.query);
         let j = decide(self.ctx, &p.query, &classification).await;
         // A statement needing approval is held at Execute, with its parameters.
         let denied = j.action == Action::Deny;
@@ -1413,12 +1403,11 @@ fn held_notice(
     quorum: u64,
     timeout: Duration,
     identity: &str,
-    operators: &gatehouse_engine::operators::Operators,
+    approvers: Vec<String>,
 ) -> BytesMut {
-    let approvers: Vec<&str> = operators
-        .holding(gatehouse_engine::operators::Role::Approver)
+    let approvers: Vec<String> = approvers
         .into_iter()
-        .filter(|name| *name != identity)
+        .filter(|name| name != identity)
         .collect();
     let who = if approvers.is_empty() {
         "no operator holds the approver role yet (gatehouse operator add NAME --role approver)"
@@ -1471,10 +1460,14 @@ enum Withdrawal {
 }
 
 /// Judges a statement for this session (see [`judge_statement`]).
-async fn decide(ctx: &Context, sql: &str, classification: &Classification) -> Judgement {
+async fn decide<C: Services>(
+    ctx: &Context<C>,
+    sql: &str,
+    classification: &Classification,
+) -> Judgement {
     let policy = ctx.shared.policy();
     judge_statement(
-        &ctx.shared,
+        ctx.shared.as_ref(),
         &policy,
         &ctx.info.identity,
         &ctx.info.target,
@@ -1488,8 +1481,8 @@ async fn decide(ctx: &Context, sql: &str, classification: &Classification) -> Ju
 /// for `gatehouse policy explain` alike: policy judged through the views
 /// the statement names (from the target's catalog), masking (which needs
 /// the catalog, hence async), grants, blocks.
-pub(crate) async fn judge_statement(
-    shared: &Shared,
+pub(crate) async fn judge_statement<C: Services>(
+    shared: &C,
     policy: &Policy,
     identity: &str,
     target: &Target,
@@ -1501,14 +1494,12 @@ pub(crate) async fn judge_statement(
         target: &target.name,
     };
     let mut verdict = decide_through_views(shared, target, policy, &subject, classification).await;
-    let mask = masking::prepare(&shared.masking, target, sql, classification, &mut verdict).await;
+    let mask = masking::prepare(shared.masking(), target, sql, classification, &mut verdict).await;
     let mut j = judge(&verdict, classification);
     j.mask = mask;
     j.statements = verdict.statements;
     if j.action == Action::RequireApproval {
-        let grant = shared
-            .approvals
-            .active_grant(identity, &fingerprint(sql), now_nanos());
+        let grant = shared.active_grant(identity, &fingerprint(sql), now_nanos());
         if let Some(g) = grant {
             j.action = Action::Allow;
             j.message = Some(format!(
@@ -1535,8 +1526,8 @@ pub(crate) async fn judge_statement(
 /// calls of the statement (see `classify::with_view_calls`). The views come
 /// from the target's catalog (cached); when it cannot be read, statements
 /// that name relations are denied, since a view could hide either.
-async fn decide_through_views(
-    shared: &Shared,
+async fn decide_through_views<C: Services>(
+    shared: &C,
     target: &Target,
     policy: &Policy,
     subject: &Subject<'_>,
@@ -1550,7 +1541,12 @@ async fn decide_through_views(
     if relations.is_empty() {
         return policy.decide(subject, classification);
     }
-    let reads = match shared.masking.catalog.view_reads(target, &relations).await {
+    let reads = match shared
+        .masking()
+        .catalog
+        .view_reads(target, &relations)
+        .await
+    {
         Ok(reads) => reads,
         Err(e) => {
             warn!(target = target.name, "view lookup failed: {e}");
@@ -1610,7 +1606,7 @@ async fn decide_through_views(
 /// Automatic containment: after a denial, blocks the identity if the
 /// policy's threshold of denials within its window has been reached. The
 /// block ends this session too (through its kill signal).
-async fn contain_if_needed(ctx: &Context) -> std::io::Result<()> {
+async fn contain_if_needed<C: Services>(ctx: &Context<C>) -> std::io::Result<()> {
     let identity = &ctx.info.identity;
     if let Some(trigger) = ctx.shared.note_denial(identity) {
         warn!(identity, "automatic containment: {trigger}");
@@ -1675,8 +1671,8 @@ fn tag_rows(tag: &str) -> u64 {
 /// when the database closes the connection (`None`), or reports a setting
 /// that changes how it reads SQL text (`name value`), which ends the
 /// session.
-async fn upstream_to_client<W: AsyncWrite + Unpin>(
-    ctx: &Context,
+async fn upstream_to_client<C: Services, W: AsyncWrite + Unpin>(
+    ctx: &Context<C>,
     mut upstream: tokio::io::ReadHalf<Box<dyn Stream>>,
     mut notices: tokio::sync::mpsc::UnboundedReceiver<BytesMut>,
     client: &mut W,
@@ -1784,8 +1780,8 @@ fn stretch_failed(t: &Tracker) -> Option<bool> {
 }
 
 /// Tracks one backend frame; returns a replacement frame if it must change.
-fn observe(
-    ctx: &Context,
+fn observe<C: Services>(
+    ctx: &Context<C>,
     t: &mut Tracker,
     tag: u8,
     frame: &[u8],
@@ -1866,7 +1862,7 @@ fn observe(
             None
         }
         b'D' => {
-            let cap = ctx.shared.record_rows;
+            let cap = ctx.shared.record_rows();
             if let Some(Pending::Exec(e)) = t.pending.front_mut() {
                 if e.columns.is_empty() && e.result.is_empty() {
                     e.set_columns(t.last_description.clone());
