@@ -32,6 +32,30 @@ pub struct Config {
     /// Masking secrets.
     #[serde(default)]
     pub masking: MaskingSection,
+    /// How the gateway logs.
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[log]`: the gateway's log on standard error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` (the default; colours only on a terminal) or `json` (one
+    /// object per line, for log shippers).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// See [`LogSection::format`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `[masking]`: the secret behind `hash` pseudonyms.

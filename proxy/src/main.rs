@@ -427,13 +427,17 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Serve { config } => {
             let config = Config::load(&config)?;
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            let logs = tracing_subscriber::fmt()
+                .with_env_filter(filter)
                 .with_writer(std::io::stderr)
-                .init();
+                // No colour codes in a file or a pipe.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+            match config.log.format {
+                gatehouse::config::LogFormat::Text => logs.init(),
+                gatehouse::config::LogFormat::Json => logs.json().init(),
+            }
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(gateway::serve(&config))?;
         }

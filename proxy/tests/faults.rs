@@ -393,3 +393,35 @@ async fn a_full_ledger_disk_refuses_statements_and_recovers_by_itself() {
     assert!(recorded.contains("fault-after"));
     assert!(env.verify().is_intact());
 }
+
+/// Issue 16 (in part): the gateway's log in a file or a pipe has no colour
+/// codes, and `[log] format = "json"` gives one JSON object per line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_plain_in_a_pipe_and_json_on_request() {
+    let mut env = Env::start(POLICY).await;
+    env.stop().await;
+    for json in [false, true] {
+        if json {
+            let mut text = std::fs::read_to_string(&env.config).unwrap();
+            text.push_str("\n[log]\nformat = \"json\"\n");
+            std::fs::write(&env.config, text).unwrap();
+        }
+        let (mut child, port) = env.serve_as_process_logging().await;
+        let c = env.connect_to_port(port, "agent").await;
+        let _ = c.simple_query("SELECT ssn FROM customers").await;
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(log.contains("gatehouse is serving"), "{log}");
+        assert!(!log.contains('\u{1b}'), "colour codes in a pipe: {log}");
+        if json {
+            for line in log.lines().filter(|l| !l.trim().is_empty()) {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+            }
+        }
+    }
+}

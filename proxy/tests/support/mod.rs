@@ -236,25 +236,32 @@ impl Env {
     /// serve`) on a free port, to kill it like a real one; returns it and
     /// the port, once it accepts logins.
     pub async fn serve_as_process(&self) -> (std::process::Child, u16) {
+        self.spawn_serve(std::process::Stdio::null()).await
+    }
+
+    /// Like [`Env::serve_as_process`], with its standard error (the log)
+    /// piped, for `wait_with_output`.
+    pub async fn serve_as_process_logging(&self) -> (std::process::Child, u16) {
+        self.spawn_serve(std::process::Stdio::piped()).await
+    }
+
+    async fn spawn_serve(&self, stderr: std::process::Stdio) -> (std::process::Child, u16) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let text = std::fs::read_to_string(&self.config).unwrap();
-        let any = "[listen]\naddress = \"127.0.0.1:0\"";
-        let at = text.find(any).expect("the listen address");
-        let text = format!(
-            "{}[listen]\naddress = \"127.0.0.1:{port}\"{}",
-            &text[..at],
-            &text[at + any.len()..]
-        );
+        let key = "[listen]\naddress = \"";
+        let at = text.find(key).expect("the listen address") + key.len();
+        let end = at + text[at..].find('"').expect("the address's end");
+        let text = format!("{}127.0.0.1:{port}{}", &text[..at], &text[end..]);
         std::fs::write(&self.config, text).unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
             .args(["serve", "--config"])
             .arg(&self.config)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         for _ in 0..200 {
