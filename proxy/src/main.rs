@@ -84,8 +84,11 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// List the running gateway's sessions.
+    /// List the running gateway's sessions: a table, or JSON with --json.
     Sessions {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -645,11 +648,13 @@ fn run(command: Command) -> Result<()> {
             admin.client()?.kill(session, &reason)?;
             eprintln!("session {session} ended");
         }
-        Command::Sessions { admin } => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&admin.client()?.sessions()?)?
-            );
+        Command::Sessions { json, admin } => {
+            let list = admin.client()?.sessions()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", sessions_table(&list));
+            }
         }
         Command::Approvals { all, json, admin } => {
             let list = admin.client()?.approvals(all)?;
@@ -853,6 +858,67 @@ fn write_stdout(text: &str) -> Result<()> {
 }
 
 /// The approval list for people: one block per request.
+/// The running sessions, one line each, aligned.
+fn sessions_table(list: &serde_json::Value) -> String {
+    let empty = Vec::new();
+    let items = list.as_array().unwrap_or(&empty);
+    if items.is_empty() {
+        return "no sessions\n".to_owned();
+    }
+    let header = [
+        "SESSION",
+        "IDENTITY",
+        "TARGET",
+        "CLIENT",
+        "APPLICATION",
+        "STARTED",
+        "HELD",
+    ];
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|s| {
+            let text = |k: &str| printable(s[k].as_str().unwrap_or("-"));
+            vec![
+                s["session"].to_string(),
+                text("identity"),
+                text("target"),
+                text("client_addr"),
+                text("application_name"),
+                text("started"),
+                if s["holding"].as_bool() == Some(true) {
+                    "awaiting approval".to_owned()
+                } else {
+                    "-".to_owned()
+                },
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        let mut l: String = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}  "))
+            .collect();
+        l.truncate(l.trim_end().len());
+        l.push('\n');
+        l
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
 fn approvals_table(list: &serde_json::Value) -> String {
     let empty = Vec::new();
     let items = list.as_array().unwrap_or(&empty);

@@ -132,7 +132,19 @@ async fn the_cli_blocks_an_identity_through_the_api() {
     };
     let (ok, sessions, err) = tokio::task::block_in_place(|| run(admin_args(&["sessions"])));
     assert!(ok, "{err}");
+    let row = sessions
+        .lines()
+        .find(|l| l.contains(" agent "))
+        .unwrap_or_else(|| panic!("{sessions}"));
+    assert!(
+        sessions.starts_with("SESSION") && row.contains("shop") && row.contains("127.0.0.1"),
+        "{sessions}"
+    );
+    let (ok, sessions, err) =
+        tokio::task::block_in_place(|| run(admin_args(&["sessions", "--json"])));
+    assert!(ok, "{err}");
     assert!(sessions.contains("\"identity\": \"agent\""), "{sessions}");
+    assert!(sessions.contains("\"target\": \"shop\""), "{sessions}");
     let (ok, _, err) = tokio::task::block_in_place(|| {
         run(admin_args(&[
             "block",

@@ -234,6 +234,16 @@ pub struct SessionView {
     pub identity: String,
     /// The credential it logged in with.
     pub credential: String,
+    /// The target it reaches.
+    pub target: String,
+    /// The client's address.
+    pub client_addr: String,
+    /// The client's application_name.
+    pub application_name: Option<String>,
+    /// When it logged in, RFC 3339.
+    pub started: String,
+    /// A statement of it is held for approval now.
+    pub holding: bool,
 }
 
 async fn sessions(
@@ -250,6 +260,15 @@ async fn sessions(
             session: *id,
             identity: c.identity.clone(),
             credential: c.credential.clone(),
+            target: c.target.clone(),
+            client_addr: c.client_addr.clone(),
+            application_name: c.application_name.clone(),
+            started: gatehouse_verify::report::rfc3339(c.started),
+            holding: c
+                .upstream
+                .held
+                .holding
+                .load(std::sync::atomic::Ordering::SeqCst),
         })
         .collect();
     list.sort_by_key(|s| s.session);

@@ -584,6 +584,10 @@ async fn startup_with<S: Stream>(
         SessionControl {
             identity: identity.clone(),
             credential: credential.clone(),
+            target: target.name.clone(),
+            client_addr: client_addr.clone(),
+            application_name: application_name.clone(),
+            started: now_ns(),
             upstream: CancelTarget {
                 target: target.clone(),
                 key: upstream.cancel_key,

@@ -86,6 +86,14 @@ pub struct SessionControl {
     pub identity: String,
     /// The credential it logged in with.
     pub credential: String,
+    /// The target it reaches.
+    pub target: String,
+    /// The client's address.
+    pub client_addr: String,
+    /// The client's application_name.
+    pub application_name: Option<String>,
+    /// When it logged in (Unix ns).
+    pub started: u64,
     /// Where its in-flight statement can be cancelled.
     pub upstream: CancelTarget,
     /// Ends the session.
