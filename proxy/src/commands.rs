@@ -488,7 +488,7 @@ pub fn policy_explain(
     let classification = classify(sql);
     let verdict = policy.decide(&Subject { identity, target }, &classification);
     let explanation = Explanation {
-        action: action_name(verdict.action).to_owned(),
+        action: crate::replay::action_name(verdict.action).to_owned(),
         rule: verdict.rule.clone(),
         message: verdict.message.clone(),
         statements: explain_statements(&classification, &verdict.statements),
@@ -496,16 +496,6 @@ pub fn policy_explain(
         pipeline: "offline".into(),
     };
     Ok(explanation.to_text(identity, target))
-}
-
-/// An action's name as policy files and the ledger spell it.
-pub fn action_name(action: gatehouse_engine::Action) -> &'static str {
-    match action {
-        gatehouse_engine::Action::Allow => "allow",
-        gatehouse_engine::Action::Deny => "deny",
-        gatehouse_engine::Action::RequireApproval => "require_approval",
-        gatehouse_engine::Action::Mask => "mask",
-    }
 }
 
 #[cfg(test)]

@@ -1196,7 +1196,8 @@ fn protocol_name(p: ev::Protocol) -> &'static str {
     }
 }
 
-fn action_name(a: ev::Action) -> &'static str {
+/// An action's name as policy files and the ledger spell it.
+pub fn action_name(a: ev::Action) -> &'static str {
     match a {
         ev::Action::Allow => "allow",
         ev::Action::Deny => "deny",

@@ -552,7 +552,7 @@ async fn policy_explain(
     )
     .await;
     let explanation = crate::commands::Explanation {
-        action: crate::commands::action_name(j.action).to_owned(),
+        action: crate::replay::action_name(j.action).to_owned(),
         rule: j.rule.clone(),
         message: j.message.clone(),
         statements: crate::commands::explain_statements(&classification, &j.statements),
