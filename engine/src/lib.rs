@@ -41,6 +41,23 @@ pub struct StatementInfo {
     pub dangerous: Vec<String>,
     /// Why the class is `Unknown` (e.g. the parser's complaint), if it is.
     pub reason: Option<String>,
+    /// The column references that can only name columns of tables (no
+    /// derived table, table function or whole row could supply them). The
+    /// gateway checks them against the target's catalog, so a name it
+    /// would read differently, or a function called in column notation
+    /// (`c.leak` for `leak(c)`), is not taken as touching nothing.
+    pub references: Vec<ColumnReference>,
+}
+
+/// One column reference of a statement (see [`StatementInfo::references`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ColumnReference {
+    /// The `schema.table.column` names it may stand for: PostgreSQL
+    /// resolves it to exactly one of them, or reads it otherwise.
+    pub candidates: Vec<String>,
+    /// Written with a qualifier (`c.name`): where no candidate table has
+    /// the column, PostgreSQL reads `c.f` as the call `f(c)`.
+    pub qualified: bool,
 }
 
 /// The classification of everything in one query string (a simple-protocol

@@ -17,6 +17,7 @@ fn stmt(class: StatementClass, command: &str, tables: &[&str]) -> StatementInfo 
         functions: Vec::new(),
         dangerous: Vec::new(),
         reason: None,
+        references: Vec::new(),
     }
 }
 

@@ -305,3 +305,113 @@ async fn calls_hidden_in_views_are_judged() {
         .await
         .unwrap();
 }
+
+/// Names the catalog lacks (issue 13). PostgreSQL reads `c.leak`, where
+/// `customers` has no column `leak`, as the call `leak(c)` (column
+/// notation): before the catalog was asked, that returned raw SSNs as a
+/// "read of public.customers.leak", and `o.bump` ran a writing function as
+/// a read. Now such a reference is judged as the call it is, and any name
+/// the catalog lacks next to a protected table is refused by Gatehouse
+/// with the name in its message. Legitimate statements still run: a table
+/// created in the session's own open transaction, or by someone else a
+/// moment ago.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_the_catalog_lacks_are_judged_as_postgresql_reads_them() {
+    let policy = format!(
+        "{POLICY}\n[[rule]]\nname = \"agent-scratch\"\nidentity = \"agent\"\nclasses = [\"ddl\"]\naction = \"allow\"\n"
+    );
+    let env = Env::start_custom(&policy, "", "", |pg| {
+        pg.psql(
+            "shop",
+            "CREATE FUNCTION leak(customers) RETURNS text LANGUAGE sql AS 'SELECT $1.ssn'; \
+             CREATE FUNCTION bump(orders) RETURNS int LANGUAGE sql AS \
+               'UPDATE orders SET total = total + 1000 WHERE id = 1 RETURNING 1'",
+        );
+    })
+    .await;
+    let before = env.pg.psql("shop", "SELECT total FROM orders WHERE id = 1");
+    let c = env.connect("agent").await;
+    let mut leaked = Vec::new();
+    for sql in [
+        "SELECT c.leak FROM customers c",
+        "SELECT customers.leak FROM customers",
+        "SELECT public.customers.leak FROM customers",
+        "SELECT c.to_json FROM customers c",
+        "SELECT c.row_to_json::text FROM customers c WHERE c.id < 3",
+        "SELECT x.leak FROM orders o JOIN customers x ON x.id = o.customer",
+    ] {
+        let e = c.simple_query(sql).await.expect_err(sql);
+        assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{sql}: {e}");
+        if let Some(secret) = leaks(format!("{e:?}").as_bytes()) {
+            leaked.push(format!("{sql}: {secret}"));
+        }
+        if let Ok(rows) = c.query(sql, &[]).await {
+            for row in rows {
+                let value: Option<Raw> = row.get(0);
+                if let Some(secret) = value.and_then(|v| leaks(&v.0)) {
+                    leaked.push(format!("binary {sql}: {secret}"));
+                }
+            }
+        }
+    }
+    assert!(leaked.is_empty(), "raw values came back: {leaked:?}");
+
+    // A writing function in column notation on an unprotected table is a
+    // function call, which this identity may not make.
+    let e = c
+        .simple_query("SELECT o.bump FROM orders o WHERE o.id = 1")
+        .await
+        .expect_err("column notation ran bump()");
+    assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e}");
+    assert_eq!(
+        env.pg.psql("shop", "SELECT total FROM orders WHERE id = 1"),
+        before,
+        "bump() ran"
+    );
+
+    // A misspelt column next to a protected table: Gatehouse's refusal,
+    // naming it. (Qualified, `c.emial` is a call of `emial(c)` with the
+    // whole row, which the SSN rule refuses.)
+    let e = c
+        .simple_query("SELECT emial FROM customers")
+        .await
+        .unwrap_err();
+    let message = e.as_db_error().unwrap().message().to_owned();
+    assert!(
+        message.contains("public.customers.emial") && message.contains("catalog"),
+        "{message}"
+    );
+    // The same typo elsewhere is PostgreSQL's own error.
+    let e = c
+        .simple_query("SELECT o.totl FROM orders o")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42703"), "{e}");
+
+    // A table the session created in its open transaction is its own.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("CREATE TEMP TABLE picks AS SELECT id FROM orders WHERE id < 3")
+        .await
+        .unwrap();
+    let rows = c
+        .query(
+            "SELECT p.id, c.name FROM picks p JOIN customers c ON c.id = p.id ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    c.batch_execute("COMMIT").await.unwrap();
+    // One created by someone else a moment ago is found at once.
+    env.pg
+        .psql("shop", "CREATE TABLE fresh AS SELECT 1 AS id, 'x' AS note");
+    let rows = c
+        .query(
+            "SELECT f.note, c.name FROM fresh f JOIN customers c ON c.id = f.id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(env.verify().is_intact());
+}

@@ -44,6 +44,7 @@ pub(super) fn unknown_info(reason: String) -> StatementInfo {
         functions: Vec::new(),
         dangerous: Vec::new(),
         reason: Some(reason),
+        references: Vec::new(),
     }
 }
 
@@ -179,6 +180,7 @@ fn info(
         functions: Vec::new(),
         dangerous: Vec::new(),
         reason: None,
+        references: Vec::new(),
     }
 }
 

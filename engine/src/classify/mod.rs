@@ -48,7 +48,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{TokenWithSpan, Tokenizer};
 
-use crate::{Classification, StatementInfo};
+use crate::{Classification, ColumnReference, StatementInfo};
 
 /// The settings that decide how PostgreSQL reads SQL text, with the values
 /// the classifier reads it with. Every upstream session starts with them.
@@ -171,30 +171,29 @@ pub fn classify_templated(sql: &str, template: &LiteralTemplate) -> (Classificat
 /// SELECT bump()`, behind what reads like `SELECT * FROM v`. `calls` are
 /// `schema.function` names as the catalog spells them.
 pub fn with_view_calls(statement: &StatementInfo, calls: &[String]) -> StatementInfo {
-    let mut findings = Findings {
-        class: statement.class,
-        reason: statement.reason.clone(),
-        tables: statement.tables.iter().cloned().collect(),
-        columns: statement.columns.iter().cloned().collect(),
-        functions: statement.functions.iter().cloned().collect(),
-        dangerous: statement.dangerous.iter().cloned().collect(),
-    };
+    let mut findings = Findings::of(statement);
     for call in calls {
         let parts: Vec<String> = call.split('.').map(str::to_owned).collect();
-        match functions::judge(&parts) {
-            functions::Verdict::Safe => {}
-            functions::Verdict::Unlisted => {
-                findings.functions.insert(call.clone());
-                findings.raise(StatementClass::Function);
-            }
-            functions::Verdict::Dangerous => {
-                findings.functions.insert(call.clone());
-                if let Some(last) = parts.last() {
-                    findings.dangerous.insert(last.clone());
-                }
-                findings.raise(StatementClass::Admin);
-            }
-        }
+        findings.call_by_catalog(call, &parts);
+    }
+    findings.into_info(statement.command.clone())
+}
+
+/// `statement` with its column-notation calls folded in: `t.f` where the
+/// catalog says `t` has no column `f` is the call `f(t)` to PostgreSQL,
+/// which passes `f` the whole row (so `c.to_json` returns every column of
+/// `c`, and `c.leak` runs whatever `leak` does). `calls` are the
+/// references as `schema.table.f` (see
+/// `CatalogNames::column_notation_calls`): each reads `schema.table.*` and
+/// calls `f`, judged as a call in the statement itself is.
+pub fn with_column_notation_calls(statement: &StatementInfo, calls: &[String]) -> StatementInfo {
+    let mut findings = Findings::of(statement);
+    for call in calls {
+        let Some((table, function)) = call.rsplit_once('.') else {
+            continue;
+        };
+        findings.columns.insert(format!("{table}.*"));
+        findings.call_by_catalog(function, &[function.to_owned()]);
     }
     findings.into_info(statement.command.clone())
 }
@@ -426,6 +425,7 @@ fn empty() -> StatementInfo {
         functions: Vec::new(),
         dangerous: Vec::new(),
         reason: None,
+        references: Vec::new(),
     }
 }
 
@@ -452,9 +452,45 @@ struct Findings {
     columns: BTreeSet<String>,
     functions: BTreeSet<String>,
     dangerous: BTreeSet<String>,
+    /// See [`StatementInfo::references`].
+    references: BTreeSet<ColumnReference>,
 }
 
 impl Findings {
+    /// The findings a classified statement was made from.
+    fn of(statement: &StatementInfo) -> Self {
+        Findings {
+            class: statement.class,
+            reason: statement.reason.clone(),
+            tables: statement.tables.iter().cloned().collect(),
+            columns: statement.columns.iter().cloned().collect(),
+            functions: statement.functions.iter().cloned().collect(),
+            dangerous: statement.dangerous.iter().cloned().collect(),
+            references: statement.references.iter().cloned().collect(),
+        }
+    }
+
+    /// A call the catalog revealed (through a view, or column notation),
+    /// reported as `name`: judged as a call written in the statement is
+    /// (known-safe builtins are not reported; other calls raise the class
+    /// to Function, dangerous ones to Admin).
+    fn call_by_catalog(&mut self, name: &str, parts: &[String]) {
+        match functions::judge(parts) {
+            functions::Verdict::Safe => {}
+            functions::Verdict::Unlisted => {
+                self.functions.insert(name.to_owned());
+                self.raise(StatementClass::Function);
+            }
+            functions::Verdict::Dangerous => {
+                self.functions.insert(name.to_owned());
+                if let Some(last) = parts.last() {
+                    self.dangerous.insert(last.clone());
+                }
+                self.raise(StatementClass::Admin);
+            }
+        }
+    }
+
     fn new() -> Self {
         Findings {
             class: StatementClass::Transaction,
@@ -463,6 +499,7 @@ impl Findings {
             columns: BTreeSet::new(),
             functions: BTreeSet::new(),
             dangerous: BTreeSet::new(),
+            references: BTreeSet::new(),
         }
     }
 
@@ -574,6 +611,7 @@ impl Findings {
             functions: self.functions.into_iter().collect(),
             dangerous: self.dangerous.into_iter().collect(),
             reason,
+            references: self.references.into_iter().collect(),
         }
     }
 }

@@ -37,6 +37,7 @@ use sqlparser::ast::{
 use super::names;
 use super::uses::{Tracker, Uses};
 use super::Findings;
+use crate::ColumnReference;
 
 /// What a query (or a RETURNING list) yields, so that outer references to
 /// a derived table or CTE can be traced back to base-table columns.
@@ -100,6 +101,9 @@ pub(super) struct Walker {
     budget: usize,
     /// How each column is used, when masking asked (see the `uses` module).
     pub(super) uses: Option<Tracker>,
+    /// Above zero while walking expressions that may also name output
+    /// columns (DISTINCT ON): their names are not kept as references.
+    lenient: usize,
 }
 
 /// See [`Walker::budget`].
@@ -122,6 +126,7 @@ impl Walker {
             captures: Vec::new(),
             budget: COLUMN_BUDGET,
             uses: None,
+            lenient: 0,
         }
     }
 
@@ -214,6 +219,51 @@ impl Walker {
     fn record_all(&mut self, columns: Vec<String>) {
         for column in columns {
             self.record(column);
+        }
+    }
+
+    /// Keeps a column reference's candidates (see
+    /// [`crate::StatementInfo::references`]) unless one of them is a whole
+    /// row, which every table has.
+    fn reference(&mut self, candidates: &[String], qualified: bool) {
+        if candidates.is_empty() || candidates.iter().any(|c| c.ends_with(".*")) {
+            return;
+        }
+        self.findings.references.insert(ColumnReference {
+            candidates: candidates.to_vec(),
+            qualified,
+        });
+    }
+
+    /// Whether an unqualified name can only be a column of a table: no FROM
+    /// item in scope is called that (a whole-row reference), and none could
+    /// supply it without the walker knowing its table (a table function,
+    /// a derived column whose name it could not infer, a renamed table).
+    fn closed_unqualified(&self, name: &str) -> bool {
+        !self.scopes.is_empty()
+            && self
+                .scopes
+                .iter()
+                .flat_map(|s| s.entries.iter())
+                .all(|e| e.name.as_deref() != Some(name) && only_table_columns(e, name))
+    }
+
+    /// [`Self::closed_unqualified`] for `t.c`, `s.t.c` and `t.c.field`: the
+    /// qualifier names a FROM item that can only supply table columns.
+    /// A qualifier that names no FROM item is left to PostgreSQL (which
+    /// refuses it) and to the table check.
+    fn closed_qualified(&self, parts: &[String]) -> bool {
+        match parts {
+            [q, c] => self
+                .entry_named(q)
+                .is_some_and(|e| only_table_columns(&e, c)),
+            [a, b, c] => match self.entry_qualified(a, b) {
+                Some(e) => only_table_columns(&e, c),
+                None => self
+                    .entry_named(a)
+                    .is_some_and(|e| only_table_columns(&e, b)),
+            },
+            _ => false,
         }
     }
 
@@ -1041,9 +1091,12 @@ impl Walker {
             w.generic(exclude);
             w.within(Uses::FILTER, |w| {
                 if let Some(Distinct::On(exprs)) = distinct {
+                    // Like ORDER BY, DISTINCT ON may name output columns.
+                    w.lenient += 1;
                     for e in exprs {
                         w.walk_expr(e);
                     }
+                    w.lenient -= 1;
                 }
                 w.generic(top);
             });
@@ -1707,12 +1760,19 @@ impl Walker {
             // Unquoted, these are SQL value keywords, never column names.
             Expr::Identifier(id) if id.quote_style.is_none() && is_value_keyword(&id.value) => {}
             Expr::Identifier(id) => {
-                let cols = self.resolve_unqualified(&names::ident(id));
+                let name = names::ident(id);
+                let cols = self.resolve_unqualified(&name);
+                if self.lenient == 0 && self.closed_unqualified(&name) {
+                    self.reference(&cols, false);
+                }
                 self.record_all(cols);
             }
             Expr::CompoundIdentifier(ids) => {
                 let parts: Vec<String> = ids.iter().map(names::ident).collect();
                 let cols = self.resolve_qualified(&parts);
+                if self.lenient == 0 && self.closed_qualified(&parts) {
+                    self.reference(&cols, true);
+                }
                 self.record_all(cols);
             }
             Expr::QualifiedWildcard(name, _) => self.qualified_row(name),
@@ -2116,6 +2176,19 @@ fn column_in_entry(entry: &Entry, name: &str, out: &mut Vec<String>) {
             }
         }
         Source::Opaque => {}
+    }
+}
+
+/// Whether `name` from `entry` can only be a column of a table the walker
+/// knows (see [`Walker::closed_unqualified`]).
+fn only_table_columns(entry: &Entry, name: &str) -> bool {
+    match &entry.source {
+        Source::Table { renamed, .. } => !renamed,
+        Source::Derived(inner) => inner
+            .cols
+            .iter()
+            .all(|c| c.name.as_deref().is_some_and(|n| n != name)),
+        Source::Opaque => false,
     }
 }
 

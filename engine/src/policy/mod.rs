@@ -16,6 +16,7 @@
 mod glob;
 mod names;
 mod parse;
+mod resolution;
 
 use std::collections::btree_map::Entry;
 use std::sync::Arc;

@@ -20,6 +20,11 @@ use super::{Action, Policy, Rule};
 pub struct CatalogNames {
     /// `schema.table` → its column names.
     pub relations: BTreeMap<String, BTreeSet<String>>,
+    /// Names of functions PostgreSQL could call in column notation: those
+    /// taking one argument (others defaulted) of a row type or a
+    /// pseudo-type such as `record` or `anyelement` (see
+    /// `CatalogNames::column_notation_calls`).
+    pub row_functions: BTreeSet<String>,
 }
 
 impl CatalogNames {

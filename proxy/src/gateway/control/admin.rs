@@ -549,6 +549,7 @@ async fn policy_explain(
         &target,
         &body.sql,
         &classification,
+        &std::collections::BTreeSet::new(),
     )
     .await;
     let explanation = crate::commands::Explanation {

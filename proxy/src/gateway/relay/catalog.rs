@@ -143,7 +143,11 @@ impl CatalogCache {
             let mut targets = self.targets.lock().expect("catalog lock");
             let entries = targets.entry(target.name.clone()).or_default();
             if let Some(e) = entries.by_plan.get(&key) {
-                if fresh(e.loaded, &e.resolved.relation_names, relations) {
+                if fresh(
+                    e.loaded,
+                    |r| e.resolved.relation_names.contains(r),
+                    relations,
+                ) {
                     return Ok(e.resolved.clone());
                 }
             }
@@ -175,12 +179,46 @@ impl CatalogCache {
             let mut targets = self.targets.lock().expect("catalog lock");
             let entries = targets.entry(target.name.clone()).or_default();
             if let Some((reads, loaded)) = &entries.views {
-                if fresh(*loaded, &reads.relation_names, relations) {
+                if fresh(
+                    *loaded,
+                    |r| reads.names.relations.contains_key(r),
+                    relations,
+                ) {
                     return Ok(reads.clone());
                 }
             }
             entries.generation
         };
+        self.look_up_views(target, generation).await
+    }
+
+    /// What the views of `target` read, looked up again unless the cached
+    /// answer is younger than `age`: a statement naming something the
+    /// cached catalog lacks asks before it is refused, since the name may
+    /// have been created since.
+    pub async fn view_reads_younger_than(
+        &self,
+        target: &Target,
+        age: Duration,
+    ) -> Result<Arc<ViewReads>, CatalogError> {
+        let generation = {
+            let mut targets = self.targets.lock().expect("catalog lock");
+            let entries = targets.entry(target.name.clone()).or_default();
+            if let Some((reads, loaded)) = &entries.views {
+                if loaded.elapsed() < age {
+                    return Ok(reads.clone());
+                }
+            }
+            entries.generation
+        };
+        self.look_up_views(target, generation).await
+    }
+
+    async fn look_up_views(
+        &self,
+        target: &Target,
+        generation: u64,
+    ) -> Result<Arc<ViewReads>, CatalogError> {
         let reads = Arc::new(within_limit(target, view_lookup(target)).await?);
         let mut targets = self.targets.lock().expect("catalog lock");
         let entries = targets.entry(target.name.clone()).or_default();
@@ -219,9 +257,9 @@ async fn within_limit<T>(
 /// Whether an entry loaded at `loaded`, knowing `known` relations, may
 /// answer for a statement naming `relations`: younger than [`MAX_AGE`], and
 /// knowing them all (or looked up less than a second ago).
-fn fresh(loaded: Instant, known: &HashSet<String>, relations: &[String]) -> bool {
+fn fresh(loaded: Instant, known: impl Fn(&str) -> bool, relations: &[String]) -> bool {
     let age = loaded.elapsed();
-    let unknown = relations.iter().any(|r| !known.contains(r));
+    let unknown = relations.iter().any(|r| !known(r));
     age < MAX_AGE && (!unknown || age < UNKNOWN_NAME_RELOAD)
 }
 
@@ -237,8 +275,10 @@ pub struct ViewReads {
     /// `schema.view` → the functions it calls, `schema.function` (through
     /// views of views too): judged as calls of the statement that names it.
     pub calls: HashMap<String, Vec<String>>,
-    /// Every relation's `schema.name`.
-    pub relation_names: HashSet<String>,
+    /// Every relation a statement can name (tables, views, materialized
+    /// views, partitioned and foreign tables, sequences) with its columns;
+    /// temporary ones, of any session, under `pg_temp`.
+    pub names: CatalogNames,
 }
 
 /// Looks up [`ViewReads`] on a connection of the gateway's own.
@@ -284,9 +324,20 @@ async fn view_lookup(target: &Target) -> Result<ViewReads, CatalogError> {
         JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
        WHERE v.relkind IN ('v', 'm')
       UNION ALL
-      SELECT 'r', n.nspname || '.' || c.relname, NULL
+      SELECT 'r',
+             CASE WHEN n.nspname LIKE 'pg\\_temp\\_%' THEN 'pg_temp' ELSE n.nspname END
+               || '.' || c.relname,
+             a.attname::pg_catalog.text
         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-       WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')";
+        LEFT JOIN pg_catalog.pg_attribute a
+          ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+       WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f', 'S')
+      UNION ALL
+      SELECT DISTINCT 'n', p.proname::pg_catalog.text, NULL
+        FROM pg_catalog.pg_proc p
+        JOIN pg_catalog.pg_type t ON t.oid = p.proargtypes[0]
+       WHERE p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1
+         AND t.typtype IN ('c', 'p')";
     let rows = query_once(target, sql).await?;
     let mut reads = ViewReads::default();
     for row in rows {
@@ -301,8 +352,11 @@ async fn view_lookup(target: &Target) -> Result<ViewReads, CatalogError> {
                 .entry(view.clone())
                 .or_default()
                 .push(function.clone()),
-            [Some(kind), Some(relation), None] if kind == "r" => {
-                reads.relation_names.insert(relation.clone());
+            [Some(kind), Some(relation), column] if kind == "r" => {
+                reads.names.add(relation, column.as_deref());
+            }
+            [Some(kind), Some(function), None] if kind == "n" => {
+                reads.names.row_functions.insert(function.clone());
             }
             _ => {
                 return Err(CatalogError::Query {

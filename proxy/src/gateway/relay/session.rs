@@ -34,7 +34,7 @@
 //! which checks the database's own statement log and audit triggers
 //! against the ledger.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,6 +54,7 @@ use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter
 use tracing::{info, warn};
 
 use crate::config::Target;
+use crate::gateway::relay::catalog::ViewReads;
 use crate::gateway::relay::masking::{self, MaskSpec, StatementMask};
 use crate::gateway::relay::read_ahead::{Ahead, ReadAhead};
 use crate::gateway::relay::server_names::{Answer, Lookup, Names, OnFailure, Outcome};
@@ -185,6 +186,8 @@ struct Exec {
     mask: Option<Box<StatementMask>>,
     /// It changes the catalog (DDL): masking's catalog cache is invalidated.
     ddl: bool,
+    /// The relations its DDL names (see [`Context::own_relations`]).
+    ddl_tables: Vec<String>,
     /// For an Execute, its portal's result formats: a RowDescription that
     /// answered a statement Describe says text for every column, whatever
     /// Bind later asked for.
@@ -208,6 +211,7 @@ impl Exec {
             digest_pending: Vec::new(),
             mask: None,
             ddl: false,
+            ddl_tables: Vec::new(),
             result_formats: None,
         }
     }
@@ -233,6 +237,9 @@ impl Exec {
             .clone()
             .map(|spec| Box::new(StatementMask::new(spec)));
         self.ddl = j.ddl;
+        if j.ddl {
+            self.ddl_tables = j.tables.clone();
+        }
         self
     }
 
@@ -287,6 +294,11 @@ struct Tracker {
 struct Context<C> {
     /// DDL ran in the current transaction (see [`Context::transaction_state`]).
     ddl_in_transaction: AtomicBool,
+    /// Relations this session's DDL created or changed: known by name with
+    /// any column, since the gateway's catalog connection cannot see a
+    /// transaction's own DDL before it commits (see
+    /// `Policy::deny_unresolved`).
+    own_relations: Mutex<BTreeSet<String>>,
     info: SessionInfo,
     shared: Arc<C>,
     tracker: Mutex<Tracker>,
@@ -320,6 +332,11 @@ impl<C: Services> Context<C> {
             }
         }
         if e.ddl {
+            if e.error.is_none() {
+                if let Ok(mut own) = self.own_relations.lock() {
+                    own.extend(e.ddl_tables.iter().cloned());
+                }
+            }
             self.shared
                 .masking()
                 .catalog
@@ -406,6 +423,7 @@ pub async fn relay<S: Stream, C: Services>(
     let (notices, notices_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Context {
         ddl_in_transaction: AtomicBool::new(false),
+        own_relations: Mutex::new(BTreeSet::new()),
         info,
         shared,
         tracker: Mutex::new(Tracker {
@@ -1466,6 +1484,11 @@ async fn decide<C: Services>(
     classification: &Classification,
 ) -> Judgement {
     let policy = ctx.shared.policy();
+    let own = ctx
+        .own_relations
+        .lock()
+        .map(|own| own.clone())
+        .unwrap_or_default();
     judge_statement(
         ctx.shared.as_ref(),
         &policy,
@@ -1473,6 +1496,7 @@ async fn decide<C: Services>(
         &ctx.info.target,
         sql,
         classification,
+        &own,
     )
     .await
 }
@@ -1488,12 +1512,14 @@ pub(crate) async fn judge_statement<C: Services>(
     target: &Target,
     sql: &str,
     classification: &Classification,
+    own: &BTreeSet<String>,
 ) -> Judgement {
     let subject = Subject {
         identity,
         target: &target.name,
     };
-    let mut verdict = decide_through_views(shared, target, policy, &subject, classification).await;
+    let mut verdict =
+        decide_through_views(shared, target, policy, &subject, classification, own).await;
     let mask = masking::prepare(shared.masking(), target, sql, classification, &mut verdict).await;
     let mut j = judge(&verdict, classification);
     j.mask = mask;
@@ -1532,6 +1558,7 @@ async fn decide_through_views<C: Services>(
     policy: &Policy,
     subject: &Subject<'_>,
     classification: &Classification,
+    own: &BTreeSet<String>,
 ) -> Verdict {
     let relations: Vec<String> = classification
         .statements
@@ -1565,6 +1592,41 @@ async fn decide_through_views<C: Services>(
             );
         }
     };
+    let (verdict, unresolved) = decide_with_catalog(policy, subject, classification, &reads, own);
+    if !unresolved {
+        return verdict;
+    }
+    // A name the cached catalog lacks may have been created since the
+    // cache was filled: ask again before refusing.
+    match shared
+        .masking()
+        .catalog
+        .view_reads_younger_than(target, FRESH_CATALOG)
+        .await
+    {
+        Ok(newer) if !Arc::ptr_eq(&newer, &reads) => {
+            decide_with_catalog(policy, subject, classification, &newer, own).0
+        }
+        _ => verdict,
+    }
+}
+
+/// How old a catalog answer may be when a statement that names something
+/// the cached answer lacks is refused (an older one is looked up again).
+const FRESH_CATALOG: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Policy's verdict with what the catalog says of the statement's names
+/// folded in: what the views it names read and call, the calls its column
+/// notation makes (`classify::with_column_notation_calls`), and names the
+/// catalog lacks next to protected tables (`Policy::deny_unresolved`;
+/// then the flag is set).
+fn decide_with_catalog(
+    policy: &Policy,
+    subject: &Subject<'_>,
+    classification: &Classification,
+    reads: &ViewReads,
+    own: &BTreeSet<String>,
+) -> (Verdict, bool) {
     let through = |map: &HashMap<String, Vec<String>>, s: &gatehouse_engine::StatementInfo| {
         s.tables
             .iter()
@@ -1578,29 +1640,32 @@ async fn decide_through_views<C: Services>(
         .iter()
         .map(|s| through(&reads.views, s))
         .collect();
-    let calls: Vec<Vec<String>> = classification
-        .statements
-        .iter()
-        .map(|s| through(&reads.calls, s))
-        .collect();
-    if reached.iter().all(Vec::is_empty) && calls.iter().all(Vec::is_empty) {
-        return policy.decide(subject, classification);
-    }
+    let mut changed = false;
     let judged = Classification {
         statements: classification
             .statements
             .iter()
-            .zip(&calls)
-            .map(|(s, c)| {
-                if c.is_empty() {
-                    s.clone()
-                } else {
-                    gatehouse_engine::classify::with_view_calls(s, c)
+            .map(|s| {
+                let calls = through(&reads.calls, s);
+                let notation = reads.names.column_notation_calls(s, own);
+                if calls.is_empty() && notation.is_empty() {
+                    return s.clone();
                 }
+                changed = true;
+                let s = gatehouse_engine::classify::with_view_calls(s, &calls);
+                gatehouse_engine::classify::with_column_notation_calls(&s, &notation)
             })
             .collect(),
     };
-    policy.decide_with_views(subject, &judged, &reached)
+    let verdict = if changed || reached.iter().any(|r| !r.is_empty()) {
+        policy.decide_with_views(subject, &judged, &reached)
+    } else {
+        policy.decide(subject, classification)
+    };
+    match policy.deny_unresolved(subject, &judged, &reached, &reads.names, own, &verdict) {
+        Some(refused) => (refused, true),
+        None => (verdict, false),
+    }
 }
 
 /// Automatic containment: after a denial, blocks the identity if the
