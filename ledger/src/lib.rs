@@ -32,7 +32,9 @@ use std::path::Path;
 
 pub use event::{Event, EventBody, EventKind};
 pub use reader::{LedgerReader, StoredCheckpoint, StoredSnapshot};
-pub use writer::{AppendError, Durability, Ledger, Receipt, WriterOptions};
+pub use writer::{
+    AppendError, CommitObserver, CommitSample, Durability, Ledger, Receipt, WriterOptions,
+};
 
 /// What went wrong opening or reading a ledger.
 #[derive(Debug, thiserror::Error)]

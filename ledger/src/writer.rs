@@ -73,6 +73,21 @@ pub fn system_clock() -> Clock {
     })
 }
 
+/// One commit, as told to a [`CommitObserver`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CommitSample {
+    /// Events in the batch.
+    pub events: usize,
+    /// How long the commit took (checks, inserts, signature, SQLite
+    /// commit), in seconds.
+    pub seconds: f64,
+    /// Whether it committed.
+    pub committed: bool,
+}
+
+/// Told of every commit, on the committing thread (metrics; keep it cheap).
+pub type CommitObserver = Arc<dyn Fn(CommitSample) + Send + Sync>;
+
 /// How to open a ledger for writing.
 #[derive(Clone)]
 pub struct WriterOptions {
@@ -86,6 +101,8 @@ pub struct WriterOptions {
     pub clock: Clock,
     /// Most events committed in one transaction.
     pub max_batch: usize,
+    /// Told of every commit, if set.
+    pub on_commit: Option<CommitObserver>,
 }
 
 impl WriterOptions {
@@ -97,6 +114,7 @@ impl WriterOptions {
             durability: Durability::Os,
             clock: system_clock(),
             max_batch: 8192,
+            on_commit: None,
         }
     }
 }
@@ -145,6 +163,7 @@ struct Core {
     /// runtime thread for milliseconds, so with `fsync` durability every
     /// commit runs on the writer thread.
     inline: bool,
+    on_commit: Option<CommitObserver>,
 }
 
 /// Requests waiting for a commit, and who commits them.
@@ -209,6 +228,7 @@ impl Ledger {
             state: Mutex::new(state),
             max_batch: options.max_batch.max(1),
             inline: options.durability == Durability::Os,
+            on_commit: options.on_commit.clone(),
         });
         let writer = core.clone();
         let wal = options.path.clone();
@@ -379,9 +399,17 @@ impl Core {
 
     /// Commits one batch and answers its callers.
     fn commit(&self, batch: Vec<Request>) {
+        let started = std::time::Instant::now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let results = state.commit_batch(&batch);
         drop(state);
+        if let Some(observe) = &self.on_commit {
+            observe(CommitSample {
+                events: batch.iter().map(|r| r.events.len()).sum(),
+                seconds: started.elapsed().as_secs_f64(),
+                committed: results.iter().all(Result::is_ok),
+            });
+        }
         for (req, result) in batch.into_iter().zip(results) {
             let _ = req.reply.send(result);
         }

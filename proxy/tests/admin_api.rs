@@ -486,3 +486,93 @@ async fn health_and_readiness_answer_without_a_token() {
     std::fs::rename(&aside, &ledger).unwrap();
     assert_eq!(get("/ready").0, 200);
 }
+
+/// `GET /metrics` (issue 16): scraped and parsed after real traffic, the
+/// counters say what happened, labelled by identity, target, verdict,
+/// class and rule; it needs an auditor's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_scraped_in_the_prometheus_text_format() {
+    let policy = format!(
+        "{POLICY}\n[[rule]]\nname = \"mask-emails\"\nidentity = \"agent\"\nclasses = [\"read\"]\naction = \"mask\"\n\n[rule.mask]\n\"public.customers.email\" = \"email\"\n"
+    );
+    let env = Env::start(&policy).await;
+    let c = env.connect("agent").await;
+    c.simple_query("SELECT id FROM orders WHERE id = 1")
+        .await
+        .unwrap();
+    c.simple_query("SELECT ssn FROM customers")
+        .await
+        .expect_err("ssn");
+    c.simple_query("SELECT email FROM customers WHERE id <= 2")
+        .await
+        .unwrap();
+    let wrong = env
+        .conn_str("agent")
+        .replace(env.secret("agent"), "not-the-password");
+    assert!(tokio_postgres::connect(&wrong, tokio_postgres::NoTls)
+        .await
+        .is_err());
+    env.settle().await;
+
+    let viewer = env.secret("operator:viewer").to_owned();
+    let url = format!("http://{}/metrics", env.admin);
+    let (status, text) = tokio::task::block_in_place(|| {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        assert_eq!(agent.get(&url).call().unwrap().status().as_u16(), 401);
+        let mut r = agent
+            .get(&url)
+            .header("Authorization", &format!("Bearer {viewer}"))
+            .call()
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    });
+    assert_eq!(status, 200, "{text}");
+    // Every sample line is `name{labels} value` or `name value`.
+    let mut samples = std::collections::HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
+        samples.insert(name.to_owned(), value);
+    }
+    let get = |name: &str| {
+        *samples
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    assert_eq!(
+        get("gatehouse_statements_total{identity=\"agent\",target=\"shop\",verdict=\"deny\",class=\"read\",rule=\"no-ssn\"}"),
+        1.0
+    );
+    let judged: f64 = samples
+        .iter()
+        .filter(|(k, _)| k.starts_with("gatehouse_statements_total{identity=\"agent\""))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(judged, 3.0, "{text}");
+    assert_eq!(
+        get("gatehouse_masked_values_total{strategy=\"email\"}"),
+        2.0
+    );
+    assert_eq!(
+        get("gatehouse_sessions_open{identity=\"agent\",target=\"shop\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("gatehouse_sessions_total{identity=\"agent\",target=\"shop\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("gatehouse_login_failures_total{reason=\"authentication\"}"),
+        1.0
+    );
+    assert_eq!(get("gatehouse_approvals_pending"), 0.0);
+    assert!(get("gatehouse_ledger_events_total") >= 8.0, "{text}");
+    assert!(get("gatehouse_ledger_commit_seconds_count") >= 1.0);
+    assert!(
+        !text.contains("000000001") && !text.contains("@example.com"),
+        "row data in the metrics"
+    );
+}

@@ -11,7 +11,9 @@ pub mod control;
 pub mod relay;
 pub mod wire;
 
-pub use control::{admin, admin_tls, approvals, scram, server, shared, snapshots, webhooks};
+pub use control::{
+    admin, admin_tls, approvals, metrics, scram, server, shared, snapshots, webhooks,
+};
 
 use std::sync::Arc;
 
@@ -47,7 +49,9 @@ impl Gateway {
         for target in &targets {
             check_read_only_login(target).await?;
         }
-        let writer_options = config.writer_options()?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let mut writer_options = config.writer_options()?;
+        writer_options.on_commit = Some(metrics.commit_observer());
         let state = load_state_verified(&config.ledger.path, &writer_options.signer.verifier())?;
         let policy = match state.policy_source() {
             Some(source) => Policy::parse(source).map_err(|e| {
@@ -127,6 +131,7 @@ impl Gateway {
                 max_pending_logins_per_address: config.listen.max_pending_logins_per_address,
             },
             config.webhook_targets()?,
+            metrics,
         );
         shared.masking.key = config.masking_key()?;
         let shared = Arc::new(shared);

@@ -24,6 +24,7 @@ use gatehouse_engine::approvals::{Vote, VoteError};
 /// The routes: (method, path, role). The OpenAPI document lists exactly these.
 pub const ROUTES: &[(&str, &str, Role)] = &[
     ("get", "/v1/sessions", Role::Auditor),
+    ("get", "/metrics", Role::Auditor),
     ("post", "/v1/sessions/{session}/kill", Role::Responder),
     ("post", "/v1/identities/{identity}/block", Role::Responder),
     ("post", "/v1/identities/{identity}/unblock", Role::Responder),
@@ -50,6 +51,7 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("get", "/health"), ("get", "/ready
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/sessions", get(sessions))
+        .route("/metrics", get(metrics))
         .route("/v1/sessions/{session}/kill", post(kill))
         .route("/v1/identities/{identity}/block", post(block))
         .route("/v1/identities/{identity}/unblock", post(unblock))
@@ -273,6 +275,32 @@ async fn sessions(
         .collect();
     list.sort_by_key(|s| s.session);
     Ok(Json(list).into_response())
+}
+
+/// The metrics in the OpenMetrics text format, which Prometheus scrapes
+/// (see `control::metrics`). An auditor's token, like the session list.
+async fn metrics(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    authorize(&shared, &headers, "metrics.read", None, Role::Auditor).await?;
+    let open: Vec<(String, String)> = shared
+        .sessions
+        .lock()
+        .expect("sessions lock")
+        .values()
+        .map(|c| (c.identity.clone(), c.target.clone()))
+        .collect();
+    let pending = shared.approvals.list(true).len();
+    let body = shared.metrics.render(&open, pending);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// The body of actions that take a reason.

@@ -8,7 +8,7 @@
 //! and a decision that cannot be recorded is not taken.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use gatehouse_engine::approvals::{Approval, ApprovalStatus, Approvals, Grant, Vote, VoteError};
 use gatehouse_ledger::event::{
@@ -17,6 +17,7 @@ use gatehouse_ledger::event::{
 use gatehouse_ledger::{AppendError, Event, Ledger};
 use tokio::sync::oneshot;
 
+use crate::gateway::control::metrics::{ApprovalOutcome, Metrics};
 use crate::gateway::control::webhooks::Webhooks;
 
 /// What became of a held statement (defined with the session that waits
@@ -47,17 +48,20 @@ pub struct ApprovalDesk {
     waiting: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
     /// Told of every event the desk records.
     webhooks: Option<Webhooks>,
+    /// Counts how requests end.
+    metrics: Arc<Metrics>,
 }
 
 impl ApprovalDesk {
     /// A desk starting from the projection rebuilt from the ledger,
     /// notifying `webhooks` of what it records.
-    pub fn new(state: Approvals, webhooks: Option<Webhooks>) -> Self {
+    pub fn new(state: Approvals, webhooks: Option<Webhooks>, metrics: Arc<Metrics>) -> Self {
         ApprovalDesk {
             decide: tokio::sync::Mutex::new(()),
             state: Mutex::new(state),
             waiting: Mutex::new(HashMap::new()),
             webhooks,
+            metrics,
         }
     }
 
@@ -190,6 +194,7 @@ impl ApprovalDesk {
             .vote_outcome(id)
             .ok_or(VoteError::Unknown(id))?;
         if matches!(vote, Vote::Released { .. }) {
+            self.metrics.approval_ended(ApprovalOutcome::Granted);
             self.wake(id, Outcome::Approved);
         }
         Ok(vote)
@@ -235,6 +240,10 @@ impl ApprovalDesk {
             identity,
         };
         self.append(ledger, event.into()).await?;
+        self.metrics.approval_ended(match operator {
+            Some(_) => ApprovalOutcome::Denied,
+            None => ApprovalOutcome::Withdrawn,
+        });
         let why = match operator {
             Some(o) => format!("denied by {o}: {reason}"),
             None => reason.to_owned(),
@@ -274,6 +283,7 @@ impl ApprovalDesk {
             identity,
         };
         self.append(ledger, event.into()).await?;
+        self.metrics.approval_ended(ApprovalOutcome::Expired);
         self.waiting.lock().expect("waiting lock").remove(&id);
         Ok(Outcome::Refused(
             "no approver decided in time; the statement was not run".into(),

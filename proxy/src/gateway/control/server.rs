@@ -389,6 +389,7 @@ async fn startup_with<S: Stream>(
             if let Err(e) = shared.ledger.append(&event.into()).await {
                 warn!("cannot record a failed login: {e}");
             }
+            shared.metrics.login_failed("authentication");
             warn!(%peer, identity, "authentication failed: {reason}");
             fatal(
                 &mut stream,
@@ -411,6 +412,7 @@ async fn startup_with<S: Stream>(
         if let Err(e) = shared.ledger.append(&event.into()).await {
             warn!("cannot record a refused login: {e}");
         }
+        shared.metrics.login_failed("blocked");
         fatal(
             &mut stream,
             "28000",
@@ -480,6 +482,7 @@ async fn startup_with<S: Stream>(
         Ok(u) => u,
         Err(upstream::UpstreamError::Full(reason)) => {
             Refusals::count(&shared.refusals.database_full);
+            shared.metrics.upstream_error(&target.name);
             warn!(
                 target = target.name,
                 "upstream login refused, no connection slots: {reason}"
@@ -498,6 +501,7 @@ async fn startup_with<S: Stream>(
             return Ok(());
         }
         Err(e) => {
+            shared.metrics.upstream_error(&target.name);
             warn!(target = target.name, "upstream login failed: {e}");
             fatal(
                 &mut stream,
@@ -552,6 +556,7 @@ async fn startup_with<S: Stream>(
         read_only,
         "session opened"
     );
+    shared.metrics.session_opened(&identity, &target.name);
 
     let client_key: (i32, i32) = (
         i32::from_be_bytes(scram::random_bytes()),

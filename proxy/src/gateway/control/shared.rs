@@ -17,6 +17,7 @@ use tracing::warn;
 
 use crate::config::Target;
 use crate::gateway::control::approvals::ApprovalDesk;
+use crate::gateway::control::metrics::Metrics;
 use crate::gateway::control::webhooks::{WebhookTarget, Webhooks};
 
 /// Classifications of recently seen SQL texts. The simple protocol and
@@ -214,6 +215,8 @@ pub struct Shared {
     denials: Mutex<HashMap<String, VecDeque<Instant>>>,
     /// Statements held for approval, and grants.
     pub approvals: ApprovalDesk,
+    /// What `GET /metrics` shows.
+    pub metrics: Arc<Metrics>,
     /// Masking: catalog lookups, column-use analyses, the hash key.
     pub masking: crate::gateway::relay::masking::Masking,
     /// Serializes operator commands: each is checked against the state it
@@ -241,6 +244,7 @@ impl Shared {
         policy: Policy,
         limits: Limits,
         webhooks: Vec<WebhookTarget>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let webhooks = (!webhooks.is_empty()).then(|| Webhooks::start(webhooks, ledger.clone()));
         let blocks = state
@@ -282,7 +286,8 @@ impl Shared {
             operators: RwLock::new(state.operators),
             sessions: Mutex::new(HashMap::new()),
             denials: Mutex::new(HashMap::new()),
-            approvals: ApprovalDesk::new(state.approvals, webhooks),
+            approvals: ApprovalDesk::new(state.approvals, webhooks, metrics.clone()),
+            metrics,
             masking: crate::gateway::relay::masking::Masking::default(),
             commands: tokio::sync::Mutex::new(()),
         }
@@ -366,11 +371,14 @@ impl Shared {
         };
         let body: gatehouse_ledger::EventBody = event.into();
         match self.ledger.append(&body).await {
-            Ok(receipt) => self.approvals.observe(&gatehouse_ledger::Event {
-                seq: receipt.seq,
-                ts: receipt.ts,
-                body,
-            }),
+            Ok(receipt) => {
+                self.metrics.blocked();
+                self.approvals.observe(&gatehouse_ledger::Event {
+                    seq: receipt.seq,
+                    ts: receipt.ts,
+                    body,
+                })
+            }
             Err(e) => {
                 self.blocks.write().expect("blocks lock").remove(identity);
                 return Err(e);
@@ -525,6 +533,10 @@ impl Shared {
 
 /// What sessions ask of the gateway (see the relay's `Services`).
 impl crate::gateway::relay::services::Services for Shared {
+    fn observe(&self, observation: crate::gateway::relay::services::Observation<'_>) {
+        self.metrics.observe(observation);
+    }
+
     fn ledger(&self) -> &Ledger {
         &self.ledger
     }

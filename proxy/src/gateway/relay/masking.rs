@@ -27,7 +27,7 @@ use gatehouse_engine::mask::strategy::{mask_value_into, Format, ValueType};
 use gatehouse_engine::mask::{HashKey, MaskPlan, Strategy};
 use gatehouse_engine::policy::Verdict;
 use gatehouse_engine::{Action, Classification};
-use gatehouse_ledger::event::{EventBody, MaskApplied, MaskedColumn, PendingEvent};
+use gatehouse_ledger::event::{MaskApplied, MaskedColumn};
 
 use crate::config::Target;
 use crate::gateway::relay::catalog::{CatalogCache, Resolved};
@@ -404,12 +404,6 @@ impl StatementMask {
     /// receive it, and its message; `None` when it passes unchanged.
     pub fn message(&self, frame: &[u8]) -> Option<(BytesMut, String)> {
         scrub_message(frame, self.spec.scrub_errors, &self.spec.plan.detectors)
-    }
-
-    /// The `MaskApplied` event for this execution, if it masked anything.
-    pub fn event(&self, session: u64, identity: &str, query: u64) -> Option<PendingEvent> {
-        self.applied(session, identity, query)
-            .map(|e| EventBody::from(e).to_pending())
     }
 
     /// What this execution masked, if anything.

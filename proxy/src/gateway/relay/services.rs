@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use gatehouse_engine::approvals::Grant;
 use gatehouse_engine::policy::Policy;
-use gatehouse_engine::Classification;
+use gatehouse_engine::{Action, Classification, StatementClass};
 use gatehouse_ledger::event::{ApprovalRequested, Nanos};
 use gatehouse_ledger::{AppendError, Ledger};
 use tokio::sync::oneshot;
@@ -15,8 +15,36 @@ use tokio::sync::oneshot;
 use super::masking::Masking;
 use super::session::Approval;
 
+/// Something a session did that operators count (the control layer keeps
+/// the metrics). Never row data.
+#[derive(Debug, Clone, Copy)]
+pub enum Observation<'a> {
+    /// A statement was judged, and its judgement recorded.
+    Statement {
+        /// The session's identity.
+        identity: &'a str,
+        /// The session's target.
+        target: &'a str,
+        /// The verdict.
+        action: Action,
+        /// The statement's class.
+        class: StatementClass,
+        /// The deciding rule, if one decided.
+        rule: Option<&'a str>,
+    },
+    /// Masking replaced `values` values with `strategy`.
+    Masked {
+        /// The strategy's name, as recorded.
+        strategy: &'a str,
+        /// How many values.
+        values: u64,
+    },
+}
+
 /// The gateway's services to its sessions.
 pub trait Services: Send + Sync + 'static {
+    /// Counts what a session did (metrics); cheap, never blocks.
+    fn observe(&self, observation: Observation<'_>);
     /// The ledger every statement is recorded in before it runs.
     fn ledger(&self) -> &Ledger;
     /// The policy in force now.

@@ -58,7 +58,7 @@ use crate::gateway::relay::catalog::ViewReads;
 use crate::gateway::relay::masking::{self, MaskSpec, StatementMask};
 use crate::gateway::relay::read_ahead::{Ahead, ReadAhead};
 use crate::gateway::relay::server_names::{Answer, Lookup, Names, OnFailure, Outcome};
-use crate::gateway::relay::services::Services;
+use crate::gateway::relay::services::{Observation, Services};
 use crate::gateway::wire::frame::{self, read_frame, Frame, FrameError};
 use crate::gateway::wire::random_bytes;
 use crate::gateway::wire::Stream;
@@ -323,7 +323,15 @@ impl<C: Services> Context<C> {
     ) {
         let e = *e;
         if let Some(m) = &e.mask {
-            completed.extend(m.event(self.info.id, &self.info.identity, e.query));
+            if let Some(applied) = m.applied(self.info.id, &self.info.identity, e.query) {
+                for c in &applied.columns {
+                    self.shared.observe(Observation::Masked {
+                        strategy: &c.strategy,
+                        values: c.values,
+                    });
+                }
+                completed.push(EventBody::from(applied).to_pending());
+            }
             if m.stale_catalog {
                 self.shared
                     .masking()
@@ -991,7 +999,16 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
             .to_pending(),
         );
         match self.ctx.shared.ledger().append_pending(events).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.ctx.shared.observe(Observation::Statement {
+                    identity: &id.identity,
+                    target: &self.ctx.info.target.name,
+                    action: j.action,
+                    class: j.class,
+                    rule: j.rule.as_deref(),
+                });
+                Ok(())
+            }
             Err(e) => {
                 warn!(
                     session = id.id,
