@@ -857,7 +857,6 @@ fn write_stdout(text: &str) -> Result<()> {
     }
 }
 
-/// The approval list for people: one block per request.
 /// The running sessions, one line each, aligned.
 fn sessions_table(list: &serde_json::Value) -> String {
     let empty = Vec::new();
@@ -872,7 +871,10 @@ fn sessions_table(list: &serde_json::Value) -> String {
         "CLIENT",
         "APPLICATION",
         "STARTED",
+        "STATEMENTS",
         "HELD",
+        "RUNNING",
+        "CURRENT",
     ];
     let rows: Vec<Vec<String>> = items
         .iter()
@@ -885,11 +887,24 @@ fn sessions_table(list: &serde_json::Value) -> String {
                 text("client_addr"),
                 text("application_name"),
                 text("started"),
+                s["statements"].as_u64().unwrap_or(0).to_string(),
                 if s["holding"].as_bool() == Some(true) {
                     "awaiting approval".to_owned()
                 } else {
                     "-".to_owned()
                 },
+                s["running_ms"]
+                    .as_u64()
+                    .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+                s["current"].as_str().map_or("-".to_owned(), |sql| {
+                    // One line, at most 60 characters (the whole text is in --json).
+                    let flat: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+                    let mut shown: String = flat.chars().take(60).collect();
+                    if flat.chars().count() > 60 {
+                        shown.push('…');
+                    }
+                    printable(&shown)
+                }),
             ]
         })
         .collect();

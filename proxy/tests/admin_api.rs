@@ -130,21 +130,49 @@ async fn the_cli_blocks_an_identity_through_the_api() {
         ]);
         v
     };
+    c.simple_query("SELECT 1").await.unwrap();
+    // A statement running while the operator looks: shown with its time.
+    let sleeper = env.connect("agent").await;
+    let sleeping =
+        tokio::spawn(async move { sleeper.simple_query("SELECT pg_sleep(1.5)").await.is_ok() });
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let (ok, sessions, err) = tokio::task::block_in_place(|| run(admin_args(&["sessions"])));
     assert!(ok, "{err}");
     let row = sessions
         .lines()
-        .find(|l| l.contains(" agent "))
+        .find(|l| l.contains(" agent ") && !l.contains("pg_sleep"))
         .unwrap_or_else(|| panic!("{sessions}"));
     assert!(
         sessions.starts_with("SESSION") && row.contains("shop") && row.contains("127.0.0.1"),
         "{sessions}"
     );
+    let busy = sessions
+        .lines()
+        .find(|l| l.contains("SELECT pg_sleep(1.5)"))
+        .unwrap_or_else(|| panic!("the running statement is not shown:\n{sessions}"));
+    assert!(busy.contains(" 1 "), "one statement so far: {busy}");
     let (ok, sessions, err) =
         tokio::task::block_in_place(|| run(admin_args(&["sessions", "--json"])));
     assert!(ok, "{err}");
     assert!(sessions.contains("\"identity\": \"agent\""), "{sessions}");
     assert!(sessions.contains("\"target\": \"shop\""), "{sessions}");
+    let list: serde_json::Value = serde_json::from_str(&sessions).unwrap();
+    let running = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == "SELECT pg_sleep(1.5)")
+        .unwrap_or_else(|| panic!("{sessions}"));
+    assert!(running["running_ms"].as_u64().unwrap() >= 500, "{running}");
+    assert_eq!(running["statements"], 1);
+    assert!(sleeping.await.unwrap());
+    let idle = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"].is_null())
+        .unwrap_or_else(|| panic!("{sessions}"));
+    assert_eq!(idle["statements"], 1, "{idle}");
     let (ok, _, err) = tokio::task::block_in_place(|| {
         run(admin_args(&[
             "block",

@@ -246,6 +246,16 @@ pub struct SessionView {
     pub started: String,
     /// A statement of it is held for approval now.
     pub holding: bool,
+    /// Statements judged so far (allowed, masked, held or denied).
+    #[serde(default)]
+    pub statements: u64,
+    /// The statement running now (the latest, when several are
+    /// pipelined; at most 500 bytes), if any.
+    #[serde(default)]
+    pub current: Option<String>,
+    /// How long it has run, in milliseconds.
+    #[serde(default)]
+    pub running_ms: Option<u64>,
 }
 
 async fn sessions(
@@ -258,7 +268,8 @@ async fn sessions(
         .lock()
         .expect("sessions lock")
         .iter()
-        .map(|(id, c)| SessionView {
+        .map(|(id, c)| (id, c, c.activity.current()))
+        .map(|(id, c, current)| SessionView {
             session: *id,
             identity: c.identity.clone(),
             credential: c.credential.clone(),
@@ -271,6 +282,9 @@ async fn sessions(
                 .held
                 .holding
                 .load(std::sync::atomic::Ordering::SeqCst),
+            statements: c.activity.statements(),
+            running_ms: current.as_ref().map(|(_, ran)| ran.as_millis() as u64),
+            current: current.map(|(sql, _)| sql),
         })
         .collect();
     list.sort_by_key(|s| s.session);

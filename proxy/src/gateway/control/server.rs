@@ -584,6 +584,7 @@ async fn startup_with<S: Stream>(
     stream.flush().await?;
 
     let (kill, killed) = tokio::sync::watch::channel(None);
+    let activity = Arc::new(session::Activity::default());
     shared.sessions.lock().expect("sessions lock").insert(
         session,
         SessionControl {
@@ -599,6 +600,7 @@ async fn startup_with<S: Stream>(
                 held: held.clone(),
             },
             kill,
+            activity: activity.clone(),
         },
     );
     // A block recorded between the check above and the registration must
@@ -628,6 +630,7 @@ async fn startup_with<S: Stream>(
         identity,
         target,
         held,
+        activity,
     };
     let result = session::relay(stream, upstream.stream, info, shared.clone(), killed).await;
     if let Some(expiry) = expiry {

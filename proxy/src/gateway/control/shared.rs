@@ -79,7 +79,7 @@ pub struct CancelTarget {
     pub held: Arc<HeldStatement>,
 }
 
-pub use crate::gateway::relay::session::{HeldStatement, Termination};
+pub use crate::gateway::relay::session::{Activity, HeldStatement, Termination};
 
 /// What the gateway can do to a running session from outside it.
 pub struct SessionControl {
@@ -99,6 +99,8 @@ pub struct SessionControl {
     pub upstream: CancelTarget,
     /// Ends the session.
     pub kill: tokio::sync::watch::Sender<Option<Termination>>,
+    /// Its statements so far, and the one running now.
+    pub activity: Arc<Activity>,
 }
 
 impl SessionControl {

@@ -79,6 +79,69 @@ pub struct SessionInfo {
     pub target: Arc<Target>,
     /// The statement held for approval, as the cancel path sees it.
     pub held: Arc<HeldStatement>,
+    /// What it is doing, as the session list shows it.
+    pub activity: Arc<Activity>,
+}
+
+/// What a session is doing, for operators (`gatehouse sessions`): how many
+/// statements it has had judged, and the one running now with its start.
+#[derive(Default)]
+pub struct Activity {
+    statements: std::sync::atomic::AtomicU64,
+    current: Mutex<Current>,
+}
+
+#[derive(Default)]
+struct Current {
+    /// Statements let through whose response has not arrived.
+    in_flight: usize,
+    /// The latest of them, and when it was let through.
+    latest: Option<(String, Instant)>,
+}
+
+/// Longest statement text the session list shows (the ledger has it all).
+const SHOWN_SQL: usize = 500;
+
+impl Activity {
+    /// Statements judged and recorded so far.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    /// The statement running now (the latest let through, when several
+    /// are pipelined) and how long it has run.
+    pub fn current(&self) -> Option<(String, Duration)> {
+        let current = self.current.lock().ok()?;
+        current
+            .latest
+            .as_ref()
+            .filter(|_| current.in_flight > 0)
+            .map(|(sql, since)| (sql.clone(), since.elapsed()))
+    }
+
+    fn judged(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn started(&self, sql: &str) {
+        if let Ok(mut current) = self.current.lock() {
+            let mut end = sql.len().min(SHOWN_SQL);
+            while !sql.is_char_boundary(end) {
+                end -= 1;
+            }
+            current.in_flight += 1;
+            current.latest = Some((sql[..end].to_owned(), Instant::now()));
+        }
+    }
+
+    fn answered(&self) {
+        if let Ok(mut current) = self.current.lock() {
+            current.in_flight = current.in_flight.saturating_sub(1);
+            if current.in_flight == 0 {
+                current.latest = None;
+            }
+        }
+    }
 }
 
 /// The statement a session holds for approval, as its cancel path sees it.
@@ -322,6 +385,7 @@ impl<C: Services> Context<C> {
         completed: &mut Vec<PendingEvent>,
     ) {
         let e = *e;
+        self.info.activity.answered();
         if let Some(m) = &e.mask {
             if let Some(applied) = m.applied(self.info.id, &self.info.identity, e.query) {
                 for c in &applied.columns {
@@ -1000,6 +1064,7 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         );
         match self.ctx.shared.ledger().append_pending(events).await {
             Ok(_) => {
+                self.ctx.info.activity.judged();
                 self.ctx.shared.observe(Observation::Statement {
                     identity: &id.identity,
                     target: &self.ctx.info.target.name,
@@ -1254,6 +1319,7 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
             return self.deny_simple(error).await;
         }
         self.forget_renamed(&sql, &classification);
+        self.ctx.info.activity.started(&sql);
         self.push(Pending::Exec(Box::new(
             Exec::new(self.query, true).judged(&j),
         )));
@@ -1425,6 +1491,7 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         }
         let mut exec = Exec::new(self.query, false).judged(&j);
         exec.result_formats = Some(result_formats);
+        self.ctx.info.activity.started(&sql);
         self.push(Pending::Exec(Box::new(exec)));
         self.upstream.write_all(&f.bytes).await
     }
