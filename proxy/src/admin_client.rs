@@ -1,9 +1,71 @@
 //! The `gatehouse` commands that drive a running gateway's admin API.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
+
+/// Where the admin API is, as the gateway's own config file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Base URL: `http://` or, when the config serves TLS, `https://`.
+    pub url: String,
+    /// The admin certificate the config serves, to trust for `url`.
+    pub ca: Option<PathBuf>,
+    /// The operator token: `operator.token` here, else beside the config.
+    pub token_file: PathBuf,
+}
+
+/// The admin address when no config file says otherwise.
+const DEFAULT_ADMIN: &str = "http://127.0.0.1:6433";
+
+impl Endpoint {
+    /// From `config` (an explicit file, which must load), else from
+    /// `gatehouse.toml` in the current directory if there is one, else the
+    /// defaults. A wildcard listen address is reached on loopback.
+    pub fn find(config: Option<PathBuf>) -> Result<Endpoint> {
+        let token_here = PathBuf::from(crate::init::OPERATOR_TOKEN);
+        let path = match config {
+            Some(p) => Some(p),
+            None => Some(PathBuf::from(crate::init::CONFIG)).filter(|p| p.exists()),
+        };
+        let Some(path) = path else {
+            return Ok(Endpoint {
+                url: DEFAULT_ADMIN.to_owned(),
+                ca: None,
+                token_file: token_here,
+            });
+        };
+        let config = crate::config::Config::load(&path)
+            .with_context(|| format!("reading the admin address from {}", path.display()))?;
+        let address = config.admin.address.as_str();
+        let address = if let Some(port) = address.strip_prefix("0.0.0.0:") {
+            format!("127.0.0.1:{port}")
+        } else if let Some(port) = address.strip_prefix("[::]:") {
+            format!("[::1]:{port}")
+        } else {
+            address.to_owned()
+        };
+        let scheme = if config.admin.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let beside = path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(crate::init::OPERATOR_TOKEN);
+        Ok(Endpoint {
+            url: format!("{scheme}://{address}"),
+            ca: config.admin.tls_cert.clone(),
+            token_file: if token_here.exists() || !beside.exists() {
+                token_here
+            } else {
+                beside
+            },
+        })
+    }
+}
 
 /// Where the admin API is and how to authenticate to it.
 pub struct AdminClient {

@@ -255,27 +255,38 @@ enum OperatorCommand {
     },
 }
 
-/// How to reach the admin API.
+/// How to reach the admin API. Without `--admin`, the address comes from
+/// the gateway's config file (`GATEHOUSE_CONFIG`, else `gatehouse.toml` in
+/// the current directory, if there is one), so no flag is needed on every
+/// command.
 #[derive(clap::Args)]
 struct AdminArgs {
-    /// The admin API's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:6433")]
-    admin: String,
-    /// File holding the operator's bearer token.
-    #[arg(long, default_value = "operator.token")]
-    token_file: PathBuf,
-    /// PEM certificate authority to trust for an https:// admin API.
-    #[arg(long)]
+    /// The admin API's base URL [default: the [admin] address of the
+    /// config file, else http://127.0.0.1:6433].
+    #[arg(long, env = "GATEHOUSE_ADMIN")]
+    admin: Option<String>,
+    /// File holding the operator's bearer token [default: operator.token,
+    /// here or beside the config file].
+    #[arg(long, env = "GATEHOUSE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// PEM certificate authority to trust for an https:// admin API
+    /// [default: the config's admin certificate, for its own address].
+    #[arg(long, env = "GATEHOUSE_ADMIN_CA")]
     admin_ca: Option<PathBuf>,
 }
 
 impl AdminArgs {
     fn client(&self) -> Result<gatehouse::admin_client::AdminClient> {
-        gatehouse::admin_client::AdminClient::new(
-            &self.admin,
-            &self.token_file,
-            self.admin_ca.as_deref(),
-        )
+        let found = gatehouse::admin_client::Endpoint::find(
+            std::env::var_os("GATEHOUSE_CONFIG").map(PathBuf::from),
+        )?;
+        let url = self.admin.clone().unwrap_or_else(|| found.url.clone());
+        let ca = self.admin_ca.clone().or_else(|| {
+            // The config's certificate vouches for the config's address only.
+            self.admin.is_none().then(|| found.ca.clone()).flatten()
+        });
+        let token = self.token_file.clone().unwrap_or(found.token_file);
+        gatehouse::admin_client::AdminClient::new(&url, &token, ca.as_deref())
     }
 }
 

@@ -131,6 +131,29 @@ async fn the_cli_blocks_an_identity_through_the_api() {
         v
     };
     c.simple_query("SELECT 1").await.unwrap();
+    // No flags: the address and token come from the config file (a copy
+    // naming the port the test gateway got).
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let (before, after) = text.split_once("[admin]").unwrap();
+    let after = after.replacen(
+        "address = \"127.0.0.1:0\"",
+        &format!("address = \"{}\"", env.admin),
+        1,
+    );
+    let cli_config = env.config.with_file_name("cli.toml");
+    std::fs::write(&cli_config, format!("{before}[admin]{after}")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .arg("sessions")
+        .env("GATEHOUSE_CONFIG", &cli_config)
+        .env_remove("GATEHOUSE_ADMIN")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains(" agent "),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A statement running while the operator looks: shown with its time.
     let sleeper = env.connect("agent").await;
     let sleeping =
