@@ -83,6 +83,24 @@ pub struct WebhookSection {
     /// Milliseconds one attempt may take.
     #[serde(default = "default_webhook_timeout_ms")]
     pub timeout_ms: u64,
+    /// Environment variable holding the secret each request is signed
+    /// with (HMAC-SHA256, see docs/webhooks.md); unsigned without one.
+    pub secret_env: Option<String>,
+    /// `json` (default): Gatehouse's documented payload. `slack`: a Slack
+    /// incoming-webhook message (`{"text": ...}`).
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+/// What a webhook receives.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The versioned JSON payload.
+    #[default]
+    Json,
+    /// A Slack-compatible message.
+    Slack,
 }
 
 fn default_webhook_attempts() -> u32 {
@@ -503,11 +521,32 @@ impl Config {
                 if !(1..=20).contains(&w.attempts) {
                     anyhow::bail!("[[webhook]] attempts must be between 1 and 20");
                 }
+                let secret = match &w.secret_env {
+                    Some(var) => {
+                        let secret = std::env::var(var).map_err(|_| {
+                            anyhow::anyhow!(
+                                "[[webhook]] {}: secret_env names {var}, which is not set; \
+                                 export it (at least 16 characters) or remove secret_env",
+                                w.url
+                            )
+                        })?;
+                        if secret.len() < 16 {
+                            anyhow::bail!(
+                                "[[webhook]] {}: the secret in {var} is shorter than 16 characters",
+                                w.url
+                            );
+                        }
+                        Some(secret.into_bytes())
+                    }
+                    None => None,
+                };
                 Ok(crate::gateway::webhooks::WebhookTarget {
                     url: w.url.clone(),
                     attempts: w.attempts,
                     backoff: std::time::Duration::from_millis(w.backoff_ms),
                     timeout: std::time::Duration::from_millis(w.timeout_ms.max(1)),
+                    secret,
+                    slack: w.format == WebhookFormat::Slack,
                 })
             })
             .collect()

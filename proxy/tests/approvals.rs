@@ -456,6 +456,113 @@ async fn held_statements_are_denied_when_the_gateway_stops_or_restarts() {
     assert_eq!(state.approvals.pending().count(), 0);
 }
 
+/// A one-route HTTP server that records each request's headers (lower
+/// case) and raw body.
+fn raw_webhook_receiver() -> (
+    u16,
+    std::sync::mpsc::Receiver<(std::collections::HashMap<String, String>, Vec<u8>)>,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut headers = std::collections::HashMap::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                }
+            }
+            let length: usize = headers
+                .get("content-length")
+                .map_or(0, |v| v.parse().unwrap());
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = tx.send((headers, body));
+        }
+    });
+    (port, rx)
+}
+
+/// Signed webhooks (issue 16): a receiver holding the secret checks the
+/// HMAC over the timestamp and the exact body, and a tampered body fails
+/// it; the payload carries its version; a Slack-format webhook gets a
+/// message naming the identity, SQL, parameters, rule and the commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_versioned_and_speak_slack() {
+    let (port, received) = raw_webhook_receiver();
+    let (slack_port, slack) = raw_webhook_receiver();
+    let secret = "a-webhook-secret-of-some-length";
+    std::env::set_var("GH_TEST_WEBHOOK_SECRET", secret);
+    let extra = format!(
+        "\n[[webhook]]\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret_env = \"GH_TEST_WEBHOOK_SECRET\"\n\n[[webhook]]\nurl = \"http://127.0.0.1:{slack_port}/slack\"\nformat = \"slack\"\n"
+    );
+    let env = Env::start_approvals(POLICY, &extra).await;
+    let client = std::sync::Arc::new(env.connect("agent").await);
+    let held = spawn_query(&client, "DELETE FROM orders WHERE id = 13");
+    let id = pending(&env, 1).await[0].approval;
+    deny(&env, "alice", id, "not today").await;
+    assert!(held.await.unwrap().is_err());
+
+    let (headers, body) = received.recv_timeout(Duration::from_secs(10)).unwrap();
+    let timestamp: u64 = headers["x-gatehouse-timestamp"].parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now.abs_diff(timestamp) < 60);
+    // The receiver's own check: HMAC-SHA256(secret, timestamp "." body).
+    let check = |body: &[u8]| {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{timestamp}.").as_bytes());
+        mac.update(body);
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        headers["x-gatehouse-signature"] == format!("v1={hex}")
+    };
+    assert!(check(&body), "{headers:?}");
+    let mut tampered = body.clone();
+    let at = tampered.iter().position(|b| *b == b'3').unwrap();
+    tampered[at] = b'4';
+    assert!(!check(&tampered));
+    let payload: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(payload["version"], 1);
+    assert_eq!(payload["event"], "approval.requested");
+
+    let (headers, body) = slack.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(!headers.contains_key("x-gatehouse-signature"));
+    let message: Value = serde_json::from_slice(&body).unwrap();
+    let text = message["text"].as_str().unwrap();
+    for part in [
+        "agent",
+        "DELETE FROM orders WHERE id = 13",
+        &format!("gatehouse approve {id}"),
+        &format!("gatehouse deny {id}"),
+        "rule `",
+    ] {
+        assert!(text.contains(part), "{part} not in {text}");
+    }
+    let (_, body) = slack.recv_timeout(Duration::from_secs(10)).unwrap();
+    let message: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        message["text"].as_str().unwrap().contains("not today"),
+        "{message}"
+    );
+}
+
 /// A one-route HTTP server that records the JSON bodies POSTed to it.
 fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<Value>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -24,8 +24,18 @@ use tracing::{info, warn};
 /// Notifications waiting for delivery at most.
 const QUEUE: usize = 1024;
 
+/// The payload's `version`: bumped when a field changes meaning or goes.
+pub const PAYLOAD_VERSION: u64 = 1;
+
+/// Header carrying the request's Unix time in seconds (signed with it).
+pub const TIMESTAMP_HEADER: &str = "X-Gatehouse-Timestamp";
+
+/// Header carrying `v1=` and the hex HMAC-SHA256, keyed with the
+/// webhook's secret, of the timestamp, a `.`, and the exact body bytes.
+pub const SIGNATURE_HEADER: &str = "X-Gatehouse-Signature";
+
 /// Where notifications go and how hard to try.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookTarget {
     /// The URL POSTed to.
     pub url: String,
@@ -35,6 +45,90 @@ pub struct WebhookTarget {
     pub backoff: Duration,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Signs each request (see [`SIGNATURE_HEADER`]), if set.
+    pub secret: Option<Vec<u8>>,
+    /// Sends a Slack-compatible message instead of the JSON payload.
+    pub slack: bool,
+}
+
+impl std::fmt::Debug for WebhookTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookTarget")
+            .field("url", &self.url)
+            .field("attempts", &self.attempts)
+            .field("signed", &self.secret.is_some())
+            .field("slack", &self.slack)
+            .finish()
+    }
+}
+
+/// The signature header's value for `body` sent at `timestamp`.
+pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes keys of any size");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let tag: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("v1={tag}")
+}
+
+/// A Slack incoming-webhook message for a payload: who, what SQL with
+/// which parameters, which rule, and the commands that decide it.
+pub fn slack_message(payload: &Value) -> Value {
+    let d = &payload["detail"];
+    let id = &d["approval"];
+    let text = match payload["event"].as_str() {
+        Some("approval.requested") => {
+            let params: Vec<String> = d["params"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, p)| format!("${} = {}", i + 1, p.as_str().unwrap_or("NULL")))
+                .collect();
+            format!(
+                ":lock: *Gatehouse approval {id}*: `{}` on session {} wants to run\n```{}```{}\nrule `{}`, {} approver(s) needed, expires {}\nApprove: `gatehouse approve {id}`   Deny: `gatehouse deny {id} --reason \"...\"`",
+                d["identity"].as_str().unwrap_or("?"),
+                d["session"],
+                d["sql"].as_str().unwrap_or(""),
+                if params.is_empty() {
+                    String::new()
+                } else {
+                    format!("\nparameters: {}", params.join(", "))
+                },
+                d["rule"].as_str().unwrap_or("?"),
+                d["approvers_required"],
+                d["expires_at"].as_str().unwrap_or("?"),
+            )
+        }
+        Some("approval.granted") => format!(
+            ":white_check_mark: Gatehouse approval {id} for `{}` approved by {}",
+            d["identity"].as_str().unwrap_or("?"),
+            d["operator"].as_str().unwrap_or("?")
+        ),
+        Some("approval.denied") => format!(
+            ":no_entry: Gatehouse approval {id} for `{}` denied{}: {}",
+            d["identity"].as_str().unwrap_or("?"),
+            d["operator"]
+                .as_str()
+                .map(|o| format!(" by {o}"))
+                .unwrap_or_default(),
+            d["reason"].as_str().unwrap_or("")
+        ),
+        Some("approval.expired") => format!(
+            ":hourglass: Gatehouse approval {id} for `{}` timed out; the statement was not run",
+            d["identity"].as_str().unwrap_or("?")
+        ),
+        _ => format!("Gatehouse: {}", payload["event"]),
+    };
+    json!({ "text": text })
 }
 
 /// The sending side of the delivery thread.
@@ -150,7 +244,13 @@ pub fn payload(event: &Event) -> Option<Value> {
         ),
         _ => return None,
     };
-    Some(json!({ "event": kind, "seq": event.seq, "at": at, "detail": body }))
+    Some(json!({
+        "version": PAYLOAD_VERSION,
+        "event": kind,
+        "seq": event.seq,
+        "at": at,
+        "detail": body,
+    }))
 }
 
 /// A parameter in a notification: text as sent, binary as `\x` and hex.
@@ -223,6 +323,13 @@ impl Delivery {
             .http_status_as_error(false)
             .build()
             .into();
+        let body = if target.slack {
+            slack_message(payload)
+        } else {
+            payload.clone()
+        }
+        .to_string()
+        .into_bytes();
         let mut wait = target.backoff;
         let mut last = String::new();
         let mut tried = 0;
@@ -236,11 +343,20 @@ impl Delivery {
                 wait = wait.saturating_mul(2);
             }
             tried = attempt;
-            match agent
+            let mut request = agent
                 .post(&target.url)
                 .header("User-Agent", "gatehouse-webhooks")
-                .send_json(payload)
-            {
+                .header("Content-Type", "application/json");
+            if let Some(secret) = &target.secret {
+                // Signed per attempt: a receiver may refuse old timestamps.
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                request = request
+                    .header(TIMESTAMP_HEADER, &now.to_string())
+                    .header(SIGNATURE_HEADER, &signature(secret, now, &body));
+            }
+            match request.send(&body[..]) {
                 Ok(r) if r.status().is_success() => return Ok(()),
                 Ok(r) => last = format!("HTTP {}", r.status().as_u16()),
                 Err(e) => last = e.to_string(),
