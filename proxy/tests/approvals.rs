@@ -456,12 +456,12 @@ async fn held_statements_are_denied_when_the_gateway_stops_or_restarts() {
     assert_eq!(state.approvals.pending().count(), 0);
 }
 
-/// A one-route HTTP server that records each request's headers (lower
-/// case) and raw body.
-fn raw_webhook_receiver() -> (
-    u16,
-    std::sync::mpsc::Receiver<(std::collections::HashMap<String, String>, Vec<u8>)>,
-) {
+/// A request as a receiver saw it: headers (names in lower case), raw body.
+type Received = (std::collections::HashMap<String, String>, Vec<u8>);
+
+/// A one-route HTTP server that records each request's headers and raw
+/// body.
+fn raw_webhook_receiver() -> (u16, std::sync::mpsc::Receiver<Received>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = std::sync::mpsc::channel();
