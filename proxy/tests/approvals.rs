@@ -1162,3 +1162,90 @@ async fn a_protocol_portal_cannot_be_run_by_sql_fetch() {
         );
     }
 }
+
+/// The agent-facing contract (docs/agents.md, issue 16): every refusal
+/// Gatehouse writes itself says what kind it is in the error's routine
+/// field, so a tool tells a final refusal from a retryable one without
+/// reading prose, and a masked result comes with a notice saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_masking_say_their_kind_to_programs() {
+    let policy = format!(
+        "{POLICY}\n[[rule]]\nname = \"no-ssn\"\nidentity = \"*\"\ncolumns = [\"public.customers.ssn\"]\naction = \"deny\"\n\n[[rule]]\nname = \"mask-emails\"\nidentity = \"agent\"\nclasses = [\"read\"]\naction = \"mask\"\n\n[rule.mask]\n\"public.customers.email\" = \"email\"\n"
+    );
+    let env = Env::start_approvals(&policy, "").await;
+    let client = std::sync::Arc::new(env.connect("agent").await);
+    let routine = |e: &tokio_postgres::Error| {
+        let db = e.as_db_error().expect("a database error");
+        (db.code().code().to_owned(), db.routine().map(str::to_owned))
+    };
+    // A policy denial.
+    let e = client
+        .simple_query("SELECT ssn FROM customers")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        routine(&e),
+        ("42501".into(), Some("gatehouse_policy_denied".into()))
+    );
+    // An approver's denial.
+    let held = spawn_query(&client, "DELETE FROM orders WHERE id = 14");
+    let id = pending(&env, 1).await[0].approval;
+    deny(&env, "alice", id, "no").await;
+    let e = held.await.unwrap().unwrap_err();
+    assert_eq!(
+        routine(&e),
+        ("42501".into(), Some("gatehouse_approval_denied".into()))
+    );
+    // A timeout (probe-quick holds for 1 s).
+    let e = client
+        .execute("INSERT INTO audit_probe (note) VALUES ('x')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        routine(&e),
+        ("42501".into(), Some("gatehouse_approval_expired".into()))
+    );
+    // A masked result comes with a notice naming what was masked.
+    let mut raw = support::RawClient::login(&env, "agent").await;
+    raw.send(b'Q', b"SELECT email FROM customers WHERE id <= 2\0")
+        .await;
+    let answer = raw.until_ready().await;
+    let notice = answer
+        .iter()
+        .find(|(tag, _)| *tag == b'N')
+        .map(|(_, body)| gatehouse::gateway::wire::frame::error_fields(body))
+        .expect("a notice after the masked result");
+    assert!(
+        notice.contains(&(b'R', "gatehouse_masked".to_owned())),
+        "{notice:?}"
+    );
+    assert!(
+        notice.iter().any(|(c, m)| *c == b'M'
+            && m.contains("masked 2 values")
+            && m.contains("public.customers.email")),
+        "{notice:?}"
+    );
+    let rows = answer.iter().filter(|(tag, _)| *tag == b'D').count();
+    assert_eq!(rows, 2);
+    // Unmasked results carry no notice.
+    raw.send(b'Q', b"SELECT id FROM orders WHERE id = 1\0")
+        .await;
+    assert!(!raw.until_ready().await.iter().any(|(tag, _)| *tag == b'N'));
+    // A blocked identity: its sessions end, and logins are refused.
+    call(
+        &env,
+        "admin",
+        "POST",
+        "/v1/identities/agent/block",
+        serde_json::json!({ "reason": "contract test" }),
+    )
+    .await;
+    let e = tokio_postgres::connect(&env.conn_str("agent"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("a blocked login");
+    assert_eq!(
+        routine(&e),
+        ("28000".into(), Some("gatehouse_identity_blocked".into()))
+    );
+}

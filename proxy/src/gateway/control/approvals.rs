@@ -244,11 +244,13 @@ impl ApprovalDesk {
             Some(_) => ApprovalOutcome::Denied,
             None => ApprovalOutcome::Withdrawn,
         });
-        let why = match operator {
-            Some(o) => format!("denied by {o}: {reason}"),
-            None => reason.to_owned(),
-        };
-        self.wake(id, Outcome::Refused(why));
+        self.wake(
+            id,
+            match operator {
+                Some(o) => Outcome::Refused(format!("denied by {o}: {reason}")),
+                None => Outcome::Withdrawn(reason.to_owned()),
+            },
+        );
         Ok(())
     }
 
@@ -285,9 +287,7 @@ impl ApprovalDesk {
         self.append(ledger, event.into()).await?;
         self.metrics.approval_ended(ApprovalOutcome::Expired);
         self.waiting.lock().expect("waiting lock").remove(&id);
-        Ok(Outcome::Refused(
-            "no approver decided in time; the statement was not run".into(),
-        ))
+        Ok(Outcome::Expired)
     }
 
     /// Denies every pending request matching `which` (the gateway's own

@@ -20,6 +20,7 @@ use crate::gateway::control::shared::{
 use crate::gateway::relay::session::{self, SessionInfo};
 use crate::gateway::relay::upstream;
 use crate::gateway::wire::frame::{self, read_frame, read_startup, FrameError};
+use crate::gateway::wire::refusal::Refusal;
 
 const SSL_REQUEST: i32 = 80877103;
 const GSSENC_REQUEST: i32 = 80877104;
@@ -413,13 +414,14 @@ async fn startup_with<S: Stream>(
             warn!("cannot record a refused login: {e}");
         }
         shared.metrics.login_failed("blocked");
-        fatal(
-            &mut stream,
+        let error = frame::refusal(
+            "FATAL",
             "28000",
+            Refusal::IdentityBlocked,
             &format!("identity \"{identity}\" is blocked by Gatehouse: {reason}"),
-        )
-        .await
-        .ok();
+        );
+        let _ = stream.write_all(&error).await;
+        let _ = stream.flush().await;
         return Ok(());
     }
 

@@ -406,6 +406,26 @@ impl StatementMask {
         scrub_message(frame, self.spec.scrub_errors, &self.spec.plan.detectors)
     }
 
+    /// What the client is told after a result Gatehouse masked: how many
+    /// values of which columns, by which strategy; `None` when nothing was.
+    pub fn notice_text(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .labels
+            .iter()
+            .zip(&self.counts)
+            .filter(|(_, n)| **n > 0)
+            .map(|((column, strategy), n)| format!("{column} ({strategy}): {n}"))
+            .collect();
+        let total: u64 = self.counts.iter().sum();
+        (total > 0).then(|| {
+            format!(
+                "Gatehouse masked {total} value{} in this result: {}",
+                if total == 1 { "" } else { "s" },
+                parts.join(", ")
+            )
+        })
+    }
+
     /// What this execution masked, if anything.
     pub fn applied(&self, session: u64, identity: &str, query: u64) -> Option<MaskApplied> {
         if !self.applies() {

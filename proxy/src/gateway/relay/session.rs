@@ -61,6 +61,7 @@ use crate::gateway::relay::server_names::{Answer, Lookup, Names, OnFailure, Outc
 use crate::gateway::relay::services::{Observation, Services};
 use crate::gateway::wire::frame::{self, read_frame, Frame, FrameError};
 use crate::gateway::wire::random_bytes;
+use crate::gateway::wire::refusal::Refusal;
 use crate::gateway::wire::Stream;
 
 /// DataRow bytes gathered before they are hashed into a result digest.
@@ -168,8 +169,13 @@ pub struct Termination {
 pub enum Approval {
     /// Approved by a quorum: run it.
     Approved,
-    /// Refused: tell the client why.
+    /// Denied by an approver: tell the client why.
     Refused(String),
+    /// Refused by the gateway itself (a block, the session's end, a
+    /// restart): tell the client why.
+    Withdrawn(String),
+    /// No approver decided in time.
+    Expired,
 }
 
 /// A statement prepared with Parse: its text and classification.
@@ -544,6 +550,11 @@ pub async fn relay<S: Stream, C: Services>(
             }),
         )),
     };
+    let ended_by = match &outcome {
+        Ok(End::Killed(_)) => Some(Refusal::SessionEnded),
+        Ok(End::Shutdown) => Some(Refusal::ShuttingDown),
+        _ => None,
+    };
     let terminated_by = match &outcome {
         Ok(End::Killed(t)) => Some(t.operator.clone()),
         _ => None,
@@ -591,9 +602,18 @@ pub async fn relay<S: Stream, C: Services>(
         Err(e) => (format!("I/O error: {e}"), None),
     };
     let fatal_sent = fatal.is_some();
+    let kind = match (&fatal, ended_by) {
+        (Some(("57P01", _)), Some(kind)) => Some(kind),
+        (Some(("42501", _)), _) => Some(Refusal::SessionEnded),
+        _ => None,
+    };
     if let Some((code, msg)) = fatal {
         warn!(session = ctx.info.id, "{msg}");
-        let _ = client_w.write_all(&frame::error("FATAL", code, &msg)).await;
+        let error = match kind {
+            Some(kind) => frame::refusal("FATAL", code, kind, &msg),
+            None => frame::error("FATAL", code, &msg),
+        };
+        let _ = client_w.write_all(&error).await;
         let _ = client_w.flush().await;
         let _ = client_w.shutdown().await;
     }
@@ -967,20 +987,13 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
             Some(rule) => format!("denied by Gatehouse rule \"{rule}\""),
             None => "no Gatehouse rule allows it (default deny)".to_owned(),
         };
-        let fields = vec![
-            (b'S', "ERROR".to_owned()),
-            (b'V', "ERROR".to_owned()),
-            (b'C', "42501".to_owned()),
-            (b'M', message),
-            (b'D', detail),
-        ];
-        let mut b = BytesMut::new();
-        pgwire::messages::Message::encode(
-            &pgwire::messages::response::ErrorResponse::new(fields),
-            &mut b,
+        frame::refusal_with(
+            "ERROR",
+            "42501",
+            Refusal::PolicyDenied,
+            &message,
+            Some(&detail),
         )
-        .expect("no size limit");
-        b
     }
 
     fn marker(&mut self, error: BytesMut) -> String {
@@ -1079,9 +1092,10 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
                     session = id.id,
                     "refusing a statement the ledger cannot record: {e}"
                 );
-                Err(frame::error(
+                Err(frame::refusal(
                     "ERROR",
                     "58030",
+                    Refusal::LedgerUnavailable,
                     &format!("Gatehouse could not record this statement, so it was not run: {e}"),
                 ))
             }
@@ -1093,9 +1107,10 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
     /// so a block stops even statements already judged.
     fn blocked_error(&self) -> Option<BytesMut> {
         let reason = self.ctx.shared.blocked(&self.ctx.info.identity)?;
-        Some(frame::error(
+        Some(frame::refusal(
             "ERROR",
             "42501",
+            Refusal::IdentityBlocked,
             &format!(
                 "identity {} is blocked by Gatehouse: {reason}",
                 self.ctx.info.identity
@@ -1137,9 +1152,10 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
                     session = self.ctx.info.id,
                     "cannot record an approval request: {e}"
                 );
-                return Err(frame::error(
+                return Err(frame::refusal(
                     "ERROR",
                     "58030",
+                    Refusal::LedgerUnavailable,
                     &format!("Gatehouse could not record the approval request, so the statement was not run: {e}"),
                 ));
             }
@@ -1190,10 +1206,10 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         let outcome = match waited {
             Waited::Decided(Ok(Ok(outcome))) => outcome,
             Waited::Decided(Ok(Err(_))) => {
-                Approval::Refused("the approval request was withdrawn".into())
+                Approval::Withdrawn("the approval request was withdrawn".into())
             }
             Waited::Decided(Err(_)) => shared.expire_approval(id).await.unwrap_or_else(|e| {
-                Approval::Refused(format!("the timeout could not be recorded: {e}"))
+                Approval::Withdrawn(format!("the timeout could not be recorded: {e}"))
             }),
             Waited::Withdrawn(why) => {
                 let reason = match why {
@@ -1207,16 +1223,18 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
                 }
                 info!(session = self.ctx.info.id, approval = id, "{reason}");
                 return Err(match why {
-                    Withdrawal::Cancelled => frame::error(
+                    Withdrawal::Cancelled => frame::refusal(
                         "ERROR",
                         "57014",
+                        Refusal::ApprovalWithdrawn,
                         &format!(
                             "canceling statement due to user request: Gatehouse withdrew approval request {id}, and the statement did not run"
                         ),
                     ),
-                    Withdrawal::ClientGone => frame::error(
+                    Withdrawal::ClientGone => frame::refusal(
                         "ERROR",
                         "08006",
+                        Refusal::ApprovalWithdrawn,
                         &format!("the client disconnected; approval request {id} was withdrawn"),
                     ),
                 });
@@ -1224,10 +1242,25 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         };
         match outcome {
             Approval::Approved => Ok(()),
-            Approval::Refused(why) => Err(frame::error(
+            Approval::Refused(why) => Err(frame::refusal(
                 "ERROR",
                 "42501",
+                Refusal::ApprovalDenied,
                 &format!("Gatehouse did not run this statement (approval request {id}): {why}"),
+            )),
+            Approval::Withdrawn(why) => Err(frame::refusal(
+                "ERROR",
+                "42501",
+                Refusal::ApprovalWithdrawn,
+                &format!("Gatehouse did not run this statement (approval request {id}): {why}"),
+            )),
+            Approval::Expired => Err(frame::refusal(
+                "ERROR",
+                "42501",
+                Refusal::ApprovalExpired,
+                &format!(
+                    "Gatehouse did not run this statement (approval request {id}): no approver decided in time; it may be sent again, to be held again"
+                ),
             )),
         }
     }
@@ -1388,9 +1421,10 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
             // nobody judged here. Fail closed, with the error PostgreSQL
             // gives for a missing one.
             self.portals.forget(&portal_name);
-            let error = frame::error(
+            let error = frame::refusal(
                 "ERROR",
                 "26000",
+                Refusal::UnknownName,
                 &format!("prepared statement \"{statement}\" does not exist as far as Gatehouse saw it parsed (statements prepared with SQL PREPARE cannot be bound); prepare it with Parse"),
             );
             return self.deny_extended(error).await;
@@ -1442,9 +1476,10 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
             // A portal the gateway did not see bound: none at all, or a
             // cursor an SQL-level DECLARE made. Fail closed, with the error
             // PostgreSQL gives for a missing one.
-            let error = frame::error(
+            let error = frame::refusal(
                 "ERROR",
                 "34000",
+                Refusal::UnknownName,
                 &format!("Gatehouse did not see portal \"{portal_name}\" bound, so it does not execute it; fetch from cursors with FETCH"),
             );
             return self.deny_extended(error).await;
@@ -1497,6 +1532,15 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
     }
 }
 
+/// A NoticeResponse saying what Gatehouse masked in `e`'s result, then
+/// `frame` (the message it goes in front of); `None` when nothing was.
+fn masked_notice(e: &Exec, frame: &[u8]) -> Option<BytesMut> {
+    let text = e.mask.as_ref()?.notice_text()?;
+    let mut out = frame::masked_notice(&text);
+    out.extend_from_slice(frame);
+    Some(out)
+}
+
 /// The notice a client gets when its statement is held: which request, how
 /// many approvals it needs by when, who can give them, and how to withdraw.
 fn held_notice(
@@ -1517,7 +1561,7 @@ fn held_notice(
     } else {
         format!("approvers: {}", approvers.join(", "))
     };
-    frame::notice(
+    frame::held_notice(
         &format!(
             "Gatehouse is holding this statement for approval: request {id} (rule \"{rule}\") needs {quorum} approval{} within {} s; {who}",
             if quorum == 1 { "" } else { "s" },
@@ -2057,7 +2101,9 @@ fn observe<C: Services>(
             };
             if finished {
                 if let Some(Pending::Exec(e)) = t.pending.pop_front() {
+                    let notice = masked_notice(&e, frame);
                     ctx.finish(e, None, completed);
+                    return notice;
                 }
             }
             None
@@ -2147,8 +2193,9 @@ fn observe<C: Services>(
             while let Some(p) = t.pending.pop_front() {
                 match p {
                     Pending::Exec(e) if e.simple => {
+                        let notice = masked_notice(&e, frame);
                         ctx.finish(e, None, completed);
-                        break;
+                        return notice;
                     }
                     Pending::Exec(e) => {
                         ctx.finish(

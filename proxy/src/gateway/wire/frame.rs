@@ -273,15 +273,66 @@ pub fn error(severity: &str, code: &str, text: &str) -> BytesMut {
     b
 }
 
-/// A NoticeResponse (severity NOTICE, SQLSTATE 00000) with `text` and
-/// `hint`: told to the client without ending anything.
-pub fn notice(text: &str, hint: &str) -> BytesMut {
+/// An ErrorResponse from Gatehouse itself: [`error`] with the kind of
+/// refusal in the routine field (see [`super::refusal`]).
+pub fn refusal(severity: &str, code: &str, kind: super::refusal::Refusal, text: &str) -> BytesMut {
+    refusal_with(severity, code, kind, text, None)
+}
+
+/// [`refusal`] with a DETAIL.
+pub fn refusal_with(
+    severity: &str,
+    code: &str,
+    kind: super::refusal::Refusal,
+    text: &str,
+    detail: Option<&str>,
+) -> BytesMut {
+    let mut fields = vec![
+        (b'S', severity.to_owned()),
+        (b'V', severity.to_owned()),
+        (b'C', code.to_owned()),
+        (b'M', text.to_owned()),
+    ];
+    if let Some(detail) = detail {
+        fields.push((b'D', detail.to_owned()));
+    }
+    fields.push((b'R', kind.routine().to_owned()));
+    let mut b = BytesMut::new();
+    ErrorResponse::new(fields)
+        .encode(&mut b)
+        .expect("error responses have no size limit");
+    b
+}
+
+/// The NoticeResponse sent after a result Gatehouse masked (SQLSTATE
+/// 01000, routine `gatehouse_masked`), so a program knows the values it
+/// got are not the stored ones.
+pub fn masked_notice(text: &str) -> BytesMut {
+    let fields = vec![
+        (b'S', "NOTICE".to_owned()),
+        (b'V', "NOTICE".to_owned()),
+        (b'C', "01000".to_owned()),
+        (b'M', text.to_owned()),
+        (b'R', super::refusal::MASKED.to_owned()),
+    ];
+    let mut b = BytesMut::new();
+    pgwire::messages::response::NoticeResponse::new(fields)
+        .encode(&mut b)
+        .expect("notices have no size limit");
+    b
+}
+
+/// The NoticeResponse a client gets while its statement is held for
+/// approval (severity NOTICE, SQLSTATE 00000, routine `gatehouse_held`),
+/// with `text` and `hint`: told without ending anything.
+pub fn held_notice(text: &str, hint: &str) -> BytesMut {
     let fields = vec![
         (b'S', "NOTICE".to_owned()),
         (b'V', "NOTICE".to_owned()),
         (b'C', "00000".to_owned()),
         (b'M', text.to_owned()),
         (b'H', hint.to_owned()),
+        (b'R', super::refusal::HELD.to_owned()),
     ];
     let mut b = BytesMut::new();
     pgwire::messages::response::NoticeResponse::new(fields)

@@ -3,6 +3,7 @@
 //! the byte streams they travel on. Imports nothing else of the gateway.
 
 pub mod frame;
+pub mod refusal;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
