@@ -117,6 +117,11 @@ impl Operators {
     pub fn len(&self) -> usize {
         self.by_name.len()
     }
+
+    /// Every operator, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Operator> {
+        self.by_name.values()
+    }
 }
 
 // Snapshot encodings (crate::snapshot).

@@ -6,7 +6,6 @@
 //! at that instant (`gatehouse state --at`).
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use gatehouse_ledger::cbor::DecodeError;
 use gatehouse_ledger::cbor_record;
@@ -193,78 +192,6 @@ impl GatewayState {
     /// The source of the policy in force, if any.
     pub fn policy_source(&self) -> Option<&str> {
         self.policy.as_ref().map(|p| p.source.as_str())
-    }
-}
-
-impl fmt::Display for GatewayState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "events folded: {}", self.events)?;
-        match &self.policy {
-            Some(p) => writeln!(
-                f,
-                "policy: applied by {} at event {} ({} bytes)",
-                p.operator,
-                p.seq,
-                p.source.len()
-            )?,
-            None => writeln!(f, "policy: none applied (everything is denied)")?,
-        }
-        writeln!(f, "identities:")?;
-        for i in self.identities.iter() {
-            let blocked = self
-                .blocks
-                .get(&i.name)
-                .map(|b| {
-                    format!(
-                        " BLOCKED by {} at event {}: {}",
-                        b.operator, b.seq, b.reason
-                    )
-                })
-                .unwrap_or_default();
-            writeln!(f, "  {}{blocked}", i.name)?;
-            for c in i.credentials.values() {
-                let state = match (&c.revoked, self.as_of) {
-                    (Some(why), _) => format!("revoked: {why}"),
-                    (None, Some(now)) if now >= c.expires_at => "expired".to_owned(),
-                    _ => "valid".to_owned(),
-                };
-                writeln!(f, "    credential {} ({state})", c.id)?;
-            }
-        }
-        writeln!(f, "operators: {}", self.operators.len())?;
-        writeln!(f, "open sessions: {}", self.sessions.len())?;
-        for (id, s) in &self.sessions {
-            writeln!(
-                f,
-                "  session {id}: {} on {} from {} ({}), {} statements",
-                s.identity,
-                s.target,
-                s.client_addr,
-                s.application_name.as_deref().unwrap_or("-"),
-                s.statements
-            )?;
-        }
-        writeln!(f, "approvals: {}", self.approvals.requests.len())?;
-        for (id, a) in &self.approvals.requests {
-            writeln!(
-                f,
-                "  approval {id}: {} for {} ({}): {}",
-                a.status.name(),
-                a.identity,
-                a.rule,
-                a.sql
-            )?;
-        }
-        for (identity, grants) in &self.approvals.grants {
-            for (fingerprint, g) in grants {
-                writeln!(
-                    f,
-                    "  grant to {identity} until {} (approval {}): {fingerprint}",
-                    g.until, g.approval
-                )?;
-            }
-        }
-        Ok(())
     }
 }
 

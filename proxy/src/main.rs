@@ -778,7 +778,7 @@ fn run(command: Command) -> Result<()> {
             } else if json {
                 println!("{}", serde_json::to_string_pretty(&state)?);
             } else {
-                print!("{state}");
+                print!("{}", state::state_text(&state));
             }
         }
         Command::Export {

@@ -243,6 +243,110 @@ pub fn load_state_verified(path: &Path, key: &VerifierKey) -> Result<GatewayStat
     Ok(state)
 }
 
+/// The state as operators read it: times in RFC 3339 (UTC), operators by
+/// name with their roles (`gatehouse state`).
+pub fn state_text(state: &GatewayState) -> String {
+    use std::fmt::Write as _;
+    let time = |ns: u64| gatehouse_verify::report::rfc3339(ns);
+    let mut out = String::new();
+    match state.as_of {
+        Some(ts) => {
+            let _ = writeln!(out, "as of {} (after {} events)", time(ts), state.events);
+        }
+        None => out.push_str("as of the start of the ledger (no events)\n"),
+    }
+    match &state.policy {
+        Some(p) => {
+            let _ = writeln!(
+                out,
+                "policy: applied by {} at {} (event {}, {} bytes)",
+                p.operator,
+                time(p.ts),
+                p.seq,
+                p.source.len()
+            );
+        }
+        None => out.push_str("policy: none applied (everything is denied)\n"),
+    }
+    out.push_str("identities:\n");
+    for i in state.identities.iter() {
+        let blocked = state
+            .blocks
+            .get(&i.name)
+            .map(|b| {
+                format!(
+                    " BLOCKED by {} at {} (event {}): {}",
+                    b.operator,
+                    time(b.ts),
+                    b.seq,
+                    b.reason
+                )
+            })
+            .unwrap_or_default();
+        let _ = writeln!(out, "  {}{blocked}", i.name);
+        for c in i.credentials.values() {
+            let status = match (&c.revoked, state.as_of) {
+                (Some(why), _) => format!("revoked: {why}"),
+                (None, Some(now)) if now >= c.expires_at => {
+                    format!("expired at {}", time(c.expires_at))
+                }
+                _ => format!("valid until {}", time(c.expires_at)),
+            };
+            let _ = writeln!(
+                out,
+                "    credential {} (issued by {}): {status}",
+                c.id, c.issued_by
+            );
+        }
+    }
+    out.push_str("operators:\n");
+    for o in state.operators.iter() {
+        let roles: Vec<&str> = o.roles.iter().map(|r| r.name()).collect();
+        let _ = writeln!(
+            out,
+            "  {} ({}), added by {}",
+            o.name,
+            roles.join(", "),
+            o.added_by
+        );
+    }
+    let _ = writeln!(out, "open sessions: {}", state.sessions.len());
+    for (id, s) in &state.sessions {
+        let _ = writeln!(
+            out,
+            "  session {id}: {} on {} from {} ({}), opened {}, {} statements",
+            s.identity,
+            s.target,
+            s.client_addr,
+            s.application_name.as_deref().unwrap_or("-"),
+            time(s.opened),
+            s.statements
+        );
+    }
+    let _ = writeln!(out, "approvals: {}", state.approvals.requests.len());
+    for (id, a) in &state.approvals.requests {
+        let _ = writeln!(
+            out,
+            "  approval {id}: {} for {} ({}): {}",
+            a.status.name(),
+            a.identity,
+            a.rule,
+            a.sql
+        );
+    }
+    for (identity, grants) in &state.approvals.grants {
+        for (fingerprint, g) in grants {
+            let _ = writeln!(
+                out,
+                "  grant to {identity} until {} (approval {}): {fingerprint}",
+                time(g.until),
+                g.approval
+            );
+        }
+    }
+    out
+}
+
 /// What `gatehouse state --check` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotCheck {
@@ -497,6 +601,28 @@ mod tests {
             trigger: None,
         }
         .into()
+    }
+
+    #[test]
+    fn the_state_text_gives_times_in_rfc3339_and_operators_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, ledger) = ledger_with_identities(dir.path(), &["a"]);
+        ledger.append_blocking(&[blocked("a")]).unwrap();
+        ledger.close();
+        let text = state_text(&load_state(&config.ledger.path).unwrap());
+        let year = |line: &str| line.contains(" at 20") && line.contains('T') && line.contains('Z');
+        let blocked_line = text
+            .lines()
+            .find(|l| l.contains("BLOCKED by bob"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(year(blocked_line), "{blocked_line}");
+        assert!(text.starts_with("as of 20"), "{text}");
+        // init's first operator, by name with its roles.
+        let operators = text.split("operators:\n").nth(1).unwrap();
+        assert!(
+            operators.lines().next().unwrap().contains("(admin"),
+            "{text}"
+        );
     }
 
     #[test]

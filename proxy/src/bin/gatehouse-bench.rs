@@ -1199,7 +1199,7 @@ async fn state_bench(events: u64, every: u64, ledger: Option<PathBuf>) -> Result
         let (fast_p50, fast_max, fast) = timed(5, || {
             let r = rebuild(&path2, at, Start::Snapshot)?;
             // What `state --at` prints, so formatting is counted too.
-            let printed = r.state.to_string();
+            let printed = gatehouse::state::state_text(&r.state);
             Ok((r, printed.len()))
         })?;
         let (slow_p50, _, slow) = timed(1, || rebuild(&path2, at, Start::Genesis))?;
