@@ -425,3 +425,49 @@ async fn logs_are_plain_in_a_pipe_and_json_on_request() {
         }
     }
 }
+
+/// A target that cannot be reached at start-up (issue 16): the log names it
+/// and why, the gateway serves the other targets, and a client of the dead
+/// one is told the reason class, not only "try again later".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_target_is_named_at_start_up_and_the_others_serve() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let extra = format!(
+        "\n[[target]]\nname = \"archive\"\nurl = \"postgres://gatehouse@127.0.0.1:{dead_port}/archive\"\npassword = \"unused\"\n"
+    );
+    let mut env = Env::start_custom(POLICY, "", &extra, |_| {}).await;
+    env.stop().await;
+    let (mut child, port) = env.serve_as_process_logging().await;
+    let c = env.connect_to_port(port, "agent").await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let to_archive = format!(
+        "host=127.0.0.1 port={port} user=agent password={} dbname=archive",
+        env.secret("agent")
+    );
+    let e = tokio_postgres::connect(&to_archive, tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("the archive target is down");
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        message.contains("archive") && message.contains("does not accept connections"),
+        "{e:?}"
+    );
+    drop(c);
+    child.kill().unwrap();
+    let log = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
+    let line = log
+        .lines()
+        .find(|l| l.contains("target check failed"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains("archive") && line.contains("does not accept connections"),
+        "{line}"
+    );
+    assert!(log.contains("gatehouse is serving"), "{log}");
+}

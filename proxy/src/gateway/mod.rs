@@ -47,6 +47,7 @@ impl Gateway {
             anyhow::bail!("the config has no [[target]]: add the database clients should reach");
         }
         for target in &targets {
+            check_target(target).await;
             check_read_only_login(target).await?;
         }
         let metrics = Arc::new(metrics::Metrics::new());
@@ -316,6 +317,30 @@ fn raise_open_file_limit() {
 /// read-only identities run as it, and it is what holds them read-only
 /// should a statement be misjudged. A target that cannot be reached now is
 /// not checked (logged); it is checked at the next start.
+/// How long the start-up check of a target may take.
+const TARGET_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Connects and logs in to `target` once at start-up and says how that went:
+/// an operator learns at once which target fails and why (unreachable,
+/// credentials, TLS, no such database). The gateway serves anyway: the
+/// other targets work, and this one's clients are told the reason class.
+async fn check_target(target: &Target) {
+    let login = relay::upstream::connect(target, false, relay::upstream::Purpose::Catalog);
+    match tokio::time::timeout(TARGET_CHECK, login).await {
+        Ok(Ok(_)) => tracing::info!(target = target.name, "target reachable, gateway login works"),
+        Ok(Err(e)) => tracing::error!(
+            target = target.name,
+            "target check failed: {}: {e}; serving the other targets, and this one's clients are told so",
+            e.class()
+        ),
+        Err(_) => tracing::error!(
+            target = target.name,
+            "target check failed: no answer within {} s; serving the other targets",
+            TARGET_CHECK.as_secs()
+        ),
+    }
+}
+
 async fn check_read_only_login(target: &Target) -> Result<()> {
     let Some((user, _)) = target.read_only_login() else {
         if target.accept_read_only_without_role {

@@ -509,8 +509,9 @@ async fn startup_with<S: Stream>(
                 &mut stream,
                 "08006",
                 &format!(
-                    "Gatehouse cannot reach database \"{}\" right now; try again later",
-                    target.name
+                    "Gatehouse cannot reach database \"{}\" right now: {}; try again later, or tell the operator if it persists",
+                    target.name,
+                    e.class()
                 ),
             )
             .await

@@ -25,15 +25,53 @@ pub enum UpstreamError {
         /// The socket error.
         source: std::io::Error,
     },
-    /// The server refused the login or the startup.
+    /// The login could not be completed (authentication method, SCRAM).
     #[error("upstream refused the connection: {0}")]
     Refused(String),
+    /// The server answered the startup with an error.
+    #[error("upstream refused the login ({code}): {message}")]
+    Rejected {
+        /// Its SQLSTATE.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// TLS to the server failed (not offered, bad name, handshake).
+    #[error("TLS to upstream failed: {0}")]
+    Tls(String),
     /// The server has no connection slot left (SQLSTATE 53300).
     #[error("upstream has no connection slots left: {0}")]
     Full(String),
     /// The server spoke something unexpected.
     #[error("upstream protocol error: {0}")]
     Protocol(String),
+}
+
+impl UpstreamError {
+    /// What kind of failure it is, in words a client and an operator can
+    /// act on (never the database's own message, which a client of the
+    /// gateway must not see).
+    pub fn class(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect { .. } => {
+                "the database does not accept connections at its address (down, or unreachable)"
+            }
+            UpstreamError::Tls(_) => "TLS to the database failed",
+            UpstreamError::Rejected { code, .. } if code.starts_with("28") => {
+                "the database refused the gateway's credentials for it"
+            }
+            UpstreamError::Refused(_) => "the database refused the gateway's login",
+            UpstreamError::Rejected { code, .. } if code == "3D000" => {
+                "the database does not exist on that server"
+            }
+            UpstreamError::Rejected { code, .. } if code.starts_with("57P0") => {
+                "the database is starting up or shutting down"
+            }
+            UpstreamError::Rejected { .. } => "the database refused the connection",
+            UpstreamError::Full(_) => "the database has no connection slots left",
+            UpstreamError::Protocol(_) => "the database answered in an unexpected way",
+        }
+    }
 }
 
 /// An authenticated upstream connection, ready for queries.
@@ -177,7 +215,10 @@ fn refused(f: &Frame) -> UpstreamError {
     if field(b'C') == "53300" {
         UpstreamError::Full(field(b'M'))
     } else {
-        UpstreamError::Refused(field(b'M'))
+        UpstreamError::Rejected {
+            code: field(b'C'),
+            message: field(b'M'),
+        }
     }
 }
 
@@ -371,18 +412,17 @@ async fn secure(
     request.put_i32(80877103);
     tcp.write_all(&request).await.map_err(io)?;
     if tcp.read_u8().await.map_err(io)? != b'S' {
-        return Err(UpstreamError::Refused(format!(
+        return Err(UpstreamError::Tls(format!(
             "upstream {} does not accept TLS, which target {} requires",
             addr, target.name
         )));
     }
-    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(
-        |e| UpstreamError::Refused(format!("invalid TLS server name {}: {e}", target.host)),
-    )?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(target.host.clone())
+        .map_err(|e| UpstreamError::Tls(format!("invalid TLS server name {}: {e}", target.host)))?;
     let tls = tokio_rustls::TlsConnector::from(config.clone())
         .connect(name, tcp)
         .await
-        .map_err(|e| UpstreamError::Refused(format!("TLS handshake with {addr} failed: {e}")))?;
+        .map_err(|e| UpstreamError::Tls(format!("TLS handshake with {addr} failed: {e}")))?;
     Ok(Box::new(tls))
 }
 
@@ -400,6 +440,23 @@ pub async fn cancel(target: &Target, key: (i32, i32)) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn failures_are_classed_for_clients_and_operators() {
+        let rejected = |code: &str| UpstreamError::Rejected {
+            code: code.into(),
+            message: "password authentication failed for user \"gatehouse\"".into(),
+        };
+        assert!(rejected("28P01").class().contains("credentials"));
+        assert!(rejected("3D000").class().contains("does not exist"));
+        assert!(rejected("57P03").class().contains("starting up"));
+        assert!(UpstreamError::Tls("handshake".into())
+            .class()
+            .contains("TLS"));
+        // The database's own words never reach a client through the class.
+        assert!(!rejected("28P01").class().contains("gatehouse"));
+    }
+
     use super::*;
 
     #[test]
