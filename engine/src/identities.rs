@@ -58,6 +58,9 @@ pub struct Identity {
     pub description: Option<String>,
     /// Credentials by id, including expired and revoked ones.
     pub credentials: BTreeMap<String, Credential>,
+    /// Why it was disabled (retired), if it was: it cannot log in and no
+    /// credential can be issued to it. Final.
+    pub disabled: Option<String>,
 }
 
 /// Every identity, by name.
@@ -81,7 +84,13 @@ impl Identities {
                         created_by: e.operator.clone(),
                         description: e.description.clone(),
                         credentials: BTreeMap::new(),
+                        disabled: None,
                     });
+            }
+            EventBody::IdentityDisabled(e) => {
+                if let Some(identity) = self.by_name.get_mut(&e.identity) {
+                    identity.disabled.get_or_insert_with(|| e.reason.clone());
+                }
             }
             EventBody::CredentialIssued(e) => {
                 if let Some(identity) = self.by_name.get_mut(&e.identity) {
@@ -203,6 +212,7 @@ cbor_record!(Identity {
     1 => created_by,
     2 => description,
     3 => credentials,
+    4 => disabled,
 });
 
 cbor_record!(Identities { 0 => by_name, });

@@ -73,6 +73,10 @@ impl Operators {
     /// Folds one event in. Adding an existing operator replaces its roles
     /// and token (how a token is rotated).
     pub fn apply(&mut self, body: &EventBody) {
+        if let EventBody::OperatorRemoved(e) = body {
+            self.by_token.retain(|_, name| name != &e.operator);
+            self.by_name.remove(&e.operator);
+        }
         if let EventBody::OperatorAdded(e) = body {
             self.by_token.retain(|_, name| name != &e.operator);
             self.by_token

@@ -2,7 +2,7 @@
 //! encoding, so start-up and time travel fold one snapshot plus the events
 //! after it instead of the whole ledger.
 //!
-//! # Encoding (version 2)
+//! # Encoding (version 3)
 //!
 //! A CBOR map `{0: version, 1: state}` in the ledger's canonical subset
 //! (docs/ledger-format.md, section 3): every struct is a map with small
@@ -16,9 +16,10 @@
 //! state: two folds agree exactly when their hashes do.
 //!
 //! Version 2 added the bind parameters of approval requests and ends grants
-//! on a block or a credential revocation; a version-1 snapshot describes
-//! the state as an older Gatehouse folded it, so it is not used (nor
-//! checked against today's fold).
+//! on a block or a credential revocation; version 3 records disabled
+//! identities (and folds operator removals). A snapshot of an older
+//! version describes the state as an older Gatehouse folded it, so it is
+//! not used (nor checked against today's fold).
 //!
 //! A reader that meets a version it does not know refuses the snapshot
 //! ([`SnapshotError::UnknownVersion`]) and folds from the first event
@@ -53,7 +54,7 @@ use gatehouse_ledger::event::Snapshot;
 use crate::state::GatewayState;
 
 /// The encoding version this build writes and reads.
-pub const VERSION: u64 = 2;
+pub const VERSION: u64 = 3;
 
 /// BLAKE3 of a state's snapshot encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

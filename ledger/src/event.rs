@@ -495,6 +495,32 @@ cbor_struct! {
     }
 }
 
+cbor_struct! {
+    /// An identity was retired: it can no longer log in, its sessions end,
+    /// and no credential can be issued to it. Final (a block is the
+    /// reversible stop).
+    pub struct IdentityDisabled {
+        /// The identity.
+        0 => identity: String,
+        /// The operator who disabled it.
+        1 => operator: String,
+        /// Why.
+        2 => reason: String,
+    }
+}
+
+cbor_struct! {
+    /// An operator of the admin API was removed: its token stops working.
+    pub struct OperatorRemoved {
+        /// The operator removed.
+        0 => operator: String,
+        /// Who removed it.
+        1 => removed_by: String,
+        /// Why.
+        2 => reason: String,
+    }
+}
+
 macro_rules! event_kinds {
     ($( $code:literal => $variant:ident, )*) => {
         /// The kind of an event, as stored in its record's key 2.
@@ -583,6 +609,8 @@ event_kinds! {
     20 => KeyRotated,
     21 => Snapshot,
     22 => OperatorAdded,
+    23 => IdentityDisabled,
+    24 => OperatorRemoved,
 }
 
 impl EventBody {
@@ -626,6 +654,7 @@ impl EventBody {
             CredentialIssued(b) => Some(&b.identity),
             CredentialRevoked(b) => Some(&b.identity),
             SessionTerminated(b) => Some(&b.identity),
+            IdentityDisabled(b) => Some(&b.identity),
             _ => None,
         }
     }
@@ -649,6 +678,8 @@ impl EventBody {
             OperatorAction(b) => Some(&b.operator),
             KeyRotated(b) => Some(&b.operator),
             OperatorAdded(b) => Some(&b.added_by),
+            IdentityDisabled(b) => Some(&b.operator),
+            OperatorRemoved(b) => Some(&b.removed_by),
             _ => None,
         }
     }

@@ -255,6 +255,44 @@ impl AdminClient {
         Ok((text("credential"), text("secret"), text("expires_at")))
     }
 
+    /// `gatehouse identities`.
+    pub fn identities(&self) -> Result<Value> {
+        self.call("GET", "/v1/identities", None)
+    }
+
+    /// `gatehouse identity disable`.
+    pub fn identity_disable(&self, identity: &str, reason: &str) -> Result<()> {
+        self.call(
+            "POST",
+            &format!("/v1/identities/{identity}/disable"),
+            Some(serde_json::json!({ "reason": reason })),
+        )
+        .map(drop)
+    }
+
+    /// `gatehouse credentials [IDENTITY]`.
+    pub fn credentials(&self, identity: Option<&str>) -> Result<Value> {
+        match identity {
+            Some(i) => self.call("GET", &format!("/v1/credentials?identity={i}"), None),
+            None => self.call("GET", "/v1/credentials", None),
+        }
+    }
+
+    /// `gatehouse operators`.
+    pub fn operators(&self) -> Result<Value> {
+        self.call("GET", "/v1/operators", None)
+    }
+
+    /// `gatehouse operator remove`.
+    pub fn operator_remove(&self, operator: &str, reason: &str) -> Result<()> {
+        self.call(
+            "POST",
+            &format!("/v1/operators/{operator}/remove"),
+            Some(serde_json::json!({ "reason": reason })),
+        )
+        .map(drop)
+    }
+
     /// `gatehouse operator add`: the new token.
     pub fn operator_add(&self, operator: &str, roles: &[String]) -> Result<String> {
         let v = self.call(

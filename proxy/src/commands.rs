@@ -15,11 +15,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use gatehouse_engine::classify::classify;
 use gatehouse_engine::identities::Identities;
-use gatehouse_engine::operators::{token_hash, Role};
+use gatehouse_engine::operators::{token_hash, Operators, Role};
 use gatehouse_engine::policy::{Policy, Subject};
 use gatehouse_ledger::cbor::Bytes;
 use gatehouse_ledger::event::{
-    CredentialIssued, CredentialRevoked, IdentityCreated, OperatorAdded, PolicyChanged,
+    CredentialIssued, CredentialRevoked, IdentityCreated, IdentityDisabled, OperatorAdded,
+    OperatorRemoved, PolicyChanged,
 };
 use gatehouse_ledger::{EventBody, Ledger};
 
@@ -94,6 +95,89 @@ pub fn identity_create_offline(
     )
 }
 
+/// The event disabling (retiring) identity `name`: it can no longer log
+/// in, its sessions end, and no credential can be issued to it. Final; a
+/// block is the reversible stop.
+pub fn identity_disable(
+    identities: &Identities,
+    name: &str,
+    reason: String,
+    operator: String,
+) -> Result<EventBody> {
+    let identity = identities
+        .get(name)
+        .with_context(|| format!("no identity {name}"))?;
+    if let Some(why) = &identity.disabled {
+        bail!("identity {name} is already disabled ({why})");
+    }
+    if reason.trim().is_empty() {
+        bail!("give a reason (recorded): --reason TEXT");
+    }
+    Ok(IdentityDisabled {
+        identity: name.into(),
+        operator,
+        reason,
+    }
+    .into())
+}
+
+/// `gatehouse identity disable --config`: [`identity_disable`], recorded offline.
+pub fn identity_disable_offline(
+    config: &Config,
+    name: &str,
+    reason: String,
+    operator: String,
+) -> Result<()> {
+    let state = load_state(&config.ledger.path)?;
+    record_offline(
+        config,
+        identity_disable(&state.identities, name, reason, operator)?,
+    )
+}
+
+/// The event removing operator `name`: its token stops working. An
+/// operator cannot remove itself, and the last admin cannot be removed
+/// (nobody could add operators any more).
+pub fn operator_remove(
+    operators: &Operators,
+    name: &str,
+    reason: String,
+    removed_by: String,
+) -> Result<EventBody> {
+    let operator = operators
+        .get(name)
+        .with_context(|| format!("no operator {name}"))?;
+    if name == removed_by {
+        bail!("an operator cannot remove itself; ask another admin");
+    }
+    if operator.roles.contains(&Role::Admin) && operators.holding(Role::Admin).len() == 1 {
+        bail!("{name} is the last admin; add another admin first (gatehouse operator add NAME --role admin)");
+    }
+    if reason.trim().is_empty() {
+        bail!("give a reason (recorded): --reason TEXT");
+    }
+    Ok(OperatorRemoved {
+        operator: name.into(),
+        removed_by,
+        reason,
+    }
+    .into())
+}
+
+/// `gatehouse operator remove --config`: [`operator_remove`], recorded offline.
+pub fn operator_remove_offline(
+    config: &Config,
+    name: &str,
+    reason: String,
+    removed_by: String,
+) -> Result<()> {
+    let state = load_state(&config.ledger.path)?;
+    record_offline(
+        config,
+        operator_remove(&state.operators, name, reason, removed_by)?,
+    )
+}
+
 pub use crate::config::parse_duration;
 
 /// What `credential issue` produced.
@@ -114,8 +198,12 @@ pub fn credential_issue(
     ttl: Duration,
     operator: String,
 ) -> Result<(EventBody, Issued)> {
-    if identities.get(identity).is_none() {
-        bail!("identity {identity} does not exist; create it first: gatehouse identity create {identity}");
+    match identities.get(identity) {
+        None => bail!("identity {identity} does not exist; create it first: gatehouse identity create {identity}"),
+        Some(i) if i.disabled.is_some() => {
+            bail!("identity {identity} is disabled; it gets no credentials (create a new identity)")
+        }
+        Some(_) => {}
     }
     let (salt, iterations) = identities
         .scram_parameters(identity)

@@ -92,6 +92,32 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// List the identities: blocked or disabled, and their working credentials.
+    Identities {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List credentials (never their secrets), of one identity or all.
+    Credentials {
+        /// Only this identity's.
+        identity: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List the admin API's operators and their roles.
+    Operators {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// List statements held for approval on the running gateway.
     Approvals {
         /// Also list decided requests.
@@ -234,6 +260,25 @@ enum Command {
 
 #[derive(Subcommand)]
 enum OperatorCommand {
+    /// Remove an operator: its token stops working. Not yourself, and not
+    /// the last admin.
+    Remove {
+        /// The operator's name.
+        name: String,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+        /// Write to the ledger of a stopped gateway with this config,
+        /// instead of going through the running gateway's admin API.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Who is acting, when writing offline (default: $USER); through
+        /// the API it is the token's operator.
+        #[arg(long)]
+        operator: Option<String>,
+    },
     /// Add an operator (or give an existing one new roles and a new token);
     /// prints the token once.
     Add {
@@ -379,6 +424,25 @@ enum IdentityCommand {
         /// What the identity is for.
         #[arg(long)]
         description: Option<String>,
+        /// Who is acting, when writing offline (default: $USER); through
+        /// the API it is the token's operator.
+        #[arg(long)]
+        operator: Option<String>,
+    },
+    /// Retire an identity: its sessions end, it can no longer log in, and
+    /// it gets no new credentials. Final (`block` is the reversible stop).
+    Disable {
+        /// The identity.
+        name: String,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+        /// Write to the ledger of a stopped gateway with this config,
+        /// instead of going through the running gateway's admin API.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// Who is acting, when writing offline (default: $USER); through
         /// the API it is the token's operator.
         #[arg(long)]
@@ -659,6 +723,76 @@ fn run(command: Command) -> Result<()> {
             admin.client()?.kill(session, &reason)?;
             eprintln!("session {session} ended");
         }
+        Command::Identity {
+            command:
+                IdentityCommand::Disable {
+                    name,
+                    reason,
+                    config,
+                    admin,
+                    operator,
+                },
+        } => {
+            match config {
+                Some(config) => commands::identity_disable_offline(
+                    &Config::load(&config)?,
+                    &name,
+                    reason,
+                    commands::operator(operator),
+                )?,
+                None => admin.client()?.identity_disable(&name, &reason)?,
+            }
+            eprintln!("identity {name} disabled");
+        }
+        Command::Operator {
+            command:
+                OperatorCommand::Remove {
+                    name,
+                    reason,
+                    config,
+                    admin,
+                    operator,
+                },
+        } => {
+            match config {
+                Some(config) => commands::operator_remove_offline(
+                    &Config::load(&config)?,
+                    &name,
+                    reason,
+                    commands::operator(operator),
+                )?,
+                None => admin.client()?.operator_remove(&name, &reason)?,
+            }
+            eprintln!("operator {name} removed");
+        }
+        Command::Identities { json, admin } => {
+            let list = admin.client()?.identities()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", identities_table(&list));
+            }
+        }
+        Command::Credentials {
+            identity,
+            json,
+            admin,
+        } => {
+            let list = admin.client()?.credentials(identity.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", credentials_table(&list));
+            }
+        }
+        Command::Operators { json, admin } => {
+            let list = admin.client()?.operators()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", operators_table(&list));
+            }
+        }
         Command::Sessions { json, admin } => {
             let list = admin.client()?.sessions()?;
             if json {
@@ -870,9 +1004,7 @@ fn write_stdout(text: &str) -> Result<()> {
 
 /// The running sessions, one line each, aligned.
 fn sessions_table(list: &serde_json::Value) -> String {
-    let empty = Vec::new();
-    let items = list.as_array().unwrap_or(&empty);
-    if items.is_empty() {
+    if items(list).is_empty() {
         return "no sessions\n".to_owned();
     }
     let header = [
@@ -887,10 +1019,10 @@ fn sessions_table(list: &serde_json::Value) -> String {
         "RUNNING",
         "CURRENT",
     ];
-    let rows: Vec<Vec<String>> = items
+    let rows: Vec<Vec<String>> = items(list)
         .iter()
         .map(|s| {
-            let text = |k: &str| printable(s[k].as_str().unwrap_or("-"));
+            let text = |k: &str| field(s, k);
             vec![
                 s["session"].to_string(),
                 text("identity"),
@@ -919,6 +1051,11 @@ fn sessions_table(list: &serde_json::Value) -> String {
             ]
         })
         .collect();
+    table(&header, rows)
+}
+
+/// Rows under a header, each column as wide as its widest cell.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             rows.iter()
@@ -943,6 +1080,96 @@ fn sessions_table(list: &serde_json::Value) -> String {
         out.push_str(&line(r));
     }
     out
+}
+
+/// A JSON array's items (an empty list for anything else).
+fn items(list: &serde_json::Value) -> &[serde_json::Value] {
+    list.as_array().map_or(&[], Vec::as_slice)
+}
+
+/// A text field of a listed item, printable, `-` when absent.
+fn field(item: &serde_json::Value, key: &str) -> String {
+    item[key].as_str().map_or("-".to_owned(), printable)
+}
+
+/// The identities, one line each.
+fn identities_table(list: &serde_json::Value) -> String {
+    if items(list).is_empty() {
+        return "no identities\n".to_owned();
+    }
+    let rows = items(list)
+        .iter()
+        .map(|i| {
+            let state = match (i["disabled"].as_str(), i["blocked"].as_str()) {
+                (Some(why), _) => format!("disabled: {}", printable(why)),
+                (None, Some(why)) => format!("blocked: {}", printable(why)),
+                (None, None) => "active".to_owned(),
+            };
+            vec![
+                field(i, "identity"),
+                state,
+                i["valid_credentials"].as_u64().unwrap_or(0).to_string(),
+                field(i, "created_by"),
+                field(i, "description"),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "IDENTITY",
+            "STATE",
+            "CREDENTIALS",
+            "CREATED BY",
+            "DESCRIPTION",
+        ],
+        rows,
+    )
+}
+
+/// The credentials, one line each.
+fn credentials_table(list: &serde_json::Value) -> String {
+    if items(list).is_empty() {
+        return "no credentials\n".to_owned();
+    }
+    let rows = items(list)
+        .iter()
+        .map(|c| {
+            vec![
+                field(c, "credential"),
+                field(c, "identity"),
+                match c["revoked"].as_str() {
+                    Some(why) => format!("revoked: {}", printable(why)),
+                    None => field(c, "status"),
+                },
+                field(c, "expires_at"),
+                field(c, "issued_by"),
+            ]
+        })
+        .collect();
+    table(
+        &["CREDENTIAL", "IDENTITY", "STATUS", "EXPIRES", "ISSUED BY"],
+        rows,
+    )
+}
+
+/// The operators, one line each.
+fn operators_table(list: &serde_json::Value) -> String {
+    if items(list).is_empty() {
+        return "no operators\n".to_owned();
+    }
+    let rows = items(list)
+        .iter()
+        .map(|o| {
+            let roles: Vec<&str> = o["roles"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str())
+                .collect();
+            vec![field(o, "operator"), roles.join(", "), field(o, "added_by")]
+        })
+        .collect();
+    table(&["OPERATOR", "ROLES", "ADDED BY"], rows)
 }
 
 fn approvals_table(list: &serde_json::Value) -> String {

@@ -627,3 +627,106 @@ async fn metrics_are_scraped_in_the_prometheus_text_format() {
         "row data in the metrics"
     );
 }
+
+/// Listing and retiring (issue 16): identities, credentials and operators
+/// are listed; disabling an identity ends its session, refuses its logins
+/// and new credentials, and survives a restart; removing an operator stops
+/// its token, but nobody removes themselves or the last admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_credentials_and_operators_are_listed_and_retired() {
+    let mut env = Env::start(POLICY).await;
+    let token_file = env.dir.path().join("gh").join("operator.token");
+    let url = format!("http://{}", env.admin);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(args)
+            .args(["--admin", &url, "--token-file"])
+            .arg(&token_file)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = tokio::task::block_in_place(|| run(&["identities"]));
+    assert!(ok, "{err}");
+    let agent = out
+        .lines()
+        .find(|l| l.starts_with("agent "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(agent.contains("active") && agent.contains(" 1 "), "{agent}");
+    let (ok, out, err) = tokio::task::block_in_place(|| run(&["credentials", "agent", "--json"]));
+    assert!(ok, "{err}");
+    let creds: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(creds[0]["identity"], "agent");
+    assert_eq!(creds[0]["status"], "valid");
+    assert!(!out.contains("ghs_"), "a secret in the listing");
+    let (ok, out, err) = tokio::task::block_in_place(|| run(&["operators"]));
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("viewer ") && l.contains("auditor")),
+        "{out}"
+    );
+
+    // Disabling ends the session and every later login.
+    let c = env.connect("agent").await;
+    let (ok, _, err) = tokio::task::block_in_place(|| {
+        run(&["identity", "disable", "agent", "--reason", "agent retired"])
+    });
+    assert!(ok, "{err}");
+    let mut ended = false;
+    for _ in 0..50 {
+        if c.simple_query("SELECT 1").await.is_err() {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(ended, "the disabled identity's session went on");
+    let refused = |env: &Env| {
+        let conn = env.conn_str("agent");
+        async move {
+            let e = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                .await
+                .err()
+                .expect("a disabled identity logged in");
+            let db = e.as_db_error().expect("a database error").clone();
+            (db.code().code().to_owned(), db.routine().map(str::to_owned))
+        }
+    };
+    assert_eq!(
+        refused(&env).await,
+        ("28000".into(), Some("gatehouse_identity_disabled".into()))
+    );
+    let (ok, _, err) =
+        tokio::task::block_in_place(|| run(&["credential", "issue", "agent", "--ttl", "1h"]));
+    assert!(!ok && err.contains("disabled"), "{err}");
+    let (_, out, _) = tokio::task::block_in_place(|| run(&["identities"]));
+    assert!(out.contains("disabled: agent retired"), "{out}");
+
+    // Operators: the viewer's token stops working once removed.
+    let viewer = env.secret("operator:viewer").to_owned();
+    assert_eq!(status(&env, "get", "/v1/sessions", Some(&viewer)), 200);
+    let (ok, _, err) = tokio::task::block_in_place(|| {
+        run(&["operator", "remove", "viewer", "--reason", "left the team"])
+    });
+    assert!(ok, "{err}");
+    assert_eq!(status(&env, "get", "/v1/sessions", Some(&viewer)), 401);
+    let (ok, _, err) =
+        tokio::task::block_in_place(|| run(&["operator", "remove", "admin", "--reason", "x"]));
+    assert!(!ok && err.contains("cannot remove itself"), "{err}");
+
+    // A restart keeps it all.
+    drop(c);
+    env.stop().await;
+    env.restart().await;
+    assert_eq!(
+        refused(&env).await,
+        ("28000".into(), Some("gatehouse_identity_disabled".into()))
+    );
+    assert_eq!(status(&env, "get", "/v1/sessions", Some(&viewer)), 401);
+    assert!(env.verify().is_intact());
+}

@@ -208,7 +208,7 @@ pub fn subject_keys(kind: u64) -> (Option<u64>, Option<u64>) {
         1 | 2 | 4 | 5 | 6 | 7 | 18 => (Some(0), Some(1)),
         8 | 11 => (Some(1), Some(2)),
         9 | 10 => (Some(3), Some(4)),
-        3 | 12..=14 => (None, Some(0)),
+        3 | 12..=14 | 23 => (None, Some(0)),
         15 | 16 => (None, Some(1)),
         _ => (None, None),
     }

@@ -997,6 +997,14 @@ impl TimelineBuilder {
                             .map(|d| format!(" ({d})"))
                             .unwrap_or_default()
                     )),
+                    EventBody::IdentityDisabled(d) => Some(format!(
+                        "identity {} disabled by operator {}: {}",
+                        d.identity, d.operator, d.reason
+                    )),
+                    EventBody::OperatorRemoved(r) => Some(format!(
+                        "operator {} removed by {}: {}",
+                        r.operator, r.removed_by, r.reason
+                    )),
                     _ => other.operator().map(|o| format!("by operator {o}")),
                 },
             }),

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -33,6 +33,11 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
     ("post", "/v1/policy", Role::Admin),
     ("post", "/v1/policy/explain", Role::Auditor),
     ("post", "/v1/identities", Role::Admin),
+    ("get", "/v1/identities", Role::Auditor),
+    ("post", "/v1/identities/{identity}/disable", Role::Admin),
+    ("get", "/v1/credentials", Role::Auditor),
+    ("get", "/v1/operators", Role::Auditor),
+    ("post", "/v1/operators/{operator}/remove", Role::Admin),
     ("post", "/v1/identities/{identity}/credentials", Role::Admin),
     ("post", "/v1/operators", Role::Admin),
     ("get", "/v1/approvals", Role::Auditor),
@@ -58,12 +63,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/credentials/{credential}/revoke", post(revoke))
         .route("/v1/policy", get(policy_show).post(policy_apply))
         .route("/v1/policy/explain", post(policy_explain))
-        .route("/v1/identities", post(identity_create))
+        .route("/v1/identities", post(identity_create).get(identities))
+        .route("/v1/identities/{identity}/disable", post(identity_disable))
+        .route("/v1/credentials", get(credentials))
+        .route("/v1/operators/{operator}/remove", post(operator_remove))
         .route(
             "/v1/identities/{identity}/credentials",
             post(credential_issue),
         )
-        .route("/v1/operators", post(operator_add))
+        .route("/v1/operators", post(operator_add).get(operators))
         .route("/v1/approvals", get(approvals))
         .route("/v1/approvals/{approval}/approve", post(approve))
         .route("/v1/approvals/{approval}/deny", post(deny))
@@ -643,6 +651,132 @@ async fn identity_create(
         .into_response())
 }
 
+/// An identity, as listed.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub struct IdentityView {
+    /// Its name.
+    pub identity: String,
+    /// What it is for.
+    pub description: Option<String>,
+    /// Who created it.
+    pub created_by: String,
+    /// Why it is blocked, if it is.
+    pub blocked: Option<String>,
+    /// Why it was disabled, if it was (final).
+    pub disabled: Option<String>,
+    /// Credentials that work now (not expired, not revoked).
+    pub valid_credentials: usize,
+}
+
+async fn identities(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    authorize(&shared, &headers, "identities.list", None, Role::Auditor).await?;
+    let now = crate::gateway::server::now_ns();
+    let list: Vec<IdentityView> = shared
+        .identities
+        .read()
+        .expect("identities lock")
+        .iter()
+        .map(|i| IdentityView {
+            identity: i.name.clone(),
+            description: i.description.clone(),
+            created_by: i.created_by.clone(),
+            blocked: shared.blocked(&i.name),
+            disabled: i.disabled.clone(),
+            valid_credentials: i
+                .credentials
+                .values()
+                .filter(|c| c.revoked.is_none() && c.expires_at > now)
+                .count(),
+        })
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+async fn identity_disable(
+    State(shared): State<Arc<Shared>>,
+    Path(identity): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Reason>,
+) -> Result<Response, Refusal> {
+    let operator = authorize(
+        &shared,
+        &headers,
+        "identity.disable",
+        Some(&identity),
+        Role::Admin,
+    )
+    .await?;
+    let reason = required(body.reason)?;
+    shared
+        .disable(&identity, &operator, &reason)
+        .await
+        .map_err(command_refusal)?;
+    Ok(Json(serde_json::json!({ "disabled": identity })).into_response())
+}
+
+/// A credential, as listed (never its secret or verifier).
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub struct CredentialView {
+    /// Its id.
+    pub credential: String,
+    /// Whose it is.
+    pub identity: String,
+    /// Who issued it.
+    pub issued_by: String,
+    /// When it expires (RFC 3339).
+    pub expires_at: String,
+    /// `valid`, `expired` or `revoked`.
+    pub status: String,
+    /// Why it was revoked, if it was.
+    pub revoked: Option<String>,
+}
+
+/// The query of `GET /v1/credentials`.
+#[derive(Deserialize)]
+pub struct CredentialsQuery {
+    /// Only this identity's.
+    #[serde(default)]
+    pub identity: Option<String>,
+}
+
+async fn credentials(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<CredentialsQuery>,
+) -> Result<Response, Refusal> {
+    authorize(&shared, &headers, "credentials.list", None, Role::Auditor).await?;
+    let now = crate::gateway::server::now_ns();
+    let ids = shared.identities.read().expect("identities lock");
+    if let Some(name) = &query.identity {
+        if ids.get(name).is_none() {
+            return Err(error(StatusCode::NOT_FOUND, format!("no identity {name}")));
+        }
+    }
+    let list: Vec<CredentialView> = ids
+        .iter()
+        .filter(|i| query.identity.as_ref().is_none_or(|n| n == &i.name))
+        .flat_map(|i| {
+            i.credentials.values().map(|c| CredentialView {
+                credential: c.id.clone(),
+                identity: i.name.clone(),
+                issued_by: c.issued_by.clone(),
+                expires_at: gatehouse_verify::report::rfc3339(c.expires_at),
+                status: match &c.revoked {
+                    Some(_) => "revoked",
+                    None if c.expires_at <= now => "expired",
+                    None => "valid",
+                }
+                .to_owned(),
+                revoked: c.revoked.clone(),
+            })
+        })
+        .collect();
+    Ok(Json(list).into_response())
+}
+
 /// The body of `POST /v1/identities/{identity}/credentials`.
 #[derive(Deserialize, Serialize, Default)]
 pub struct NewCredential {
@@ -734,6 +868,58 @@ async fn operator_add(
         .into_response())
 }
 
+/// An operator, as listed (never its token).
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub struct OperatorView {
+    /// Its name.
+    pub operator: String,
+    /// Its roles.
+    pub roles: Vec<String>,
+    /// Who added it.
+    pub added_by: String,
+}
+
+async fn operators(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    authorize(&shared, &headers, "operators.list", None, Role::Auditor).await?;
+    let list: Vec<OperatorView> = shared
+        .operators
+        .read()
+        .expect("operators lock")
+        .iter()
+        .map(|o| OperatorView {
+            operator: o.name.clone(),
+            roles: o.roles.iter().map(|r| r.name().to_owned()).collect(),
+            added_by: o.added_by.clone(),
+        })
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+async fn operator_remove(
+    State(shared): State<Arc<Shared>>,
+    Path(operator): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Reason>,
+) -> Result<Response, Refusal> {
+    let removed_by = authorize(
+        &shared,
+        &headers,
+        "operator.remove",
+        Some(&operator),
+        Role::Admin,
+    )
+    .await?;
+    let reason = required(body.reason)?;
+    shared
+        .remove_operator(&operator, &removed_by, &reason)
+        .await
+        .map_err(command_refusal)?;
+    Ok(Json(serde_json::json!({ "removed": operator })).into_response())
+}
+
 /// An approval request, as listed.
 #[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
 pub struct ApprovalView {
@@ -778,7 +964,7 @@ pub struct ApprovalsQuery {
 async fn approvals(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    axum::extract::Query(query): axum::extract::Query<ApprovalsQuery>,
+    Query(query): Query<ApprovalsQuery>,
 ) -> Result<Response, Refusal> {
     authorize_any(
         &shared,

@@ -403,6 +403,28 @@ async fn startup_with<S: Stream>(
         }
     };
 
+    if let Some(reason) = shared.disabled(&identity) {
+        let event = AuthenticationFailed {
+            identity: identity.clone(),
+            client_addr: client_addr.clone(),
+            target: Some(target_name.clone()),
+            reason: format!("identity is disabled: {reason}"),
+        };
+        if let Err(e) = shared.ledger.append(&event.into()).await {
+            warn!("cannot record a refused login: {e}");
+        }
+        shared.metrics.login_failed("disabled");
+        let error = frame::refusal(
+            "FATAL",
+            "28000",
+            Refusal::IdentityDisabled,
+            &format!("identity \"{identity}\" is disabled in Gatehouse: {reason}"),
+        );
+        let _ = stream.write_all(&error).await;
+        let _ = stream.flush().await;
+        return Ok(());
+    }
+
     if let Some(reason) = shared.blocked(&identity) {
         let event = AuthenticationFailed {
             identity: identity.clone(),

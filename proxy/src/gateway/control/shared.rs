@@ -390,12 +390,7 @@ impl Shared {
             operator: Some(operator.to_owned()),
             reason: format!("identity {identity} was blocked: {reason}"),
         };
-        {
-            let sessions = self.sessions.lock().expect("sessions lock");
-            for control in sessions.values().filter(|c| c.identity == identity) {
-                control.terminate(termination.clone());
-            }
-        }
+        self.end_sessions_of(identity, &termination);
         self.approvals
             .deny_where(
                 &self.ledger,
@@ -404,6 +399,73 @@ impl Shared {
             )
             .await?;
         Ok(())
+    }
+
+    /// Ends every session of `identity` (cancelling what runs), with
+    /// `termination` told to each client and recorded.
+    fn end_sessions_of(&self, identity: &str, termination: &Termination) {
+        let sessions = self.sessions.lock().expect("sessions lock");
+        for control in sessions.values().filter(|c| c.identity == identity) {
+            control.terminate(termination.clone());
+        }
+    }
+
+    /// Why `identity` is disabled (retired), if it is.
+    pub fn disabled(&self, identity: &str) -> Option<String> {
+        self.identities
+            .read()
+            .expect("identities lock")
+            .get(identity)
+            .and_then(|i| i.disabled.clone())
+    }
+
+    /// Disables (retires) an identity: recorded, then its sessions end and
+    /// its held statements are refused; it can no longer log in.
+    pub async fn disable(
+        &self,
+        identity: &str,
+        operator: &str,
+        reason: &str,
+    ) -> Result<(), CommandError> {
+        self.execute(|ids| {
+            crate::commands::identity_disable(ids, identity, reason.to_owned(), operator.to_owned())
+                .map(|e| (e, ()))
+        })
+        .await?;
+        let termination = Termination {
+            operator: Some(operator.to_owned()),
+            reason: format!("identity {identity} was disabled: {reason}"),
+        };
+        self.end_sessions_of(identity, &termination);
+        self.approvals
+            .deny_where(
+                &self.ledger,
+                |a| a.identity == identity,
+                &termination.reason,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Removes an operator: recorded, then its token stops working.
+    pub async fn remove_operator(
+        &self,
+        name: &str,
+        removed_by: &str,
+        reason: &str,
+    ) -> Result<(), CommandError> {
+        // Checked under the command lock, so two removals cannot both
+        // leave the other as the last admin.
+        self.execute(|_| {
+            crate::commands::operator_remove(
+                &self.operators.read().expect("operators lock"),
+                name,
+                reason.to_owned(),
+                removed_by.to_owned(),
+            )
+            .map(|e| (e, ()))
+        })
+        .await
     }
 
     /// Lifts a block; the identity can log in again.

@@ -26,6 +26,8 @@ pub enum Refusal {
     /// The identity is blocked (28000 at login; the session ends 57P01).
     /// Final until an operator unblocks it.
     IdentityBlocked,
+    /// The identity was disabled (retired) (28000 at login). Final.
+    IdentityDisabled,
     /// An operator or the gateway ended the session (57P01).
     SessionEnded,
     /// The gateway is shutting down (57P01). Retry after reconnecting.
@@ -46,6 +48,7 @@ impl Refusal {
             Refusal::ApprovalExpired => "gatehouse_approval_expired",
             Refusal::ApprovalWithdrawn => "gatehouse_approval_withdrawn",
             Refusal::IdentityBlocked => "gatehouse_identity_blocked",
+            Refusal::IdentityDisabled => "gatehouse_identity_disabled",
             Refusal::SessionEnded => "gatehouse_session_ended",
             Refusal::ShuttingDown => "gatehouse_shutting_down",
             Refusal::LedgerUnavailable => "gatehouse_ledger_unavailable",
