@@ -672,21 +672,24 @@ mod tests {
 
         let mut future = encode(&state);
         assert_eq!(future[2], VERSION as u8);
-        future[2] = 3;
+        future[2] = VERSION as u8 + 1;
         let future = Snapshot {
             covers: 1,
             state_hash: Bytes(StateHash::of_encoding(&future).0.to_vec()),
             state: Bytes(future),
         };
-        assert_eq!(restore(&future), Err(SnapshotError::UnknownVersion(3)));
+        assert_eq!(
+            restore(&future),
+            Err(SnapshotError::UnknownVersion(VERSION + 1))
+        );
     }
 
     #[test]
     fn the_empty_state_has_a_fixed_encoding() {
-        // {0: 2, 1: {0: [], 1: {0: [], 1: []}, 2: null, 3: [], 4: [],
+        // {0: 3, 1: {0: [], 1: {0: [], 1: []}, 2: null, 3: [], 4: [],
         //  5: {0: [], 1: []}, 6: 0, 7: 0, 8: null}}
         let expected = [
-            0xa2, 0x00, 0x02, 0x01, 0xa9, 0x00, 0xa1, 0x00, 0x80, 0x01, 0xa2, 0x00, 0x80, 0x01,
+            0xa2, 0x00, 0x03, 0x01, 0xa9, 0x00, 0xa1, 0x00, 0x80, 0x01, 0xa2, 0x00, 0x80, 0x01,
             0x80, 0x02, 0xf6, 0x03, 0x80, 0x04, 0x80, 0x05, 0xa2, 0x00, 0x80, 0x01, 0x80, 0x06,
             0x00, 0x07, 0x00, 0x08, 0xf6,
         ];

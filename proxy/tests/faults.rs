@@ -416,12 +416,24 @@ async fn logs_are_plain_in_a_pipe_and_json_on_request() {
         let log = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(log.contains("gatehouse is serving"), "{log}");
         assert!(!log.contains('\u{1b}'), "colour codes in a pipe: {log}");
+        // The denial is one line with its identity, session, rule and reason.
+        let denial = log
+            .lines()
+            .find(|l| l.contains("statement denied"))
+            .unwrap_or_else(|| panic!("no denial logged: {log}"));
+        for part in ["agent", "no-ssn", "session", "SSNs are off limits"] {
+            assert!(denial.contains(part), "{part} missing: {denial}");
+        }
+        assert!(!log.contains("000000001"), "row data in the log");
         if json {
             for line in log.lines().filter(|l| !l.trim().is_empty()) {
                 let v: serde_json::Value =
                     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
                 assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
             }
+            let v: serde_json::Value = serde_json::from_str(denial).unwrap();
+            assert_eq!(v["fields"]["rule"], "no-ssn", "{denial}");
+            assert_eq!(v["fields"]["identity"], "agent", "{denial}");
         }
     }
 }

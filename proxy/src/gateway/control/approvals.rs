@@ -16,6 +16,7 @@ use gatehouse_ledger::event::{
 };
 use gatehouse_ledger::{AppendError, Event, Ledger};
 use tokio::sync::oneshot;
+use tracing::info;
 
 use crate::gateway::control::metrics::{ApprovalOutcome, Metrics};
 use crate::gateway::control::webhooks::Webhooks;
@@ -184,7 +185,7 @@ impl ApprovalDesk {
             operator: operator.to_owned(),
             grant_until,
             session,
-            identity,
+            identity: identity.clone(),
         };
         self.append(ledger, event.into()).await?;
         let vote = self
@@ -193,7 +194,12 @@ impl ApprovalDesk {
             .expect("approvals lock")
             .vote_outcome(id)
             .ok_or(VoteError::Unknown(id))?;
+        info!(
+            approval = id,
+            session, identity, operator, "approval vote recorded"
+        );
         if matches!(vote, Vote::Released { .. }) {
+            info!(approval = id, "approval granted: the statement runs");
             self.metrics.approval_ended(ApprovalOutcome::Granted);
             self.wake(id, Outcome::Approved);
         }
@@ -237,9 +243,16 @@ impl ApprovalDesk {
             operator: operator.map(str::to_owned),
             reason: reason.to_owned(),
             session,
-            identity,
+            identity: identity.clone(),
         };
         self.append(ledger, event.into()).await?;
+        info!(
+            approval = id,
+            session,
+            identity,
+            operator = operator.unwrap_or("gatehouse"),
+            "approval denied: {reason}"
+        );
         self.metrics.approval_ended(match operator {
             Some(_) => ApprovalOutcome::Denied,
             None => ApprovalOutcome::Withdrawn,
@@ -285,6 +298,10 @@ impl ApprovalDesk {
             identity,
         };
         self.append(ledger, event.into()).await?;
+        info!(
+            approval = id,
+            session, "approval timed out: the statement did not run"
+        );
         self.metrics.approval_ended(ApprovalOutcome::Expired);
         self.waiting.lock().expect("waiting lock").remove(&id);
         Ok(Outcome::Expired)

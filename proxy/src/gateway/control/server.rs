@@ -414,6 +414,7 @@ async fn startup_with<S: Stream>(
             warn!("cannot record a refused login: {e}");
         }
         shared.metrics.login_failed("disabled");
+        warn!(%peer, identity, "login refused: the identity is disabled");
         let error = frame::refusal(
             "FATAL",
             "28000",
@@ -436,6 +437,7 @@ async fn startup_with<S: Stream>(
             warn!("cannot record a refused login: {e}");
         }
         shared.metrics.login_failed("blocked");
+        warn!(%peer, identity, "login refused: the identity is blocked");
         let error = frame::refusal(
             "FATAL",
             "28000",

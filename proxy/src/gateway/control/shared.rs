@@ -226,6 +226,48 @@ pub struct Shared {
     commands: tokio::sync::Mutex<()>,
 }
 
+/// One log line per recorded operator command: who did what to whom, never
+/// a secret (credential secrets and tokens are not in events) nor policy
+/// text.
+fn log_command(event: &EventBody) {
+    let operator = event.operator().unwrap_or("-");
+    match event {
+        EventBody::CredentialIssued(c) => tracing::info!(
+            operator,
+            identity = c.identity,
+            credential = c.credential,
+            "credential issued"
+        ),
+        EventBody::CredentialRevoked(c) => tracing::info!(
+            operator,
+            identity = c.identity,
+            credential = c.credential,
+            "credential revoked: {}",
+            c.reason
+        ),
+        EventBody::IdentityCreated(i) => {
+            tracing::info!(operator, identity = i.identity, "identity created")
+        }
+        EventBody::IdentityDisabled(i) => tracing::info!(
+            operator,
+            identity = i.identity,
+            "identity disabled: {}",
+            i.reason
+        ),
+        EventBody::OperatorAdded(o) => {
+            tracing::info!(operator, added = o.operator, "operator added")
+        }
+        EventBody::OperatorRemoved(o) => tracing::info!(
+            operator,
+            removed = o.operator,
+            "operator removed: {}",
+            o.reason
+        ),
+        EventBody::PolicyChanged(_) => tracing::info!(operator, "policy applied"),
+        other => tracing::info!(operator, "{} recorded", other.kind().name()),
+    }
+}
+
 /// Why an operator command was not carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -309,6 +351,7 @@ impl Shared {
             build(&identities).map_err(CommandError::Invalid)?
         };
         self.ledger.append(&event).await?;
+        log_command(&event);
         self.identities
             .write()
             .expect("identities lock")
@@ -374,6 +417,7 @@ impl Shared {
         let body: gatehouse_ledger::EventBody = event.into();
         match self.ledger.append(&body).await {
             Ok(receipt) => {
+                tracing::info!(identity, operator, "identity blocked: {reason}");
                 self.metrics.blocked();
                 self.approvals.observe(&gatehouse_ledger::Event {
                     seq: receipt.seq,
@@ -484,6 +528,7 @@ impl Shared {
             reason,
         };
         self.ledger.append(&event.into()).await?;
+        tracing::info!(identity, operator, "identity unblocked");
         self.blocks.write().expect("blocks lock").remove(identity);
         self.denials.lock().expect("denials lock").remove(identity);
         Ok(true)
@@ -550,6 +595,7 @@ impl Shared {
         }
         .into();
         let receipt = self.ledger.append(&event).await?;
+        log_command(&event);
         self.identities
             .write()
             .expect("identities lock")

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use gatehouse_engine::fingerprint::fingerprint;
-use gatehouse_engine::policy::{Policy, StatementVerdict, Subject, Verdict};
+use gatehouse_engine::policy::{class_name, Policy, StatementVerdict, Subject, Verdict};
 use gatehouse_engine::{Action, Classification, StatementClass};
 use gatehouse_ledger::cbor::Bytes as CborBytes;
 use gatehouse_ledger::event::{
@@ -1078,6 +1078,16 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         match self.ctx.shared.ledger().append_pending(events).await {
             Ok(_) => {
                 self.ctx.info.activity.judged();
+                if j.action == Action::Deny {
+                    info!(
+                        session = id.id,
+                        identity = id.identity,
+                        rule = j.rule.as_deref().unwrap_or("-"),
+                        class = class_name(j.class),
+                        "statement denied: {}",
+                        j.message.as_deref().unwrap_or("no rule allows it")
+                    );
+                }
                 self.ctx.shared.observe(Observation::Statement {
                     identity: &id.identity,
                     target: &self.ctx.info.target.name,
