@@ -24,6 +24,7 @@ pub mod keyfile;
 pub mod merkle;
 pub mod note;
 pub mod reader;
+pub mod rotation;
 pub mod schema;
 pub mod verified;
 pub mod writer;

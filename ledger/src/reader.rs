@@ -311,6 +311,20 @@ impl LedgerReader {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// The log's signing keys (see [`crate::rotation`]), trusted through
+    /// `trusted`, which must be one of them.
+    pub fn key_schedule(
+        &self,
+        trusted: &crate::note::VerifierKey,
+    ) -> Result<crate::rotation::KeySchedule, LedgerError> {
+        crate::rotation::KeySchedule::read(&self.conn, trusted)
+    }
+
+    /// The size of the checkpoint before the one of `size` (0 if none).
+    pub fn previous_checkpoint_size(&self, size: u64) -> Result<u64, LedgerError> {
+        crate::rotation::previous_checkpoint_size(&self.conn, size)
+    }
+
     /// The newest checkpoint, if any.
     pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
         self.conn

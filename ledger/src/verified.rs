@@ -75,18 +75,28 @@ pub fn read_verified_from(
         None => (None, None),
         Some(row) => {
             let text = match key {
-                Some(key) => key.verify(&row.note).map_err(|e| {
-                    LedgerError::Damaged(format!(
-                        "the newest checkpoint's note does not carry a valid signature by {} ({e}); \
-                         the ledger may have been altered: run gatehouse-verify on it",
-                        key.label()
-                    ))
-                })?,
-                None => note::unverified_parts(&row.note)
-                    .map_err(|e| {
-                        LedgerError::Damaged(format!("the newest checkpoint's note is malformed: {e}"))
+                Some(trusted) => {
+                    // The key that signs the newest checkpoint, following any
+                    // key rotations from the trusted key.
+                    let schedule = reader.key_schedule(trusted)?;
+                    let key = schedule.key_after(reader.previous_checkpoint_size(row.size)?);
+                    key.verify(&row.note).map_err(|e| {
+                        LedgerError::Damaged(format!(
+                            "the newest checkpoint's note does not carry a valid signature by {} ({e}); \
+                             the ledger may have been altered: run gatehouse-verify on it",
+                            key.label()
+                        ))
                     })?
-                    .0,
+                }
+                None => {
+                    note::unverified_parts(&row.note)
+                        .map_err(|e| {
+                            LedgerError::Damaged(format!(
+                                "the newest checkpoint's note is malformed: {e}"
+                            ))
+                        })?
+                        .0
+                }
             };
             let checkpoint = Checkpoint::parse(text).map_err(|e| {
                 LedgerError::Damaged(format!("the newest checkpoint's note is malformed: {e}"))

@@ -33,6 +33,7 @@ use crate::checkpoint::Checkpoint;
 use crate::event::{record_bytes, EventBody, EventKind, Nanos, PendingEvent, Snapshot};
 use crate::merkle::{leaf_hash, Frontier};
 use crate::note::{NoteSigner, VerifierKey};
+use crate::rotation::KeySchedule;
 use crate::schema;
 use crate::LedgerError;
 
@@ -604,11 +605,25 @@ impl WriterState {
             self.chain = chain::GENESIS;
             return Ok(());
         };
-        let text = self.signer.verifier().verify(&note).map_err(|e| {
+        // After a key rotation the last checkpoint may still be the
+        // retired key's (the one covering the rotation); the writer must
+        // hold the key in force now, never a retired one.
+        let own = self.signer.verifier();
+        let schedule = KeySchedule::read(&self.conn, &own)?;
+        if schedule.current() != &own {
+            return Err(LedgerError::KeyMismatch(format!(
+                "key {} of {} was retired by a key rotation; sign with the current key {}",
+                own.label(),
+                self.path.display(),
+                schedule.current().label()
+            )));
+        }
+        let previous = crate::rotation::previous_checkpoint_size(&self.conn, size as u64)?;
+        let text = schedule.key_after(previous).verify(&note).map_err(|e| {
             LedgerError::KeyMismatch(format!(
                 "the last checkpoint of {} is not signed by key {} ({e}); use the key this ledger was created with",
                 self.path.display(),
-                self.signer.verifier()
+                schedule.key_after(previous)
             ))
         })?;
         let checkpoint =

@@ -19,8 +19,8 @@ use gatehouse_engine::operators::{token_hash, Operators, Role};
 use gatehouse_engine::policy::{Policy, Subject};
 use gatehouse_ledger::cbor::Bytes;
 use gatehouse_ledger::event::{
-    CredentialIssued, CredentialRevoked, IdentityCreated, IdentityDisabled, OperatorAdded,
-    OperatorRemoved, PolicyChanged,
+    CredentialIssued, CredentialRevoked, IdentityCreated, IdentityDisabled, KeyRotated,
+    OperatorAdded, OperatorRemoved, PolicyChanged,
 };
 use gatehouse_ledger::{EventBody, Ledger};
 
@@ -60,6 +60,59 @@ fn record_offline(config: &Config, event: EventBody) -> Result<()> {
     ledger.close();
     result?;
     Ok(())
+}
+
+/// What `gatehouse key rotate` did.
+pub struct Rotated {
+    /// The retired key.
+    pub old: gatehouse_ledger::note::VerifierKey,
+    /// The key signing from now on.
+    pub new: gatehouse_ledger::note::VerifierKey,
+}
+
+/// `gatehouse key rotate`, with the gateway stopped: a new signing key of
+/// the same name; a `KeyRotated` event naming it, committed under a
+/// checkpoint signed by the old key (which so vouches for its successor);
+/// then the new key replaces the old in the key file. The new key is
+/// written (as `<key file>.next`) before the event is recorded, so a crash
+/// in between never loses it: see the error `writer_options` gives then.
+pub fn key_rotate(config: &Config, operator: String) -> Result<Rotated> {
+    use gatehouse_ledger::keyfile::{load_signing_key, write_signing_key};
+    let path = &config.ledger.signing_key;
+    let old = load_signing_key(path)?;
+    let new = gatehouse_ledger::note::NoteSigner::generate(old.name())
+        .context("cannot generate a signing key")?;
+    let next = next_key_path(path);
+    write_signing_key(&next, &new)
+        .with_context(|| format!("cannot write the new key to {}", next.display()))?;
+    let event = KeyRotated {
+        operator,
+        old_key: old.verifier().to_string(),
+        new_key: new.verifier().to_string(),
+    };
+    if let Err(e) = record_offline(config, event.into()) {
+        let _ = std::fs::remove_file(&next);
+        return Err(e);
+    }
+    std::fs::rename(&next, path).with_context(|| {
+        format!(
+            "the rotation is recorded, but {} could not replace {}: move it there before starting the gateway",
+            next.display(),
+            path.display()
+        )
+    })?;
+    Ok(Rotated {
+        old: old.verifier(),
+        new: new.verifier(),
+    })
+}
+
+/// Where `gatehouse key rotate` keeps the new key until the rotation is
+/// recorded.
+pub fn next_key_path(key: &std::path::Path) -> std::path::PathBuf {
+    let mut name = key.file_name().unwrap_or_default().to_os_string();
+    name.push(".next");
+    key.with_file_name(name)
 }
 
 /// The event creating identity `name`.

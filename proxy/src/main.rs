@@ -53,6 +53,11 @@ enum Command {
         #[command(subcommand)]
         command: OperatorCommand,
     },
+    /// Manage the ledger's signing key.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Block an identity on the running gateway: its statements are
     /// cancelled, its sessions end, its logins are refused.
     Block {
@@ -255,6 +260,22 @@ enum Command {
         /// Directory for the demo's files (default: ./gatehouse-demo-<time>).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Replace the ledger's signing key, with the gateway stopped: a
+    /// KeyRotated event, signed by the old key, names the new one, which
+    /// signs from then on. Auditors keep pinning the first key:
+    /// gatehouse-verify follows the rotations.
+    Rotate {
+        /// The gateway's configuration file.
+        #[arg(long, default_value = "gatehouse.toml")]
+        config: PathBuf,
+        /// Who is acting (default: $USER).
+        #[arg(long)]
+        operator: Option<String>,
     },
 }
 
@@ -764,6 +785,18 @@ fn run(command: Command) -> Result<()> {
                 None => admin.client()?.operator_remove(&name, &reason)?,
             }
             eprintln!("operator {name} removed");
+        }
+        Command::Key {
+            command: KeyCommand::Rotate { config, operator },
+        } => {
+            let rotated =
+                commands::key_rotate(&Config::load(&config)?, commands::operator(operator))?;
+            println!("{}", rotated.new);
+            eprintln!(
+                "the ledger's signing key is now {} (it was {}); auditors keep pinning the key the ledger started with (verifier.pub): gatehouse-verify follows the rotation. Bundles exported from now on are signed by the new key: verify them with it",
+                rotated.new.label(),
+                rotated.old.label()
+            );
         }
         Command::Identities { json, admin } => {
             let list = admin.client()?.identities()?;

@@ -411,6 +411,33 @@ impl Ledger {
         Ok(out)
     }
 
+    /// The key rotations the log records (kind 20 rows whose records read
+    /// as rotations), in sequence order. The kind column is a hint here:
+    /// the full scan checks it against every record, and a rotation hidden
+    /// or invented through it leaves checkpoints whose signatures fail.
+    pub fn rotations(&self) -> Result<Vec<crate::rotation::Rotation>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, data FROM events WHERE kind = 20 ORDER BY seq")
+            .map_err(|e| self.schema_error(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.read_error(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.read_error(e))? {
+            let (Some(seq), Ok(data)) =
+                (integer(row.get_ref_unwrap(0)), bytes(row.get_ref_unwrap(1)))
+            else {
+                continue;
+            };
+            if let Some(r) = u64::try_from(seq)
+                .ok()
+                .and_then(|seq| crate::rotation::Rotation::from_record(seq, data))
+            {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
     /// Streams every event row in `seq` order to `visit`, borrowing each
     /// row's data from SQLite. Stops early, returning the value, when
     /// `visit` breaks.

@@ -34,6 +34,7 @@ pub mod ledger;
 pub mod merkle;
 pub mod note;
 pub mod report;
+pub mod rotation;
 pub mod verify;
 
 pub use bundle_verify::{verify_bundle, verify_bundle_bytes};

@@ -29,6 +29,7 @@ use crate::ledger::{CheckpointRow, EventRow, Ledger, LedgerError};
 use crate::merkle::{self, Frontier};
 use crate::note::{self, Checkpoint, VerifierKey};
 use crate::report::{rfc3339, Failure, FailureClass, Report};
+use crate::rotation::KeySchedule;
 
 /// Why the verifier could not run. Unlike a [`Failure`], this says nothing
 /// about the ledger's integrity: the input could not be read or the
@@ -78,10 +79,15 @@ pub fn verify_ledger(
     trusted_checkpoint: Option<&str>,
 ) -> Result<Report, VerifyError> {
     // The auditor's own input is checked first: if it is bad, no verdict
-    // about the ledger would mean anything.
-    let trusted = trusted_checkpoint
+    // about the ledger would mean anything. A note signed by a later key of
+    // the log's rotation chain is checked once the chain is known.
+    let trusted_by_pinned = trusted_checkpoint
         .map(|note| Trusted::open(note, key))
-        .transpose()?;
+        .transpose()
+        .map_err(|e| match e {
+            VerifyError::TrustedCheckpoint(why) => why,
+            other => other.to_string(),
+        });
     // A ledger read without locks (see `ledger`) is read again if a writer
     // touched it meanwhile; by then the writer's WAL file exists and the
     // next read is an ordinary, locked one.
@@ -89,7 +95,31 @@ pub fn verify_ledger(
     // look damaged.
     for _ in 0..READ_ATTEMPTS {
         let ledger = Ledger::open(path)?;
-        let outcome = verify_open_ledger(&ledger, key, trusted.as_ref());
+        let schedule = match KeySchedule::build(key, &ledger.rotations()?) {
+            Ok(schedule) => schedule,
+            Err(reason) => {
+                return Ok(
+                    Run::new(&[], mpsc::channel().1, None).into_report(Some(Failure {
+                        seq: 0,
+                        class: FailureClass::SignatureInvalid,
+                        message: format!("the log's signing keys cannot be followed: {reason}"),
+                        evidence: Vec::new(),
+                    })),
+                )
+            }
+        };
+        let trusted = match (&trusted_by_pinned, trusted_checkpoint) {
+            (Ok(t), _) => t.clone(),
+            (Err(first), Some(note)) => Some(
+                schedule
+                    .keys()
+                    .iter()
+                    .find_map(|k| Trusted::open(note, k).ok())
+                    .ok_or_else(|| VerifyError::TrustedCheckpoint(first.clone()))?,
+            ),
+            (Err(first), None) => return Err(VerifyError::TrustedCheckpoint(first.clone())),
+        };
+        let outcome = verify_open_ledger(&ledger, &schedule, trusted.as_ref());
         if ledger.read_was_stable() {
             return outcome;
         }
@@ -102,7 +132,7 @@ const READ_ATTEMPTS: usize = 3;
 
 fn verify_open_ledger(
     ledger: &Ledger,
-    key: &VerifierKey,
+    keys: &KeySchedule,
     trusted: Option<&Trusted>,
 ) -> Result<Report, VerifyError> {
     let rows = ledger.checkpoints()?;
@@ -124,7 +154,7 @@ fn verify_open_ledger(
     std::thread::scope(|scope| {
         let (sender, verdicts) = mpsc::channel();
         if !rows.is_empty() {
-            scope.spawn(move || check_notes(rows, key, sender));
+            scope.spawn(move || check_notes(rows, keys, sender));
         }
         let mut run = Run::new(rows, verdicts, trusted);
         let failure = match run.due_checks() {
@@ -145,6 +175,7 @@ fn verify_open_ledger(
 }
 
 /// The trusted checkpoint of section 6.1, already verified.
+#[derive(Clone)]
 pub(crate) struct Trusted {
     pub(crate) note: String,
     pub(crate) checkpoint: Checkpoint,
@@ -188,9 +219,10 @@ fn due_at(row: &CheckpointRow) -> u64 {
 /// events, in order, and sends one verdict per row. Stops after the first
 /// failing row (nothing after it will be looked at) or when the receiver is
 /// gone.
-fn check_notes(rows: &[CheckpointRow], key: &VerifierKey, verdicts: mpsc::Sender<Verdict>) {
+fn check_notes(rows: &[CheckpointRow], keys: &KeySchedule, verdicts: mpsc::Sender<Verdict>) {
     let mut previous: Option<Checkpoint> = None;
     for row in rows {
+        let key = keys.key_after(previous.as_ref().map_or(0, |c| c.size));
         let verdict = check_note(row, key, previous.as_ref());
         let stop = match &verdict {
             Ok(checked) => {

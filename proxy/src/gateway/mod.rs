@@ -63,7 +63,18 @@ impl Gateway {
                 Policy::deny_all()
             }
         };
-        let ledger = Ledger::open(writer_options)?;
+        let ledger = Ledger::open(writer_options).map_err(|e| {
+            let next = crate::commands::next_key_path(&config.ledger.signing_key);
+            if next.exists() {
+                anyhow::anyhow!(
+                    "{e}; a key rotation was cut short: {} holds the new key. If the error names it as the current key, move it over {}; otherwise delete it",
+                    next.display(),
+                    config.ledger.signing_key.display()
+                )
+            } else {
+                e.into()
+            }
+        })?;
         let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
             (Some(c), Some(k)) => Some(server::tls_acceptor(c, k)?),
             (None, None) => None,

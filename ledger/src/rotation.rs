@@ -1,0 +1,117 @@
+//! Signing-key rotation (docs/ledger-format.md, section 5.2): which key
+//! signs which checkpoint.
+//!
+//! A `KeyRotated` event names the key it retires and its successor, and is
+//! committed under a checkpoint signed by the retired key; every later
+//! checkpoint is signed by the successor. The keys form a chain; a reader
+//! trusting any key of it can follow the whole chain, since the events
+//! that name the keys are inside the tree the newest checkpoint signs.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::event::{Event, EventBody, EventKind};
+use crate::note::VerifierKey;
+use crate::LedgerError;
+
+/// The chain of signing keys and where each rotation was recorded.
+#[derive(Debug, Clone)]
+pub struct KeySchedule {
+    keys: Vec<VerifierKey>,
+    rotated_at: Vec<u64>,
+}
+
+impl KeySchedule {
+    /// The schedule recorded in `conn`'s events, trusted through `trusted`,
+    /// which must be one of its keys.
+    pub fn read(conn: &Connection, trusted: &VerifierKey) -> Result<KeySchedule, LedgerError> {
+        let mut stmt = conn
+            .prepare("SELECT seq, data FROM events WHERE kind = ?1 ORDER BY seq")
+            .map_err(|e| LedgerError::Damaged(format!("cannot read key rotations: {e}")))?;
+        let rows = stmt
+            .query_map([EventKind::KeyRotated.code() as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(|e| LedgerError::Damaged(format!("cannot read key rotations: {e}")))?;
+        let mut rotations = Vec::new();
+        for row in rows {
+            let (seq, data) =
+                row.map_err(|e| LedgerError::Damaged(format!("cannot read key rotations: {e}")))?;
+            let event = Event::from_bytes(&data).map_err(|e| {
+                LedgerError::Damaged(format!(
+                    "the key rotation at event {seq} cannot be decoded: {e}"
+                ))
+            })?;
+            if let EventBody::KeyRotated(r) = event.body {
+                rotations.push((seq as u64, r.old_key, r.new_key));
+            }
+        }
+        Self::build(trusted, &rotations)
+    }
+
+    /// The schedule of rotations `(seq, old_key, new_key)`, in order.
+    pub fn build(
+        trusted: &VerifierKey,
+        rotations: &[(u64, String, String)],
+    ) -> Result<KeySchedule, LedgerError> {
+        let parse = |s: &str, seq: u64| {
+            VerifierKey::parse(s).map_err(|e| {
+                LedgerError::Damaged(format!(
+                    "the key rotation at event {seq} names a malformed key: {e}"
+                ))
+            })
+        };
+        let mut keys = match rotations.first() {
+            Some((seq, old, _)) => vec![parse(old, *seq)?],
+            None => vec![trusted.clone()],
+        };
+        let mut rotated_at = Vec::new();
+        for (seq, old, new) in rotations {
+            if keys.last() != Some(&parse(old, *seq)?) {
+                return Err(LedgerError::Damaged(format!(
+                    "the key rotation at event {seq} retires a key that was not in force"
+                )));
+            }
+            keys.push(parse(new, *seq)?);
+            rotated_at.push(*seq);
+        }
+        if !keys.contains(trusted) {
+            return Err(LedgerError::KeyMismatch(format!(
+                "key {} is none of this ledger's signing keys ({})",
+                trusted.label(),
+                keys.iter()
+                    .map(VerifierKey::label)
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
+            )));
+        }
+        Ok(KeySchedule { keys, rotated_at })
+    }
+
+    /// The key that signs the checkpoint following one of size
+    /// `previous_size` (0 for the first).
+    pub fn key_after(&self, previous_size: u64) -> &VerifierKey {
+        let rotated = self
+            .rotated_at
+            .iter()
+            .filter(|seq| **seq < previous_size)
+            .count();
+        &self.keys[rotated]
+    }
+
+    /// The key in force now: the last of the chain.
+    pub fn current(&self) -> &VerifierKey {
+        self.keys.last().expect("a schedule has a key")
+    }
+}
+
+/// The size of the checkpoint before the one of `size` (0 if none).
+pub fn previous_checkpoint_size(conn: &Connection, size: u64) -> Result<u64, LedgerError> {
+    conn.query_row(
+        "SELECT size FROM checkpoints WHERE size < ?1 ORDER BY size DESC LIMIT 1",
+        [size as i64],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .map(|s| s.map_or(0, |s| s as u64))
+    .map_err(|e| LedgerError::Damaged(format!("cannot read checkpoints: {e}")))
+}
