@@ -410,6 +410,11 @@ async fn logs_are_plain_in_a_pipe_and_json_on_request() {
         let c = env.connect_to_port(port, "agent").await;
         let _ = c.simple_query("SELECT ssn FROM customers").await;
         drop(c);
+        let wrong =
+            format!("host=127.0.0.1 port={port} user=agent password=wrong-secret dbname=shop");
+        assert!(tokio_postgres::connect(&wrong, tokio_postgres::NoTls)
+            .await
+            .is_err());
         tokio::time::sleep(Duration::from_millis(300)).await;
         child.kill().unwrap();
         let out = child.wait_with_output().unwrap();
@@ -425,6 +430,12 @@ async fn logs_are_plain_in_a_pipe_and_json_on_request() {
             assert!(denial.contains(part), "{part} missing: {denial}");
         }
         assert!(!log.contains("000000001"), "row data in the log");
+        let failed = log
+            .lines()
+            .find(|l| l.contains("authentication failed"))
+            .unwrap_or_else(|| panic!("no failed login logged: {log}"));
+        assert!(failed.contains("agent"), "{failed}");
+        assert!(!log.contains("wrong-secret"), "a secret in the log");
         if json {
             for line in log.lines().filter(|l| !l.trim().is_empty()) {
                 let v: serde_json::Value =
