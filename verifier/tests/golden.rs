@@ -215,3 +215,26 @@ fn golden_ledger_tampered_copy_fails() {
         (before, FailureClass::Truncated)
     );
 }
+
+/// The rotated golden ledger (fixtures/ledger/golden-rotated.ledger,
+/// written by ledger/tests/golden_rotation.rs; format section 5.2): intact
+/// when pinned to its first key or to the key its rotation brought in, and
+/// refused when pinned to a key outside its chain.
+#[test]
+fn the_rotated_golden_ledger_is_followed_from_either_key() {
+    let ledger = fixtures().join("golden-rotated.ledger");
+    for file in ["golden-rotated.pub", "golden-rotated-2.pub"] {
+        let text = std::fs::read_to_string(fixtures().join(file)).unwrap();
+        let key = VerifierKey::parse(text.trim()).unwrap();
+        let report = verify_ledger(&ledger, &key, None).unwrap();
+        assert!(report.is_intact(), "{file}: {}", report.to_text());
+        assert_eq!((report.events, report.checkpoints), (6, 5), "{file}");
+    }
+    // golden.pub: the same seed as the first key, another origin.
+    let report = verify_ledger(&ledger, &key(), None).unwrap();
+    assert!(!report.is_intact());
+    assert_eq!(
+        report.failure.unwrap().class,
+        FailureClass::SignatureInvalid
+    );
+}
