@@ -133,6 +133,9 @@ pub struct Report {
     pub final_checkpoint: Option<String>,
     /// The first failure, if any.
     pub failure: Option<Failure>,
+    /// The log's signing keys, first to last, as `<name>+<key id>`: one
+    /// key unless the log rotated it (format section 5.2).
+    pub signing_keys: Vec<String>,
 }
 
 impl Report {
@@ -152,6 +155,13 @@ impl Report {
                     "intact: {} events, {} checkpoints",
                     self.events, self.checkpoints
                 );
+                if self.signing_keys.len() > 1 {
+                    let _ = writeln!(
+                        out,
+                        "signing keys, followed through their rotations: {}",
+                        self.signing_keys.join(" -> ")
+                    );
+                }
             }
             Some(failure) => {
                 let _ = writeln!(
@@ -206,6 +216,7 @@ impl Report {
             last_time: Option<String>,
             final_checkpoint: Option<&'a str>,
             failure: Option<&'a Failure>,
+            signing_keys: &'a [String],
         }
         let json = Json {
             status: if self.is_intact() { "intact" } else { "failed" },
@@ -215,6 +226,7 @@ impl Report {
             last_time: self.last_ts.map(rfc3339),
             final_checkpoint: self.final_checkpoint.as_deref(),
             failure: self.failure.as_ref(),
+            signing_keys: &self.signing_keys,
         };
         serde_json::to_value(json).expect("a report always serialises")
     }
@@ -586,6 +598,7 @@ mod tests {
                 message: "m".into(),
                 evidence: vec!["a\n".into(), "b".into()],
             }),
+            signing_keys: vec!["k+00000000".into()],
         };
         let text = report.to_text();
         assert!(

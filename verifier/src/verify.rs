@@ -119,7 +119,10 @@ pub fn verify_ledger(
             ),
             (Err(first), None) => return Err(VerifyError::TrustedCheckpoint(first.clone())),
         };
-        let outcome = verify_open_ledger(&ledger, &schedule, trusted.as_ref());
+        let outcome = verify_open_ledger(&ledger, &schedule, trusted.as_ref()).map(|mut r| {
+            r.signing_keys = schedule.keys().iter().map(VerifierKey::label).collect();
+            r
+        });
         if ledger.read_was_stable() {
             return outcome;
         }
@@ -634,6 +637,7 @@ impl<'a> Run<'a> {
             last_ts: self.last_ts,
             final_checkpoint: self.final_checkpoint.map(str::to_owned),
             failure,
+            signing_keys: Vec::new(),
         }
     }
 }

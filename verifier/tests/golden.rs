@@ -238,3 +238,18 @@ fn the_rotated_golden_ledger_is_followed_from_either_key() {
         FailureClass::SignatureInvalid
     );
 }
+
+#[test]
+fn the_report_names_a_rotated_ledgers_key_chain() {
+    let text = std::fs::read_to_string(fixtures().join("golden-rotated.pub")).unwrap();
+    let first = VerifierKey::parse(text.trim()).unwrap();
+    let report = verify_ledger(&fixtures().join("golden-rotated.ledger"), &first, None).unwrap();
+    assert_eq!(report.signing_keys.len(), 2, "{:?}", report.signing_keys);
+    assert_eq!(report.signing_keys[0], first.label());
+    assert!(report.to_text().contains(" -> "), "{}", report.to_text());
+    assert_eq!(report.to_json()["signing_keys"][1], report.signing_keys[1]);
+    // A ledger never rotated names its one key, and the text says nothing more.
+    let report = verify_ledger(&fixtures().join("golden.ledger"), &key(), None).unwrap();
+    assert_eq!(report.signing_keys.len(), 1);
+    assert!(!report.to_text().contains(" -> "));
+}
