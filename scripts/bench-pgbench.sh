@@ -20,6 +20,10 @@
 #                   fixtures/policies/allow-all.toml)
 #   BENCH_PERF      a directory: profile the gateway with `perf record -g`
 #                   during each of its runs (perf-MODE-CLIENTS.data there)
+#   BENCH_PINNED=0  skip the pinned layout (otherwise, on 2 or more CPUs
+#                   with taskset, every leg runs a second time with
+#                   PostgreSQL and pgbench on CPU 0 and the proxy alone on
+#                   CPU 1, the way a gateway runs on a host of its own)
 #   BENCH_PGBOUNCER=0  skip the pgbouncer leg (otherwise it runs when
 #                   pgbouncer is installed, or can be installed: as root with
 #                   apt-get)
@@ -346,13 +350,18 @@ cpu_ticks() {
   [ -n "$1" ] && [ -r "/proc/$1/stat" ] || return 0
   sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
 }
-# run_pgbench LEG MODE CLIENTS SECONDS [record]
+# Set by the pinned layout: pgbench runs on these CPUs (empty: anywhere).
+PGBENCH_CPUS=""
+# run_pgbench LEG MODE CLIENTS SECONDS [KEY]: results are kept under KEY
+# (default LEG), so the pinned layout's runs sit beside the shared ones.
 run_pgbench() {
-  local leg=$1 mode=$2 clients=$3 secs=$4 out
-  out="$WORK/run-$leg-$mode-$clients.log"
+  local leg=$1 mode=$2 clients=$3 secs=$4 key=${5:-$1} out
+  out="$WORK/run-$key-$mode-$clients.log"
+  local pin=()
+  [ -n "$PGBENCH_CPUS" ] && pin=(taskset -c "$PGBENCH_CPUS")
   # In the background and waited for, so that a signal to this script is
   # handled (and pgbench stopped) at once rather than after the run.
-  PGPASSWORD="${LEG_PASS[$leg]}" "$PGBENCH" -n -S -M "$mode" -c "$clients" -j "$clients" \
+  PGPASSWORD="${LEG_PASS[$leg]}" ${pin[@]+"${pin[@]}"} "$PGBENCH" -n -S -M "$mode" -c "$clients" -j "$clients" \
     -T "$secs" -h 127.0.0.1 -p "${LEG_PORT[$leg]}" -U "${LEG_USER[$leg]}" bench >"$out" 2>&1 &
   PGBENCH_PID=$!
   local perf_pid=""
@@ -371,21 +380,21 @@ run_pgbench() {
   PGBENCH_PID=""
   [ -n "$perf_pid" ] && { wait "$perf_pid" || true; }
   if [ "$ok" = 0 ]; then
-    TPS[$leg/$mode/$clients]="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$out")"
-    LAT[$leg/$mode/$clients]="$(sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' "$out")"
+    TPS[$key/$mode/$clients]="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$out")"
+    LAT[$key/$mode/$clients]="$(sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' "$out")"
     # The proxy's CPU time per transaction: what it costs on top of the
     # server and the client (pgbench's connection setup is included, and
     # negligible over a run).
-    CPU[$leg/$mode/$clients]=""
-    if [ -n "$ticks0" ] && [ -n "$ticks1" ] && [ -n "${TPS[$leg/$mode/$clients]}" ]; then
-      CPU[$leg/$mode/$clients]="$(awk -v d="$((ticks1 - ticks0))" -v hz="$(getconf CLK_TCK)" \
-        -v t="${TPS[$leg/$mode/$clients]}" -v s="$secs" \
+    CPU[$key/$mode/$clients]=""
+    if [ -n "$ticks0" ] && [ -n "$ticks1" ] && [ -n "${TPS[$key/$mode/$clients]}" ]; then
+      CPU[$key/$mode/$clients]="$(awk -v d="$((ticks1 - ticks0))" -v hz="$(getconf CLK_TCK)" \
+        -v t="${TPS[$key/$mode/$clients]}" -v s="$secs" \
         'BEGIN { if (t > 0) printf "%.0f", d / hz * 1e6 / (t * s) }')"
     fi
   else
-    TPS[$leg/$mode/$clients]=""
-    LAT[$leg/$mode/$clients]=""
-    note "pgbench failed for $leg, -M $mode, $clients clients: $(tail -n 3 "$out" | tr '\n' ' ')"
+    TPS[$key/$mode/$clients]=""
+    LAT[$key/$mode/$clients]=""
+    note "pgbench failed for $key, -M $mode, $clients clients: $(tail -n 3 "$out" | tr '\n' ' ')"
   fi
 }
 
@@ -404,6 +413,39 @@ for mode in $BENCH_MODES; do
     done
   done
 done
+
+# ---------------------------------------------------------------- pinned layout
+# PostgreSQL (the postmaster and every backend, present and future) and
+# pgbench on CPU 0, each proxy alone on CPU 1: the proxies no longer take
+# CPU from the server and the client, so TPS shows what a gateway on a host
+# of its own would pass.
+PINNED=0
+if [ "${BENCH_PINNED:-1}" != 0 ]; then
+  if [ "$(nproc)" -lt 2 ] || ! command -v taskset >/dev/null 2>&1; then
+    note "pinned layout skipped: it needs 2 CPUs and taskset"
+  else
+    pm="$(head -n 1 "$WORK/data/postmaster.pid" 2>/dev/null || true)"
+    if [ -n "$pm" ] && taskset -p -c 0 "$pm" >/dev/null 2>&1; then
+      for child in $(pgrep -P "$pm" 2>/dev/null); do taskset -a -p -c 0 "$child" >/dev/null 2>&1 || true; done
+      [ -n "$GH_PID" ] && taskset -a -p -c 1 "$GH_PID" >/dev/null 2>&1 || true
+      bouncer="$(cat "$WORK/pgbouncer.pid" 2>/dev/null || true)"
+      [ -n "$bouncer" ] && taskset -a -p -c 1 "$bouncer" >/dev/null 2>&1 || true
+      PGBENCH_CPUS=0
+      PINNED=1
+      for mode in $BENCH_MODES; do
+        for clients in $BENCH_CLIENTS; do
+          for leg in "${LEGS[@]}"; do
+            log "pinned $leg: -M $mode, $clients client(s), ${BENCH_SECONDS}s"
+            run_pgbench "$leg" "$mode" "$clients" "$BENCH_SECONDS" "pinned-$leg"
+          done
+        done
+      done
+      PGBENCH_CPUS=""
+    else
+      note "pinned layout skipped: cannot set the server's CPU affinity"
+    fi
+  fi
+fi
 
 # ---------------------------------------------------------------- report
 echo
@@ -431,6 +473,47 @@ for mode in $BENCH_MODES; do
     done
   done
 done
+# The pinned layout, and each proxy's TPS against pgbouncer's in the same
+# layout (issue 15's targets are ratios to pgbouncer).
+if [ "$PINNED" = 1 ]; then
+  echo
+  echo "pinned layout: PostgreSQL and pgbench on CPU 0, the proxy alone on CPU 1"
+  printf '%-9s %7s  %-10s %12s %12s %10s %12s %12s\n' mode clients target TPS "lat avg ms" "TPS/direct" "TPS/pgbouncer" "CPU us/txn"
+  printf '%-9s %7s  %-10s %12s %12s %10s %12s %12s\n' --------- ------- ---------- ------------ ------------ ---------- ------------ ------------
+  for mode in $BENCH_MODES; do
+    for clients in $BENCH_CLIENTS; do
+      dt="${TPS[pinned-direct/$mode/$clients]:-}"
+      bt="${TPS[pinned-pgbouncer/$mode/$clients]:-}"
+      for leg in "${LEGS[@]}"; do
+        t="${TPS[pinned-$leg/$mode/$clients]:-}"
+        l="${LAT[pinned-$leg/$mode/$clients]:-}"
+        c="${CPU[pinned-$leg/$mode/$clients]:-}"
+        if [ -z "$t" ]; then
+          printf '%-9s %7s  %-10s %12s\n' "$mode" "$clients" "$leg" failed
+          continue
+        fi
+        awk -v mode="$mode" -v c="$clients" -v leg="$leg" -v t="$t" -v l="$l" -v dt="$dt" -v bt="$bt" -v cpu="${c:--}" 'BEGIN {
+          ratio = (dt > 0) ? sprintf("%.2fx", t / dt) : "-";
+          vs = (bt > 0) ? sprintf("%.2fx", t / bt) : "-";
+          printf "%-9s %7s  %-10s %12.0f %12.3f %10s %12s %12s\n", mode, c, leg, t, l, ratio, vs, cpu
+        }'
+      done
+    done
+  done
+fi
+# Shared cores, each proxy against pgbouncer in the same run.
+if [ -n "${LEG_PORT[pgbouncer]:-}" ] && [ -n "${LEG_PORT[gatehouse]:-}" ]; then
+  echo
+  echo "shared cores, gatehouse against pgbouncer (TPS ratio; CPU per statement ratio)"
+  for mode in $BENCH_MODES; do
+    for clients in $BENCH_CLIENTS; do
+      awk -v mode="$mode" -v c="$clients" -v g="${TPS[gatehouse/$mode/$clients]:-0}" -v b="${TPS[pgbouncer/$mode/$clients]:-0}" \
+        -v gc="${CPU[gatehouse/$mode/$clients]:-0}" -v bc="${CPU[pgbouncer/$mode/$clients]:-0}" 'BEGIN {
+        printf "%-9s %7s  TPS %s  CPU %s\n", mode, c, (b > 0) ? sprintf("%.2fx", g / b) : "-", (bc > 0) ? sprintf("%.1fx", gc / bc) : "-"
+      }'
+    done
+  done
+fi
 # How well the gateway's ledger grouped its commits: events per signed
 # checkpoint (one checkpoint per write transaction).
 if [ -n "${LEG_PORT[gatehouse]:-}" ] && [ -f "$WORK/gatehouse/ledger.db" ]; then
