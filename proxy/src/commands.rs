@@ -52,6 +52,18 @@ fn valid_name(what: &str, name: &str) -> Result<()> {
 }
 
 /// Records `event` in the ledger of a stopped gateway.
+/// Builds an event from the ledger's current state (the gateway is
+/// stopped) and records it: the offline form of an operator command.
+fn record_from_state<T>(
+    config: &Config,
+    build: impl FnOnce(&gatehouse_engine::state::GatewayState) -> Result<(EventBody, T)>,
+) -> Result<T> {
+    let state = load_state(&config.ledger.path)?;
+    let (event, answer) = build(&state)?;
+    record_offline(config, event)?;
+    Ok(answer)
+}
+
 fn record_offline(config: &Config, event: EventBody) -> Result<()> {
     let ledger = Ledger::open(config.writer_options()?).context(
         "cannot open the ledger for writing; if the gateway is running, drop --config to go through its admin API",
@@ -141,11 +153,9 @@ pub fn identity_create_offline(
     description: Option<String>,
     operator: String,
 ) -> Result<()> {
-    let state = load_state(&config.ledger.path)?;
-    record_offline(
-        config,
-        identity_create(&state.identities, name, description, operator)?,
-    )
+    record_from_state(config, |state| {
+        identity_create(&state.identities, name, description, operator).map(|e| (e, ()))
+    })
 }
 
 /// The event disabling (retiring) identity `name`: it can no longer log
@@ -181,11 +191,9 @@ pub fn identity_disable_offline(
     reason: String,
     operator: String,
 ) -> Result<()> {
-    let state = load_state(&config.ledger.path)?;
-    record_offline(
-        config,
-        identity_disable(&state.identities, name, reason, operator)?,
-    )
+    record_from_state(config, |state| {
+        identity_disable(&state.identities, name, reason, operator).map(|e| (e, ()))
+    })
 }
 
 /// The event removing operator `name`: its token stops working. An
@@ -224,11 +232,9 @@ pub fn operator_remove_offline(
     reason: String,
     removed_by: String,
 ) -> Result<()> {
-    let state = load_state(&config.ledger.path)?;
-    record_offline(
-        config,
-        operator_remove(&state.operators, name, reason, removed_by)?,
-    )
+    record_from_state(config, |state| {
+        operator_remove(&state.operators, name, reason, removed_by).map(|e| (e, ()))
+    })
 }
 
 pub use crate::config::parse_duration;
@@ -292,10 +298,9 @@ pub fn credential_issue_offline(
     ttl: Duration,
     operator: String,
 ) -> Result<Issued> {
-    let state = load_state(&config.ledger.path)?;
-    let (event, issued) = credential_issue(&state.identities, identity, ttl, operator)?;
-    record_offline(config, event)?;
-    Ok(issued)
+    record_from_state(config, |state| {
+        credential_issue(&state.identities, identity, ttl, operator)
+    })
 }
 
 /// The event revoking `credential`.
@@ -326,11 +331,9 @@ pub fn credential_revoke_offline(
     reason: String,
     operator: String,
 ) -> Result<()> {
-    let state = load_state(&config.ledger.path)?;
-    record_offline(
-        config,
-        credential_revoke(&state.identities, credential, reason, operator)?,
-    )
+    record_from_state(config, |state| {
+        credential_revoke(&state.identities, credential, reason, operator).map(|e| (e, ()))
+    })
 }
 
 /// Adds (or re-keys) an admin-API operator: the event holds the token's

@@ -48,7 +48,9 @@ impl CatalogNames {
     /// (`CREATE TABLE t AS SELECT * FROM customers`), and must not make
     /// those "any column".
     fn lookup<'a>(&'a self, name: &str, own: &BTreeSet<String>) -> Option<Known<'a>> {
-        let exact = self.relations.get(name);
+        if let Some(columns) = self.relations.get(name) {
+            return Some(Known::Columns(columns));
+        }
         let (schema, table) = name.split_once('.')?;
         let alternatives: Vec<String> = match schema {
             "public" if table.starts_with("pg_") => {
@@ -58,8 +60,9 @@ impl CatalogNames {
             "pg_catalog" => vec![format!("public.{table}"), format!("pg_temp.{table}")],
             _ => Vec::new(),
         };
-        exact
-            .or_else(|| alternatives.iter().find_map(|a| self.relations.get(a)))
+        alternatives
+            .iter()
+            .find_map(|a| self.relations.get(a))
             .map(Known::Columns)
             .or_else(|| {
                 (own.contains(name) || alternatives.iter().any(|a| own.contains(a)))

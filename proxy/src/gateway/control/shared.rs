@@ -430,11 +430,30 @@ impl Shared {
                 return Err(e);
             }
         }
-        let termination = Termination {
-            operator: Some(operator.to_owned()),
-            reason: format!("identity {identity} was blocked: {reason}"),
-        };
-        self.end_sessions_of(identity, &termination);
+        self.stop_identity(
+            identity,
+            Termination {
+                operator: Some(operator.to_owned()),
+                reason: format!("identity {identity} was blocked: {reason}"),
+            },
+        )
+        .await
+    }
+
+    /// After a block or a disable is recorded: ends every session of
+    /// `identity` (cancelling what runs), with `termination` told to each
+    /// client and recorded, and refuses its held statements.
+    async fn stop_identity(
+        &self,
+        identity: &str,
+        termination: Termination,
+    ) -> Result<(), AppendError> {
+        {
+            let sessions = self.sessions.lock().expect("sessions lock");
+            for control in sessions.values().filter(|c| c.identity == identity) {
+                control.terminate(termination.clone());
+            }
+        }
         self.approvals
             .deny_where(
                 &self.ledger,
@@ -443,15 +462,6 @@ impl Shared {
             )
             .await?;
         Ok(())
-    }
-
-    /// Ends every session of `identity` (cancelling what runs), with
-    /// `termination` told to each client and recorded.
-    fn end_sessions_of(&self, identity: &str, termination: &Termination) {
-        let sessions = self.sessions.lock().expect("sessions lock");
-        for control in sessions.values().filter(|c| c.identity == identity) {
-            control.terminate(termination.clone());
-        }
     }
 
     /// Why `identity` is disabled (retired), if it is.
@@ -476,18 +486,14 @@ impl Shared {
                 .map(|e| (e, ()))
         })
         .await?;
-        let termination = Termination {
-            operator: Some(operator.to_owned()),
-            reason: format!("identity {identity} was disabled: {reason}"),
-        };
-        self.end_sessions_of(identity, &termination);
-        self.approvals
-            .deny_where(
-                &self.ledger,
-                |a| a.identity == identity,
-                &termination.reason,
-            )
-            .await?;
+        self.stop_identity(
+            identity,
+            Termination {
+                operator: Some(operator.to_owned()),
+                reason: format!("identity {identity} was disabled: {reason}"),
+            },
+        )
+        .await?;
         Ok(())
     }
 
