@@ -52,6 +52,12 @@ pub fn root_of(leaves: &[Hash]) -> Hash {
     }
 }
 
+/// The smallest subtree the writer stores (`subtrees` table): 2^8 = 256
+/// leaves. A reader rebuilding a root around a window hashes at most one such
+/// subtree's leaves beyond each end of the window, and reads one stored hash
+/// per level above it.
+pub const SUBTREE_MIN_LEVEL: u32 = 8;
+
 /// The roots of the maximal complete subtrees covering leaves `0..size`, left
 /// to right: all a writer needs to keep to extend the tree.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -73,12 +79,24 @@ impl Frontier {
 
     /// Appends a leaf hash.
     pub fn push(&mut self, leaf: Hash) {
+        self.push_with(leaf, |_, _, _| {});
+    }
+
+    /// Appends a leaf hash and reports every complete subtree it closes, as
+    /// `(level, index, hash)`: the subtree of leaves
+    /// `index << level .. (index + 1) << level`. The writer stores the large
+    /// ones ([`SUBTREE_MIN_LEVEL`]) so a reader can rebuild the root around a
+    /// window of events without hashing the rest of the log.
+    pub fn push_with(&mut self, leaf: Hash, mut closed: impl FnMut(u32, u64, &Hash)) {
         let mut hash = leaf;
         let mut size = self.size;
+        let mut level = 0u32;
         while size & 1 == 1 {
             let left = self.nodes.pop().expect("one node per set bit");
             hash = node_hash(&left, &hash);
             size >>= 1;
+            level += 1;
+            closed(level, size, &hash);
         }
         self.nodes.push(hash);
         self.size += 1;

@@ -21,6 +21,8 @@ const PAGE: i64 = 512;
 pub struct LedgerReader {
     conn: Connection,
     path: PathBuf,
+    /// Whether the file has the `subtrees` table (asked once).
+    subtrees: std::cell::OnceCell<bool>,
 }
 
 /// A stored event: the decoded event and the exact bytes that were hashed.
@@ -66,7 +68,11 @@ impl LedgerReader {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, LedgerError> {
         let path = path.as_ref().to_path_buf();
         let conn = schema::open_read_only(&path)?;
-        Ok(LedgerReader { conn, path })
+        Ok(LedgerReader {
+            conn,
+            path,
+            subtrees: std::cell::OnceCell::new(),
+        })
     }
 
     fn err(&self, e: rusqlite::Error) -> LedgerError {
@@ -127,6 +133,51 @@ impl LedgerReader {
             Filter::Identity(identity.to_owned()),
             ranges,
         ))
+    }
+
+    /// Where one session's events lie, as the unauthenticated index
+    /// columns say: the sequence numbers of its `SessionOpened` and, if it
+    /// ended, its `SessionClosed` event (`None`: the index knows no opening).
+    /// A hint only: a caller checks that the events there are what it says,
+    /// and that nothing of the session precedes the one or follows the other
+    /// (the writer records a session's opening first and its close last).
+    pub fn session_hint(
+        &self,
+        session: SessionId,
+    ) -> Result<Option<(u64, Option<u64>)>, LedgerError> {
+        let buckets = self.bucket_ranges(
+            "SELECT bucket FROM session_buckets WHERE session = ?1 ORDER BY bucket",
+            (session as i64).into(),
+        )?;
+        let (Some(first), Some(last)) = (buckets.front(), buckets.back()) else {
+            return Ok(None);
+        };
+        let find = |range: &Range<u64>, kind: crate::event::EventKind| {
+            self.conn
+                .prepare_cached(
+                    "SELECT seq FROM events WHERE seq >= ?1 AND seq < ?2 AND session = ?3 AND kind = ?4 \
+                     ORDER BY seq LIMIT 1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(
+                        rusqlite::params![
+                            range.start as i64,
+                            range.end as i64,
+                            session as i64,
+                            kind.code() as i64
+                        ],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .optional()
+                })
+                .map(|seq| seq.map(|s| s as u64))
+                .map_err(|e| self.err(e))
+        };
+        let Some(opened) = find(first, crate::event::EventKind::SessionOpened)? else {
+            return Ok(None);
+        };
+        let closed = find(last, crate::event::EventKind::SessionClosed)?;
+        Ok(Some((opened, closed)))
     }
 
     /// The sequence ranges of the index buckets a key appears in.
@@ -281,6 +332,35 @@ impl LedgerReader {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The writer's stored hash of the complete subtree of leaves
+    /// `idx << level .. (idx + 1) << level` (`None` if it is not stored, or
+    /// the ledger predates the `subtrees` table). Not authenticated: a
+    /// reader uses it to rebuild a signed root, which fails if it is wrong.
+    pub fn subtree(
+        &self,
+        level: u32,
+        idx: u64,
+    ) -> Result<Option<crate::merkle::Hash>, LedgerError> {
+        if !*self
+            .subtrees
+            .get_or_init(|| self.has_table("subtrees").unwrap_or(false))
+        {
+            return Ok(None);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT hash FROM subtrees WHERE level = ?1 AND idx = ?2")
+            .map_err(|e| self.err(e))?;
+        let hash: Option<Vec<u8>> = stmt
+            .query_row(
+                rusqlite::params![level, idx.min(i64::MAX as u64) as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(hash.and_then(|h| h.try_into().ok()))
     }
 
     fn has_table(&self, name: &str) -> Result<bool, LedgerError> {

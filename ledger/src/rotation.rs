@@ -98,6 +98,11 @@ impl KeySchedule {
         &self.keys[rotated]
     }
 
+    /// Where the rotations were recorded: their sequence numbers, in order.
+    pub fn rotations(&self) -> &[u64] {
+        &self.rotated_at
+    }
+
     /// The key in force now: the last of the chain.
     pub fn current(&self) -> &VerifierKey {
         self.keys.last().expect("a schedule has a key")

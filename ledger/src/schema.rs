@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     note     TEXT NOT NULL,
     proof    BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS subtrees (
+    level INTEGER NOT NULL,
+    idx   INTEGER NOT NULL,
+    hash  BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS writer_state (
     id       INTEGER PRIMARY KEY CHECK (id = 0),
     size     INTEGER NOT NULL,
@@ -161,7 +167,8 @@ fn pinned_objects() -> Vec<(&'static str, String, Option<String>)> {
 /// one signed record. Such an index would show readers rows the verifier,
 /// which scans the table, never saw. Every object is therefore checked
 /// against the format's own statements before anything is read. Tables a
-/// ledger written by an older version lacks (`snapshots`, `writer_state`)
+/// ledger written by an older version lacks (`snapshots`, `subtrees`,
+/// `writer_state`)
 /// may be missing.
 pub fn check_pinned(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
     let pinned = pinned_objects();

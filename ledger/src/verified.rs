@@ -19,10 +19,11 @@
 use crate::chain::{self, Link};
 use crate::checkpoint::Checkpoint;
 use crate::event::Event;
-use crate::merkle::Frontier;
+use crate::merkle::{leaf_hash, node_hash, root_of, Frontier, Hash, SUBTREE_MIN_LEVEL};
 use crate::note::{self, VerifierKey};
 use crate::reader::LedgerReader;
 use crate::LedgerError;
+use std::ops::Range;
 
 /// What [`read_verified`] vouches for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,9 @@ pub struct Coverage {
     /// The label of the key whose signature on the note was checked; `None`
     /// when no key was given, so the note's authenticity is unknown.
     pub key: Option<String>,
+    /// Records hashed to check the note: every covered one for a whole
+    /// pass, the window and its surroundings for [`read_window`].
+    pub hashed: u64,
 }
 
 impl Coverage {
@@ -70,6 +74,285 @@ pub fn read_verified_from(
     mut visit: impl FnMut(Event, bool),
 ) -> Result<Coverage, LedgerError> {
     let events = reader.len()?;
+    let (checkpoint, note, _) = newest_checkpoint(reader, key, events)?;
+    let covered = checkpoint.as_ref().map_or(0, |c| c.size);
+    let mut frontier = Frontier::new();
+    let mut link: Link = chain::GENESIS;
+    let mut failure: Option<LedgerError> = None;
+    reader.for_each_record(0..events, |seq, bytes| {
+        if failure.is_some() {
+            return;
+        }
+        if seq < covered {
+            frontier.push(leaf_hash(bytes));
+            link = chain::link(&link, bytes);
+        }
+        if seq < from {
+            return;
+        }
+        match decode(seq, bytes) {
+            Ok(event) => visit(event, seq < covered),
+            Err(e) => failure = Some(e),
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if let Some(c) = &checkpoint {
+        if frontier.root() != c.root || link != c.chain {
+            return Err(LedgerError::Damaged(format!(
+                "events 0..{} are not the events the newest checkpoint signed (their root or chain head differs): \
+                 the ledger has been altered; run gatehouse-verify on it and read a trusted copy",
+                c.size - 1
+            )));
+        }
+    }
+    Ok(Coverage {
+        covered,
+        events,
+        note,
+        key: key.filter(|_| checkpoint.is_some()).map(VerifierKey::label),
+        hashed: covered,
+    })
+}
+
+/// Reads the events in `ranges` (sequence numbers, half-open) and checks
+/// them against the newest checkpoint without hashing the rest of the log.
+///
+/// The writer stores the hash of every complete subtree of at least 256
+/// events (`subtrees`, not authenticated). The root is rebuilt from the
+/// records of the 256-event blocks the ranges touch (and of the last,
+/// partial block), and from stored hashes for everything else: the cost is
+/// the window, at most 255 events beyond each end of each range and of the
+/// log, and one stored hash per level. A stored hash that lies makes the
+/// root differ, like an altered record: SHA-256's collision resistance is
+/// what ties the window to the signed root, as in any inclusion proof. The
+/// records of key rotations followed to check the note's signature are
+/// checked the same way.
+///
+/// `Ok(None)`: the shortcut is not available (a ledger without stored
+/// subtrees, or a root that differs, which may be damage to the unsigned
+/// table only); nothing `visit` got may then be used, and the caller reads
+/// the whole log with [`read_verified`], which tells the two apart.
+/// `visit` gets the events in order, and whether the checkpoint covers each.
+pub fn read_window(
+    reader: &LedgerReader,
+    key: Option<&VerifierKey>,
+    ranges: &[Range<u64>],
+    mut visit: impl FnMut(Event, bool),
+) -> Result<Option<Coverage>, LedgerError> {
+    let events = reader.len()?;
+    let (checkpoint, note, rotations) = newest_checkpoint(reader, key, events)?;
+    let covered = checkpoint.as_ref().map_or(0, |c| c.size);
+    let wanted = normalize(ranges.iter().cloned(), events);
+    let mut window = Window {
+        reader,
+        wanted: &wanted,
+        open: open_blocks(&wanted, &rotations, covered),
+        hashed: 0,
+        failure: None,
+    };
+    if let Some(checkpoint) = &checkpoint {
+        let root = window.mth(0, covered, &mut visit)?;
+        if root != Some(checkpoint.root) {
+            return Ok(None);
+        }
+        if let Some(e) = window.failure.take() {
+            return Err(e);
+        }
+    }
+    for range in &wanted {
+        let uncovered = range.start.max(covered)..range.end;
+        if !uncovered.is_empty() {
+            reader.for_each_record(uncovered, |seq, bytes| {
+                if window.failure.is_none() {
+                    match decode(seq, bytes) {
+                        Ok(event) => visit(event, false),
+                        Err(e) => window.failure = Some(e),
+                    }
+                }
+            })?;
+        }
+    }
+    if let Some(e) = window.failure {
+        return Err(e);
+    }
+    Ok(Some(Coverage {
+        covered,
+        events,
+        note,
+        key: key.filter(|_| checkpoint.is_some()).map(VerifierKey::label),
+        hashed: window.hashed,
+    }))
+}
+
+/// Which of [`read_selected`]'s passes a value is built in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Only the window's events are visited ([`read_window`]).
+    Window,
+    /// Every event of the log is visited ([`read_verified`]).
+    Whole,
+}
+
+/// Builds a `T` from the events of `window` when [`read_window`] can vouch
+/// for them and `accept` agrees with what it read (say, that the window's
+/// first event is the session's opening the index pointed at); otherwise,
+/// or with no window, from every event of the log. `init` starts a value
+/// for the pass it is told; `visit` folds an event in, with whether the
+/// newest checkpoint covers it. The whole pass is the fallback whenever a
+/// hint (an index, a stored subtree) turns out wrong: it is slower, never
+/// less exact.
+pub fn read_selected<T>(
+    reader: &LedgerReader,
+    key: Option<&VerifierKey>,
+    window: Option<&[Range<u64>]>,
+    mut init: impl FnMut(Pass) -> T,
+    mut visit: impl FnMut(&mut T, Event, bool),
+    accept: impl Fn(&T) -> bool,
+) -> Result<(T, Coverage), LedgerError> {
+    if let Some(ranges) = window {
+        let mut value = init(Pass::Window);
+        if let Some(coverage) = read_window(reader, key, ranges, |e, c| visit(&mut value, e, c))? {
+            if accept(&value) {
+                return Ok((value, coverage));
+            }
+        }
+    }
+    let mut value = init(Pass::Whole);
+    let coverage = read_verified(reader, key, |e, c| visit(&mut value, e, c))?;
+    Ok((value, coverage))
+}
+
+/// Events per stored subtree's leaves: the smallest range hashed from
+/// records around a window.
+const BLOCK: u64 = 1 << SUBTREE_MIN_LEVEL;
+
+/// `ranges` clamped to `0..events`, sorted, overlapping ones merged.
+fn normalize(ranges: impl Iterator<Item = Range<u64>>, events: u64) -> Vec<Range<u64>> {
+    let mut sorted: Vec<Range<u64>> = ranges
+        .map(|r| r.start.min(events)..r.end.min(events))
+        .filter(|r| !r.is_empty())
+        .collect();
+    sorted.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<u64>> = Vec::with_capacity(sorted.len());
+    for r in sorted {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
+}
+
+/// The 256-event blocks whose records must be hashed: those the wanted
+/// ranges and the rotations touch below `covered`, and the last, partial
+/// block, which no stored subtree covers.
+fn open_blocks(wanted: &[Range<u64>], rotations: &[u64], covered: u64) -> Vec<Range<u64>> {
+    let block = |r: &Range<u64>| {
+        let end = r.end.min(covered);
+        (r.start < end).then(|| r.start / BLOCK * BLOCK..end.div_ceil(BLOCK) * BLOCK)
+    };
+    let tail = covered / BLOCK * BLOCK..covered;
+    let blocks = wanted
+        .iter()
+        .cloned()
+        .chain(rotations.iter().map(|&r| r..r + 1))
+        .chain(std::iter::once(tail))
+        .filter_map(|r| block(&r))
+        .map(|r| r.start..r.end.min(covered));
+    normalize(blocks, covered)
+}
+
+/// The state of one [`read_window`] root rebuild.
+struct Window<'a> {
+    reader: &'a LedgerReader,
+    wanted: &'a [Range<u64>],
+    open: Vec<Range<u64>>,
+    hashed: u64,
+    /// A record that does not decode: reported only if the root matches
+    /// (otherwise the whole pass reports what is wrong).
+    failure: Option<LedgerError>,
+}
+
+impl Window<'_> {
+    fn is_open(&self, lo: u64, hi: u64) -> bool {
+        self.open.iter().any(|r| r.start < hi && lo < r.end)
+    }
+
+    fn is_wanted(&self, seq: u64) -> bool {
+        self.wanted.iter().any(|r| r.contains(&seq))
+    }
+
+    /// `MTH(D[lo:hi])` over the RFC 6962 recursion, left to right (so
+    /// `visit` sees events in order); `None` if a stored subtree is missing.
+    fn mth(
+        &mut self,
+        lo: u64,
+        hi: u64,
+        visit: &mut dyn FnMut(Event, bool),
+    ) -> Result<Option<Hash>, LedgerError> {
+        let width = hi - lo;
+        if width == 0 {
+            return Ok(Some(crate::merkle::empty_root()));
+        }
+        if width >= BLOCK
+            && width.is_power_of_two()
+            && lo.is_multiple_of(width)
+            && !self.is_open(lo, hi)
+        {
+            let level = width.trailing_zeros();
+            return self.reader.subtree(level, lo >> level);
+        }
+        if width <= BLOCK {
+            let mut leaves = Vec::with_capacity(width as usize);
+            self.reader.for_each_record(lo..hi, |seq, bytes| {
+                leaves.push(leaf_hash(bytes));
+                if self.failure.is_none() && self.is_wanted(seq) {
+                    match decode(seq, bytes) {
+                        Ok(event) => visit(event, true),
+                        Err(e) => self.failure = Some(e),
+                    }
+                }
+            })?;
+            self.hashed += width;
+            return Ok(Some(root_of(&leaves)));
+        }
+        let k = 1u64 << (63 - (width - 1).leading_zeros());
+        let Some(left) = self.mth(lo, lo + k, visit)? else {
+            return Ok(None);
+        };
+        let Some(right) = self.mth(lo + k, hi, visit)? else {
+            return Ok(None);
+        };
+        Ok(Some(node_hash(&left, &right)))
+    }
+}
+
+/// The event in record `bytes`, stored at `seq`.
+fn decode(seq: u64, bytes: &[u8]) -> Result<Event, LedgerError> {
+    match Event::from_bytes(bytes) {
+        Ok(event) if event.seq == seq => Ok(event),
+        Ok(event) => Err(LedgerError::Damaged(format!(
+            "row {seq} holds the record of event {}",
+            event.seq
+        ))),
+        Err(e) => Err(LedgerError::Damaged(format!(
+            "event {seq} cannot be decoded: {e}"
+        ))),
+    }
+}
+
+/// The newest checkpoint and its note, its signature checked with the key
+/// `key` leads to (following key rotations); without a key, only parsed.
+/// Also the sequence numbers of the key rotations followed, whose records
+/// a reader that does not hash the whole log must check itself.
+fn newest_checkpoint(
+    reader: &LedgerReader,
+    key: Option<&VerifierKey>,
+    events: u64,
+) -> Result<(Option<Checkpoint>, Option<String>, Vec<u64>), LedgerError> {
+    let mut rotations = Vec::new();
     let stored = reader.latest_checkpoint()?;
     let (checkpoint, note) = match &stored {
         None => (None, None),
@@ -79,6 +362,7 @@ pub fn read_verified_from(
                     // The key that signs the newest checkpoint, following any
                     // key rotations from the trusted key.
                     let schedule = reader.key_schedule(trusted)?;
+                    rotations = schedule.rotations().to_vec();
                     let key = schedule.key_after(reader.previous_checkpoint_size(row.size)?);
                     key.verify(&row.note).map_err(|e| {
                         LedgerError::Damaged(format!(
@@ -111,54 +395,7 @@ pub fn read_verified_from(
             (Some(checkpoint), Some(row.note.clone()))
         }
     };
-    let covered = checkpoint.as_ref().map_or(0, |c| c.size);
-    let mut frontier = Frontier::new();
-    let mut link: Link = chain::GENESIS;
-    let mut failure: Option<LedgerError> = None;
-    reader.for_each_record(0..events, |seq, bytes| {
-        if failure.is_some() {
-            return;
-        }
-        if seq < covered {
-            frontier.push(crate::merkle::leaf_hash(bytes));
-            link = chain::link(&link, bytes);
-        }
-        if seq < from {
-            return;
-        }
-        match Event::from_bytes(bytes) {
-            Ok(event) if event.seq == seq => visit(event, seq < covered),
-            Ok(event) => {
-                failure = Some(LedgerError::Damaged(format!(
-                    "row {seq} holds the record of event {}",
-                    event.seq
-                )))
-            }
-            Err(e) => {
-                failure = Some(LedgerError::Damaged(format!(
-                    "event {seq} cannot be decoded: {e}"
-                )))
-            }
-        }
-    })?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    if let Some(c) = &checkpoint {
-        if frontier.root() != c.root || link != c.chain {
-            return Err(LedgerError::Damaged(format!(
-                "events 0..{} are not the events the newest checkpoint signed (their root or chain head differs): \
-                 the ledger has been altered; run gatehouse-verify on it and read a trusted copy",
-                c.size - 1
-            )));
-        }
-    }
-    Ok(Coverage {
-        covered,
-        events,
-        note,
-        key: key.filter(|_| checkpoint.is_some()).map(VerifierKey::label),
-    })
+    Ok((checkpoint, note, rotations))
 }
 
 #[cfg(test)]
@@ -247,6 +484,157 @@ mod tests {
             .verifier();
         let refused = texts(&path, Some(&other)).unwrap_err();
         assert!(refused.contains("signature"), "{refused}");
+    }
+
+    fn action(i: u64) -> EventBody {
+        EventBody::from(OperatorAction {
+            operator: "ops".into(),
+            action: format!("note {i}"),
+            target: None,
+            outcome: "ok".into(),
+            detail: None,
+        })
+    }
+
+    /// A ledger of `n` events committed in batches of up to `batch`.
+    fn long_ledger(dir: &std::path::Path, n: u64, batch: u64) -> (std::path::PathBuf, VerifierKey) {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("long.db");
+        let signer = note::NoteSigner::from_seed("test/window", [7; 32]).unwrap();
+        let key = signer.verifier();
+        let writer = Ledger::open(WriterOptions::new(&path, signer)).unwrap();
+        let mut i = 0;
+        while i < n {
+            let bodies: Vec<EventBody> = (i..(i + batch).min(n)).map(action).collect();
+            writer.append_blocking(&bodies).unwrap();
+            i += bodies.len() as u64;
+        }
+        writer.close();
+        (path, key)
+    }
+
+    fn window(
+        path: &std::path::Path,
+        key: &VerifierKey,
+        ranges: &[Range<u64>],
+    ) -> Option<(Vec<u64>, Coverage)> {
+        let reader = LedgerReader::open(path).unwrap();
+        let mut seen = Vec::new();
+        read_window(&reader, Some(key), ranges, |e, covered| {
+            assert!(covered);
+            seen.push(e.seq);
+        })
+        .unwrap()
+        .map(|c| (seen, c))
+    }
+
+    fn edit(path: &std::path::Path, sql: &str) {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_window_is_checked_against_the_signed_root_without_hashing_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, key) = long_ledger(dir.path(), 5000, 13);
+        let (seen, coverage) = window(&path, &key, &[1000..1010, 3000..3001]).unwrap();
+        assert_eq!(seen, (1000..1010).chain(3000..3001).collect::<Vec<_>>());
+        assert!(coverage.signed());
+        assert_eq!(coverage.covered, 5000);
+        // Two touched blocks and the partial last one (5000 = 19 * 256 + 136).
+        assert_eq!(coverage.hashed, 256 + 256 + 136, "{coverage:?}");
+    }
+
+    #[test]
+    fn an_edit_inside_the_window_or_of_a_stored_subtree_loses_the_shortcut_never_the_truth() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, key) = long_ledger(dir.path(), 1500, 9);
+        let intact = texts(&path, Some(&key)).unwrap();
+        // A lying stored subtree (events 0..512, which the rebuild of the
+        // root around 700..710 uses): the window cannot be vouched for, the
+        // whole pass still can (and shows the same events).
+        edit(
+            &path,
+            "UPDATE subtrees SET hash = zeroblob(32) WHERE level = 9 AND idx = 0",
+        );
+        assert!(window(&path, &key, &[700..710]).is_none());
+        assert_eq!(texts(&path, Some(&key)).unwrap(), intact);
+        let reader = LedgerReader::open(&path).unwrap();
+        let (seen, _) = read_selected(
+            &reader,
+            Some(&key),
+            Some(&[700..710]),
+            |_| Vec::new(),
+            |v: &mut Vec<u64>, e, _| v.push(e.seq),
+            |_| true,
+        )
+        .unwrap();
+        assert_eq!(seen.len(), 1500, "fell back to the whole log");
+        // An edited record in the window: refused, whichever pass.
+        let (path, key) = long_ledger(&dir.path().join("b"), 1500, 9);
+        let data: Vec<u8> = rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT data FROM events WHERE seq = 705", [], |r| r.get(0))
+            .unwrap();
+        let at = data.windows(8).position(|w| w == b"note 705").unwrap();
+        let mut edited = data.clone();
+        edited[at + 7] = b'9';
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE events SET data = ?1 WHERE seq = 705", [&edited])
+            .unwrap();
+        assert!(window(&path, &key, &[700..710]).is_none());
+        let reader = LedgerReader::open(&path).unwrap();
+        let refused = read_selected(
+            &reader,
+            Some(&key),
+            Some(&[700..710]),
+            |_| (),
+            |_, _, _| {},
+            |_| true,
+        )
+        .unwrap_err();
+        assert!(refused.to_string().contains("altered"), "{refused}");
+        // A window elsewhere is still vouched for: it does not depend on
+        // event 705, which the whole verifier reports.
+        assert!(window(&path, &key, &[100..110]).is_some());
+    }
+
+    #[test]
+    fn the_writer_rebuilds_missing_subtrees_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, key) = long_ledger(dir.path(), 1100, 50);
+        edit(&path, "DELETE FROM subtrees");
+        assert!(window(&path, &key, &[10..20]).is_none());
+        // Reopening with the ledger's own key completes the table.
+        let (seen, _) = {
+            let signer = note::NoteSigner::from_seed("test/window", [7; 32]).unwrap();
+            let writer = Ledger::open(WriterOptions::new(&path, signer)).unwrap();
+            writer.close();
+            window(&path, &key, &[10..20]).unwrap()
+        };
+        assert_eq!(seen, (10..20).collect::<Vec<_>>());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+        #[test]
+        fn any_window_of_any_log_is_vouched_for_exactly(
+            n in 1u64..1400,
+            batch in 1u64..40,
+            picks in proptest::collection::vec((0u64..1400, 0u64..300), 1..4),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, key) = long_ledger(dir.path(), n, batch);
+            let ranges: Vec<Range<u64>> = picks.iter().map(|&(a, len)| a..a + len).collect();
+            let (seen, coverage) = window(&path, &key, &ranges).unwrap();
+            let mut expected: Vec<u64> = (0..n).filter(|s| ranges.iter().any(|r| r.contains(s))).collect();
+            expected.dedup();
+            proptest::prop_assert_eq!(seen, expected);
+            proptest::prop_assert!(coverage.hashed <= n);
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 use crate::chain::{self, Link};
 use crate::checkpoint::Checkpoint;
 use crate::event::{record_bytes, EventBody, EventKind, Nanos, PendingEvent, Snapshot};
-use crate::merkle::{leaf_hash, Frontier};
+use crate::merkle::{leaf_hash, Frontier, SUBTREE_MIN_LEVEL};
 use crate::note::{NoteSigner, VerifierKey};
 use crate::rotation::KeySchedule;
 use crate::schema;
@@ -515,6 +515,16 @@ impl OpenedFile {
     }
 }
 
+/// Stores one complete subtree's hash (docs/ledger-format.md, section 1).
+const SUBTREE_INSERT: &str =
+    "INSERT OR REPLACE INTO subtrees (level, idx, hash) VALUES (?1, ?2, ?3)";
+
+/// How many stored subtrees a tree of `size` leaves has: one per complete
+/// aligned subtree of at least `2^SUBTREE_MIN_LEVEL` leaves.
+fn subtrees_of(size: u64) -> u64 {
+    (SUBTREE_MIN_LEVEL..64).map(|level| size >> level).sum()
+}
+
 /// Commits between saves of the Merkle frontier (`writer_state`).
 const SAVE_FRONTIER_EVERY: u32 = 64;
 
@@ -659,7 +669,47 @@ impl WriterState {
         self.last_ts = last_ts as Nanos;
         self.frontier = frontier;
         self.chain = checkpoint.chain;
+        self.complete_subtrees()?;
         Ok(())
+    }
+
+    /// Makes the `subtrees` table whole for the events committed, once, for
+    /// a ledger written before the table existed (or whose table was
+    /// damaged): readers fall back to hashing the whole log without it.
+    fn complete_subtrees(&mut self) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let ctx = |e: rusqlite::Error| LedgerError::sqlite(&path, e);
+        let stored: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM subtrees", [], |r| r.get(0))
+            .map_err(ctx)?;
+        if stored as u64 == subtrees_of(self.size) {
+            return Ok(());
+        }
+        let tx = self.conn.transaction().map_err(ctx)?;
+        tx.execute("DELETE FROM subtrees", []).map_err(ctx)?;
+        {
+            let mut insert = tx.prepare(SUBTREE_INSERT).map_err(ctx)?;
+            let mut read = tx
+                .prepare("SELECT data FROM events WHERE seq < ?1 ORDER BY seq")
+                .map_err(ctx)?;
+            let mut rows = read.query([self.size as i64]).map_err(ctx)?;
+            let mut frontier = Frontier::new();
+            let mut result = Ok(());
+            while let Some(row) = rows.next().map_err(ctx)? {
+                let data = row.get_ref(0).map_err(ctx)?;
+                let bytes = data.as_blob().map_err(|e| ctx(e.into()))?;
+                frontier.push_with(leaf_hash(bytes), |level, idx, hash| {
+                    if level >= SUBTREE_MIN_LEVEL && result.is_ok() {
+                        result = insert
+                            .execute(params![level, idx as i64, &hash[..]])
+                            .map(drop);
+                    }
+                });
+                std::mem::replace(&mut result, Ok(())).map_err(ctx)?;
+            }
+        }
+        tx.commit().map_err(ctx)
     }
 
     /// Extends `frontier` with events up to `size`.
@@ -735,6 +785,7 @@ impl WriterState {
             )?;
             let mut index_snapshot =
                 tx.prepare_cached("INSERT OR IGNORE INTO snapshots (covers, seq) VALUES (?1, ?2)")?;
+            let mut store_subtree = tx.prepare_cached(SUBTREE_INSERT)?;
             for req in batch {
                 let mut mine = Vec::with_capacity(req.events.len());
                 for ev in &req.events {
@@ -742,7 +793,15 @@ impl WriterState {
                     let bytes = record_bytes(seq, ts, ev.kind, &ev.body);
                     let leaf = leaf_hash(&bytes);
                     leaves.push(leaf);
-                    frontier.push(leaf);
+                    let mut closed = Ok(());
+                    frontier.push_with(leaf, |level, idx, hash| {
+                        if level >= SUBTREE_MIN_LEVEL && closed.is_ok() {
+                            closed = store_subtree
+                                .execute(params![level, idx as i64, &hash[..]])
+                                .map(drop);
+                        }
+                    });
+                    closed?;
                     chain = chain::link(&chain, &bytes);
                     insert.execute(params![
                         seq as i64,
