@@ -40,6 +40,8 @@ pub struct Coverage {
     /// Records hashed to check the note: every covered one for a whole
     /// pass, the window and its surroundings for [`read_window`].
     pub hashed: u64,
+    /// Which pass read the events.
+    pub pass: Pass,
 }
 
 impl Coverage {
@@ -113,6 +115,7 @@ pub fn read_verified_from(
         note,
         key: key.filter(|_| checkpoint.is_some()).map(VerifierKey::label),
         hashed: covered,
+        pass: Pass::Whole,
     })
 }
 
@@ -183,6 +186,7 @@ pub fn read_window(
         note,
         key: key.filter(|_| checkpoint.is_some()).map(VerifierKey::label),
         hashed: window.hashed,
+        pass: Pass::Window,
     }))
 }
 

@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use gatehouse_engine::snapshot;
 use gatehouse_engine::state::GatewayState;
 use gatehouse_ledger::note::VerifierKey;
-use gatehouse_ledger::{EventBody, LedgerReader};
+use gatehouse_ledger::verified::Pass;
+use gatehouse_ledger::{Event, EventBody, LedgerReader};
 use tracing::{debug, warn};
 
 /// A point in the log: a sequence number, or an instant.
@@ -124,44 +125,161 @@ pub struct VerifiedState {
     pub unsigned_not_folded: u64,
 }
 
-/// The state as of `at` for an investigator (`gatehouse state`): folded
-/// from the first event, every record checked against the newest
-/// checkpoint, whose signature is checked with `key` (see
-/// `gatehouse_ledger::verified`). Snapshots and indexes are not trusted;
-/// events no checkpoint covers are counted, not folded.
+/// The state as of `at` for an investigator (`gatehouse state`), from
+/// verified events only (see `gatehouse_ledger::verified`): the newest
+/// snapshot before `at` and the events after it, each record checked
+/// against the newest checkpoint, whose signature is checked with `key`.
+/// The snapshot is one of those checked records; where the indexes that
+/// find it, or the stored subtree hashes, disagree with the records, the
+/// state is folded from the first event over a check of the whole log.
+/// Events no checkpoint covers are counted, not folded.
 pub fn verified_state_at(path: &Path, at: At, key: Option<&Path>) -> Result<VerifiedState> {
     let key = crate::init::verifier_key(path, key).map_err(|(file, reason)| {
         anyhow::anyhow!("cannot use verifier key {file}: {reason}; pass the verifier.pub that `gatehouse init` wrote with --key")
     })?;
     let reader = LedgerReader::open(path)?;
-    let mut state = GatewayState::default();
-    let mut unsigned_not_folded = 0;
-    let coverage =
-        gatehouse_ledger::verified::read_verified(&reader, key.as_ref(), |event, covered| {
-            let wanted = match at {
-                At::Seq(seq) => event.seq <= seq,
-                At::Time(ts) => event.ts <= ts,
-            };
-            if !wanted {
+    let events = reader.len()?;
+    // The first event past `at`, as the (unsigned) time column says; the
+    // window reads it and checks its signed time.
+    let end = match at {
+        At::Seq(seq) => seq.saturating_add(1).min(events),
+        At::Time(ts) => reader.first_at_or_after(ts.saturating_add(1))?,
+    };
+    let wanted = |seq: u64, ts: u64| match at {
+        At::Seq(last) => seq <= last,
+        At::Time(t) => ts <= t,
+    };
+    let start = SnapshotStart::find(&reader, end);
+    // The snapshot's own record may lie past `at` (it is written a moment
+    // after the events it covers): it is read and checked all the same.
+    let ranges = start.as_ref().map(|s| {
+        [
+            s.covers.saturating_sub(1)..end.saturating_add(1),
+            s.seq..s.seq + 1,
+        ]
+    });
+    let (fold, coverage) = gatehouse_ledger::verified::read_selected(
+        &reader,
+        key.as_ref(),
+        ranges.as_ref().map(|r| &r[..]),
+        |pass| Fold::new(pass, start.as_ref()),
+        |fold, event, covered| {
+            fold.check_bounds(&event, |seq, ts| wanted(seq, ts), end);
+            if !wanted(event.seq, event.ts) || event.seq < fold.from {
                 return;
             }
             if covered {
-                state.apply(&event);
+                fold.state.apply(&event);
             } else {
-                unsigned_not_folded += 1;
+                fold.unsigned += 1;
             }
-        })
-        .with_context(|| {
-            format!(
-                "cannot read {} as its signed checkpoint vouches for it",
-                path.display()
-            )
-        })?;
+        },
+        |fold| fold.complete(end, events),
+    )
+    .with_context(|| {
+        format!(
+            "cannot read {} as its signed checkpoint vouches for it",
+            path.display()
+        )
+    })?;
     Ok(VerifiedState {
-        state,
+        state: fold.state,
         coverage,
-        unsigned_not_folded,
+        unsigned_not_folded: fold.unsigned,
     })
+}
+
+/// A snapshot a verified fold may start from, found through the index and
+/// read from its record: trusted only once the window that holds it has
+/// been checked against the signed root.
+struct SnapshotStart {
+    seq: u64,
+    covers: u64,
+    state: GatewayState,
+    body: gatehouse_ledger::event::Snapshot,
+}
+
+impl SnapshotStart {
+    /// The newest usable snapshot covering at most `end` events.
+    fn find(reader: &LedgerReader, end: u64) -> Option<SnapshotStart> {
+        let found = reader.latest_snapshot(end).ok()??;
+        let state = snapshot::restore(&found.snapshot).ok()?;
+        Some(SnapshotStart {
+            seq: found.seq,
+            covers: found.snapshot.covers,
+            state,
+            body: found.snapshot,
+        })
+    }
+}
+
+/// A fold over verified events (see [`gatehouse_ledger::verified::read_selected`]):
+/// from a snapshot when only its window is read, from the first event when
+/// the whole log is.
+struct Fold {
+    state: GatewayState,
+    /// Events before this are in the starting state.
+    from: u64,
+    /// Events past the end that were not folded because no checkpoint covers them.
+    unsigned: u64,
+    /// The snapshot the fold started from, until its record is seen.
+    snapshot: Option<(u64, gatehouse_ledger::event::Snapshot)>,
+    /// Whether the starting snapshot's record was read where the index
+    /// said, and holds what the fold started from.
+    snapshot_seen: bool,
+    /// Whether the last event before the snapshot's coverage ends lies
+    /// within the fold (its signed time is not past the end).
+    before_ok: bool,
+    /// Whether the first event past the end was read and is past it.
+    after_ok: bool,
+}
+
+impl Fold {
+    fn new(pass: Pass, start: Option<&SnapshotStart>) -> Fold {
+        match (pass, start) {
+            (Pass::Window, Some(s)) => Fold {
+                state: s.state.clone(),
+                from: s.covers,
+                unsigned: 0,
+                snapshot: Some((s.seq, s.body.clone())),
+                snapshot_seen: false,
+                before_ok: s.covers == 0,
+                after_ok: false,
+            },
+            _ => Fold {
+                state: GatewayState::default(),
+                from: 0,
+                unsigned: 0,
+                snapshot: None,
+                snapshot_seen: true,
+                before_ok: true,
+                after_ok: false,
+            },
+        }
+    }
+
+    /// Checks the window's edges on signed data: the event just before the
+    /// snapshot's coverage ends is wanted, the snapshot's record is the one
+    /// restored, and the event at `end` (if any) is not wanted.
+    fn check_bounds(&mut self, event: &Event, wanted: impl Fn(u64, u64) -> bool, end: u64) {
+        if self.from > 0 && event.seq == self.from - 1 {
+            self.before_ok = wanted(event.seq, event.ts);
+        }
+        if let Some((seq, body)) = &self.snapshot {
+            if event.seq == *seq {
+                self.snapshot_seen = matches!(&event.body, EventBody::Snapshot(b) if *b == *body);
+            }
+        }
+        if event.seq == end {
+            self.after_ok = !wanted(event.seq, event.ts);
+        }
+    }
+
+    /// Whether a window fold holds every event it should: its snapshot was
+    /// verified, and the window's edges are where the index said.
+    fn complete(&self, end: u64, events: u64) -> bool {
+        self.snapshot_seen && self.before_ok && (self.after_ok || end >= events)
+    }
 }
 
 /// The state as of `at`: every event up to that point folded in, from the
@@ -193,34 +311,34 @@ pub fn load_state(path: &Path) -> Result<GatewayState> {
 
 /// The gateway's state at start-up, from events the signed log vouches
 /// for: the newest snapshot (found through the index, read from its
-/// record), then every event after it, while every record of the log is
-/// hashed and checked against the newest checkpoint and its signature by
-/// `key` (the gateway's own verifier key). A ledger whose records differ
-/// from what was signed, or whose snapshot record is not the one the pass
-/// hashed, is refused: the gateway does not start on state nobody vouches
-/// for. Events after the newest checkpoint (none, unless a commit was cut
-/// short) are folded too: they are the gateway's own, committed.
+/// record) and every event after it, checked against the newest checkpoint
+/// and its signature by `key` (the gateway's own verifier key) through the
+/// stored subtree hashes, so a start costs the events since the snapshot,
+/// not the whole log. Where an index or a stored hash disagrees with the
+/// records, the state is folded from the first event over a check of the
+/// whole log. A ledger whose records differ from what was signed is
+/// refused: the gateway does not start on state nobody vouches for. Events
+/// after the newest checkpoint (none, unless a commit was cut short) are
+/// folded too: they are the gateway's own, committed.
 pub fn load_state_verified(path: &Path, key: &VerifierKey) -> Result<GatewayState> {
     let started = std::time::Instant::now();
     let reader = LedgerReader::open(path)?;
-    let (mut state, snapshot) = match latest_snapshot(&reader, u64::MAX) {
-        Ok(Some((seq, state))) => (state, Some(seq)),
-        Ok(None) => (GatewayState::default(), None),
-        Err(why) => {
-            warn!("{why}; folding from the first event instead");
-            (GatewayState::default(), None)
-        }
-    };
-    let from = state.events;
-    let mut snapshot_seen = snapshot.is_none();
-    let mut folded = 0u64;
-    gatehouse_ledger::verified::read_verified_from(&reader, Some(key), from, |event, _| {
-        if Some(event.seq) == snapshot {
-            snapshot_seen = true;
-        }
-        state.apply(&event);
-        folded += 1;
-    })
+    let events = reader.len()?;
+    let start = SnapshotStart::find(&reader, events);
+    let ranges = start.as_ref().map(|s| [s.covers.saturating_sub(1)..events]);
+    let (fold, coverage) = gatehouse_ledger::verified::read_selected(
+        &reader,
+        Some(key),
+        ranges.as_ref().map(|r| &r[..]),
+        |pass| Fold::new(pass, start.as_ref()),
+        |fold, event, _| {
+            fold.check_bounds(&event, |_, _| true, events);
+            if event.seq >= fold.from {
+                fold.state.apply(&event);
+            }
+        },
+        |fold| fold.complete(events, events),
+    )
     .with_context(|| {
         format!(
             "{} is not what its signed checkpoints vouch for, so the gateway does not start on it; \
@@ -228,19 +346,14 @@ pub fn load_state_verified(path: &Path, key: &VerifierKey) -> Result<GatewayStat
             path.display()
         )
     })?;
-    if !snapshot_seen {
-        anyhow::bail!(
-            "the snapshot the index of {} points at is not among its verified events; run gatehouse-verify on it",
-            path.display()
-        );
-    }
     debug!(
-        snapshot = snapshot,
-        folded,
+        snapshot = fold.snapshot.as_ref().map(|(seq, _)| *seq),
+        from = fold.from,
+        hashed = coverage.hashed,
         ms = started.elapsed().as_secs_f64() * 1e3,
         "state rebuilt from the verified ledger"
     );
-    Ok(state)
+    Ok(fold.state)
 }
 
 /// The state as operators read it: times in RFC 3339 (UTC), operators by

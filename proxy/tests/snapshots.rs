@@ -143,4 +143,57 @@ async fn restarts_from_snapshots_give_the_state_the_fold_from_genesis_gives() {
     assert!(check.passed(), "{check:?}");
     assert!(check.snapshots >= 3);
     assert!(env.verify().is_intact());
+    investigators_read_windows_from_verified_snapshots(&env);
+}
+
+/// `gatehouse state --at` reads only the window from the newest snapshot
+/// before the instant (issue 20), and gets, at every event and at every
+/// event's time, exactly the state the fold from the first event gets.
+fn investigators_read_windows_from_verified_snapshots(env: &Env) {
+    use gatehouse_ledger::verified::Pass;
+    let ledger = env.ledger();
+    let reader = LedgerReader::open(&ledger).unwrap();
+    let events: Vec<_> = reader
+        .events(0..u64::MAX)
+        .map(|e| e.unwrap().event)
+        .collect();
+    let mut windows = 0;
+    for event in &events {
+        for at in [At::Seq(event.seq), At::Time(event.ts)] {
+            let verified = state::verified_state_at(&ledger, at, None).unwrap();
+            let genesis = state::rebuild(&ledger, at, Start::Genesis).unwrap();
+            assert_eq!(verified.state, genesis.state, "at {at:?}");
+            assert_eq!(verified.unsigned_not_folded, 0);
+            if verified.coverage.pass == Pass::Window {
+                windows += 1;
+            }
+        }
+    }
+    assert!(
+        windows > events.len(),
+        "{windows} of {} reads used a snapshot's window",
+        2 * events.len()
+    );
+    // A snapshot index that points at another event, and one whose snapshot
+    // record was edited: the fold falls back to the first event, or refuses.
+    let copy = ledger.with_file_name("edited.db");
+    std::fs::copy(&ledger, &copy).unwrap();
+    let conn = rusqlite::Connection::open(&copy).unwrap();
+    conn.execute("UPDATE snapshots SET seq = seq - 1", [])
+        .unwrap();
+    drop(conn);
+    let last = events.last().unwrap().seq;
+    let verified = state::verified_state_at(
+        &copy,
+        At::Seq(last),
+        Some(&ledger.with_file_name("verifier.pub")),
+    )
+    .unwrap();
+    assert_eq!(verified.coverage.pass, Pass::Whole);
+    assert_eq!(
+        verified.state,
+        state::rebuild(&ledger, At::Seq(last), Start::Genesis)
+            .unwrap()
+            .state
+    );
 }

@@ -6,8 +6,11 @@
 //! export refuse, or they show exactly what they show for the untouched
 //! ledger: eight chosen tampers, a symbolic link with a WAL beside the real
 //! file, and random combinations of column updates, flipped record bytes,
-//! deleted rows, bucket and checkpoint deletions, planted schema objects
-//! and substituted WAL files (GATEHOUSE_TAMPER_CASES, default 24).
+//! deleted rows, bucket and checkpoint deletions, planted schema objects,
+//! substituted WAL files, lying stored subtree hashes and bucket rows
+//! (GATEHOUSE_TAMPER_CASES, default 24). A session's replay reads only its
+//! window: damage elsewhere does not stop it, and it never shows more or
+//! less than the whole log says.
 
 mod support;
 
@@ -19,17 +22,28 @@ use support::{Env, POLICY};
 
 const SSN_DUMP: &str = "SELECT name, ssn FROM customers";
 
+/// Statements of the bulk session.
+const BULK: u32 = 400;
+
 /// A stopped gateway's ledger directory (ledger.db and verifier.pub), with
-/// session 1 of identity `agent`: two reads and the denied SSN dump.
+/// session 1 of identity `agent`: two reads and the denied SSN dump, while
+/// session 2 of `reader` runs enough statements (over 1,000 events) that
+/// session 1's window is a small part of the log and the stored subtree
+/// hashes stand in for the rest.
 async fn written() -> (Env, PathBuf) {
     let mut env = Env::start(POLICY).await;
     let c = env.connect("agent").await;
+    let bulk = env.connect("reader").await;
     c.simple_query("SELECT count(*) FROM orders").await.unwrap();
     assert!(c.simple_query(SSN_DUMP).await.is_err());
     c.simple_query("SELECT name FROM customers WHERE id = 1")
         .await
         .unwrap();
     drop(c);
+    for i in 0..BULK {
+        bulk.simple_query(&format!("SELECT {i}")).await.unwrap();
+    }
+    drop(bulk);
     env.settle().await;
     env.stop().await;
     let dir = env.ledger().parent().unwrap().to_path_buf();
@@ -68,6 +82,8 @@ fn shown(ledger: &Path) -> Result<String, String> {
         let mut doc = replay::json::document(&replay);
         doc["ledger"] = serde_json::Value::Null;
         doc["verify"] = serde_json::Value::Null;
+        // How much was hashed depends on which hints held, not on what is shown.
+        doc["checkpoint"]["checked"] = serde_json::Value::Null;
         out.push_str(&doc.to_string());
     }
     let state =
@@ -303,6 +319,10 @@ enum Change {
     Object(&'static str),
     /// A WAL beside the file that flips one byte of one record.
     Wal(u64, usize, u8),
+    /// One stored subtree hash (`level`, `idx` modulo what exists) replaced.
+    Subtree(u32, u64),
+    /// A session bucket row added: session, bucket.
+    BucketAdded(i64, i64),
 }
 
 fn apply(ledger: &Path, change: &Change, events: u64) {
@@ -337,6 +357,15 @@ fn apply(ledger: &Path, change: &Change, events: u64) {
             conn.execute("DELETE FROM checkpoints WHERE size > ?1", [seq(*s)])
         }
         Change::Object(sql) => conn.execute_batch(sql).map(|_| 0),
+        Change::Subtree(level, idx) => conn.execute(
+            "UPDATE subtrees SET hash = zeroblob(32) WHERE level = ?1 AND idx = ?2 % \
+             (SELECT count(*) FROM subtrees WHERE level = ?1)",
+            rusqlite::params![level, *idx as i64 & i64::MAX],
+        ),
+        Change::BucketAdded(session, bucket) => conn.execute(
+            "INSERT OR IGNORE INTO session_buckets (session, bucket) VALUES (?1, ?2)",
+            [session, bucket],
+        ),
         Change::Wal(s, at, bit) => {
             drop(conn);
             plant_wal(ledger, &Change::RecordByte(*s, *at, *bit), events);
@@ -391,6 +420,8 @@ fn change() -> impl proptest::strategy::Strategy<Value = Change> {
         )
         .prop_map(Change::Object),
         (any::<u64>(), any::<usize>(), any::<u8>()).prop_map(|(s, a, b)| Change::Wal(s, a, b)),
+        (8u32..12, any::<u64>()).prop_map(|(l, i)| Change::Subtree(l, i)),
+        (1i64..3, 0i64..4).prop_map(|(s, b)| Change::BucketAdded(s, b)),
     ]
 }
 
@@ -443,6 +474,44 @@ async fn random_tampering_is_caught_or_changes_nothing_shown() {
     })
     .await
     .unwrap();
+}
+
+/// A session's replay hashes its window, not the log (issue 20: a window
+/// costs its size plus one stored hash per level): session 1's handful of
+/// events is checked against the signed root with the bulk session's events
+/// standing in as stored subtree hashes, so an edit among those is left to
+/// the verifier (which reports it) and to the replays that read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_read_from_its_window() {
+    let (_env, original_dir) = written().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let ledger = copy(&original_dir, &scratch.path().join("window"));
+    let key = key(&original_dir);
+    let session = |l: &Path| replay::load(l, Selection::Session(1), Window::default(), None);
+    let before = session(&ledger).unwrap();
+    let checkpoint = before.checkpoint.clone().unwrap();
+    assert!(checkpoint.key.is_some(), "the signature was checked");
+    assert!(
+        checkpoint.checked * 2 < checkpoint.size,
+        "hashed {} of {} records for session 1",
+        checkpoint.checked,
+        checkpoint.size
+    );
+    let text = replay::text::render(&before);
+    assert!(text.contains("stored subtree hashes"), "{text}");
+
+    // (Mid-log: the last, partial block of 256 events is always hashed.)
+    edit_record(&ledger, &format!("SELECT {}", BULK / 2));
+    assert!(!intact(&ledger, &key), "the verifier reports the edit");
+    let after = session(&ledger).expect("session 1's window is intact");
+    assert_eq!(after.timeline, before.timeline);
+    let whole = replay::load(
+        &ledger,
+        Selection::Identity("reader".into()),
+        Window::default(),
+        None,
+    );
+    assert!(whole.is_err(), "the edited session's replay refuses");
 }
 
 /// The gateway itself starts only from what the signed log vouches for: a

@@ -113,7 +113,7 @@ pub fn render(replay: &Replay) -> String {
         "Checkpoint",
         match &replay.checkpoint {
             Some(c) => format!(
-                "newest signed checkpoint: {} events, root <code>{}</code> — {}; {}{}",
+                "newest signed checkpoint: {} events, root <code>{}</code> — {}; {}; {}{}",
                 c.size,
                 h(&c.root),
                 if replay.covered_by_checkpoint() {
@@ -122,6 +122,7 @@ pub fn render(replay: &Replay) -> String {
                     "does not yet cover the last events shown"
                 },
                 h(&super::text::signature(c)),
+                h(&super::text::checked(c)),
                 if replay.unsigned_not_shown > 0 {
                     format!(
                         "; {} not shown: no signed checkpoint covers them yet",

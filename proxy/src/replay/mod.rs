@@ -1238,6 +1238,10 @@ pub struct CheckpointInfo {
     /// The key whose signature on it was checked (`None`: no verifier key
     /// was found, so its signature was not checked).
     pub key: Option<String>,
+    /// Records hashed to check the events shown against it: every one it
+    /// covers, or, for a session, the session's window and its
+    /// surroundings (the rest of the tree from stored subtree hashes).
+    pub checked: u64,
 }
 
 /// A timeline with what a reader needs to trust it: where it came from
@@ -1323,22 +1327,50 @@ pub fn load(
     let key = crate::init::verifier_key(path, key)
         .map_err(|(path, reason)| ReplayError::Key { path, reason })?;
     let reader = LedgerReader::open(path).map_err(ledger_err)?;
-    let mut builder = TimelineBuilder::new(selection.clone(), window);
-    let mut found = false;
-    let mut unsigned_not_shown = 0;
-    let coverage =
-        gatehouse_ledger::verified::read_verified(&reader, key.as_ref(), |event, covered| {
+    // A session's events lie between its opening and its close (the
+    // writer records them first and last): that window is all that needs
+    // reading, if the index's pointers to them decode as what they claim.
+    let bounds = match &selection {
+        Selection::Session(session) => reader.session_hint(*session).map_err(ledger_err)?,
+        Selection::Identity(_) => None,
+    };
+    let events = reader.len().map_err(ledger_err)?;
+    let ranges = bounds.map(|(opened, closed)| [opened..closed.map_or(events, |c| c + 1)]);
+    let (collected, coverage) = gatehouse_ledger::verified::read_selected(
+        &reader,
+        key.as_ref(),
+        ranges.as_ref().map(|r| &r[..]),
+        |_| Collected::new(TimelineBuilder::new(selection.clone(), window)),
+        |c, event, covered| {
+            if let (Some((opened, closed)), Selection::Session(session)) = (bounds, &selection) {
+                if event.seq == opened {
+                    c.opened_where_hinted =
+                        matches!(&event.body, EventBody::SessionOpened(o) if o.session == *session);
+                }
+                if Some(event.seq) == closed {
+                    c.closed_where_hinted =
+                        matches!(&event.body, EventBody::SessionClosed(o) if o.session == *session);
+                }
+            }
             if !selection.includes(&event.body) {
                 return;
             }
-            found = true;
+            c.found = true;
             if !covered {
-                unsigned_not_shown += 1;
+                c.unsigned_not_shown += 1;
             } else if !window.is_past(event.seq, event.ts) {
-                builder.push(&event);
+                c.builder.push(&event);
             }
-        })
-        .map_err(ledger_err)?;
+        },
+        |c| c.opened_where_hinted && (bounds.and_then(|b| b.1).is_none() || c.closed_where_hinted),
+    )
+    .map_err(ledger_err)?;
+    let Collected {
+        builder,
+        found,
+        unsigned_not_shown,
+        ..
+    } = collected;
     if !found {
         return Err(ReplayError::NotFound {
             path: shown,
@@ -1351,6 +1383,7 @@ pub fn load(
         .and_then(checkpoint_info)
         .map(|c| CheckpointInfo {
             key: coverage.key.clone(),
+            checked: coverage.hashed,
             ..c
         });
     Ok(Replay {
@@ -1362,6 +1395,29 @@ pub fn load(
     })
 }
 
+/// What [`load`] gathers in one verified pass.
+struct Collected {
+    builder: TimelineBuilder,
+    found: bool,
+    unsigned_not_shown: u64,
+    /// Whether the events the index named as the session's opening and
+    /// close are those (checked when only that window is read).
+    opened_where_hinted: bool,
+    closed_where_hinted: bool,
+}
+
+impl Collected {
+    fn new(builder: TimelineBuilder) -> Self {
+        Collected {
+            builder,
+            found: false,
+            unsigned_not_shown: 0,
+            opened_where_hinted: false,
+            closed_where_hinted: false,
+        }
+    }
+}
+
 /// Size and root of a signed note's checkpoint body.
 fn checkpoint_info(note: &str) -> Option<CheckpointInfo> {
     let (body, _signatures) = note.split_once("\n\n")?;
@@ -1371,6 +1427,7 @@ fn checkpoint_info(note: &str) -> Option<CheckpointInfo> {
         size: checkpoint.size,
         root,
         key: None,
+        checked: 0,
     })
 }
 

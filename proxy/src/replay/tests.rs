@@ -504,6 +504,7 @@ fn replay(events: &[Event], selection: Selection) -> Replay {
             size: 10,
             root: "cm9vdA==".into(),
             key: Some("gatehouse.test/gateway+01020304".into()),
+            checked: 10,
         }),
         unsigned_not_shown: 0,
         timeline: Timeline::build(selection, Window::default(), events),

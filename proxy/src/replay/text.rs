@@ -76,6 +76,7 @@ pub fn render(replay: &Replay) -> String {
                 s(&c.root),
                 signature(c)
             );
+            let _ = writeln!(out, "  checked     {}", checked(c));
         }
         None => {
             let _ = writeln!(out, "  checkpoint  none signed yet");
@@ -520,6 +521,18 @@ fn bytes_text(hex: &str, decoded: Option<&str>) -> String {
     match decoded {
         Some(d) => format!("0x{hex} ({})", s(d)),
         None => format!("0x{hex}"),
+    }
+}
+
+/// How much of the log was hashed to check the events shown.
+pub(super) fn checked(c: &super::CheckpointInfo) -> String {
+    if c.checked >= c.size {
+        format!("every record it covers ({}) hashed against it", c.size)
+    } else {
+        format!(
+            "{} of its {} records hashed against it (the window read, and the rest of its tree from stored subtree hashes)",
+            c.checked, c.size
+        )
     }
 }
 
