@@ -641,6 +641,10 @@ pub async fn relay<S: Stream, C: Services>(
             .to_pending(),
         );
     }
+    // The close is the session's last event: held statements were withdrawn
+    // and deferred events are in this batch. Readers take a session's events
+    // to end here (docs/ledger-format.md, section 1), so nothing of this
+    // session may be recorded after it.
     events.push(
         EventBody::from(SessionClosed {
             session: ctx.info.id,
