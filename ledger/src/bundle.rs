@@ -23,10 +23,11 @@ use thiserror::Error;
 use crate::cbor::{self, Bytes, DecodeError};
 use crate::cbor_struct;
 use crate::checkpoint::Checkpoint;
-use crate::event::{Nanos, SessionId};
+use crate::event::{Event, EventBody, Nanos, SessionId};
 use crate::merkle::{self, leaf_hash, node_hash, Hash};
 use crate::note;
 use crate::reader::{LedgerReader, StoredEvent};
+use crate::tree_window::TreeWindow;
 use crate::LedgerError;
 
 /// The value of a bundle's `format` field for this version of the format.
@@ -273,43 +274,59 @@ pub fn export(reader: &LedgerReader, request: &ExportRequest) -> Result<Bundle, 
     let earlier = earlier_checkpoints(&request.consistent_with, &checkpoint)?;
     let chosen = select(reader, request, size)?;
 
-    let mut hashes = TreeScan::new(size);
-    for seq in chosen.seqs() {
-        merkle::inclusion_proof_with(seq, size, &mut |a, b| hashes.want(a, b));
+    let seqs: Vec<u64> = chosen.seqs().collect();
+    let sizes: Vec<u64> = earlier.iter().map(|(m, _, _)| *m).collect();
+    // Around the chosen events from stored subtree hashes when they rebuild
+    // the checkpoint's root; otherwise (a ledger without them, or a stored
+    // hash that lies) from every record.
+    let mut window = TreeWindow::new(reader, size, seqs.iter().map(|&s| s..s + 1), &sizes);
+    let mut proven = Proven::build(&mut Tree::Window(&mut window, false), &seqs, &sizes, size)?;
+    let leaves_agree = |window: &mut TreeWindow| -> Result<bool, LedgerError> {
+        for stored in chosen.all() {
+            if window.leaf(stored.event.seq)? != Some(leaf_hash(&stored.bytes)) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    if proven.as_ref().map(|p| p.root) != Some(checkpoint.root) || !leaves_agree(&mut window)? {
+        let mut hashes = TreeScan::new(size);
+        for &seq in &seqs {
+            merkle::inclusion_proof_with(seq, size, &mut |a, b| hashes.want(a, b));
+        }
+        for &m in &sizes {
+            hashes.want_root_at(m);
+            merkle::consistency_proof_with(m, size, &mut |a, b| hashes.want(a, b));
+        }
+        hashes.scan(reader)?;
+        proven = Proven::build(&mut Tree::Scan(&hashes), &seqs, &sizes, size)?;
     }
-    for (m, _, _) in &earlier {
-        hashes.want_root_at(*m);
-        merkle::consistency_proof_with(*m, size, &mut |a, b| hashes.want(a, b));
-    }
-    hashes.scan(reader)?;
-    if hashes.root() != checkpoint.root {
-        return Err(damaged(format!(
-            "events 0..{} hash to a root other than the latest checkpoint's",
-            size - 1
-        )));
-    }
+    let proven = proven
+        .filter(|p| p.root == checkpoint.root)
+        .ok_or_else(|| {
+            damaged(format!(
+                "events 0..{} hash to a root other than the latest checkpoint's",
+                size - 1
+            ))
+        })?;
 
     let entry = |stored: &StoredEvent| BundleEvent {
         seq: stored.event.seq,
         record: Bytes(stored.bytes.clone()),
-        proof: Bytes(
-            merkle::inclusion_proof_with(stored.event.seq, size, &mut |a, b| hashes.get(a, b))
-                .concat(),
-        ),
+        proof: Bytes(proven.inclusion[&stored.event.seq].clone()),
     };
     let mut consistency = Vec::with_capacity(earlier.len());
-    for (m, root, note) in earlier {
-        if hashes.root_at(m) != root {
+    for ((m, root, note), (rebuilt, proof)) in earlier.into_iter().zip(&proven.consistency) {
+        if *rebuilt != root {
             return Err(BundleError::EarlierCheckpoint(format!(
                 "this ledger's first {m} events do not hash to the root of the checkpoint of size {m}: \
                  the ledger has forked from the one that checkpoint saw (gatehouse-verify --trusted-checkpoint \
                  on the ledger shows the evidence)"
             )));
         }
-        let proof = merkle::consistency_proof_with(m, size, &mut |a, b| hashes.get(a, b));
         consistency.push(BundleConsistency {
             note,
-            proof: Bytes(proof.concat()),
+            proof: Bytes(proof.clone()),
         });
     }
     Ok(Bundle {
@@ -322,6 +339,87 @@ pub fn export(reader: &LedgerReader, request: &ExportRequest) -> Result<Bundle, 
         after: chosen.after.as_ref().map(entry),
         consistency,
     })
+}
+
+/// Where a bundle's proofs take their subtree hashes from.
+enum Tree<'a, 'r> {
+    /// Rebuilt around the chosen events; `true` once a stored subtree was
+    /// missing, which voids everything built.
+    Window(&'a mut TreeWindow<'r>, bool),
+    /// Gathered by hashing every record.
+    Scan(&'a TreeScan),
+}
+
+impl Tree<'_, '_> {
+    fn mth(&mut self, start: u64, end: u64) -> Result<Hash, LedgerError> {
+        match self {
+            Tree::Window(window, missing) => match window.mth(start, end, &mut |_, _| {})? {
+                Some(hash) => Ok(hash),
+                None => {
+                    *missing = true;
+                    Ok([0; 32])
+                }
+            },
+            Tree::Scan(scan) if start == 0 && end == scan.size => Ok(scan.root()),
+            Tree::Scan(scan) if start == 0 && scan.roots.contains_key(&end) => {
+                Ok(scan.root_at(end))
+            }
+            Tree::Scan(scan) => Ok(scan.get(start, end)),
+        }
+    }
+}
+
+/// A bundle's proofs and the roots they lead to.
+struct Proven {
+    /// The root of the whole tree.
+    root: Hash,
+    /// Each chosen event's inclusion proof, hashes concatenated.
+    inclusion: HashMap<u64, Vec<u8>>,
+    /// For each earlier size: the root of that many events, and the
+    /// consistency proof from it.
+    consistency: Vec<(Hash, Vec<u8>)>,
+}
+
+impl Proven {
+    /// `None`: the window lacked a stored subtree.
+    fn build(
+        tree: &mut Tree,
+        seqs: &[u64],
+        sizes: &[u64],
+        size: u64,
+    ) -> Result<Option<Proven>, LedgerError> {
+        let mut failure = None;
+        let mut mth = |tree: &mut Tree, a: u64, b: u64| match tree.mth(a, b) {
+            Ok(hash) => hash,
+            Err(e) => {
+                failure.get_or_insert(e);
+                [0; 32]
+            }
+        };
+        let root = mth(tree, 0, size);
+        let mut inclusion = HashMap::new();
+        for &seq in seqs {
+            let proof = merkle::inclusion_proof_with(seq, size, &mut |a, b| mth(tree, a, b));
+            inclusion.insert(seq, proof.concat());
+        }
+        let mut consistency = Vec::new();
+        for &m in sizes {
+            let rebuilt = mth(tree, 0, m);
+            let proof = merkle::consistency_proof_with(m, size, &mut |a, b| mth(tree, a, b));
+            consistency.push((rebuilt, proof.concat()));
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(match tree {
+            Tree::Window(_, true) => None,
+            _ => Some(Proven {
+                root,
+                inclusion,
+                consistency,
+            }),
+        })
+    }
 }
 
 /// Parses, checks and orders the earlier checkpoints: `(size, root, note)`
@@ -379,12 +477,12 @@ struct Chosen {
 }
 
 impl Chosen {
+    fn all(&self) -> impl Iterator<Item = &StoredEvent> + '_ {
+        self.before.iter().chain(&self.events).chain(&self.after)
+    }
+
     fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
-        self.before
-            .iter()
-            .chain(&self.events)
-            .chain(&self.after)
-            .map(|e| e.event.seq)
+        self.all().map(|e| e.event.seq)
     }
 }
 
@@ -393,25 +491,6 @@ fn select(
     request: &ExportRequest,
     size: u64,
 ) -> Result<Chosen, BundleError> {
-    let collect = |iter: crate::reader::EventIter<'_>,
-                   matches: &dyn Fn(&StoredEvent) -> bool|
-     -> Result<Vec<StoredEvent>, BundleError> {
-        let mut out = Vec::new();
-        for stored in iter {
-            let stored = stored?;
-            if stored.event.seq >= size {
-                break;
-            }
-            if !matches(&stored) {
-                return Err(BundleError::Damaged(format!(
-                    "the index lists event {} under {}, but its record says otherwise",
-                    stored.event.seq, request.selection
-                )));
-            }
-            out.push(stored);
-        }
-        Ok(out)
-    };
     if request.prove_complete && !matches!(request.selection, Selection::TimeRange { .. }) {
         return Err(BundleError::BadRequest(
             "only a time range can be proven complete; a session or identity selection cannot \
@@ -419,28 +498,62 @@ fn select(
                 .into(),
         ));
     }
-    // A session's or identity's events are found by reading every covered
-    // event's own record: the index columns and bucket tables are not
-    // authenticated, and an index that hid an event would make a bundle
-    // that verifies yet leaves out what was done.
-    let scan = |keep: &dyn Fn(&StoredEvent) -> bool| -> Result<Vec<StoredEvent>, BundleError> {
+    let read = |range: std::ops::Range<u64>| -> Result<Vec<StoredEvent>, BundleError> {
+        Ok(reader.events(range).collect::<Result<Vec<_>, _>>()?)
+    };
+    // Events are selected on their own records: the index columns, bucket
+    // tables and time column are not authenticated, and an index that hid
+    // an event would make a bundle that verifies yet leaves out what was
+    // done. They only say where to look; what is found there is checked,
+    // and every covered event is read when it does not check out.
+    let scan = |keep: &dyn Fn(&Event) -> bool| -> Result<Vec<StoredEvent>, BundleError> {
         let mut out = Vec::new();
         for stored in reader.events(0..size) {
             let stored = stored?;
-            if keep(&stored) {
+            if keep(&stored.event) {
                 out.push(stored);
             }
         }
         Ok(out)
     };
     let chosen = match &request.selection {
-        Selection::Session(s) => Chosen {
-            events: scan(&|e| e.event.body.session() == Some(*s))?,
-            before: None,
-            after: None,
-        },
+        Selection::Session(s) => {
+            let of_session = |e: &Event| e.body.session() == Some(*s);
+            // A session's events lie between its opening and its close
+            // (docs/ledger-format.md, section 1).
+            let window = match reader.session_hint(*s)? {
+                Some((opened, closed)) if opened < size => {
+                    let end = closed.map_or(size, |c| (c + 1).min(size));
+                    let events = read(opened..end)?;
+                    let opens = events.first().is_some_and(
+                        |e| matches!(&e.event.body, EventBody::SessionOpened(o) if o.session == *s),
+                    );
+                    let closes = match closed {
+                        Some(c) if c < size => events.last().is_some_and(|e| {
+                            e.event.seq == c
+                                && matches!(&e.event.body, EventBody::SessionClosed(o) if o.session == *s)
+                        }),
+                        _ => true,
+                    };
+                    (opens && closes).then_some(events)
+                }
+                _ => None,
+            };
+            let events = match window {
+                Some(mut events) => {
+                    events.retain(|e| of_session(&e.event));
+                    events
+                }
+                None => scan(&of_session)?,
+            };
+            Chosen {
+                events,
+                before: None,
+                after: None,
+            }
+        }
         Selection::Identity(i) => Chosen {
-            events: scan(&|e| e.event.body.identity() == Some(i.as_str()))?,
+            events: scan(&|e| e.body.identity() == Some(i.as_str()))?,
             before: None,
             after: None,
         },
@@ -450,28 +563,51 @@ fn select(
                     "the time range is empty: --from ({from}) must be before --to ({to})"
                 )));
             }
+            let in_range = |e: &Event| (*from..*to).contains(&e.ts);
+            // Where the time column says the range lies, checked on the
+            // records: every event in it inside the range, the ones on
+            // either side outside it (times never decrease along the log).
             let start = reader.first_at_or_after(*from)?.min(size);
-            let end = reader.first_at_or_after(*to)?.min(size);
-            let events = collect(reader.events(start..end), &|e| {
-                (*from..*to).contains(&e.event.ts)
-            })?;
-            let boundary = |seq: u64| -> Result<StoredEvent, BundleError> {
-                reader
-                    .get(seq)?
-                    .ok_or_else(|| BundleError::Damaged(format!("event {seq} is missing")))
-            };
-            let (before, after) = if request.prove_complete {
-                (
-                    (start > 0).then(|| boundary(start - 1)).transpose()?,
-                    (end < size).then(|| boundary(end)).transpose()?,
-                )
+            let end = reader.first_at_or_after(*to)?.min(size).max(start);
+            let edges = read(start.saturating_sub(1)..(end + 1).min(size))?;
+            let before = edges.first().filter(|e| e.event.seq < start).cloned();
+            let after = edges.last().filter(|e| e.event.seq >= end).cloned();
+            let events: Vec<StoredEvent> = edges
+                .into_iter()
+                .filter(|e| (start..end).contains(&e.event.seq))
+                .collect();
+            let found = before.as_ref().is_none_or(|e| e.event.ts < *from)
+                && after.as_ref().is_none_or(|e| e.event.ts >= *to)
+                && events.iter().all(|e| in_range(&e.event));
+            let (events, before, after) = if found {
+                (events, before, after)
             } else {
-                (None, None)
+                let (mut events, mut before, mut after) = (Vec::new(), None, None);
+                for stored in reader.events(0..size) {
+                    let stored = stored?;
+                    if stored.event.ts < *from {
+                        before = Some(stored);
+                    } else if stored.event.ts < *to {
+                        events.push(stored);
+                    } else {
+                        after = Some(stored);
+                        break;
+                    }
+                }
+                (events, before, after)
             };
-            Chosen {
-                events,
-                before,
-                after,
+            if request.prove_complete {
+                Chosen {
+                    events,
+                    before,
+                    after,
+                }
+            } else {
+                Chosen {
+                    events,
+                    before: None,
+                    after: None,
+                }
             }
         }
     };

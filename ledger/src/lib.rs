@@ -12,6 +12,7 @@
 //! * [`keyfile`]: signing keys on disk, refused unless owner-only.
 //! * [`bundle`]: evidence bundles, selected events with inclusion proofs.
 //! * [`verified`]: events as the signed log vouches for them, for investigators' tools.
+//! * [`tree_window`]: the tree rebuilt around a window from stored subtree hashes.
 
 #![warn(missing_docs)]
 
@@ -26,6 +27,7 @@ pub mod note;
 pub mod reader;
 pub mod rotation;
 pub mod schema;
+pub mod tree_window;
 pub mod verified;
 pub mod writer;
 

@@ -19,9 +19,10 @@
 use crate::chain::{self, Link};
 use crate::checkpoint::Checkpoint;
 use crate::event::Event;
-use crate::merkle::{leaf_hash, node_hash, root_of, Frontier, Hash, SUBTREE_MIN_LEVEL};
+use crate::merkle::{leaf_hash, Frontier};
 use crate::note::{self, VerifierKey};
 use crate::reader::LedgerReader;
+use crate::tree_window::{merge, TreeWindow};
 use crate::LedgerError;
 use std::ops::Range;
 
@@ -147,37 +148,40 @@ pub fn read_window(
     let events = reader.len()?;
     let (checkpoint, note, rotations) = newest_checkpoint(reader, key, events)?;
     let covered = checkpoint.as_ref().map_or(0, |c| c.size);
-    let wanted = normalize(ranges.iter().cloned(), events);
-    let mut window = Window {
-        reader,
-        wanted: &wanted,
-        open: open_blocks(&wanted, &rotations, covered),
-        hashed: 0,
-        failure: None,
+    let wanted = merge(
+        ranges
+            .iter()
+            .map(|r| r.start.min(events)..r.end.min(events)),
+    );
+    let is_wanted = |seq: u64| wanted.iter().any(|r| r.contains(&seq));
+    let mut failure: Option<LedgerError> = None;
+    let mut on_record = |seq: u64, bytes: &[u8], covered: bool| {
+        if failure.is_none() && is_wanted(seq) {
+            match decode(seq, bytes) {
+                Ok(event) => visit(event, covered),
+                Err(e) => failure = Some(e),
+            }
+        }
     };
+    let touched = wanted
+        .iter()
+        .cloned()
+        .chain(rotations.iter().map(|&r| r..r + 1));
+    let mut tree = TreeWindow::new(reader, covered, touched, &[]);
     if let Some(checkpoint) = &checkpoint {
-        let root = window.mth(0, covered, &mut visit)?;
+        // Left to right: the window's records are visited in order.
+        let root = tree.mth(0, covered, &mut |seq, bytes| on_record(seq, bytes, true))?;
         if root != Some(checkpoint.root) {
             return Ok(None);
-        }
-        if let Some(e) = window.failure.take() {
-            return Err(e);
         }
     }
     for range in &wanted {
         let uncovered = range.start.max(covered)..range.end;
         if !uncovered.is_empty() {
-            reader.for_each_record(uncovered, |seq, bytes| {
-                if window.failure.is_none() {
-                    match decode(seq, bytes) {
-                        Ok(event) => visit(event, false),
-                        Err(e) => window.failure = Some(e),
-                    }
-                }
-            })?;
+            reader.for_each_record(uncovered, |seq, bytes| on_record(seq, bytes, false))?;
         }
     }
-    if let Some(e) = window.failure {
+    if let Some(e) = failure {
         return Err(e);
     }
     Ok(Some(Coverage {
@@ -185,7 +189,7 @@ pub fn read_window(
         events,
         note,
         key: key.filter(|_| checkpoint.is_some()).map(VerifierKey::label),
-        hashed: window.hashed,
+        hashed: tree.hashed(),
         pass: Pass::Window,
     }))
 }
@@ -226,111 +230,6 @@ pub fn read_selected<T>(
     let mut value = init(Pass::Whole);
     let coverage = read_verified(reader, key, |e, c| visit(&mut value, e, c))?;
     Ok((value, coverage))
-}
-
-/// Events per stored subtree's leaves: the smallest range hashed from
-/// records around a window.
-const BLOCK: u64 = 1 << SUBTREE_MIN_LEVEL;
-
-/// `ranges` clamped to `0..events`, sorted, overlapping ones merged.
-fn normalize(ranges: impl Iterator<Item = Range<u64>>, events: u64) -> Vec<Range<u64>> {
-    let mut sorted: Vec<Range<u64>> = ranges
-        .map(|r| r.start.min(events)..r.end.min(events))
-        .filter(|r| !r.is_empty())
-        .collect();
-    sorted.sort_by_key(|r| r.start);
-    let mut merged: Vec<Range<u64>> = Vec::with_capacity(sorted.len());
-    for r in sorted {
-        match merged.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-            _ => merged.push(r),
-        }
-    }
-    merged
-}
-
-/// The 256-event blocks whose records must be hashed: those the wanted
-/// ranges and the rotations touch below `covered`, and the last, partial
-/// block, which no stored subtree covers.
-fn open_blocks(wanted: &[Range<u64>], rotations: &[u64], covered: u64) -> Vec<Range<u64>> {
-    let block = |r: &Range<u64>| {
-        let end = r.end.min(covered);
-        (r.start < end).then(|| r.start / BLOCK * BLOCK..end.div_ceil(BLOCK) * BLOCK)
-    };
-    let tail = covered / BLOCK * BLOCK..covered;
-    let blocks = wanted
-        .iter()
-        .cloned()
-        .chain(rotations.iter().map(|&r| r..r + 1))
-        .chain(std::iter::once(tail))
-        .filter_map(|r| block(&r))
-        .map(|r| r.start..r.end.min(covered));
-    normalize(blocks, covered)
-}
-
-/// The state of one [`read_window`] root rebuild.
-struct Window<'a> {
-    reader: &'a LedgerReader,
-    wanted: &'a [Range<u64>],
-    open: Vec<Range<u64>>,
-    hashed: u64,
-    /// A record that does not decode: reported only if the root matches
-    /// (otherwise the whole pass reports what is wrong).
-    failure: Option<LedgerError>,
-}
-
-impl Window<'_> {
-    fn is_open(&self, lo: u64, hi: u64) -> bool {
-        self.open.iter().any(|r| r.start < hi && lo < r.end)
-    }
-
-    fn is_wanted(&self, seq: u64) -> bool {
-        self.wanted.iter().any(|r| r.contains(&seq))
-    }
-
-    /// `MTH(D[lo:hi])` over the RFC 6962 recursion, left to right (so
-    /// `visit` sees events in order); `None` if a stored subtree is missing.
-    fn mth(
-        &mut self,
-        lo: u64,
-        hi: u64,
-        visit: &mut dyn FnMut(Event, bool),
-    ) -> Result<Option<Hash>, LedgerError> {
-        let width = hi - lo;
-        if width == 0 {
-            return Ok(Some(crate::merkle::empty_root()));
-        }
-        if width >= BLOCK
-            && width.is_power_of_two()
-            && lo.is_multiple_of(width)
-            && !self.is_open(lo, hi)
-        {
-            let level = width.trailing_zeros();
-            return self.reader.subtree(level, lo >> level);
-        }
-        if width <= BLOCK {
-            let mut leaves = Vec::with_capacity(width as usize);
-            self.reader.for_each_record(lo..hi, |seq, bytes| {
-                leaves.push(leaf_hash(bytes));
-                if self.failure.is_none() && self.is_wanted(seq) {
-                    match decode(seq, bytes) {
-                        Ok(event) => visit(event, true),
-                        Err(e) => self.failure = Some(e),
-                    }
-                }
-            })?;
-            self.hashed += width;
-            return Ok(Some(root_of(&leaves)));
-        }
-        let k = 1u64 << (63 - (width - 1).leading_zeros());
-        let Some(left) = self.mth(lo, lo + k, visit)? else {
-            return Ok(None);
-        };
-        let Some(right) = self.mth(lo + k, hi, visit)? else {
-            return Ok(None);
-        };
-        Ok(Some(node_hash(&left, &right)))
-    }
 }
 
 /// The event in record `bytes`, stored at `seq`.

@@ -799,6 +799,65 @@ fn byte_changes_of_a_time_range_bundle_only_pass_if_the_range_claim_stays_true()
     assert!(exempted > 0, "low bits of from/to stay inside the gaps");
 }
 
+/// The exporter takes subtree hashes from the writer's `subtrees` table;
+/// one that lies costs a pass over the log, never a wrong bundle.
+#[test]
+fn a_lying_stored_subtree_costs_a_pass_not_a_bundle() {
+    let f = fixture();
+    let copy = f.dir.path().join("lying.ledger");
+    std::fs::copy(f.ledger(), &copy).unwrap();
+    let conn = rusqlite::Connection::open(&copy).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE subtrees SET hash = zeroblob(32) WHERE level = 8 AND idx = 0",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1, "events 0..256 are a stored subtree");
+    drop(conn);
+    let (from, to) = (f.ts(300), f.ts(330));
+    let mut r = request(Selection::TimeRange { from, to });
+    r.prove_complete = true;
+    r.consistent_with = vec![checkpoint_note(&f.ledger(), FORK_AT)];
+    let honest = f.export(&r);
+    let despite = export_from(&copy, &r).unwrap();
+    assert_eq!(despite.to_bytes(), honest.to_bytes());
+    let report = verify(&despite);
+    assert!(report.is_intact(), "{}", report.to_text());
+    assert_eq!(report.seqs, f.in_range(from, to));
+}
+
+/// The time column is a hint: an edited one neither hides events from a
+/// time range nor adds any, whether completeness is asked for or not.
+#[test]
+fn an_edited_time_column_hides_nothing_from_a_time_range() {
+    let f = fixture();
+    let copy = f.dir.path().join("times.ledger");
+    std::fs::copy(f.ledger(), &copy).unwrap();
+    rusqlite::Connection::open(&copy)
+        .unwrap()
+        .execute_batch(
+            "UPDATE events SET ts = 0 WHERE seq BETWEEN 300 AND 329; \
+             UPDATE events SET ts = ts + 1000000000 WHERE seq BETWEEN 100 AND 110",
+        )
+        .unwrap();
+    for prove in [false, true] {
+        for (a, b) in [(300, 330), (100, 111), (290, 340)] {
+            let (from, to) = (f.ts(a), f.ts(b));
+            let mut r = request(Selection::TimeRange { from, to });
+            r.prove_complete = prove;
+            let bundle = export_from(&copy, &r).unwrap();
+            let report = verify(&bundle);
+            assert!(report.is_intact(), "{}", report.to_text());
+            assert_eq!(
+                report.seqs,
+                f.in_range(from, to),
+                "{a}..{b}, complete: {prove}"
+            );
+        }
+    }
+}
+
 /// Any range of the log exports and verifies, complete when asked. (A
 /// proptest runner inside one test, so that the ledger is built once.)
 #[test]
