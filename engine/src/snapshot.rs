@@ -54,7 +54,7 @@ use gatehouse_ledger::event::Snapshot;
 use crate::state::GatewayState;
 
 /// The encoding version this build writes and reads.
-pub const VERSION: u64 = 3;
+pub const VERSION: u64 = 4;
 
 /// BLAKE3 of a state's snapshot encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -183,6 +183,7 @@ pub fn differing_parts(a: &GatewayState, b: &GatewayState) -> Vec<&'static str> 
         ("last_session", a.last_session != b.last_session),
         ("events", a.events != b.events),
         ("as_of", a.as_of != b.as_of),
+        ("key_rotations", a.key_rotations != b.key_rotations),
     ];
     parts
         .into_iter()
@@ -686,12 +687,12 @@ mod tests {
 
     #[test]
     fn the_empty_state_has_a_fixed_encoding() {
-        // {0: 3, 1: {0: [], 1: {0: [], 1: []}, 2: null, 3: [], 4: [],
-        //  5: {0: [], 1: []}, 6: 0, 7: 0, 8: null}}
+        // {0: 4, 1: {0: [], 1: {0: [], 1: []}, 2: null, 3: [], 4: [],
+        //  5: {0: [], 1: []}, 6: 0, 7: 0, 8: null, 9: []}}
         let expected = [
-            0xa2, 0x00, 0x03, 0x01, 0xa9, 0x00, 0xa1, 0x00, 0x80, 0x01, 0xa2, 0x00, 0x80, 0x01,
+            0xa2, 0x00, 0x04, 0x01, 0xaa, 0x00, 0xa1, 0x00, 0x80, 0x01, 0xa2, 0x00, 0x80, 0x01,
             0x80, 0x02, 0xf6, 0x03, 0x80, 0x04, 0x80, 0x05, 0xa2, 0x00, 0x80, 0x01, 0x80, 0x06,
-            0x00, 0x07, 0x00, 0x08, 0xf6,
+            0x00, 0x07, 0x00, 0x08, 0xf6, 0x09, 0x80,
         ];
         assert_eq!(encode(&GatewayState::default()), expected);
         assert_eq!(

@@ -85,6 +85,11 @@ pub struct GatewayState {
     pub events: u64,
     /// Timestamp of the last event folded in.
     pub as_of: Option<Nanos>,
+    /// Where the signing key was rotated: the sequence numbers of the
+    /// `KeyRotated` events folded in. A reader that checks only the events
+    /// after a snapshot learns from it every rotation before, so an index
+    /// that hides one cannot make it trust a retired key.
+    pub key_rotations: Vec<u64>,
 }
 
 impl GatewayState {
@@ -143,10 +148,13 @@ impl GatewayState {
     }
 
     /// What every event does, whatever its body: the counters, the last
-    /// session number, and a session's statement count.
+    /// session number, a session's statement count, and key rotations.
     fn count(&mut self, seq: u64, ts: Nanos, kind: EventKind, session: Option<SessionId>) {
         self.events = seq + 1;
         self.as_of = Some(ts);
+        if kind == EventKind::KeyRotated {
+            self.key_rotations.push(seq);
+        }
         if let Some(s) = session {
             self.last_session = self.last_session.max(s);
             if kind == EventKind::QueryReceived {
@@ -233,6 +241,7 @@ cbor_record!(GatewayState {
     6 => last_session,
     7 => events,
     8 => as_of,
+    9 => key_rotations,
 });
 
 #[cfg(test)]

@@ -22,16 +22,35 @@ pub struct KeySchedule {
 
 impl KeySchedule {
     /// The schedule recorded in `conn`'s events, trusted through `trusted`,
-    /// which must be one of its keys.
+    /// which must be one of its keys. The rotations are found through the
+    /// writer's `rotations` table (a ledger without it: through the `kind`
+    /// column, a scan); either is a hint, and each record found is decoded.
+    /// Readers that hash records check the rotations they meet against
+    /// [`KeySchedule::rotations`].
     pub fn read(conn: &Connection, trusted: &VerifierKey) -> Result<KeySchedule, LedgerError> {
+        let indexed: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rotations')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| LedgerError::Damaged(format!("cannot read key rotations: {e}")))?;
+        let sql = if indexed {
+            "SELECT e.seq, e.data FROM rotations r JOIN events e ON e.seq = r.seq ORDER BY r.seq"
+        } else {
+            "SELECT seq, data FROM events WHERE kind = ?1 ORDER BY seq"
+        };
         let mut stmt = conn
-            .prepare("SELECT seq, data FROM events WHERE kind = ?1 ORDER BY seq")
+            .prepare(sql)
             .map_err(|e| LedgerError::Damaged(format!("cannot read key rotations: {e}")))?;
-        let rows = stmt
-            .query_map([EventKind::KeyRotated.code() as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(|e| LedgerError::Damaged(format!("cannot read key rotations: {e}")))?;
+        let kind = EventKind::KeyRotated.code() as i64;
+        let map = |r: &rusqlite::Row| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?));
+        let rows = if indexed {
+            stmt.query_map([], map)
+        } else {
+            stmt.query_map([kind], map)
+        }
+        .map_err(|e| LedgerError::Damaged(format!("cannot read key rotations: {e}")))?;
         let mut rotations = Vec::new();
         for row in rows {
             let (seq, data) =

@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS subtrees (
     hash  BLOB NOT NULL,
     PRIMARY KEY (level, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rotations (
+    seq INTEGER PRIMARY KEY
+);
 CREATE TABLE IF NOT EXISTS writer_state (
     id       INTEGER PRIMARY KEY CHECK (id = 0),
     size     INTEGER NOT NULL,
@@ -168,7 +171,7 @@ fn pinned_objects() -> Vec<(&'static str, String, Option<String>)> {
 /// which scans the table, never saw. Every object is therefore checked
 /// against the format's own statements before anything is read. Tables a
 /// ledger written by an older version lacks (`snapshots`, `subtrees`,
-/// `writer_state`)
+/// `rotations`, `writer_state`)
 /// may be missing.
 pub fn check_pinned(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
     let pinned = pinned_objects();

@@ -1,24 +1,27 @@
 //! Reading events only as the signed log vouches for them.
 //!
 //! Investigators' tools (replay, state, export) must show exactly what the
-//! verifier vouched for. So they read through [`read_verified`], which
-//! decodes every event from its stored record bytes (never from the index
-//! columns `session`, `identity`, or the bucket tables, which are not
-//! authenticated), recomputes the Merkle root and the chain head of the
-//! records up to the newest checkpoint, and checks them against that
-//! checkpoint's note, whose signature it checks with the verifier key.
-//! Events after the checkpoint are handed over marked as not covered.
+//! verifier vouched for. So they decode every event from its stored record
+//! bytes (never from the index columns `session`, `identity`, or the bucket
+//! tables, which are not authenticated) and check the records against the
+//! newest checkpoint's note, whose signature they check with the verifier
+//! key. Events after the checkpoint are handed over marked as not covered.
+//!
+//! Two passes do that. [`read_verified`] recomputes the Merkle root and the
+//! chain head of every record: about a second per million events on these
+//! machines. [`read_window`] checks only a window (a session, a snapshot and
+//! what follows) by rebuilding the root from the window's records and the
+//! writer's stored subtree hashes ([`crate::tree_window`]): the window's
+//! size plus one stored hash per level. [`read_selected`] tries the window
+//! and falls back to the whole pass whenever a hint disagrees.
 //!
 //! The file itself is opened with its schema pinned
 //! ([`crate::schema::check_pinned`]), so no planted index can answer the
 //! scan with other rows than the table's.
-//!
-//! The cost is one pass over the records: hashing and decoding, about a
-//! second per million events on these machines.
 
 use crate::chain::{self, Link};
 use crate::checkpoint::Checkpoint;
-use crate::event::Event;
+use crate::event::{Event, EventBody};
 use crate::merkle::{leaf_hash, Frontier};
 use crate::note::{self, VerifierKey};
 use crate::reader::LedgerReader;
@@ -43,6 +46,11 @@ pub struct Coverage {
     pub hashed: u64,
     /// Which pass read the events.
     pub pass: Pass,
+    /// The key rotations followed to check the note's signature (sequence
+    /// numbers, from the writer's index; empty without a key). A whole pass
+    /// checks them against every record; a window's reader must check them
+    /// against a verified snapshot's and the rotations in its window.
+    pub rotations: Vec<u64>,
 }
 
 impl Coverage {
@@ -61,27 +69,15 @@ impl Coverage {
 pub fn read_verified(
     reader: &LedgerReader,
     key: Option<&VerifierKey>,
-    visit: impl FnMut(Event, bool),
-) -> Result<Coverage, LedgerError> {
-    read_verified_from(reader, key, 0, visit)
-}
-
-/// Like [`read_verified`], decoding and visiting only the events from
-/// `from` on; every record is still hashed and checked. For a fold that
-/// starts from a snapshot: its cost is the hashing of the whole log plus
-/// the decoding of what comes after the snapshot.
-pub fn read_verified_from(
-    reader: &LedgerReader,
-    key: Option<&VerifierKey>,
-    from: u64,
     mut visit: impl FnMut(Event, bool),
 ) -> Result<Coverage, LedgerError> {
     let events = reader.len()?;
-    let (checkpoint, note, _) = newest_checkpoint(reader, key, events)?;
+    let (checkpoint, note, rotations) = newest_checkpoint(reader, key, events)?;
     let covered = checkpoint.as_ref().map_or(0, |c| c.size);
     let mut frontier = Frontier::new();
     let mut link: Link = chain::GENESIS;
     let mut failure: Option<LedgerError> = None;
+    let mut rotated = Vec::new();
     reader.for_each_record(0..events, |seq, bytes| {
         if failure.is_some() {
             return;
@@ -90,16 +86,26 @@ pub fn read_verified_from(
             frontier.push(leaf_hash(bytes));
             link = chain::link(&link, bytes);
         }
-        if seq < from {
-            return;
-        }
         match decode(seq, bytes) {
-            Ok(event) => visit(event, seq < covered),
+            Ok(event) => {
+                if matches!(event.body, EventBody::KeyRotated(_)) {
+                    rotated.push(seq);
+                }
+                visit(event, seq < covered)
+            }
             Err(e) => failure = Some(e),
         }
     })?;
     if let Some(e) = failure {
         return Err(e);
+    }
+    // The key the note was checked with follows the rotations the index
+    // listed; every record has now been read, so a hidden one shows.
+    if key.is_some() && checkpoint.is_some() && rotated != rotations {
+        return Err(LedgerError::Damaged(format!(
+            "the ledger's records rotate its signing key at events {rotated:?}, its rotation index says {rotations:?}: \
+             the file has been altered; run gatehouse-verify on it and read a trusted copy"
+        )));
     }
     if let Some(c) = &checkpoint {
         if frontier.root() != c.root || link != c.chain {
@@ -117,6 +123,7 @@ pub fn read_verified_from(
         key: key.filter(|_| checkpoint.is_some()).map(VerifierKey::label),
         hashed: covered,
         pass: Pass::Whole,
+        rotations,
     })
 }
 
@@ -191,6 +198,7 @@ pub fn read_window(
         key: key.filter(|_| checkpoint.is_some()).map(VerifierKey::label),
         hashed: tree.hashed(),
         pass: Pass::Window,
+        rotations,
     }))
 }
 
@@ -205,7 +213,8 @@ pub enum Pass {
 
 /// Builds a `T` from the events of `window` when [`read_window`] can vouch
 /// for them and `accept` agrees with what it read (say, that the window's
-/// first event is the session's opening the index pointed at); otherwise,
+/// first event is the session's opening the index pointed at, and that the
+/// key rotations followed are all there are); otherwise,
 /// or with no window, from every event of the log. `init` starts a value
 /// for the pass it is told; `visit` folds an event in, with whether the
 /// newest checkpoint covers it. The whole pass is the fallback whenever a
@@ -217,12 +226,12 @@ pub fn read_selected<T>(
     window: Option<&[Range<u64>]>,
     mut init: impl FnMut(Pass) -> T,
     mut visit: impl FnMut(&mut T, Event, bool),
-    accept: impl Fn(&T) -> bool,
+    accept: impl Fn(&T, &Coverage) -> bool,
 ) -> Result<(T, Coverage), LedgerError> {
     if let Some(ranges) = window {
         let mut value = init(Pass::Window);
         if let Some(coverage) = read_window(reader, key, ranges, |e, c| visit(&mut value, e, c))? {
-            if accept(&value) {
+            if accept(&value, &coverage) {
                 return Ok((value, coverage));
             }
         }
@@ -471,7 +480,7 @@ mod tests {
             Some(&[700..710]),
             |_| Vec::new(),
             |v: &mut Vec<u64>, e, _| v.push(e.seq),
-            |_| true,
+            |_, _| true,
         )
         .unwrap();
         assert_eq!(seen.len(), 1500, "fell back to the whole log");
@@ -496,7 +505,7 @@ mod tests {
             Some(&[700..710]),
             |_| (),
             |_, _, _| {},
-            |_| true,
+            |_, _| true,
         )
         .unwrap_err();
         assert!(refused.to_string().contains("altered"), "{refused}");

@@ -673,9 +673,10 @@ impl WriterState {
         Ok(())
     }
 
-    /// Makes the `subtrees` table whole for the events committed, once, for
-    /// a ledger written before the table existed (or whose table was
-    /// damaged): readers fall back to hashing the whole log without it.
+    /// Makes the `subtrees` and `rotations` tables whole for the events
+    /// committed, once, for a ledger written before they existed (or whose
+    /// subtrees were damaged): readers fall back to hashing the whole log
+    /// without them.
     fn complete_subtrees(&mut self) -> Result<(), LedgerError> {
         let path = self.path.clone();
         let ctx = |e: rusqlite::Error| LedgerError::sqlite(&path, e);
@@ -688,6 +689,12 @@ impl WriterState {
         }
         let tx = self.conn.transaction().map_err(ctx)?;
         tx.execute("DELETE FROM subtrees", []).map_err(ctx)?;
+        tx.execute("DELETE FROM rotations", []).map_err(ctx)?;
+        tx.execute(
+            "INSERT INTO rotations (seq) SELECT seq FROM events WHERE kind = ?1 AND seq < ?2",
+            [EventKind::KeyRotated.code() as i64, self.size as i64],
+        )
+        .map_err(ctx)?;
         {
             let mut insert = tx.prepare(SUBTREE_INSERT).map_err(ctx)?;
             let mut read = tx
@@ -786,6 +793,8 @@ impl WriterState {
             let mut index_snapshot =
                 tx.prepare_cached("INSERT OR IGNORE INTO snapshots (covers, seq) VALUES (?1, ?2)")?;
             let mut store_subtree = tx.prepare_cached(SUBTREE_INSERT)?;
+            let mut index_rotation =
+                tx.prepare_cached("INSERT OR IGNORE INTO rotations (seq) VALUES (?1)")?;
             for req in batch {
                 let mut mine = Vec::with_capacity(req.events.len());
                 for ev in &req.events {
@@ -827,6 +836,9 @@ impl WriterState {
                             index_identity.execute(params![identity, bucket as i64])?;
                             new_identities.insert(identity.clone(), bucket);
                         }
+                    }
+                    if ev.kind == EventKind::KeyRotated {
+                        index_rotation.execute([seq as i64])?;
                     }
                     // A snapshot can only describe events before itself;
                     // one claiming more is recorded but never indexed.

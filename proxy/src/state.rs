@@ -158,10 +158,10 @@ pub fn verified_state_at(path: &Path, at: At, key: Option<&Path>) -> Result<Veri
             s.seq..s.seq + 1,
         ]
     });
-    let (fold, coverage) = gatehouse_ledger::verified::read_selected(
+    let (fold, coverage) = read_checked(
         &reader,
         key.as_ref(),
-        ranges.as_ref().map(|r| &r[..]),
+        ranges.map(Vec::from),
         |pass| Fold::new(pass, start.as_ref()),
         |fold, event, covered| {
             fold.check_bounds(&event, |seq, ts| wanted(seq, ts), end);
@@ -211,6 +211,84 @@ impl SnapshotStart {
             body: found.snapshot,
         })
     }
+}
+
+/// Reads verified events through [`gatehouse_ledger::verified::read_selected`],
+/// checking also that a window read followed every key rotation there is.
+///
+/// A window read checks the newest checkpoint's signature with the key the
+/// rotations found through the writer's index lead to. An index that hid a
+/// rotation would make it accept a checkpoint signed by a retired key, which
+/// may since have leaked. So the window also covers the newest snapshot's
+/// record and every event after what it covers (at most one snapshot
+/// interval): the snapshot's state lists the rotations before it, the window
+/// shows those after, and together they must be the ones followed. Without a
+/// snapshot to vouch for them, the whole log is read. `visit` gets only the
+/// events of `window` (every event in the whole pass), `accept` decides on
+/// what it built, as for `read_selected`.
+pub(crate) fn read_checked<T>(
+    reader: &LedgerReader,
+    key: Option<&VerifierKey>,
+    window: Option<Vec<std::ops::Range<u64>>>,
+    mut init: impl FnMut(Pass) -> T,
+    mut visit: impl FnMut(&mut T, Event, bool),
+    accept: impl Fn(&T) -> bool,
+) -> std::result::Result<(T, gatehouse_ledger::verified::Coverage), gatehouse_ledger::LedgerError> {
+    struct Checked<T> {
+        pass: Pass,
+        inner: T,
+        snapshot_seen: bool,
+        rotations: Vec<u64>,
+    }
+    let witness = match (&window, key) {
+        (Some(_), Some(_)) => SnapshotStart::find(reader, u64::MAX),
+        _ => None,
+    };
+    let window = window.filter(|_| key.is_none() || witness.is_some());
+    let ranges = window.clone().map(|mut ranges| {
+        if let Some(w) = &witness {
+            ranges.push(w.seq..w.seq + 1);
+            ranges.push(w.covers..u64::MAX);
+        }
+        ranges
+    });
+    let asked = |seq: u64| {
+        window
+            .as_ref()
+            .is_none_or(|ranges| ranges.iter().any(|r| r.contains(&seq)))
+    };
+    let (checked, coverage) = gatehouse_ledger::verified::read_selected(
+        reader,
+        key,
+        ranges.as_deref(),
+        |pass| Checked {
+            pass,
+            inner: init(pass),
+            snapshot_seen: false,
+            rotations: witness
+                .as_ref()
+                .map(|w| w.state.key_rotations.clone())
+                .unwrap_or_default(),
+        },
+        |c, event, covered| {
+            if let Some(w) = &witness {
+                if event.seq == w.seq {
+                    c.snapshot_seen = matches!(&event.body, EventBody::Snapshot(b) if *b == w.body);
+                }
+                if event.seq >= w.covers && matches!(event.body, EventBody::KeyRotated(_)) {
+                    c.rotations.push(event.seq);
+                }
+            }
+            if c.pass == Pass::Whole || asked(event.seq) {
+                visit(&mut c.inner, event, covered);
+            }
+        },
+        |c, coverage| {
+            accept(&c.inner)
+                && (witness.is_none() || (c.snapshot_seen && c.rotations == coverage.rotations))
+        },
+    )?;
+    Ok((checked.inner, coverage))
 }
 
 /// A fold over verified events (see [`gatehouse_ledger::verified::read_selected`]):
@@ -326,10 +404,10 @@ pub fn load_state_verified(path: &Path, key: &VerifierKey) -> Result<GatewayStat
     let events = reader.len()?;
     let start = SnapshotStart::find(&reader, events);
     let ranges = start.as_ref().map(|s| [s.covers.saturating_sub(1)..events]);
-    let (fold, coverage) = gatehouse_ledger::verified::read_selected(
+    let (fold, coverage) = read_checked(
         &reader,
         Some(key),
-        ranges.as_ref().map(|r| &r[..]),
+        ranges.map(Vec::from),
         |pass| Fold::new(pass, start.as_ref()),
         |fold, event, _| {
             fold.check_bounds(&event, |_, _| true, events);
@@ -714,6 +792,84 @@ mod tests {
             trigger: None,
         }
         .into()
+    }
+
+    /// A retired signing key that leaked, and write access to the file: the
+    /// attacker signs the newest checkpoint with the retired key and deletes
+    /// the rotation from the writer's index. An investigator pinning the
+    /// first key must not take the retired key's word for the window it
+    /// reads: the newest snapshot lists the rotation, so the read falls back
+    /// to the whole pass, which finds the record and refuses the ledger.
+    #[test]
+    fn a_rotation_hidden_from_the_index_is_not_trusted_away() {
+        use gatehouse_ledger::event::{KeyRotated, OperatorAction};
+        use gatehouse_ledger::note::NoteSigner;
+        use gatehouse_ledger::{Ledger, WriterOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let first = NoteSigner::from_seed("gatehouse.test/rotated", [1; 32]).unwrap();
+        let second = NoteSigner::from_seed("gatehouse.test/rotated", [2; 32]).unwrap();
+        let action = |i: u64| -> EventBody {
+            OperatorAction {
+                operator: "ops".into(),
+                action: format!("step {i}"),
+                target: None,
+                outcome: "ok".into(),
+                detail: None,
+            }
+            .into()
+        };
+        let ledger = Ledger::open(WriterOptions::new(&path, first.clone())).unwrap();
+        for i in 0..300 {
+            ledger.append_blocking(&[action(i)]).unwrap();
+        }
+        ledger
+            .append_blocking(&[KeyRotated {
+                operator: "ops".into(),
+                old_key: first.verifier().to_string(),
+                new_key: second.verifier().to_string(),
+            }
+            .into()])
+            .unwrap();
+        ledger.close();
+        let ledger = Ledger::open(WriterOptions::new(&path, second.clone())).unwrap();
+        for i in 300..600 {
+            ledger.append_blocking(&[action(i)]).unwrap();
+        }
+        let folded = rebuild(&path, At::Seq(u64::MAX - 1), Start::Genesis).unwrap();
+        assert_eq!(folded.state.key_rotations, vec![300]);
+        ledger
+            .append_blocking(&[snapshot::snapshot(&folded.state).into()])
+            .unwrap();
+        for i in 600..610 {
+            ledger.append_blocking(&[action(i)]).unwrap();
+        }
+        ledger.close();
+        let pinned = dir.path().join("first.pub");
+        std::fs::write(&pinned, format!("{}\n", first.verifier())).unwrap();
+        let end = At::Seq(u64::MAX - 1);
+        let honest = verified_state_at(&path, end, Some(&pinned)).unwrap();
+        assert_eq!(honest.coverage.pass, Pass::Window);
+        assert_eq!(honest.coverage.rotations, vec![300]);
+
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let (size, note): (i64, String) = conn
+            .query_row(
+                "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let text = format!("{}\n", note.split_once("\n\n").unwrap().0);
+        conn.execute(
+            "UPDATE checkpoints SET note = ?1 WHERE size = ?2",
+            rusqlite::params![first.sign(&text), size],
+        )
+        .unwrap();
+        conn.execute("DELETE FROM rotations", []).unwrap();
+        drop(conn);
+        let refused = verified_state_at(&path, end, Some(&pinned)).unwrap_err();
+        assert!(format!("{refused:#}").contains("rotat"), "{refused:#}");
     }
 
     #[test]

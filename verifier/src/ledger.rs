@@ -347,7 +347,7 @@ impl Ledger {
     /// (`type name` each). An index, view or trigger planted in the file
     /// can make readers see other rows than the table scan verified here.
     pub fn foreign_objects(&self) -> Result<Vec<String>, LedgerError> {
-        const DEFINED: [(&str, &str); 9] = [
+        const DEFINED: [(&str, &str); 10] = [
             ("table", "ledger_meta"),
             ("table", "events"),
             ("table", "checkpoints"),
@@ -356,6 +356,7 @@ impl Ledger {
             ("table", "identity_buckets"),
             ("table", "snapshots"),
             ("table", "subtrees"),
+            ("table", "rotations"),
             ("index", "sqlite_autoindex_ledger_meta_1"),
         ];
         let mut stmt = self

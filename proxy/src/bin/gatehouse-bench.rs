@@ -1214,6 +1214,54 @@ async fn state_bench(events: u64, every: u64, ledger: Option<PathBuf>) -> Result
             if same { "equal" } else { "DIFFER" }
         );
     }
+    // What investigators and start-up read: checked against the newest
+    // signed checkpoint, through stored subtree hashes around the window.
+    let key = bench_signer().verifier();
+    let (whole, _, _) = timed(1, || {
+        Ok(gatehouse_ledger::verified::read_verified(
+            &reader,
+            Some(&key),
+            |_, _| {},
+        )?)
+    })?;
+    println!("the whole pass the windows replace (hash and decode every record): {whole:.0} ms");
+    let (p50, max, state) = timed(5, || gatehouse::state::load_state_verified(&path2, &key))?;
+    let unverified = rebuild(&path2, At::Seq(u64::MAX - 1), Start::Snapshot)?;
+    println!(
+        "verified start-up (load_state_verified)   p50 {p50:>7.1} ms, max {max:>7.1} ms; state hash {}",
+        if state_hash(&state) == state_hash(&unverified.state) { "equal" } else { "DIFFERS" }
+    );
+    for (name, at) in [
+        (format!("verified state --at {}", len / 2), At::Seq(len / 2)),
+        (
+            format!("verified state --at TIME of event {}", len * 3 / 4),
+            At::Time(ts_at(len * 3 / 4)?),
+        ),
+    ] {
+        let (p50, max, v) = timed(5, || gatehouse::state::verified_state_at(&path2, at, None))?;
+        println!(
+            "{name:<40} p50 {p50:>7.1} ms, max {max:>7.1} ms; {:?} pass hashed {} of {} records",
+            v.coverage.pass, v.coverage.hashed, v.coverage.covered
+        );
+    }
+    let middle = (len / 2..len)
+        .find_map(|seq| reader.get(seq).ok().flatten()?.event.body.session())
+        .context("a session event after the middle")?;
+    for session in [1, middle] {
+        let (p50, max, replay) = timed(3, || {
+            Ok(gatehouse::replay::load(
+                &path2,
+                gatehouse::replay::Selection::Session(session),
+                gatehouse::replay::Window::default(),
+                None,
+            )?)
+        })?;
+        let checked = replay.checkpoint.as_ref().map_or(0, |c| c.checked);
+        println!(
+            "verified replay --session {session:<18} p50 {p50:>7.1} ms, max {max:>7.1} ms; {} events shown, hashed {checked} records",
+            replay.timeline.entries.len()
+        );
+    }
     let t = Instant::now();
     let check = gatehouse::state::check_snapshots(&path)?;
     println!(

@@ -1335,11 +1335,11 @@ pub fn load(
         Selection::Identity(_) => None,
     };
     let events = reader.len().map_err(ledger_err)?;
-    let ranges = bounds.map(|(opened, closed)| [opened..closed.map_or(events, |c| c + 1)]);
-    let (collected, coverage) = gatehouse_ledger::verified::read_selected(
+    let ranges = bounds.map(|(opened, closed)| vec![opened..closed.map_or(events, |c| c + 1)]);
+    let (collected, coverage) = crate::state::read_checked(
         &reader,
         key.as_ref(),
-        ranges.as_ref().map(|r| &r[..]),
+        ranges,
         |_| Collected::new(TimelineBuilder::new(selection.clone(), window)),
         |c, event, covered| {
             if let (Some((opened, closed)), Selection::Session(session)) = (bounds, &selection) {
