@@ -1217,6 +1217,8 @@ async fn state_bench(events: u64, every: u64, ledger: Option<PathBuf>) -> Result
     // What investigators and start-up read: checked against the newest
     // signed checkpoint, through stored subtree hashes around the window.
     let key = bench_signer().verifier();
+    let key_file = tmp.join("verifier.pub");
+    std::fs::write(&key_file, format!("{key}\n"))?;
     let (whole, _, _) = timed(1, || {
         Ok(gatehouse_ledger::verified::read_verified(
             &reader,
@@ -1238,7 +1240,9 @@ async fn state_bench(events: u64, every: u64, ledger: Option<PathBuf>) -> Result
             At::Time(ts_at(len * 3 / 4)?),
         ),
     ] {
-        let (p50, max, v) = timed(5, || gatehouse::state::verified_state_at(&path2, at, None))?;
+        let (p50, max, v) = timed(5, || {
+            gatehouse::state::verified_state_at(&path2, at, Some(&key_file))
+        })?;
         println!(
             "{name:<40} p50 {p50:>7.1} ms, max {max:>7.1} ms; {:?} pass hashed {} of {} records",
             v.coverage.pass, v.coverage.hashed, v.coverage.covered
@@ -1253,7 +1257,7 @@ async fn state_bench(events: u64, every: u64, ledger: Option<PathBuf>) -> Result
                 &path2,
                 gatehouse::replay::Selection::Session(session),
                 gatehouse::replay::Window::default(),
-                None,
+                Some(&key_file),
             )?)
         })?;
         let checked = replay.checkpoint.as_ref().map_or(0, |c| c.checked);
