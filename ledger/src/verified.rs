@@ -72,7 +72,11 @@ pub fn read_verified(
     mut visit: impl FnMut(Event, bool),
 ) -> Result<Coverage, LedgerError> {
     let events = reader.len()?;
-    let (checkpoint, note, rotations) = newest_checkpoint(reader, key, events)?;
+    let Newest {
+        checkpoint,
+        note,
+        rotations,
+    } = newest_checkpoint(reader, key, events)?;
     let covered = checkpoint.as_ref().map_or(0, |c| c.size);
     let mut frontier = Frontier::new();
     let mut link: Link = chain::GENESIS;
@@ -153,7 +157,11 @@ pub fn read_window(
     mut visit: impl FnMut(Event, bool),
 ) -> Result<Option<Coverage>, LedgerError> {
     let events = reader.len()?;
-    let (checkpoint, note, rotations) = newest_checkpoint(reader, key, events)?;
+    let Newest {
+        checkpoint,
+        note,
+        rotations,
+    } = newest_checkpoint(reader, key, events)?;
     let covered = checkpoint.as_ref().map_or(0, |c| c.size);
     let wanted = merge(
         ranges
@@ -263,7 +271,7 @@ fn newest_checkpoint(
     reader: &LedgerReader,
     key: Option<&VerifierKey>,
     events: u64,
-) -> Result<(Option<Checkpoint>, Option<String>, Vec<u64>), LedgerError> {
+) -> Result<Newest, LedgerError> {
     let mut rotations = Vec::new();
     let stored = reader.latest_checkpoint()?;
     let (checkpoint, note) = match &stored {
@@ -307,10 +315,22 @@ fn newest_checkpoint(
             (Some(checkpoint), Some(row.note.clone()))
         }
     };
-    Ok((checkpoint, note, rotations))
+    Ok(Newest {
+        checkpoint,
+        note,
+        rotations,
+    })
+}
+
+/// The newest checkpoint as [`newest_checkpoint`] found it.
+struct Newest {
+    checkpoint: Option<Checkpoint>,
+    note: Option<String>,
+    rotations: Vec<u64>,
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)] // windows of one range
 mod tests {
     use super::*;
     use crate::event::{EventBody, OperatorAction};

@@ -164,7 +164,7 @@ pub fn verified_state_at(path: &Path, at: At, key: Option<&Path>) -> Result<Veri
         ranges.map(Vec::from),
         |pass| Fold::new(pass, start.as_ref()),
         |fold, event, covered| {
-            fold.check_bounds(&event, |seq, ts| wanted(seq, ts), end);
+            fold.check_bounds(&event, wanted, end);
             if !wanted(event.seq, event.ts) || event.seq < fold.from {
                 return;
             }
@@ -403,11 +403,13 @@ pub fn load_state_verified(path: &Path, key: &VerifierKey) -> Result<GatewayStat
     let reader = LedgerReader::open(path)?;
     let events = reader.len()?;
     let start = SnapshotStart::find(&reader, events);
-    let ranges = start.as_ref().map(|s| [s.covers.saturating_sub(1)..events]);
+    let ranges = start
+        .as_ref()
+        .map(|s| std::iter::once(s.covers.saturating_sub(1)..events).collect::<Vec<_>>());
     let (fold, coverage) = read_checked(
         &reader,
         Some(key),
-        ranges.map(Vec::from),
+        ranges,
         |pass| Fold::new(pass, start.as_ref()),
         |fold, event, _| {
             fold.check_bounds(&event, |_, _| true, events);

@@ -1335,7 +1335,9 @@ pub fn load(
         Selection::Identity(_) => None,
     };
     let events = reader.len().map_err(ledger_err)?;
-    let ranges = bounds.map(|(opened, closed)| vec![opened..closed.map_or(events, |c| c + 1)]);
+    let ranges = bounds.map(|(opened, closed)| {
+        std::iter::once(opened..closed.map_or(events, |c| c + 1)).collect::<Vec<_>>()
+    });
     let (collected, coverage) = crate::state::read_checked(
         &reader,
         key.as_ref(),
