@@ -71,13 +71,8 @@ pub fn read_verified(
     key: Option<&VerifierKey>,
     mut visit: impl FnMut(Event, bool),
 ) -> Result<Coverage, LedgerError> {
-    let events = reader.len()?;
-    let Newest {
-        checkpoint,
-        note,
-        rotations,
-    } = newest_checkpoint(reader, key, events)?;
-    let covered = checkpoint.as_ref().map_or(0, |c| c.size);
+    let newest = newest_checkpoint(reader, key)?;
+    let (events, covered) = (newest.events, newest.covered());
     let mut frontier = Frontier::new();
     let mut link: Link = chain::GENESIS;
     let mut failure: Option<LedgerError> = None;
@@ -105,13 +100,14 @@ pub fn read_verified(
     }
     // The key the note was checked with follows the rotations the index
     // listed; every record has now been read, so a hidden one shows.
-    if key.is_some() && checkpoint.is_some() && rotated != rotations {
+    if key.is_some() && newest.checkpoint.is_some() && rotated != newest.rotations {
         return Err(LedgerError::Damaged(format!(
             "the ledger's records rotate its signing key at events {rotated:?}, its rotation index says {rotations:?}: \
-             the file has been altered; run gatehouse-verify on it and read a trusted copy"
+             the file has been altered; run gatehouse-verify on it and read a trusted copy",
+            rotations = newest.rotations
         )));
     }
-    if let Some(c) = &checkpoint {
+    if let Some(c) = &newest.checkpoint {
         if frontier.root() != c.root || link != c.chain {
             return Err(LedgerError::Damaged(format!(
                 "events 0..{} are not the events the newest checkpoint signed (their root or chain head differs): \
@@ -120,15 +116,7 @@ pub fn read_verified(
             )));
         }
     }
-    Ok(Coverage {
-        covered,
-        events,
-        note,
-        key: key.filter(|_| checkpoint.is_some()).map(VerifierKey::label),
-        hashed: covered,
-        pass: Pass::Whole,
-        rotations,
-    })
+    Ok(newest.coverage(key, covered, Pass::Whole))
 }
 
 /// Reads the events in `ranges` (sequence numbers, half-open) and checks
@@ -156,13 +144,8 @@ pub fn read_window(
     ranges: &[Range<u64>],
     mut visit: impl FnMut(Event, bool),
 ) -> Result<Option<Coverage>, LedgerError> {
-    let events = reader.len()?;
-    let Newest {
-        checkpoint,
-        note,
-        rotations,
-    } = newest_checkpoint(reader, key, events)?;
-    let covered = checkpoint.as_ref().map_or(0, |c| c.size);
+    let newest = newest_checkpoint(reader, key)?;
+    let (events, covered) = (newest.events, newest.covered());
     let wanted = merge(
         ranges
             .iter()
@@ -181,9 +164,9 @@ pub fn read_window(
     let touched = wanted
         .iter()
         .cloned()
-        .chain(rotations.iter().map(|&r| r..r + 1));
+        .chain(newest.rotations.iter().map(|&r| r..r + 1));
     let mut tree = TreeWindow::new(reader, covered, touched, &[]);
-    if let Some(checkpoint) = &checkpoint {
+    if let Some(checkpoint) = &newest.checkpoint {
         // Left to right: the window's records are visited in order.
         let root = tree.mth(0, covered, &mut |seq, bytes| on_record(seq, bytes, true))?;
         if root != Some(checkpoint.root) {
@@ -199,15 +182,8 @@ pub fn read_window(
     if let Some(e) = failure {
         return Err(e);
     }
-    Ok(Some(Coverage {
-        covered,
-        events,
-        note,
-        key: key.filter(|_| checkpoint.is_some()).map(VerifierKey::label),
-        hashed: tree.hashed(),
-        pass: Pass::Window,
-        rotations,
-    }))
+    let hashed = tree.hashed();
+    Ok(Some(newest.coverage(key, hashed, Pass::Window)))
 }
 
 /// Which of [`read_selected`]'s passes a value is built in.
@@ -270,8 +246,8 @@ fn decode(seq: u64, bytes: &[u8]) -> Result<Event, LedgerError> {
 fn newest_checkpoint(
     reader: &LedgerReader,
     key: Option<&VerifierKey>,
-    events: u64,
 ) -> Result<Newest, LedgerError> {
+    let events = reader.len()?;
     let mut rotations = Vec::new();
     let stored = reader.latest_checkpoint()?;
     let (checkpoint, note) = match &stored {
@@ -316,6 +292,7 @@ fn newest_checkpoint(
         }
     };
     Ok(Newest {
+        events,
         checkpoint,
         note,
         rotations,
@@ -324,9 +301,33 @@ fn newest_checkpoint(
 
 /// The newest checkpoint as [`newest_checkpoint`] found it.
 struct Newest {
+    /// Events in the ledger.
+    events: u64,
     checkpoint: Option<Checkpoint>,
     note: Option<String>,
     rotations: Vec<u64>,
+}
+
+impl Newest {
+    /// Events the checkpoint covers.
+    fn covered(&self) -> u64 {
+        self.checkpoint.as_ref().map_or(0, |c| c.size)
+    }
+
+    /// What a pass that hashed `hashed` records vouches for.
+    fn coverage(self, key: Option<&VerifierKey>, hashed: u64, pass: Pass) -> Coverage {
+        Coverage {
+            covered: self.covered(),
+            events: self.events,
+            key: key
+                .filter(|_| self.checkpoint.is_some())
+                .map(VerifierKey::label),
+            note: self.note,
+            hashed,
+            pass,
+            rotations: self.rotations,
+        }
+    }
 }
 
 #[cfg(test)]
