@@ -169,7 +169,8 @@ fn pinned_objects() -> Vec<(&'static str, String, Option<String>)> {
 /// can be planted in the file, through `writable_schema`, without touching
 /// one signed record. Such an index would show readers rows the verifier,
 /// which scans the table, never saw. Every object is therefore checked
-/// against the format's own statements before anything is read. Tables a
+/// against the format's own statements before anything is read, and the
+/// format's one index against its table. Tables a
 /// ledger written by an older version lacks (`snapshots`, `subtrees`,
 /// `rotations`, `writer_state`)
 /// may be missing.
@@ -201,6 +202,23 @@ pub fn check_pinned(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
                 sql.as_deref().unwrap_or("no SQL")
             )));
         }
+    }
+    // The format's one index (every other table is its own index) must
+    // agree with its table.
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA integrity_check(ledger_meta)")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|e| LedgerError::sqlite(path, e))?;
+    if problems != ["ok"] {
+        return Err(LedgerError::Damaged(format!(
+            "{}: the index of ledger_meta disagrees with its table ({}); run gatehouse-verify on it, \
+             and read a copy from a trusted backup",
+            path.display(),
+            problems.join("; ")
+        )));
     }
     Ok(())
 }

@@ -344,8 +344,9 @@ impl Ledger {
     }
 
     /// The schema objects the file holds beyond those section 1 defines
-    /// (`type name` each). An index, view or trigger planted in the file
-    /// can make readers see other rows than the table scan verified here.
+    /// (`type name` each), and the format's one index if it disagrees with
+    /// its table. An index, view or trigger planted in the file can make
+    /// readers see other rows than the table scan verified here.
     pub fn foreign_objects(&self) -> Result<Vec<String>, LedgerError> {
         const DEFINED: [(&str, &str); 10] = [
             ("table", "ledger_meta"),
@@ -371,6 +372,27 @@ impl Ledger {
             let (kind, name) = row.map_err(|e| self.read_error(e))?;
             if !DEFINED.contains(&(kind.as_str(), name.as_str())) {
                 foreign.push(format!("{kind} {name}"));
+            }
+        }
+        // The one index the format has (every other table is keyed by its
+        // rowid or is WITHOUT ROWID, so it is its own index) must agree with
+        // its table: SQLite's own check, of that table only, instead of a
+        // whole-file PRAGMA integrity_check that would read every page twice.
+        if foreign.is_empty() {
+            let mut check = self
+                .conn
+                .prepare("PRAGMA integrity_check(ledger_meta)")
+                .map_err(|e| self.read_error(e))?;
+            let problems = check
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(|e| self.read_error(e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.read_error(e))?;
+            if problems != ["ok"] {
+                foreign.push(format!(
+                    "index sqlite_autoindex_ledger_meta_1 disagreeing with its table ({})",
+                    problems.join("; ")
+                ));
             }
         }
         Ok(foreign)

@@ -578,6 +578,39 @@ fn schema_objects_outside_the_format_are_failures() {
     }
 }
 
+/// The format's one index (`ledger_meta`'s key) must agree with its table:
+/// an index page edited in the file is reported like a planted object.
+#[test]
+fn an_index_that_disagrees_with_its_table_is_a_failure() {
+    let f = Fixture::new();
+    let conn = rusqlite::Connection::open(&f.path).unwrap();
+    let (root, page_size): (i64, i64) = conn
+        .query_row(
+            "SELECT rootpage, (SELECT page_size FROM pragma_page_size()) FROM sqlite_master \
+             WHERE name = 'sqlite_autoindex_ledger_meta_1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    drop(conn);
+    let mut bytes = std::fs::read(&f.path).unwrap();
+    let page = ((root - 1) * page_size) as usize..(root * page_size) as usize;
+    let at = bytes[page.clone()]
+        .windows(6)
+        .position(|w| w == b"origin")
+        .expect("the index page holds the key 'origin'")
+        + page.start;
+    bytes[at + 5] = b'm';
+    std::fs::write(&f.path, bytes).unwrap();
+    let report = f.verify();
+    assert_failure(&report, 0, FailureClass::SchemaForeign);
+    assert!(
+        report.to_text().contains("sqlite_autoindex_ledger_meta_1"),
+        "{}",
+        report.to_text()
+    );
+}
+
 /// Issue 20, finding 3: through a symbolic link, the verifier reads the WAL
 /// beside the real file, as SQLite (and every other reader) does.
 #[test]
