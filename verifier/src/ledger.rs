@@ -413,26 +413,90 @@ impl Ledger {
         }
     }
 
-    /// All checkpoint rows, ordered by size. There are few of them (one per
-    /// write batch), so they are loaded at once; the notes can then be
-    /// checked on another thread while the events stream.
+    /// All checkpoint rows, ordered by size, in memory (see
+    /// [`Ledger::for_each_checkpoint`] for a pass that keeps none).
     pub fn checkpoints(&self) -> Result<Vec<CheckpointRow>, LedgerError> {
+        let mut out = Vec::new();
+        self.for_each_checkpoint(|row| {
+            out.push(row);
+            ControlFlow::<()>::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    /// Streams the checkpoint rows, ordered by size, to `visit`: one
+    /// statement stepped alongside the events' (SQLite allows both on one
+    /// connection), so memory does not grow with the log (a gateway writes a
+    /// checkpoint every few events). Stops early when `visit` breaks.
+    pub fn for_each_checkpoint<B>(
+        &self,
+        mut visit: impl FnMut(CheckpointRow) -> ControlFlow<B>,
+    ) -> Result<Option<B>, LedgerError> {
         let mut stmt = self
             .conn
             .prepare("SELECT size, note, proof FROM checkpoints ORDER BY size")
             .map_err(|e| self.schema_error(e))?;
         let mut rows = stmt.query([]).map_err(|e| self.read_error(e))?;
-        let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(|e| self.read_error(e))? {
-            let note = bytes(row.get_ref_unwrap(1))
-                .and_then(|b| String::from_utf8(b.to_vec()).map_err(|_| CellError::InvalidUtf8));
-            out.push(CheckpointRow {
-                size: integer(row.get_ref_unwrap(0)),
-                note,
-                proof: bytes(row.get_ref_unwrap(2)).map(<[u8]>::to_vec),
-            });
+            if let ControlFlow::Break(b) = visit(checkpoint_row(row)) {
+                return Ok(Some(b));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Up to `limit` checkpoint rows with integer sizes above `after`
+    /// (all when `None`), ordered by size: a page of a pass that keeps
+    /// only a page of a log's checkpoints in memory. Rows whose size is
+    /// not an integer are never in a page (see
+    /// [`Ledger::odd_checkpoint_sizes`]).
+    pub fn checkpoint_page(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<CheckpointRow>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT size, note, proof FROM checkpoints \
+                 WHERE typeof(size) = 'integer' AND size > ?1 ORDER BY size LIMIT ?2",
+            )
+            .map_err(|e| self.schema_error(e))?;
+        let mut rows = stmt
+            .query(rusqlite::params![after.unwrap_or(i64::MIN), limit as i64])
+            .map_err(|e| self.read_error(e))?;
+        let mut out = Vec::with_capacity(limit);
+        while let Some(row) = rows.next().map_err(|e| self.read_error(e))? {
+            out.push(checkpoint_row(row));
         }
         Ok(out)
+    }
+
+    /// Whether some checkpoint row's size is not an integer (the format's
+    /// `INTEGER PRIMARY KEY` cannot hold one; a table defined otherwise
+    /// can): such a ledger is read whole, in the order SQLite sorts sizes.
+    pub fn odd_checkpoint_sizes(&self) -> Result<bool, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM checkpoints WHERE typeof(size) != 'integer')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.schema_error(e))
+    }
+
+    /// The note of the checkpoint with the largest size, if any: the
+    /// ledger's own last word, shown as evidence next to a trusted note.
+    pub fn last_checkpoint_note(&self) -> Result<Option<Result<String, CellError>>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT size, note, proof FROM checkpoints ORDER BY size DESC LIMIT 1")
+            .map_err(|e| self.schema_error(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.read_error(e))?;
+        Ok(rows
+            .next()
+            .map_err(|e| self.read_error(e))?
+            .map(|row| checkpoint_row(row).note))
     }
 
     /// The key rotations the log records (kind 20 rows whose records read
@@ -486,6 +550,15 @@ impl Ledger {
             }
         }
         Ok(None)
+    }
+}
+
+fn checkpoint_row(row: &rusqlite::Row<'_>) -> CheckpointRow {
+    CheckpointRow {
+        size: integer(row.get_ref_unwrap(0)),
+        note: bytes(row.get_ref_unwrap(1))
+            .and_then(|b| String::from_utf8(b.to_vec()).map_err(|_| CellError::InvalidUtf8)),
+        proof: bytes(row.get_ref_unwrap(2)).map(<[u8]>::to_vec),
     }
 }
 

@@ -9,12 +9,16 @@
 //!
 //! Signature verification does not depend on the events, and it is the most
 //! expensive per-checkpoint step, so a second thread verifies the notes (in
-//! order) while this thread hashes. The main thread only waits for a note's
-//! verdict when the events have caught up with that checkpoint.
+//! order) while this thread hashes. The main thread reads the checkpoint
+//! rows a page at a time ahead of the events and hands each to that thread,
+//! and only waits for a note's verdict when the events have caught up with
+//! that checkpoint. Memory is a page of rows, the Merkle frontier and the
+//! chain head, whatever the size of the log.
 //!
 //! The first failure met stops the procedure: everything after it rests on
 //! data already shown to be untrustworthy.
 
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::mpsc;
@@ -25,7 +29,7 @@ use thiserror::Error;
 
 use crate::cbor;
 use crate::chain;
-use crate::ledger::{CheckpointRow, EventRow, Ledger, LedgerError};
+use crate::ledger::{CellError, CheckpointRow, EventRow, Ledger, LedgerError};
 use crate::merkle::{self, Frontier};
 use crate::note::{self, Checkpoint, VerifierKey};
 use crate::report::{rfc3339, Failure, FailureClass, Report};
@@ -98,14 +102,12 @@ pub fn verify_ledger(
         let schedule = match KeySchedule::build(key, &ledger.rotations()?) {
             Ok(schedule) => schedule,
             Err(reason) => {
-                return Ok(
-                    Run::new(&[], mpsc::channel().1, None).into_report(Some(Failure {
-                        seq: 0,
-                        class: FailureClass::SignatureInvalid,
-                        message: format!("the log's signing keys cannot be followed: {reason}"),
-                        evidence: Vec::new(),
-                    })),
-                )
+                return Ok(Run::idle(&ledger, None).into_report(Some(Failure {
+                    seq: 0,
+                    class: FailureClass::SignatureInvalid,
+                    message: format!("the log's signing keys cannot be followed: {reason}"),
+                    evidence: Vec::new(),
+                })))
             }
         };
         let trusted = match (&trusted_by_pinned, trusted_checkpoint) {
@@ -138,11 +140,9 @@ fn verify_open_ledger(
     keys: &KeySchedule,
     trusted: Option<&Trusted>,
 ) -> Result<Report, VerifyError> {
-    let rows = ledger.checkpoints()?;
-    let rows = &rows;
     let foreign = ledger.foreign_objects()?;
     if !foreign.is_empty() {
-        let run = Run::new(rows, mpsc::channel().1, trusted);
+        let run = Run::idle(ledger, trusted);
         return Ok(run.into_report(Some(Failure {
             seq: 0,
             class: FailureClass::SchemaForeign,
@@ -156,10 +156,10 @@ fn verify_open_ledger(
     }
     std::thread::scope(|scope| {
         let (sender, verdicts) = mpsc::channel();
-        if !rows.is_empty() {
-            scope.spawn(move || check_notes(rows, keys, sender));
-        }
-        let mut run = Run::new(rows, verdicts, trusted);
+        let (rows, to_check) = mpsc::sync_channel(LOOKAHEAD);
+        scope.spawn(move || check_notes(to_check, keys, sender));
+        let checkpoints = Checkpoints::new(ledger, rows)?;
+        let mut run = Run::new(ledger, checkpoints, verdicts, trusted);
         let failure = match run.due_checks() {
             Err(failure) => Some(failure),
             Ok(()) => match ledger.for_each_event(|row| match run.event(row) {
@@ -170,11 +170,105 @@ fn verify_open_ledger(
                 None => run.finish().err(),
             },
         };
-        // `into_report` consumes `run`, dropping the receiver before the
-        // scope joins the note thread: a thread still verifying notes after
-        // an early failure stops at its next send.
+        if let Some(e) = run.checkpoints.read_error.take() {
+            return Err(e.into());
+        }
+        // `into_report` consumes `run`, dropping the receiver and the row
+        // sender before the scope joins the note thread: a thread still
+        // verifying notes after an early failure stops at its next row.
         Ok(run.into_report(failure))
     })
+}
+
+/// Checkpoint rows the pass reads ahead of the events, and the note thread
+/// checks ahead of them: the memory of a verification is this many rows,
+/// whatever the size of the log.
+const LOOKAHEAD: usize = 1024;
+
+/// The checkpoint rows still to be checked, read a page at a time (the
+/// whole table for a ledger whose sizes are not all integers). Each row
+/// read goes to the note thread; its size and note stay here until the
+/// events reach it.
+struct Checkpoints<'a> {
+    ledger: &'a Ledger,
+    /// Rows read, not yet due: their size and note.
+    pending: VecDeque<(u64, Result<String, CellError>)>,
+    /// The rest of an unpaged read.
+    unpaged: Option<std::vec::IntoIter<CheckpointRow>>,
+    /// The last integer size read, where the next page starts.
+    after: Option<i64>,
+    exhausted: bool,
+    to_check: mpsc::SyncSender<CheckpointRow>,
+    /// A read that failed: the verification could not be carried out.
+    read_error: Option<LedgerError>,
+}
+
+impl<'a> Checkpoints<'a> {
+    fn new(
+        ledger: &'a Ledger,
+        to_check: mpsc::SyncSender<CheckpointRow>,
+    ) -> Result<Self, LedgerError> {
+        let unpaged = if ledger.odd_checkpoint_sizes()? {
+            Some(ledger.checkpoints()?.into_iter())
+        } else {
+            None
+        };
+        let mut checkpoints = Checkpoints {
+            ledger,
+            pending: VecDeque::with_capacity(2 * LOOKAHEAD),
+            unpaged,
+            after: None,
+            exhausted: false,
+            to_check,
+            read_error: None,
+        };
+        checkpoints.fill();
+        Ok(checkpoints)
+    }
+
+    /// Reads ahead until `LOOKAHEAD` rows are pending or none are left.
+    fn fill(&mut self) {
+        while self.pending.len() < LOOKAHEAD && !self.exhausted {
+            let page = match &mut self.unpaged {
+                Some(rows) => rows.by_ref().take(LOOKAHEAD).collect(),
+                None => match self.ledger.checkpoint_page(self.after, LOOKAHEAD) {
+                    Ok(page) => page,
+                    Err(e) => {
+                        self.read_error = Some(e);
+                        Vec::new()
+                    }
+                },
+            };
+            if page.is_empty() {
+                self.exhausted = true;
+            }
+            for row in page {
+                if let Some(size) = row.size {
+                    self.after = Some(size);
+                }
+                self.pending.push_back((due_at(&row), row.note.clone()));
+                // (A note thread that stopped after a failing row needs no more.)
+                let _ = self.to_check.send(row);
+            }
+        }
+    }
+
+    /// The size the next row is due at, if there is one.
+    fn next_due(&mut self) -> Option<u64> {
+        if self.pending.is_empty() {
+            self.fill();
+        }
+        self.pending.front().map(|(due, _)| *due)
+    }
+
+    /// Takes the next row's note, once it has been checked.
+    fn take(&mut self) -> Option<Result<String, CellError>> {
+        let note = self.pending.pop_front().map(|(_, note)| note);
+        if self.pending.len() < LOOKAHEAD / 2 {
+            self.fill();
+        }
+        note
+    }
 }
 
 /// The trusted checkpoint of section 6.1, already verified.
@@ -219,14 +313,18 @@ fn due_at(row: &CheckpointRow) -> u64 {
 }
 
 /// The note thread: checks every checkpoint row that does not need the
-/// events, in order, and sends one verdict per row. Stops after the first
-/// failing row (nothing after it will be looked at) or when the receiver is
-/// gone.
-fn check_notes(rows: &[CheckpointRow], keys: &KeySchedule, verdicts: mpsc::Sender<Verdict>) {
+/// events, in order, as the pass reads them, and sends one verdict per row.
+/// Stops after the first failing row (nothing after it will be looked at)
+/// or when the pass is over.
+fn check_notes(
+    rows: mpsc::Receiver<CheckpointRow>,
+    keys: &KeySchedule,
+    verdicts: mpsc::Sender<Verdict>,
+) {
     let mut previous: Option<Checkpoint> = None;
     for row in rows {
         let key = keys.key_after(previous.as_ref().map_or(0, |c| c.size));
-        let verdict = check_note(row, key, previous.as_ref());
+        let verdict = check_note(&row, key, previous.as_ref());
         let stop = match &verdict {
             Ok(checked) => {
                 previous = Some(checked.checkpoint.clone());
@@ -329,11 +427,12 @@ fn check_proof(
 
 /// The state of one pass over the events.
 struct Run<'a> {
-    rows: &'a [CheckpointRow],
+    ledger: &'a Ledger,
+    checkpoints: Checkpoints<'a>,
     verdicts: mpsc::Receiver<Verdict>,
     trusted: Option<&'a Trusted>,
-    /// Index of the next checkpoint row to check.
-    next: usize,
+    /// Whether any checkpoint row was checked or is pending.
+    any_checkpoint: bool,
     /// `s_{j-1}`: the size of the last checkpoint that passed (0 before
     /// any), which is where a failure of the next one is reported.
     covered: u64,
@@ -346,7 +445,7 @@ struct Run<'a> {
     /// The origin of the checkpoints that passed.
     origin: Option<String>,
     verified_checkpoints: u64,
-    final_checkpoint: Option<&'a str>,
+    final_checkpoint: Option<String>,
 }
 
 fn b64(hash: &[u8; 32]) -> String {
@@ -355,15 +454,18 @@ fn b64(hash: &[u8; 32]) -> String {
 
 impl<'a> Run<'a> {
     fn new(
-        rows: &'a [CheckpointRow],
+        ledger: &'a Ledger,
+        mut checkpoints: Checkpoints<'a>,
         verdicts: mpsc::Receiver<Verdict>,
         trusted: Option<&'a Trusted>,
     ) -> Run<'a> {
+        let any_checkpoint = checkpoints.next_due().is_some();
         Run {
-            rows,
+            ledger,
+            checkpoints,
             verdicts,
             trusted,
-            next: 0,
+            any_checkpoint,
             covered: 0,
             count: 0,
             frontier: Frontier::new(),
@@ -374,6 +476,21 @@ impl<'a> Run<'a> {
             verified_checkpoints: 0,
             final_checkpoint: None,
         }
+    }
+
+    /// A run that reads nothing: for a failure found before the pass.
+    fn idle(ledger: &'a Ledger, trusted: Option<&'a Trusted>) -> Run<'a> {
+        let (to_check, _) = mpsc::sync_channel(0);
+        let checkpoints = Checkpoints {
+            ledger,
+            pending: VecDeque::new(),
+            unpaged: None,
+            after: None,
+            exhausted: true,
+            to_check,
+            read_error: None,
+        };
+        Run::new(ledger, checkpoints, mpsc::channel().1, trusted)
     }
 
     fn fail(seq: u64, class: FailureClass, message: String) -> Failure {
@@ -392,9 +509,9 @@ impl<'a> Run<'a> {
     fn event(&mut self, row: EventRow<'_>) -> Result<(), Failure> {
         use FailureClass::*;
         let seq = self.count;
-        if self.next == self.rows.len() {
+        if self.checkpoints.next_due().is_none() {
             // No checkpoint left to cover this event (section 5.1: s_c = n).
-            let message = if self.rows.is_empty() {
+            let message = if !self.any_checkpoint {
                 "the ledger has events but no checkpoint; no event is signed".to_owned()
             } else {
                 format!("events from seq {seq} on are not covered by any checkpoint")
@@ -472,9 +589,9 @@ impl<'a> Run<'a> {
     /// auditor's note.
     fn due_checks(&mut self) -> Result<(), Failure> {
         while self
-            .rows
-            .get(self.next)
-            .is_some_and(|row| due_at(row) <= self.count)
+            .checkpoints
+            .next_due()
+            .is_some_and(|due| due <= self.count)
         {
             self.checkpoint()?;
         }
@@ -492,7 +609,6 @@ impl<'a> Run<'a> {
     /// at `covered`, the first event this checkpoint newly covers.
     fn checkpoint(&mut self) -> Result<(), Failure> {
         use FailureClass::*;
-        let row = &self.rows[self.next];
         let at = self.covered;
         let checked = self
             .verdicts
@@ -531,9 +647,8 @@ impl<'a> Run<'a> {
         }
         self.origin = Some(checkpoint.origin.clone());
         self.covered = size;
-        self.next += 1;
         self.verified_checkpoints += 1;
-        self.final_checkpoint = row.note.as_deref().ok();
+        self.final_checkpoint = self.checkpoints.take().and_then(Result::ok);
         Ok(())
     }
 
@@ -586,12 +701,14 @@ impl<'a> Run<'a> {
     /// show a third party two signed, incompatible statements.
     fn evidence(&self, trusted: &Trusted) -> Vec<String> {
         let mut evidence = vec![trusted.note.clone()];
-        if let Some(last) = self.rows.last() {
-            evidence.push(
-                last.note
-                    .clone()
-                    .unwrap_or_else(|e| format!("(the ledger's last checkpoint note {e})\n")),
-            );
+        match self.ledger.last_checkpoint_note() {
+            Ok(Some(note)) => evidence.push(
+                note.unwrap_or_else(|e| format!("(the ledger's last checkpoint note {e})\n")),
+            ),
+            Ok(None) => {}
+            Err(e) => evidence.push(format!(
+                "(the ledger's last checkpoint cannot be read: {e})\n"
+            )),
         }
         evidence
     }
@@ -599,16 +716,13 @@ impl<'a> Run<'a> {
     /// After the last event: checkpoints that were never due claim events
     /// the ledger does not hold, and a trusted checkpoint that was never due
     /// covers events the ledger no longer holds.
-    fn finish(&self) -> Result<(), Failure> {
+    fn finish(&mut self) -> Result<(), Failure> {
         let n = self.count;
-        if let Some(row) = self.rows.get(self.next) {
+        if let Some(due) = self.checkpoints.next_due() {
             return Err(Self::fail(
                 n,
                 FailureClass::CheckpointBeyondLog,
-                format!(
-                    "a checkpoint claims {} events but the ledger holds only {n}",
-                    due_at(row)
-                ),
+                format!("a checkpoint claims {due} events but the ledger holds only {n}"),
             ));
         }
         if let Some(trusted) = self.trusted {
@@ -635,7 +749,7 @@ impl<'a> Run<'a> {
             checkpoints: self.verified_checkpoints,
             first_ts: self.first_ts,
             last_ts: self.last_ts,
-            final_checkpoint: self.final_checkpoint.map(str::to_owned),
+            final_checkpoint: self.final_checkpoint,
             failure,
             signing_keys: Vec::new(),
         }

@@ -52,6 +52,20 @@ impl Fixture {
     fn sql(&self, sql: &str) {
         exec(&self.path, sql);
     }
+
+    /// A copy of this ledger, changed by `sql`.
+    fn copy_with(&self, sql: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test.ledger");
+        std::fs::copy(&self.path, &path).unwrap();
+        exec(&path, sql);
+        Fixture {
+            _dir: dir,
+            path,
+            key: test_key(),
+            notes: self.notes.clone(),
+        }
+    }
 }
 
 #[track_caller]
@@ -576,6 +590,53 @@ fn schema_objects_outside_the_format_are_failures() {
         assert_failure(&report, 0, FailureClass::SchemaForeign);
         assert!(report.to_text().contains("planted"), "{}", report.to_text());
     }
+}
+
+/// Issue 17: the verifier reads checkpoint rows a page at a time alongside
+/// the events, so a gateway's ledger (a checkpoint every few events) costs
+/// no memory per checkpoint; across page boundaries every rule still holds.
+#[test]
+fn thousands_of_checkpoints_are_read_in_pages() {
+    const N: u64 = 2150;
+    let sizes: Vec<u64> = (1..=N).collect();
+    let f = Fixture::with(&events(N), &sizes);
+    let report = f.verify();
+    assert!(report.is_intact(), "{}", report.to_text());
+    assert_eq!(report.checkpoints, N);
+    assert_eq!(
+        report.final_checkpoint.as_deref(),
+        f.notes.last().map(String::as_str)
+    );
+
+    // An event rewritten past two pages of checkpoints, hashes not
+    // recomputed: pinned to it exactly.
+    let e = event(2100, T0 + 2100 * 1000, 1);
+    let edited = f.copy_with(&format!(
+        "UPDATE events SET data = x'{}' WHERE seq = 2100",
+        hex(&e.data[..e.data.len() - 1]).to_owned() + "ff"
+    ));
+    let report = edited.verify();
+    assert_eq!(
+        report.failure.as_ref().map(|f| f.seq),
+        Some(2100),
+        "{}",
+        report.to_text()
+    );
+
+    // The log cut after 2500 events: the checkpoints beyond it are found.
+    let cut = f.copy_with("DELETE FROM events WHERE seq >= 2120");
+    assert_failure(&cut.verify(), 2120, FailureClass::CheckpointBeyondLog);
+
+    // A checkpoint table redefined so that a size is not an integer: read
+    // whole, in SQLite's order, and the odd row is a failure.
+    let odd = f.copy_with(
+        "ALTER TABLE checkpoints RENAME TO kept; \
+         CREATE TABLE checkpoints (size, note, proof); \
+         INSERT INTO checkpoints SELECT * FROM kept; DROP TABLE kept; \
+         UPDATE checkpoints SET size = 'x' WHERE size = 1800",
+    );
+    let report = odd.verify();
+    assert!(!report.is_intact(), "{}", report.to_text());
 }
 
 /// The format's one index (`ledger_meta`'s key) must agree with its table:
