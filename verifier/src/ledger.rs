@@ -499,16 +499,66 @@ impl Ledger {
             .map(|row| checkpoint_row(row).note))
     }
 
-    /// The key rotations the log records (kind 20 rows whose records read
-    /// as rotations), in sequence order. The kind column is a hint here:
-    /// the full scan checks it against every record, and a rotation hidden
-    /// or invented through it leaves checkpoints whose signatures fail.
-    pub fn rotations(&self) -> Result<Vec<crate::rotation::Rotation>, LedgerError> {
+    /// The hash the writer stored for the complete subtree of leaves
+    /// `idx << level .. (idx + 1) << level` (section 1, `subtrees`), if it
+    /// is there. Not authenticated: a caller checks what it builds from it
+    /// against a signed root.
+    pub fn subtree(&self, level: u32, idx: u64) -> Result<Option<[u8; 32]>, LedgerError> {
+        let exists: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'subtrees')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.read_error(e))?;
+        if !exists {
+            return Ok(None);
+        }
+        let hash: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT hash FROM subtrees WHERE level = ?1 AND idx = ?2")
+            .and_then(|mut stmt| {
+                let mut rows =
+                    stmt.query(rusqlite::params![level, idx.min(i64::MAX as u64) as i64])?;
+                rows.next()?.map(|r| r.get::<_, Vec<u8>>(0)).transpose()
+            })
+            .map_err(|e| self.read_error(e))?;
+        Ok(hash.and_then(|h| h.try_into().ok()))
+    }
+
+    /// The number of events, as the largest `seq` says (for progress
+    /// reports only; the pass counts them itself).
+    pub fn event_count_hint(&self) -> u64 {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n.max(0) as u64)
+            .unwrap_or(0)
+    }
+
+    /// The record of event `seq`, if a row holds it.
+    pub fn record(&self, seq: u64) -> Result<Option<Vec<u8>>, LedgerError> {
+        self.conn
+            .prepare_cached("SELECT data FROM events WHERE seq = ?1")
+            .and_then(|mut stmt| {
+                let mut rows = stmt.query([seq.min(i64::MAX as u64) as i64])?;
+                rows.next()?.map(|r| r.get::<_, Vec<u8>>(0)).transpose()
+            })
+            .map_err(|e| self.read_error(e))
+    }
+
+    /// The key rotations the log records from event `from` on (kind 20 rows
+    /// whose records read as rotations), in sequence order.
+    pub fn rotations_from(&self, from: u64) -> Result<Vec<crate::rotation::Rotation>, LedgerError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT seq, data FROM events WHERE kind = 20 ORDER BY seq")
+            .prepare("SELECT seq, data FROM events WHERE kind = 20 AND seq >= ?1 ORDER BY seq")
             .map_err(|e| self.schema_error(e))?;
-        let mut rows = stmt.query([]).map_err(|e| self.read_error(e))?;
+        let mut rows = stmt
+            .query([from.min(i64::MAX as u64) as i64])
+            .map_err(|e| self.read_error(e))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(|e| self.read_error(e))? {
             let (Some(seq), Ok(data)) =
@@ -526,18 +576,44 @@ impl Ledger {
         Ok(out)
     }
 
+    /// The key rotations the log records (kind 20 rows whose records read
+    /// as rotations), in sequence order. The kind column is a hint here:
+    /// the full scan checks it against every record, and a rotation hidden
+    /// or invented through it leaves checkpoints whose signatures fail.
+    pub fn rotations(&self) -> Result<Vec<crate::rotation::Rotation>, LedgerError> {
+        self.rotations_from(0)
+    }
+
     /// Streams every event row in `seq` order to `visit`, borrowing each
     /// row's data from SQLite. Stops early, returning the value, when
     /// `visit` breaks.
     pub fn for_each_event<B>(
         &self,
+        visit: impl FnMut(EventRow<'_>) -> ControlFlow<B>,
+    ) -> Result<Option<B>, LedgerError> {
+        self.for_each_event_from(0, visit)
+    }
+
+    /// Like [`Ledger::for_each_event`], from the rows whose `seq` is at
+    /// least `from` (those whose `seq` is not an integer come first, as
+    /// SQLite orders them, when `from` is 0).
+    pub fn for_each_event_from<B>(
+        &self,
+        from: u64,
         mut visit: impl FnMut(EventRow<'_>) -> ControlFlow<B>,
     ) -> Result<Option<B>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT seq, ts, kind, data FROM events ORDER BY seq")
-            .map_err(|e| self.schema_error(e))?;
-        let mut rows = stmt.query([]).map_err(|e| self.read_error(e))?;
+        let sql = if from == 0 {
+            "SELECT seq, ts, kind, data FROM events ORDER BY seq"
+        } else {
+            "SELECT seq, ts, kind, data FROM events WHERE seq >= ?1 ORDER BY seq"
+        };
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.schema_error(e))?;
+        let mut rows = if from == 0 {
+            stmt.query([])
+        } else {
+            stmt.query([from.min(i64::MAX as u64) as i64])
+        }
+        .map_err(|e| self.read_error(e))?;
         while let Some(row) = rows.next().map_err(|e| self.read_error(e))? {
             let event = EventRow {
                 seq: integer(row.get_ref_unwrap(0)),

@@ -8,13 +8,16 @@
 //! bundle, unusable key or trusted checkpoint). Scripts can rely on these
 //! three values.
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use gatehouse_verify::bundle;
-use gatehouse_verify::{verify_bundle, verify_ledger, BundleReport, Report, VerifierKey};
+use gatehouse_verify::{
+    verify_bundle, verify_ledger_with, BundleReport, Report, VerifierKey, VerifyOptions,
+};
 
 /// Verify a Gatehouse ledger (every event, hash and signed checkpoint) or an
 /// evidence bundle (every disclosed event's bytes and inclusion proof, and
@@ -33,6 +36,12 @@ struct Args {
     /// ledger must still contain exactly what it covers.
     #[arg(long, value_name = "NOTEFILE")]
     trusted_checkpoint: Option<PathBuf>,
+    /// Ledgers: a checkpoint note saved earlier (`--save-checkpoint`) after
+    /// verifying the ledger up to it, signed by the key given with --key:
+    /// only the events after it are read, and they must extend exactly the
+    /// tree it signs. For an auditor who verified yesterday and checks today.
+    #[arg(long, value_name = "NOTEFILE", conflicts_with = "trusted_checkpoint")]
+    from_checkpoint: Option<PathBuf>,
     /// Ledgers: when the ledger is intact, write its final checkpoint note
     /// to this new file, to keep (off the gateway host) and pass later as
     /// `--trusted-checkpoint`. An existing file is never overwritten.
@@ -193,21 +202,23 @@ fn run(args: &Args) -> Result<Outcome> {
             args.key.display()
         )
     })?;
-    let trusted = match &args.trusted_checkpoint {
-        None => None,
-        Some(path) => {
-            let note = read(
-                path,
-                "trusted checkpoint",
-                "pass the file holding a checkpoint note saved from this ledger",
-            )?;
-            // Editors, copy-paste and shell redirection drop the final
-            // newline or add blank lines; a note ends with exactly one
-            // newline, part of the last signature line, not of what was
-            // signed.
-            Some(format!("{}\n", note.trim_end()))
-        }
+    let note_file = |path: &Option<PathBuf>, what: &str| -> Result<Option<String>> {
+        let Some(path) = path else {
+            return Ok(None);
+        };
+        let note = read(
+            path,
+            what,
+            "pass the file holding a checkpoint note saved from this ledger",
+        )?;
+        // Editors, copy-paste and shell redirection drop the final
+        // newline or add blank lines; a note ends with exactly one
+        // newline, part of the last signature line, not of what was
+        // signed.
+        Ok(Some(format!("{}\n", note.trim_end())))
     };
+    let trusted = note_file(&args.trusted_checkpoint, "trusted checkpoint")?;
+    let from = note_file(&args.from_checkpoint, "checkpoint to verify from")?;
     if let Some(digest) = &args.expect_digest {
         let hex = digest.trim();
         let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
@@ -235,6 +246,13 @@ fn run(args: &Args) -> Result<Outcome> {
             );
         }
     }
+    if is_bundle && from.is_some() {
+        anyhow::bail!(
+            "--from-checkpoint applies to ledgers, but {} is an evidence bundle — a bundle is \
+             verified whole; pass a kept checkpoint with --trusted-checkpoint",
+            args.input.display()
+        );
+    }
     if is_bundle {
         return Ok(Outcome::Bundle(verify_bundle(
             &args.input,
@@ -250,7 +268,15 @@ fn run(args: &Args) -> Result<Outcome> {
             args.input.display()
         );
     }
-    let report = verify_ledger(&args.input, &key, trusted.as_deref())?;
+    let report = verify_ledger_with(
+        &args.input,
+        &key,
+        VerifyOptions {
+            trusted_checkpoint: trusted.as_deref(),
+            from_checkpoint: from.as_deref(),
+            progress: !args.json && std::io::stderr().is_terminal(),
+        },
+    )?;
     if let (Some(path), Some(note)) = (&args.save_checkpoint, &report.final_checkpoint) {
         if report.is_intact() {
             save_note(path, note)?;

@@ -130,6 +130,13 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// The frontier of a tree of `size` leaves whose perfect subtrees, from
+    /// the most significant bit of `size` down, have the hashes `subtrees`
+    /// (`None` unless there is one per set bit).
+    pub fn from_subtrees(size: u64, subtrees: Vec<Hash>) -> Option<Frontier> {
+        (subtrees.len() == size.count_ones() as usize).then_some(Frontier { size, subtrees })
+    }
+
     /// `MTH(D[0:size])` for the current size. Because RFC 6962 splits at the
     /// largest power of two below the size, the root is the subtrees folded
     /// together from the right.

@@ -120,8 +120,11 @@ pub struct Failure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// Events read and checked: all of them when intact, those before the
-    /// failure otherwise.
+    /// failure otherwise (after `from`, when the pass started there).
     pub events: u64,
+    /// The size of the kept checkpoint the pass started from (section 6.2):
+    /// its events were not read again. `None`: read from the first event.
+    pub from: Option<u64>,
     /// Checkpoints that passed every check.
     pub checkpoints: u64,
     /// Timestamp (Unix nanoseconds) of the first event checked.
@@ -150,11 +153,25 @@ impl Report {
         let mut out = String::new();
         match &self.failure {
             None => {
-                let _ = writeln!(
-                    out,
-                    "intact: {} events, {} checkpoints",
-                    self.events, self.checkpoints
-                );
+                match self.from {
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "intact: {} events, {} checkpoints",
+                            self.events, self.checkpoints
+                        );
+                    }
+                    Some(from) => {
+                        let _ = writeln!(
+                            out,
+                            "intact: {} events after the kept checkpoint of size {from}, {} checkpoints \
+                             (events 0 to {} were not read again: the kept checkpoint vouches for them)",
+                            self.events,
+                            self.checkpoints,
+                            from - 1
+                        );
+                    }
+                }
                 if self.signing_keys.len() > 1 {
                     let _ = writeln!(
                         out,
@@ -203,6 +220,7 @@ impl Report {
     }
 
     /// The report for a script: `{"status": "intact" | "failed", "events",
+    /// "from" (null, or the kept checkpoint's size the pass started from),
     /// "checkpoints", "first_time", "last_time", "final_checkpoint",
     /// "failure": {"seq", "class", "message", "evidence"} | null}`, with
     /// times in RFC 3339.
@@ -211,6 +229,7 @@ impl Report {
         struct Json<'a> {
             status: &'static str,
             events: u64,
+            from: Option<u64>,
             checkpoints: u64,
             first_time: Option<String>,
             last_time: Option<String>,
@@ -221,6 +240,7 @@ impl Report {
         let json = Json {
             status: if self.is_intact() { "intact" } else { "failed" },
             events: self.events,
+            from: self.from,
             checkpoints: self.checkpoints,
             first_time: self.first_ts.map(rfc3339),
             last_time: self.last_ts.map(rfc3339),
@@ -588,6 +608,7 @@ mod tests {
     fn renders_failures_as_text_and_json() {
         let report = Report {
             events: 3,
+            from: None,
             checkpoints: 1,
             first_ts: Some(0),
             last_ts: Some(2),

@@ -32,6 +32,7 @@ use crate::chain;
 use crate::ledger::{CellError, CheckpointRow, EventRow, Ledger, LedgerError};
 use crate::merkle::{self, Frontier};
 use crate::note::{self, Checkpoint, VerifierKey};
+use crate::progress::Progress;
 use crate::report::{rfc3339, Failure, FailureClass, Report};
 use crate::rotation::KeySchedule;
 
@@ -82,6 +83,52 @@ pub fn verify_ledger(
     key: &VerifierKey,
     trusted_checkpoint: Option<&str>,
 ) -> Result<Report, VerifyError> {
+    verify_ledger_with(
+        path,
+        key,
+        VerifyOptions {
+            trusted_checkpoint,
+            ..VerifyOptions::default()
+        },
+    )
+}
+
+/// How to verify a ledger.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions<'a> {
+    /// A checkpoint note the auditor kept from earlier (section 6.1): the
+    /// ledger must still hold exactly what it covers.
+    pub trusted_checkpoint: Option<&'a str>,
+    /// A checkpoint note the auditor kept after verifying the ledger up to
+    /// it (section 6.2): only the events after it are read, and they must
+    /// extend exactly the tree it signs. Signed by the pinned key.
+    pub from_checkpoint: Option<&'a str>,
+    /// Report progress on standard error while reading events.
+    pub progress: bool,
+}
+
+/// Verifies the ledger at `path` against the pinned verifier `key`, as
+/// `options` say. A verification from a kept checkpoint that the ledger
+/// cannot start from (no stored subtree hashes, or they do not rebuild the
+/// kept root) reads the whole ledger instead, with the note as a trusted
+/// checkpoint: the report's `from` says which was done.
+pub fn verify_ledger_with(
+    path: &Path,
+    key: &VerifierKey,
+    options: VerifyOptions<'_>,
+) -> Result<Report, VerifyError> {
+    if options.trusted_checkpoint.is_some() && options.from_checkpoint.is_some() {
+        return Err(VerifyError::TrustedCheckpoint(
+            "pass either a trusted checkpoint or a checkpoint to verify from, not both".into(),
+        ));
+    }
+    // The checkpoint to start from must be signed by the pinned key: the
+    // rotations before it are not read.
+    let from = options
+        .from_checkpoint
+        .map(|note| Trusted::open(note, key))
+        .transpose()?;
+    let trusted_checkpoint = options.trusted_checkpoint.or(options.from_checkpoint);
     // The auditor's own input is checked first: if it is bad, no verdict
     // about the ledger would mean anything. A note signed by a later key of
     // the log's rotation chain is checked once the chain is known.
@@ -99,7 +146,15 @@ pub fn verify_ledger(
     // look damaged.
     for _ in 0..READ_ATTEMPTS {
         let ledger = Ledger::open(path)?;
-        let schedule = match KeySchedule::build(key, &ledger.rotations()?) {
+        let resume = match &from {
+            Some(kept) => Resume::find(&ledger, kept)?,
+            None => None,
+        };
+        let rotations = match &resume {
+            Some(r) => ledger.rotations_from(r.size)?,
+            None => ledger.rotations()?,
+        };
+        let schedule = match KeySchedule::build(key, &rotations) {
             Ok(schedule) => schedule,
             Err(reason) => {
                 return Ok(Run::idle(&ledger, None).into_report(Some(Failure {
@@ -111,6 +166,7 @@ pub fn verify_ledger(
             }
         };
         let trusted = match (&trusted_by_pinned, trusted_checkpoint) {
+            _ if resume.is_some() => None,
             (Ok(t), _) => t.clone(),
             (Err(first), Some(note)) => Some(
                 schedule
@@ -121,7 +177,14 @@ pub fn verify_ledger(
             ),
             (Err(first), None) => return Err(VerifyError::TrustedCheckpoint(first.clone())),
         };
-        let outcome = verify_open_ledger(&ledger, &schedule, trusted.as_ref()).map(|mut r| {
+        let outcome = verify_open_ledger(
+            &ledger,
+            &schedule,
+            trusted.as_ref(),
+            resume,
+            options.progress,
+        )
+        .map(|mut r| {
             r.signing_keys = schedule.keys().iter().map(VerifierKey::label).collect();
             r
         });
@@ -132,6 +195,118 @@ pub fn verify_ledger(
     Err(VerifyError::Unstable(path.to_owned()))
 }
 
+/// Where a verification from a kept checkpoint starts: the state of the
+/// pass after the kept checkpoint's events, rebuilt without reading them.
+struct Resume {
+    /// Events the kept checkpoint covers.
+    size: u64,
+    /// The kept checkpoint.
+    checkpoint: Checkpoint,
+    frontier: Frontier,
+    /// The timestamp of its last event.
+    last_ts: u64,
+}
+
+impl Resume {
+    /// The pass's state after the kept checkpoint's `m` events: the Merkle
+    /// frontier at `m` from the writer's stored subtree hashes (section 1)
+    /// and the records of the 256-event block that ends at `m`, which must
+    /// fold to the kept root; the chain head is the kept note's. `None`
+    /// when that cannot be done (the ledger holds fewer events or has no
+    /// such checkpoint row, stored hashes are missing or do not rebuild the
+    /// root): the caller then reads everything.
+    fn find(ledger: &Ledger, kept: &Trusted) -> Result<Option<Resume>, LedgerError> {
+        let checkpoint = &kept.checkpoint;
+        let m = checkpoint.size;
+        // The kept note must be one of this ledger's checkpoints, so that
+        // the next row's consistency proof starts from it.
+        let body = |note: &str| note.split_once("\n\n").map(|(text, _)| text.to_owned());
+        let row = ledger.checkpoint_page(Some(m as i64 - 1), 1)?;
+        let same = row.first().is_some_and(|r| {
+            r.size == Some(m as i64) && r.note.as_deref().ok().and_then(body) == body(&kept.note)
+        });
+        if !same {
+            return Ok(None);
+        }
+        let tail_start = (m - 1) / BLOCK * BLOCK;
+        let mut leaves = Vec::with_capacity((m - tail_start) as usize);
+        let mut last_ts = None;
+        let mut next = tail_start;
+        ledger.for_each_event_from(tail_start, |row| {
+            if next == m || row.seq != Some(next as i64) {
+                return ControlFlow::Break(());
+            }
+            let Ok(data) = row.data else {
+                return ControlFlow::Break(());
+            };
+            leaves.push(merkle::leaf_hash(data));
+            if next == m - 1 {
+                last_ts = cbor::check_record(data).ok().map(|e| e.ts);
+            }
+            next += 1;
+            ControlFlow::Continue(())
+        })?;
+        let Some(last_ts) = last_ts.filter(|_| next == m) else {
+            return Ok(None);
+        };
+        let mut subtrees = Vec::new();
+        let mut offset = 0u64;
+        for bit in (0..64).rev() {
+            let width = 1u64 << bit;
+            if m & width == 0 {
+                continue;
+            }
+            match subtree_hash(ledger, offset, offset + width, tail_start, &leaves)? {
+                Some(hash) => subtrees.push(hash),
+                None => return Ok(None),
+            }
+            offset += width;
+        }
+        let Some(frontier) = Frontier::from_subtrees(m, subtrees) else {
+            return Ok(None);
+        };
+        if frontier.root() != checkpoint.root {
+            return Ok(None);
+        }
+        Ok(Some(Resume {
+            size: m,
+            checkpoint: checkpoint.clone(),
+            frontier,
+            last_ts,
+        }))
+    }
+}
+
+/// Leaves of the smallest stored subtree (section 1, `subtrees`).
+const BLOCK: u64 = 256;
+
+/// `MTH(D[lo:hi])` of a complete aligned subtree: from the leaves of the
+/// records from `tail_start` on, from the writer's stored hashes before.
+fn subtree_hash(
+    ledger: &Ledger,
+    lo: u64,
+    hi: u64,
+    tail_start: u64,
+    tail: &[merkle::Hash],
+) -> Result<Option<merkle::Hash>, LedgerError> {
+    let width = hi - lo;
+    if lo >= tail_start {
+        let from = (lo - tail_start) as usize;
+        return Ok(tail.get(from..from + width as usize).map(merkle::root));
+    }
+    if hi <= tail_start && width >= BLOCK {
+        return ledger.subtree(width.trailing_zeros(), lo / width);
+    }
+    let half = width / 2;
+    let Some(left) = subtree_hash(ledger, lo, lo + half, tail_start, tail)? else {
+        return Ok(None);
+    };
+    let Some(right) = subtree_hash(ledger, lo + half, hi, tail_start, tail)? else {
+        return Ok(None);
+    };
+    Ok(Some(merkle::node_hash(&left, &right)))
+}
+
 /// How many times a ledger that changed while being read is read again.
 const READ_ATTEMPTS: usize = 3;
 
@@ -139,6 +314,8 @@ fn verify_open_ledger(
     ledger: &Ledger,
     keys: &KeySchedule,
     trusted: Option<&Trusted>,
+    resume: Option<Resume>,
+    progress: bool,
 ) -> Result<Report, VerifyError> {
     let foreign = ledger.foreign_objects()?;
     if !foreign.is_empty() {
@@ -157,12 +334,20 @@ fn verify_open_ledger(
     std::thread::scope(|scope| {
         let (sender, verdicts) = mpsc::channel();
         let (rows, to_check) = mpsc::sync_channel(LOOKAHEAD);
-        scope.spawn(move || check_notes(to_check, keys, sender));
-        let checkpoints = Checkpoints::new(ledger, rows)?;
+        let kept = resume.as_ref().map(|r| r.checkpoint.clone());
+        scope.spawn(move || check_notes(to_check, keys, kept, sender));
+        let start = resume.as_ref().map_or(0, |r| r.size);
+        let checkpoints = Checkpoints::new(ledger, rows, start)?;
         let mut run = Run::new(ledger, checkpoints, verdicts, trusted);
+        if let Some(resume) = resume {
+            run.resume(resume);
+        }
+        if progress {
+            run.progress = Some(Progress::new(ledger.event_count_hint()));
+        }
         let failure = match run.due_checks() {
             Err(failure) => Some(failure),
-            Ok(()) => match ledger.for_each_event(|row| match run.event(row) {
+            Ok(()) => match ledger.for_each_event_from(start, |row| match run.event(row) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(failure) => ControlFlow::Break(failure),
             })? {
@@ -170,6 +355,9 @@ fn verify_open_ledger(
                 None => run.finish().err(),
             },
         };
+        if let Some(p) = &run.progress {
+            p.done();
+        }
         if let Some(e) = run.checkpoints.read_error.take() {
             return Err(e.into());
         }
@@ -204,11 +392,13 @@ struct Checkpoints<'a> {
 }
 
 impl<'a> Checkpoints<'a> {
+    /// The rows whose sizes exceed `after` (all rows when it is 0).
     fn new(
         ledger: &'a Ledger,
         to_check: mpsc::SyncSender<CheckpointRow>,
+        after: u64,
     ) -> Result<Self, LedgerError> {
-        let unpaged = if ledger.odd_checkpoint_sizes()? {
+        let unpaged = if after == 0 && ledger.odd_checkpoint_sizes()? {
             Some(ledger.checkpoints()?.into_iter())
         } else {
             None
@@ -217,7 +407,7 @@ impl<'a> Checkpoints<'a> {
             ledger,
             pending: VecDeque::with_capacity(2 * LOOKAHEAD),
             unpaged,
-            after: None,
+            after: (after > 0).then_some(after as i64),
             exhausted: false,
             to_check,
             read_error: None,
@@ -319,9 +509,10 @@ fn due_at(row: &CheckpointRow) -> u64 {
 fn check_notes(
     rows: mpsc::Receiver<CheckpointRow>,
     keys: &KeySchedule,
+    kept: Option<Checkpoint>,
     verdicts: mpsc::Sender<Verdict>,
 ) {
-    let mut previous: Option<Checkpoint> = None;
+    let mut previous: Option<Checkpoint> = kept;
     for row in rows {
         let key = keys.key_after(previous.as_ref().map_or(0, |c| c.size));
         let verdict = check_note(&row, key, previous.as_ref());
@@ -433,6 +624,11 @@ struct Run<'a> {
     trusted: Option<&'a Trusted>,
     /// Whether any checkpoint row was checked or is pending.
     any_checkpoint: bool,
+    /// The first event read: 0, or the size of the kept checkpoint the
+    /// pass resumed from.
+    start: u64,
+    /// The progress line, when asked for.
+    progress: Option<Progress>,
     /// `s_{j-1}`: the size of the last checkpoint that passed (0 before
     /// any), which is where a failure of the next one is reported.
     covered: u64,
@@ -466,6 +662,8 @@ impl<'a> Run<'a> {
             verdicts,
             trusted,
             any_checkpoint,
+            start: 0,
+            progress: None,
             covered: 0,
             count: 0,
             frontier: Frontier::new(),
@@ -476,6 +674,18 @@ impl<'a> Run<'a> {
             verified_checkpoints: 0,
             final_checkpoint: None,
         }
+    }
+
+    /// Starts the pass after a kept checkpoint's events (section 6.2).
+    fn resume(&mut self, resume: Resume) {
+        self.any_checkpoint = true;
+        self.start = resume.size;
+        self.count = resume.size;
+        self.covered = resume.size;
+        self.frontier = resume.frontier;
+        self.link = resume.checkpoint.chain;
+        self.last_ts = Some(resume.last_ts);
+        self.origin = Some(resume.checkpoint.origin);
     }
 
     /// A run that reads nothing: for a failure found before the pass.
@@ -580,6 +790,11 @@ impl<'a> Run<'a> {
         self.first_ts.get_or_insert(envelope.ts);
         self.last_ts = Some(envelope.ts);
         self.count += 1;
+        if self.count.is_multiple_of(crate::progress::EVERY) {
+            if let Some(progress) = &mut self.progress {
+                progress.tick(self.count - self.start);
+            }
+        }
         self.due_checks()
     }
 
@@ -745,7 +960,8 @@ impl<'a> Run<'a> {
 
     fn into_report(self, failure: Option<Failure>) -> Report {
         Report {
-            events: self.count,
+            events: self.count - self.start,
+            from: (self.start > 0).then_some(self.start),
             checkpoints: self.verified_checkpoints,
             first_ts: self.first_ts,
             last_ts: self.last_ts,
