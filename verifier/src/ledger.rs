@@ -29,8 +29,13 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use thiserror::Error;
 
-/// The value of `ledger_meta.format` this verifier understands.
+/// The value of `ledger_meta.format` of format version 1.
 pub const FORMAT: &str = "gatehouse-ledger-v1";
+
+/// The value of `ledger_meta.format` of format version 2, whose checkpoints
+/// are signed at a bounded delay: the events after the last one are an
+/// unsigned tail, not a failure (section 5.3).
+pub const FORMAT_V2: &str = "gatehouse-ledger-v2";
 
 /// What every error about the file ends with: what to do about it.
 const HINT: &str = "pass the path of a Gatehouse ledger file or evidence bundle";
@@ -65,7 +70,7 @@ pub enum LedgerError {
     },
     /// The file is a ledger of another format version.
     #[error(
-        "{path} is a ledger of format {found:?}, but this verifier reads {FORMAT:?} — \
+        "{path} is a ledger of format {found:?}, but this verifier reads {FORMAT:?} and {FORMAT_V2:?} — \
          use the verifier released with that format"
     )]
     UnsupportedFormat {
@@ -335,11 +340,28 @@ impl Ledger {
             .map_err(|e| self.schema_error(e))?;
         match format {
             None => Err(self.not_a_ledger("ledger_meta has no format entry")),
-            Some(f) if f == FORMAT => Ok(()),
+            Some(f) if f == FORMAT || f == FORMAT_V2 => Ok(()),
             Some(found) => Err(LedgerError::UnsupportedFormat {
                 path: self.path.clone(),
                 found,
             }),
+        }
+    }
+
+    /// The format version `ledger_meta.format` names (1 or 2).
+    pub fn format_version(&self) -> u8 {
+        let v2 = self
+            .conn
+            .query_row(
+                "SELECT value FROM ledger_meta WHERE key = 'format'",
+                [],
+                |row| row.get::<_, String>(0),
+            )
+            .is_ok_and(|f| f == FORMAT_V2);
+        if v2 {
+            2
+        } else {
+            1
         }
     }
 

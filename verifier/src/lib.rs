@@ -40,5 +40,7 @@ pub mod verify;
 
 pub use bundle_verify::{verify_bundle, verify_bundle_bytes};
 pub use note::{Checkpoint, KeyError, NoteError, VerifierKey};
-pub use report::{BundleFailure, BundleReport, Completeness, Failure, FailureClass, Report};
+pub use report::{
+    BundleFailure, BundleReport, Completeness, Failure, FailureClass, Report, UnsignedTail,
+};
 pub use verify::{verify_ledger, verify_ledger_with, VerifyError, VerifyOptions};

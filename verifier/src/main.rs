@@ -47,6 +47,10 @@ struct Args {
     /// `--trusted-checkpoint`. An existing file is never overwritten.
     #[arg(long, value_name = "NOTEFILE")]
     save_checkpoint: Option<PathBuf>,
+    /// Ledgers: fail on events after the last checkpoint in a format-2
+    /// ledger too, instead of reporting them as its unsigned tail.
+    #[arg(long)]
+    strict: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -275,6 +279,7 @@ fn run(args: &Args) -> Result<Outcome> {
             trusted_checkpoint: trusted.as_deref(),
             from_checkpoint: from.as_deref(),
             progress: !args.json && std::io::stderr().is_terminal(),
+            strict: args.strict,
         },
     )?;
     if let (Some(path), Some(note)) = (&args.save_checkpoint, &report.final_checkpoint) {

@@ -90,7 +90,7 @@ pub enum NoteError {
     },
     /// The text is not exactly four lines.
     #[error(
-        "the checkpoint text has {0} lines; it must have exactly 4 (origin, size, root, chain)"
+        "the checkpoint text has {0} lines; it must have 4 (origin, size, root, chain), or 5 with the line \"recovered\""
     )]
     LineCount(usize),
     /// The origin line is empty.
@@ -305,6 +305,9 @@ pub struct Checkpoint {
     pub root: [u8; 32],
     /// `link[size-1]`, the chain head of the first `size` events.
     pub chain: [u8; 32],
+    /// Signed by a writer after a restart over the unsigned events it found
+    /// on disk (format v2, section 5.3), not over its own tree in memory.
+    pub recovered: bool,
 }
 
 impl Checkpoint {
@@ -313,8 +316,12 @@ impl Checkpoint {
     pub fn parse(text: &str) -> Result<Checkpoint, NoteError> {
         let body = text.strip_suffix('\n').ok_or(NoteError::LineCount(0))?;
         let lines: Vec<&str> = body.split('\n').collect();
-        let [origin, size, root, chain] = lines[..] else {
-            return Err(NoteError::LineCount(lines.len()));
+        // Format v2 marks a checkpoint that a restarted writer signed over
+        // events it found on disk, rather than over its own tree in memory.
+        let (origin, size, root, chain, recovered) = match lines[..] {
+            [origin, size, root, chain] => (origin, size, root, chain, false),
+            [origin, size, root, chain, "recovered"] => (origin, size, root, chain, true),
+            _ => return Err(NoteError::LineCount(lines.len())),
         };
         if origin.is_empty() {
             return Err(NoteError::EmptyOrigin);
@@ -337,17 +344,19 @@ impl Checkpoint {
             size: size_value,
             root: root_value,
             chain: chain_value,
+            recovered,
         })
     }
 
     /// The checkpoint's text, as it is signed.
     pub fn to_text(&self) -> String {
         format!(
-            "{}\n{}\n{}\nchain {}\n",
+            "{}\n{}\n{}\nchain {}\n{}",
             self.origin,
             self.size,
             BASE64.encode(self.root),
-            BASE64.encode(self.chain)
+            BASE64.encode(self.chain),
+            if self.recovered { "recovered\n" } else { "" }
         )
     }
 }
@@ -503,8 +512,14 @@ mod tests {
             size: 10,
             root: [1; 32],
             chain: [2; 32],
+            recovered: false,
         };
         let text = cp.to_text();
+        let recovered = Checkpoint {
+            recovered: true,
+            ..cp.clone()
+        };
+        assert_eq!(Checkpoint::parse(&recovered.to_text()), Ok(recovered));
         assert_eq!(Checkpoint::parse(&text), Ok(cp.clone()));
         assert_eq!(
             Checkpoint::parse(&text.replace("\n10\n", "\n010\n")),

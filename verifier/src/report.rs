@@ -125,6 +125,12 @@ pub struct Report {
     /// The size of the kept checkpoint the pass started from (section 6.2):
     /// its events were not read again. `None`: read from the first event.
     pub from: Option<u64>,
+    /// Format 2: the events after the last checkpoint, checked like every
+    /// other but not signed yet (section 5.3).
+    pub unsigned_tail: Option<UnsignedTail>,
+    /// Sizes of the checkpoints a restarted writer signed over events it
+    /// found on disk (section 5.3).
+    pub recovered_checkpoints: Vec<u64>,
     /// Checkpoints that passed every check.
     pub checkpoints: u64,
     /// Timestamp (Unix nanoseconds) of the first event checked.
@@ -139,6 +145,17 @@ pub struct Report {
     /// The log's signing keys, first to last, as `<name>+<key id>`: one
     /// key unless the log rotated it (format section 5.2).
     pub signing_keys: Vec<String>,
+}
+
+/// The events after a format-2 ledger's last checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnsignedTail {
+    /// How many.
+    pub events: u64,
+    /// The first one's timestamp (Unix nanoseconds).
+    pub first_ts: u64,
+    /// The last one's timestamp.
+    pub last_ts: u64,
 }
 
 impl Report {
@@ -193,6 +210,28 @@ impl Report {
                 );
             }
         }
+        if let Some(tail) = &self.unsigned_tail {
+            let _ = writeln!(
+                out,
+                "unsigned tail: {} events after the last checkpoint ({} to {}), checked but not signed yet \
+                 (the gateway signs within its signing delay; --strict fails on them)",
+                tail.events,
+                rfc3339(tail.first_ts),
+                rfc3339(tail.last_ts)
+            );
+        }
+        if !self.recovered_checkpoints.is_empty() {
+            let sizes: Vec<String> = self
+                .recovered_checkpoints
+                .iter()
+                .map(u64::to_string)
+                .collect();
+            let _ = writeln!(
+                out,
+                "recovered checkpoints (signed after a restart over events found on disk): sizes {}",
+                sizes.join(", ")
+            );
+        }
         match (self.first_ts, self.last_ts) {
             (Some(first), Some(last)) => {
                 let _ = writeln!(out, "time range: {} to {}", rfc3339(first), rfc3339(last));
@@ -226,10 +265,18 @@ impl Report {
     /// times in RFC 3339.
     pub fn to_json(&self) -> serde_json::Value {
         #[derive(Serialize)]
+        struct TailJson {
+            events: u64,
+            first_time: String,
+            last_time: String,
+        }
+        #[derive(Serialize)]
         struct Json<'a> {
             status: &'static str,
             events: u64,
             from: Option<u64>,
+            unsigned_tail: Option<TailJson>,
+            recovered_checkpoints: &'a [u64],
             checkpoints: u64,
             first_time: Option<String>,
             last_time: Option<String>,
@@ -241,6 +288,12 @@ impl Report {
             status: if self.is_intact() { "intact" } else { "failed" },
             events: self.events,
             from: self.from,
+            unsigned_tail: self.unsigned_tail.as_ref().map(|t| TailJson {
+                events: t.events,
+                first_time: rfc3339(t.first_ts),
+                last_time: rfc3339(t.last_ts),
+            }),
+            recovered_checkpoints: &self.recovered_checkpoints,
             checkpoints: self.checkpoints,
             first_time: self.first_ts.map(rfc3339),
             last_time: self.last_ts.map(rfc3339),
@@ -609,6 +662,8 @@ mod tests {
         let report = Report {
             events: 3,
             from: None,
+            unsigned_tail: None,
+            recovered_checkpoints: Vec::new(),
             checkpoints: 1,
             first_ts: Some(0),
             last_ts: Some(2),

@@ -33,7 +33,7 @@ use crate::ledger::{CellError, CheckpointRow, EventRow, Ledger, LedgerError};
 use crate::merkle::{self, Frontier};
 use crate::note::{self, Checkpoint, VerifierKey};
 use crate::progress::Progress;
-use crate::report::{rfc3339, Failure, FailureClass, Report};
+use crate::report::{rfc3339, Failure, FailureClass, Report, UnsignedTail};
 use crate::rotation::KeySchedule;
 
 /// Why the verifier could not run. Unlike a [`Failure`], this says nothing
@@ -105,6 +105,9 @@ pub struct VerifyOptions<'a> {
     pub from_checkpoint: Option<&'a str>,
     /// Report progress on standard error while reading events.
     pub progress: bool,
+    /// Treat events after the last checkpoint as a failure in a format-2
+    /// ledger too (in format 1 they always are).
+    pub strict: bool,
 }
 
 /// Verifies the ledger at `path` against the pinned verifier `key`, as
@@ -177,12 +180,14 @@ pub fn verify_ledger_with(
             ),
             (Err(first), None) => return Err(VerifyError::TrustedCheckpoint(first.clone())),
         };
+        let tail_allowed = ledger.format_version() >= 2 && !options.strict;
         let outcome = verify_open_ledger(
             &ledger,
             &schedule,
             trusted.as_ref(),
             resume,
             options.progress,
+            tail_allowed,
         )
         .map(|mut r| {
             r.signing_keys = schedule.keys().iter().map(VerifierKey::label).collect();
@@ -316,6 +321,7 @@ fn verify_open_ledger(
     trusted: Option<&Trusted>,
     resume: Option<Resume>,
     progress: bool,
+    tail_allowed: bool,
 ) -> Result<Report, VerifyError> {
     let foreign = ledger.foreign_objects()?;
     if !foreign.is_empty() {
@@ -345,6 +351,7 @@ fn verify_open_ledger(
         if progress {
             run.progress = Some(Progress::new(ledger.event_count_hint()));
         }
+        run.tail_allowed = tail_allowed;
         let failure = match run.due_checks() {
             Err(failure) => Some(failure),
             Ok(()) => match ledger.for_each_event_from(start, |row| match run.event(row) {
@@ -629,6 +636,13 @@ struct Run<'a> {
     start: u64,
     /// The progress line, when asked for.
     progress: Option<Progress>,
+    /// Whether events after the last checkpoint are an unsigned tail
+    /// (format 2) rather than a failure.
+    tail_allowed: bool,
+    /// The first event after the last checkpoint, and its timestamp.
+    tail: Option<(u64, u64)>,
+    /// Sizes of the checkpoints marked as recovered that passed.
+    recovered: Vec<u64>,
     /// `s_{j-1}`: the size of the last checkpoint that passed (0 before
     /// any), which is where a failure of the next one is reported.
     covered: u64,
@@ -664,6 +678,9 @@ impl<'a> Run<'a> {
             any_checkpoint,
             start: 0,
             progress: None,
+            tail_allowed: false,
+            tail: None,
+            recovered: Vec::new(),
             covered: 0,
             count: 0,
             frontier: Frontier::new(),
@@ -719,7 +736,8 @@ impl<'a> Run<'a> {
     fn event(&mut self, row: EventRow<'_>) -> Result<(), Failure> {
         use FailureClass::*;
         let seq = self.count;
-        if self.checkpoints.next_due().is_none() {
+        let in_tail = self.checkpoints.next_due().is_none();
+        if in_tail && !self.tail_allowed {
             // No checkpoint left to cover this event (section 5.1: s_c = n).
             let message = if !self.any_checkpoint {
                 "the ledger has events but no checkpoint; no event is signed".to_owned()
@@ -785,6 +803,9 @@ impl<'a> Run<'a> {
         index("ts", row.ts, envelope.ts)?;
         index("kind", row.kind, envelope.kind)?;
 
+        if in_tail && self.tail.is_none() {
+            self.tail = Some((seq, envelope.ts));
+        }
         self.link = chain::link(&self.link, data);
         self.frontier.push(merkle::leaf_hash(data));
         self.first_ts.get_or_insert(envelope.ts);
@@ -861,6 +882,9 @@ impl<'a> Run<'a> {
             return Err(Self::fail(at, ProofInvalid, message.clone()));
         }
         self.origin = Some(checkpoint.origin.clone());
+        if checkpoint.recovered {
+            self.recovered.push(size);
+        }
         self.covered = size;
         self.verified_checkpoints += 1;
         self.final_checkpoint = self.checkpoints.take().and_then(Result::ok);
@@ -962,6 +986,12 @@ impl<'a> Run<'a> {
         Report {
             events: self.count - self.start,
             from: (self.start > 0).then_some(self.start),
+            unsigned_tail: self.tail.map(|(first, first_ts)| UnsignedTail {
+                events: self.count - first,
+                first_ts,
+                last_ts: self.last_ts.unwrap_or(first_ts),
+            }),
+            recovered_checkpoints: self.recovered,
             checkpoints: self.verified_checkpoints,
             first_ts: self.first_ts,
             last_ts: self.last_ts,

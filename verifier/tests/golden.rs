@@ -150,6 +150,7 @@ fn golden_checkpoints_roots_proofs_and_notes() {
             size,
             root,
             chain: chain_head,
+            recovered: false,
         };
         assert_eq!(open_checkpoint(note, &key), Ok(expected.clone()));
         // Ed25519 is deterministic: re-signing the text reproduces the note.

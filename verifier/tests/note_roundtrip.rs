@@ -53,6 +53,7 @@ fn checkpoint_round_trip() {
             size: 42,
             root: [9; 32],
             chain: [8; 32],
+            recovered: false,
         })
     );
     // Signed but not a checkpoint.
