@@ -18,17 +18,22 @@ pub struct Checkpoint {
     pub root: Hash,
     /// BLAKE3 chain link of the last covered event.
     pub chain: Link,
+    /// Signed by a restarted writer over events it found on disk after the
+    /// last checkpoint, not over its own tree in memory (format v2): the
+    /// note's fifth line `recovered`.
+    pub recovered: bool,
 }
 
 impl Checkpoint {
     /// The note text, each line ending in a newline.
     pub fn text(&self) -> String {
         format!(
-            "{}\n{}\n{}\nchain {}\n",
+            "{}\n{}\n{}\nchain {}\n{}",
             self.origin,
             self.size,
             B64.encode(self.root),
-            B64.encode(self.chain)
+            B64.encode(self.chain),
+            if self.recovered { "recovered\n" } else { "" }
         )
     }
 
@@ -40,9 +45,14 @@ impl Checkpoint {
             .strip_suffix('\n')
             .ok_or_else(|| bad("text must end with a newline"))?;
         let lines: Vec<&str> = body.split('\n').collect();
-        let [origin, size, root, chain] = lines[..] else {
-            return Err(bad("expected four lines: origin, size, root, chain"));
-        };
+        let (origin, size, root, chain, recovered) =
+            match lines[..] {
+                [origin, size, root, chain] => (origin, size, root, chain, false),
+                [origin, size, root, chain, "recovered"] => (origin, size, root, chain, true),
+                _ => return Err(bad(
+                    "expected four lines (origin, size, root, chain) and an optional `recovered`",
+                )),
+            };
         if origin.is_empty() {
             return Err(bad("empty origin line"));
         }
@@ -74,6 +84,7 @@ impl Checkpoint {
             size: size_n,
             root,
             chain,
+            recovered,
         })
     }
 }
@@ -89,8 +100,16 @@ mod tests {
             size: 42,
             root: [3; 32],
             chain: [9; 32],
+            recovered: false,
         };
         assert_eq!(Checkpoint::parse(&c.text()).unwrap(), c);
+        let r = Checkpoint {
+            recovered: true,
+            ..c.clone()
+        };
+        assert!(r.text().ends_with("\nrecovered\n"));
+        assert_eq!(Checkpoint::parse(&r.text()).unwrap(), r);
+        assert!(Checkpoint::parse(&format!("{}other\n", c.text())).is_err());
         assert!(Checkpoint::parse(&c.text().replace("\n42\n", "\n042\n")).is_err());
         assert!(Checkpoint::parse(&c.text().replace("chain ", "chainz ")).is_err());
         assert!(Checkpoint::parse(c.text().trim_end()).is_err());

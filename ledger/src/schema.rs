@@ -8,8 +8,14 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use crate::writer::Durability;
 use crate::LedgerError;
 
-/// Value of `ledger_meta.format` for this version of the format.
+/// Value of `ledger_meta.format` for version 1 of the format: a checkpoint
+/// in every commit.
 pub const FORMAT: &str = "gatehouse-ledger-v1";
+
+/// Value of `ledger_meta.format` for version 2: checkpoints signed at a
+/// bounded delay, so the events after the last one are an unsigned tail
+/// (docs/ledger-format.md, section 5.3).
+pub const FORMAT_V2: &str = "gatehouse-ledger-v2";
 
 /// Events per index bucket, as a power of two: `bucket = seq >> BUCKET_BITS`.
 ///
@@ -72,6 +78,7 @@ pub fn open_for_writing(
     path: &Path,
     origin: &str,
     durability: Durability,
+    delayed_signing: bool,
 ) -> Result<Connection, LedgerError> {
     let ctx = |e| LedgerError::sqlite(path, e);
     let mut conn = Connection::open(path).map_err(ctx)?;
@@ -105,15 +112,25 @@ pub fn open_for_writing(
         )
         .optional()
         .map_err(ctx)?;
+    // A writer that signs at a delay writes format 2; a format-1 ledger it
+    // opens becomes one (format 2 only allows more: an unsigned tail).
+    let wanted = if delayed_signing { FORMAT_V2 } else { FORMAT };
     match format.as_deref() {
         None => {
             tx.execute(
                 "INSERT INTO ledger_meta (key, value) VALUES ('format', ?1), ('origin', ?2)",
-                [FORMAT, origin],
+                [wanted, origin],
             )
             .map_err(ctx)?;
         }
-        Some(FORMAT) => {
+        Some(FORMAT | FORMAT_V2) => {
+            if delayed_signing && format.as_deref() == Some(FORMAT) {
+                tx.execute(
+                    "UPDATE ledger_meta SET value = ?1 WHERE key = 'format'",
+                    [FORMAT_V2],
+                )
+                .map_err(ctx)?;
+            }
             let stored: String = tx
                 .query_row(
                     "SELECT value FROM ledger_meta WHERE key = 'origin'",
@@ -130,7 +147,7 @@ pub fn open_for_writing(
         }
         Some(other) => {
             return Err(LedgerError::Damaged(format!(
-                "{} has format {other:?}; this Gatehouse reads {FORMAT}",
+                "{} has format {other:?}; this Gatehouse reads {FORMAT} and {FORMAT_V2}",
                 path.display()
             )))
         }
@@ -251,9 +268,9 @@ pub fn open_read_only(path: &Path) -> Result<Connection, LedgerError> {
         )
         .optional()
         .map_err(|e| LedgerError::sqlite(path, e))?;
-    if format.as_deref() != Some(FORMAT) {
+    if !matches!(format.as_deref(), Some(FORMAT | FORMAT_V2)) {
         return Err(LedgerError::Damaged(format!(
-            "{} is not a {FORMAT} ledger",
+            "{} is not a {FORMAT} or {FORMAT_V2} ledger",
             path.display()
         )));
     }

@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::chain::{self, Link};
 use crate::checkpoint::Checkpoint;
-use crate::event::{record_bytes, EventBody, EventKind, Nanos, PendingEvent, Snapshot};
+use crate::event::{record_bytes, Event, EventBody, EventKind, Nanos, PendingEvent, Snapshot};
 use crate::merkle::{leaf_hash, Frontier, SUBTREE_MIN_LEVEL};
 use crate::note::{NoteSigner, VerifierKey};
 use crate::rotation::KeySchedule;
@@ -104,6 +104,13 @@ pub struct WriterOptions {
     pub max_batch: usize,
     /// Told of every commit, if set.
     pub on_commit: Option<CommitObserver>,
+    /// How long committed events may wait for a signed checkpoint (format
+    /// 2, docs/ledger-format.md section 5.3). Zero: a checkpoint in every
+    /// commit (format 1). Every event is committed before its append
+    /// returns either way; only the signature over it waits.
+    pub sign_every: Duration,
+    /// Most committed events waiting for a signed checkpoint.
+    pub sign_max_events: u64,
 }
 
 impl WriterOptions {
@@ -116,6 +123,8 @@ impl WriterOptions {
             clock: system_clock(),
             max_batch: 8192,
             on_commit: None,
+            sign_every: Duration::ZERO,
+            sign_max_events: 10_000,
         }
     }
 }
@@ -155,9 +164,13 @@ struct Core {
     queue: Mutex<Queue>,
     /// Wakes the writer thread: a backlog to take over, or the ledger closing.
     wake: Condvar,
-    /// Only whoever holds [`Queue::committing`] locks it, so it is never
-    /// contended; the mutex makes the state usable from any thread.
+    /// Whoever holds [`Queue::committing`] locks it, and the writer thread
+    /// briefly to see whether an unsigned tail is due (with the queue
+    /// locked first: never the other way round).
     state: Mutex<WriterState>,
+    /// A commit left the first unsigned event: the writer thread must wake
+    /// to sign it in time.
+    tail_started: std::sync::atomic::AtomicBool,
     max_batch: usize,
     /// Callers may commit on their own thread: only with `os` durability,
     /// where a commit writes to the page cache. An fsync would block a
@@ -227,6 +240,7 @@ impl Ledger {
             }),
             wake: Condvar::new(),
             state: Mutex::new(state),
+            tail_started: std::sync::atomic::AtomicBool::new(false),
             max_batch: options.max_batch.max(1),
             inline: options.durability == Durability::Os,
             on_commit: options.on_commit.clone(),
@@ -393,8 +407,32 @@ impl Core {
     fn release(&self) {
         let mut q = self.queue();
         q.committing = false;
-        if (!q.requests.is_empty() || q.closed) && q.writer_waiting {
+        let tail_started = self
+            .tail_started
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
+        if (!q.requests.is_empty() || q.closed || tail_started) && q.writer_waiting {
             self.wake.notify_one();
+        }
+    }
+
+    /// How long until the unsigned tail must be signed (`None`: there is
+    /// none).
+    fn sign_due_in(&self) -> Option<Duration> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .unsigned_since
+            .map(|since| state.sign_every.saturating_sub(since.elapsed()))
+    }
+
+    /// Signs the unsigned tail if it is due (a committer may have signed
+    /// it meanwhile).
+    fn sign_if_due(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state
+            .unsigned_since
+            .is_some_and(|since| since.elapsed() >= state.sign_every)
+        {
+            state.sign_tail(false);
         }
     }
 
@@ -402,7 +440,13 @@ impl Core {
     fn commit(&self, batch: Vec<Request>) {
         let started = std::time::Instant::now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let unsigned_before = state.unsigned_since.is_some();
         let results = state.commit_batch(&batch);
+        if !unsigned_before && state.unsigned_since.is_some() {
+            // The writer thread must wake to sign this tail in time.
+            self.tail_started
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         drop(state);
         if let Some(observe) = &self.on_commit {
             observe(CommitSample {
@@ -422,6 +466,7 @@ impl Core {
     fn run(&self, path: &Path) {
         let checkpointer = WalCheckpointer::start(path);
         loop {
+            let mut sign = false;
             {
                 let mut q = self.queue();
                 loop {
@@ -438,10 +483,27 @@ impl Core {
                         drop(checkpointer);
                         return;
                     }
+                    // An unsigned tail is signed when its delay is up, with
+                    // no commit to carry the checkpoint.
+                    let due = self.sign_due_in();
+                    if due.is_some_and(|d| d.is_zero()) {
+                        sign = true;
+                        break;
+                    }
                     q.writer_waiting = true;
-                    q = self.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+                    q = match due {
+                        Some(wait) => self
+                            .wake
+                            .wait_timeout(q, wait)
+                            .map_or_else(|e| e.into_inner().0, |(q, _)| q),
+                        None => self.wake.wait(q).unwrap_or_else(|e| e.into_inner()),
+                    };
                     q.writer_waiting = false;
                 }
+            }
+            if sign {
+                self.sign_if_due();
+                continue;
             }
             loop {
                 let batch = self.next_batch();
@@ -546,6 +608,16 @@ struct WriterState {
     frontier: Frontier,
     chain: Link,
     path: PathBuf,
+    /// See [`WriterOptions::sign_every`]; zero signs every commit.
+    sign_every: Duration,
+    sign_max_events: u64,
+    /// The frontier at the newest signed checkpoint: the consistency proof
+    /// of the next one starts there.
+    signed_frontier: Frontier,
+    /// Leaf hashes of the committed events after it.
+    unsigned_leaves: Vec<crate::merkle::Hash>,
+    /// When the first of them was committed (`None`: all are signed).
+    unsigned_since: Option<std::time::Instant>,
     /// The last bucket each session was indexed in (committed rows only).
     sessions: HashMap<u64, u64>,
     /// The last bucket each identity was indexed in (committed rows only).
@@ -555,8 +627,12 @@ struct WriterState {
 impl WriterState {
     fn open(options: &WriterOptions) -> Result<Self, LedgerError> {
         let lock = lock_exclusively(&options.path)?;
-        let conn =
-            schema::open_for_writing(&options.path, options.signer.name(), options.durability)?;
+        let conn = schema::open_for_writing(
+            &options.path,
+            options.signer.name(),
+            options.durability,
+            !options.sign_every.is_zero(),
+        )?;
         let file = OpenedFile::open(&options.path)?;
         let mut state = WriterState {
             poisoned: None,
@@ -571,6 +647,11 @@ impl WriterState {
             frontier: Frontier::new(),
             chain: chain::GENESIS,
             path: options.path.clone(),
+            sign_every: options.sign_every,
+            sign_max_events: options.sign_max_events.max(1),
+            signed_frontier: Frontier::new(),
+            unsigned_leaves: Vec::new(),
+            unsigned_since: None,
             sessions: HashMap::new(),
             identities: HashMap::new(),
         };
@@ -602,8 +683,21 @@ impl WriterState {
                 r.get(0)
             })
             .map_err(ctx)?;
+        // Format 2 signs at a delay: events committed after the last
+        // checkpoint by a writer that stopped without signing them (a crash)
+        // are signed now, in a checkpoint marked as recovered.
+        let delayed: bool = self
+            .conn
+            .query_row(
+                "SELECT value = ?1 FROM ledger_meta WHERE key = 'format'",
+                [schema::FORMAT_V2],
+                |r| r.get(0),
+            )
+            .map_err(ctx)?;
+        self.unsigned_leaves.clear();
+        self.unsigned_since = None;
         let Some((size, note, frontier)) = last else {
-            if events != 0 {
+            if events != 0 && !delayed {
                 return Err(LedgerError::Damaged(format!(
                     "{} holds {events} events but no checkpoint; run gatehouse-verify on it",
                     path.display()
@@ -612,8 +706,9 @@ impl WriterState {
             self.size = 0;
             self.last_ts = 0;
             self.frontier = Frontier::new();
+            self.signed_frontier = Frontier::new();
             self.chain = chain::GENESIS;
-            return Ok(());
+            return self.recover_tail(events as u64);
         };
         // After a key rotation the last checkpoint may still be the
         // retired key's (the one covering the rotation); the writer must
@@ -653,7 +748,7 @@ impl WriterState {
                 self.path.display()
             )));
         }
-        if events != size {
+        if events < size || (events > size && !delayed) {
             return Err(LedgerError::Damaged(format!(
                 "{} holds {events} events but its last checkpoint covers {size}; run gatehouse-verify on it",
                 self.path.display()
@@ -667,9 +762,72 @@ impl WriterState {
             .map_err(ctx)?;
         self.size = size as u64;
         self.last_ts = last_ts as Nanos;
+        self.signed_frontier = frontier.clone();
         self.frontier = frontier;
         self.chain = checkpoint.chain;
+        self.recover_tail(events as u64)?;
         self.complete_subtrees()?;
+        Ok(())
+    }
+
+    /// Signs, in a checkpoint marked as recovered, the events from the last
+    /// checkpoint (`self.size`) to `events` that a writer committed and
+    /// could not sign before it stopped. Their root is the one read back
+    /// from disk: the verifier reports such checkpoints, since whatever
+    /// changed those rows while no writer held them is signed as found.
+    fn recover_tail(&mut self, events: u64) -> Result<(), LedgerError> {
+        if events <= self.size {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let ctx = |e: rusqlite::Error| LedgerError::sqlite(&path, e);
+        let mut leaves = Vec::with_capacity((events - self.size) as usize);
+        let mut last_ts = self.last_ts;
+        {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT seq, ts, data FROM events WHERE seq >= ?1 AND seq < ?2 ORDER BY seq",
+                )
+                .map_err(ctx)?;
+            let mut rows = stmt.query([self.size as i64, events as i64]).map_err(ctx)?;
+            let mut next = self.size;
+            while let Some(row) = rows.next().map_err(ctx)? {
+                let seq: i64 = row.get(0).map_err(ctx)?;
+                if seq as u64 != next {
+                    return Err(LedgerError::Damaged(format!(
+                        "{}: event {next} is missing from the unsigned tail; run gatehouse-verify on it",
+                        path.display()
+                    )));
+                }
+                last_ts = row.get::<_, i64>(1).map_err(ctx)? as Nanos;
+                let data = row.get_ref(2).map_err(ctx)?;
+                let bytes = data.as_blob().map_err(|e| ctx(e.into()))?;
+                Event::from_bytes(bytes).map_err(|e| {
+                    LedgerError::Damaged(format!(
+                        "{}: event {next} of the unsigned tail cannot be decoded ({e}); run gatehouse-verify on it",
+                        path.display()
+                    ))
+                })?;
+                let leaf = leaf_hash(bytes);
+                self.frontier.push(leaf);
+                self.chain = chain::link(&self.chain, bytes);
+                leaves.push(leaf);
+                next += 1;
+            }
+        }
+        self.size = events;
+        self.last_ts = last_ts;
+        self.unsigned_leaves = leaves;
+        self.unsigned_since = Some(std::time::Instant::now());
+        self.sign_tail(true);
+        if !self.unsigned_leaves.is_empty() {
+            return Err(LedgerError::Io(format!(
+                "{}: cannot sign the {} events a stopped writer left unsigned; check that the file is writable",
+                path.display(),
+                events - self.signed_frontier.size()
+            )));
+        }
         Ok(())
     }
 
@@ -762,7 +920,8 @@ impl WriterState {
     /// At close: leaves a current frontier behind so the next open need
     /// not rehash.
     fn finish(&mut self) {
-        if self.poisoned.is_none() && self.size > 0 {
+        self.sign_tail(false);
+        if self.poisoned.is_none() && self.size > 0 && self.unsigned_leaves.is_empty() {
             let _ = self.conn.execute(
                 "INSERT OR REPLACE INTO writer_state (id, size, frontier) VALUES (0, ?1, ?2)",
                 params![self.size as i64, self.frontier.to_bytes()],
@@ -861,31 +1020,33 @@ impl WriterState {
             tx.commit()?;
             return Ok(receipts);
         }
-        let checkpoint = Checkpoint {
-            origin: self.signer.name().to_owned(),
-            size,
-            root: frontier.root(),
-            chain,
-        };
-        let proof: Vec<u8> = self.frontier.consistency_proof(&leaves).concat();
-        let note = self.signer.sign(&checkpoint.text());
-        tx.prepare_cached("INSERT INTO checkpoints (size, note, proof) VALUES (?1, ?2, ?3)")?
-            .execute(params![size as i64, note, proof])?;
-        // Only a recent frontier is needed to continue the tree after a
-        // restart; saving it every few commits spares a page write on most.
-        self.commits_since_save += 1;
-        if self.commits_since_save >= SAVE_FRONTIER_EVERY {
-            self.commits_since_save = 0;
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO writer_state (id, size, frontier) VALUES (0, ?1, ?2)",
-            )?
-            .execute(params![size as i64, frontier.to_bytes()])?;
+        // The signature waits (format 2) unless the tail is old or long
+        // enough; the events themselves are committed now either way.
+        let waiting = (self.unsigned_leaves.len() + leaves.len()) as u64;
+        let sign = self.sign_every.is_zero()
+            || waiting >= self.sign_max_events
+            || self
+                .unsigned_since
+                .is_some_and(|since| since.elapsed() >= self.sign_every);
+        if sign {
+            let mut unsigned = self.unsigned_leaves.clone();
+            unsigned.extend_from_slice(&leaves);
+            self.commits_since_save += 1;
+            let save = self.commits_since_save >= SAVE_FRONTIER_EVERY;
+            if save {
+                self.commits_since_save = 0;
+            }
+            let signer = &self.signer;
+            let before = &self.signed_frontier;
+            insert_checkpoint(
+                &tx, signer, before, &frontier, chain, &unsigned, false, save,
+            )?;
         }
         tx.commit()?;
         let previous = self.size.saturating_sub(1) >> schema::BUCKET_BITS;
         self.size = size;
         self.last_ts = ts;
-        self.frontier = frontier;
+        self.frontier = frontier.clone();
         self.chain = chain;
         let current = (size - 1) >> schema::BUCKET_BITS;
         if previous != current {
@@ -895,11 +1056,93 @@ impl WriterState {
         }
         self.sessions.extend(new_sessions);
         self.identities.extend(new_identities);
-        for r in receipts.iter_mut().flatten() {
-            r.checkpoint = size;
+        if sign {
+            self.signed(&frontier);
+            for r in receipts.iter_mut().flatten() {
+                r.checkpoint = size;
+            }
+        } else {
+            self.unsigned_leaves.extend_from_slice(&leaves);
+            self.unsigned_since
+                .get_or_insert_with(std::time::Instant::now);
         }
         Ok(receipts)
     }
+
+    /// After a checkpoint of `frontier`'s size committed: nothing waits.
+    fn signed(&mut self, frontier: &Frontier) {
+        self.signed_frontier = frontier.clone();
+        self.unsigned_leaves.clear();
+        self.unsigned_since = None;
+    }
+
+    /// Signs the committed events no checkpoint covers yet, in a commit of
+    /// its own: when their delay is up and no append carries it, and at
+    /// close. A failure leaves them for the next attempt, one delay later.
+    fn sign_tail(&mut self, recovered: bool) {
+        if self.unsigned_leaves.is_empty() || self.poisoned.is_some() {
+            return;
+        }
+        if self.file.still_at_path().is_err() {
+            self.unsigned_since = Some(std::time::Instant::now());
+            return;
+        }
+        let frontier = self.frontier.clone();
+        let unsigned = std::mem::take(&mut self.unsigned_leaves);
+        let written = WriteTransaction::begin(&self.conn).and_then(|tx| {
+            let (signer, before, chain) = (&self.signer, &self.signed_frontier, self.chain);
+            insert_checkpoint(
+                &tx, signer, before, &frontier, chain, &unsigned, recovered, true,
+            )?;
+            tx.commit()
+        });
+        match written {
+            Ok(()) => self.signed(&frontier),
+            Err(_) => {
+                self.unsigned_leaves = unsigned;
+                self.unsigned_since = Some(std::time::Instant::now());
+            }
+        }
+    }
+}
+
+/// Inserts the signed checkpoint of the tree whose frontier is `frontier`
+/// and chain head `chain`, whose leaves after the last signed checkpoint
+/// (frontier `before`) are `unsigned`, for the consistency proof from it.
+/// The root signed is the one of the writer's own tree in memory, never one
+/// read back from disk, unless `recovered` says so. With `save`, the
+/// frontier is kept for the next start (only a recent one at a signed size
+/// is needed; saving it every few checkpoints spares a page write on most).
+#[allow(clippy::too_many_arguments)]
+fn insert_checkpoint(
+    tx: &WriteTransaction<'_>,
+    signer: &NoteSigner,
+    before: &Frontier,
+    frontier: &Frontier,
+    chain: Link,
+    unsigned: &[crate::merkle::Hash],
+    recovered: bool,
+    save: bool,
+) -> rusqlite::Result<()> {
+    let size = frontier.size();
+    let checkpoint = Checkpoint {
+        origin: signer.name().to_owned(),
+        size,
+        root: frontier.root(),
+        chain,
+        recovered,
+    };
+    let proof: Vec<u8> = before.consistency_proof(unsigned).concat();
+    let note = signer.sign(&checkpoint.text());
+    tx.prepare_cached("INSERT INTO checkpoints (size, note, proof) VALUES (?1, ?2, ?3)")?
+        .execute(params![size as i64, note, proof])?;
+    if save {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO writer_state (id, size, frontier) VALUES (0, ?1, ?2)",
+        )?
+        .execute(params![size as i64, frontier.to_bytes()])?;
+    }
+    Ok(())
 }
 
 /// A write transaction begun and ended through cached statements, so BEGIN

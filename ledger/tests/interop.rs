@@ -13,6 +13,7 @@ fn checkpoint_text(size: u64) -> String {
         size,
         root: [size as u8; 32],
         chain: [7; 32],
+        recovered: false,
     }
     .text()
 }

@@ -176,6 +176,7 @@ fn reseal(conn: &Connection) {
             size,
             root: merkle::root_of(&leaves[..size as usize]),
             chain: links[size as usize],
+            recovered: false,
         }
         .text();
         let proof = merkle::consistency_proof(&leaves[..size as usize], prev).concat();
