@@ -618,6 +618,9 @@ struct WriterState {
     unsigned_leaves: Vec<crate::merkle::Hash>,
     /// When the first of them was committed (`None`: all are signed).
     unsigned_since: Option<std::time::Instant>,
+    /// The unsigned tail was read back from the file, not built in memory:
+    /// its checkpoint is marked as recovered.
+    tail_recovered: bool,
     /// The last bucket each session was indexed in (committed rows only).
     sessions: HashMap<u64, u64>,
     /// The last bucket each identity was indexed in (committed rows only).
@@ -652,6 +655,7 @@ impl WriterState {
             signed_frontier: Frontier::new(),
             unsigned_leaves: Vec::new(),
             unsigned_since: None,
+            tail_recovered: false,
             sessions: HashMap::new(),
             identities: HashMap::new(),
         };
@@ -694,7 +698,9 @@ impl WriterState {
                 |r| r.get(0),
             )
             .map_err(ctx)?;
-        self.unsigned_leaves.clear();
+        // After a failed commit the tail in memory is the writer's own; it
+        // is compared with what the file holds.
+        let own_tail = std::mem::take(&mut self.unsigned_leaves);
         self.unsigned_since = None;
         let Some((size, note, frontier)) = last else {
             if events != 0 && !delayed {
@@ -708,7 +714,8 @@ impl WriterState {
             self.frontier = Frontier::new();
             self.signed_frontier = Frontier::new();
             self.chain = chain::GENESIS;
-            return self.recover_tail(events as u64);
+            self.recover_tail(events as u64, &own_tail);
+            return Ok(());
         };
         // After a key rotation the last checkpoint may still be the
         // retired key's (the one covering the rotation); the writer must
@@ -765,20 +772,38 @@ impl WriterState {
         self.signed_frontier = frontier.clone();
         self.frontier = frontier;
         self.chain = checkpoint.chain;
-        self.recover_tail(events as u64)?;
+        self.recover_tail(events as u64, &own_tail);
         self.complete_subtrees()?;
         Ok(())
     }
 
-    /// Signs, in a checkpoint marked as recovered, the events from the last
-    /// checkpoint (`self.size`) to `events` that a writer committed and
-    /// could not sign before it stopped. Their root is the one read back
-    /// from disk: the verifier reports such checkpoints, since whatever
-    /// changed those rows while no writer held them is signed as found.
-    fn recover_tail(&mut self, events: u64) -> Result<(), LedgerError> {
+    /// Takes up the events from the last checkpoint (`self.size`) to
+    /// `events` that were committed and not signed: left by a writer that
+    /// stopped (a crash), or by this one before a failed commit (`own`, its
+    /// tail in memory). Unless they are exactly `own`, their root is the one
+    /// read back from the file, so the checkpoint that signs them is marked
+    /// as recovered (the verifier lists those: whatever changed the rows
+    /// while no writer held them is signed as found), and it is signed now.
+    /// A signature that fails (a full disk) is retried after the delay.
+    fn recover_tail(&mut self, events: u64, own: &[crate::merkle::Hash]) {
         if events <= self.size {
-            return Ok(());
+            return;
         }
+        if let Err(e) = self.read_tail(events) {
+            // The tail cannot be read: nothing after it can be appended
+            // consistently.
+            self.poisoned = Some(e.to_string());
+            return;
+        }
+        if self.unsigned_leaves != own {
+            self.tail_recovered = true;
+            self.sign_tail(true);
+        }
+    }
+
+    /// Extends the tree with the committed events from `self.size` to
+    /// `events`, as the unsigned tail.
+    fn read_tail(&mut self, events: u64) -> Result<(), LedgerError> {
         let path = self.path.clone();
         let ctx = |e: rusqlite::Error| LedgerError::sqlite(&path, e);
         let mut leaves = Vec::with_capacity((events - self.size) as usize);
@@ -820,14 +845,6 @@ impl WriterState {
         self.last_ts = last_ts;
         self.unsigned_leaves = leaves;
         self.unsigned_since = Some(std::time::Instant::now());
-        self.sign_tail(true);
-        if !self.unsigned_leaves.is_empty() {
-            return Err(LedgerError::Io(format!(
-                "{}: cannot sign the {} events a stopped writer left unsigned; check that the file is writable",
-                path.display(),
-                events - self.signed_frontier.size()
-            )));
-        }
         Ok(())
     }
 
@@ -1083,6 +1100,7 @@ impl WriterState {
         if self.unsigned_leaves.is_empty() || self.poisoned.is_some() {
             return;
         }
+        let recovered = recovered || self.tail_recovered;
         if self.file.still_at_path().is_err() {
             self.unsigned_since = Some(std::time::Instant::now());
             return;
@@ -1097,7 +1115,10 @@ impl WriterState {
             tx.commit()
         });
         match written {
-            Ok(()) => self.signed(&frontier),
+            Ok(()) => {
+                self.signed(&frontier);
+                self.tail_recovered = false;
+            }
             Err(_) => {
                 self.unsigned_leaves = unsigned;
                 self.unsigned_since = Some(std::time::Instant::now());

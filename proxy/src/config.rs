@@ -459,6 +459,47 @@ pub struct LedgerSection {
     /// one snapshot; 0 writes none.
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
+    /// How long committed events may wait for a signed checkpoint, e.g.
+    /// `50ms` (format 2, docs/ledger-format.md section 5.3): every event is
+    /// committed before its statement runs; only the signature is batched.
+    /// `0` signs every commit (format 1).
+    #[serde(default = "default_sign_every")]
+    pub sign_every: String,
+    /// Most committed events waiting for a signed checkpoint.
+    #[serde(default = "default_sign_max_events")]
+    pub sign_max_events: u64,
+}
+
+fn default_sign_every() -> String {
+    "50ms".into()
+}
+
+fn default_sign_max_events() -> u64 {
+    10_000
+}
+
+/// Parses `[ledger] sign_every`: `0`, or milliseconds or seconds (`50ms`,
+/// `1s`) up to a minute, the longest an event may wait for its signature.
+pub fn parse_sign_every(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("[ledger] sign_every = {s:?} must look like 50ms, 1s or 0"))?;
+    let delay = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        _ => bail!(
+            "[ledger] sign_every = {s:?}: the unit must be ms or s (or 0 to sign every commit)"
+        ),
+    };
+    if delay > Duration::from_secs(60) {
+        bail!("[ledger] sign_every = {s:?} is longer than a minute; events would wait too long for a signature");
+    }
+    Ok(delay)
 }
 
 fn default_durability() -> String {
@@ -578,6 +619,11 @@ impl Config {
         let signer = gatehouse_ledger::keyfile::load_signing_key(&self.ledger.signing_key)?;
         let mut options = WriterOptions::new(&self.ledger.path, signer);
         options.durability = self.durability()?;
+        options.sign_every = parse_sign_every(&self.ledger.sign_every)?;
+        if self.ledger.sign_max_events == 0 {
+            bail!("[ledger] sign_max_events must be at least 1");
+        }
+        options.sign_max_events = self.ledger.sign_max_events;
         Ok(options)
     }
 }
@@ -596,6 +642,8 @@ pub fn initial(ledger: &str, signing_key: &str, masking_key: &str) -> String {
          durability = \"os\"\n\
          # A snapshot of the state every N events, so start-up folds at most about N (0: none).\n\
          snapshot_every = 10000\n\
+         # Checkpoints are signed at most this long after their events commit (0: every commit).\n\
+         sign_every = \"50ms\"\n\
          \n\
          [masking]\n\
          # The secret behind \"hash\" pseudonyms; readable by its owner only, never in the ledger.\n\
@@ -674,6 +722,16 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_signing_delay_is_bounded_and_zero_signs_every_commit() {
+        assert_eq!(parse_sign_every("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_sign_every("50ms").unwrap(), Duration::from_millis(50));
+        assert_eq!(parse_sign_every("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_sign_every("2m").is_err());
+        assert!(parse_sign_every("61s").is_err());
+        assert!(parse_sign_every("fast").is_err());
+    }
 
     #[test]
     fn initial_config_parses_and_resolves_relative_paths() {
