@@ -24,6 +24,8 @@
 #                   with taskset, every leg runs a second time with
 #                   PostgreSQL and pgbench on CPU 0 and the proxy alone on
 #                   CPU 1, the way a gateway runs on a host of its own)
+#   BENCH_SIGN_EVERY  the gateway's [ledger] sign_every (default: what
+#                   `gatehouse init` writes, 50ms; "0" signs every commit)
 #   BENCH_PGBOUNCER=0  skip the pgbouncer leg (otherwise it runs when
 #                   pgbouncer is installed, or can be installed: as root with
 #                   apt-get)
@@ -225,6 +227,11 @@ gatehouse_setup() {
   local port=$PICKED
   "$GATEHOUSE_BIN" init --dir "$dir" --origin bench >"$WORK/gatehouse-init.log" 2>&1 \
     || { note "gatehouse leg skipped: gatehouse init failed: $(tail -n 3 "$WORK/gatehouse-init.log")"; return 1; }
+  if [ -n "${BENCH_SIGN_EVERY:-}" ]; then
+    sed -i "s/^sign_every = .*/sign_every = \"$BENCH_SIGN_EVERY\"/" "$cfg"
+    grep -q "^sign_every = \"$BENCH_SIGN_EVERY\"" "$cfg" \
+      || { note "gatehouse leg skipped: this gatehouse's configuration has no sign_every"; return 1; }
+  fi
   cat >>"$cfg" <<EOF
 
 [listen]

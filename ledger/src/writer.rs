@@ -587,6 +587,10 @@ fn subtrees_of(size: u64) -> u64 {
     (SUBTREE_MIN_LEVEL..64).map(|level| size >> level).sum()
 }
 
+/// The longest an event may wait for a signed checkpoint (format 2): a
+/// verifier fails an unsigned tail that spans longer.
+pub const MAX_SIGNING_DELAY: Duration = Duration::from_secs(60);
+
 /// Commits between saves of the Merkle frontier (`writer_state`).
 const SAVE_FRONTIER_EVERY: u32 = 64;
 
@@ -650,7 +654,8 @@ impl WriterState {
             frontier: Frontier::new(),
             chain: chain::GENESIS,
             path: options.path.clone(),
-            sign_every: options.sign_every,
+            // The format bounds the delay (docs/ledger-format.md, 5.3).
+            sign_every: options.sign_every.min(MAX_SIGNING_DELAY),
             sign_max_events: options.sign_max_events.max(1),
             signed_frontier: Frontier::new(),
             unsigned_leaves: Vec::new(),

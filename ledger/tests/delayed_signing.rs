@@ -209,3 +209,42 @@ fn a_format_1_ledger_becomes_format_2_when_signed_at_a_delay() {
     v2.close();
     assert!(verify(&path, true).is_intact());
 }
+
+/// Deleting checkpoints turns signed events into an unsigned tail; a tail
+/// spanning more than the longest signing delay (60 s) cannot be one a
+/// writer left, and fails.
+#[test]
+fn a_tail_longer_than_any_signing_delay_fails() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let mut options = WriterOptions::new(&path, signer());
+    options.sign_every = Duration::from_secs(1);
+    options.sign_max_events = 1;
+    let clock = Arc::new(AtomicU64::new(1_767_225_600_000_000_000));
+    options.clock = Arc::new(move || clock.fetch_add(30_000_000_000, Ordering::Relaxed));
+    let ledger = Ledger::open(options).unwrap();
+    for i in 0..10 {
+        ledger.append_blocking(&[action(i)]).unwrap();
+    }
+    ledger.close();
+    let sql = |q: &str| {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(q)
+            .unwrap()
+    };
+    sql("DELETE FROM checkpoints WHERE size = 10");
+    let report = verify(&path, false);
+    assert!(report.is_intact(), "{}", report.to_text());
+    assert_eq!(report.unsigned_tail.map(|t| t.events), Some(1));
+    sql("DELETE FROM checkpoints WHERE size > 2");
+    let report = verify(&path, false);
+    assert_eq!(
+        report.failure.as_ref().map(|f| (f.seq, f.class)),
+        Some((2, FailureClass::Unsigned)),
+        "{}",
+        report.to_text()
+    );
+}

@@ -375,6 +375,9 @@ fn verify_open_ledger(
     })
 }
 
+/// The longest a format-2 writer may leave an event unsigned (section 5.3).
+const MAX_SIGNING_DELAY_NS: u64 = 60_000_000_000;
+
 /// Checkpoint rows the pass reads ahead of the events, and the note thread
 /// checks ahead of them: the memory of a verification is this many rows,
 /// whatever the size of the log.
@@ -957,6 +960,24 @@ impl<'a> Run<'a> {
     /// covers events the ledger no longer holds.
     fn finish(&mut self) -> Result<(), Failure> {
         let n = self.count;
+        if let (Some((first, first_ts)), Some(last_ts)) = (self.tail, self.last_ts) {
+            // A writer signs within its delay, at most a minute (section 5.3),
+            // so an unsigned tail spans no longer: a longer one lost the
+            // checkpoints that covered it.
+            if last_ts.saturating_sub(first_ts) > MAX_SIGNING_DELAY_NS {
+                return Err(Self::fail(
+                    first,
+                    FailureClass::Unsigned,
+                    format!(
+                        "events {first} to {} are not covered by any checkpoint and span {:.1} s, longer \
+                         than the longest signing delay a writer may use (60 s): checkpoints that \
+                         covered them were removed, or never written",
+                        n - 1,
+                        (last_ts - first_ts) as f64 / 1e9
+                    ),
+                ));
+            }
+        }
         if let Some(due) = self.checkpoints.next_due() {
             return Err(Self::fail(
                 n,
