@@ -521,8 +521,29 @@ if [ -n "${LEG_PORT[pgbouncer]:-}" ] && [ -n "${LEG_PORT[gatehouse]:-}" ]; then
     done
   done
 fi
+# The gateway's ledger must verify after the run: stop the gateway (a clean
+# stop signs its unsigned tail), then run the verifier, strictly.
+if [ -n "$GH_PID" ] && kill -0 "$GH_PID" 2>/dev/null; then
+  kill "$GH_PID" 2>/dev/null || true
+  wait "$GH_PID" 2>/dev/null || true
+  GH_PID=""
+fi
+VERIFY_BIN="$(dirname "$GATEHOUSE_BIN")/gatehouse-verify"
+if [ -n "${LEG_PORT[gatehouse]:-}" ] && [ -f "$WORK/gatehouse/ledger.db" ]; then
+  if [ -x "$VERIFY_BIN" ]; then
+    echo
+    if "$VERIFY_BIN" "$WORK/gatehouse/ledger.db" --key "$WORK/gatehouse/verifier.pub" --strict >"$WORK/verify.log" 2>&1; then
+      echo "gatehouse-verify --strict on the gateway's ledger: $(head -n 1 "$WORK/verify.log")"
+    else
+      echo "gatehouse-verify --strict on the gateway's ledger FAILED:"
+      head -n 5 "$WORK/verify.log"
+    fi
+  else
+    note "the gateway's ledger was not verified: no $VERIFY_BIN (cargo build --release -p gatehouse-verify)"
+  fi
+fi
 # How well the gateway's ledger grouped its commits: events per signed
-# checkpoint (one checkpoint per write transaction).
+# checkpoint.
 if [ -n "${LEG_PORT[gatehouse]:-}" ] && [ -f "$WORK/gatehouse/ledger.db" ]; then
   python3 - "$WORK/gatehouse/ledger.db" <<'PY' 2>/dev/null || true
 import sqlite3, sys
