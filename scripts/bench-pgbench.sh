@@ -546,12 +546,20 @@ fi
 # checkpoint.
 if [ -n "${LEG_PORT[gatehouse]:-}" ] && [ -f "$WORK/gatehouse/ledger.db" ]; then
   python3 - "$WORK/gatehouse/ledger.db" <<'PY' 2>/dev/null || true
-import sqlite3, sys
-db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+import os, sqlite3, sys
+path = sys.argv[1]
+# The gateway has stopped: fold the WAL into the file, so its size is the
+# ledger's (issue 17's measure of bytes per statement).
+sqlite3.connect(path).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 events = db.execute("SELECT count(*) FROM events").fetchone()[0]
 commits = db.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+statements = db.execute("SELECT count(*) FROM events WHERE kind = 4").fetchone()[0]
+size = os.path.getsize(path)
 if commits:
     print(f"\ngatehouse ledger: {events} events in {commits} signed commits ({events / commits:.1f} events per commit)")
+if statements:
+    print(f"gatehouse ledger: {size / 1e6:.1f} MB for {statements} statements: {size / statements:.0f} bytes per statement, {size / events:.0f} per event")
 PY
 fi
 if [ "${#NOTES[@]}" -gt 0 ]; then
