@@ -254,3 +254,31 @@ fn the_report_names_a_rotated_ledgers_key_chain() {
     assert_eq!(report.signing_keys.len(), 1);
     assert!(!report.to_text().contains(" -> "));
 }
+
+/// Format 2 (section 5.3): `golden-v2.ledger` has checkpoints at 3 and 6,
+/// a recovered one at 8, and events 8 and 9 unsigned.
+#[test]
+fn the_format_2_golden_ledger_has_a_recovered_checkpoint_and_an_unsigned_tail() {
+    use gatehouse_verify::{verify_ledger_with, VerifyOptions};
+    let text = std::fs::read_to_string(fixtures().join("golden-v2.pub")).unwrap();
+    let key = VerifierKey::parse(text.trim()).unwrap();
+    let path = fixtures().join("golden-v2.ledger");
+    let report = verify_ledger(&path, &key, None).unwrap();
+    assert!(report.is_intact(), "{}", report.to_text());
+    assert_eq!((report.events, report.checkpoints), (10, 3));
+    assert_eq!(report.recovered_checkpoints, vec![8]);
+    assert_eq!(report.unsigned_tail.as_ref().map(|t| t.events), Some(2));
+    let strict = verify_ledger_with(
+        &path,
+        &key,
+        VerifyOptions {
+            strict: true,
+            ..VerifyOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        strict.failure.map(|f| (f.seq, f.class)),
+        Some((8, FailureClass::Unsigned))
+    );
+}

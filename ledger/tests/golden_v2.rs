@@ -1,0 +1,125 @@
+//! Golden vector for ledger format 2 (docs/ledger-format.md, section 5.3):
+//! checkpoints signed at a delay (here: every three events), a crash that
+//! left two events unsigned, the next start's checkpoint over them marked
+//! `recovered`, and two more events left unsigned by a second crash. Written
+//! with a fixed key and clock; the writer must reproduce
+//! `fixtures/ledger/golden-v2.ledger` record for record and note for note,
+//! and `gatehouse-verify` is tested against it (verifier/tests/golden.rs).
+//!
+//! Regenerate after an intentional format change with
+//! `GATEHOUSE_BLESS=1 cargo test -p gatehouse-ledger --test golden_v2`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_ledger::event::*;
+use gatehouse_ledger::note::NoteSigner;
+use gatehouse_ledger::{EventBody, Ledger, LedgerReader, WriterOptions};
+
+const SEED: [u8; 32] = [0x7a; 32];
+const ORIGIN: &str = "gatehouse.test/golden-v2";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/ledger")
+}
+
+fn action(i: u64) -> EventBody {
+    OperatorAction {
+        operator: "alice".into(),
+        action: format!("step {i}"),
+        target: None,
+        outcome: "ok".into(),
+        detail: None,
+    }
+    .into()
+}
+
+/// The file and its WAL as a crash leaves them, folded into one file.
+fn crash_copy(from: &Path, to: &Path) {
+    std::fs::copy(from, to).unwrap();
+    let wal = PathBuf::from(format!("{}-wal", from.display()));
+    if wal.exists() {
+        std::fs::copy(&wal, format!("{}-wal", to.display())).unwrap();
+    }
+    rusqlite::Connection::open(to)
+        .unwrap()
+        .execute_batch("PRAGMA journal_mode = DELETE")
+        .unwrap();
+}
+
+fn build(dir: &Path) -> PathBuf {
+    let clock = Arc::new(AtomicU64::new(1_767_225_600_000_000_000));
+    let options = |path: &Path| {
+        let mut o = WriterOptions::new(path, NoteSigner::from_seed(ORIGIN, SEED).unwrap());
+        let clock = clock.clone();
+        o.clock = Arc::new(move || clock.fetch_add(1_000_000, Ordering::Relaxed));
+        o.sign_every = Duration::from_secs(60);
+        o.sign_max_events = 3;
+        o
+    };
+    // Events 0..8: checkpoints at 3 and 6, then a crash with 6 and 7
+    // committed and unsigned.
+    let first = dir.join("first.ledger");
+    let ledger = Ledger::open(options(&first)).unwrap();
+    for i in 0..8 {
+        ledger.append_blocking(&[action(i)]).unwrap();
+    }
+    let second = dir.join("second.ledger");
+    crash_copy(&first, &second);
+    ledger.close();
+    // The next start signs 6 and 7 as recovered; events 8 and 9 are then
+    // left unsigned by a second crash.
+    let ledger = Ledger::open(options(&second)).unwrap();
+    for i in 8..10 {
+        ledger.append_blocking(&[action(i)]).unwrap();
+    }
+    let golden = dir.join("golden-v2.ledger");
+    crash_copy(&second, &golden);
+    ledger.close();
+    golden
+}
+
+fn read(p: &Path) -> (String, Vec<Vec<u8>>, Vec<String>) {
+    let format: String = rusqlite::Connection::open(p)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM ledger_meta WHERE key = 'format'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let r = LedgerReader::open(p).unwrap();
+    let events = r.events(0..u64::MAX).map(|e| e.unwrap().bytes).collect();
+    let notes = r
+        .checkpoints()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.note)
+        .collect();
+    (format, events, notes)
+}
+
+#[test]
+fn the_writer_reproduces_the_format_2_golden_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = build(dir.path());
+    let key = NoteSigner::from_seed(ORIGIN, SEED).unwrap().verifier();
+    if std::env::var_os("GATEHOUSE_BLESS").is_some() {
+        std::fs::copy(&built, fixtures().join("golden-v2.ledger")).unwrap();
+        std::fs::write(fixtures().join("golden-v2.pub"), format!("{key}\n")).unwrap();
+    }
+    let (format, events, notes) = read(&built);
+    assert_eq!(format, "gatehouse-ledger-v2");
+    assert_eq!(events.len(), 10);
+    let sizes: Vec<&str> = notes.iter().map(|n| n.lines().nth(1).unwrap()).collect();
+    assert_eq!(sizes, ["3", "6", "8"]);
+    assert!(notes[2].contains("\nrecovered\n\n"), "{}", notes[2]);
+    assert!(!notes[1].contains("recovered"));
+    assert_eq!(
+        (format, events, notes),
+        read(&fixtures().join("golden-v2.ledger")),
+        "the writer's output differs from the golden ledger"
+    );
+}
