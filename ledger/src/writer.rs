@@ -165,12 +165,15 @@ struct Core {
     /// Wakes the writer thread: a backlog to take over, or the ledger closing.
     wake: Condvar,
     /// Whoever holds [`Queue::committing`] locks it, and the writer thread
-    /// briefly to see whether an unsigned tail is due (with the queue
-    /// locked first: never the other way round).
+    /// to sign an unsigned tail that is due (never with the queue locked).
     state: Mutex<WriterState>,
     /// A commit left the first unsigned event: the writer thread must wake
     /// to sign it in time.
     tail_started: std::sync::atomic::AtomicBool,
+    /// When the unsigned tail is due, in nanoseconds since `epoch` (0:
+    /// there is none): a copy of the state's, readable without its lock.
+    sign_deadline: std::sync::atomic::AtomicU64,
+    epoch: std::time::Instant,
     max_batch: usize,
     /// Callers may commit on their own thread: only with `os` durability,
     /// where a commit writes to the page cache. An fsync would block a
@@ -241,10 +244,14 @@ impl Ledger {
             wake: Condvar::new(),
             state: Mutex::new(state),
             tail_started: std::sync::atomic::AtomicBool::new(false),
+            sign_deadline: std::sync::atomic::AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
             max_batch: options.max_batch.max(1),
             inline: options.durability == Durability::Os,
             on_commit: options.on_commit.clone(),
         });
+        // A tail the start could not sign (a full disk) is retried on time.
+        core.publish_deadline(&core.state.lock().unwrap_or_else(|e| e.into_inner()));
         let writer = core.clone();
         let wal = options.path.clone();
         let thread = std::thread::Builder::new()
@@ -416,12 +423,32 @@ impl Core {
     }
 
     /// How long until the unsigned tail must be signed (`None`: there is
-    /// none).
+    /// none). Read from [`Core::sign_deadline`], not the state: the writer
+    /// thread asks with the queue locked, and must not wait there for a
+    /// commit in progress, which would hold up every appender.
     fn sign_due_in(&self) -> Option<Duration> {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state
-            .unsigned_since
-            .map(|since| state.sign_every.saturating_sub(since.elapsed()))
+        match self
+            .sign_deadline
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            0 => None,
+            at => {
+                let now = self.epoch.elapsed().as_nanos() as u64;
+                Some(Duration::from_nanos(at.saturating_sub(now)))
+            }
+        }
+    }
+
+    /// Publishes when the state's unsigned tail is due (see
+    /// [`Core::sign_due_in`]); called with the state locked after each
+    /// change to it.
+    fn publish_deadline(&self, state: &WriterState) {
+        let at = state.unsigned_since.map_or(0, |since| {
+            let due = since + state.sign_every;
+            (due.saturating_duration_since(self.epoch).as_nanos() as u64).max(1)
+        });
+        self.sign_deadline
+            .store(at, std::sync::atomic::Ordering::Release);
     }
 
     /// Signs the unsigned tail if it is due (a committer may have signed
@@ -434,6 +461,7 @@ impl Core {
         {
             state.sign_tail(false);
         }
+        self.publish_deadline(&state);
     }
 
     /// Commits one batch and answers its callers.
@@ -442,6 +470,7 @@ impl Core {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let unsigned_before = state.unsigned_since.is_some();
         let results = state.commit_batch(&batch);
+        self.publish_deadline(&state);
         if !unsigned_before && state.unsigned_since.is_some() {
             // The writer thread must wake to sign this tail in time.
             self.tail_started
