@@ -1094,19 +1094,6 @@ impl WriterState {
             )?;
         }
         tx.commit()?;
-        let previous = self.size.saturating_sub(1) >> schema::BUCKET_BITS;
-        self.size = size;
-        self.last_ts = ts;
-        self.frontier = frontier.clone();
-        self.chain = chain;
-        let current = (size - 1) >> schema::BUCKET_BITS;
-        if previous != current {
-            // Forget sessions and identities idle since an earlier bucket.
-            self.sessions.retain(|_, b| *b == current);
-            self.identities.retain(|_, b| *b == current);
-        }
-        self.sessions.extend(new_sessions);
-        self.identities.extend(new_identities);
         if sign {
             self.signed(&frontier);
             for r in receipts.iter_mut().flatten() {
@@ -1117,6 +1104,19 @@ impl WriterState {
             self.unsigned_since
                 .get_or_insert_with(std::time::Instant::now);
         }
+        let previous = self.size.saturating_sub(1) >> schema::BUCKET_BITS;
+        self.size = size;
+        self.last_ts = ts;
+        self.frontier = frontier;
+        self.chain = chain;
+        let current = (size - 1) >> schema::BUCKET_BITS;
+        if previous != current {
+            // Forget sessions and identities idle since an earlier bucket.
+            self.sessions.retain(|_, b| *b == current);
+            self.identities.retain(|_, b| *b == current);
+        }
+        self.sessions.extend(new_sessions);
+        self.identities.extend(new_identities);
         Ok(receipts)
     }
 

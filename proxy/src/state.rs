@@ -77,11 +77,8 @@ pub fn rebuild(path: &Path, at: At, start: Start) -> Result<Rebuilt> {
     };
     let (mut state, snapshot, refused) = match start {
         Start::Genesis => (GatewayState::default(), None, None),
-        Start::Snapshot => match latest_snapshot(&reader, end) {
-            Ok(Some((seq, state))) => {
-                let covers = state.events;
-                (state, Some((seq, covers)), None)
-            }
+        Start::Snapshot => match SnapshotStart::latest(&reader, end) {
+            Ok(Some(found)) => (found.state, Some((found.seq, found.covers)), None),
             Ok(None) => (GatewayState::default(), None, None),
             Err(why) => (GatewayState::default(), None, Some(why)),
         },
@@ -98,20 +95,6 @@ pub fn rebuild(path: &Path, at: At, start: Start) -> Result<Rebuilt> {
         folded,
         refused,
     })
-}
-
-/// The latest snapshot covering at most `end` events, restored; `Err` says
-/// why the one found cannot be used.
-fn latest_snapshot(
-    reader: &LedgerReader,
-    end: u64,
-) -> std::result::Result<Option<(u64, GatewayState)>, String> {
-    let Some(found) = reader.latest_snapshot(end).map_err(|e| e.to_string())? else {
-        return Ok(None);
-    };
-    snapshot::restore(&found.snapshot)
-        .map(|state| Some((found.seq, state)))
-        .map_err(|e| format!("snapshot at event {}: {e}", found.seq))
 }
 
 /// A state folded from verified events only, and what vouched for them.
@@ -189,9 +172,9 @@ pub fn verified_state_at(path: &Path, at: At, key: Option<&Path>) -> Result<Veri
     })
 }
 
-/// A snapshot a verified fold may start from, found through the index and
-/// read from its record: trusted only once the window that holds it has
-/// been checked against the signed root.
+/// A snapshot a fold may start from, found through the index and read from
+/// its record, restored. A verified fold trusts it only once the window
+/// that holds its record has been checked against the signed root.
 struct SnapshotStart {
     seq: u64,
     covers: u64,
@@ -200,16 +183,29 @@ struct SnapshotStart {
 }
 
 impl SnapshotStart {
-    /// The newest usable snapshot covering at most `end` events.
-    fn find(reader: &LedgerReader, end: u64) -> Option<SnapshotStart> {
-        let found = reader.latest_snapshot(end).ok()??;
-        let state = snapshot::restore(&found.snapshot).ok()?;
-        Some(SnapshotStart {
+    /// The latest snapshot covering at most `end` events, restored; `Err`
+    /// says why the one found cannot be used.
+    fn latest(
+        reader: &LedgerReader,
+        end: u64,
+    ) -> std::result::Result<Option<SnapshotStart>, String> {
+        let Some(found) = reader.latest_snapshot(end).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let state = snapshot::restore(&found.snapshot)
+            .map_err(|e| format!("snapshot at event {}: {e}", found.seq))?;
+        Ok(Some(SnapshotStart {
             seq: found.seq,
             covers: found.snapshot.covers,
             state,
             body: found.snapshot,
-        })
+        }))
+    }
+
+    /// The newest usable snapshot covering at most `end` events, for a
+    /// verified fold (which reads everything when there is none).
+    fn find(reader: &LedgerReader, end: u64) -> Option<SnapshotStart> {
+        Self::latest(reader, end).ok().flatten()
     }
 }
 

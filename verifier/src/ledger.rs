@@ -150,6 +150,8 @@ pub struct Ledger {
     /// For an immutable open: the main file's length and modification time
     /// when it was opened.
     immutable: Option<(u64, Option<SystemTime>)>,
+    /// Whether the file has the writer's `subtrees` table (asked once).
+    subtrees: std::sync::OnceLock<bool>,
 }
 
 /// The file that holds a WAL-mode database's recent transactions while a
@@ -261,6 +263,7 @@ impl Ledger {
             path: path.to_owned(),
             real,
             immutable,
+            subtrees: std::sync::OnceLock::new(),
         };
         // A writer in rollback-journal mode may hold the file briefly.
         ledger
@@ -498,6 +501,30 @@ impl Ledger {
     /// `INTEGER PRIMARY KEY` cannot hold one; a table defined otherwise
     /// can): such a ledger is read whole, in the order SQLite sorts sizes.
     pub fn odd_checkpoint_sizes(&self) -> Result<bool, LedgerError> {
+        // As section 1 defines it, `size` is the table's rowid: an integer
+        // by construction, and no row needs reading to know it.
+        let declared: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.schema_error(e))?;
+        let rowid_alias = self
+            .conn
+            .query_row(
+                "SELECT count(*) = 1 AND sum(name = 'size' AND upper(type) = 'INTEGER' AND pk = 1) = 1 \
+                 FROM pragma_table_info('checkpoints') WHERE pk > 0",
+                [],
+                |r| r.get::<_, bool>(0),
+            )
+            .map_err(|e| self.schema_error(e))?;
+        let without_rowid =
+            declared.is_some_and(|sql| sql.to_uppercase().contains("WITHOUT ROWID"));
+        if rowid_alias && !without_rowid {
+            return Ok(false);
+        }
         self.conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM checkpoints WHERE typeof(size) != 'integer')",
@@ -526,14 +553,15 @@ impl Ledger {
     /// is there. Not authenticated: a caller checks what it builds from it
     /// against a signed root.
     pub fn subtree(&self, level: u32, idx: u64) -> Result<Option<[u8; 32]>, LedgerError> {
-        let exists: bool = self
-            .conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'subtrees')",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.read_error(e))?;
+        let exists = *self.subtrees.get_or_init(|| {
+            self.conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'subtrees')",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap_or(false)
+        });
         if !exists {
             return Ok(None);
         }

@@ -125,12 +125,6 @@ pub fn verify_ledger_with(
             "pass either a trusted checkpoint or a checkpoint to verify from, not both".into(),
         ));
     }
-    // The checkpoint to start from must be signed by the pinned key: the
-    // rotations before it are not read.
-    let from = options
-        .from_checkpoint
-        .map(|note| Trusted::open(note, key))
-        .transpose()?;
     let trusted_checkpoint = options.trusted_checkpoint.or(options.from_checkpoint);
     // The auditor's own input is checked first: if it is bad, no verdict
     // about the ledger would mean anything. A note signed by a later key of
@@ -142,6 +136,14 @@ pub fn verify_ledger_with(
             VerifyError::TrustedCheckpoint(why) => why,
             other => other.to_string(),
         });
+    // The checkpoint to start from must be signed by the pinned key: the
+    // rotations before it are not read.
+    let from = match options.from_checkpoint {
+        Some(_) => trusted_by_pinned
+            .clone()
+            .map_err(VerifyError::TrustedCheckpoint)?,
+        None => None,
+    };
     // A ledger read without locks (see `ledger`) is read again if a writer
     // touched it meanwhile; by then the writer's WAL file exists and the
     // next read is an ordinary, locked one.
