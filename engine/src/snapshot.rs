@@ -199,7 +199,7 @@ mod tests {
         Action, ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalRequested,
         AuthenticationFailed, CredentialIssued, CredentialRevoked, Decision, EventBody,
         IdentityBlocked, IdentityCreated, IdentityUnblocked, KeyRotated, MaskApplied,
-        OperatorAction, OperatorAdded, PolicyChanged, Protocol, QueryReceived, Response,
+        OperatorAction, OperatorAdded, PolicyChanged, Protocol, QueryReceived, Response, Statement,
         SessionClosed, SessionOpened, SessionTerminated, StatementClass,
     };
     use gatehouse_ledger::Event;
@@ -492,6 +492,27 @@ mod tests {
             }),
         ];
         let counted = prop_oneof![
+            (session_id(), name(), any::<u64>(), name(), any::<bool>()).prop_map(
+                |(session, identity, query, sql, deny)| {
+                    Statement {
+                        session,
+                        identity,
+                        query,
+                        sql,
+                        params: vec![],
+                        statement: None,
+                        portal: None,
+                        protocol: Protocol::Extended,
+                        action: if deny { Action::Deny } else { Action::Allow },
+                        rule: None,
+                        class: StatementClass::Read,
+                        tables: vec![],
+                        columns: vec![],
+                        message: None,
+                    }
+                    .into()
+                }
+            ),
             (session_id(), name(), any::<u64>(), any::<bool>()).prop_map(
                 |(session, identity, query, deny)| {
                     Decision {
@@ -555,7 +576,12 @@ mod tests {
                 .into()
             }),
         ];
-        prop_oneof![4 => sessions, 3 => identities, 2 => approvals, 2 => counted]
+        prop_oneof![
+            4 => sessions.boxed(),
+            3 => identities.boxed(),
+            2 => approvals.boxed(),
+            2 => counted.boxed()
+        ]
     }
 
     /// A log: bodies with sequence numbers from 0 and non-decreasing times.

@@ -157,7 +157,7 @@ impl GatewayState {
         }
         if let Some(s) = session {
             self.last_session = self.last_session.max(s);
-            if kind == EventKind::QueryReceived {
+            if matches!(kind, EventKind::Statement | EventKind::QueryReceived) {
                 if let Some(open) = self.sessions.get_mut(&s) {
                     open.statements += 1;
                 }
@@ -171,7 +171,8 @@ impl GatewayState {
     pub fn needs_body(kind: EventKind) -> bool {
         !matches!(
             kind,
-            EventKind::QueryReceived
+            EventKind::Statement
+                | EventKind::QueryReceived
                 | EventKind::Decision
                 | EventKind::MaskApplied
                 | EventKind::Response
@@ -249,8 +250,8 @@ mod tests {
     use super::*;
     use gatehouse_ledger::cbor::Bytes;
     use gatehouse_ledger::event::{
-        IdentityBlocked, IdentityUnblocked, PolicyChanged, Protocol, QueryReceived, SessionClosed,
-        SessionOpened,
+        Action, IdentityBlocked, IdentityUnblocked, PolicyChanged, Protocol, QueryReceived,
+        SessionClosed, SessionOpened, Statement, StatementClass,
     };
 
     fn fold(bodies: Vec<EventBody>) -> Vec<GatewayState> {
@@ -280,6 +281,48 @@ mod tests {
             tls: false,
         }
         .into()
+    }
+
+    /// Ledgers written before the one-event record hold QueryReceived and
+    /// Decision; later ones hold Statement. Each counts once.
+    #[test]
+    fn both_statement_records_count_once() {
+        let statement = |query| {
+            EventBody::from(Statement {
+                session: 41,
+                identity: "bot".into(),
+                query,
+                sql: "SELECT 1".into(),
+                params: vec![],
+                statement: None,
+                portal: None,
+                protocol: Protocol::Simple,
+                action: Action::Allow,
+                rule: None,
+                class: StatementClass::Read,
+                tables: vec![],
+                columns: vec![],
+                message: None,
+            })
+        };
+        let states = fold(vec![
+            opened(41),
+            QueryReceived {
+                session: 41,
+                identity: "bot".into(),
+                query: 1,
+                sql: "SELECT 1".into(),
+                params: vec![],
+                statement: None,
+                portal: None,
+                protocol: Protocol::Simple,
+            }
+            .into(),
+            statement(2),
+            statement(3),
+        ]);
+        assert_eq!(states[1].sessions[&41].statements, 1);
+        assert_eq!(states[3].sessions[&41].statements, 3);
     }
 
     #[test]

@@ -201,6 +201,76 @@ cbor_struct! {
 }
 
 cbor_struct! {
+    /// A statement arrived from a client and policy judged it: what
+    /// [`QueryReceived`] and [`Decision`] say, in one event, so the record
+    /// written ahead of forwarding a statement is one event, not two
+    /// (docs/ledger-format.md, section 7). Writers record this kind; the
+    /// pair stays readable in ledgers written before it.
+    pub struct Statement {
+        /// The session, numbered by the gateway.
+        0 => session: SessionId,
+        /// The identity the session authenticated as.
+        1 => identity: String,
+        /// Statement number within the session, from 1.
+        2 => query: u64,
+        /// The SQL text exactly as sent.
+        3 => sql: String,
+        /// Bind parameters as sent (extended protocol; empty for simple queries).
+        4 => params: Vec<Param>,
+        /// Prepared statement name (extended protocol; empty = unnamed).
+        5 => statement: Option<String>,
+        /// Portal name (extended protocol; empty = unnamed).
+        6 => portal: Option<String>,
+        /// Simple or extended query protocol.
+        7 => protocol: Protocol,
+        /// What policy decided.
+        8 => action: Action,
+        /// The rule that decided; `None` means the default (deny).
+        9 => rule: Option<String>,
+        /// Class of the statement that decided (for a multi-statement query,
+        /// the one whose verdict won).
+        10 => class: StatementClass,
+        /// Schema-qualified tables the statement touches.
+        11 => tables: Vec<String>,
+        /// `schema.table.column` references the statement names.
+        12 => columns: Vec<String>,
+        /// The message shown to the client on denial.
+        13 => message: Option<String>,
+    }
+}
+
+impl Statement {
+    /// What the statement's arrival says, as a [`QueryReceived`] would.
+    pub fn received(&self) -> QueryReceived {
+        QueryReceived {
+            session: self.session,
+            identity: self.identity.clone(),
+            query: self.query,
+            sql: self.sql.clone(),
+            params: self.params.clone(),
+            statement: self.statement.clone(),
+            portal: self.portal.clone(),
+            protocol: self.protocol,
+        }
+    }
+
+    /// Policy's verdict, as a [`Decision`] would say it.
+    pub fn decision(&self) -> Decision {
+        Decision {
+            session: self.session,
+            identity: self.identity.clone(),
+            query: self.query,
+            action: self.action,
+            rule: self.rule.clone(),
+            class: self.class,
+            tables: self.tables.clone(),
+            columns: self.columns.clone(),
+            message: self.message.clone(),
+        }
+    }
+}
+
+cbor_struct! {
     /// Sensitive values were masked in a response.
     pub struct MaskApplied {
         /// The session, numbered by the gateway.
@@ -611,6 +681,7 @@ event_kinds! {
     22 => OperatorAdded,
     23 => IdentityDisabled,
     24 => OperatorRemoved,
+    25 => Statement,
 }
 
 impl EventBody {
@@ -622,6 +693,7 @@ impl EventBody {
             SessionClosed(b) => Some(b.session),
             QueryReceived(b) => Some(b.session),
             Decision(b) => Some(b.session),
+            Statement(b) => Some(b.session),
             MaskApplied(b) => Some(b.session),
             Response(b) => Some(b.session),
             ApprovalRequested(b) => Some(b.session),
@@ -642,6 +714,7 @@ impl EventBody {
             AuthenticationFailed(b) => Some(&b.identity),
             QueryReceived(b) => Some(&b.identity),
             Decision(b) => Some(&b.identity),
+            Statement(b) => Some(&b.identity),
             MaskApplied(b) => Some(&b.identity),
             Response(b) => Some(&b.identity),
             ApprovalRequested(b) => Some(&b.identity),

@@ -1,7 +1,8 @@
 //! Golden vector for ledger format 2 (docs/ledger-format.md, section 5.3):
 //! checkpoints signed at a delay (here: every three events), a crash that
 //! left two events unsigned, the next start's checkpoint over them marked
-//! `recovered`, and two more events left unsigned by a second crash. Written
+//! `recovered`, and two more events left unsigned by a second crash; event 4
+//! is a statement's one-event record (kind 25). Written
 //! with a fixed key and clock; the writer must reproduce
 //! `fixtures/ledger/golden-v2.ledger` record for record and note for note,
 //! and `gatehouse-verify` is tested against it (verifier/tests/golden.rs).
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_ledger::cbor::Bytes;
 use gatehouse_ledger::event::*;
 use gatehouse_ledger::note::NoteSigner;
 use gatehouse_ledger::{EventBody, Ledger, LedgerReader, WriterOptions};
@@ -25,7 +27,30 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/ledger")
 }
 
-fn action(i: u64) -> EventBody {
+/// Operator actions, and at 4 a statement's one-event record (kind 25).
+fn event(i: u64) -> EventBody {
+    if i == 4 {
+        return Statement {
+            session: 1,
+            identity: "agent-7".into(),
+            query: 1,
+            sql: "SELECT id FROM orders WHERE customer = $1".into(),
+            params: vec![Param {
+                format: 0,
+                value: Some(Bytes(b"42".to_vec())),
+            }],
+            statement: Some(String::new()),
+            portal: Some(String::new()),
+            protocol: Protocol::Extended,
+            action: Action::Allow,
+            rule: Some("agent-reads".into()),
+            class: StatementClass::Read,
+            tables: vec!["public.orders".into()],
+            columns: vec!["public.orders.id".into(), "public.orders.customer".into()],
+            message: None,
+        }
+        .into();
+    }
     OperatorAction {
         operator: "alice".into(),
         action: format!("step {i}"),
@@ -64,7 +89,7 @@ fn build(dir: &Path) -> PathBuf {
     let first = dir.join("first.ledger");
     let ledger = Ledger::open(options(&first)).unwrap();
     for i in 0..8 {
-        ledger.append_blocking(&[action(i)]).unwrap();
+        ledger.append_blocking(&[event(i)]).unwrap();
     }
     let second = dir.join("second.ledger");
     crash_copy(&first, &second);
@@ -73,7 +98,7 @@ fn build(dir: &Path) -> PathBuf {
     // left unsigned by a second crash.
     let ledger = Ledger::open(options(&second)).unwrap();
     for i in 8..10 {
-        ledger.append_blocking(&[action(i)]).unwrap();
+        ledger.append_blocking(&[event(i)]).unwrap();
     }
     let golden = dir.join("golden-v2.ledger");
     crash_copy(&second, &golden);

@@ -267,7 +267,7 @@ async fn a_grant_covers_the_fingerprint_until_it_expires() {
     );
     env.settle().await;
     let granted_decision = env.events().into_iter().any(|e| match e {
-        EventBody::Decision(d) => d
+        EventBody::Statement(d) => d
             .message
             .as_deref()
             .is_some_and(|m| m.contains(&format!("grant of approval {id}"))),
@@ -838,7 +838,7 @@ async fn a_portal_is_judged_as_the_statement_it_was_bound_to() {
             "the DELETE ran unapproved (statement {statement:?})"
         );
         let recorded_select_for_p1 = env.events().iter().any(|e| {
-            matches!(e, EventBody::QueryReceived(q) if q.portal.as_deref() == Some("p1") && q.sql == "SELECT 1")
+            matches!(e, EventBody::Statement(q) if q.portal.as_deref() == Some("p1") && q.sql == "SELECT 1")
         });
         assert!(
             !recorded_select_for_p1,

@@ -90,7 +90,7 @@ async fn pgbench_initialise_and_select_only_in_both_protocols() {
     let events = env.events();
     let selects = events
         .iter()
-        .filter(|e| matches!(e, EventBody::QueryReceived(q) if q.sql.contains("pgbench_accounts") && q.sql.starts_with("SELECT")))
+        .filter(|e| matches!(e, EventBody::Statement(q) if q.sql.contains("pgbench_accounts") && q.sql.starts_with("SELECT")))
         .count();
     assert_eq!(selects, 1600, "every pgbench statement is in the ledger");
     let report = env.verify();

@@ -101,7 +101,7 @@ async fn direct_and_through(program: &str, args: &[&str], missing: &str) {
     let recorded = env
         .events()
         .iter()
-        .filter(|e| matches!(e, EventBody::QueryReceived(q) if q.sql.contains("driver_items")))
+        .filter(|e| matches!(e, EventBody::Statement(q) if q.sql.contains("driver_items")))
         .count();
     assert!(recorded > 0, "the gateway's run is in the ledger");
     // What the database ran for the gateway's sessions is what the ledger

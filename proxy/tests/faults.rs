@@ -17,7 +17,7 @@ use support::{Env, POLICY};
 fn recorded_notes(env: &Env) -> HashSet<String> {
     let mut out = HashSet::new();
     for e in env.events() {
-        if let EventBody::QueryReceived(q) = e {
+        if let EventBody::Statement(q) = e {
             for word in q.sql.split('\'') {
                 if word.starts_with("fault-") {
                     out.insert(word.to_owned());

@@ -65,7 +65,7 @@ async fn simple_and_extended_queries_prepared_statements_and_binary_results() {
     let queries: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
-            EventBody::QueryReceived(q) => Some(q),
+            EventBody::Statement(q) => Some(q),
             _ => None,
         })
         .collect();
@@ -86,7 +86,7 @@ async fn simple_and_extended_queries_prepared_statements_and_binary_results() {
         .count();
     let decisions = events
         .iter()
-        .filter(|e| matches!(e, EventBody::Decision(_)))
+        .filter(|e| matches!(e, EventBody::Statement(_)))
         .count();
     assert_eq!(
         responses, decisions,
@@ -197,7 +197,7 @@ async fn denied_statements_get_42501_and_the_session_survives_in_and_out_of_tran
     let denials: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
-            EventBody::Decision(d) if d.action == Action::Deny => Some(d),
+            EventBody::Statement(d) if d.action == Action::Deny => Some(d),
             _ => None,
         })
         .collect();

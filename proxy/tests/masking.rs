@@ -458,14 +458,14 @@ async fn events_record_the_masking_and_the_masked_rows() {
     let query = events
         .iter()
         .find_map(|e| match e {
-            EventBody::QueryReceived(q) if q.sql == sql => Some(q.query),
+            EventBody::Statement(q) if q.sql == sql => Some(q.query),
             _ => None,
         })
         .unwrap();
     let decision = events
         .iter()
         .find_map(|e| match e {
-            EventBody::Decision(d) if d.query == query => Some(d),
+            EventBody::Statement(d) if d.query == query => Some(d),
             _ => None,
         })
         .unwrap();
@@ -726,7 +726,7 @@ async fn bypass_corpus_leaks_nothing_end_to_end() {
         env.settle().await;
         for e in env.events() {
             let texts: Vec<String> = match &e {
-                EventBody::QueryReceived(_) => continue,
+                EventBody::Statement(_) => continue,
                 EventBody::Response(r) => r
                     .result
                     .iter()

@@ -47,7 +47,7 @@ fn received(env: &Env) -> Vec<String> {
     env.events()
         .into_iter()
         .filter_map(|e| match e {
-            EventBody::QueryReceived(q) => Some(q.sql),
+            EventBody::Statement(q) => Some(q.sql),
             _ => None,
         })
         .collect()
@@ -180,7 +180,7 @@ async fn a_skipped_parse_leaves_the_old_statement_and_the_ledger_says_so() {
         .events()
         .into_iter()
         .filter_map(|e| match e {
-            EventBody::QueryReceived(q) if q.portal.is_some() => Some(q.sql),
+            EventBody::Statement(q) if q.portal.is_some() => Some(q.sql),
             _ => None,
         })
         .collect();

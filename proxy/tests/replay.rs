@@ -306,18 +306,18 @@ async fn replay_shows_a_recorded_session_as_text_json_and_html_and_filters_it() 
     // --from/--to by sequence number: exactly the denied statement.
     let denial_seqs: Vec<(u64, u64)> = events
         .iter()
-        .filter(|e| match &e.body {
-            EventBody::QueryReceived(q) => {
-                q.session == session && q.sql == "SELECT ssn FROM customers"
-            }
-            EventBody::Decision(d) => d.session == session && d.action == Action::Deny,
-            _ => false,
+        .filter(|e| {
+            matches!(&e.body, EventBody::Statement(s)
+                if s.session == session
+                    && s.sql == "SELECT ssn FROM customers"
+                    && s.action == Action::Deny)
         })
         .map(|e| (e.seq, e.ts))
         .collect();
-    let [(from_seq, from_ts), (to_seq, to_ts)] = denial_seqs[..] else {
-        panic!("one received and one decision event for the denial: {denial_seqs:?}");
+    let [(denial_seq, denial_ts)] = denial_seqs[..] else {
+        panic!("one record for the denial: {denial_seqs:?}");
     };
+    let ((from_seq, from_ts), (to_seq, to_ts)) = ((denial_seq, denial_ts), (denial_seq, denial_ts));
     let (from_arg, to_arg) = (from_seq.to_string(), to_seq.to_string());
     let doc = json(
         &ledger,

@@ -205,7 +205,7 @@ fn selection<'a>(c: &mut Cursor<'a>) -> Result<Selection<'a>, FormatError> {
 /// does not know concern no session and no identity.
 pub fn subject_keys(kind: u64) -> (Option<u64>, Option<u64>) {
     match kind {
-        1 | 2 | 4 | 5 | 6 | 7 | 18 => (Some(0), Some(1)),
+        1 | 2 | 4 | 5 | 6 | 7 | 18 | 25 => (Some(0), Some(1)),
         8 | 11 => (Some(1), Some(2)),
         9 | 10 => (Some(3), Some(4)),
         3 | 12..=14 | 23 => (None, Some(0)),

@@ -773,11 +773,11 @@ fn agent(n: u64) -> String {
 }
 
 /// One session's events, as the gateway writes them: opened; per statement
-/// the query and decision together, then the response (denials get none);
-/// closed.
+/// its record (query and decision in one event), then the response (denials
+/// get none); closed.
 async fn session_run(ledger: &Ledger, session: u64, appended: &AtomicU64) -> Result<()> {
     use gatehouse_ledger::event::{
-        Action, Decision, Response, ResultColumn, ResultRow, SessionClosed, SessionOpened,
+        Action, Response, ResultColumn, ResultRow, SessionClosed, SessionOpened, Statement,
         StatementClass,
     };
     let identity = agent(session);
@@ -806,7 +806,7 @@ async fn session_run(ledger: &Ledger, session: u64, appended: &AtomicU64) -> Res
         } else {
             "SELECT id, total, day FROM orders WHERE customer = $1 ORDER BY day DESC LIMIT 3"
         };
-        let received: EventBody = QueryReceived {
+        let record: EventBody = Statement {
             session,
             identity: identity.clone(),
             query,
@@ -818,12 +818,6 @@ async fn session_run(ledger: &Ledger, session: u64, appended: &AtomicU64) -> Res
             statement: Some(String::new()),
             portal: Some(String::new()),
             protocol: Protocol::Extended,
-        }
-        .into();
-        let decision: EventBody = Decision {
-            session,
-            identity: identity.clone(),
-            query,
             action: if denied { Action::Deny } else { Action::Allow },
             rule: Some(if denied { "no-ssn" } else { "agent-reads" }.into()),
             class: StatementClass::Read,
@@ -848,8 +842,8 @@ async fn session_run(ledger: &Ledger, session: u64, appended: &AtomicU64) -> Res
             message: denied.then(|| "SSNs are off limits to agents".into()),
         }
         .into();
-        ledger.append_all(&[received, decision]).await?;
-        count(2);
+        ledger.append(&record).await?;
+        count(1);
         if denied {
             continue;
         }

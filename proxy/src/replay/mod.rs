@@ -866,27 +866,17 @@ impl TimelineBuilder {
                 operator: b.operator.clone(),
                 reason: b.reason.clone(),
             }),
+            EventBody::Statement(b) => {
+                self.received(&b.received(), at);
+                self.decided(&b.decision(), at);
+                return;
+            }
             EventBody::QueryReceived(b) => {
-                self.statement(b.session, &b.identity, b.query, at).received = Some(Received {
-                    at,
-                    sql: b.sql.clone(),
-                    params: b.params.iter().map(param).collect(),
-                    protocol: protocol_name(b.protocol),
-                    statement: b.statement.clone(),
-                    portal: b.portal.clone(),
-                });
+                self.received(b, at);
                 return;
             }
             EventBody::Decision(b) => {
-                self.statement(b.session, &b.identity, b.query, at).decision = Some(Decision {
-                    at,
-                    action: action_name(b.action),
-                    rule: b.rule.clone(),
-                    class: class_name(b.class),
-                    tables: b.tables.clone(),
-                    columns: b.columns.clone(),
-                    message: b.message.clone(),
-                });
+                self.decided(b, at);
                 return;
             }
             EventBody::MaskApplied(b) => {
@@ -1080,6 +1070,31 @@ impl TimelineBuilder {
             })));
             self.entries.len() - 1
         })
+    }
+
+    /// Adds what a statement's arrival says to its entry.
+    fn received(&mut self, b: &gatehouse_ledger::event::QueryReceived, at: Stamp) {
+        self.statement(b.session, &b.identity, b.query, at).received = Some(Received {
+            at,
+            sql: b.sql.clone(),
+            params: b.params.iter().map(param).collect(),
+            protocol: protocol_name(b.protocol),
+            statement: b.statement.clone(),
+            portal: b.portal.clone(),
+        });
+    }
+
+    /// Adds policy's verdict on a statement to its entry.
+    fn decided(&mut self, b: &gatehouse_ledger::event::Decision, at: Stamp) {
+        self.statement(b.session, &b.identity, b.query, at).decision = Some(Decision {
+            at,
+            action: action_name(b.action),
+            rule: b.rule.clone(),
+            class: class_name(b.class),
+            tables: b.tables.clone(),
+            columns: b.columns.clone(),
+            message: b.message.clone(),
+        });
     }
 
     fn statement(

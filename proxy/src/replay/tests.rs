@@ -265,6 +265,58 @@ fn statement(t: &Timeline, session: u64, query: u64) -> &Statement {
         .unwrap_or_else(|| panic!("statement {session}/{query} in the timeline"))
 }
 
+/// The one-event record (kind 25) and the pair older ledgers hold
+/// (QueryReceived, Decision) make the same statement entry.
+#[test]
+fn a_statement_record_reads_as_the_pair_it_replaces() {
+    let params = vec![ev::Param {
+        format: 0,
+        value: Some(Bytes(b"7".to_vec())),
+    }];
+    let (EventBody::QueryReceived(r), EventBody::Decision(d)) = (
+        received(1, "agent", 1, "SELECT ssn FROM customers WHERE id = $1", params),
+        decision(1, 1, Action::Deny, Some("no-ssn"), Some("no SSNs")),
+    ) else {
+        unreachable!()
+    };
+    let one = ev::Statement {
+        session: 1,
+        identity: r.identity.clone(),
+        query: 1,
+        sql: r.sql.clone(),
+        params: r.params.clone(),
+        statement: r.statement.clone(),
+        portal: r.portal.clone(),
+        protocol: r.protocol,
+        action: d.action,
+        rule: d.rule.clone(),
+        class: d.class,
+        tables: d.tables.clone(),
+        columns: d.columns.clone(),
+        message: d.message.clone(),
+    };
+    assert_eq!((one.received(), one.decision()), (r.clone(), d.clone()));
+    let pair = log(vec![opened(1, "agent", "app"), r.into(), d.into()]);
+    let single = log(vec![opened(1, "agent", "app"), one.into()]);
+    let entry = |events: &[Event]| {
+        let t = Timeline::build(Selection::Session(1), Window::default(), events);
+        let mut s = statement(&t, 1, 1).clone();
+        // Where each part sits in the log is all that may differ.
+        for at in [
+            &mut s.at,
+            &mut s.received.as_mut().unwrap().at,
+            &mut s.decision.as_mut().unwrap().at,
+        ] {
+            *at = Stamp { seq: 0, ts: 0 };
+        }
+        s
+    };
+    let from_pair = entry(&pair);
+    assert_eq!(from_pair.decision.as_ref().unwrap().action, "deny");
+    assert_eq!(from_pair.received.as_ref().unwrap().params.len(), 1);
+    assert_eq!(entry(&single), from_pair);
+}
+
 #[test]
 fn a_session_ties_its_events_together_by_query() {
     let events = scenario();

@@ -720,27 +720,20 @@ pub fn statements_run_for_sessions(log: &str) -> Vec<String> {
 /// (allowed, masked, or approved).
 pub fn allowed_sql(events: &[EventBody]) -> std::collections::HashSet<String> {
     use gatehouse_ledger::event::Action;
-    let mut received = std::collections::HashMap::new();
-    let mut out = std::collections::HashSet::new();
-    for e in events {
-        match e {
-            EventBody::QueryReceived(q) => {
-                received.insert((q.session, q.query), q.sql.clone());
-            }
-            EventBody::Decision(d)
+    events
+        .iter()
+        .filter_map(|e| match e {
+            EventBody::Statement(s)
                 if matches!(
-                    d.action,
+                    s.action,
                     Action::Allow | Action::Mask | Action::RequireApproval
                 ) =>
             {
-                if let Some(sql) = received.get(&(d.session, d.query)) {
-                    out.insert(sql.clone());
-                }
+                Some(s.sql.clone())
             }
-            _ => {}
-        }
-    }
-    out
+            _ => None,
+        })
+        .collect()
 }
 
 /// The text of the first ErrorResponse among messages read by

@@ -1,8 +1,10 @@
 //! The relay for one authenticated session.
 //!
 //! Client frames are judged and recorded, then forwarded byte for byte.
-//! Nothing executes upstream before its query-received and decision events
-//! are committed to the ledger; if they cannot be, the statement is refused.
+//! Nothing executes upstream before its record (one `Statement` event: what
+//! arrived and what policy decided) is committed to the ledger; if it cannot
+//! be, the statement is refused. Its response is recorded later, with the
+//! session's next record or shortly after.
 //!
 //! A denied statement is not answered by the gateway directly: it is
 //! replaced upstream by a statement that fails with a per-session marker
@@ -45,8 +47,8 @@ use gatehouse_engine::policy::{class_name, Policy, StatementVerdict, Subject, Ve
 use gatehouse_engine::{Action, Classification, StatementClass};
 use gatehouse_ledger::cbor::Bytes as CborBytes;
 use gatehouse_ledger::event::{
-    ApprovalRequested, Decision, EventBody, Param, PendingEvent, Protocol, QueryReceived, Response,
-    ResultColumn, ResultRow, SessionClosed, SessionTerminated,
+    ApprovalRequested, EventBody, Param, PendingEvent, Protocol, Response, ResultColumn, ResultRow,
+    SessionClosed, SessionTerminated, Statement,
 };
 use pgwire::messages::extendedquery::{Bind, Close, Execute, Parse};
 use pgwire::messages::simplequery::Query;
@@ -1038,8 +1040,9 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         Ok(())
     }
 
-    /// Commits query-received and decision (with deferred responses) ahead
-    /// of execution. On failure, returns the error to send instead.
+    /// Commits the statement's record (with deferred responses) ahead of
+    /// execution: one event, what arrived and what policy decided. On
+    /// failure, returns the error to send instead.
     async fn record(
         &mut self,
         sql: &str,
@@ -1053,7 +1056,7 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         let id = &self.ctx.info;
         let mut events = std::mem::take(&mut self.ctx.tracker.lock().expect("tracker").deferred);
         events.push(
-            EventBody::from(QueryReceived {
+            EventBody::from(Statement {
                 session: id.id,
                 identity: id.identity.clone(),
                 query: self.query,
@@ -1062,14 +1065,6 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
                 statement,
                 portal,
                 protocol,
-            })
-            .to_pending(),
-        );
-        events.push(
-            EventBody::from(Decision {
-                session: id.id,
-                identity: id.identity.clone(),
-                query: self.query,
                 action: j.action,
                 rule: j.rule.clone(),
                 class: j.class,
