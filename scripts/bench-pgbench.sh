@@ -20,6 +20,11 @@
 #                   fixtures/policies/allow-all.toml)
 #   BENCH_PERF      a directory: profile the gateway with `perf record -g`
 #                   during each of its runs (perf-MODE-CLIENTS.data there)
+#   BENCH_SYSCALLS=1  count each proxy's system calls and context switches
+#                   (`perf stat`) during its shared-core runs and print them
+#                   per transaction
+#   BENCH_KEEP_LEDGER  a directory: keep the gateway's ledger (and its
+#                   verifier.pub) there after the run
 #   BENCH_PINNED=0  skip the pinned layout (otherwise, on 2 or more CPUs
 #                   with taskset, every leg runs a second time with
 #                   PostgreSQL and pgbench on CPU 0 and the proxy alone on
@@ -117,6 +122,10 @@ cleanup() {
   if [ "$PG_STARTED" = 1 ]; then
     as_server "$BINDIR/pg_ctl" -D "$WORK/data" -m fast -w stop >/dev/null 2>&1 \
       || as_server "$BINDIR/pg_ctl" -D "$WORK/data" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
+  if [ -n "${BENCH_KEEP_LEDGER:-}" ] && [ -n "$WORK" ] && [ -f "$WORK/gatehouse/ledger.db" ]; then
+    mkdir -p "$BENCH_KEEP_LEDGER"
+    cp "$WORK/gatehouse/ledger.db" "$WORK/gatehouse/verifier.pub" "$BENCH_KEEP_LEDGER/" 2>/dev/null || true
   fi
   if [ -n "$WORK" ] && [ -d "$WORK" ]; then rm -rf "$WORK"; fi
   exit "$rc"
@@ -344,7 +353,7 @@ gatehouse_setup || true
 pgbouncer_setup || true
 
 # ---------------------------------------------------------------- runs
-declare -A TPS LAT CPU
+declare -A TPS LAT CPU SYSCALLS SWITCHES
 # The process whose CPU time a leg's run is charged to (empty for direct).
 leg_pid() {
   case "$1" in
@@ -380,12 +389,23 @@ run_pgbench() {
   fi
   local pid ticks0 ticks1
   pid="$(leg_pid "$leg")"
+  local stat_pid="" stat_out="$WORK/stat-$key-$mode-$clients.csv"
+  if [ "${BENCH_SYSCALLS:-0}" != 0 ] && [ "$leg" != direct ] && [ -n "$pid" ] && command -v perf >/dev/null 2>&1; then
+    perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pid" -o "$stat_out" \
+      -- sleep "$secs" >/dev/null 2>&1 &
+    stat_pid=$!
+  fi
   ticks0="$(cpu_ticks "$pid")"
   local ok=0
   wait "$PGBENCH_PID" || ok=$?
   ticks1="$(cpu_ticks "$pid")"
   PGBENCH_PID=""
   [ -n "$perf_pid" ] && { wait "$perf_pid" || true; }
+  if [ -n "$stat_pid" ]; then
+    wait "$stat_pid" || true
+    SYSCALLS[$key/$mode/$clients]="$(awk -F, '$3 == "raw_syscalls:sys_enter" { print $1 }' "$stat_out")"
+    SWITCHES[$key/$mode/$clients]="$(awk -F, '$3 == "context-switches" { print $1 }' "$stat_out")"
+  fi
   if [ "$ok" = 0 ]; then
     TPS[$key/$mode/$clients]="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$out")"
     LAT[$key/$mode/$clients]="$(sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' "$out")"
@@ -521,6 +541,22 @@ if [ -n "${LEG_PORT[pgbouncer]:-}" ] && [ -n "${LEG_PORT[gatehouse]:-}" ]; then
     done
   done
 fi
+if [ "${BENCH_SYSCALLS:-0}" != 0 ]; then
+  echo
+  echo "system calls and context switches per transaction, shared cores (perf stat on the proxy)"
+  for mode in $BENCH_MODES; do
+    for clients in $BENCH_CLIENTS; do
+      for leg in "${LEGS[@]}"; do
+        [ "$leg" = direct ] && continue
+        awk -v mode="$mode" -v c="$clients" -v leg="$leg" -v t="${TPS[$leg/$mode/$clients]:-0}" -v s="$BENCH_SECONDS" \
+          -v n="${SYSCALLS[$leg/$mode/$clients]:-}" -v w="${SWITCHES[$leg/$mode/$clients]:-}" 'BEGIN {
+          if (t > 0 && n != "" && n !~ /[^0-9]/)
+            printf "%-9s %7s  %-10s syscalls %6.1f  switches %5.2f\n", mode, c, leg, n / (t * s), w / (t * s)
+        }'
+      done
+    done
+  done
+fi
 # The gateway's ledger must verify after the run: stop the gateway (a clean
 # stop signs its unsigned tail), then run the verifier, strictly.
 if [ -n "$GH_PID" ] && kill -0 "$GH_PID" 2>/dev/null; then
@@ -553,11 +589,16 @@ path = sys.argv[1]
 sqlite3.connect(path).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 events = db.execute("SELECT count(*) FROM events").fetchone()[0]
-commits = db.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
-statements = db.execute("SELECT count(*) FROM events WHERE kind = 4").fetchone()[0]
+signed = db.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+# The events of one commit share its timestamp.
+commits = db.execute("SELECT count(DISTINCT ts) FROM events").fetchone()[0]
+# A statement's record: kind 25, or kind 4 (with a Decision) before it.
+statements = db.execute("SELECT count(*) FROM events WHERE kind IN (4, 25)").fetchone()[0]
 size = os.path.getsize(path)
-if commits:
-    print(f"\ngatehouse ledger: {events} events in {commits} signed commits ({events / commits:.1f} events per commit)")
+if signed:
+    print(f"\ngatehouse ledger: {events} events in {commits} commits ({events / commits:.2f} events per commit), {signed} signed checkpoints")
+if statements:
+    print(f"gatehouse ledger: {events / statements:.2f} events and {commits / statements:.2f} commits per statement")
 if statements:
     print(f"gatehouse ledger: {size / 1e6:.1f} MB for {statements} statements: {size / statements:.0f} bytes per statement, {size / events:.0f} per event")
 PY

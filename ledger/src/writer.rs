@@ -559,24 +559,30 @@ impl Core {
 /// SQLite, which keeps writing to the open (now nameless) file: commits
 /// succeed and everything is lost when the process ends. So before each
 /// commit batch the writer compares the file it holds open with the one at
-/// the path (device, inode, link count): two `stat`s, a few microseconds.
-/// While they differ every append fails, so nothing is acknowledged that
-/// cannot be found at the path; if the file comes back, appends resume.
+/// the path (device and inode): one `stat` of the path, since the open
+/// file's identity cannot change (and while it is held open, its inode
+/// number cannot be reused). While they differ every append fails, so
+/// nothing is acknowledged that cannot be found at the path; if the file
+/// comes back, appends resume.
 struct OpenedFile {
     path: PathBuf,
-    /// Kept open: its metadata is the opened file's, whatever the path
-    /// names now, and while the writer runs, a removed ledger can still be
+    /// Device and inode of the opened file.
+    identity: (u64, u64),
+    /// Kept open: while the writer runs, a removed ledger can still be
     /// copied back from /proc/PID/fd.
-    handle: std::fs::File,
+    _handle: std::fs::File,
 }
 
 impl OpenedFile {
     fn open(path: &Path) -> Result<OpenedFile, LedgerError> {
-        let handle = std::fs::File::open(path)
-            .map_err(|e| LedgerError::Io(format!("cannot open {}: {e}", path.display())))?;
+        use std::os::unix::fs::MetadataExt;
+        let cannot = |e| LedgerError::Io(format!("cannot open {}: {e}", path.display()));
+        let handle = std::fs::File::open(path).map_err(cannot)?;
+        let opened = handle.metadata().map_err(cannot)?;
         Ok(OpenedFile {
             path: path.to_path_buf(),
-            handle,
+            identity: (opened.dev(), opened.ino()),
+            _handle: handle,
         })
     }
 
@@ -586,14 +592,8 @@ impl OpenedFile {
         let recovery = "nothing more is recorded, so no statement runs; restore the file (while the gateway runs, \
                         its open copy is readable under /proc/PID/fd) or move it aside and restart the gateway \
                         (docs/incident-response.md)";
-        let opened = self.handle.metadata().map_err(|e| {
-            format!(
-                "cannot check the ledger file {}: {e}; {recovery}",
-                self.path.display()
-            )
-        })?;
         match std::fs::metadata(&self.path) {
-            Ok(now) if now.dev() == opened.dev() && now.ino() == opened.ino() => Ok(()),
+            Ok(now) if (now.dev(), now.ino()) == self.identity => Ok(()),
             Ok(_) => Err(format!(
                 "the ledger file {} was replaced by another file; {recovery}",
                 self.path.display()
