@@ -559,7 +559,7 @@ async fn a_ledger_that_cannot_commit_stops_statements_before_the_database() {
     let saboteur = rusqlite::Connection::open(env.ledger()).unwrap();
     saboteur
         .execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.kind = 4 \
+            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.kind = 25 \
              BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END;",
         )
         .unwrap();

@@ -68,7 +68,9 @@ impl LiteralTemplate {
     /// The template of `sql`, or `None` when it has no literal to
     /// generalize, is longer than 4 KiB or cannot be tokenized.
     pub fn of(sql: &str) -> Option<LiteralTemplate> {
-        if sql.len() > MAX_TEMPLATE_SQL {
+        // NUL separates tokens in the key; the protocol cannot carry one in
+        // a query string, and a string holding one gets no template.
+        if sql.len() > MAX_TEMPLATE_SQL || sql.contains('\0') {
             return None;
         }
         let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
@@ -87,12 +89,7 @@ impl LiteralTemplate {
                     key.push_str("\0s");
                     literals.push(Literal::String(s));
                 }
-                // Debug output quotes and escapes every string inside a
-                // token, so distinct token streams give distinct keys.
-                other => {
-                    use std::fmt::Write;
-                    let _ = write!(key, "\0{other:?}");
-                }
+                other => push_token(&mut key, &other),
             }
         }
         if literals.is_empty() {
@@ -119,6 +116,48 @@ impl LiteralTemplate {
         found.sort();
         expected.sort();
         found == expected
+    }
+}
+
+/// Appends one token to a template key, so that distinct token streams give
+/// distinct keys: each token is NUL and a form no other token has. The
+/// common tokens get short forms (a lowercase tag or a punctuation
+/// character); every other token is written as its Debug output, which
+/// starts with its variant's capitalised name and quotes and escapes every
+/// string inside it.
+fn push_token(key: &mut String, token: &Token) {
+    use sqlparser::tokenizer::Whitespace;
+    key.push('\0');
+    match token {
+        Token::Word(w) => {
+            // The keyword follows from the text and the quoting.
+            match w.quote_style {
+                None => key.push_str("w0"),
+                Some(q) => {
+                    key.push_str("w1");
+                    key.push(q);
+                }
+            }
+            key.push_str(&w.value);
+        }
+        Token::Placeholder(p) => {
+            key.push('p');
+            key.push_str(p);
+        }
+        Token::Whitespace(Whitespace::Space) => key.push(' '),
+        Token::Whitespace(Whitespace::Newline) => key.push('\n'),
+        Token::Whitespace(Whitespace::Tab) => key.push('\t'),
+        Token::Comma => key.push(','),
+        Token::Period => key.push('.'),
+        Token::LParen => key.push('('),
+        Token::RParen => key.push(')'),
+        Token::Eq => key.push('='),
+        Token::SemiColon => key.push(';'),
+        Token::Mul => key.push('*'),
+        other => {
+            use std::fmt::Write;
+            let _ = write!(key, "{other:?}");
+        }
     }
 }
 
@@ -197,6 +236,47 @@ mod tests {
         assert_eq!(key("SELECT 'unterminated"), None);
         assert_eq!(key(&format!("SELECT {}", "1 + ".repeat(2000) + "1")), None);
     }
+
+    /// The token streams as the tokenizer reads them, literals
+    /// generalized: what two strings must share to share a key.
+    fn stream(sql: &str) -> Option<Vec<String>> {
+        use sqlparser::dialect::PostgreSqlDialect;
+        use sqlparser::tokenizer::{Token, Tokenizer};
+        let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+        Some(
+            tokens
+                .into_iter()
+                .map(|t| match t {
+                    Token::Number(n, false) if super::generalized_number(&n) => "n".into(),
+                    Token::SingleQuotedString(_) => "s".into(),
+                    other => format!("{other:?}"),
+                })
+                .collect(),
+        )
+    }
+
+    proptest::proptest! {
+        /// Keys are equal exactly when the generalized token streams are.
+        #[test]
+        fn keys_are_equal_exactly_when_token_streams_are(
+            a in proptest::collection::vec(0usize..PIECES.len(), 1..8),
+            b in proptest::collection::vec(0usize..PIECES.len(), 1..8),
+        ) {
+            let text = |v: &[usize]| v.iter().map(|&i| PIECES[i]).collect::<String>();
+            let (a, b) = (format!("SELECT {} 1", text(&a)), format!("SELECT {} 1", text(&b)));
+            if let (Some(ka), Some(kb)) = (key(&a), key(&b)) {
+                proptest::prop_assert_eq!(ka == kb, stream(&a) == stream(&b), "{:?} / {:?}", a, b);
+            }
+        }
+    }
+
+    /// Pieces whose concatenations make tokens that look alike: quoted and
+    /// bare words, words with separators and tags in them, operators.
+    const PIECES: &[&str] = &[
+        "a", "w0a", "\"a\"", "\"w0\"", "\"a.b\"", "a.b", " ", "  ", "\n", "\t", ",", ".", "(",
+        ")", "=", ";", "*", "$1", "$2", "p", "'x'", "7", "7.5", "-- c\n", "/* c */", "+", "||",
+        "\"\"\"\"", "U&\"a\"", "E'x'", "::", "w1", "\u{e9}",
+    ];
 
     #[test]
     fn keys_are_not_query_strings() {
