@@ -199,8 +199,8 @@ mod tests {
         Action, ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalRequested,
         AuthenticationFailed, CredentialIssued, CredentialRevoked, Decision, EventBody,
         IdentityBlocked, IdentityCreated, IdentityUnblocked, KeyRotated, MaskApplied,
-        OperatorAction, OperatorAdded, PolicyChanged, Protocol, QueryReceived, Response, Statement,
-        SessionClosed, SessionOpened, SessionTerminated, StatementClass,
+        OperatorAction, OperatorAdded, PolicyChanged, Protocol, QueryReceived, Response,
+        SessionClosed, SessionOpened, SessionTerminated, Statement, StatementClass,
     };
     use gatehouse_ledger::Event;
     use proptest::prelude::*;

@@ -36,7 +36,8 @@ use std::path::Path;
 pub use event::{Event, EventBody, EventKind};
 pub use reader::{LedgerReader, StoredCheckpoint, StoredSnapshot};
 pub use writer::{
-    AppendError, CommitObserver, CommitSample, Durability, Ledger, Receipt, WriterOptions,
+    AppendError, AppendOutcome, CommitObserver, CommitSample, CommitTurn, Durability, Ledger,
+    Receipt, WriterOptions,
 };
 
 /// What went wrong opening or reading a ledger.

@@ -221,6 +221,34 @@ impl Drop for CloseOnDrop {
     }
 }
 
+/// The commit role, held by a caller that queued on a quiet ledger (see
+/// [`Ledger::queue_pending`]). Dropping it commits the queue (one batch on
+/// this thread, any backlog on the writer thread), so the role is given up
+/// whatever happens to its holder.
+pub struct CommitTurn(Arc<Core>);
+
+impl Drop for CommitTurn {
+    fn drop(&mut self) {
+        self.0.commit_once();
+    }
+}
+
+/// How a queued append ended: committed (with its receipts) or not.
+pub struct AppendOutcome(oneshot::Receiver<Reply>);
+
+impl std::future::Future for AppendOutcome {
+    type Output = Reply;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Reply> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| {
+            r.map_err(|_| AppendError::Stopped("the writer exited before answering".into()))?
+        })
+    }
+}
+
 /// What an appending caller does next.
 enum Turn {
     /// Commit (its own request and whatever queued behind it).
@@ -307,9 +335,29 @@ impl Ledger {
     /// (blocking it for the commit, typically tens of microseconds): a
     /// hand-off to another thread and back would cost more than the commit.
     pub async fn append_pending(&self, events: Vec<PendingEvent>) -> Reply {
-        self.submit(events)?
-            .await
-            .map_err(|_| AppendError::Stopped("the writer exited before answering".into()))?
+        let (turn, outcome) = self.queue_pending(events)?;
+        drop(turn);
+        outcome.await
+    }
+
+    /// Queues pre-encoded bodies without waiting for their commit: for a
+    /// caller with something to do between queueing and committing (the
+    /// relay sends a pure read to the database first, and holds its
+    /// results until [`AppendOutcome`] says the record committed).
+    ///
+    /// On a quiet ledger the caller gets the commit role as a [`CommitTurn`]:
+    /// every other append waits until it is used or dropped, so a caller
+    /// must give it up before it awaits anything but its own writes.
+    pub fn queue_pending(
+        &self,
+        events: Vec<PendingEvent>,
+    ) -> Result<(Option<CommitTurn>, AppendOutcome), AppendError> {
+        let (turn, rx) = self.core.enqueue(events)?;
+        let turn = match turn {
+            Turn::Commit => Some(CommitTurn(self.core.clone())),
+            Turn::Wait => None,
+        };
+        Ok((turn, AppendOutcome(rx)))
     }
 
     /// Blocking form of [`Ledger::append_all`] for code outside an async
@@ -323,11 +371,9 @@ impl Ledger {
 
     /// Queues `events`, committing them right here if the ledger is quiet.
     fn submit(&self, events: Vec<PendingEvent>) -> Result<oneshot::Receiver<Reply>, AppendError> {
-        let (turn, rx) = self.core.enqueue(events)?;
-        if let Turn::Commit = turn {
-            self.core.commit_once();
-        }
-        Ok(rx)
+        let (turn, outcome) = self.queue_pending(events)?;
+        drop(turn);
+        Ok(outcome.0)
     }
 
     /// Stops accepting appends (on every clone of this handle: they then

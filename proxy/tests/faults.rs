@@ -111,6 +111,39 @@ async fn sigkill_under_write_load_loses_nothing_and_runs_nothing_unrecorded() {
     c.simple_query("SELECT 1").await.unwrap();
 }
 
+/// SIGKILL under an 8-client read load, half simple and half extended
+/// protocol. Pure reads go to the database while their record commits, so
+/// a kill can leave a read that ran unrecorded; what must hold is that no
+/// client received a result whose statement the ledger does not show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_read_load_shows_no_client_an_unrecorded_result() {
+    let mut env = Env::start(POLICY).await;
+    env.stop().await;
+    let (mut child, port) = env.serve_as_process().await;
+    let mut sessions = Vec::new();
+    for _ in 0..8 {
+        sessions.push(env.connect_to_port(port, "agent").await);
+    }
+    let (clients, seen) = support::read_load(sessions);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for c in clients {
+        let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
+    }
+    let seen: HashSet<String> = seen.lock().unwrap().iter().cloned().collect();
+    assert!(seen.len() > 50, "the load ran: {} results seen", seen.len());
+    eprintln!("{} results seen before the kill", seen.len());
+    let report = env.verify();
+    assert!(report.is_intact(), "{}", report.to_text());
+    let recorded = recorded_notes(&env);
+    let unrecorded: Vec<&String> = seen.iter().filter(|n| !recorded.contains(*n)).collect();
+    assert!(
+        unrecorded.is_empty(),
+        "results a client received with no record of their statement: {unrecorded:?}"
+    );
+}
+
 /// PostgreSQL fast-restarted under load: sessions end with FATAL 08006,
 /// nothing acknowledged is lost or unrecorded, and new sessions work as
 /// soon as the database is back, without restarting the gateway.

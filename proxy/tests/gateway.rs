@@ -549,6 +549,44 @@ async fn a_removed_ledger_file_stops_statements_before_the_database() {
     assert!(env.verify().is_intact());
 }
 
+/// A pure read goes to the database while its record commits (issue 15);
+/// when the commit fails, the client gets none of its result: the session
+/// ends with 58030, whichever protocol sent the read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_record_cannot_commit_shows_the_client_nothing() {
+    let env = Env::start(POLICY).await;
+    let simple = env.connect("agent").await;
+    let extended = env.connect("agent").await;
+    simple.simple_query("SELECT 1").await.unwrap();
+    let saboteur = rusqlite::Connection::open(env.ledger()).unwrap();
+    saboteur
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.kind = 25 \
+             BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END;",
+        )
+        .unwrap();
+    let e = simple
+        .simple_query("SELECT 'withheld-simple'")
+        .await
+        .unwrap_err();
+    let db = e.as_db_error().expect("an error from the gateway");
+    assert_eq!(db.code().code(), "58030", "{}", db.message());
+    assert!(db.message().contains("withheld"), "{}", db.message());
+    let e = extended
+        .query("SELECT $1::text", &[&"withheld-extended"])
+        .await
+        .unwrap_err();
+    let db = e.as_db_error().expect("an error from the gateway");
+    assert_eq!(db.code().code(), "58030", "{}", db.message());
+    assert!(simple.is_closed() || simple.simple_query("SELECT 1").await.is_err());
+    saboteur.execute_batch("DROP TRIGGER refuse").unwrap();
+    let again = env.connect("agent").await;
+    let rows = again.query("SELECT $1::text", &[&"after"]).await.unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "after");
+    env.settle().await;
+    assert!(env.verify().is_intact());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ledger_that_cannot_commit_stops_statements_before_the_database() {
     let env = Env::start(POLICY).await;

@@ -273,8 +273,8 @@ mod tests {
     /// Pieces whose concatenations make tokens that look alike: quoted and
     /// bare words, words with separators and tags in them, operators.
     const PIECES: &[&str] = &[
-        "a", "w0a", "\"a\"", "\"w0\"", "\"a.b\"", "a.b", " ", "  ", "\n", "\t", ",", ".", "(",
-        ")", "=", ";", "*", "$1", "$2", "p", "'x'", "7", "7.5", "-- c\n", "/* c */", "+", "||",
+        "a", "w0a", "\"a\"", "\"w0\"", "\"a.b\"", "a.b", " ", "  ", "\n", "\t", ",", ".", "(", ")",
+        "=", ";", "*", "$1", "$2", "p", "'x'", "7", "7.5", "-- c\n", "/* c */", "+", "||",
         "\"\"\"\"", "U&\"a\"", "E'x'", "::", "w1", "\u{e9}",
     ];
 

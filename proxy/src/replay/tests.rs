@@ -274,7 +274,13 @@ fn a_statement_record_reads_as_the_pair_it_replaces() {
         value: Some(Bytes(b"7".to_vec())),
     }];
     let (EventBody::QueryReceived(r), EventBody::Decision(d)) = (
-        received(1, "agent", 1, "SELECT ssn FROM customers WHERE id = $1", params),
+        received(
+            1,
+            "agent",
+            1,
+            "SELECT ssn FROM customers WHERE id = $1",
+            params,
+        ),
         decision(1, 1, Action::Deny, Some("no-ssn"), Some("no SSNs")),
     ) else {
         unreachable!()

@@ -499,6 +499,51 @@ pub fn write_load(
     (tasks, acknowledged)
 }
 
+/// Clients that read notes `fault-read-CLIENT-N` back from the database
+/// (`SELECT 'note'` by simple Query, `SELECT $1::text` by extended
+/// protocol: pure reads, which go to the database while their record
+/// commits) until a read fails; every note a client received in a result
+/// row is pushed to the returned list.
+pub fn read_load(
+    clients: Vec<tokio_postgres::Client>,
+) -> (
+    Vec<tokio::task::JoinHandle<()>>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tasks = clients
+        .into_iter()
+        .enumerate()
+        .map(|(client, c)| {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                for n in 0.. {
+                    let note = format!("fault-read-{client}-{n}");
+                    let got = if client % 2 == 0 {
+                        c.simple_query(&format!("SELECT '{note}'")).await.map(|m| {
+                            m.iter().find_map(|m| match m {
+                                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                                    r.get(0).map(str::to_owned)
+                                }
+                                _ => None,
+                            })
+                        })
+                    } else {
+                        c.query_opt("SELECT $1::text", &[&note])
+                            .await
+                            .map(|r| r.map(|r| r.get::<_, String>(0)))
+                    };
+                    match got {
+                        Ok(Some(value)) => seen.lock().unwrap().push(value),
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    (tasks, seen)
+}
+
 /// A hand-driven protocol client, for messages no driver sends.
 pub struct RawClient {
     pub stream: tokio::net::TcpStream,

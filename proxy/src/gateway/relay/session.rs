@@ -50,6 +50,7 @@ use gatehouse_ledger::event::{
     ApprovalRequested, EventBody, Param, PendingEvent, Protocol, Response, ResultColumn, ResultRow,
     SessionClosed, SessionTerminated, Statement,
 };
+use gatehouse_ledger::{AppendError, AppendOutcome, CommitTurn};
 use pgwire::messages::extendedquery::{Bind, Close, Execute, Parse};
 use pgwire::messages::simplequery::Query;
 use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
@@ -263,6 +264,10 @@ struct Exec {
     /// answered a statement Describe says text for every column, whatever
     /// Bind later asked for.
     result_formats: Option<Vec<i16>>,
+    /// A pure read goes to the database while its record commits (see
+    /// [`reads_only`]): until this says the record committed, no byte of
+    /// its results goes to the client.
+    record: Option<AppendOutcome>,
 }
 
 impl Exec {
@@ -284,6 +289,7 @@ impl Exec {
             ddl: false,
             ddl_tables: Vec::new(),
             result_formats: None,
+            record: None,
         }
     }
 
@@ -485,6 +491,9 @@ pub async fn run_internal(upstream: &mut dyn Stream, sql: &str) -> anyhow::Resul
     }
 }
 
+/// Bytes buffered for the database before a write goes to its socket.
+const UPSTREAM_BUFFER: usize = 64 << 10;
+
 /// Relays one session until either side closes.
 pub async fn relay<S: Stream, C: Services>(
     client: S,
@@ -526,7 +535,7 @@ pub async fn relay<S: Stream, C: Services>(
         // Buffered: one read usually brings a whole message (or several),
         // where reading its header and body separately costs two syscalls.
         client: ReadAhead::new(tokio::io::BufReader::with_capacity(16 << 10, client_r)),
-        upstream: BufWriter::with_capacity(64 << 10, upstream_w),
+        upstream: BufWriter::with_capacity(UPSTREAM_BUFFER, upstream_w),
         statements: Names::default(),
         portals: Names::default(),
         skip_until_sync: false,
@@ -534,6 +543,7 @@ pub async fn relay<S: Stream, C: Services>(
         stretch_open: false,
         query: 0,
         next_denial: 0,
+        turn: None,
     };
     let mut shutdown = ctx.shared.shutdown();
     let outcome = tokio::select! {
@@ -541,7 +551,10 @@ pub async fn relay<S: Stream, C: Services>(
         r = upstream_to_client(&ctx, upstream_r, notices_rx, &mut client_w) => Ok(match r {
             Ok(None) => End::Upstream,
             Ok(Some(setting)) => End::SettingChanged(setting),
-            Err(e) => End::UpstreamFailed(e.to_string()),
+            Err(e) => match e.get_ref().and_then(|e| e.downcast_ref::<Unrecorded>()) {
+                Some(unrecorded) => End::Unrecorded(unrecorded.to_string()),
+                None => End::UpstreamFailed(e.to_string()),
+            },
         }),
         () = flush_deferred(&ctx) => Ok(End::Upstream),
         _ = shutdown.wait_for(|stop| *stop) => Ok(End::Shutdown),
@@ -573,6 +586,7 @@ pub async fn relay<S: Stream, C: Services>(
             )),
         ),
         Ok(End::Fatal(msg)) => (msg.clone(), Some(("08P01", msg))),
+        Ok(End::Unrecorded(msg)) => (msg.clone(), Some(("58030", msg))),
         Ok(End::UpstreamFailed(e)) => (
             format!("upstream connection failed: {e}"),
             Some((
@@ -692,6 +706,8 @@ enum End {
     Shutdown,
     /// Ended from outside (a block, a kill, a revocation).
     Killed(Termination),
+    /// The ledger could not record a read already sent (see [`Unrecorded`]).
+    Unrecorded(String),
 }
 
 /// Appends deferred Response events shortly after they appear, so a quiet
@@ -725,6 +741,11 @@ struct ClientSide<'c, C, R> {
     stretch_open: bool,
     query: u64,
     next_denial: u64,
+    /// The ledger's commit role, taken with a pure read's record (see
+    /// [`ClientSide::queue_record`]) and kept until the read is sent: at
+    /// most to the end of the next message, and never while waiting for
+    /// the client, since every other session's record waits for it.
+    turn: Option<CommitTurn>,
 }
 
 /// The verdict for a whole query, ready for recording and enforcement.
@@ -741,6 +762,23 @@ pub(crate) struct Judgement {
     ddl: bool,
     /// Policy's verdict on each statement of the string, in order.
     pub(crate) statements: Vec<StatementVerdict>,
+}
+
+/// Whether a statement may go to the database while its record commits
+/// (issue 15): allowed as it is (nothing to mask or hold), and every
+/// statement of the string a plain read, which the classifier grants only
+/// to reads that call nothing but known read-only builtins and take no row
+/// locks. Such a statement changes nothing, so a gateway that dies before
+/// the commit leaves no change the ledger does not show; and its results
+/// wait for the commit, so the client sees nothing unrecorded.
+fn reads_only(j: &Judgement, classification: &Classification) -> bool {
+    j.action == Action::Allow
+        && j.mask.is_none()
+        && !classification.statements.is_empty()
+        && classification
+            .statements
+            .iter()
+            .all(|s| s.class == StatementClass::Read)
 }
 
 fn judge(verdict: &Verdict, classification: &Classification) -> Judgement {
@@ -795,6 +833,9 @@ fn judge(verdict: &Verdict, classification: &Classification) -> Judgement {
 impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
     async fn run(&mut self) -> std::io::Result<End> {
         loop {
+            if self.turn.is_some() && !self.input_waiting().await {
+                self.give_up_turn();
+            }
             let f = match read_frame(&mut self.client, self.ctx.shared.max_frame()).await {
                 Ok(f) => f,
                 Err(FrameError::Closed) => return Ok(End::ClientClosed),
@@ -818,7 +859,61 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         }
     }
 
+    /// Whether the client has sent more than was read: bytes already
+    /// buffered, or readable now without waiting.
+    async fn input_waiting(&mut self) -> bool {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(matches!(
+                std::pin::Pin::new(&mut self.client).poll_fill_buf(cx),
+                std::task::Poll::Ready(Ok(b)) if !b.is_empty()
+            ))
+        })
+        .await
+    }
+
     async fn frame(&mut self, f: Frame) -> Result<Option<End>, FrameError> {
+        // A commit role kept from an Execute lasts until its stretch is
+        // sent (the Sync or Flush right behind it), or is given up now.
+        let sends = matches!(f.tag(), b'S' | b'H');
+        if !sends {
+            self.give_up_turn();
+        }
+        let handled = self.message(f).await;
+        if sends {
+            self.give_up_turn();
+        }
+        handled
+    }
+
+    /// Gives up the commit role if writing `len` more bytes for the
+    /// database could wait on the socket: the database may be waiting for
+    /// this session to read its answers, which may wait for the commit.
+    fn make_room(&mut self, len: usize) {
+        if self.upstream.buffer().len() + len > UPSTREAM_BUFFER {
+            self.give_up_turn();
+        }
+    }
+
+    /// Writes `bytes` for the database and sends everything buffered. The
+    /// commit role, if held, is given up once they are sent, or as soon as
+    /// sending would have to wait (see [`ClientSide::make_room`]).
+    async fn send_upstream(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.make_room(bytes.len());
+        self.upstream.write_all(bytes).await?;
+        if self.turn.is_some() {
+            let tried = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::pin::Pin::new(&mut self.upstream).poll_flush(cx))
+            })
+            .await;
+            self.give_up_turn();
+            if let std::task::Poll::Ready(sent) = tried {
+                return sent;
+            }
+        }
+        self.upstream.flush().await
+    }
+
+    async fn message(&mut self, f: Frame) -> Result<Option<End>, FrameError> {
         if matches!(f.tag(), b'P' | b'B' | b'E' | b'C' | b'D') {
             self.stretch_open = true;
         }
@@ -875,8 +970,7 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
             }
             b'H' => {
                 if !self.skip_until_sync {
-                    self.upstream.write_all(&f.bytes).await?;
-                    self.upstream.flush().await?;
+                    self.send_upstream(&f.bytes).await?;
                 }
             }
             b'S' => {
@@ -890,8 +984,7 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
                 self.stretch_open = false;
                 self.stretch += 1;
                 self.push(Pending::Sync(self.next_denial));
-                self.upstream.write_all(&f.bytes).await?;
-                self.upstream.flush().await?;
+                self.send_upstream(&f.bytes).await?;
             }
             b'd' => self.upstream.write_all(&f.bytes).await?,
             b'c' | b'f' => {
@@ -1052,6 +1145,60 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         protocol: Protocol,
         j: &Judgement,
     ) -> Result<(), BytesMut> {
+        let events = self.record_events(sql, params, statement, portal, protocol, j);
+        self.give_up_turn();
+        match self.ctx.shared.ledger().append_pending(events).await {
+            Ok(_) => {
+                self.recorded(j);
+                Ok(())
+            }
+            Err(e) => Err(self.unrecorded(&e)),
+        }
+    }
+
+    /// Queues the record of a pure read without waiting for its commit:
+    /// the read goes to the database meanwhile, and its results wait for
+    /// the returned outcome (see [`reads_only`]). The commit role, when this
+    /// caller gets it, is kept in [`ClientSide::turn`] until the read has
+    /// been sent.
+    fn queue_record(
+        &mut self,
+        sql: &str,
+        params: Vec<Param>,
+        statement: Option<String>,
+        portal: Option<String>,
+        protocol: Protocol,
+        j: &Judgement,
+    ) -> Result<AppendOutcome, BytesMut> {
+        let events = self.record_events(sql, params, statement, portal, protocol, j);
+        self.give_up_turn();
+        match self.ctx.shared.ledger().queue_pending(events) {
+            Ok((turn, outcome)) => {
+                self.turn = turn;
+                self.recorded(j);
+                Ok(outcome)
+            }
+            Err(e) => Err(self.unrecorded(&e)),
+        }
+    }
+
+    /// Commits whatever this session queued while holding the commit role
+    /// (other sessions' appends wait until it does).
+    fn give_up_turn(&mut self) {
+        self.turn = None;
+    }
+
+    /// The statement's record (one event), with the responses deferred
+    /// until now in front of it.
+    fn record_events(
+        &mut self,
+        sql: &str,
+        params: Vec<Param>,
+        statement: Option<String>,
+        portal: Option<String>,
+        protocol: Protocol,
+        j: &Judgement,
+    ) -> Vec<PendingEvent> {
         self.query += 1;
         let id = &self.ctx.info;
         let mut events = std::mem::take(&mut self.ctx.tracker.lock().expect("tracker").deferred);
@@ -1074,41 +1221,44 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
             })
             .to_pending(),
         );
-        match self.ctx.shared.ledger().append_pending(events).await {
-            Ok(_) => {
-                self.ctx.info.activity.judged();
-                if j.action == Action::Deny {
-                    info!(
-                        session = id.id,
-                        identity = id.identity,
-                        rule = j.rule.as_deref().unwrap_or("-"),
-                        class = class_name(j.class),
-                        "statement denied: {}",
-                        j.message.as_deref().unwrap_or("no rule allows it")
-                    );
-                }
-                self.ctx.shared.observe(Observation::Statement {
-                    identity: &id.identity,
-                    target: &self.ctx.info.target.name,
-                    action: j.action,
-                    class: j.class,
-                    rule: j.rule.as_deref(),
-                });
-                Ok(())
-            }
-            Err(e) => {
-                warn!(
-                    session = id.id,
-                    "refusing a statement the ledger cannot record: {e}"
-                );
-                Err(frame::refusal(
-                    "ERROR",
-                    "58030",
-                    Refusal::LedgerUnavailable,
-                    &format!("Gatehouse could not record this statement, so it was not run: {e}"),
-                ))
-            }
+        events
+    }
+
+    /// What follows a statement's record: its counters and log line.
+    fn recorded(&self, j: &Judgement) {
+        let id = &self.ctx.info;
+        id.activity.judged();
+        if j.action == Action::Deny {
+            info!(
+                session = id.id,
+                identity = id.identity,
+                rule = j.rule.as_deref().unwrap_or("-"),
+                class = class_name(j.class),
+                "statement denied: {}",
+                j.message.as_deref().unwrap_or("no rule allows it")
+            );
         }
+        self.ctx.shared.observe(Observation::Statement {
+            identity: &id.identity,
+            target: &id.target.name,
+            action: j.action,
+            class: j.class,
+            rule: j.rule.as_deref(),
+        });
+    }
+
+    /// The refusal for a statement the ledger could not record.
+    fn unrecorded(&self, e: &AppendError) -> BytesMut {
+        warn!(
+            session = self.ctx.info.id,
+            "refusing a statement the ledger cannot record: {e}"
+        );
+        frame::refusal(
+            "ERROR",
+            "58030",
+            Refusal::LedgerUnavailable,
+            &format!("Gatehouse could not record this statement, so it was not run: {e}"),
+        )
     }
 
     /// The error for a statement of a blocked identity: checked right before
@@ -1338,7 +1488,13 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         let classification = self.ctx.shared.classify(&sql);
         let mut j = decide(self.ctx, &sql, &classification).await;
         self.refuse_fetch_of_protocol_portals(&sql, &classification, &mut j);
-        if let Err(error) = self
+        let mut queued = None;
+        if reads_only(&j, &classification) {
+            match self.queue_record(&sql, vec![], None, None, Protocol::Simple, &j) {
+                Ok(outcome) => queued = Some(outcome),
+                Err(error) => return self.deny_simple(error).await,
+            }
+        } else if let Err(error) = self
             .record(&sql, vec![], None, None, Protocol::Simple, &j)
             .await
         {
@@ -1358,15 +1514,25 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
             }
         }
         if let Some(error) = self.blocked_error() {
+            self.settle(queued).await;
             return self.deny_simple(error).await;
         }
         self.forget_renamed(&sql, &classification);
         self.ctx.info.activity.started(&sql);
-        self.push(Pending::Exec(Box::new(
-            Exec::new(self.query, true).judged(&j),
-        )));
-        self.upstream.write_all(&f.bytes).await?;
-        self.upstream.flush().await
+        let mut exec = Exec::new(self.query, true).judged(&j);
+        exec.record = queued;
+        self.push(Pending::Exec(Box::new(exec)));
+        // With a pure read, its record commits while it runs.
+        self.send_upstream(&f.bytes).await
+    }
+
+    /// Waits for a queued record before its statement is refused, so the
+    /// refusal follows the record as every other statement's does.
+    async fn settle(&mut self, queued: Option<AppendOutcome>) {
+        self.give_up_turn();
+        if let Some(outcome) = queued {
+            let _ = outcome.await;
+        }
     }
 
     async fn parse(&mut self, f: Frame, p: Parse) -> std::io::Result<()> {
@@ -1500,7 +1666,20 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         // Policy may have changed since Parse: judge again (classification is cached).
         let mut j = decide(self.ctx, &sql, &classification).await;
         self.refuse_fetch_of_protocol_portals(&sql, &classification, &mut j);
-        if let Err(error) = self
+        let mut queued = None;
+        if reads_only(&j, &classification) {
+            match self.queue_record(
+                &sql,
+                params.clone(),
+                Some(statement),
+                Some(portal_name.clone()),
+                Protocol::Extended,
+                &j,
+            ) {
+                Ok(outcome) => queued = Some(outcome),
+                Err(error) => return self.deny_extended(error).await,
+            }
+        } else if let Err(error) = self
             .record(
                 &sql,
                 params.clone(),
@@ -1527,6 +1706,7 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
             }
         }
         if let Some(error) = self.blocked_error() {
+            self.settle(queued).await;
             return self.deny_extended(error).await;
         }
         self.forget_renamed(&sql, &classification);
@@ -1535,8 +1715,10 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         }
         let mut exec = Exec::new(self.query, false).judged(&j);
         exec.result_formats = Some(result_formats);
+        exec.record = queued;
         self.ctx.info.activity.started(&sql);
         self.push(Pending::Exec(Box::new(exec)));
+        self.make_room(f.bytes.len());
         self.upstream.write_all(&f.bytes).await
     }
 }
@@ -1882,24 +2064,19 @@ async fn upstream_to_client<C: Services, W: AsyncWrite + Unpin>(
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut out = BytesMut::with_capacity(64 << 10);
     loop {
-        // Between reads, whole messages only have gone to the client: a
-        // notice of the gateway's own fits in there.
-        let read = tokio::select! {
-            read = upstream.read_buf(&mut buf) => read?,
-            Some(notice) = notices.recv() => {
-                client.write_all(&notice).await?;
-                client.flush().await?;
-                continue;
-            }
-        };
-        if read == 0 {
-            return Ok(None);
-        }
         let mut completed = Vec::new();
         let mut foreign_setting = None;
+        // A pure read's results wait here until its record has committed.
+        let mut gate = None;
         {
             let mut t = ctx.tracker.lock().expect("tracker");
             while buf.len() >= 5 {
+                if let Some(Pending::Exec(e)) = t.pending.front_mut() {
+                    if let Some(record) = e.record.take() {
+                        gate = Some(record);
+                        break;
+                    }
+                }
                 let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
                 if len < 4 {
                     return Err(std::io::Error::new(
@@ -1956,11 +2133,46 @@ async fn upstream_to_client<C: Services, W: AsyncWrite + Unpin>(
             client.flush().await?;
             out.clear();
         }
+        if let Some(record) = gate {
+            if let Err(e) = record.await {
+                return Err(std::io::Error::other(Unrecorded(e.to_string())));
+            }
+            // Its results go on from what is buffered.
+            continue;
+        }
+        // Between reads, whole messages only have gone to the client: a
+        // notice of the gateway's own fits in there.
+        let read = tokio::select! {
+            read = upstream.read_buf(&mut buf) => read?,
+            Some(notice) = notices.recv() => {
+                client.write_all(&notice).await?;
+                client.flush().await?;
+                continue;
+            }
+        };
+        if read == 0 {
+            return Ok(None);
+        }
     }
 }
 
-/// Whether PostgreSQL is skipping to Sync after an error in the current
-/// stretch; `None` while answers to forwarded messages are still due.
+/// A pure read ran whose record the ledger could not commit: its results
+/// are withheld and the session ends.
+#[derive(Debug)]
+struct Unrecorded(String);
+
+impl std::fmt::Display for Unrecorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Gatehouse could not record a read it had sent to the database ({}); its results are withheld and the session is ended",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Unrecorded {}
+
 fn stretch_failed(t: &Tracker) -> Option<bool> {
     let earlier_stretch_open = t.pending.iter().any(|p| match p {
         Pending::Sync(_) | Pending::Internal(_) => true,
