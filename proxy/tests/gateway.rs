@@ -587,6 +587,62 @@ async fn a_read_whose_record_cannot_commit_shows_the_client_nothing() {
     assert!(env.verify().is_intact());
 }
 
+/// A view that calls a function which writes reads like a plain read
+/// (`SELECT * FROM v`), but is not one: the catalog shows the call, so it
+/// is recorded before it runs, as every write is. With the ledger refusing
+/// records, it does not run at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_that_calls_a_writing_function_is_recorded_before_it_runs() {
+    let policy = format!(
+        "{POLICY}\n[[rule]]\nname = \"bumper\"\nidentity = \"agent\"\nclasses = [\"function\"]\nfunctions = [\"bump\", \"public.bump\"]\naction = \"allow\"\n"
+    );
+    let env = Env::start_custom(&policy, "", "", |pg| {
+        pg.psql(
+            "shop",
+            "CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS \
+             $$ INSERT INTO audit_probe (note) VALUES ('bumped') RETURNING 1 $$; \
+             CREATE VIEW bumped AS SELECT bump() AS n",
+        );
+    })
+    .await;
+    let c = env.connect("agent").await;
+    let rows = c.simple_query("SELECT * FROM bumped").await.unwrap();
+    assert_eq!(rows.len(), 3, "allowed, and it ran: {rows:?}");
+    let saboteur = rusqlite::Connection::open(env.ledger()).unwrap();
+    saboteur
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.kind = 25 \
+             BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END;",
+        )
+        .unwrap();
+    for attempt in 0..2 {
+        let e = if attempt == 0 {
+            c.simple_query("SELECT * FROM bumped").await.map(drop)
+        } else {
+            c.query("SELECT n FROM bumped WHERE n = $1", &[&1i32])
+                .await
+                .map(drop)
+        }
+        .unwrap_err();
+        let db = e.as_db_error().expect("an error from the gateway");
+        assert!(
+            db.message().contains("so it was not run"),
+            "{}",
+            db.message()
+        );
+    }
+    assert_eq!(
+        env.pg
+            .psql(
+                "shop",
+                "SELECT count(*) FROM audit_probe WHERE note = 'bumped'"
+            )
+            .trim(),
+        "1",
+        "only the recorded call ran"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ledger_that_cannot_commit_stops_statements_before_the_database() {
     let env = Env::start(POLICY).await;

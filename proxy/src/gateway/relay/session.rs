@@ -762,19 +762,26 @@ pub(crate) struct Judgement {
     ddl: bool,
     /// Policy's verdict on each statement of the string, in order.
     pub(crate) statements: Vec<StatementVerdict>,
+    /// Every statement of the string only reads, as the catalog shows it
+    /// (the calls of the views it reads included): see [`reads_only`].
+    pub(crate) only_reads: bool,
 }
 
 /// Whether a statement may go to the database while its record commits
 /// (issue 15): allowed as it is (nothing to mask or hold), and every
 /// statement of the string a plain read, which the classifier grants only
-/// to reads that call nothing but known read-only builtins and take no row
-/// locks. Such a statement changes nothing, so a gateway that dies before
-/// the commit leaves no change the ledger does not show; and its results
-/// wait for the commit, so the client sees nothing unrecorded.
-fn reads_only(j: &Judgement, classification: &Classification) -> bool {
-    j.action == Action::Allow
-        && j.mask.is_none()
-        && !classification.statements.is_empty()
+/// to reads that call nothing but known read-only builtins (the calls of
+/// the views they read included) and take no row locks. Such a statement
+/// changes nothing, so a gateway that dies before the commit leaves no
+/// change the ledger does not show; and its results wait for the commit,
+/// so the client sees nothing unrecorded.
+fn reads_only(j: &Judgement) -> bool {
+    j.action == Action::Allow && j.mask.is_none() && j.only_reads
+}
+
+/// Whether every statement of a (non-empty) classification only reads.
+fn all_read(classification: &Classification) -> bool {
+    !classification.statements.is_empty()
         && classification
             .statements
             .iter()
@@ -827,6 +834,7 @@ fn judge(verdict: &Verdict, classification: &Classification) -> Judgement {
             .iter()
             .any(|s| s.class == StatementClass::Ddl),
         statements: Vec::new(),
+        only_reads: false,
     }
 }
 
@@ -1489,7 +1497,7 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         let mut j = decide(self.ctx, &sql, &classification).await;
         self.refuse_fetch_of_protocol_portals(&sql, &classification, &mut j);
         let mut queued = None;
-        if reads_only(&j, &classification) {
+        if reads_only(&j) {
             match self.queue_record(&sql, vec![], None, None, Protocol::Simple, &j) {
                 Ok(outcome) => queued = Some(outcome),
                 Err(error) => return self.deny_simple(error).await,
@@ -1667,7 +1675,7 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         let mut j = decide(self.ctx, &sql, &classification).await;
         self.refuse_fetch_of_protocol_portals(&sql, &classification, &mut j);
         let mut queued = None;
-        if reads_only(&j, &classification) {
+        if reads_only(&j) {
             match self.queue_record(
                 &sql,
                 params.clone(),
@@ -1837,12 +1845,13 @@ pub(crate) async fn judge_statement<C: Services>(
         identity,
         target: &target.name,
     };
-    let mut verdict =
+    let (mut verdict, only_reads) =
         decide_through_views(shared, target, policy, &subject, classification, own).await;
     let mask = masking::prepare(shared.masking(), target, sql, classification, &mut verdict).await;
     let mut j = judge(&verdict, classification);
     j.mask = mask;
     j.statements = verdict.statements;
+    j.only_reads = only_reads;
     if j.action == Action::RequireApproval {
         let grant = shared.active_grant(identity, &fingerprint(sql), now_nanos());
         if let Some(g) = grant {
@@ -1870,7 +1879,9 @@ pub(crate) async fn judge_statement<C: Services>(
 /// `Policy::decide_with_views`), and the functions they call judged as
 /// calls of the statement (see `classify::with_view_calls`). The views come
 /// from the target's catalog (cached); when it cannot be read, statements
-/// that name relations are denied, since a view could hide either.
+/// that name relations are denied, since a view could hide either. With
+/// the verdict: whether every statement only reads, its views' calls
+/// included (see [`reads_only`]).
 async fn decide_through_views<C: Services>(
     shared: &C,
     target: &Target,
@@ -1878,14 +1889,17 @@ async fn decide_through_views<C: Services>(
     subject: &Subject<'_>,
     classification: &Classification,
     own: &BTreeSet<String>,
-) -> Verdict {
+) -> (Verdict, bool) {
     let relations: Vec<String> = classification
         .statements
         .iter()
         .flat_map(|s| s.tables.iter().cloned())
         .collect();
     if relations.is_empty() {
-        return policy.decide(subject, classification);
+        return (
+            policy.decide(subject, classification),
+            all_read(classification),
+        );
     }
     let reads = match shared
         .masking()
@@ -1905,15 +1919,17 @@ async fn decide_through_views<C: Services>(
                 )),
                 mask: None,
             };
-            return Verdict::from_statements(
+            let verdict = Verdict::from_statements(
                 vec![refused; classification.statements.len()],
                 &policy.settings().default_message,
             );
+            return (verdict, false);
         }
     };
-    let (verdict, unresolved) = decide_with_catalog(policy, subject, classification, &reads, own);
+    let (verdict, unresolved, only_reads) =
+        decide_with_catalog(policy, subject, classification, &reads, own);
     if !unresolved {
-        return verdict;
+        return (verdict, only_reads);
     }
     // A name the cached catalog lacks may have been created since the
     // cache was filled: ask again before refusing.
@@ -1924,9 +1940,11 @@ async fn decide_through_views<C: Services>(
         .await
     {
         Ok(newer) if !Arc::ptr_eq(&newer, &reads) => {
-            decide_with_catalog(policy, subject, classification, &newer, own).0
+            let (verdict, _, only_reads) =
+                decide_with_catalog(policy, subject, classification, &newer, own);
+            (verdict, only_reads)
         }
-        _ => verdict,
+        _ => (verdict, only_reads),
     }
 }
 
@@ -1938,14 +1956,15 @@ const FRESH_CATALOG: std::time::Duration = std::time::Duration::from_millis(50);
 /// folded in: what the views it names read and call, the calls its column
 /// notation makes (`classify::with_column_notation_calls`), and names the
 /// catalog lacks next to protected tables (`Policy::deny_unresolved`;
-/// then the flag is set).
+/// then the first flag is set). The second says whether every statement
+/// only reads, with those calls folded in.
 fn decide_with_catalog(
     policy: &Policy,
     subject: &Subject<'_>,
     classification: &Classification,
     reads: &ViewReads,
     own: &BTreeSet<String>,
-) -> (Verdict, bool) {
+) -> (Verdict, bool, bool) {
     let through = |map: &HashMap<String, Vec<String>>, s: &gatehouse_engine::StatementInfo| {
         s.tables
             .iter()
@@ -1981,9 +2000,10 @@ fn decide_with_catalog(
     } else {
         policy.decide(subject, classification)
     };
+    let only_reads = all_read(&judged);
     match policy.deny_unresolved(subject, &judged, &reached, &reads.names, own, &verdict) {
-        Some(refused) => (refused, true),
-        None => (verdict, false),
+        Some(refused) => (refused, true, only_reads),
+        None => (verdict, false, only_reads),
     }
 }
 
