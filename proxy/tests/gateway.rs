@@ -643,6 +643,43 @@ async fn a_view_that_calls_a_writing_function_is_recorded_before_it_runs() {
     );
 }
 
+/// A pure read's session holds the ledger's commit role only until the
+/// read is sent: a client that sends an Execute and then part of a Sync,
+/// and stalls, holds up no other session's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stalling_after_a_read_holds_up_no_other_session() {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::start(POLICY).await;
+    let other = env.connect("agent").await;
+    let mut raw = support::RawClient::login(&env, "agent").await;
+    let message = |tag: u8, body: &[u8]| {
+        let mut m = vec![tag];
+        m.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    };
+    let mut bytes = message(b'P', b"\0SELECT 1\0\0\0");
+    bytes.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+    bytes.extend(message(b'E', b"\0\0\0\0\0"));
+    // The first byte of a Sync, and nothing more for now.
+    bytes.push(b'S');
+    raw.stream.write_all(&bytes).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        other.simple_query("INSERT INTO audit_probe (note) VALUES ('not held up')"),
+    )
+    .await
+    .expect("another session's statement is not held up")
+    .unwrap();
+    raw.stream.write_all(&[0, 0, 0, 4]).await.unwrap();
+    let answer = raw.until_ready().await;
+    assert!(
+        answer.iter().any(|(t, _)| *t == b'D'),
+        "the read ran: {answer:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ledger_that_cannot_commit_stops_statements_before_the_database() {
     let env = Env::start(POLICY).await;

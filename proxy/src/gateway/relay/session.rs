@@ -565,6 +565,9 @@ pub async fn relay<S: Stream, C: Services>(
             }),
         )),
     };
+    // Whatever ended the session, the ledger's commit role goes (the
+    // records below wait for it).
+    client_side.give_up_turn();
     let ended_by = match &outcome {
         Ok(End::Killed(_)) => Some(Refusal::SessionEnded),
         Ok(End::Shutdown) => Some(Refusal::ShuttingDown),
@@ -841,7 +844,7 @@ fn judge(verdict: &Verdict, classification: &Classification) -> Judgement {
 impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
     async fn run(&mut self) -> std::io::Result<End> {
         loop {
-            if self.turn.is_some() && !self.input_waiting().await {
+            if self.turn.is_some() && !self.frame_waiting().await {
                 self.give_up_turn();
             }
             let f = match read_frame(&mut self.client, self.ctx.shared.max_frame()).await {
@@ -867,14 +870,20 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         }
     }
 
-    /// Whether the client has sent more than was read: bytes already
-    /// buffered, or readable now without waiting.
-    async fn input_waiting(&mut self) -> bool {
+    /// Whether a whole message from the client is at hand: buffered, or
+    /// readable now without waiting. (A part of one is not: reading the
+    /// rest could wait for the client as long as it likes.)
+    async fn frame_waiting(&mut self) -> bool {
         std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(matches!(
-                std::pin::Pin::new(&mut self.client).poll_fill_buf(cx),
-                std::task::Poll::Ready(Ok(b)) if !b.is_empty()
-            ))
+            std::task::Poll::Ready(
+                match std::pin::Pin::new(&mut self.client).poll_fill_buf(cx) {
+                    std::task::Poll::Ready(Ok(b)) if b.len() >= 5 => {
+                        let len = i32::from_be_bytes([b[1], b[2], b[3], b[4]]);
+                        usize::try_from(len).is_ok_and(|len| b.len() > len)
+                    }
+                    _ => false,
+                },
+            )
         })
         .await
     }
