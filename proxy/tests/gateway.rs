@@ -572,6 +572,7 @@ async fn a_read_whose_record_cannot_commit_shows_the_client_nothing() {
     let db = e.as_db_error().expect("an error from the gateway");
     assert_eq!(db.code().code(), "58030", "{}", db.message());
     assert!(db.message().contains("withheld"), "{}", db.message());
+    assert_eq!(db.routine(), Some("gatehouse_ledger_unavailable"));
     let e = extended
         .query("SELECT $1::text", &[&"withheld-extended"])
         .await

@@ -624,6 +624,7 @@ pub async fn relay<S: Stream, C: Services>(
     let kind = match (&fatal, ended_by) {
         (Some(("57P01", _)), Some(kind)) => Some(kind),
         (Some(("42501", _)), _) => Some(Refusal::SessionEnded),
+        (Some(("58030", _)), _) => Some(Refusal::LedgerUnavailable),
         _ => None,
     };
     if let Some((code, msg)) = fatal {
