@@ -47,6 +47,38 @@ fn notes_in_database(env: &Env) -> HashSet<String> {
         .collect()
 }
 
+/// What a load reports: the clients' tasks, and the notes each was told of
+/// (an insert acknowledged, a result received).
+type Load = (
+    Vec<tokio::task::JoinHandle<()>>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+);
+
+/// Runs the gateway as a process, puts 8 sessions under `load`, SIGKILLs
+/// the gateway 1.5 s in, and returns the notes the clients were told of.
+async fn killed_under_load(
+    env: &mut Env,
+    load: fn(Vec<tokio_postgres::Client>) -> Load,
+) -> HashSet<String> {
+    env.stop().await;
+    let (mut child, port) = env.serve_as_process().await;
+    let mut sessions = Vec::new();
+    for _ in 0..8 {
+        sessions.push(env.connect_to_port(port, "agent").await);
+    }
+    let (clients, told) = load(sessions);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for c in clients {
+        let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
+    }
+    let told: HashSet<String> = told.lock().unwrap().iter().cloned().collect();
+    assert!(told.len() > 50, "the load ran: {} notes", told.len());
+    eprintln!("{} notes told to clients before the kill", told.len());
+    told
+}
+
 /// SIGKILL under an 8-client write load, half simple and half extended
 /// protocol: every insert a client was told succeeded is in the database
 /// and in the ledger, every row in the database was written by a statement
@@ -55,29 +87,7 @@ fn notes_in_database(env: &Env) -> HashSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_write_load_loses_nothing_and_runs_nothing_unrecorded() {
     let mut env = Env::start(POLICY).await;
-    env.stop().await;
-    let (mut child, port) = env.serve_as_process().await;
-    let mut sessions = Vec::new();
-    for _ in 0..8 {
-        sessions.push(env.connect_to_port(port, "agent").await);
-    }
-    let (clients, acknowledged) = support::write_load(sessions);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
-    for c in clients {
-        let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
-    }
-    let acknowledged: HashSet<String> = acknowledged.lock().unwrap().iter().cloned().collect();
-    assert!(
-        acknowledged.len() > 50,
-        "the load ran: {} inserts acknowledged",
-        acknowledged.len()
-    );
-    eprintln!(
-        "{} inserts acknowledged before the kill",
-        acknowledged.len()
-    );
+    let acknowledged = killed_under_load(&mut env, support::write_load).await;
     let report = env.verify();
     assert!(report.is_intact(), "{}", report.to_text());
     let recorded = recorded_notes(&env);
@@ -118,22 +128,7 @@ async fn sigkill_under_write_load_loses_nothing_and_runs_nothing_unrecorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_read_load_shows_no_client_an_unrecorded_result() {
     let mut env = Env::start(POLICY).await;
-    env.stop().await;
-    let (mut child, port) = env.serve_as_process().await;
-    let mut sessions = Vec::new();
-    for _ in 0..8 {
-        sessions.push(env.connect_to_port(port, "agent").await);
-    }
-    let (clients, seen) = support::read_load(sessions);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
-    for c in clients {
-        let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
-    }
-    let seen: HashSet<String> = seen.lock().unwrap().iter().cloned().collect();
-    assert!(seen.len() > 50, "the load ran: {} results seen", seen.len());
-    eprintln!("{} results seen before the kill", seen.len());
+    let seen = killed_under_load(&mut env, support::read_load).await;
     let report = env.verify();
     assert!(report.is_intact(), "{}", report.to_text());
     let recorded = recorded_notes(&env);

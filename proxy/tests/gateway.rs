@@ -549,6 +549,19 @@ async fn a_removed_ledger_file_stops_statements_before_the_database() {
     assert!(env.verify().is_intact());
 }
 
+/// Makes the ledger refuse every statement record (kind 25) as a full disk
+/// would, until the returned connection drops the trigger `refuse`.
+fn refuse_statement_records(env: &Env) -> rusqlite::Connection {
+    let saboteur = rusqlite::Connection::open(env.ledger()).unwrap();
+    saboteur
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.kind = 25 \
+             BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END;",
+        )
+        .unwrap();
+    saboteur
+}
+
 /// A pure read goes to the database while its record commits (issue 15);
 /// when the commit fails, the client gets none of its result: the session
 /// ends with 58030, whichever protocol sent the read.
@@ -558,13 +571,7 @@ async fn a_read_whose_record_cannot_commit_shows_the_client_nothing() {
     let simple = env.connect("agent").await;
     let extended = env.connect("agent").await;
     simple.simple_query("SELECT 1").await.unwrap();
-    let saboteur = rusqlite::Connection::open(env.ledger()).unwrap();
-    saboteur
-        .execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.kind = 25 \
-             BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END;",
-        )
-        .unwrap();
+    let saboteur = refuse_statement_records(&env);
     let e = simple
         .simple_query("SELECT 'withheld-simple'")
         .await
@@ -609,13 +616,7 @@ async fn a_view_that_calls_a_writing_function_is_recorded_before_it_runs() {
     let c = env.connect("agent").await;
     let rows = c.simple_query("SELECT * FROM bumped").await.unwrap();
     assert_eq!(rows.len(), 3, "allowed, and it ran: {rows:?}");
-    let saboteur = rusqlite::Connection::open(env.ledger()).unwrap();
-    saboteur
-        .execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.kind = 25 \
-             BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END;",
-        )
-        .unwrap();
+    refuse_statement_records(&env);
     for attempt in 0..2 {
         let e = if attempt == 0 {
             c.simple_query("SELECT * FROM bumped").await.map(drop)
@@ -688,13 +689,7 @@ async fn a_ledger_that_cannot_commit_stops_statements_before_the_database() {
     c.simple_query("INSERT INTO audit_probe (note) VALUES ('before')")
         .await
         .unwrap();
-    let saboteur = rusqlite::Connection::open(env.ledger()).unwrap();
-    saboteur
-        .execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.kind = 25 \
-             BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END;",
-        )
-        .unwrap();
+    let saboteur = refuse_statement_records(&env);
     let e = c
         .simple_query("INSERT INTO audit_probe (note) VALUES ('while broken')")
         .await

@@ -746,10 +746,22 @@ struct ClientSide<'c, C, R> {
     query: u64,
     next_denial: u64,
     /// The ledger's commit role, taken with a pure read's record (see
-    /// [`ClientSide::queue_record`]) and kept until the read is sent: at
+    /// [`ClientSide::record`]) and kept until the read is sent: at
     /// most to the end of the next message, and never while waiting for
     /// the client, since every other session's record waits for it.
     turn: Option<CommitTurn>,
+}
+
+/// A statement as the client sent it, for its record.
+struct Arrival<'s> {
+    sql: &'s str,
+    /// Bind parameters (extended protocol).
+    params: Vec<Param>,
+    /// Prepared statement name (extended protocol).
+    statement: Option<String>,
+    /// Portal name (extended protocol).
+    portal: Option<String>,
+    protocol: Protocol,
 }
 
 /// The verdict for a whole query, ready for recording and enforcement.
@@ -1151,50 +1163,34 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         Ok(())
     }
 
-    /// Commits the statement's record (with deferred responses) ahead of
-    /// execution: one event, what arrived and what policy decided. On
-    /// failure, returns the error to send instead.
+    /// Records a statement (with the responses deferred until now): its
+    /// record is committed before this returns, or, for a pure read (see
+    /// [`reads_only`]), queued, with the outcome its results must wait for;
+    /// the commit role, when this caller gets it, is then kept in
+    /// [`ClientSide::turn`] until the read has been sent. On failure,
+    /// returns the error to send instead.
     async fn record(
         &mut self,
-        sql: &str,
-        params: Vec<Param>,
-        statement: Option<String>,
-        portal: Option<String>,
-        protocol: Protocol,
+        arrival: Arrival<'_>,
         j: &Judgement,
-    ) -> Result<(), BytesMut> {
-        let events = self.record_events(sql, params, statement, portal, protocol, j);
+    ) -> Result<Option<AppendOutcome>, BytesMut> {
+        let events = self.record_events(arrival, j);
         self.give_up_turn();
-        match self.ctx.shared.ledger().append_pending(events).await {
+        let ctx = self.ctx;
+        let (turn, outcome) = match ctx.shared.ledger().queue_pending(events) {
+            Ok(queued) => queued,
+            Err(e) => return Err(self.unrecorded(&e)),
+        };
+        if reads_only(j) {
+            self.turn = turn;
+            self.recorded(j);
+            return Ok(Some(outcome));
+        }
+        drop(turn);
+        match outcome.await {
             Ok(_) => {
                 self.recorded(j);
-                Ok(())
-            }
-            Err(e) => Err(self.unrecorded(&e)),
-        }
-    }
-
-    /// Queues the record of a pure read without waiting for its commit:
-    /// the read goes to the database meanwhile, and its results wait for
-    /// the returned outcome (see [`reads_only`]). The commit role, when this
-    /// caller gets it, is kept in [`ClientSide::turn`] until the read has
-    /// been sent.
-    fn queue_record(
-        &mut self,
-        sql: &str,
-        params: Vec<Param>,
-        statement: Option<String>,
-        portal: Option<String>,
-        protocol: Protocol,
-        j: &Judgement,
-    ) -> Result<AppendOutcome, BytesMut> {
-        let events = self.record_events(sql, params, statement, portal, protocol, j);
-        self.give_up_turn();
-        match self.ctx.shared.ledger().queue_pending(events) {
-            Ok((turn, outcome)) => {
-                self.turn = turn;
-                self.recorded(j);
-                Ok(outcome)
+                Ok(None)
             }
             Err(e) => Err(self.unrecorded(&e)),
         }
@@ -1208,15 +1204,14 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
 
     /// The statement's record (one event), with the responses deferred
     /// until now in front of it.
-    fn record_events(
-        &mut self,
-        sql: &str,
-        params: Vec<Param>,
-        statement: Option<String>,
-        portal: Option<String>,
-        protocol: Protocol,
-        j: &Judgement,
-    ) -> Vec<PendingEvent> {
+    fn record_events(&mut self, arrival: Arrival<'_>, j: &Judgement) -> Vec<PendingEvent> {
+        let Arrival {
+            sql,
+            params,
+            statement,
+            portal,
+            protocol,
+        } = arrival;
         self.query += 1;
         let id = &self.ctx.info;
         let mut events = std::mem::take(&mut self.ctx.tracker.lock().expect("tracker").deferred);
@@ -1506,18 +1501,17 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         let classification = self.ctx.shared.classify(&sql);
         let mut j = decide(self.ctx, &sql, &classification).await;
         self.refuse_fetch_of_protocol_portals(&sql, &classification, &mut j);
-        let mut queued = None;
-        if reads_only(&j) {
-            match self.queue_record(&sql, vec![], None, None, Protocol::Simple, &j) {
-                Ok(outcome) => queued = Some(outcome),
-                Err(error) => return self.deny_simple(error).await,
-            }
-        } else if let Err(error) = self
-            .record(&sql, vec![], None, None, Protocol::Simple, &j)
-            .await
-        {
-            return self.deny_simple(error).await;
-        }
+        let arrival = Arrival {
+            sql: &sql,
+            params: vec![],
+            statement: None,
+            portal: None,
+            protocol: Protocol::Simple,
+        };
+        let queued = match self.record(arrival, &j).await {
+            Ok(queued) => queued,
+            Err(error) => return self.deny_simple(error).await,
+        };
         match j.action {
             Action::Allow | Action::Mask => {}
             Action::RequireApproval => {
@@ -1576,11 +1570,15 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
                 OnFailure::KeepsPrevious,
                 OnFailure::KeepsPrevious,
             );
-            let error = match self
-                .record(&p.query, vec![], Some(name), None, Protocol::Extended, &j)
-                .await
-            {
-                Ok(()) => self.denial_error(&j),
+            let arrival = Arrival {
+                sql: &p.query,
+                params: vec![],
+                statement: Some(name),
+                portal: None,
+                protocol: Protocol::Extended,
+            };
+            let error = match self.record(arrival, &j).await {
+                Ok(_) => self.denial_error(&j),
                 Err(e) => e,
             };
             self.deny_extended(error).await?;
@@ -1684,32 +1682,17 @@ impl<C: Services, R: AsyncBufRead + Unpin> ClientSide<'_, C, R> {
         // Policy may have changed since Parse: judge again (classification is cached).
         let mut j = decide(self.ctx, &sql, &classification).await;
         self.refuse_fetch_of_protocol_portals(&sql, &classification, &mut j);
-        let mut queued = None;
-        if reads_only(&j) {
-            match self.queue_record(
-                &sql,
-                params.clone(),
-                Some(statement),
-                Some(portal_name.clone()),
-                Protocol::Extended,
-                &j,
-            ) {
-                Ok(outcome) => queued = Some(outcome),
-                Err(error) => return self.deny_extended(error).await,
-            }
-        } else if let Err(error) = self
-            .record(
-                &sql,
-                params.clone(),
-                Some(statement),
-                Some(portal_name.clone()),
-                Protocol::Extended,
-                &j,
-            )
-            .await
-        {
-            return self.deny_extended(error).await;
-        }
+        let arrival = Arrival {
+            sql: &sql,
+            params: params.clone(),
+            statement: Some(statement),
+            portal: Some(portal_name.clone()),
+            protocol: Protocol::Extended,
+        };
+        let queued = match self.record(arrival, &j).await {
+            Ok(queued) => queued,
+            Err(error) => return self.deny_extended(error).await,
+        };
         match j.action {
             Action::Allow | Action::Mask => {}
             Action::RequireApproval => {
