@@ -283,6 +283,21 @@ mod tests {
         .into()
     }
 
+    /// A statement's arrival as ledgers before the one-event record hold it.
+    fn received(session: u64) -> EventBody {
+        QueryReceived {
+            session,
+            identity: "bot".into(),
+            query: 1,
+            sql: "SELECT 1".into(),
+            params: vec![],
+            statement: None,
+            portal: None,
+            protocol: Protocol::Simple,
+        }
+        .into()
+    }
+
     /// Ledgers written before the one-event record hold QueryReceived and
     /// Decision; later ones hold Statement. Each counts once.
     #[test]
@@ -305,22 +320,7 @@ mod tests {
                 message: None,
             })
         };
-        let states = fold(vec![
-            opened(41),
-            QueryReceived {
-                session: 41,
-                identity: "bot".into(),
-                query: 1,
-                sql: "SELECT 1".into(),
-                params: vec![],
-                statement: None,
-                portal: None,
-                protocol: Protocol::Simple,
-            }
-            .into(),
-            statement(2),
-            statement(3),
-        ]);
+        let states = fold(vec![opened(41), received(41), statement(2), statement(3)]);
         assert_eq!(states[1].sessions[&41].statements, 1);
         assert_eq!(states[3].sessions[&41].statements, 3);
     }
@@ -335,17 +335,7 @@ mod tests {
             }
             .into(),
             opened(41),
-            QueryReceived {
-                session: 41,
-                identity: "bot".into(),
-                query: 1,
-                sql: "SELECT 1".into(),
-                params: vec![],
-                statement: None,
-                portal: None,
-                protocol: Protocol::Simple,
-            }
-            .into(),
+            received(41),
             IdentityBlocked {
                 identity: "bot".into(),
                 operator: "bob".into(),
