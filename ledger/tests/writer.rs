@@ -201,6 +201,44 @@ fn appends_from_tasks_threads_and_abandoned_callers_all_commit() {
     }
 }
 
+/// A caller that queued on a quiet ledger holds the commit role: nothing
+/// commits (its own events and others' wait) until it gives the role up,
+/// and giving it up by dropping it, however the caller ends, commits both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_commit_turn_holds_every_commit_until_it_is_given_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = Ledger::open(options(&path)).unwrap();
+    let (turn, mut mine) = ledger.queue_pending(vec![action(1).to_pending()]).unwrap();
+    let turn = turn.expect("a quiet ledger gives the first caller the commit role");
+    let other = {
+        let ledger = ledger.clone();
+        tokio::spawn(async move { ledger.append(&action(2)).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!other.is_finished(), "another append waits for the role");
+    assert!(
+        futures_now(&mut mine).is_none(),
+        "nothing committed while the role is held"
+    );
+    drop(turn);
+    let receipts = mine.await.unwrap();
+    assert_eq!(receipts[0].seq, 0);
+    assert_eq!(other.await.unwrap().unwrap().seq, 1);
+    ledger.close();
+    assert_eq!(LedgerReader::open(&path).unwrap().len().unwrap(), 2);
+}
+
+/// Polls a future once.
+fn futures_now<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match std::pin::Pin::new(f).poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
 #[test]
 fn append_all_is_atomic_and_contiguous_and_reopen_continues_the_log() {
     let dir = tempfile::tempdir().unwrap();
