@@ -616,6 +616,17 @@ async fn a_view_that_calls_a_writing_function_is_recorded_before_it_runs() {
     let c = env.connect("agent").await;
     let rows = c.simple_query("SELECT * FROM bumped").await.unwrap();
     assert_eq!(rows.len(), 3, "allowed, and it ran: {rows:?}");
+    env.settle().await;
+    let recorded = env.events().into_iter().find_map(|e| match e {
+        EventBody::Statement(s) if s.sql == "SELECT * FROM bumped" => Some(s),
+        _ => None,
+    });
+    let recorded = recorded.expect("the statement's record");
+    assert_eq!(
+        recorded.class,
+        gatehouse_ledger::event::StatementClass::Function,
+        "recorded as the call it makes through the view"
+    );
     refuse_statement_records(&env);
     for attempt in 0..2 {
         let e = if attempt == 0 {

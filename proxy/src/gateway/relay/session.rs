@@ -1838,13 +1838,16 @@ pub(crate) async fn judge_statement<C: Services>(
         identity,
         target: &target.name,
     };
-    let (mut verdict, only_reads) =
+    let (mut verdict, folded) =
         decide_through_views(shared, target, policy, &subject, classification, own).await;
     let mask = masking::prepare(shared.masking(), target, sql, classification, &mut verdict).await;
-    let mut j = judge(&verdict, classification);
+    // Recorded and enforced as the catalog shows the statement: a call a
+    // view makes is the statement's call.
+    let judged = folded.as_ref().unwrap_or(classification);
+    let mut j = judge(&verdict, judged);
     j.mask = mask;
     j.statements = verdict.statements;
-    j.only_reads = only_reads;
+    j.only_reads = all_read(judged);
     if j.action == Action::RequireApproval {
         let grant = shared.active_grant(identity, &fingerprint(sql), now_nanos());
         if let Some(g) = grant {
@@ -1873,8 +1876,8 @@ pub(crate) async fn judge_statement<C: Services>(
 /// calls of the statement (see `classify::with_view_calls`). The views come
 /// from the target's catalog (cached); when it cannot be read, statements
 /// that name relations are denied, since a view could hide either. With
-/// the verdict: whether every statement only reads, its views' calls
-/// included (see [`reads_only`]).
+/// the verdict: the classification with those calls folded in, when the
+/// catalog added any.
 async fn decide_through_views<C: Services>(
     shared: &C,
     target: &Target,
@@ -1882,17 +1885,14 @@ async fn decide_through_views<C: Services>(
     subject: &Subject<'_>,
     classification: &Classification,
     own: &BTreeSet<String>,
-) -> (Verdict, bool) {
+) -> (Verdict, Option<Classification>) {
     let relations: Vec<String> = classification
         .statements
         .iter()
         .flat_map(|s| s.tables.iter().cloned())
         .collect();
     if relations.is_empty() {
-        return (
-            policy.decide(subject, classification),
-            all_read(classification),
-        );
+        return (policy.decide(subject, classification), None);
     }
     let reads = match shared
         .masking()
@@ -1916,13 +1916,13 @@ async fn decide_through_views<C: Services>(
                 vec![refused; classification.statements.len()],
                 &policy.settings().default_message,
             );
-            return (verdict, false);
+            return (verdict, None);
         }
     };
-    let (verdict, unresolved, only_reads) =
+    let (verdict, unresolved, folded) =
         decide_with_catalog(policy, subject, classification, &reads, own);
     if !unresolved {
-        return (verdict, only_reads);
+        return (verdict, folded);
     }
     // A name the cached catalog lacks may have been created since the
     // cache was filled: ask again before refusing.
@@ -1933,11 +1933,11 @@ async fn decide_through_views<C: Services>(
         .await
     {
         Ok(newer) if !Arc::ptr_eq(&newer, &reads) => {
-            let (verdict, _, only_reads) =
+            let (verdict, _, folded) =
                 decide_with_catalog(policy, subject, classification, &newer, own);
-            (verdict, only_reads)
+            (verdict, folded)
         }
-        _ => (verdict, only_reads),
+        _ => (verdict, folded),
     }
 }
 
@@ -1949,15 +1949,15 @@ const FRESH_CATALOG: std::time::Duration = std::time::Duration::from_millis(50);
 /// folded in: what the views it names read and call, the calls its column
 /// notation makes (`classify::with_column_notation_calls`), and names the
 /// catalog lacks next to protected tables (`Policy::deny_unresolved`;
-/// then the first flag is set). The second says whether every statement
-/// only reads, with those calls folded in.
+/// then the flag is set), and the classification with those calls folded
+/// in, when there were any.
 fn decide_with_catalog(
     policy: &Policy,
     subject: &Subject<'_>,
     classification: &Classification,
     reads: &ViewReads,
     own: &BTreeSet<String>,
-) -> (Verdict, bool, bool) {
+) -> (Verdict, bool, Option<Classification>) {
     let through = |map: &HashMap<String, Vec<String>>, s: &gatehouse_engine::StatementInfo| {
         s.tables
             .iter()
@@ -1993,10 +1993,11 @@ fn decide_with_catalog(
     } else {
         policy.decide(subject, classification)
     };
-    let only_reads = all_read(&judged);
-    match policy.deny_unresolved(subject, &judged, &reached, &reads.names, own, &verdict) {
-        Some(refused) => (refused, true, only_reads),
-        None => (verdict, false, only_reads),
+    let refused = policy.deny_unresolved(subject, &judged, &reached, &reads.names, own, &verdict);
+    let folded = changed.then_some(judged);
+    match refused {
+        Some(refused) => (refused, true, folded),
+        None => (verdict, false, folded),
     }
 }
 
