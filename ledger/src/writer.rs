@@ -236,6 +236,19 @@ impl Drop for CommitTurn {
 /// How a queued append ended: committed (with its receipts) or not.
 pub struct AppendOutcome(oneshot::Receiver<Reply>);
 
+impl AppendOutcome {
+    /// The outcome if it is known now, without waiting.
+    pub fn now(&mut self) -> Option<Reply> {
+        match self.0.try_recv() {
+            Ok(reply) => Some(reply),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(AppendError::Stopped(
+                "the writer exited before answering".into(),
+            ))),
+        }
+    }
+}
+
 impl std::future::Future for AppendOutcome {
     type Output = Reply;
 

@@ -2080,15 +2080,30 @@ async fn upstream_to_client<C: Services, W: AsyncWrite + Unpin>(
     loop {
         let mut completed = Vec::new();
         let mut foreign_setting = None;
-        // A pure read's results wait here until its record has committed.
+        // A pure read's results wait here until its record has committed,
+        // and go nowhere if it could not be.
         let mut gate = None;
+        let mut unrecorded = None;
         {
             let mut t = ctx.tracker.lock().expect("tracker");
             while buf.len() >= 5 {
                 if let Some(Pending::Exec(e)) = t.pending.front_mut() {
-                    if let Some(record) = e.record.take() {
-                        gate = Some(record);
-                        break;
+                    if let Some(mut record) = e.record.take() {
+                        // Usually committed by now (the session committed
+                        // it right after sending the read): then the
+                        // results go out with what came before them, in
+                        // one write.
+                        match record.now() {
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => {
+                                unrecorded = Some(e);
+                                break;
+                            }
+                            None => {
+                                gate = Some(record);
+                                break;
+                            }
+                        }
                     }
                 }
                 let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
@@ -2148,11 +2163,14 @@ async fn upstream_to_client<C: Services, W: AsyncWrite + Unpin>(
             out.clear();
         }
         if let Some(record) = gate {
-            if let Err(e) = record.await {
-                return Err(std::io::Error::other(Unrecorded(e.to_string())));
+            match record.await {
+                // Its results go on from what is buffered.
+                Ok(_) => continue,
+                Err(e) => unrecorded = Some(e),
             }
-            // Its results go on from what is buffered.
-            continue;
+        }
+        if let Some(e) = unrecorded {
+            return Err(std::io::Error::other(Unrecorded(e.to_string())));
         }
         // Between reads, whole messages only have gone to the client: a
         // notice of the gateway's own fits in there.
