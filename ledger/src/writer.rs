@@ -242,9 +242,7 @@ impl AppendOutcome {
         match self.0.try_recv() {
             Ok(reply) => Some(reply),
             Err(oneshot::error::TryRecvError::Empty) => None,
-            Err(oneshot::error::TryRecvError::Closed) => Some(Err(AppendError::Stopped(
-                "the writer exited before answering".into(),
-            ))),
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(writer_gone())),
         }
     }
 }
@@ -256,10 +254,15 @@ impl std::future::Future for AppendOutcome {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Reply> {
-        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| {
-            r.map_err(|_| AppendError::Stopped("the writer exited before answering".into()))?
-        })
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.map_err(|_| writer_gone())?)
     }
+}
+
+/// The error for an append whose answer never came.
+fn writer_gone() -> AppendError {
+    AppendError::Stopped("the writer exited before answering".into())
 }
 
 /// What an appending caller does next.
@@ -377,16 +380,10 @@ impl Ledger {
     /// runtime (command-line tools, background threads). Panics if called
     /// from inside one.
     pub fn append_blocking(&self, bodies: &[EventBody]) -> Reply {
-        self.submit(bodies.iter().map(EventBody::to_pending).collect())?
-            .blocking_recv()
-            .map_err(|_| AppendError::Stopped("the writer exited before answering".into()))?
-    }
-
-    /// Queues `events`, committing them right here if the ledger is quiet.
-    fn submit(&self, events: Vec<PendingEvent>) -> Result<oneshot::Receiver<Reply>, AppendError> {
-        let (turn, outcome) = self.queue_pending(events)?;
+        let (turn, outcome) =
+            self.queue_pending(bodies.iter().map(EventBody::to_pending).collect())?;
         drop(turn);
-        Ok(outcome.0)
+        outcome.0.blocking_recv().map_err(|_| writer_gone())?
     }
 
     /// Stops accepting appends (on every clone of this handle: they then
@@ -518,7 +515,7 @@ impl Core {
             .unsigned_since
             .is_some_and(|since| since.elapsed() >= state.sign_every)
         {
-            state.sign_tail(false);
+            state.sign_tail();
         }
         self.publish_deadline(&state);
     }
@@ -890,7 +887,7 @@ impl WriterState {
         }
         if self.unsigned_leaves != own {
             self.tail_recovered = true;
-            self.sign_tail(true);
+            self.sign_tail();
         }
     }
 
@@ -1030,7 +1027,7 @@ impl WriterState {
     /// At close: leaves a current frontier behind so the next open need
     /// not rehash.
     fn finish(&mut self) {
-        self.sign_tail(false);
+        self.sign_tail();
         if self.poisoned.is_none() && self.size > 0 && self.unsigned_leaves.is_empty() {
             let _ = self.conn.execute(
                 "INSERT OR REPLACE INTO writer_state (id, size, frontier) VALUES (0, ?1, ?2)",
@@ -1188,12 +1185,14 @@ impl WriterState {
 
     /// Signs the committed events no checkpoint covers yet, in a commit of
     /// its own: when their delay is up and no append carries it, and at
-    /// close. A failure leaves them for the next attempt, one delay later.
-    fn sign_tail(&mut self, recovered: bool) {
+    /// close; marked as recovered when the tail was read back from the file
+    /// (`tail_recovered`). A failure leaves them for the next attempt, one
+    /// delay later.
+    fn sign_tail(&mut self) {
         if self.unsigned_leaves.is_empty() || self.poisoned.is_some() {
             return;
         }
-        let recovered = recovered || self.tail_recovered;
+        let recovered = self.tail_recovered;
         if self.file.still_at_path().is_err() {
             self.unsigned_since = Some(std::time::Instant::now());
             return;

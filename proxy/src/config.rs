@@ -478,26 +478,26 @@ fn default_sign_max_events() -> u64 {
     10_000
 }
 
-/// Parses `[ledger] sign_every`: `0`, or milliseconds or seconds (`50ms`,
-/// `1s`) up to a minute, the longest an event may wait for its signature.
+/// Parses `[ledger] sign_every`: `0`, milliseconds (`50ms`) or a duration
+/// as [`parse_duration`] reads it (`1s`), up to
+/// [`gatehouse_ledger::writer::MAX_SIGNING_DELAY`], the longest an event may
+/// wait for its signature.
 pub fn parse_sign_every(s: &str) -> Result<Duration> {
     let s = s.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
     }
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("[ledger] sign_every = {s:?} must look like 50ms, 1s or 0"))?;
-    let delay = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        _ => bail!(
-            "[ledger] sign_every = {s:?}: the unit must be ms or s (or 0 to sign every commit)"
-        ),
+    let what = || format!("[ledger] sign_every = {s:?} (50ms, 1s, or 0 to sign every commit)");
+    let delay = match s.strip_suffix("ms") {
+        Some(ms) => Duration::from_millis(ms.parse().with_context(what)?),
+        None => parse_duration(s).with_context(what)?,
     };
-    if delay > Duration::from_secs(60) {
-        bail!("[ledger] sign_every = {s:?} is longer than a minute; events would wait too long for a signature");
+    let longest = gatehouse_ledger::writer::MAX_SIGNING_DELAY;
+    if delay > longest {
+        bail!(
+            "[ledger] sign_every = {s:?} is longer than {} s; events would wait too long for a signature",
+            longest.as_secs()
+        );
     }
     Ok(delay)
 }

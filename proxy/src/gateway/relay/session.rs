@@ -2190,21 +2190,12 @@ async fn upstream_to_client<C: Services, W: AsyncWrite + Unpin>(
 
 /// A pure read ran whose record the ledger could not commit: its results
 /// are withheld and the session ends.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("Gatehouse could not record a read it had sent to the database ({0}); its results are withheld and the session is ended")]
 struct Unrecorded(String);
 
-impl std::fmt::Display for Unrecorded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Gatehouse could not record a read it had sent to the database ({}); its results are withheld and the session is ended",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for Unrecorded {}
-
+/// Whether PostgreSQL is skipping to Sync after an error in the current
+/// stretch; `None` while answers to forwarded messages are still due.
 fn stretch_failed(t: &Tracker) -> Option<bool> {
     let earlier_stretch_open = t.pending.iter().any(|p| match p {
         Pending::Sync(_) | Pending::Internal(_) => true,
