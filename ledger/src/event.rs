@@ -591,6 +591,25 @@ cbor_struct! {
     }
 }
 
+cbor_struct! {
+    /// The first record of every ledger segment after the first
+    /// (docs/ledger-format.md, section 9): what a verifier of this segment
+    /// alone needs from its predecessor, which was sealed before it opened.
+    pub struct SegmentOpened {
+        /// This segment's number: the first segment is 0.
+        0 => segment: u64,
+        /// The predecessor's final signed checkpoint note, which covers every
+        /// event before this one.
+        1 => previous_checkpoint: String,
+        /// BLAKE3 of the sealed predecessor file's bytes.
+        2 => previous_digest: Bytes,
+        /// The Merkle frontier at the predecessor's final size:
+        /// `u64be(size)` then one 32-byte hash per set bit of `size`,
+        /// largest subtree first.
+        3 => frontier: Bytes,
+    }
+}
+
 macro_rules! event_kinds {
     ($( $code:literal => $variant:ident, )*) => {
         /// The kind of an event, as stored in its record's key 2.
@@ -682,6 +701,7 @@ event_kinds! {
     23 => IdentityDisabled,
     24 => OperatorRemoved,
     25 => Statement,
+    26 => SegmentOpened,
 }
 
 impl EventBody {

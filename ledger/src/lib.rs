@@ -12,6 +12,7 @@
 //! * [`keyfile`]: signing keys on disk, refused unless owner-only.
 //! * [`bundle`]: evidence bundles, selected events with inclusion proofs.
 //! * [`verified`]: events as the signed log vouches for them, for investigators' tools.
+//! * [`segment`]: sealed segments, the ledger cut into immutable files.
 //! * [`tree_window`]: the tree rebuilt around a window from stored subtree hashes.
 
 #![warn(missing_docs)]
@@ -27,6 +28,7 @@ pub mod note;
 pub mod reader;
 pub mod rotation;
 pub mod schema;
+pub mod segment;
 pub mod tree_window;
 pub mod verified;
 pub mod writer;
@@ -35,6 +37,7 @@ use std::path::Path;
 
 pub use event::{Event, EventBody, EventKind};
 pub use reader::{LedgerReader, StoredCheckpoint, StoredSnapshot};
+pub use segment::SegmentPolicy;
 pub use writer::{
     AppendError, AppendOutcome, CommitObserver, CommitSample, CommitTurn, Durability, Ledger,
     Receipt, WriterOptions,

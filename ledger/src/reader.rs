@@ -17,12 +17,22 @@ use crate::LedgerError;
 
 const PAGE: i64 = 512;
 
-/// A read-only view of a ledger file.
+/// A read-only view of a ledger: one file, or every segment of a ledger cut
+/// into segments (section 9 of the format), read as one log.
 pub struct LedgerReader {
+    /// By increasing first sequence number; the last is the live one.
+    parts: Vec<Part>,
+    path: PathBuf,
+    /// Whether the files have the `subtrees` table (asked once).
+    subtrees: std::cell::OnceCell<bool>,
+}
+
+/// One file of the ledger.
+struct Part {
     conn: Connection,
     path: PathBuf,
-    /// Whether the file has the `subtrees` table (asked once).
-    subtrees: std::cell::OnceCell<bool>,
+    /// The sequence number of its first event.
+    first: u64,
 }
 
 /// A stored event: the decoded event and the exact bytes that were hashed.
@@ -67,9 +77,35 @@ impl LedgerReader {
     /// Opens a ledger for reading; fails if it does not exist.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, LedgerError> {
         let path = path.as_ref().to_path_buf();
-        let conn = schema::open_read_only(&path)?;
+        let files = crate::segment::segment_files(&path)?;
+        let mut parts = Vec::with_capacity(files.len().max(1));
+        if files.is_empty() {
+            let conn = schema::open_read_only(&path)?;
+            parts.push(Part {
+                conn,
+                path: path.clone(),
+                first: 0,
+            });
+        }
+        for (_, file) in files {
+            let conn = schema::open_read_only(&file)?;
+            let first: Option<i64> = conn
+                .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
+                .map_err(|e| LedgerError::sqlite(&file, e))?;
+            // A segment opened and not written yet starts where the last ends.
+            let first = match (first, parts.last()) {
+                (Some(f), _) => f as u64,
+                (None, Some(last)) => part_len(last)?,
+                (None, None) => 0,
+            };
+            parts.push(Part {
+                conn,
+                path: file,
+                first,
+            });
+        }
         Ok(LedgerReader {
-            conn,
+            parts,
             path,
             subtrees: std::cell::OnceCell::new(),
         })
@@ -79,14 +115,40 @@ impl LedgerReader {
         LedgerError::sqlite(&self.path, e)
     }
 
-    /// Number of events committed.
+    /// The live file: the one a running writer appends to.
+    fn live(&self) -> &Part {
+        self.parts.last().expect("a reader has a file")
+    }
+
+    /// The file holding event `seq` (if any does).
+    fn part_of(&self, seq: u64) -> &Part {
+        let at = self.parts.partition_point(|p| p.first <= seq);
+        &self.parts[at.saturating_sub(1)]
+    }
+
+    /// Where the file after `part` starts (`u64::MAX` for the live one).
+    fn end_of(&self, part: &Part) -> u64 {
+        let at = self.parts.partition_point(|p| p.first <= part.first);
+        self.parts.get(at).map_or(u64::MAX, |p| p.first)
+    }
+
+    /// Number of events committed. A reader kept open follows the writer
+    /// into segments opened after it: it reads them anew when the live
+    /// file it holds is no longer the newest.
     pub fn len(&self) -> Result<u64, LedgerError> {
-        self.conn
-            .query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM events", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map(|n| n as u64)
-            .map_err(|e| self.err(e))
+        part_len(self.live())
+    }
+
+    /// Opens again if the writer sealed the live file since this reader
+    /// opened it (a reader that lives as long as the gateway calls this
+    /// before reading on).
+    pub fn refresh(&mut self) -> Result<(), LedgerError> {
+        let files = crate::segment::segment_files(&self.path)?;
+        let newest = files.last().map(|(_, f)| f);
+        if newest.is_some_and(|f| *f != self.live().path) {
+            *self = LedgerReader::open(&self.path)?;
+        }
+        Ok(())
     }
 
     /// Whether the ledger holds no events.
@@ -97,6 +159,7 @@ impl LedgerReader {
     /// One event by sequence number.
     pub fn get(&self, seq: u64) -> Result<Option<StoredEvent>, LedgerError> {
         let row: Option<(i64, Vec<u8>)> = self
+            .part_of(seq)
             .conn
             .query_row(
                 "SELECT seq, data FROM events WHERE seq = ?1",
@@ -153,7 +216,8 @@ impl LedgerReader {
             return Ok(None);
         };
         let find = |range: &Range<u64>, kind: crate::event::EventKind| {
-            self.conn
+            self.part_of(range.start)
+                .conn
                 .prepare_cached(
                     "SELECT seq FROM events WHERE seq >= ?1 AND seq < ?2 AND session = ?3 AND kind = ?4 \
                      ORDER BY seq LIMIT 1",
@@ -186,12 +250,19 @@ impl LedgerReader {
         sql: &str,
         key: rusqlite::types::Value,
     ) -> Result<VecDeque<Range<u64>>, LedgerError> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let buckets = stmt
-            .query_map([key], |r| r.get::<_, i64>(0))
-            .map_err(|e| self.err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
+        let mut buckets = Vec::new();
+        for part in &self.parts {
+            let mut stmt = part.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+            let found = stmt
+                .query_map([key.clone()], |r| r.get::<_, i64>(0))
+                .map_err(|e| self.err(e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.err(e))?;
+            buckets.extend(found);
+        }
+        // A bucket cut by a seal is indexed in both segments.
+        buckets.sort_unstable();
+        buckets.dedup();
         Ok(buckets
             .into_iter()
             .map(|b| {
@@ -212,15 +283,14 @@ impl LedgerReader {
     /// event count if none). Timestamps never decrease along the log, so a
     /// binary search over sequence numbers replaces a time index.
     pub fn first_at_or_after(&self, ts: Nanos) -> Result<u64, LedgerError> {
-        let (mut lo, mut hi) = (0u64, self.len()?);
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT ts FROM events WHERE seq = ?1")
-            .map_err(|e| self.err(e))?;
+        let (mut lo, mut hi) = (self.parts[0].first, self.len()?);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let at: i64 = stmt
-                .query_row([mid as i64], |r| r.get(0))
+            let at: i64 = self
+                .part_of(mid)
+                .conn
+                .prepare_cached("SELECT ts FROM events WHERE seq = ?1")
+                .and_then(|mut stmt| stmt.query_row([mid as i64], |r| r.get(0)))
                 .map_err(|e| LedgerError::sqlite(&self.path, e))?;
             if (at as u64) < ts {
                 lo = mid + 1;
@@ -243,17 +313,19 @@ impl LedgerReader {
         mut visit: impl FnMut(u64, &[u8]),
     ) -> Result<(), LedgerError> {
         const RAW_PAGE: i64 = 8192;
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT seq, data FROM events WHERE seq >= ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
-            )
-            .map_err(|e| self.err(e))?;
         let end = range.end.min(i64::MAX as u64);
         let mut next = range.start;
         while next < end {
+            let part = self.part_of(next);
+            let mut stmt = part
+                .conn
+                .prepare_cached(
+                    "SELECT seq, data FROM events WHERE seq >= ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
+                )
+                .map_err(|e| self.err(e))?;
+            let part_end = end.min(self.end_of(part));
             let mut rows = stmt
-                .query(rusqlite::params![next as i64, end as i64, RAW_PAGE])
+                .query(rusqlite::params![next as i64, part_end as i64, RAW_PAGE])
                 .map_err(|e| self.err(e))?;
             let before = next;
             while let Some(row) = rows.next().map_err(|e| self.err(e))? {
@@ -288,15 +360,21 @@ impl LedgerReader {
         if !self.has_table("snapshots")? {
             return Ok(None);
         }
-        let row: Option<(i64, i64)> = self
-            .conn
-            .query_row(
-                "SELECT covers, seq FROM snapshots WHERE covers <= ?1 ORDER BY covers DESC LIMIT 1",
-                [max_covers.min(i64::MAX as u64) as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
+        let mut row: Option<(i64, i64)> = None;
+        for part in self.parts.iter().rev() {
+            row = part
+                .conn
+                .query_row(
+                    "SELECT covers, seq FROM snapshots WHERE covers <= ?1 ORDER BY covers DESC LIMIT 1",
+                    [max_covers.min(i64::MAX as u64) as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if row.is_some() {
+                break;
+            }
+        }
         let Some((covers, seq)) = row else {
             return Ok(None);
         };
@@ -322,16 +400,22 @@ impl LedgerReader {
         if !self.has_table("snapshots")? {
             return Ok(Vec::new());
         }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT covers, seq FROM snapshots ORDER BY covers")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        let mut index = Vec::new();
+        for part in &self.parts {
+            let mut stmt = part
+                .conn
+                .prepare("SELECT covers, seq FROM snapshots ORDER BY covers")
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                index.push(row.map_err(|e| self.err(e))?);
+            }
+        }
+        Ok(index)
     }
 
     /// The writer's stored hash of the complete subtree of leaves
@@ -349,7 +433,10 @@ impl LedgerReader {
         {
             return Ok(None);
         }
+        // Stored in the segment that holds the subtree's last event.
+        let last = ((idx + 1) << level).saturating_sub(1);
         let mut stmt = self
+            .part_of(last)
             .conn
             .prepare_cached("SELECT hash FROM subtrees WHERE level = ?1 AND idx = ?2")
             .map_err(|e| self.err(e))?;
@@ -364,7 +451,8 @@ impl LedgerReader {
     }
 
     fn has_table(&self, name: &str) -> Result<bool, LedgerError> {
-        self.conn
+        self.live()
+            .conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
                 [name],
@@ -375,20 +463,26 @@ impl LedgerReader {
 
     /// Every checkpoint, by increasing size.
     pub fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT size, note, proof FROM checkpoints ORDER BY size")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(StoredCheckpoint {
-                    size: r.get::<_, i64>(0)? as u64,
-                    note: r.get(1)?,
-                    proof: r.get(2)?,
+        let mut all = Vec::new();
+        for part in &self.parts {
+            let mut stmt = part
+                .conn
+                .prepare("SELECT size, note, proof FROM checkpoints ORDER BY size")
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(StoredCheckpoint {
+                        size: r.get::<_, i64>(0)? as u64,
+                        note: r.get(1)?,
+                        proof: r.get(2)?,
+                    })
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                all.push(row.map_err(|e| self.err(e))?);
+            }
+        }
+        Ok(all)
     }
 
     /// The log's signing keys (see [`crate::rotation`]), trusted through
@@ -397,30 +491,44 @@ impl LedgerReader {
         &self,
         trusted: &crate::note::VerifierKey,
     ) -> Result<crate::rotation::KeySchedule, LedgerError> {
-        crate::rotation::KeySchedule::read(&self.conn, trusted)
+        let conns: Vec<&Connection> = self.parts.iter().map(|p| &p.conn).collect();
+        crate::rotation::KeySchedule::read_all(&conns, trusted)
     }
 
     /// The size of the checkpoint before the one of `size` (0 if none).
     pub fn previous_checkpoint_size(&self, size: u64) -> Result<u64, LedgerError> {
-        crate::rotation::previous_checkpoint_size(&self.conn, size)
+        for part in self.parts.iter().rev().filter(|p| p.first < size) {
+            let previous = crate::rotation::previous_checkpoint_size(&part.conn, size)?;
+            if previous > 0 {
+                return Ok(previous);
+            }
+        }
+        Ok(0)
     }
 
     /// The newest checkpoint, if any.
     pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT size, note, proof FROM checkpoints ORDER BY size DESC LIMIT 1",
-                [],
-                |r| {
-                    Ok(StoredCheckpoint {
-                        size: r.get::<_, i64>(0)? as u64,
-                        note: r.get(1)?,
-                        proof: r.get(2)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        for part in self.parts.iter().rev() {
+            let newest = part
+                .conn
+                .query_row(
+                    "SELECT size, note, proof FROM checkpoints ORDER BY size DESC LIMIT 1",
+                    [],
+                    |r| {
+                        Ok(StoredCheckpoint {
+                            size: r.get::<_, i64>(0)? as u64,
+                            note: r.get(1)?,
+                            proof: r.get(2)?,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if newest.is_some() {
+                return Ok(newest);
+            }
+        }
+        Ok(None)
     }
 
     fn page(
@@ -443,16 +551,39 @@ impl LedgerReader {
                 Some(i.clone().into()),
             ),
         };
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let to = to.min(i64::MAX as u64) as i64;
+        let to = to.min(i64::MAX as u64);
         let map = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
-        let rows = match key {
-            None => stmt.query_map(rusqlite::params![from as i64, to, PAGE], map),
-            Some(k) => stmt.query_map(rusqlite::params![from as i64, to, PAGE, k], map),
+        // A range cut by a seal is read from one segment, then the next.
+        let mut from = from;
+        loop {
+            let part = self.part_of(from);
+            let part_to = to.min(self.end_of(part)) as i64;
+            let mut stmt = part.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+            let rows = match &key {
+                None => stmt.query_map(rusqlite::params![from as i64, part_to, PAGE], map),
+                Some(k) => stmt.query_map(rusqlite::params![from as i64, part_to, PAGE, k], map),
+            }
+            .map_err(|e| self.err(e))?;
+            let rows: Vec<(i64, Vec<u8>)> =
+                rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+            let next = self.end_of(part);
+            if !rows.is_empty() || next >= to {
+                return Ok(rows);
+            }
+            from = next;
         }
-        .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
+}
+
+/// Events in one file: one past its highest sequence number (its first if
+/// it holds none).
+fn part_len(part: &Part) -> Result<u64, LedgerError> {
+    part.conn
+        .query_row("SELECT MAX(seq) + 1 FROM events", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .map(|n| n.map_or(part.first, |n| n as u64))
+        .map_err(|e| LedgerError::sqlite(&part.path, e))
 }
 
 fn decode(seq: u64, data: Vec<u8>) -> Result<StoredEvent, LedgerError> {

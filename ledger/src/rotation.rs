@@ -28,41 +28,16 @@ impl KeySchedule {
     /// Readers that hash records check the rotations they meet against
     /// [`KeySchedule::rotations`].
     pub fn read(conn: &Connection, trusted: &VerifierKey) -> Result<KeySchedule, LedgerError> {
-        let indexed: bool = conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rotations')",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| LedgerError::Damaged(format!("cannot read key rotations: {e}")))?;
-        let sql = if indexed {
-            "SELECT e.seq, e.data FROM rotations r JOIN events e ON e.seq = r.seq ORDER BY r.seq"
-        } else {
-            "SELECT seq, data FROM events WHERE kind = ?1 ORDER BY seq"
-        };
-        let mut stmt = conn
-            .prepare(sql)
-            .map_err(|e| LedgerError::Damaged(format!("cannot read key rotations: {e}")))?;
-        let kind = EventKind::KeyRotated.code() as i64;
-        let map = |r: &rusqlite::Row| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?));
-        let rows = if indexed {
-            stmt.query_map([], map)
-        } else {
-            stmt.query_map([kind], map)
-        }
-        .map_err(|e| LedgerError::Damaged(format!("cannot read key rotations: {e}")))?;
+        Self::build(trusted, &recorded_rotations(conn)?)
+    }
+
+    /// The schedule recorded across a ledger's segments (`conns` in segment
+    /// order), trusted through `trusted`: a key retired in a sealed segment
+    /// stays retired in every later one.
+    pub fn read_all(conns: &[&Connection], trusted: &VerifierKey) -> Result<KeySchedule, LedgerError> {
         let mut rotations = Vec::new();
-        for row in rows {
-            let (seq, data) =
-                row.map_err(|e| LedgerError::Damaged(format!("cannot read key rotations: {e}")))?;
-            let event = Event::from_bytes(&data).map_err(|e| {
-                LedgerError::Damaged(format!(
-                    "the key rotation at event {seq} cannot be decoded: {e}"
-                ))
-            })?;
-            if let EventBody::KeyRotated(r) = event.body {
-                rotations.push((seq as u64, r.old_key, r.new_key));
-            }
+        for conn in conns {
+            rotations.extend(recorded_rotations(conn)?);
         }
         Self::build(trusted, &rotations)
     }
@@ -126,6 +101,47 @@ impl KeySchedule {
     pub fn current(&self) -> &VerifierKey {
         self.keys.last().expect("a schedule has a key")
     }
+}
+
+/// The rotations `(seq, old_key, new_key)` recorded in one file, in order.
+pub fn recorded_rotations(conn: &Connection) -> Result<Vec<(u64, String, String)>, LedgerError> {
+    let indexed: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rotations')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| LedgerError::Damaged(format!("cannot read key rotations: {e}")))?;
+    let sql = if indexed {
+        "SELECT e.seq, e.data FROM rotations r JOIN events e ON e.seq = r.seq ORDER BY r.seq"
+    } else {
+        "SELECT seq, data FROM events WHERE kind = ?1 ORDER BY seq"
+    };
+    let mut stmt = conn
+        .prepare(sql)
+        .map_err(|e| LedgerError::Damaged(format!("cannot read key rotations: {e}")))?;
+    let kind = EventKind::KeyRotated.code() as i64;
+    let map = |r: &rusqlite::Row| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?));
+    let rows = if indexed {
+        stmt.query_map([], map)
+    } else {
+        stmt.query_map([kind], map)
+    }
+    .map_err(|e| LedgerError::Damaged(format!("cannot read key rotations: {e}")))?;
+    let mut rotations = Vec::new();
+    for row in rows {
+        let (seq, data) =
+            row.map_err(|e| LedgerError::Damaged(format!("cannot read key rotations: {e}")))?;
+        let event = Event::from_bytes(&data).map_err(|e| {
+            LedgerError::Damaged(format!(
+                "the key rotation at event {seq} cannot be decoded: {e}"
+            ))
+        })?;
+        if let EventBody::KeyRotated(r) = event.body {
+            rotations.push((seq as u64, r.old_key, r.new_key));
+        }
+    }
+    Ok(rotations)
 }
 
 /// The size of the checkpoint before the one of `size` (0 if none).

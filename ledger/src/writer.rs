@@ -35,6 +35,7 @@ use crate::merkle::{leaf_hash, Frontier, SUBTREE_MIN_LEVEL};
 use crate::note::{NoteSigner, VerifierKey};
 use crate::rotation::KeySchedule;
 use crate::schema;
+use crate::segment::{self, SegmentPolicy};
 use crate::LedgerError;
 
 /// How hard a commit tries to survive failures.
@@ -111,6 +112,9 @@ pub struct WriterOptions {
     pub sign_every: Duration,
     /// Most committed events waiting for a signed checkpoint.
     pub sign_max_events: u64,
+    /// When to seal the live segment and open the next (docs/ledger-format.md,
+    /// section 9); the default never does.
+    pub segments: SegmentPolicy,
 }
 
 impl WriterOptions {
@@ -125,6 +129,7 @@ impl WriterOptions {
             on_commit: None,
             sign_every: Duration::ZERO,
             sign_max_events: 10_000,
+            segments: SegmentPolicy::default(),
         }
     }
 }
@@ -170,6 +175,9 @@ struct Core {
     /// A commit left the first unsigned event: the writer thread must wake
     /// to sign it in time.
     tail_started: std::sync::atomic::AtomicBool,
+    /// The live segment is due to be sealed: the writer thread seals it,
+    /// having stopped its WAL thread, which holds the file open.
+    seal_due: std::sync::atomic::AtomicBool,
     /// When the unsigned tail is due, in nanoseconds since `epoch` (0:
     /// there is none): a copy of the state's, readable without its lock.
     sign_deadline: std::sync::atomic::AtomicU64,
@@ -288,6 +296,7 @@ impl Ledger {
             wake: Condvar::new(),
             state: Mutex::new(state),
             tail_started: std::sync::atomic::AtomicBool::new(false),
+            seal_due: std::sync::atomic::AtomicBool::new(false),
             sign_deadline: std::sync::atomic::AtomicU64::new(0),
             epoch: std::time::Instant::now(),
             max_batch: options.max_batch.max(1),
@@ -473,7 +482,8 @@ impl Core {
         let tail_started = self
             .tail_started
             .swap(false, std::sync::atomic::Ordering::AcqRel);
-        if (!q.requests.is_empty() || q.closed || tail_started) && q.writer_waiting {
+        let seal = self.seal_due.load(std::sync::atomic::Ordering::Acquire);
+        if (!q.requests.is_empty() || q.closed || tail_started || seal) && q.writer_waiting {
             self.wake.notify_one();
         }
     }
@@ -532,6 +542,10 @@ impl Core {
             self.tail_started
                 .store(true, std::sync::atomic::Ordering::Release);
         }
+        if state.segment.due {
+            self.seal_due
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         drop(state);
         if let Some(observe) = &self.on_commit {
             observe(CommitSample {
@@ -549,12 +563,18 @@ impl Core {
     /// queued, until the queue is empty; at close, finishes the queue,
     /// saves the frontier and exits.
     fn run(&self, path: &Path) {
-        let checkpointer = WalCheckpointer::start(path);
+        let mut checkpointer = WalCheckpointer::start(path);
         loop {
             let mut sign = false;
+            let mut seal = false;
             {
                 let mut q = self.queue();
                 loop {
+                    if !q.committing && self.seal_due.load(std::sync::atomic::Ordering::Acquire) {
+                        q.committing = true;
+                        seal = true;
+                        break;
+                    }
                     if !q.committing && !q.requests.is_empty() {
                         q.committing = true;
                         break;
@@ -590,6 +610,15 @@ impl Core {
                 self.sign_if_due();
                 continue;
             }
+            if seal {
+                self.seal_due
+                    .store(false, std::sync::atomic::Ordering::Release);
+                drop(checkpointer);
+                self.seal();
+                checkpointer = WalCheckpointer::start(path);
+                self.release();
+                continue;
+            }
             loop {
                 let batch = self.next_batch();
                 if batch.is_empty() {
@@ -599,6 +628,23 @@ impl Core {
                 self.commit(batch);
             }
         }
+    }
+
+    /// Seals the live segment (the caller holds the commit role and has
+    /// stopped the WAL thread). A failure is logged and retried after the
+    /// next commit: appends go on into the live segment meanwhile.
+    fn seal(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = state.seal() {
+            tracing::warn!(
+                "cannot seal ledger segment {} (retried in {} s; appends go on into it): {e}",
+                state.segment.file.display(),
+                SEAL_RETRY.as_secs()
+            );
+            let now = (state.clock)();
+            state.segment.hold_until = now + SEAL_RETRY.as_nanos() as Nanos;
+        }
+        self.publish_deadline(&state);
     }
 
     /// Refuses further appends and wakes the writer thread to finish.
@@ -714,13 +760,47 @@ struct WriterState {
     sessions: HashMap<u64, u64>,
     /// The last bucket each identity was indexed in (committed rows only).
     identities: HashMap<String, u64>,
+    /// Where the live segment starts and when it is sealed.
+    segment: LiveSegment,
+    durability: Durability,
 }
+
+/// The segment the writer appends to (docs/ledger-format.md, section 9).
+struct LiveSegment {
+    policy: SegmentPolicy,
+    /// Its number: 0 for the first (and only, without a policy).
+    number: u64,
+    /// The real file (the configured path is a link to it once the ledger
+    /// is cut into segments).
+    file: PathBuf,
+    /// Sequence number of its first event, and the tree, chain head and
+    /// time where it starts (the end of its predecessor).
+    first: u64,
+    base: Frontier,
+    base_chain: Link,
+    base_ts: Nanos,
+    /// About how many bytes it holds.
+    bytes: u64,
+    /// The time of its first event.
+    started: Option<Nanos>,
+    /// The policy says it is time to seal.
+    due: bool,
+    /// A failed seal is tried again from this time on.
+    hold_until: Nanos,
+    /// The key rotations recorded in the sealed segments before it: a key
+    /// retired there must not sign here.
+    sealed_rotations: Vec<(u64, String, String)>,
+}
+
+/// How long after a failed seal the writer tries again.
+const SEAL_RETRY: Duration = Duration::from_secs(10);
 
 impl WriterState {
     fn open(options: &WriterOptions) -> Result<Self, LedgerError> {
         let lock = lock_exclusively(&options.path)?;
+        let segment = LiveSegment::locate(&options.path, options.segments)?;
         let conn = schema::open_for_writing(
-            &options.path,
+            &segment.file,
             options.signer.name(),
             options.durability,
             !options.sign_every.is_zero(),
@@ -748,8 +828,15 @@ impl WriterState {
             tail_recovered: false,
             sessions: HashMap::new(),
             identities: HashMap::new(),
+            segment,
+            durability: options.durability,
         };
+        let opening = state.read_opening()?;
         state.resync()?;
+        if let Some((note, digest)) = opening {
+            state.write_opening(note, digest)?;
+        }
+        state.measure_segment()?;
         Ok(state)
     }
 
@@ -799,19 +886,22 @@ impl WriterState {
                     path.display()
                 )));
             }
-            self.size = 0;
-            self.last_ts = 0;
-            self.frontier = Frontier::new();
-            self.signed_frontier = Frontier::new();
-            self.chain = chain::GENESIS;
-            self.recover_tail(events as u64, &own_tail);
+            let base = &self.segment;
+            self.size = base.first;
+            self.last_ts = base.base_ts;
+            self.frontier = base.base.clone();
+            self.signed_frontier = base.base.clone();
+            self.chain = base.base_chain;
+            self.recover_tail(events.max(base.first as i64) as u64, &own_tail);
             return Ok(());
         };
         // After a key rotation the last checkpoint may still be the
         // retired key's (the one covering the rotation); the writer must
         // hold the key in force now, never a retired one.
         let own = self.signer.verifier();
-        let schedule = KeySchedule::read(&self.conn, &own)?;
+        let mut rotations = self.segment.sealed_rotations.clone();
+        rotations.extend(crate::rotation::recorded_rotations(&self.conn)?);
+        let schedule = KeySchedule::build(&own, &rotations)?;
         if schedule.current() != &own {
             return Err(LedgerError::KeyMismatch(format!(
                 "key {} of {} was retired by a key rotation; sign with the current key {}",
@@ -820,7 +910,9 @@ impl WriterState {
                 schedule.current().label()
             )));
         }
-        let previous = crate::rotation::previous_checkpoint_size(&self.conn, size as u64)?;
+        // The checkpoint before a segment's first is its predecessor's last.
+        let previous = crate::rotation::previous_checkpoint_size(&self.conn, size as u64)?
+            .max(self.segment.first);
         let text = schedule.key_after(previous).verify(&note).map_err(|e| {
             LedgerError::KeyMismatch(format!(
                 "the last checkpoint of {} is not signed by key {} ({e}); use the key this ledger was created with",
@@ -836,8 +928,8 @@ impl WriterState {
         let saved = frontier
             .as_deref()
             .and_then(Frontier::from_bytes)
-            .filter(|f| f.size() <= size as u64)
-            .unwrap_or_default();
+            .filter(|f| f.size() <= size as u64 && f.size() >= self.segment.first)
+            .unwrap_or_else(|| self.segment.base.clone());
         let frontier = self.extend_frontier(saved, size as u64)?;
         if frontier.root() != checkpoint.root {
             return Err(LedgerError::Damaged(format!(
@@ -949,7 +1041,9 @@ impl WriterState {
             .conn
             .query_row("SELECT COUNT(*) FROM subtrees", [], |r| r.get(0))
             .map_err(ctx)?;
-        if stored as u64 == subtrees_of(self.size) {
+        // A segment holds the subtrees that end in it (section 9).
+        let first = self.segment.first;
+        if stored as u64 == subtrees_of(self.size) - subtrees_of(first) {
             return Ok(());
         }
         let tx = self.conn.transaction().map_err(ctx)?;
@@ -966,7 +1060,7 @@ impl WriterState {
                 .prepare("SELECT data FROM events WHERE seq < ?1 ORDER BY seq")
                 .map_err(ctx)?;
             let mut rows = read.query([self.size as i64]).map_err(ctx)?;
-            let mut frontier = Frontier::new();
+            let mut frontier = self.segment.base.clone();
             let mut result = Ok(());
             while let Some(row) = rows.next().map_err(ctx)? {
                 let data = row.get_ref(0).map_err(ctx)?;
@@ -1042,6 +1136,7 @@ impl WriterState {
         let mut chain = self.chain;
         let mut leaves = Vec::new();
         let mut receipts = Vec::with_capacity(batch.len());
+        let mut written = 0u64;
         // Index pairs this batch adds; cached only once the commit succeeds.
         let mut new_sessions: HashMap<u64, u64> = HashMap::new();
         let mut new_identities: HashMap<String, u64> = HashMap::new();
@@ -1066,6 +1161,7 @@ impl WriterState {
                 for ev in &req.events {
                     let seq = frontier.size();
                     let bytes = record_bytes(seq, ts, ev.kind, &ev.body);
+                    written += bytes.len() as u64 + ROW_OVERHEAD;
                     let leaf = leaf_hash(&bytes);
                     leaves.push(leaf);
                     let mut closed = Ok(());
@@ -1173,6 +1269,7 @@ impl WriterState {
         }
         self.sessions.extend(new_sessions);
         self.identities.extend(new_identities);
+        self.segment.committed(ts, written);
         Ok(receipts)
     }
 
@@ -1216,6 +1313,358 @@ impl WriterState {
                 self.unsigned_since = Some(std::time::Instant::now());
             }
         }
+    }
+}
+
+/// Bytes a stored event costs beyond its record, about: the row's other
+/// columns, B-tree cells, index entries, its share of checkpoints.
+const ROW_OVERHEAD: u64 = 48;
+
+impl LiveSegment {
+    /// Finds the live segment of the ledger at `path`, cutting a one-file
+    /// ledger into segments when `policy` asks for them: the file becomes
+    /// segment 0 and `path` a link to it. A ledger already in segments
+    /// stays in segments whatever the policy (its live file is the
+    /// highest-numbered one), and its link is repaired if a crash left it
+    /// pointing at a sealed segment.
+    fn locate(path: &Path, policy: SegmentPolicy) -> Result<LiveSegment, LedgerError> {
+        let mut files = segment::segment_files(path)?;
+        if files.is_empty() && policy.enabled() {
+            let first = segment::segment_path(path, 0);
+            let regular = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
+            if regular {
+                // The write-ahead log is named after the file: fold it in
+                // before the file gets its segment name.
+                let conn = Connection::open(path).map_err(|e| LedgerError::sqlite(path, e))?;
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                    .map_err(|e| LedgerError::sqlite(path, e))?;
+                drop(conn);
+                std::fs::rename(path, &first).map_err(|e| {
+                    LedgerError::Io(format!(
+                        "cannot rename {} to {} to cut the ledger into segments: {e}",
+                        path.display(),
+                        first.display()
+                    ))
+                })?;
+            }
+            files.push((0, first));
+        }
+        let Some((number, file)) = files.last().cloned() else {
+            return Ok(LiveSegment::whole(path, policy));
+        };
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
+            return Err(LedgerError::Damaged(format!(
+                "{} is a plain file, but segments of it ({}) lie beside it: a ledger in segments is \
+                 reached through a link to its live segment; move one of them aside",
+                path.display(),
+                file.display()
+            )));
+        }
+        segment::link_live(path, &file)?;
+        let mut sealed_rotations = Vec::new();
+        for (_, sealed) in &files[..files.len() - 1] {
+            let conn = Connection::open_with_flags(sealed, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| LedgerError::sqlite(sealed, e))?;
+            sealed_rotations.extend(crate::rotation::recorded_rotations(&conn)?);
+        }
+        Ok(LiveSegment {
+            number,
+            file,
+            sealed_rotations,
+            ..LiveSegment::whole(path, policy)
+        })
+    }
+
+    /// The one-file ledger at `path`, segment 0.
+    fn whole(path: &Path, policy: SegmentPolicy) -> LiveSegment {
+        LiveSegment {
+            policy,
+            number: 0,
+            file: path.to_path_buf(),
+            first: 0,
+            base: Frontier::new(),
+            base_chain: chain::GENESIS,
+            base_ts: 0,
+            bytes: 0,
+            started: None,
+            due: false,
+            hold_until: 0,
+            sealed_rotations: Vec::new(),
+        }
+    }
+
+    /// Counts a commit of `bytes` at `ts` against the policy.
+    fn committed(&mut self, ts: Nanos, bytes: u64) {
+        self.bytes += bytes;
+        let started = *self.started.get_or_insert(ts);
+        let full = self.policy.max_bytes.is_some_and(|max| self.bytes >= max);
+        let old = self
+            .policy
+            .every
+            .is_some_and(|every| ts.saturating_sub(started) >= every.as_nanos() as Nanos);
+        self.due |= (full || old) && ts >= self.hold_until;
+    }
+}
+
+/// The text of a signed note (what its signatures sign).
+fn note_text(note: &str) -> Option<String> {
+    note.split_once("\n\n").map(|(text, _)| format!("{text}\n"))
+}
+
+impl WriterState {
+    /// Reads where the live segment starts from its first record. A live
+    /// segment after the first with no record yet (the writer stopped while
+    /// opening it) starts where its sealed predecessor ends: returns that
+    /// predecessor's final note and digest, for [`Self::write_opening`].
+    fn read_opening(&mut self) -> Result<Option<(String, [u8; 32])>, LedgerError> {
+        let file = self.segment.file.clone();
+        let ctx = |e| LedgerError::sqlite(&file, e);
+        let first: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT seq, data FROM events ORDER BY seq LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(ctx)?;
+        let damaged = |why: String| {
+            LedgerError::Damaged(format!(
+                "{}: {why}; run gatehouse-verify on the ledger",
+                file.display()
+            ))
+        };
+        match first {
+            None if self.segment.number == 0 => Ok(None),
+            None => {
+                let previous = segment::segment_path(&self.path, self.segment.number - 1);
+                let end = SegmentEnd::read(&previous)?;
+                self.segment.first = end.frontier.size();
+                self.segment.base = end.frontier;
+                self.segment.base_chain = end.chain;
+                self.segment.base_ts = end.last_ts;
+                Ok(Some((end.note, segment::file_digest(&previous)?)))
+            }
+            Some((0, _)) if self.segment.number == 0 => Ok(None),
+            Some((seq, data)) => {
+                let event = Event::from_bytes(&data)
+                    .map_err(|e| damaged(format!("its first event cannot be decoded ({e})")))?;
+                let EventBody::SegmentOpened(opened) = event.body else {
+                    return Err(damaged(format!(
+                        "segment {} starts at event {seq} with no SegmentOpened record",
+                        self.segment.number
+                    )));
+                };
+                if opened.segment != self.segment.number {
+                    return Err(damaged(format!(
+                        "the file is named as segment {} but holds segment {}",
+                        self.segment.number, opened.segment
+                    )));
+                }
+                let base = Frontier::from_bytes(&opened.frontier.0)
+                    .filter(|f| f.size() == seq as u64)
+                    .ok_or_else(|| damaged("its opening record's frontier is malformed".into()))?;
+                let checkpoint = note_text(&opened.previous_checkpoint)
+                    .and_then(|t| Checkpoint::parse(&t).ok())
+                    .filter(|c| c.size == seq as u64 && c.root == base.root())
+                    .ok_or_else(|| {
+                        damaged("its opening record's checkpoint does not match its frontier".into())
+                    })?;
+                self.segment.first = seq as u64;
+                self.segment.base = base;
+                self.segment.base_chain = checkpoint.chain;
+                self.segment.base_ts = event.ts;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Appends the live segment's first record and signs it at once, so a
+    /// segment with events always starts with a checkpoint of its own.
+    fn write_opening(&mut self, note: String, digest: [u8; 32]) -> Result<(), LedgerError> {
+        let body = EventBody::SegmentOpened(crate::event::SegmentOpened {
+            segment: self.segment.number,
+            previous_checkpoint: note,
+            previous_digest: digest.to_vec().into(),
+            frontier: self.frontier.to_bytes().into(),
+        });
+        let (reply, _) = oneshot::channel();
+        let request = Request {
+            events: vec![body.to_pending()],
+            reply,
+        };
+        self.commit(std::slice::from_ref(&request))
+            .map_err(|e| LedgerError::sqlite(&self.segment.file, e))?;
+        self.sign_tail();
+        if !self.unsigned_leaves.is_empty() {
+            return Err(LedgerError::Io(format!(
+                "cannot sign the opening of segment {}",
+                self.segment.file.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sizes the live segment at open: its file's pages, its first event's time.
+    fn measure_segment(&mut self) -> Result<(), LedgerError> {
+        let file = self.segment.file.clone();
+        let ctx = |e| LedgerError::sqlite(&file, e);
+        let pages: i64 = self
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .map_err(ctx)?;
+        let page: i64 = self
+            .conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(ctx)?;
+        let started: Option<i64> = self
+            .conn
+            .query_row("SELECT MIN(ts) FROM events", [], |r| r.get(0))
+            .map_err(ctx)?;
+        self.segment.bytes = (pages * page) as u64;
+        self.segment.started = started.map(|t| t as Nanos);
+        self.segment.due = false;
+        Ok(())
+    }
+
+    /// Seals the live segment and opens the next (section 9): signs every
+    /// event, folds the write-ahead log into the file, leaves it read-only
+    /// under its number, and starts the next file with a record of the
+    /// sealed one's final checkpoint, digest and tree. Nothing else may
+    /// hold the file open for writing (the caller stopped its WAL thread).
+    /// A failure leaves the live segment as it was, to be sealed later.
+    fn seal(&mut self) -> Result<(), LedgerError> {
+        self.segment.due = false;
+        if self.poisoned.is_some() || self.size <= self.segment.first + 1 {
+            return Ok(());
+        }
+        self.sign_tail();
+        if !self.unsigned_leaves.is_empty() {
+            return Err(LedgerError::Io("cannot sign the segment's last events".into()));
+        }
+        let file = self.segment.file.clone();
+        let ctx = |e| LedgerError::sqlite(&file, e);
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO writer_state (id, size, frontier) VALUES (0, ?1, ?2)",
+                params![self.size as i64, self.frontier.to_bytes()],
+            )
+            .map_err(ctx)?;
+        let note: String = self
+            .conn
+            .query_row(
+                "SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(ctx)?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(ctx)?;
+        // Readers need no write-ahead log for a file that never changes
+        // again; if one holds it open the mode stays, which is harmless.
+        let _ = self
+            .conn
+            .query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(()));
+        let next = segment::segment_path(&self.path, self.segment.number + 1);
+        let conn = schema::open_for_writing(
+            &next,
+            self.signer.name(),
+            self.durability,
+            !self.sign_every.is_zero(),
+        )?;
+        // The sealed file is closed before its digest is taken. From here
+        // on the writer holds the next file: if opening it fails, nothing
+        // more is appended until a restart opens it from the sealed one.
+        drop(std::mem::replace(&mut self.conn, conn));
+        if let Err(e) = self.open_next(note, next) {
+            let why = format!("cannot open the next ledger segment after sealing {}: {e}; restart the gateway", file.display());
+            self.poisoned = Some(why.clone());
+            return Err(LedgerError::Io(why));
+        }
+        Ok(())
+    }
+
+    /// The second half of [`Self::seal`]: the sealed file made read-only
+    /// and hashed, the next one's first record written, the link moved.
+    fn open_next(&mut self, note: String, next: PathBuf) -> Result<(), LedgerError> {
+        let file = self.segment.file.clone();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444))
+            .map_err(|e| LedgerError::Io(format!("cannot make {} read-only: {e}", file.display())))?;
+        let digest = segment::file_digest(&file)?;
+        let mut sealed_rotations = std::mem::take(&mut self.segment.sealed_rotations);
+        let sealed = Connection::open_with_flags(&file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| LedgerError::sqlite(&file, e))?;
+        sealed_rotations.extend(crate::rotation::recorded_rotations(&sealed)?);
+        drop(sealed);
+        self.segment = LiveSegment {
+            sealed_rotations,
+            number: self.segment.number + 1,
+            file: next.clone(),
+            first: self.size,
+            base: self.frontier.clone(),
+            base_chain: self.chain,
+            base_ts: self.last_ts,
+            ..LiveSegment::whole(&next, self.segment.policy)
+        };
+        self.signed_frontier = self.frontier.clone();
+        self.sessions.clear();
+        self.identities.clear();
+        self.write_opening(note, digest)?;
+        segment::link_live(&self.path, &next)?;
+        self.file = OpenedFile::open(&self.path)?;
+        Ok(())
+    }
+}
+
+/// Where a sealed segment ends: read back when the writer stopped between
+/// sealing it and opening its successor.
+struct SegmentEnd {
+    note: String,
+    frontier: Frontier,
+    chain: Link,
+    last_ts: Nanos,
+}
+
+impl SegmentEnd {
+    fn read(path: &Path) -> Result<SegmentEnd, LedgerError> {
+        let ctx = |e| LedgerError::sqlite(path, e);
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(ctx)?;
+        let damaged = |why: &str| {
+            LedgerError::Damaged(format!(
+                "sealed segment {}: {why}; run gatehouse-verify on the ledger",
+                path.display()
+            ))
+        };
+        let (size, note): (i64, String) = conn
+            .query_row(
+                "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(ctx)?;
+        let frontier: Vec<u8> = conn
+            .query_row("SELECT frontier FROM writer_state WHERE id = 0", [], |r| {
+                r.get(0)
+            })
+            .map_err(ctx)?;
+        let last_ts: i64 = conn
+            .query_row("SELECT MAX(ts) FROM events", [], |r| r.get(0))
+            .map_err(ctx)?;
+        let checkpoint = note_text(&note)
+            .and_then(|t| Checkpoint::parse(&t).ok())
+            .ok_or_else(|| damaged("its final checkpoint cannot be read"))?;
+        let frontier = Frontier::from_bytes(&frontier)
+            .filter(|f| f.size() == size as u64 && f.root() == checkpoint.root)
+            .ok_or_else(|| damaged("its saved tree does not match its final checkpoint"))?;
+        Ok(SegmentEnd {
+            note,
+            frontier,
+            chain: checkpoint.chain,
+            last_ts: last_ts as Nanos,
+        })
     }
 }
 

@@ -468,6 +468,39 @@ pub struct LedgerSection {
     /// Most committed events waiting for a signed checkpoint.
     #[serde(default = "default_sign_max_events")]
     pub sign_max_events: u64,
+    /// Seal the live segment once it holds about this much (`1 GiB`,
+    /// `512 MiB`) and go on in the next (docs/ledger-format.md section 9).
+    #[serde(default)]
+    pub segment_max: Option<String>,
+    /// Seal the live segment once its first event is this old (`1h`, `1d`).
+    #[serde(default)]
+    pub segment_every: Option<String>,
+}
+
+/// Parses a size such as `1 GiB`, `512MiB`, `64 MB` or `4096` (bytes).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let what = || format!("size {s:?} must look like 1 GiB, 512 MiB or 100 MB");
+    let n: u64 = num.parse().with_context(what)?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        _ => bail!("{}: unit must be B, KiB, MiB, GiB, TiB or KB, MB, GB, TB", what()),
+    };
+    let bytes = n.checked_mul(scale).with_context(what)?;
+    if bytes == 0 {
+        bail!("size {s:?} must be positive");
+    }
+    Ok(bytes)
 }
 
 fn default_sign_every() -> String {
@@ -624,6 +657,20 @@ impl Config {
             bail!("[ledger] sign_max_events must be at least 1");
         }
         options.sign_max_events = self.ledger.sign_max_events;
+        options.segments = gatehouse_ledger::SegmentPolicy {
+            max_bytes: self
+                .ledger
+                .segment_max
+                .as_deref()
+                .map(|s| parse_size(s).context("[ledger] segment_max"))
+                .transpose()?,
+            every: self
+                .ledger
+                .segment_every
+                .as_deref()
+                .map(|s| parse_duration(s).context("[ledger] segment_every"))
+                .transpose()?,
+        };
         Ok(options)
     }
 }
@@ -725,6 +772,13 @@ mod tests {
 
     #[test]
     fn the_signing_delay_is_bounded_and_zero_signs_every_commit() {
+        assert_eq!(parse_size("1 GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("64 MB").unwrap(), 64_000_000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1 GB!").is_err());
+        assert!(parse_size("lots").is_err());
         assert_eq!(parse_sign_every("0").unwrap(), Duration::ZERO);
         assert_eq!(parse_sign_every("50ms").unwrap(), Duration::from_millis(50));
         assert_eq!(parse_sign_every("2s").unwrap(), Duration::from_secs(2));

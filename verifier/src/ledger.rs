@@ -599,6 +599,15 @@ impl Ledger {
             .map_err(|e| self.read_error(e))
     }
 
+    /// The smallest sequence number stored (`None`: no events): 0, or where
+    /// a segment after the first starts (section 9).
+    pub fn first_seq(&self) -> Result<Option<u64>, LedgerError> {
+        self.conn
+            .query_row("SELECT MIN(seq) FROM events", [], |r| r.get::<_, Option<i64>>(0))
+            .map(|s| s.map(|s| s.max(0) as u64))
+            .map_err(|e| self.read_error(e))
+    }
+
     /// The key rotations the log records from event `from` on (kind 20 rows
     /// whose records read as rotations), in sequence order.
     pub fn rotations_from(&self, from: u64) -> Result<Vec<crate::rotation::Rotation>, LedgerError> {

@@ -36,6 +36,7 @@ pub mod note;
 pub mod progress;
 pub mod report;
 pub mod rotation;
+pub mod segments;
 pub mod verify;
 
 pub use bundle_verify::{verify_bundle, verify_bundle_bytes};

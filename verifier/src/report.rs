@@ -55,6 +55,9 @@ pub enum FailureClass {
     InclusionInvalid,
     /// Bundles: an event does not match the bundle's selection.
     NotSelected,
+    /// Segments (section 9): a segment is missing, out of order, under
+    /// another segment's name, or not the file its successor recorded.
+    SegmentBroken,
     /// Bundles: a boundary event of a time range does not prove the range
     /// complete.
     BoundaryInvalid,
@@ -88,6 +91,7 @@ impl FailureClass {
             FailureClass::KeyMismatch => "key_mismatch",
             FailureClass::InclusionInvalid => "inclusion_invalid",
             FailureClass::NotSelected => "not_selected",
+            FailureClass::SegmentBroken => "segment_broken",
             FailureClass::BoundaryInvalid => "boundary_invalid",
             FailureClass::ConsistencyUnproven => "consistency_unproven",
             FailureClass::DigestMismatch => "digest_mismatch",
@@ -117,7 +121,7 @@ pub struct Failure {
 }
 
 /// The outcome of verifying one ledger.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
     /// Events read and checked: all of them when intact, those before the
     /// failure otherwise (after `from`, when the pass started there).

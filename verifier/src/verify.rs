@@ -58,6 +58,9 @@ pub enum VerifyError {
         .0.display()
     )]
     Unstable(std::path::PathBuf),
+    /// The segments of a ledger cannot be found or read (section 9).
+    #[error("{0}")]
+    Segments(String),
     /// The bundle file cannot be read.
     #[error(
         "cannot read bundle {}: {reason} — pass the path of a Gatehouse evidence bundle \
@@ -124,6 +127,18 @@ pub fn verify_ledger_with(
         return Err(VerifyError::TrustedCheckpoint(
             "pass either a trusted checkpoint or a checkpoint to verify from, not both".into(),
         ));
+    }
+    // A ledger cut into segments (section 9): its files verified in turn.
+    let segments = crate::segments::segment_files(path)?;
+    if !segments.is_empty() {
+        if options.from_checkpoint.is_some() {
+            return Err(VerifyError::TrustedCheckpoint(
+                "--from-checkpoint applies to one ledger file; for a ledger in segments, verify the segments \
+                 from the one that holds the kept checkpoint on, or pass the note as a trusted checkpoint"
+                    .into(),
+            ));
+        }
+        return crate::segments::verify_segments(&segments, key, options);
     }
     let trusted_checkpoint = options.trusted_checkpoint.or(options.from_checkpoint);
     // The auditor's own input is checked first: if it is bad, no verdict
@@ -200,6 +215,52 @@ pub fn verify_ledger_with(
         }
     }
     Err(VerifyError::Unstable(path.to_owned()))
+}
+
+/// Verifies one segment of a ledger cut into segments (section 9), whose
+/// checkpoints the key `key` signs at its start; `start` is where it starts
+/// when it is not the first (the predecessor's final note, its parsed
+/// checkpoint, the tree there, its size and its last event's time), checked
+/// by the caller against the opening record. Returns the report and the key
+/// in force at its end.
+pub(crate) fn verify_segment(
+    ledger: &Ledger,
+    key: &VerifierKey,
+    trusted: Option<&Trusted>,
+    start: Option<(String, Checkpoint, Frontier, u64, u64)>,
+    options: VerifyOptions<'_>,
+) -> Result<(Report, VerifierKey), VerifyError> {
+    let rotations = ledger.rotations()?;
+    let schedule = match KeySchedule::build(key, &rotations) {
+        Ok(schedule) => schedule,
+        Err(reason) => {
+            let report = Run::idle(ledger, None).into_report(Some(Failure {
+                seq: 0,
+                class: FailureClass::SignatureInvalid,
+                message: format!("the log's signing keys cannot be followed: {reason}"),
+                evidence: Vec::new(),
+            }));
+            return Ok((report, key.clone()));
+        }
+    };
+    let resume = start.map(|(_, checkpoint, frontier, size, last_ts)| Resume {
+        size,
+        checkpoint,
+        frontier,
+        last_ts,
+    });
+    let tail_allowed = ledger.format_version() >= 2 && !options.strict;
+    let mut report = verify_open_ledger(
+        ledger,
+        &schedule,
+        trusted,
+        resume,
+        options.progress,
+        tail_allowed,
+    )?;
+    report.signing_keys = schedule.keys().iter().map(VerifierKey::label).collect();
+    let current = schedule.keys().last().unwrap_or(key).clone();
+    Ok((report, current))
 }
 
 /// Where a verification from a kept checkpoint starts: the state of the

@@ -80,7 +80,7 @@ impl Drop for Snapshotter {
 }
 
 fn run(ledger: Ledger, mut state: GatewayState, every: u64, stop: &AtomicBool) {
-    let reader = match LedgerReader::open(ledger.path()) {
+    let mut reader = match LedgerReader::open(ledger.path()) {
         Ok(r) => r,
         Err(e) => {
             warn!("snapshots are off until the gateway restarts: cannot read the ledger: {e}");
@@ -88,6 +88,11 @@ fn run(ledger: Ledger, mut state: GatewayState, every: u64, stop: &AtomicBool) {
         }
     };
     while !stop.load(Ordering::Relaxed) {
+        // After a seal the events go on in the next segment's file.
+        if let Err(e) = reader.refresh() {
+            warn!("snapshots are off until the gateway restarts: cannot read the ledger: {e}");
+            return;
+        }
         if let Err(e) = catch_up(&reader, &ledger, &mut state, every, stop) {
             warn!("snapshots are off until the gateway restarts: {e}");
             return;

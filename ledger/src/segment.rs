@@ -1,0 +1,159 @@
+//! Sealed segments (docs/ledger-format.md, section 9).
+//!
+//! A ledger that would grow without bound is cut into segments: SQLite
+//! files beside the configured path, each named after it with its segment
+//! number appended (`gatehouse.ledger.000003`). The highest-numbered one is
+//! live; the configured path becomes a symbolic link to it, so tools given
+//! that path find the whole ledger. Sequence numbers, the hash chain and the
+//! Merkle tree run on across segments; a sealed segment ends with a signed
+//! checkpoint over everything before it, is read-only, and its digest is in
+//! the next segment's first record ([`crate::event::SegmentOpened`]), so a
+//! deleted, reordered, swapped or edited segment is caught by name.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::LedgerError;
+
+/// When the writer seals the live segment and opens the next one. Both
+/// `None`: one file forever (the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentPolicy {
+    /// Seal once the live segment holds about this many bytes.
+    pub max_bytes: Option<u64>,
+    /// Seal once the live segment's first event is this old.
+    pub every: Option<Duration>,
+}
+
+impl SegmentPolicy {
+    /// Whether segments are cut at all.
+    pub fn enabled(&self) -> bool {
+        self.max_bytes.is_some() || self.every.is_some()
+    }
+}
+
+/// Digits of the segment number in a sealed segment's name.
+const NUMBER_DIGITS: usize = 6;
+
+/// The file of segment `number` of the ledger at `ledger`: its name, a dot,
+/// the segment number in six or more decimal digits.
+pub fn segment_path(ledger: &Path, number: u64) -> PathBuf {
+    let mut name = ledger.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{number:0NUMBER_DIGITS$}"));
+    ledger.with_file_name(name)
+}
+
+/// The segment files of the ledger at `ledger`, by segment number (the
+/// number in each name; the records say what each file holds, and readers
+/// and verifiers check that the two agree). Empty: the ledger is one file.
+pub fn segment_files(ledger: &Path) -> Result<Vec<(u64, PathBuf)>, LedgerError> {
+    let dir = match ledger.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Some(base) = ledger.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(LedgerError::Io(format!(
+                "cannot list the ledger's directory {}: {e}",
+                dir.display()
+            )))
+        }
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(number) = segment_number(base, name) {
+            found.push((number, dir.join(name)));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The segment number in `name` if it is `<base>.<digits>`.
+fn segment_number(base: &str, name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(base)?.strip_prefix('.')?;
+    if digits.len() < NUMBER_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Points the link at `ledger` to `file` (a segment beside it), replacing
+/// whatever link is there in one step.
+pub fn link_live(ledger: &Path, file: &Path) -> Result<(), LedgerError> {
+    let io = |e: std::io::Error| {
+        LedgerError::Io(format!(
+            "cannot point {} at segment {}: {e}",
+            ledger.display(),
+            file.display()
+        ))
+    };
+    let target = file.file_name().unwrap_or_default();
+    if std::fs::read_link(ledger).is_ok_and(|t| t.as_os_str() == target) {
+        return Ok(());
+    }
+    let mut temp = ledger.file_name().unwrap_or_default().to_os_string();
+    temp.push(".link");
+    let temp = ledger.with_file_name(temp);
+    let _ = std::fs::remove_file(&temp);
+    std::os::unix::fs::symlink(target, &temp).map_err(io)?;
+    std::fs::rename(&temp, ledger).map_err(io)?;
+    sync_dir(ledger)
+}
+
+/// Makes renames and new files in `path`'s directory durable.
+pub fn sync_dir(path: &Path) -> Result<(), LedgerError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LedgerError::Io(format!("cannot sync directory {}: {e}", dir.display())))
+}
+
+/// BLAKE3 of a file's bytes: a sealed segment's digest.
+pub fn file_digest(path: &Path) -> Result<[u8; 32], LedgerError> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| LedgerError::Io(format!("cannot read {}: {e}", path.display())))?;
+    let mut hasher = blake3::Hasher::new();
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(|e| LedgerError::Io(format!("cannot read {}: {e}", path.display())))?;
+    Ok(*hasher.finalize().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_names_carry_the_number_after_the_live_name() {
+        let ledger = Path::new("/var/lib/gatehouse/ledger.db");
+        assert_eq!(
+            segment_path(ledger, 3),
+            Path::new("/var/lib/gatehouse/ledger.db.000003")
+        );
+        assert_eq!(segment_number("ledger.db", "ledger.db.000003"), Some(3));
+        assert_eq!(
+            segment_number("ledger.db", "ledger.db.1234567"),
+            Some(1_234_567)
+        );
+        for other in [
+            "ledger.db",
+            "ledger.db-wal",
+            "ledger.db.lock",
+            "ledger.db.03",
+            "ledger.db.00000x",
+            "other.db.000001",
+        ] {
+            assert_eq!(segment_number("ledger.db", other), None, "{other}");
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Issue 17: sealed segments (docs/ledger-format.md, section 9). The writer
+//! cuts the ledger into files, readers read them as one log, and the
+//! independent verifier checks them in order and names each way the set
+//! can be broken: a deleted middle segment, two segments swapped, a sealed
+//! segment edited, the last one truncated below a kept checkpoint.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gatehouse_ledger::event::{EventBody, OperatorAction};
+use gatehouse_ledger::note::NoteSigner;
+use gatehouse_ledger::segment::{segment_files, segment_path};
+use gatehouse_ledger::{Ledger, LedgerReader, SegmentPolicy, WriterOptions};
+use gatehouse_verify::{verify_ledger_with, FailureClass, Report, VerifierKey, VerifyOptions};
+
+fn signer() -> NoteSigner {
+    NoteSigner::from_seed("gatehouse.test/segments", [7; 32]).unwrap()
+}
+
+fn key() -> VerifierKey {
+    VerifierKey::parse(&signer().verifier().to_string()).unwrap()
+}
+
+fn action(i: u64) -> EventBody {
+    OperatorAction {
+        operator: "ops".into(),
+        action: format!("step {i:05} {}", "x".repeat(200)),
+        target: None,
+        outcome: "ok".into(),
+        detail: None,
+    }
+    .into()
+}
+
+fn open(path: &Path) -> Ledger {
+    let mut options = WriterOptions::new(path, signer());
+    options.sign_every = Duration::from_millis(50);
+    options.segments = SegmentPolicy {
+        max_bytes: Some(64 * 1024),
+        every: None,
+    };
+    Ledger::open(options).unwrap()
+}
+
+/// Appends `n` events from `start` in batches of 10.
+fn fill(ledger: &Ledger, start: u64, n: u64) {
+    for batch in (start..start + n).collect::<Vec<_>>().chunks(10) {
+        let bodies: Vec<EventBody> = batch.iter().map(|i| action(*i)).collect();
+        ledger.append_blocking(&bodies).unwrap();
+    }
+}
+
+fn verify(path: &Path, trusted: Option<&str>) -> Report {
+    verify_ledger_with(
+        path,
+        &key(),
+        VerifyOptions {
+            trusted_checkpoint: trusted,
+            ..VerifyOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// A ledger of 1,500 events in several segments, closed.
+fn segmented(dir: &Path) -> PathBuf {
+    let path = dir.join("ledger.db");
+    let ledger = open(&path);
+    fill(&ledger, 0, 1500);
+    ledger.close();
+    path
+}
+
+fn failure(report: &Report) -> (FailureClass, String) {
+    let f = report.failure.as_ref().expect("the verifier must fail");
+    (f.class, f.message.clone())
+}
+
+#[test]
+fn the_writer_cuts_the_ledger_into_sealed_segments_read_as_one_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segmented(dir.path());
+    let files = segment_files(&path).unwrap();
+    assert!(files.len() >= 4, "{files:?}");
+    let numbers: Vec<u64> = files.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, (0..files.len() as u64).collect::<Vec<_>>());
+    // The configured path is a link to the live (last) segment; every other
+    // one is read-only.
+    let live = &files.last().unwrap().1;
+    assert_eq!(std::fs::read_link(&path).unwrap(), Path::new(live.file_name().unwrap()));
+    for (_, sealed) in &files[..files.len() - 1] {
+        let mode = std::fs::metadata(sealed).unwrap().permissions().mode();
+        assert_eq!(mode & 0o222, 0, "{} is writable", sealed.display());
+    }
+    // Readers see one log: every event in order, each segment after the
+    // first opening with its record.
+    let reader = LedgerReader::open(&path).unwrap();
+    let n = reader.len().unwrap();
+    assert_eq!(n, 1500 + files.len() as u64 - 1);
+    let events: Vec<_> = reader.events(0..n).map(Result::unwrap).collect();
+    assert_eq!(events.len() as u64, n);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.event.seq, i as u64);
+    }
+    let openings = events
+        .iter()
+        .filter(|e| matches!(e.event.body, EventBody::SegmentOpened(_)))
+        .count();
+    assert_eq!(openings, files.len() - 1);
+    let mut seen = 0;
+    reader
+        .for_each_record(0..n, |seq, _| {
+            assert_eq!(seq, seen);
+            seen += 1;
+        })
+        .unwrap();
+    assert_eq!(seen, n);
+    // The verifier, given the ledger's path or its directory, checks them all.
+    for given in [path.as_path(), dir.path()] {
+        let report = verify(given, None);
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.events, n);
+    }
+    // A restarted writer goes on in the live segment and seals on.
+    let ledger = open(&path);
+    fill(&ledger, 1500, 500);
+    ledger.close();
+    assert!(segment_files(&path).unwrap().len() > files.len());
+    let report = verify(&path, None);
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(
+        report.events,
+        LedgerReader::open(&path).unwrap().len().unwrap()
+    );
+}
+
+#[test]
+fn a_deleted_middle_segment_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segmented(dir.path());
+    std::fs::remove_file(segment_path(&path, 1)).unwrap();
+    let (class, message) = failure(&verify(&path, None));
+    assert_eq!(class, FailureClass::SegmentBroken);
+    assert!(message.contains("segment 1 is missing"), "{message}");
+}
+
+#[test]
+fn two_swapped_segments_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segmented(dir.path());
+    let (a, b) = (segment_path(&path, 1), segment_path(&path, 2));
+    let temp = dir.path().join("swap");
+    std::fs::rename(&a, &temp).unwrap();
+    std::fs::rename(&b, &a).unwrap();
+    std::fs::rename(&temp, &b).unwrap();
+    let (class, message) = failure(&verify(&path, None));
+    assert_eq!(class, FailureClass::SegmentBroken);
+    assert!(message.contains("holds segment 2 but is named as segment 1"), "{message}");
+}
+
+#[test]
+fn an_edited_sealed_segment_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segmented(dir.path());
+    let sealed = segment_path(&path, 1);
+    std::fs::set_permissions(&sealed, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // An edit SQLite itself makes, to a row the checkpoints do not
+    // authenticate: only the digest can tell.
+    let conn = rusqlite::Connection::open(&sealed).unwrap();
+    conn.execute("UPDATE events SET identity = 'someone' WHERE seq = (SELECT MAX(seq) FROM events)", [])
+        .unwrap();
+    drop(conn);
+    let (class, message) = failure(&verify(&path, None));
+    assert_eq!(class, FailureClass::SegmentBroken);
+    assert!(message.contains("is not the file that was sealed"), "{message}");
+}
+
+#[test]
+fn the_last_segment_truncated_below_a_kept_checkpoint_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segmented(dir.path());
+    let kept = verify(&path, None).final_checkpoint.unwrap();
+    // Events removed from the end of the live segment, with the
+    // checkpoints that covered them.
+    let live = segment_files(&path).unwrap().pop().unwrap().1;
+    let conn = rusqlite::Connection::open(&live).unwrap();
+    let max: i64 = conn
+        .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
+        .unwrap();
+    conn.execute("DELETE FROM events WHERE seq > ?1", [max - 5]).unwrap();
+    conn.execute("DELETE FROM checkpoints WHERE size > ?1", [max - 5]).unwrap();
+    drop(conn);
+    let (class, message) = failure(&verify(&path, Some(&kept)));
+    assert_eq!(class, FailureClass::Truncated, "{message}");
+    // Without the kept checkpoint the shorter ledger still verifies: that is
+    // what the auditor keeps checkpoints for.
+    assert!(verify(&path, None).is_intact());
+}

@@ -1,0 +1,318 @@
+//! Ledgers cut into segments (specification section 9): each segment file
+//! verified in turn, every one after the first from the record that opens
+//! it, which must name its predecessor exactly (final checkpoint, file
+//! digest, tree).
+
+use std::path::{Path, PathBuf};
+
+use crate::cbor::{self, Cursor};
+use crate::ledger::Ledger;
+use crate::merkle::Frontier;
+use crate::note::{self, VerifierKey};
+use crate::report::{Failure, FailureClass, Report};
+use crate::verify::{verify_segment, Trusted, VerifyError, VerifyOptions};
+
+/// The kind code of `SegmentOpened`.
+const SEGMENT_OPENED: u64 = 26;
+
+/// Digits of a segment number in a file name, at least.
+const NUMBER_DIGITS: usize = 6;
+
+/// The segment files of the ledger at `path` (`<name>.<number>` beside it),
+/// by number; or, for a directory, of the one ledger in it. Empty: `path`
+/// is a one-file ledger.
+pub fn segment_files(path: &Path) -> Result<Vec<(u64, PathBuf)>, VerifyError> {
+    let listing = |dir: &Path| {
+        std::fs::read_dir(dir).map_err(|e| VerifyError::Segments(format!("cannot list {}: {e}", dir.display())))
+    };
+    if path.is_dir() {
+        let mut groups: std::collections::BTreeMap<String, Vec<(u64, PathBuf)>> = Default::default();
+        for entry in listing(path)?.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some((base, number)) = split_number(name) {
+                groups.entry(base.to_owned()).or_default().push((number, entry.path()));
+            }
+        }
+        let mut groups = groups.into_iter();
+        return match (groups.next(), groups.next()) {
+            (Some((_, mut files)), None) => {
+                files.sort();
+                Ok(files)
+            }
+            (None, _) => Err(VerifyError::Segments(format!(
+                "{} holds no ledger segments (files named <ledger>.000000, <ledger>.000001, ...)",
+                path.display()
+            ))),
+            (Some((a, _)), Some((b, _))) => Err(VerifyError::Segments(format!(
+                "{} holds the segments of more than one ledger ({a}, {b}, ...): pass the ledger's path instead",
+                path.display()
+            ))),
+        };
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Some(base) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut files: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let (b, number) = split_number(name.to_str()?)?;
+            (b == base).then(|| (number, e.path()))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// `<base>.<digits>` split in two.
+fn split_number(name: &str) -> Option<(&str, u64)> {
+    let (base, digits) = name.rsplit_once('.')?;
+    if base.is_empty() || digits.len() < NUMBER_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((base, digits.parse().ok()?))
+}
+
+/// What opens a segment after the first.
+pub(crate) struct Opening {
+    pub(crate) segment: u64,
+    pub(crate) previous_note: String,
+    pub(crate) previous_digest: Vec<u8>,
+    pub(crate) frontier: Frontier,
+    pub(crate) seq: u64,
+    pub(crate) ts: u64,
+}
+
+impl Opening {
+    /// Decodes a `SegmentOpened` record (body `{0: segment, 1:
+    /// previous_checkpoint, 2: previous_digest, 3: frontier}`).
+    fn from_record(record: &[u8]) -> Option<Opening> {
+        let envelope = cbor::check_record(record).ok()?;
+        if envelope.kind != SEGMENT_OPENED {
+            return None;
+        }
+        let mut c = Cursor::new(record);
+        c.map().ok()?;
+        for key in 0..3 {
+            c.key(key).ok()?;
+            c.uint().ok()?;
+        }
+        c.key(3).ok()?;
+        if c.map().ok()? != 4 {
+            return None;
+        }
+        c.key(0).ok()?;
+        let segment = c.uint().ok()?;
+        c.key(1).ok()?;
+        let previous_note = c.text().ok()?.to_owned();
+        c.key(2).ok()?;
+        let previous_digest = c.bytes().ok()?.to_vec();
+        c.key(3).ok()?;
+        let frontier = frontier_from_bytes(c.bytes().ok()?)?;
+        Some(Opening {
+            segment,
+            previous_note,
+            previous_digest,
+            frontier,
+            seq: envelope.seq,
+            ts: envelope.ts,
+        })
+    }
+}
+
+/// `u64be(size)` then one hash per set bit of `size`, largest first.
+fn frontier_from_bytes(bytes: &[u8]) -> Option<Frontier> {
+    let size = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let hashes = &bytes[8..];
+    if hashes.len() != size.count_ones() as usize * 32 {
+        return None;
+    }
+    let subtrees = hashes.chunks(32).map(|h| h.try_into().expect("32 bytes")).collect();
+    Frontier::from_subtrees(size, subtrees)
+}
+
+/// BLAKE3 of a file's bytes.
+fn file_digest(path: &Path) -> Result<[u8; 32], VerifyError> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| VerifyError::Segments(format!("cannot read {}: {e}", path.display())))?;
+    let mut hasher = blake3::Hasher::new();
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(|e| VerifyError::Segments(format!("cannot read {}: {e}", path.display())))?;
+    Ok(*hasher.finalize().as_bytes())
+}
+
+fn broken(seq: u64, message: String) -> Failure {
+    Failure {
+        seq,
+        class: FailureClass::SegmentBroken,
+        message,
+        evidence: Vec::new(),
+    }
+}
+
+/// Verifies every segment in `files` (by number) as one log: the first
+/// from its first event (or from its opening record when the ledger's
+/// earlier segments were archived away: then from the checkpoint that
+/// record carries), each later one from its opening record, which must
+/// match the segment verified before it. A trusted checkpoint is checked
+/// by the segment that holds its last event; every segment but the last
+/// must be sealed (signed to its end).
+pub fn verify_segments(
+    files: &[(u64, PathBuf)],
+    key: &VerifierKey,
+    options: VerifyOptions<'_>,
+) -> Result<Report, VerifyError> {
+    let trusted = options
+        .trusted_checkpoint
+        .map(|note| Trusted::open(note, key))
+        .transpose()?;
+    let mut total: Option<Report> = None;
+    let mut key_now = key.clone();
+    let mut previous: Option<(u64, PathBuf, String, u64)> = None;
+    for (i, (number, file)) in files.iter().enumerate() {
+        let last = i + 1 == files.len();
+        let ledger = Ledger::open(file)?;
+        let Some(first) = ledger.first_seq()? else {
+            // A writer that stopped while opening the live segment leaves it
+            // empty, and writes its opening record when it starts again.
+            if last && previous.is_some() {
+                break;
+            }
+            return Ok(fail(total, broken(0, format!("{} holds no events", file.display()))));
+        };
+        let first = ledger.record(first)?;
+        let opening = first.as_deref().and_then(Opening::from_record);
+        let name = file.display();
+        // The segment this file must be, and what it must start from.
+        let start = match (&previous, &opening) {
+            (None, None) => None,
+            (Some((n, prev, _, _)), None) => {
+                return Ok(fail(total, broken(0, format!(
+                    "{name} follows segment {n} ({}) but does not open with a SegmentOpened record: it is not that ledger's next segment",
+                    prev.display()
+                ))))
+            }
+            (previous, Some(o)) => {
+                if o.segment != *number {
+                    return Ok(fail(total, broken(o.seq, format!(
+                        "{name} holds segment {} but is named as segment {number}: segments were renamed or swapped",
+                        o.segment
+                    ))));
+                }
+                if let Some((n, prev, prev_note, _)) = previous {
+                    if o.segment != n + 1 {
+                        return Ok(fail(total, broken(o.seq, format!(
+                            "segment {} is missing: {name} (segment {}) follows {} (segment {n})",
+                            n + 1,
+                            o.segment,
+                            prev.display()
+                        ))));
+                    }
+                    if o.previous_note != *prev_note {
+                        return Ok(fail(total, broken(o.seq, format!(
+                            "{name} (segment {}) was opened after a final checkpoint that is not the last checkpoint of {}: the segments do not belong together",
+                            o.segment,
+                            prev.display()
+                        ))));
+                    }
+                    if o.previous_digest != file_digest(prev)? {
+                        return Ok(fail(total, broken(o.seq, format!(
+                            "{} (segment {n}) is not the file that was sealed: its bytes differ from the digest recorded in {name} — it was edited or replaced after sealing",
+                            prev.display()
+                        ))));
+                    }
+                }
+                let checkpoint = note::open_checkpoint(&o.previous_note, &key_now).map_err(|e| {
+                    VerifyError::Segments(format!(
+                        "{name} opens after a checkpoint not signed by key {}: {e}",
+                        key_now.label()
+                    ))
+                })?;
+                if checkpoint.size != o.seq || checkpoint.root != o.frontier.root() || o.frontier.size() != o.seq {
+                    return Ok(fail(total, broken(o.seq, format!(
+                        "{name} opens with a tree that does not match the checkpoint it carries"
+                    ))));
+                }
+                Some((o.previous_note.clone(), checkpoint, o.frontier.clone(), o.seq, o.ts))
+            }
+        };
+        let previous_ts = previous.as_ref().map_or(0, |p| p.3);
+        let from = start.as_ref().map_or(0, |s| s.3);
+        let ends_here = |size: u64| size > from && (last || size <= ledger.event_count_hint().max(from));
+        let here = trusted.as_ref().filter(|t| ends_here(t.checkpoint.size) && t.checkpoint.size > from);
+        let (report, current) = verify_segment(
+            &ledger,
+            &key_now,
+            here,
+            start.map(|(note, checkpoint, frontier, size, _)| (note, checkpoint, frontier, size, previous_ts)),
+            VerifyOptions {
+                strict: options.strict || !last,
+                ..options
+            },
+        )?;
+        let intact = report.is_intact();
+        key_now = current;
+        let final_note = report.final_checkpoint.clone();
+        let last_ts = report.last_ts.unwrap_or(previous_ts);
+        total = Some(merge(total, report, file));
+        if !intact {
+            return Ok(total.expect("merged"));
+        }
+        previous = Some((*number, file.clone(), final_note.unwrap_or_default(), last_ts));
+    }
+    let mut total = total.unwrap_or_else(Report::default);
+    if let Some(t) = &trusted {
+        let held = total.from.unwrap_or(0) + total.events;
+        if t.checkpoint.size > held {
+            total.failure = Some(Failure {
+                seq: held,
+                class: FailureClass::Truncated,
+                message: format!(
+                    "the trusted checkpoint covers {} events but the ledger's segments hold only {held}: \
+                     segments were truncated, rolled back or removed",
+                    t.checkpoint.size
+                ),
+                evidence: vec![t.note.clone()],
+            });
+        }
+    }
+    Ok(total)
+}
+
+fn fail(total: Option<Report>, failure: Failure) -> Report {
+    let mut report = total.unwrap_or_else(Report::default);
+    report.failure = Some(failure);
+    report
+}
+
+/// One report for the segments verified so far.
+fn merge(total: Option<Report>, mut next: Report, file: &Path) -> Report {
+    if let Some(f) = &mut next.failure {
+        f.message = format!("{}: {}", file.display(), f.message);
+    }
+    let Some(mut total) = total else {
+        return next;
+    };
+    total.events += next.events;
+    total.checkpoints += next.checkpoints;
+    total.recovered_checkpoints.extend(next.recovered_checkpoints);
+    total.first_ts = total.first_ts.or(next.first_ts);
+    total.last_ts = next.last_ts.or(total.last_ts);
+    total.final_checkpoint = next.final_checkpoint.or(total.final_checkpoint);
+    total.unsigned_tail = next.unsigned_tail;
+    total.failure = next.failure;
+    for k in next.signing_keys {
+        if !total.signing_keys.contains(&k) {
+            total.signing_keys.push(k);
+        }
+    }
+    total
+}
