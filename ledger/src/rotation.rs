@@ -34,7 +34,10 @@ impl KeySchedule {
     /// The schedule recorded across a ledger's segments (`conns` in segment
     /// order), trusted through `trusted`: a key retired in a sealed segment
     /// stays retired in every later one.
-    pub fn read_all(conns: &[&Connection], trusted: &VerifierKey) -> Result<KeySchedule, LedgerError> {
+    pub fn read_all(
+        conns: &[&Connection],
+        trusted: &VerifierKey,
+    ) -> Result<KeySchedule, LedgerError> {
         let mut rotations = Vec::new();
         for conn in conns {
             rotations.extend(recorded_rotations(conn)?);

@@ -1363,8 +1363,9 @@ impl LiveSegment {
         segment::link_live(path, &file)?;
         let mut sealed_rotations = Vec::new();
         for (_, sealed) in &files[..files.len() - 1] {
-            let conn = Connection::open_with_flags(sealed, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|e| LedgerError::sqlite(sealed, e))?;
+            let conn =
+                Connection::open_with_flags(sealed, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .map_err(|e| LedgerError::sqlite(sealed, e))?;
             sealed_rotations.extend(crate::rotation::recorded_rotations(&conn)?);
         }
         Ok(LiveSegment {
@@ -1468,7 +1469,9 @@ impl WriterState {
                     .and_then(|t| Checkpoint::parse(&t).ok())
                     .filter(|c| c.size == seq as u64 && c.root == base.root())
                     .ok_or_else(|| {
-                        damaged("its opening record's checkpoint does not match its frontier".into())
+                        damaged(
+                            "its opening record's checkpoint does not match its frontier".into(),
+                        )
                     })?;
                 self.segment.first = seq as u64;
                 self.segment.base = base;
@@ -1540,7 +1543,9 @@ impl WriterState {
         }
         self.sign_tail();
         if !self.unsigned_leaves.is_empty() {
-            return Err(LedgerError::Io("cannot sign the segment's last events".into()));
+            return Err(LedgerError::Io(
+                "cannot sign the segment's last events".into(),
+            ));
         }
         let file = self.segment.file.clone();
         let ctx = |e| LedgerError::sqlite(&file, e);
@@ -1578,7 +1583,10 @@ impl WriterState {
         // more is appended until a restart opens it from the sealed one.
         drop(std::mem::replace(&mut self.conn, conn));
         if let Err(e) = self.open_next(note, next) {
-            let why = format!("cannot open the next ledger segment after sealing {}: {e}; restart the gateway", file.display());
+            let why = format!(
+                "cannot open the next ledger segment after sealing {}: {e}; restart the gateway",
+                file.display()
+            );
             self.poisoned = Some(why.clone());
             return Err(LedgerError::Io(why));
         }
@@ -1590,8 +1598,9 @@ impl WriterState {
     fn open_next(&mut self, note: String, next: PathBuf) -> Result<(), LedgerError> {
         let file = self.segment.file.clone();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444))
-            .map_err(|e| LedgerError::Io(format!("cannot make {} read-only: {e}", file.display())))?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).map_err(|e| {
+            LedgerError::Io(format!("cannot make {} read-only: {e}", file.display()))
+        })?;
         let digest = segment::file_digest(&file)?;
         let mut sealed_rotations = std::mem::take(&mut self.segment.sealed_rotations);
         let sealed = Connection::open_with_flags(&file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

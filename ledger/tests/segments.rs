@@ -88,7 +88,10 @@ fn the_writer_cuts_the_ledger_into_sealed_segments_read_as_one_log() {
     // The configured path is a link to the live (last) segment; every other
     // one is read-only.
     let live = &files.last().unwrap().1;
-    assert_eq!(std::fs::read_link(&path).unwrap(), Path::new(live.file_name().unwrap()));
+    assert_eq!(
+        std::fs::read_link(&path).unwrap(),
+        Path::new(live.file_name().unwrap())
+    );
     for (_, sealed) in &files[..files.len() - 1] {
         let mode = std::fs::metadata(sealed).unwrap().permissions().mode();
         assert_eq!(mode & 0o222, 0, "{} is writable", sealed.display());
@@ -156,7 +159,10 @@ fn two_swapped_segments_are_named() {
     std::fs::rename(&temp, &b).unwrap();
     let (class, message) = failure(&verify(&path, None));
     assert_eq!(class, FailureClass::SegmentBroken);
-    assert!(message.contains("holds segment 2 but is named as segment 1"), "{message}");
+    assert!(
+        message.contains("holds segment 2 but is named as segment 1"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -168,12 +174,18 @@ fn an_edited_sealed_segment_is_caught() {
     // An edit SQLite itself makes, to a row the checkpoints do not
     // authenticate: only the digest can tell.
     let conn = rusqlite::Connection::open(&sealed).unwrap();
-    conn.execute("UPDATE events SET identity = 'someone' WHERE seq = (SELECT MAX(seq) FROM events)", [])
-        .unwrap();
+    conn.execute(
+        "UPDATE events SET identity = 'someone' WHERE seq = (SELECT MAX(seq) FROM events)",
+        [],
+    )
+    .unwrap();
     drop(conn);
     let (class, message) = failure(&verify(&path, None));
     assert_eq!(class, FailureClass::SegmentBroken);
-    assert!(message.contains("is not the file that was sealed"), "{message}");
+    assert!(
+        message.contains("is not the file that was sealed"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -188,8 +200,10 @@ fn the_last_segment_truncated_below_a_kept_checkpoint_is_caught() {
     let max: i64 = conn
         .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
         .unwrap();
-    conn.execute("DELETE FROM events WHERE seq > ?1", [max - 5]).unwrap();
-    conn.execute("DELETE FROM checkpoints WHERE size > ?1", [max - 5]).unwrap();
+    conn.execute("DELETE FROM events WHERE seq > ?1", [max - 5])
+        .unwrap();
+    conn.execute("DELETE FROM checkpoints WHERE size > ?1", [max - 5])
+        .unwrap();
     drop(conn);
     let (class, message) = failure(&verify(&path, Some(&kept)));
     assert_eq!(class, FailureClass::Truncated, "{message}");

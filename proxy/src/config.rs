@@ -494,7 +494,10 @@ pub fn parse_size(s: &str) -> Result<u64> {
         "gib" => 1 << 30,
         "t" | "tb" => 1_000_000_000_000,
         "tib" => 1 << 40,
-        _ => bail!("{}: unit must be B, KiB, MiB, GiB, TiB or KB, MB, GB, TB", what()),
+        _ => bail!(
+            "{}: unit must be B, KiB, MiB, GiB, TiB or KB, MB, GB, TB",
+            what()
+        ),
     };
     let bytes = n.checked_mul(scale).with_context(what)?;
     if bytes == 0 {

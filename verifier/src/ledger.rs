@@ -603,7 +603,9 @@ impl Ledger {
     /// a segment after the first starts (section 9).
     pub fn first_seq(&self) -> Result<Option<u64>, LedgerError> {
         self.conn
-            .query_row("SELECT MIN(seq) FROM events", [], |r| r.get::<_, Option<i64>>(0))
+            .query_row("SELECT MIN(seq) FROM events", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
             .map(|s| s.map(|s| s.max(0) as u64))
             .map_err(|e| self.read_error(e))
     }

@@ -23,15 +23,20 @@ const NUMBER_DIGITS: usize = 6;
 /// is a one-file ledger.
 pub fn segment_files(path: &Path) -> Result<Vec<(u64, PathBuf)>, VerifyError> {
     let listing = |dir: &Path| {
-        std::fs::read_dir(dir).map_err(|e| VerifyError::Segments(format!("cannot list {}: {e}", dir.display())))
+        std::fs::read_dir(dir)
+            .map_err(|e| VerifyError::Segments(format!("cannot list {}: {e}", dir.display())))
     };
     if path.is_dir() {
-        let mut groups: std::collections::BTreeMap<String, Vec<(u64, PathBuf)>> = Default::default();
+        let mut groups: std::collections::BTreeMap<String, Vec<(u64, PathBuf)>> =
+            Default::default();
         for entry in listing(path)?.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if let Some((base, number)) = split_number(name) {
-                groups.entry(base.to_owned()).or_default().push((number, entry.path()));
+                groups
+                    .entry(base.to_owned())
+                    .or_default()
+                    .push((number, entry.path()));
             }
         }
         let mut groups = groups.into_iter();
@@ -75,7 +80,10 @@ pub fn segment_files(path: &Path) -> Result<Vec<(u64, PathBuf)>, VerifyError> {
 /// `<base>.<digits>` split in two.
 fn split_number(name: &str) -> Option<(&str, u64)> {
     let (base, digits) = name.rsplit_once('.')?;
-    if base.is_empty() || digits.len() < NUMBER_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if base.is_empty()
+        || digits.len() < NUMBER_DIGITS
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     Some((base, digits.parse().ok()?))
@@ -135,7 +143,10 @@ fn frontier_from_bytes(bytes: &[u8]) -> Option<Frontier> {
     if hashes.len() != size.count_ones() as usize * 32 {
         return None;
     }
-    let subtrees = hashes.chunks(32).map(|h| h.try_into().expect("32 bytes")).collect();
+    let subtrees = hashes
+        .chunks(32)
+        .map(|h| h.try_into().expect("32 bytes"))
+        .collect();
     Frontier::from_subtrees(size, subtrees)
 }
 
@@ -186,7 +197,10 @@ pub fn verify_segments(
             if last && previous.is_some() {
                 break;
             }
-            return Ok(fail(total, broken(0, format!("{} holds no events", file.display()))));
+            return Ok(fail(
+                total,
+                broken(0, format!("{} holds no events", file.display())),
+            ));
         };
         let first = ledger.record(first)?;
         let opening = first.as_deref().and_then(Opening::from_record);
@@ -246,13 +260,18 @@ pub fn verify_segments(
         };
         let previous_ts = previous.as_ref().map_or(0, |p| p.3);
         let from = start.as_ref().map_or(0, |s| s.3);
-        let ends_here = |size: u64| size > from && (last || size <= ledger.event_count_hint().max(from));
-        let here = trusted.as_ref().filter(|t| ends_here(t.checkpoint.size) && t.checkpoint.size > from);
+        let ends_here =
+            |size: u64| size > from && (last || size <= ledger.event_count_hint().max(from));
+        let here = trusted
+            .as_ref()
+            .filter(|t| ends_here(t.checkpoint.size) && t.checkpoint.size > from);
         let (report, current) = verify_segment(
             &ledger,
             &key_now,
             here,
-            start.map(|(note, checkpoint, frontier, size, _)| (note, checkpoint, frontier, size, previous_ts)),
+            start.map(|(note, checkpoint, frontier, size, _)| {
+                (note, checkpoint, frontier, size, previous_ts)
+            }),
             VerifyOptions {
                 strict: options.strict || !last,
                 ..options
@@ -266,9 +285,14 @@ pub fn verify_segments(
         if !intact {
             return Ok(total.expect("merged"));
         }
-        previous = Some((*number, file.clone(), final_note.unwrap_or_default(), last_ts));
+        previous = Some((
+            *number,
+            file.clone(),
+            final_note.unwrap_or_default(),
+            last_ts,
+        ));
     }
-    let mut total = total.unwrap_or_else(Report::default);
+    let mut total = total.unwrap_or_default();
     if let Some(t) = &trusted {
         let held = total.from.unwrap_or(0) + total.events;
         if t.checkpoint.size > held {
@@ -288,7 +312,7 @@ pub fn verify_segments(
 }
 
 fn fail(total: Option<Report>, failure: Failure) -> Report {
-    let mut report = total.unwrap_or_else(Report::default);
+    let mut report = total.unwrap_or_default();
     report.failure = Some(failure);
     report
 }
@@ -303,7 +327,9 @@ fn merge(total: Option<Report>, mut next: Report, file: &Path) -> Report {
     };
     total.events += next.events;
     total.checkpoints += next.checkpoints;
-    total.recovered_checkpoints.extend(next.recovered_checkpoints);
+    total
+        .recovered_checkpoints
+        .extend(next.recovered_checkpoints);
     total.first_ts = total.first_ts.or(next.first_ts);
     total.last_ts = next.last_ts.or(total.last_ts);
     total.final_checkpoint = next.final_checkpoint.or(total.final_checkpoint);
