@@ -45,10 +45,8 @@ pub fn segment_files(path: &Path) -> Result<Vec<(u64, PathBuf)>, VerifyError> {
                 files.sort();
                 Ok(files)
             }
-            (None, _) => Err(VerifyError::Segments(format!(
-                "{} holds no ledger segments (files named <ledger>.000000, <ledger>.000001, ...)",
-                path.display()
-            ))),
+            // Not a ledger's directory: opening it as a ledger says so.
+            (None, _) => Ok(Vec::new()),
             (Some((a, _)), Some((b, _))) => Err(VerifyError::Segments(format!(
                 "{} holds the segments of more than one ledger ({a}, {b}, ...): pass the ledger's path instead",
                 path.display()
