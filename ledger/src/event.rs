@@ -610,6 +610,38 @@ cbor_struct! {
     }
 }
 
+cbor_struct! {
+    /// An attempt to archive a sealed segment with the operator's
+    /// `archive_command`, and how it ended; a failed attempt is retried.
+    pub struct SegmentArchived {
+        /// The segment's number.
+        0 => segment: u64,
+        /// Its file name.
+        1 => file: String,
+        /// The command run (the configured one, `%p` and `%f` replaced).
+        2 => command: String,
+        /// Attempts so far, this one included.
+        3 => attempt: u64,
+        /// Whether the command succeeded (exit status 0).
+        4 => succeeded: bool,
+        /// Its exit status and the end of its error output, when it failed.
+        5 => detail: Option<String>,
+    }
+}
+
+cbor_struct! {
+    /// A sealed, archived segment was removed from the gateway's disk
+    /// (`retain_local`); the archive holds it.
+    pub struct SegmentRemoved {
+        /// The segment's number.
+        0 => segment: u64,
+        /// Its file name.
+        1 => file: String,
+        /// Why it could go.
+        2 => reason: String,
+    }
+}
+
 macro_rules! event_kinds {
     ($( $code:literal => $variant:ident, )*) => {
         /// The kind of an event, as stored in its record's key 2.
@@ -702,6 +734,8 @@ event_kinds! {
     24 => OperatorRemoved,
     25 => Statement,
     26 => SegmentOpened,
+    27 => SegmentArchived,
+    28 => SegmentRemoved,
 }
 
 impl EventBody {

@@ -137,7 +137,7 @@ impl Frontier {
 
     /// The hash of the aligned complete subtree `[start, start + len)` if it
     /// is one of the frontier's nodes.
-    fn node(&self, start: u64, len: u64) -> Option<Hash> {
+    pub fn node(&self, start: u64, len: u64) -> Option<Hash> {
         let mut at = 0u64;
         let mut i = 0;
         for bit in (0..64).rev() {

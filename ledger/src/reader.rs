@@ -25,6 +25,9 @@ pub struct LedgerReader {
     path: PathBuf,
     /// Whether the files have the `subtrees` table (asked once).
     subtrees: std::cell::OnceCell<bool>,
+    /// When the oldest file kept is a later segment (the earlier ones
+    /// archived and removed): the tree before it, from its opening record.
+    base: Option<crate::merkle::Frontier>,
 }
 
 /// One file of the ledger.
@@ -104,11 +107,45 @@ impl LedgerReader {
                 first,
             });
         }
-        Ok(LedgerReader {
+        let mut reader = LedgerReader {
             parts,
             path,
             subtrees: std::cell::OnceCell::new(),
-        })
+            base: None,
+        };
+        let first = reader.parts[0].first;
+        if first > 0 {
+            if let Some(StoredEvent {
+                event:
+                    Event {
+                        body: EventBody::SegmentOpened(opened),
+                        ..
+                    },
+                ..
+            }) = reader.get(first)?
+            {
+                reader.base = crate::merkle::Frontier::from_bytes(&opened.frontier.0)
+                    .filter(|f| f.size() == first);
+            }
+        }
+        Ok(reader)
+    }
+
+    /// The sequence number of the first event this reader holds: 0, or the
+    /// start of the oldest segment kept when earlier ones were removed.
+    pub fn first(&self) -> u64 {
+        self.parts[0].first
+    }
+
+    /// `MTH(D[lo:hi])` when it is one node of the tree before the oldest
+    /// segment kept (whose events are no longer at hand), from that
+    /// segment's opening record. Not authenticated: whatever is built from
+    /// it is compared with a signed root.
+    pub fn frontier_node(&self, lo: u64, hi: u64) -> Option<crate::merkle::Hash> {
+        let base = self.base.as_ref()?;
+        (hi <= base.size())
+            .then(|| base.node(lo, hi - lo))
+            .flatten()
     }
 
     fn err(&self, e: rusqlite::Error) -> LedgerError {

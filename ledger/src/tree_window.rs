@@ -89,6 +89,10 @@ impl<'r> TreeWindow<'r> {
         if width == 0 {
             return Ok(Some(empty_root()));
         }
+        // Before the oldest segment kept, the tree is its opening frontier.
+        if let Some(hash) = self.reader.frontier_node(lo, hi) {
+            return Ok(Some(hash));
+        }
         if width >= BLOCK
             && width.is_power_of_two()
             && lo.is_multiple_of(width)

@@ -1563,9 +1563,30 @@ impl WriterState {
                 |r| r.get(0),
             )
             .map_err(ctx)?;
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .map_err(ctx)?;
+        // Every page must be in the file itself before it is sealed (a
+        // copy of the file is the archived segment): a reader in the middle
+        // of a read can hold the checkpoint back, so it is retried (each
+        // try waits for readers up to the busy timeout), and failing that
+        // the seal is retried later.
+        let mut folded = false;
+        for _ in 0..3 {
+            let (busy, log, done): (i64, i64, i64) = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(ctx)?;
+            if busy == 0 && log == done {
+                folded = true;
+                break;
+            }
+        }
+        if !folded {
+            return Err(LedgerError::Io(format!(
+                "readers kept {} from folding its write-ahead log",
+                file.display()
+            )));
+        }
         // Readers need no write-ahead log for a file that never changes
         // again; if one holds it open the mode stays, which is harmless.
         let _ = self

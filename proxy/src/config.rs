@@ -475,6 +475,24 @@ pub struct LedgerSection {
     /// Seal the live segment once its first event is this old (`1h`, `1d`).
     #[serde(default)]
     pub segment_every: Option<String>,
+    /// Run for each sealed segment, oldest first, until it succeeds
+    /// (PostgreSQL's convention: `%p` the segment's path, `%f` its file
+    /// name, `%%` a percent sign), e.g. `cp %p /mnt/archive/%f`.
+    #[serde(default)]
+    pub archive_command: Option<String>,
+    /// Sealed segments kept on disk once archived (default: all).
+    #[serde(default)]
+    pub retain_local: Option<usize>,
+}
+
+/// What to do with sealed ledger segments (`[ledger] archive_command`,
+/// `retain_local`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivePolicy {
+    /// The command, with `%p`, `%f` and `%%`.
+    pub command: String,
+    /// Sealed segments kept on disk once archived (`None`: all).
+    pub retain_local: Option<usize>,
 }
 
 /// Parses a size such as `1 GiB`, `512MiB`, `64 MB` or `4096` (bytes).
@@ -648,6 +666,23 @@ impl Config {
             out.push(t.resolve()?);
         }
         Ok(out)
+    }
+
+    /// What to do with sealed segments: `None` keeps them where they are.
+    pub fn archive_policy(&self) -> Result<Option<ArchivePolicy>> {
+        match (&self.ledger.archive_command, self.ledger.retain_local) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => bail!(
+                "[ledger] retain_local removes only archived segments: set archive_command too"
+            ),
+            (Some(command), retain_local) if !command.trim().is_empty() => {
+                Ok(Some(ArchivePolicy {
+                    command: command.clone(),
+                    retain_local,
+                }))
+            }
+            (Some(_), _) => bail!("[ledger] archive_command is empty"),
+        }
     }
 
     /// Writer options for the ledger, loading (and checking) the signing key.

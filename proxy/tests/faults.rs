@@ -15,16 +15,21 @@ use support::{Env, POLICY};
 /// Every note that the ledger shows in a statement: in its SQL text (simple
 /// protocol) or a parameter (extended).
 fn recorded_notes(env: &Env) -> HashSet<String> {
+    notes_in(&env.events())
+}
+
+/// Every note in the statements among `events`.
+fn notes_in(events: &[EventBody]) -> HashSet<String> {
     let mut out = HashSet::new();
-    for e in env.events() {
+    for e in events {
         if let EventBody::Statement(q) = e {
             for word in q.sql.split('\'') {
                 if word.starts_with("fault-") {
                     out.insert(word.to_owned());
                 }
             }
-            for p in q.params {
-                if let Some(v) = p.value {
+            for p in &q.params {
+                if let Some(v) = &p.value {
                     let v = String::from_utf8_lossy(&v.0).into_owned();
                     if v.starts_with("fault-") {
                         out.insert(v);
@@ -645,4 +650,145 @@ async fn sigkill_while_sealing_segments_loses_nothing() {
         .filter(|n| !recorded.contains(*n))
         .collect();
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+}
+
+/// Issue 17: sealed segments archived with `archive_command` while the
+/// gateway records a write load. The command fails twice (the archive is
+/// "down"); each attempt is recorded and retried until it succeeds, later
+/// segments wait their turn; `retain_local = 1` then removes archived
+/// segments from disk, each removal recorded first. The archive and the
+/// segments left verify together as the whole log, the segments left
+/// verify alone, and a restarted gateway rebuilds its state from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_command_failures_are_retried_and_recorded_and_old_segments_leave() {
+    let mut env = Env::start(POLICY).await;
+    env.stop().await;
+    let archive = env.dir.path().join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    let failures = env.dir.path().join("failures");
+    let script = env.dir.path().join("archive.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# Down for the first two attempts, then copies.\n\
+             n=$(cat {f} 2>/dev/null || echo 0)\n\
+             if [ \"$n\" -lt 2 ]; then echo $((n + 1)) > {f}; echo 'archive unreachable' >&2; exit 3; fi\n\
+             test ! -e {a}/\"$2\" && cp \"$1\" {a}/\"$2\"\n",
+            f = failures.display(),
+            a = archive.display()
+        ),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let text = text.replace("snapshot_every = 10000", "snapshot_every = 50");
+    std::fs::write(&env.config, text).unwrap();
+    configure_ledger(
+        &env,
+        &format!(
+            "segment_max = \"32 KiB\"\narchive_command = \"sh {} %p %f\"\nretain_local = 1",
+            script.display()
+        ),
+    );
+    env.restart().await;
+    let mut writers = Vec::new();
+    for _ in 0..4 {
+        writers.push(env.connect("agent").await);
+    }
+    let (tasks, acknowledged) = support::write_load(writers);
+    let removed = |env: &Env| {
+        env.events()
+            .iter()
+            .filter(|e| matches!(e, EventBody::SegmentRemoved(_)))
+            .count()
+    };
+    let started = std::time::Instant::now();
+    while std::fs::read_dir(&archive).unwrap().count() < 3 || removed(&env) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "archived {} segments, removed {}",
+            std::fs::read_dir(&archive).unwrap().count(),
+            removed(&env)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    env.stop().await;
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let local = gatehouse_ledger::segment::segment_files(&env.ledger()).unwrap();
+    assert!(local[0].0 >= 2, "old segments left the disk: {local:?}");
+    // The segments left verify alone (from the first one's opening record)...
+    let report = env.verify();
+    assert!(report.is_intact(), "{}", report.to_text());
+    // ...and with the archive, as the whole log from event 0.
+    let key = std::fs::read_to_string(env.dir.path().join("gh").join("verifier.pub")).unwrap();
+    let key = gatehouse_verify::VerifierKey::parse(key.trim()).unwrap();
+    let together = env.dir.path().join("together");
+    std::fs::create_dir(&together).unwrap();
+    for entry in std::fs::read_dir(&archive).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), together.join(entry.file_name())).unwrap();
+    }
+    for (_, file) in &local {
+        std::fs::copy(file, together.join(file.file_name().unwrap())).unwrap();
+    }
+    let whole = gatehouse_verify::verify_ledger(&together, &key, None).unwrap();
+    assert!(whole.is_intact(), "{}", whole.to_text());
+    assert_eq!(whole.from, None, "verified from event 0");
+    assert_eq!(whole.events, report.events + report.from.unwrap());
+    let everything: Vec<EventBody> =
+        gatehouse_ledger::LedgerReader::open(together.join("ledger.db"))
+            .unwrap()
+            .events(0..u64::MAX)
+            .map(|e| e.unwrap().event.body)
+            .collect();
+    // Segment 0: two failed attempts recorded with the command's error,
+    // then the one that succeeded; a removal recorded for each file gone.
+    let attempts: Vec<(u64, bool, Option<String>)> = everything
+        .iter()
+        .filter_map(|e| match e {
+            EventBody::SegmentArchived(a) if a.segment == 0 => {
+                Some((a.attempt, a.succeeded, a.detail.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    assert!(
+        !attempts[0].1 && !attempts[1].1 && attempts[2].1,
+        "{attempts:?}"
+    );
+    assert!(
+        attempts[0]
+            .2
+            .as_deref()
+            .unwrap()
+            .contains("archive unreachable"),
+        "{attempts:?}"
+    );
+    let removals: Vec<u64> = everything
+        .iter()
+        .filter_map(|e| match e {
+            EventBody::SegmentRemoved(r) => Some(r.segment),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removals, (0..local[0].0).collect::<Vec<_>>());
+    // Every acknowledged write is in the log that archive and disk hold.
+    let recorded = notes_in(&everything);
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|n| !recorded.contains(*n))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged but not recorded: {lost:?}");
+    // A restart rebuilds the state from a snapshot in the segments kept.
+    env.restart().await;
+    let reader = env.connect("reader").await;
+    assert!(reader.simple_query("DELETE FROM orders").await.is_err());
+    env.connect("agent")
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
 }

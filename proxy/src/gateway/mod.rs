@@ -12,7 +12,7 @@ pub mod relay;
 pub mod wire;
 
 pub use control::{
-    admin, admin_tls, approvals, metrics, scram, server, shared, snapshots, webhooks,
+    admin, admin_tls, approvals, archive, metrics, scram, server, shared, snapshots, webhooks,
 };
 
 use std::sync::Arc;
@@ -35,6 +35,7 @@ pub struct Gateway {
     shared: Arc<shared::Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     snapshots: Option<snapshots::Snapshotter>,
+    archiver: Option<archive::Archiver>,
 }
 
 impl Gateway {
@@ -102,6 +103,11 @@ impl Gateway {
             config.ledger.snapshot_every,
         )
         .context("cannot start the snapshot thread")?;
+        let archiver = config
+            .archive_policy()?
+            .map(|policy| archive::Archiver::start(ledger.clone(), policy))
+            .transpose()
+            .context("cannot start the archiving thread")?;
         info!(
             address = %listener.local_addr()?,
             targets = targets.len(),
@@ -177,6 +183,7 @@ impl Gateway {
             shared,
             tls,
             snapshots,
+            archiver,
         })
     }
 
@@ -211,6 +218,7 @@ impl Gateway {
             shared,
             tls,
             snapshots,
+            archiver,
         } = self;
         let mut stopping = shared.shutdown.subscribe();
         let stopped = async move {
@@ -237,6 +245,9 @@ impl Gateway {
         let _ = api.await;
         if let Some(snapshots) = snapshots {
             tokio::task::spawn_blocking(move || snapshots.stop()).await?;
+        }
+        if let Some(archiver) = archiver {
+            tokio::task::spawn_blocking(move || archiver.stop()).await?;
         }
         // Held statements were denied as their sessions ended: their
         // notifications go out (or are recorded as not sent) while the
