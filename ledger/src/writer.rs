@@ -426,7 +426,13 @@ impl Core {
         }
         // Commit here only on a quiet ledger; under load, one thread drains
         // the queue in large batches.
-        let quiet = self.inline && !q.committing && q.requests.is_empty() && !q.contended;
+        // A seal that is due goes first (the writer thread does it), so a
+        // segment ends after the commit that filled it, whatever the timing.
+        let quiet = self.inline
+            && !q.committing
+            && q.requests.is_empty()
+            && !q.contended
+            && !self.seal_due.load(std::sync::atomic::Ordering::Acquire);
         q.requests.push_back(Request { events, reply });
         if quiet {
             q.committing = true;
@@ -1644,7 +1650,7 @@ impl WriterState {
         self.write_opening(note, digest)?;
         segment::link_live(&self.path, &next)?;
         self.file = OpenedFile::open(&self.path)?;
-        Ok(())
+        self.measure_segment()
     }
 }
 

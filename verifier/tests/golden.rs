@@ -282,3 +282,72 @@ fn the_format_2_golden_ledger_has_a_recovered_checkpoint_and_an_unsigned_tail() 
         Some((8, FailureClass::Unsigned))
     );
 }
+
+/// Section 9: `golden-segments/` is one log in three segment files; the
+/// verifier reads them in order from the directory or the ledger's name,
+/// and names the file when one is missing, swapped or edited.
+#[test]
+fn the_golden_segments_verify_as_one_log_and_a_broken_set_is_named() {
+    let golden = fixtures().join("golden-segments");
+    let text = std::fs::read_to_string(golden.join("verifier.pub")).unwrap();
+    let key = VerifierKey::parse(text.trim()).unwrap();
+    for given in [golden.clone(), golden.join("ledger.db")] {
+        let report = verify_ledger(&given, &key, None).unwrap();
+        assert!(report.is_intact(), "{}", report.to_text());
+        assert_eq!(report.events, 14);
+        assert_eq!(report.from, None);
+    }
+    let copy = |skip: Option<&str>| {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(&golden).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            if Some(name.as_str()) != skip {
+                let to = dir.path().join(&name);
+                std::fs::copy(entry.path(), &to).unwrap();
+                let mut perms = std::fs::metadata(&to).unwrap().permissions();
+                #[allow(clippy::permissions_set_readonly_false)]
+                perms.set_readonly(false);
+                std::fs::set_permissions(&to, perms).unwrap();
+            }
+        }
+        dir
+    };
+    let broken = |dir: &Path| {
+        let report = verify_ledger(dir, &key, None).unwrap();
+        let failure = report.failure.expect("a broken set fails");
+        assert_eq!(
+            failure.class,
+            FailureClass::SegmentBroken,
+            "{}",
+            failure.message
+        );
+        failure.message
+    };
+    // The middle segment missing.
+    let dir = copy(Some("ledger.db.000001"));
+    assert!(broken(dir.path()).contains("segment 1 is missing"));
+    // The last two swapped.
+    let dir = copy(None);
+    let (a, b) = (
+        dir.path().join("ledger.db.000001"),
+        dir.path().join("ledger.db.000002"),
+    );
+    std::fs::rename(&a, dir.path().join("swap")).unwrap();
+    std::fs::rename(&b, &a).unwrap();
+    std::fs::rename(dir.path().join("swap"), &b).unwrap();
+    assert!(broken(dir.path()).contains("named as segment 1"));
+    // A byte of a sealed segment changed where SQLite does not look.
+    let dir = copy(None);
+    let sealed = dir.path().join("ledger.db.000000");
+    let mut bytes = std::fs::read(&sealed).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&sealed, bytes).unwrap();
+    assert!(broken(dir.path()).contains("is not the file that was sealed"));
+    // Without segment 0 the rest verifies from segment 1's opening record.
+    let dir = copy(Some("ledger.db.000000"));
+    let report = verify_ledger(dir.path(), &key, None).unwrap();
+    assert!(report.is_intact(), "{}", report.to_text());
+    assert!(report.from.is_some_and(|f| f > 0), "{:?}", report.from);
+}
