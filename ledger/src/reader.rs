@@ -507,13 +507,7 @@ impl LedgerReader {
                 .prepare("SELECT size, note, proof FROM checkpoints ORDER BY size")
                 .map_err(|e| self.err(e))?;
             let rows = stmt
-                .query_map([], |r| {
-                    Ok(StoredCheckpoint {
-                        size: r.get::<_, i64>(0)? as u64,
-                        note: r.get(1)?,
-                        proof: r.get(2)?,
-                    })
-                })
+                .query_map([], checkpoint_row)
                 .map_err(|e| self.err(e))?;
             for row in rows {
                 all.push(row.map_err(|e| self.err(e))?);
@@ -551,13 +545,7 @@ impl LedgerReader {
                 .query_row(
                     "SELECT size, note, proof FROM checkpoints ORDER BY size DESC LIMIT 1",
                     [],
-                    |r| {
-                        Ok(StoredCheckpoint {
-                            size: r.get::<_, i64>(0)? as u64,
-                            note: r.get(1)?,
-                            proof: r.get(2)?,
-                        })
-                    },
+                    checkpoint_row,
                 )
                 .optional()
                 .map_err(|e| self.err(e))?;
@@ -610,6 +598,15 @@ impl LedgerReader {
             from = next;
         }
     }
+}
+
+/// A `checkpoints` row read as `size, note, proof`.
+fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCheckpoint> {
+    Ok(StoredCheckpoint {
+        size: r.get::<_, i64>(0)? as u64,
+        note: r.get(1)?,
+        proof: r.get(2)?,
+    })
 }
 
 /// Events in one file: one past its highest sequence number (its first if

@@ -528,6 +528,15 @@ async fn a_failing_target_is_named_at_start_up_and_the_others_serve() {
     assert!(log.contains("gatehouse is serving"), "{log}");
 }
 
+/// Fails naming every acknowledged note the ledger does not show.
+fn assert_all_recorded(acknowledged: &[String], recorded: &HashSet<String>) {
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|n| !recorded.contains(*n))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged but not recorded: {lost:?}");
+}
+
 /// Puts `lines` at the top of the configuration's `[ledger]` table.
 fn configure_ledger(env: &Env, lines: &str) {
     let text = std::fs::read_to_string(&env.config).unwrap();
@@ -588,18 +597,13 @@ async fn segments_sealed_under_gateway_load_verify_and_keep_the_state() {
         gatehouse_verify::verify_ledger(&env.dir.path().join("gh"), &key, None).unwrap();
     assert!(whole_directory.is_intact(), "{}", whole_directory.to_text());
     assert_eq!(whole_directory.events, held);
-    let recorded = recorded_notes(&env);
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(
         acknowledged.len() > 100,
         "the load ran: {}",
         acknowledged.len()
     );
-    let lost: Vec<&String> = acknowledged
-        .iter()
-        .filter(|n| !recorded.contains(*n))
-        .collect();
-    assert!(lost.is_empty(), "acknowledged but not recorded: {lost:?}");
+    assert_all_recorded(&acknowledged, &recorded_notes(&env));
     // The state recorded in segment 0 is read back across the segments.
     env.restart().await;
     let reader = env.connect("reader").await;
@@ -644,12 +648,8 @@ async fn sigkill_while_sealing_segments_loses_nothing() {
     env.stop().await;
     let report = env.verify();
     assert!(report.is_intact(), "{}", report.to_text());
-    let recorded = recorded_notes(&env);
-    let lost: Vec<&String> = acknowledged
-        .iter()
-        .filter(|n| !recorded.contains(*n))
-        .collect();
-    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    let acknowledged: Vec<String> = acknowledged.into_iter().collect();
+    assert_all_recorded(&acknowledged, &recorded_notes(&env));
 }
 
 /// Issue 17: sealed segments archived with `archive_command` while the
@@ -775,13 +775,7 @@ async fn archive_command_failures_are_retried_and_recorded_and_old_segments_leav
         .collect();
     assert_eq!(removals, (0..local[0].0).collect::<Vec<_>>());
     // Every acknowledged write is in the log that archive and disk hold.
-    let recorded = notes_in(&everything);
-    let acknowledged = acknowledged.lock().unwrap().clone();
-    let lost: Vec<&String> = acknowledged
-        .iter()
-        .filter(|n| !recorded.contains(*n))
-        .collect();
-    assert!(lost.is_empty(), "acknowledged but not recorded: {lost:?}");
+    assert_all_recorded(&acknowledged.lock().unwrap(), &notes_in(&everything));
     // A restart rebuilds the state from a snapshot in the segments kept.
     env.restart().await;
     let reader = env.connect("reader").await;

@@ -16,8 +16,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use gatehouse_ledger::event::{SegmentArchived, SegmentRemoved};
@@ -25,6 +23,7 @@ use gatehouse_ledger::segment::segment_files;
 use gatehouse_ledger::{EventBody, Ledger, LedgerReader};
 use tracing::{info, warn};
 
+use super::ledger_thread::LedgerThread;
 use crate::config::ArchivePolicy;
 
 /// How often the thread looks for newly sealed segments.
@@ -38,44 +37,18 @@ const DETAIL_BYTES: usize = 400;
 
 /// The running archiver. Dropping it asks the thread to stop without
 /// waiting; [`Archiver::stop`] waits (for a command that is running, too).
-pub struct Archiver {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct Archiver(LedgerThread);
 
 impl Archiver {
     /// Starts archiving the sealed segments of the ledger behind `ledger`.
     pub fn start(ledger: Ledger, policy: ArchivePolicy) -> std::io::Result<Archiver> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::Builder::new()
-            .name("ledger-archive".into())
-            .spawn({
-                let stop = stop.clone();
-                move || run(&ledger, &policy, &stop)
-            })?;
-        Ok(Archiver {
-            stop,
-            thread: Some(thread),
-        })
+        LedgerThread::start("ledger-archive", move |stop| run(&ledger, &policy, stop)).map(Archiver)
     }
 
     /// Stops the thread and waits for it (before the ledger closes: it
     /// records its attempts there).
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Archiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = &self.thread {
-            t.thread().unpark();
-        }
+    pub fn stop(self) {
+        self.0.stop();
     }
 }
 

@@ -13,8 +13,6 @@
 //! wrong).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use gatehouse_engine::snapshot;
@@ -22,15 +20,14 @@ use gatehouse_engine::state::GatewayState;
 use gatehouse_ledger::{Ledger, LedgerReader};
 use tracing::{debug, warn};
 
+use super::ledger_thread::LedgerThread;
+
 /// How often the thread looks for newly committed events.
 const POLL: Duration = Duration::from_millis(100);
 
 /// The running snapshot writer. Dropping it asks the thread to stop
 /// without waiting; [`Snapshotter::stop`] waits.
-pub struct Snapshotter {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct Snapshotter(LedgerThread);
 
 impl Snapshotter {
     /// Starts writing a snapshot every `every` events of the ledger behind
@@ -45,37 +42,16 @@ impl Snapshotter {
         if every == 0 {
             return Ok(None);
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::Builder::new()
-            .name("ledger-snapshots".into())
-            .spawn({
-                let stop = stop.clone();
-                move || run(ledger, state, every, &stop)
-            })?;
-        Ok(Some(Snapshotter {
-            stop,
-            thread: Some(thread),
-        }))
+        LedgerThread::start("ledger-snapshots", move |stop| {
+            run(ledger, state, every, stop)
+        })
+        .map(|t| Some(Snapshotter(t)))
     }
 
     /// Stops the thread and waits for it: a snapshot being appended is
-    /// committed first. Call before closing the ledger (the thread holds a
-    /// handle to its writer).
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Snapshotter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = &self.thread {
-            t.thread().unpark();
-        }
+    /// committed first. Call before closing the ledger.
+    pub fn stop(self) {
+        self.0.stop();
     }
 }
 
