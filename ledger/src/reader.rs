@@ -107,13 +107,20 @@ impl LedgerReader {
                 first,
             });
         }
-        let mut reader = LedgerReader {
+        LedgerReader {
             parts,
             path,
             subtrees: std::cell::OnceCell::new(),
             base: None,
-        };
-        let first = reader.parts[0].first;
+        }
+        .with_base()
+    }
+
+    /// Reads the tree before the oldest file held, when it is a later
+    /// segment, from that segment's opening record.
+    fn with_base(mut self) -> Result<Self, LedgerError> {
+        let first = self.parts[0].first;
+        self.base = None;
         if first > 0 {
             if let Some(StoredEvent {
                 event:
@@ -122,13 +129,13 @@ impl LedgerReader {
                         ..
                     },
                 ..
-            }) = reader.get(first)?
+            }) = self.get(first)?
             {
-                reader.base = crate::merkle::Frontier::from_bytes(&opened.frontier.0)
+                self.base = crate::merkle::Frontier::from_bytes(&opened.frontier.0)
                     .filter(|f| f.size() == first);
             }
         }
-        Ok(reader)
+        Ok(self)
     }
 
     /// The sequence number of the first event this reader holds: 0, or the
@@ -176,14 +183,52 @@ impl LedgerReader {
         part_len(self.live())
     }
 
-    /// Opens again if the writer sealed the live file since this reader
-    /// opened it (a reader that lives as long as the gateway calls this
-    /// before reading on).
+    /// Follows the writer: opens the segments sealed or begun since this
+    /// reader opened (keeping the files it holds), and lets go of files
+    /// removed from disk since (archived segments, `retain_local`). A
+    /// reader that lives as long as the gateway calls this before reading on.
     pub fn refresh(&mut self) -> Result<(), LedgerError> {
         let files = crate::segment::segment_files(&self.path)?;
-        let newest = files.last().map(|(_, f)| f);
-        if newest.is_some_and(|f| *f != self.live().path) {
+        if files.is_empty() {
+            return Ok(());
+        }
+        if !files.iter().any(|(_, f)| *f == self.live().path) {
+            // Not a file of this ledger any more (or never one): start over.
             *self = LedgerReader::open(&self.path)?;
+            return Ok(());
+        }
+        let held: Vec<PathBuf> = self.parts.iter().map(|p| p.path.clone()).collect();
+        for (_, file) in files.iter().filter(|(_, f)| !held.contains(f)) {
+            let conn = schema::open_read_only(file)?;
+            let first: Option<i64> = conn
+                .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
+                .map_err(|e| LedgerError::sqlite(file, e))?;
+            let first = match first {
+                Some(f) => f as u64,
+                None => part_len(self.live())?,
+            };
+            self.parts.push(Part {
+                conn,
+                path: file.clone(),
+                first,
+            });
+        }
+        // Removed files are dropped from the front only: the parts stay one
+        // contiguous run of the log.
+        let kept = self
+            .parts
+            .iter()
+            .take_while(|p| !files.iter().any(|(_, f)| *f == p.path))
+            .count();
+        if kept > 0 && kept < self.parts.len() {
+            self.parts.drain(..kept);
+            *self = LedgerReader {
+                parts: std::mem::take(&mut self.parts),
+                path: self.path.clone(),
+                subtrees: std::cell::OnceCell::new(),
+                base: None,
+            }
+            .with_base()?;
         }
         Ok(())
     }

@@ -1514,23 +1514,22 @@ impl WriterState {
         Ok(())
     }
 
-    /// Sizes the live segment at open: its file's pages, its first event's time.
+    /// Sizes the live segment at open (and once opened): its records, as
+    /// [`LiveSegment::committed`] counts them, and its first event's time.
+    /// The schema's pages are not counted, so a segment's size means the
+    /// same at any `segment_max`.
     fn measure_segment(&mut self) -> Result<(), LedgerError> {
         let file = self.segment.file.clone();
         let ctx = |e| LedgerError::sqlite(&file, e);
-        let pages: i64 = self
+        let (bytes, started): (i64, Option<i64>) = self
             .conn
-            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .query_row(
+                "SELECT COALESCE(SUM(length(data)), 0) + COUNT(*) * ?1, MIN(ts) FROM events",
+                [ROW_OVERHEAD as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .map_err(ctx)?;
-        let page: i64 = self
-            .conn
-            .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .map_err(ctx)?;
-        let started: Option<i64> = self
-            .conn
-            .query_row("SELECT MIN(ts) FROM events", [], |r| r.get(0))
-            .map_err(ctx)?;
-        self.segment.bytes = (pages * page) as u64;
+        self.segment.bytes = bytes as u64;
         self.segment.started = started.map(|t| t as Nanos);
         self.segment.due = false;
         Ok(())
@@ -1570,15 +1569,17 @@ impl WriterState {
             )
             .map_err(ctx)?;
         // Every page must be in the file itself before it is sealed (a
-        // copy of the file is the archived segment): a reader in the middle
-        // of a read can hold the checkpoint back, so it is retried (each
-        // try waits for readers up to the busy timeout), and failing that
-        // the seal is retried later.
+        // copy of the file is the archived segment). A FULL checkpoint
+        // waits only for readers of an older snapshot (TRUNCATE would wait
+        // for every reader, and readers come and go all the time); one
+        // still held back is retried, and failing that the seal is retried
+        // later. The log's frames, all copied, go when the last connection
+        // closes.
         let mut folded = false;
         for _ in 0..3 {
             let (busy, log, done): (i64, i64, i64) = self
                 .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                .query_row("PRAGMA wal_checkpoint(FULL)", [], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })
                 .map_err(ctx)?;

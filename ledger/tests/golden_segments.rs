@@ -47,7 +47,7 @@ fn build(dir: &Path) -> PathBuf {
     options.sign_every = Duration::from_secs(60);
     options.sign_max_events = 2;
     options.segments = SegmentPolicy {
-        max_bytes: Some(48_000),
+        max_bytes: Some(3_500),
         every: None,
     };
     let ledger = Ledger::open(options).unwrap();

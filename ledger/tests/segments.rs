@@ -211,3 +211,40 @@ fn the_last_segment_truncated_below_a_kept_checkpoint_is_caught() {
     // what the auditor keeps checkpoints for.
     assert!(verify(&path, None).is_intact());
 }
+
+#[test]
+fn a_long_lived_reader_follows_seals_and_removals() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = open(&path);
+    fill(&ledger, 0, 300);
+    let mut reader = LedgerReader::open(&path).unwrap();
+    let held = reader.len().unwrap();
+    fill(&ledger, 300, 600);
+    // Without a refresh it reads on in the files it holds (the live one it
+    // opened was sealed meanwhile), and with one, the segments begun since.
+    let now = LedgerReader::open(&path).unwrap().len().unwrap();
+    assert!(reader.len().unwrap() < now);
+    reader.refresh().unwrap();
+    assert!(now > held);
+    assert_eq!(reader.len().unwrap(), now);
+    assert_eq!(reader.events(0..now).count() as u64, now);
+    // The two oldest segments removed (archived elsewhere): the reader lets
+    // go of them and starts at the third's opening record.
+    let files = segment_files(&path).unwrap();
+    for (_, file) in &files[..2] {
+        std::fs::remove_file(file).unwrap();
+    }
+    reader.refresh().unwrap();
+    let first = reader.first();
+    assert!(first > 0);
+    let events: Vec<_> = reader.events(0..u64::MAX).map(Result::unwrap).collect();
+    assert_eq!(events[0].event.seq, first);
+    assert!(matches!(events[0].event.body, EventBody::SegmentOpened(_)));
+    assert_eq!(events.len() as u64, now - first);
+    ledger.close();
+    // The independent verifier starts there too.
+    let report = verify(&path, None);
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.from, Some(first));
+}

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse_ledger::event::{SegmentArchived, SegmentRemoved};
 use gatehouse_ledger::segment::segment_files;
-use gatehouse_ledger::{EventBody, Ledger, LedgerReader};
+use gatehouse_ledger::{EventBody, Ledger};
 use tracing::{info, warn};
 
 use super::ledger_thread::LedgerThread;
@@ -218,8 +218,7 @@ fn remove_archived(ledger: &Ledger, files: &[(u64, PathBuf)], keep: usize) {
             return;
         }
         // After removing it, the ledger on disk starts with the next file.
-        let (_, next) = &files[i + 1];
-        match snapshot_in_or_after(ledger.path(), next) {
+        match snapshot_in_or_after(files, i + 1) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -252,26 +251,34 @@ fn remove_archived(ledger: &Ledger, files: &[(u64, PathBuf)], keep: usize) {
     }
 }
 
-/// Whether the state can be rebuilt without the segments before `next`: a
-/// snapshot covering at least everything before `next` lies in `next` or a
-/// later segment.
-fn snapshot_in_or_after(ledger: &Path, next: &Path) -> Result<bool, String> {
-    let reader = LedgerReader::open(ledger).map_err(|e| e.to_string())?;
-    let start = LedgerReader::open(next)
-        .and_then(|r| {
-            r.events(0..u64::MAX)
-                .next()
-                .transpose()
-                .map(|e| e.map(|e| e.event.seq))
-        })
-        .map_err(|e| e.to_string())?;
+/// Whether the state can be rebuilt without the segments before `next`
+/// (the `i`th of `files`): a snapshot covering at least everything before
+/// `next` lies in `next` or a later segment. Reads the newest files first,
+/// where the newest snapshot is.
+fn snapshot_in_or_after(files: &[(u64, PathBuf)], i: usize) -> Result<bool, String> {
+    let open = |file: &Path| {
+        rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))
+    };
+    let start: Option<i64> = open(&files[i].1)?
+        .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
+        .map_err(|e| format!("cannot read {}: {e}", files[i].1.display()))?;
     let Some(start) = start else {
         return Ok(false);
     };
-    Ok(reader
-        .latest_snapshot(u64::MAX)
-        .map_err(|e| e.to_string())?
-        .is_some_and(|s| s.snapshot.covers >= start && s.seq >= start))
+    for (_, file) in files[i..].iter().rev() {
+        let found: bool = open(file)?
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM snapshots WHERE covers >= ?1 AND seq >= ?1)",
+                [start],
+                |r| r.get(0),
+            )
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        if found {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]
