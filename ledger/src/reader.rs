@@ -84,10 +84,14 @@ impl LedgerReader {
         let mut parts = Vec::with_capacity(files.len().max(1));
         if files.is_empty() {
             let conn = schema::open_read_only(&path)?;
+            // One segment's file opened on its own starts where it starts.
+            let first: Option<i64> = conn
+                .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
+                .map_err(|e| LedgerError::sqlite(&path, e))?;
             parts.push(Part {
                 conn,
                 path: path.clone(),
-                first: 0,
+                first: first.unwrap_or(0) as u64,
             });
         }
         for (_, file) in files {

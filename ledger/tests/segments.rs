@@ -248,3 +248,38 @@ fn a_long_lived_reader_follows_seals_and_removals() {
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.from, Some(first));
 }
+
+#[test]
+fn one_segment_verifies_alone_from_the_checkpoint_its_predecessor_ended_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segmented(dir.path());
+    let files = segment_files(&path).unwrap();
+    let (second, third) = (&files[1].1, &files[2].1);
+    let ended_on = LedgerReader::open(second)
+        .unwrap()
+        .latest_checkpoint()
+        .unwrap()
+        .unwrap();
+    let alone = |from: Option<&str>| {
+        verify_ledger_with(
+            third,
+            &key(),
+            VerifyOptions {
+                from_checkpoint: from,
+                ..VerifyOptions::default()
+            },
+        )
+    };
+    // From the checkpoint segment 1 ended on, and from its own opening.
+    for from in [Some(ended_on.note.as_str()), None] {
+        let report = alone(from).unwrap();
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.from, Some(ended_on.size));
+    }
+    // Another kept checkpoint is not where segment 2 starts.
+    let earlier = LedgerReader::open(second).unwrap().checkpoints().unwrap()[0]
+        .note
+        .clone();
+    let refused = alone(Some(&earlier)).unwrap_err().to_string();
+    assert!(refused.contains("not after the kept one"), "{refused}");
+}

@@ -75,6 +75,23 @@ pub fn segment_files(path: &Path) -> Result<Vec<(u64, PathBuf)>, VerifyError> {
     Ok(files)
 }
 
+/// The segment number of a file that opens with a `SegmentOpened` record
+/// (a segment after the first, given on its own); `None` for anything else.
+pub fn opening_segment(path: &Path) -> Result<Option<u64>, VerifyError> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let ledger = Ledger::open(path)?;
+    let Some(first) = ledger.first_seq()? else {
+        return Ok(None);
+    };
+    let record = ledger.record(first)?;
+    Ok(record
+        .as_deref()
+        .and_then(Opening::from_record)
+        .map(|o| o.segment))
+}
+
 /// `<base>.<digits>` split in two.
 fn split_number(name: &str) -> Option<(&str, u64)> {
     let (base, digits) = name.rsplit_once('.')?;
@@ -183,6 +200,12 @@ pub fn verify_segments(
         .trusted_checkpoint
         .map(|note| Trusted::open(note, key))
         .transpose()?;
+    // A segment verified from a kept checkpoint: the one its predecessor
+    // ended on, which its opening record must carry.
+    let from = options
+        .from_checkpoint
+        .map(|note| Trusted::open(note, key))
+        .transpose()?;
     let mut total: Option<Report> = None;
     let mut key_now = key.clone();
     let mut previous: Option<(u64, PathBuf, String, u64)> = None;
@@ -253,6 +276,15 @@ pub fn verify_segments(
                         "{name} opens with a tree that does not match the checkpoint it carries"
                     ))));
                 }
+                if let (None, Some(kept)) = (previous, &from) {
+                    if kept.checkpoint != checkpoint {
+                        return Err(VerifyError::TrustedCheckpoint(format!(
+                            "{name} opens after the checkpoint of size {}, not after the kept one of size {}: \
+                             pass the checkpoint its predecessor ended on, or verify the segments together",
+                            checkpoint.size, kept.checkpoint.size
+                        )));
+                    }
+                }
                 Some((o.previous_note.clone(), checkpoint, o.frontier.clone(), o.seq, o.ts))
             }
         };
@@ -272,6 +304,7 @@ pub fn verify_segments(
             }),
             VerifyOptions {
                 strict: options.strict || !last,
+                from_checkpoint: None,
                 ..options
             },
         )?;

@@ -133,12 +133,17 @@ pub fn verify_ledger_with(
     if !segments.is_empty() {
         if options.from_checkpoint.is_some() {
             return Err(VerifyError::TrustedCheckpoint(
-                "--from-checkpoint applies to one ledger file; for a ledger in segments, verify the segments \
-                 from the one that holds the kept checkpoint on, or pass the note as a trusted checkpoint"
+                "--from-checkpoint applies to one ledger file; for a ledger in segments, verify the segment \
+                 that follows the kept checkpoint (its file, with the checkpoint its predecessor ended on), \
+                 or pass the note as a trusted checkpoint"
                     .into(),
             ));
         }
         return crate::segments::verify_segments(&segments, key, options);
+    }
+    // One segment after the first, given alone: from its opening record.
+    if let Some(number) = crate::segments::opening_segment(path)? {
+        return crate::segments::verify_segments(&[(number, path.to_owned())], key, options);
     }
     let trusted_checkpoint = options.trusted_checkpoint.or(options.from_checkpoint);
     // The auditor's own input is checked first: if it is bad, no verdict
