@@ -25,9 +25,11 @@ use gatehouse_verify::{
 #[derive(Parser)]
 #[command(name = "gatehouse-verify", version)]
 struct Args {
-    /// The ledger file (an SQLite database, opened read-only) or evidence
-    /// bundle (written by `gatehouse export`).
-    #[arg(value_name = "LEDGER|BUNDLE")]
+    /// The ledger file (an SQLite database, opened read-only), a ledger in
+    /// segments (its path, or the directory holding `<ledger>.NNNNNN`
+    /// files: verified in order as one log), one segment's file, or an
+    /// evidence bundle (written by `gatehouse export`).
+    #[arg(value_name = "LEDGER|DIR|BUNDLE")]
     input: PathBuf,
     /// File holding the log's verifier key, `<name>+<key id>+<base64 key>`.
     #[arg(long, value_name = "KEYFILE")]
