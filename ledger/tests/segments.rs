@@ -283,3 +283,40 @@ fn one_segment_verifies_alone_from_the_checkpoint_its_predecessor_ended_on() {
     let refused = alone(Some(&earlier)).unwrap_err().to_string();
     assert!(refused.contains("not after the kept one"), "{refused}");
 }
+
+#[test]
+fn segment_every_seals_by_the_age_of_the_first_event() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    // Each event is stamped 300 ms after the last: a segment older than
+    // a second is sealed.
+    let clock = std::sync::Arc::new(AtomicU64::new(1_767_225_600_000_000_000));
+    let mut options = WriterOptions::new(&path, signer());
+    options.clock = {
+        let clock = clock.clone();
+        std::sync::Arc::new(move || clock.fetch_add(300_000_000, Ordering::Relaxed))
+    };
+    options.sign_every = Duration::from_millis(50);
+    options.segments = SegmentPolicy {
+        max_bytes: None,
+        every: Some(Duration::from_secs(1)),
+    };
+    let ledger = Ledger::open(options).unwrap();
+    for i in 0..20 {
+        ledger.append_blocking(&[action(i)]).unwrap();
+    }
+    ledger.close();
+    let files = segment_files(&path).unwrap();
+    assert!(files.len() >= 4, "{files:?}");
+    // No sealed segment spans much more than the age limit.
+    let reader = LedgerReader::open(&path).unwrap();
+    for (_, file) in &files[..files.len() - 1] {
+        let r = LedgerReader::open(file).unwrap();
+        let ts: Vec<u64> = r.events(0..u64::MAX).map(|e| e.unwrap().event.ts).collect();
+        let span = ts.last().unwrap() - ts.first().unwrap();
+        assert!(span <= 1_500_000_000, "{}: {span} ns", file.display());
+    }
+    assert_eq!(reader.len().unwrap(), 20 + files.len() as u64 - 1);
+    assert!(verify(&path, None).is_intact());
+}
