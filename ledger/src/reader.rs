@@ -94,7 +94,12 @@ impl LedgerReader {
                 first: first.unwrap_or(0) as u64,
             });
         }
-        for (_, file) in files {
+        let count = files.len();
+        for (i, (_, file)) in files.into_iter().enumerate() {
+            // A live segment a crash left before its schema: nothing in it.
+            if i + 1 == count && i > 0 && crate::segment::unwritten(&file) {
+                break;
+            }
             let conn = schema::open_read_only(&file)?;
             let first: Option<i64> = conn
                 .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
@@ -203,6 +208,10 @@ impl LedgerReader {
         }
         let held: Vec<PathBuf> = self.parts.iter().map(|p| p.path.clone()).collect();
         for (_, file) in files.iter().filter(|(_, f)| !held.contains(f)) {
+            if crate::segment::unwritten(file) {
+                // Being created: read on the next refresh.
+                break;
+            }
             let conn = schema::open_read_only(file)?;
             let first: Option<i64> = conn
                 .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))

@@ -119,6 +119,22 @@ pub fn sync_dir(path: &Path) -> Result<(), LedgerError> {
         .map_err(|e| LedgerError::Io(format!("cannot sync directory {}: {e}", dir.display())))
 }
 
+/// Whether a segment file holds nothing yet, not even the schema: the
+/// writer was stopped while creating it (a crash), and creates it again at
+/// its next start. Readers and verifiers pass over such a last file.
+pub fn unwritten(file: &Path) -> bool {
+    let Ok(conn) = rusqlite::Connection::open_with_flags(
+        file,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) else {
+        return false;
+    };
+    conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .is_ok_and(|n| n == 0)
+}
+
 /// BLAKE3 of a file's bytes: a sealed segment's digest.
 pub fn file_digest(path: &Path) -> Result<[u8; 32], LedgerError> {
     let mut file = std::fs::File::open(path)

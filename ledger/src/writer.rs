@@ -569,7 +569,7 @@ impl Core {
     /// queued, until the queue is empty; at close, finishes the queue,
     /// saves the frontier and exits.
     fn run(&self, path: &Path) {
-        let mut checkpointer = WalCheckpointer::start(path);
+        let mut checkpointer = Some(WalCheckpointer::start(path));
         loop {
             let mut sign = false;
             let mut seal = false;
@@ -591,7 +591,7 @@ impl Core {
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .finish();
-                        drop(checkpointer);
+                        drop(checkpointer.take());
                         return;
                     }
                     // An unsigned tail is signed when its delay is up, with
@@ -617,15 +617,15 @@ impl Core {
                 continue;
             }
             if seal {
-                self.seal_due
-                    .store(false, std::sync::atomic::Ordering::Release);
-                drop(checkpointer);
-                self.seal();
-                checkpointer = WalCheckpointer::start(path);
+                self.seal(&mut checkpointer, path);
                 self.release();
                 continue;
             }
             loop {
+                // A seal that fell due goes before the next batch.
+                if self.seal_due.load(std::sync::atomic::Ordering::Acquire) {
+                    self.seal(&mut checkpointer, path);
+                }
                 let batch = self.next_batch();
                 if batch.is_empty() {
                     self.release();
@@ -636,10 +636,18 @@ impl Core {
         }
     }
 
-    /// Seals the live segment (the caller holds the commit role and has
-    /// stopped the WAL thread). A failure is logged and retried after the
-    /// next commit: appends go on into the live segment meanwhile.
-    fn seal(&self) {
+    /// Seals the live segment (the caller holds the commit role), with the
+    /// WAL thread stopped meanwhile (it holds the file open). A failure is
+    /// logged and retried later: appends go on into the live segment.
+    fn seal(&self, checkpointer: &mut Option<WalCheckpointer>, path: &Path) {
+        self.seal_due
+            .store(false, std::sync::atomic::Ordering::Release);
+        drop(checkpointer.take());
+        self.seal_live();
+        *checkpointer = Some(WalCheckpointer::start(path));
+    }
+
+    fn seal_live(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = state.seal() {
             tracing::warn!(
@@ -797,6 +805,10 @@ struct LiveSegment {
     /// retired there must not sign here.
     sealed_rotations: Vec<(u64, String, String)>,
 }
+
+/// How long a seal's checkpoint waits for readers of an older snapshot,
+/// per try (appends wait meanwhile).
+const SEAL_WAIT_FOR_READERS: Duration = Duration::from_millis(100);
 
 /// How long after a failed seal the writer tries again.
 const SEAL_RETRY: Duration = Duration::from_secs(10);
@@ -1446,6 +1458,15 @@ impl WriterState {
             None => {
                 let previous = segment::segment_path(&self.path, self.segment.number - 1);
                 let end = SegmentEnd::read(&previous)?;
+                // The seal may have stopped before the file was made read-only.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&previous, std::fs::Permissions::from_mode(0o444))
+                    .map_err(|e| {
+                        LedgerError::Io(format!(
+                            "cannot make {} read-only: {e}",
+                            previous.display()
+                        ))
+                    })?;
                 self.segment.first = end.frontier.size();
                 self.segment.base = end.frontier;
                 self.segment.base_chain = end.chain;
@@ -1575,6 +1596,9 @@ impl WriterState {
         // still held back is retried, and failing that the seal is retried
         // later. The log's frames, all copied, go when the last connection
         // closes.
+        // Appends wait while the seal runs: readers get a short while to
+        // move on, and a seal they still hold back is retried later.
+        self.conn.busy_timeout(SEAL_WAIT_FOR_READERS).map_err(ctx)?;
         let mut folded = false;
         for _ in 0..3 {
             let (busy, log, done): (i64, i64, i64) = self
@@ -1588,6 +1612,9 @@ impl WriterState {
                 break;
             }
         }
+        self.conn
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(ctx)?;
         if !folded {
             return Err(LedgerError::Io(format!(
                 "readers kept {} from folding its write-ahead log",

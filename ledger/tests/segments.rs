@@ -320,3 +320,108 @@ fn segment_every_seals_by_the_age_of_the_first_event() {
     assert_eq!(reader.len().unwrap(), 20 + files.len() as u64 - 1);
     assert!(verify(&path, None).is_intact());
 }
+
+#[test]
+fn a_writer_stopped_between_sealing_and_opening_the_next_segment_opens_it_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segmented(dir.path());
+    let before = LedgerReader::open(&path).unwrap().len().unwrap();
+    let files = segment_files(&path).unwrap();
+    let (last, live) = files.last().unwrap().clone();
+    // As a crash leaves it: the live segment sealed (read-only, its WAL
+    // folded) and the next file created with no record yet; the link still
+    // names the sealed one.
+    std::fs::set_permissions(&live, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let next = segment_path(&path, last + 1);
+    drop(
+        gatehouse_ledger::schema::open_for_writing(
+            &next,
+            "gatehouse.test/segments",
+            gatehouse_ledger::Durability::Os,
+            true,
+        )
+        .unwrap(),
+    );
+    let ledger = open(&path);
+    fill(&ledger, 1500, 10);
+    ledger.close();
+    assert_eq!(
+        std::fs::read_link(&path).unwrap(),
+        Path::new(next.file_name().unwrap())
+    );
+    let mode = std::fs::metadata(&live).unwrap().permissions().mode();
+    assert_eq!(mode & 0o222, 0, "the sealed segment is read-only again");
+    let reader = LedgerReader::open(&path).unwrap();
+    let opening = reader.get(before).unwrap().unwrap().event.body;
+    assert!(matches!(opening, EventBody::SegmentOpened(o) if o.segment == last + 1));
+    let report = verify(&path, None);
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.events, reader.len().unwrap());
+}
+
+#[test]
+fn a_next_segment_a_crash_left_empty_is_passed_over_and_then_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segmented(dir.path());
+    let before = LedgerReader::open(&path).unwrap().len().unwrap();
+    let (last, _) = segment_files(&path).unwrap().pop().unwrap();
+    // SQLite had created the file, not yet its schema.
+    let next = segment_path(&path, last + 1);
+    std::fs::File::create(&next).unwrap();
+    // Readers and the verifier see the log as it was...
+    assert_eq!(LedgerReader::open(&path).unwrap().len().unwrap(), before);
+    let report = verify(&path, None);
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.events, before);
+    // ...and the writer opens the segment properly at its start.
+    let ledger = open(&path);
+    fill(&ledger, 1500, 10);
+    ledger.close();
+    let reader = LedgerReader::open(&path).unwrap();
+    assert!(matches!(
+        reader.get(before).unwrap().unwrap().event.body,
+        EventBody::SegmentOpened(o) if o.segment == last + 1
+    ));
+    let report = verify(&path, None);
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.events, before + 11);
+}
+
+#[test]
+fn a_reader_holding_an_old_snapshot_delays_a_seal_never_an_append() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let clock = std::sync::Arc::new(AtomicU64::new(1_767_225_600_000_000_000));
+    let mut options = WriterOptions::new(&path, signer());
+    options.clock = {
+        let clock = clock.clone();
+        std::sync::Arc::new(move || clock.fetch_add(1_000, Ordering::Relaxed))
+    };
+    options.sign_every = Duration::from_millis(50);
+    options.segments = SegmentPolicy {
+        max_bytes: Some(64 * 1024),
+        every: None,
+    };
+    let ledger = Ledger::open(options).unwrap();
+    fill(&ledger, 0, 100);
+    let segments = segment_files(&path).unwrap().len();
+    // A reader in the middle of a read, on the log as it is now.
+    let live = segment_files(&path).unwrap().pop().unwrap().1;
+    let reader = rusqlite::Connection::open(&live).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    // The segment fills up behind it: the seal cannot fold the log the
+    // reader still reads, gives up, and every append is committed anyway.
+    fill(&ledger, 100, 400);
+    assert_eq!(segment_files(&path).unwrap().len(), segments);
+    // Once the reader has moved on, the seal is retried after its delay.
+    reader.execute_batch("COMMIT").unwrap();
+    clock.fetch_add(11_000_000_000, Ordering::Relaxed);
+    fill(&ledger, 400, 20);
+    ledger.close();
+    assert!(segment_files(&path).unwrap().len() > segments);
+    assert!(verify(&path, None).is_intact());
+}

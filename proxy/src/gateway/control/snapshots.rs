@@ -90,25 +90,38 @@ fn catch_up(
         .len()
         .map_err(|e| format!("cannot read the ledger: {e}"))?;
     let mut failed = None;
+    let mut due = Vec::new();
     reader
         .for_each_record(state.events..end, |seq, bytes| {
             if failed.is_none() && !stop.load(Ordering::Relaxed) {
-                failed = fold_one(ledger, state, every, seq, bytes).err();
+                match fold_one(state, every, seq, bytes) {
+                    Ok(snapshot) => due.extend(snapshot),
+                    Err(e) => failed = Some(e),
+                }
             }
         })
         .map_err(|e| format!("cannot read the ledger: {e}"))?;
+    // Appended once the read is over: a reader in the middle of a read
+    // holds the log's write-ahead log at its snapshot, and the writer may
+    // need it to let go (to seal a segment) before it can commit.
+    for body in due {
+        let (covers, bytes) = (body.covers, body.state.0.len());
+        let receipt = ledger
+            .append_blocking(&[body.into()])
+            .map_err(|e| format!("cannot append a snapshot: {e}"))?;
+        debug!(covers, seq = receipt[0].seq, bytes, "snapshot written");
+    }
     failed.map_or(Ok(()), Err)
 }
 
-/// Folds the record stored as event `seq`; appends a snapshot if the count
-/// of folded events reaches a multiple of `every`.
+/// Folds the record stored as event `seq`; returns the snapshot to append
+/// if the count of folded events reaches a multiple of `every`.
 fn fold_one(
-    ledger: &Ledger,
     state: &mut GatewayState,
     every: u64,
     seq: u64,
     bytes: &[u8],
-) -> Result<(), String> {
+) -> Result<Option<gatehouse_ledger::event::Snapshot>, String> {
     state
         .apply_record(bytes)
         .map_err(|e| format!("event {seq} cannot be decoded: {e}"))?;
@@ -118,20 +131,10 @@ fn fold_one(
             state.events - 1
         ));
     }
-    if state.events.is_multiple_of(every) {
-        let body = snapshot::snapshot(state);
-        let bytes = body.state.0.len();
-        let receipt = ledger
-            .append_blocking(&[body.into()])
-            .map_err(|e| format!("cannot append a snapshot: {e}"))?;
-        debug!(
-            covers = state.events,
-            seq = receipt[0].seq,
-            bytes,
-            "snapshot written"
-        );
-    }
-    Ok(())
+    Ok(state
+        .events
+        .is_multiple_of(every)
+        .then(|| snapshot::snapshot(state)))
 }
 
 #[cfg(test)]
