@@ -568,8 +568,22 @@ VERIFY_BIN="$(dirname "$GATEHOUSE_BIN")/gatehouse-verify"
 if [ -n "${LEG_PORT[gatehouse]:-}" ] && [ -f "$WORK/gatehouse/ledger.db" ]; then
   if [ -x "$VERIFY_BIN" ]; then
     echo
-    if "$VERIFY_BIN" "$WORK/gatehouse/ledger.db" --key "$WORK/gatehouse/verifier.pub" --strict >"$WORK/verify.log" 2>&1; then
+    # Issue 17's measure: events verified per second and the verifier's
+    # peak memory (GNU time's %e and %M, when it is installed).
+    timed=()
+    if [ -x /usr/bin/time ]; then
+      timed=(/usr/bin/time -f "%e %M" -o "$WORK/verify.time")
+    fi
+    if "${timed[@]}" "$VERIFY_BIN" "$WORK/gatehouse/ledger.db" --key "$WORK/gatehouse/verifier.pub" --strict >"$WORK/verify.log" 2>&1; then
       echo "gatehouse-verify --strict on the gateway's ledger: $(head -n 1 "$WORK/verify.log")"
+      if [ -s "$WORK/verify.time" ]; then
+        read -r secs peak_kb <"$WORK/verify.time"
+        events=$(head -n 1 "$WORK/verify.log" | sed -n 's/^intact: \([0-9]*\) events.*/\1/p')
+        if [ -n "$events" ]; then
+          awk -v s="$secs" -v kb="$peak_kb" -v n="$events" 'BEGIN {
+            printf "gatehouse-verify: %.2f s, %.0f events/s, peak memory %.1f MB\n", s, (s > 0 ? n / s : 0), kb / 1024 }'
+        fi
+      fi
     else
       echo "gatehouse-verify --strict on the gateway's ledger FAILED:"
       head -n 5 "$WORK/verify.log"
