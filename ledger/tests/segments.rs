@@ -425,3 +425,31 @@ fn a_reader_holding_an_old_snapshot_delays_a_seal_never_an_append() {
     assert!(segment_files(&path).unwrap().len() > segments);
     assert!(verify(&path, None).is_intact());
 }
+
+#[test]
+fn a_trusted_checkpoint_is_checked_by_the_segment_that_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segmented(dir.path());
+    let files = segment_files(&path).unwrap();
+    // A checkpoint from the middle of segment 1, kept by an auditor.
+    let kept = LedgerReader::open(&files[1].1)
+        .unwrap()
+        .checkpoints()
+        .unwrap()[1]
+        .note
+        .clone();
+    let report = verify(&path, Some(&kept));
+    assert!(report.is_intact(), "{report:?}");
+    // A checkpoint of the same size over other events (signed by the log's
+    // key: a fork shown to the auditor) is caught by that segment.
+    let text = kept.split_once("\n\n").unwrap().0;
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[2] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
+    let forked = signer().sign(&format!("{}\n", lines.join("\n")));
+    let (class, message) = failure(&verify(&path, Some(&forked)));
+    assert_eq!(class, FailureClass::Forked, "{message}");
+    assert!(
+        message.contains(&*files[1].1.display().to_string()),
+        "{message}"
+    );
+}

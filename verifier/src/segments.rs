@@ -308,12 +308,14 @@ pub fn verify_segments(
             }
         };
         let previous_ts = previous.as_ref().map_or(0, |p| p.3);
-        let from = start.as_ref().map_or(0, |s| s.3);
-        let ends_here =
-            |size: u64| size > from && (last || size <= ledger.event_count_hint().max(from));
-        let here = trusted
-            .as_ref()
-            .filter(|t| ends_here(t.checkpoint.size) && t.checkpoint.size > from);
+        // A trusted checkpoint is checked by the segment holding its last
+        // event (the last segment also catches one beyond the log's end).
+        let begins = start.as_ref().map_or(0, |s| s.3);
+        let ends = ledger.event_count_hint().max(begins);
+        let here = trusted.as_ref().filter(|t| {
+            let size = t.checkpoint.size;
+            size > begins && (last || size <= ends)
+        });
         let (report, current) = verify_segment(
             &ledger,
             &key_now,
