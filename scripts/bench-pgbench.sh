@@ -31,6 +31,8 @@
 #                   CPU 1, the way a gateway runs on a host of its own)
 #   BENCH_SIGN_EVERY  the gateway's [ledger] sign_every (default: what
 #                   `gatehouse init` writes, 50ms; "0" signs every commit)
+#   BENCH_SEGMENT_MAX  the gateway's [ledger] segment_max ("64 MiB"): the
+#                   ledger is cut into sealed segments while it runs
 #   BENCH_PGBOUNCER=0  skip the pgbouncer leg (otherwise it runs when
 #                   pgbouncer is installed, or can be installed: as root with
 #                   apt-get)
@@ -236,6 +238,9 @@ gatehouse_setup() {
   local port=$PICKED
   "$GATEHOUSE_BIN" init --dir "$dir" --origin bench >"$WORK/gatehouse-init.log" 2>&1 \
     || { note "gatehouse leg skipped: gatehouse init failed: $(tail -n 3 "$WORK/gatehouse-init.log")"; return 1; }
+  if [ -n "${BENCH_SEGMENT_MAX:-}" ]; then
+    sed -i "s/^\[ledger\]$/[ledger]\nsegment_max = \"$BENCH_SEGMENT_MAX\"/" "$cfg"
+  fi
   if [ -n "${BENCH_SIGN_EVERY:-}" ]; then
     sed -i "s/^sign_every = .*/sign_every = \"$BENCH_SIGN_EVERY\"/" "$cfg"
     grep -q "^sign_every = \"$BENCH_SIGN_EVERY\"" "$cfg" \
@@ -596,19 +601,28 @@ fi
 # checkpoint.
 if [ -n "${LEG_PORT[gatehouse]:-}" ] && [ -f "$WORK/gatehouse/ledger.db" ]; then
   python3 - "$WORK/gatehouse/ledger.db" <<'PY' 2>/dev/null || true
-import os, sqlite3, sys
+import glob, os, re, sqlite3, sys
 path = sys.argv[1]
-# The gateway has stopped: fold the WAL into the file, so its size is the
-# ledger's (issue 17's measure of bytes per statement).
-sqlite3.connect(path).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-events = db.execute("SELECT count(*) FROM events").fetchone()[0]
-signed = db.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
-# The events of one commit share its timestamp.
-commits = db.execute("SELECT count(DISTINCT ts) FROM events").fetchone()[0]
-# A statement's record: kind 25, or kind 4 (with a Decision) before it.
-statements = db.execute("SELECT count(*) FROM events WHERE kind IN (4, 25)").fetchone()[0]
-size = os.path.getsize(path)
+# A ledger in segments (BENCH_SEGMENT_MAX): every ledger.db.NNNNNN file.
+files = sorted(f for f in glob.glob(path + ".*") if re.fullmatch(r"\d{6,}", f[len(path) + 1:])) or [path]
+events = signed = commits = statements = size = 0
+for f in files:
+    # The gateway has stopped: fold the WAL into the file, so its size is
+    # the ledger's (issue 17's measure of bytes per statement).
+    try:
+        sqlite3.connect(f).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except sqlite3.Error:
+        pass  # a sealed, read-only segment has no WAL
+    db = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+    events += db.execute("SELECT count(*) FROM events").fetchone()[0]
+    signed += db.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+    # The events of one commit share its timestamp.
+    commits += db.execute("SELECT count(DISTINCT ts) FROM events").fetchone()[0]
+    # A statement's record: kind 25, or kind 4 (with a Decision) before it.
+    statements += db.execute("SELECT count(*) FROM events WHERE kind IN (4, 25)").fetchone()[0]
+    size += os.path.getsize(f)
+if len(files) > 1:
+    print(f"\ngatehouse ledger: {len(files)} segments")
 if signed:
     print(f"\ngatehouse ledger: {events} events in {commits} commits ({events / commits:.2f} events per commit), {signed} signed checkpoints")
 if statements:
