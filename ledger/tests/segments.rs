@@ -43,6 +43,25 @@ fn open(path: &Path) -> Ledger {
     Ledger::open(options).unwrap()
 }
 
+/// A writer whose clock advances `step` nanoseconds at each reading (once
+/// per commit), and that clock, to move it on.
+fn open_on_clock(
+    path: &Path,
+    step: u64,
+    segments: SegmentPolicy,
+) -> (Ledger, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let clock = std::sync::Arc::new(AtomicU64::new(1_767_225_600_000_000_000));
+    let mut options = WriterOptions::new(path, signer());
+    options.clock = {
+        let clock = clock.clone();
+        std::sync::Arc::new(move || clock.fetch_add(step, Ordering::Relaxed))
+    };
+    options.sign_every = Duration::from_millis(50);
+    options.segments = segments;
+    (Ledger::open(options).unwrap(), clock)
+}
+
 /// Appends `n` events from `start` in batches of 10.
 fn fill(ledger: &Ledger, start: u64, n: u64) {
     for batch in (start..start + n).collect::<Vec<_>>().chunks(10) {
@@ -286,23 +305,15 @@ fn one_segment_verifies_alone_from_the_checkpoint_its_predecessor_ended_on() {
 
 #[test]
 fn segment_every_seals_by_the_age_of_the_first_event() {
-    use std::sync::atomic::{AtomicU64, Ordering};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
-    // Each event is stamped 300 ms after the last: a segment older than
+    // Each commit is stamped 300 ms after the last: a segment older than
     // a second is sealed.
-    let clock = std::sync::Arc::new(AtomicU64::new(1_767_225_600_000_000_000));
-    let mut options = WriterOptions::new(&path, signer());
-    options.clock = {
-        let clock = clock.clone();
-        std::sync::Arc::new(move || clock.fetch_add(300_000_000, Ordering::Relaxed))
-    };
-    options.sign_every = Duration::from_millis(50);
-    options.segments = SegmentPolicy {
+    let policy = SegmentPolicy {
         max_bytes: None,
         every: Some(Duration::from_secs(1)),
     };
-    let ledger = Ledger::open(options).unwrap();
+    let (ledger, _) = open_on_clock(&path, 300_000_000, policy);
     for i in 0..20 {
         ledger.append_blocking(&[action(i)]).unwrap();
     }
@@ -389,21 +400,13 @@ fn a_next_segment_a_crash_left_empty_is_passed_over_and_then_written() {
 
 #[test]
 fn a_reader_holding_an_old_snapshot_delays_a_seal_never_an_append() {
-    use std::sync::atomic::{AtomicU64, Ordering};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
-    let clock = std::sync::Arc::new(AtomicU64::new(1_767_225_600_000_000_000));
-    let mut options = WriterOptions::new(&path, signer());
-    options.clock = {
-        let clock = clock.clone();
-        std::sync::Arc::new(move || clock.fetch_add(1_000, Ordering::Relaxed))
-    };
-    options.sign_every = Duration::from_millis(50);
-    options.segments = SegmentPolicy {
+    let policy = SegmentPolicy {
         max_bytes: Some(64 * 1024),
         every: None,
     };
-    let ledger = Ledger::open(options).unwrap();
+    let (ledger, clock) = open_on_clock(&path, 1_000, policy);
     fill(&ledger, 0, 100);
     let segments = segment_files(&path).unwrap().len();
     // A reader in the middle of a read, on the log as it is now.
@@ -419,7 +422,7 @@ fn a_reader_holding_an_old_snapshot_delays_a_seal_never_an_append() {
     assert_eq!(segment_files(&path).unwrap().len(), segments);
     // Once the reader has moved on, the seal is retried after its delay.
     reader.execute_batch("COMMIT").unwrap();
-    clock.fetch_add(11_000_000_000, Ordering::Relaxed);
+    clock.fetch_add(11_000_000_000, std::sync::atomic::Ordering::Relaxed);
     fill(&ledger, 400, 20);
     ledger.close();
     assert!(segment_files(&path).unwrap().len() > segments);
