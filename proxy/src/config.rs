@@ -695,7 +695,14 @@ impl Config {
             bail!("[ledger] sign_max_events must be at least 1");
         }
         options.sign_max_events = self.ledger.sign_max_events;
-        options.segments = gatehouse_ledger::SegmentPolicy {
+        options.segments = self.segment_policy()?;
+        Ok(options)
+    }
+
+    /// When the ledger writer seals a segment (`[ledger] segment_max`,
+    /// `segment_every`).
+    pub fn segment_policy(&self) -> Result<gatehouse_ledger::SegmentPolicy> {
+        Ok(gatehouse_ledger::SegmentPolicy {
             max_bytes: self
                 .ledger
                 .segment_max
@@ -708,8 +715,7 @@ impl Config {
                 .as_deref()
                 .map(|s| parse_duration(s).context("[ledger] segment_every"))
                 .transpose()?,
-        };
-        Ok(options)
+        })
     }
 }
 
@@ -729,6 +735,12 @@ pub fn initial(ledger: &str, signing_key: &str, masking_key: &str) -> String {
          snapshot_every = 10000\n\
          # Checkpoints are signed at most this long after their events commit (0: every commit).\n\
          sign_every = \"50ms\"\n\
+         # Cut the ledger into sealed segments, archive them, keep the newest N on disk\n\
+         # (docs/deployment.md):\n\
+         # segment_max = \"1 GiB\"\n\
+         # segment_every = \"1d\"\n\
+         # archive_command = \"cp %p /mnt/archive/%f\"\n\
+         # retain_local = 7\n\
          \n\
          [masking]\n\
          # The secret behind \"hash\" pseudonyms; readable by its owner only, never in the ledger.\n\
@@ -834,6 +846,52 @@ mod tests {
         assert_eq!(c.ledger.path, dir.path().join("ledger.db"));
         assert_eq!(c.durability().unwrap(), Durability::Os);
         assert_eq!(c.ledger.snapshot_every, 10_000);
+    }
+
+    #[test]
+    fn the_initial_configs_segment_lines_parse_once_uncommented() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gatehouse.toml");
+        let text = initial("ledger.db", "signing.key", "masking.key");
+        std::fs::write(&path, &text).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert!(!c.segment_policy().unwrap().enabled());
+        assert_eq!(c.archive_policy().unwrap(), None);
+        let text = [
+            "segment_max",
+            "segment_every",
+            "archive_command",
+            "retain_local",
+        ]
+        .iter()
+        .fold(text, |t, key| {
+            t.replace(&format!("# {key} ="), &format!("{key} ="))
+        });
+        std::fs::write(&path, &text).unwrap();
+        let c = Config::load(&path).unwrap();
+        let segments = c.segment_policy().unwrap();
+        assert_eq!(segments.max_bytes, Some(1 << 30));
+        assert_eq!(segments.every, Some(Duration::from_secs(86_400)));
+        let archive = c.archive_policy().unwrap().unwrap();
+        assert_eq!(archive.command, "cp %p /mnt/archive/%f");
+        assert_eq!(archive.retain_local, Some(7));
+        // Retention removes archived segments only.
+        std::fs::write(
+            &path,
+            text.replace("archive_command =", "# archive_command ="),
+        )
+        .unwrap();
+        let err = format!(
+            "{:#}",
+            Config::load(&path).unwrap().archive_policy().unwrap_err()
+        );
+        assert!(err.contains("set archive_command"), "{err}");
+        std::fs::write(&path, text.replace("\"1 GiB\"", "\"big\"")).unwrap();
+        let err = format!(
+            "{:#}",
+            Config::load(&path).unwrap().segment_policy().unwrap_err()
+        );
+        assert!(err.contains("segment_max"), "{err}");
     }
 
     #[test]
