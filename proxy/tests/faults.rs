@@ -603,6 +603,40 @@ async fn segments_sealed_under_gateway_load_verify_and_keep_the_state() {
         acknowledged.len()
     );
     assert_all_recorded(&acknowledged, &recorded_notes(&env));
+    // A session whose statements span several segments replays whole, and
+    // the state at the end is rebuilt across them.
+    let mut sessions: std::collections::HashMap<u64, usize> = Default::default();
+    for e in env.events() {
+        if let EventBody::Statement(q) = e {
+            *sessions.entry(q.session).or_default() += 1;
+        }
+    }
+    let (&busiest, &statements) = sessions.iter().max_by_key(|(_, n)| **n).unwrap();
+    let files_holding_it = segment_files(&env.ledger())
+        .unwrap()
+        .iter()
+        .filter(|(_, file)| {
+            gatehouse_ledger::LedgerReader::open(file)
+                .unwrap()
+                .events(0..u64::MAX)
+                .any(|e| matches!(e.unwrap().event.body, EventBody::Statement(q) if q.session == busiest))
+        })
+        .count();
+    assert!(
+        files_holding_it >= 2,
+        "the session spans segments: {files_holding_it}"
+    );
+    let replay = gatehouse::replay::load(
+        &env.ledger(),
+        gatehouse::replay::Selection::Session(busiest),
+        Default::default(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(replay.timeline.statements().count(), statements);
+    let at_end = gatehouse::state::At::Seq(u64::MAX - 1);
+    let state = gatehouse::state::verified_state_at(&env.ledger(), at_end, None).unwrap();
+    assert!(state.state.sessions.is_empty(), "every session was closed");
     // The state recorded in segment 0 is read back across the segments.
     env.restart().await;
     let reader = env.connect("reader").await;
