@@ -81,18 +81,9 @@ impl LedgerReader {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, LedgerError> {
         let path = path.as_ref().to_path_buf();
         let files = crate::segment::segment_files(&path)?;
-        let mut parts = Vec::with_capacity(files.len().max(1));
+        let mut parts: Vec<Part> = Vec::with_capacity(files.len().max(1));
         if files.is_empty() {
-            let conn = schema::open_read_only(&path)?;
-            // One segment's file opened on its own starts where it starts.
-            let first: Option<i64> = conn
-                .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
-                .map_err(|e| LedgerError::sqlite(&path, e))?;
-            parts.push(Part {
-                conn,
-                path: path.clone(),
-                first: first.unwrap_or(0) as u64,
-            });
+            parts.push(Part::open(&path, None)?);
         }
         let count = files.len();
         for (i, (_, file)) in files.into_iter().enumerate() {
@@ -100,34 +91,22 @@ impl LedgerReader {
             if i + 1 == count && i > 0 && crate::segment::unwritten(&file) {
                 break;
             }
-            let conn = schema::open_read_only(&file)?;
-            let first: Option<i64> = conn
-                .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
-                .map_err(|e| LedgerError::sqlite(&file, e))?;
-            // A segment opened and not written yet starts where the last ends.
-            let first = match (first, parts.last()) {
-                (Some(f), _) => f as u64,
-                (None, Some(last)) => part_len(last)?,
-                (None, None) => 0,
-            };
-            parts.push(Part {
-                conn,
-                path: file,
-                first,
-            });
+            let part = Part::open(&file, parts.last())?;
+            parts.push(part);
         }
-        LedgerReader {
+        let mut reader = LedgerReader {
             parts,
             path,
             subtrees: std::cell::OnceCell::new(),
             base: None,
-        }
-        .with_base()
+        };
+        reader.load_base()?;
+        Ok(reader)
     }
 
     /// Reads the tree before the oldest file held, when it is a later
     /// segment, from that segment's opening record.
-    fn with_base(mut self) -> Result<Self, LedgerError> {
+    fn load_base(&mut self) -> Result<(), LedgerError> {
         let first = self.parts[0].first;
         self.base = None;
         if first > 0 {
@@ -144,7 +123,7 @@ impl LedgerReader {
                     .filter(|f| f.size() == first);
             }
         }
-        Ok(self)
+        Ok(())
     }
 
     /// The sequence number of the first event this reader holds: 0, or the
@@ -185,9 +164,17 @@ impl LedgerReader {
         self.parts.get(at).map_or(u64::MAX, |p| p.first)
     }
 
-    /// Number of events committed. A reader kept open follows the writer
-    /// into segments opened after it: it reads them anew when the live
-    /// file it holds is no longer the newest.
+    /// The files holding events of `range`, in order (a range a seal cuts
+    /// lies in two).
+    fn parts_in(&self, range: Range<u64>) -> impl Iterator<Item = &Part> {
+        self.parts
+            .iter()
+            .filter(move |p| p.first < range.end && range.start < self.end_of(p))
+    }
+
+    /// Number of events committed in the files this reader holds (see
+    /// [`LedgerReader::refresh`] for a reader kept open while the writer
+    /// seals segments).
     pub fn len(&self) -> Result<u64, LedgerError> {
         part_len(self.live())
     }
@@ -212,19 +199,8 @@ impl LedgerReader {
                 // Being created: read on the next refresh.
                 break;
             }
-            let conn = schema::open_read_only(file)?;
-            let first: Option<i64> = conn
-                .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
-                .map_err(|e| LedgerError::sqlite(file, e))?;
-            let first = match first {
-                Some(f) => f as u64,
-                None => part_len(self.live())?,
-            };
-            self.parts.push(Part {
-                conn,
-                path: file.clone(),
-                first,
-            });
+            let part = Part::open(file, self.parts.last())?;
+            self.parts.push(part);
         }
         // Removed files are dropped from the front only: the parts stay one
         // contiguous run of the log.
@@ -235,13 +211,7 @@ impl LedgerReader {
             .count();
         if kept > 0 && kept < self.parts.len() {
             self.parts.drain(..kept);
-            *self = LedgerReader {
-                parts: std::mem::take(&mut self.parts),
-                path: self.path.clone(),
-                subtrees: std::cell::OnceCell::new(),
-                base: None,
-            }
-            .with_base()?;
+            self.load_base()?;
         }
         Ok(())
     }
@@ -311,26 +281,31 @@ impl LedgerReader {
             return Ok(None);
         };
         let find = |range: &Range<u64>, kind: crate::event::EventKind| {
-            self.part_of(range.start)
-                .conn
-                .prepare_cached(
-                    "SELECT seq FROM events WHERE seq >= ?1 AND seq < ?2 AND session = ?3 AND kind = ?4 \
-                     ORDER BY seq LIMIT 1",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_row(
-                        rusqlite::params![
-                            range.start as i64,
-                            range.end as i64,
-                            session as i64,
-                            kind.code() as i64
-                        ],
-                        |r| r.get::<_, i64>(0),
+            for part in self.parts_in(range.clone()) {
+                let found = part
+                    .conn
+                    .prepare_cached(
+                        "SELECT seq FROM events WHERE seq >= ?1 AND seq < ?2 AND session = ?3 AND kind = ?4 \
+                         ORDER BY seq LIMIT 1",
                     )
-                    .optional()
-                })
-                .map(|seq| seq.map(|s| s as u64))
-                .map_err(|e| self.err(e))
+                    .and_then(|mut stmt| {
+                        stmt.query_row(
+                            rusqlite::params![
+                                range.start as i64,
+                                range.end as i64,
+                                session as i64,
+                                kind.code() as i64
+                            ],
+                            |r| r.get::<_, i64>(0),
+                        )
+                        .optional()
+                    })
+                    .map_err(|e| self.err(e))?;
+                if let Some(seq) = found {
+                    return Ok(Some(seq as u64));
+                }
+            }
+            Ok(None)
         };
         let Some(opened) = find(first, crate::event::EventKind::SessionOpened)? else {
             return Ok(None);
@@ -655,6 +630,28 @@ impl LedgerReader {
             }
             from = next;
         }
+    }
+}
+
+impl Part {
+    /// Opens one file of the ledger; `before` is the file preceding it,
+    /// where a segment with no event yet starts (a file given on its own
+    /// starts at its first event).
+    fn open(file: &Path, before: Option<&Part>) -> Result<Part, LedgerError> {
+        let conn = schema::open_read_only(file)?;
+        let first: Option<i64> = conn
+            .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
+            .map_err(|e| LedgerError::sqlite(file, e))?;
+        let first = match (first, before) {
+            (Some(f), _) => f as u64,
+            (None, Some(before)) => part_len(before)?,
+            (None, None) => 0,
+        };
+        Ok(Part {
+            conn,
+            path: file.to_path_buf(),
+            first,
+        })
     }
 }
 

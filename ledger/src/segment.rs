@@ -108,6 +108,13 @@ pub fn link_live(ledger: &Path, file: &Path) -> Result<(), LedgerError> {
     sync_dir(ledger)
 }
 
+/// Makes a sealed segment read-only: nothing writes it again.
+pub fn make_read_only(file: &Path) -> Result<(), LedgerError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o444))
+        .map_err(|e| LedgerError::Io(format!("cannot make {} read-only: {e}", file.display())))
+}
+
 /// Makes renames and new files in `path`'s directory durable.
 pub fn sync_dir(path: &Path) -> Result<(), LedgerError> {
     let dir = match path.parent() {
@@ -133,6 +140,40 @@ pub fn unwritten(file: &Path) -> bool {
         r.get::<_, i64>(0)
     })
     .is_ok_and(|n| n == 0)
+}
+
+/// Whether the segments `kept` (in order, the live one last) hold what a
+/// start-up needs without the segments before them: a snapshot covering at
+/// least every event before the first of them. Reads the newest files
+/// first, where the newest snapshot is. An archiver asks this before it
+/// removes the segment before `kept`.
+pub fn snapshot_from(kept: &[(u64, PathBuf)]) -> Result<bool, LedgerError> {
+    let Some((_, oldest)) = kept.first() else {
+        return Ok(false);
+    };
+    let open = |file: &Path| {
+        rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| LedgerError::sqlite(file, e))
+    };
+    let start: Option<i64> = open(oldest)?
+        .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
+        .map_err(|e| LedgerError::sqlite(oldest, e))?;
+    let Some(start) = start else {
+        return Ok(false);
+    };
+    for (_, file) in kept.iter().rev() {
+        let found: bool = open(file)?
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM snapshots WHERE covers >= ?1 AND seq >= ?1)",
+                [start],
+                |r| r.get(0),
+            )
+            .map_err(|e| LedgerError::sqlite(file, e))?;
+        if found {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// BLAKE3 of a file's bytes: a sealed segment's digest.

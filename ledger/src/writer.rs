@@ -1459,14 +1459,7 @@ impl WriterState {
                 let previous = segment::segment_path(&self.path, self.segment.number - 1);
                 let end = SegmentEnd::read(&previous)?;
                 // The seal may have stopped before the file was made read-only.
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&previous, std::fs::Permissions::from_mode(0o444))
-                    .map_err(|e| {
-                        LedgerError::Io(format!(
-                            "cannot make {} read-only: {e}",
-                            previous.display()
-                        ))
-                    })?;
+                segment::make_read_only(&previous)?;
                 self.segment.first = end.frontier.size();
                 self.segment.base = end.frontier;
                 self.segment.base_chain = end.chain;
@@ -1592,12 +1585,10 @@ impl WriterState {
         // Every page must be in the file itself before it is sealed (a
         // copy of the file is the archived segment). A FULL checkpoint
         // waits only for readers of an older snapshot (TRUNCATE would wait
-        // for every reader, and readers come and go all the time); one
-        // still held back is retried, and failing that the seal is retried
-        // later. The log's frames, all copied, go when the last connection
-        // closes.
-        // Appends wait while the seal runs: readers get a short while to
-        // move on, and a seal they still hold back is retried later.
+        // for every reader, and readers come and go all the time). Appends
+        // wait while the seal runs, so such readers get a short while to
+        // move on, and a seal they still hold back is retried later. The
+        // log's frames, all copied, go when the last connection closes.
         self.conn.busy_timeout(SEAL_WAIT_FOR_READERS).map_err(ctx)?;
         let mut folded = false;
         for _ in 0..3 {
@@ -1626,6 +1617,8 @@ impl WriterState {
         let _ = self
             .conn
             .query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(()));
+        // A key retired in this segment stays retired in every later one.
+        let rotations = crate::rotation::recorded_rotations(&self.conn)?;
         let next = segment::segment_path(&self.path, self.segment.number + 1);
         let conn = schema::open_for_writing(
             &next,
@@ -1637,7 +1630,7 @@ impl WriterState {
         // on the writer holds the next file: if opening it fails, nothing
         // more is appended until a restart opens it from the sealed one.
         drop(std::mem::replace(&mut self.conn, conn));
-        if let Err(e) = self.open_next(note, next) {
+        if let Err(e) = self.open_next(note, rotations, next) {
             let why = format!(
                 "cannot open the next ledger segment after sealing {}: {e}; restart the gateway",
                 file.display()
@@ -1650,18 +1643,17 @@ impl WriterState {
 
     /// The second half of [`Self::seal`]: the sealed file made read-only
     /// and hashed, the next one's first record written, the link moved.
-    fn open_next(&mut self, note: String, next: PathBuf) -> Result<(), LedgerError> {
+    fn open_next(
+        &mut self,
+        note: String,
+        rotations: Vec<(u64, String, String)>,
+        next: PathBuf,
+    ) -> Result<(), LedgerError> {
         let file = self.segment.file.clone();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).map_err(|e| {
-            LedgerError::Io(format!("cannot make {} read-only: {e}", file.display()))
-        })?;
+        segment::make_read_only(&file)?;
         let digest = segment::file_digest(&file)?;
         let mut sealed_rotations = std::mem::take(&mut self.segment.sealed_rotations);
-        let sealed = Connection::open_with_flags(&file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| LedgerError::sqlite(&file, e))?;
-        sealed_rotations.extend(crate::rotation::recorded_rotations(&sealed)?);
-        drop(sealed);
+        sealed_rotations.extend(rotations);
         self.segment = LiveSegment {
             sealed_rotations,
             number: self.segment.number + 1,

@@ -456,3 +456,56 @@ fn a_trusted_checkpoint_is_checked_by_the_segment_that_holds_it() {
         "{message}"
     );
 }
+
+#[test]
+fn a_session_opened_just_after_a_seal_is_found_by_its_index() {
+    use gatehouse_ledger::event::{SessionClosed, SessionOpened};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = open(&path);
+    // Fill until the first seal, then open a session: its first index
+    // bucket begins in the sealed segment and goes on in the next.
+    let mut i = 0;
+    while segment_files(&path).unwrap().len() < 2 {
+        ledger.append_blocking(&[action(i)]).unwrap();
+        i += 1;
+    }
+    let opened = ledger
+        .append_blocking(&[SessionOpened {
+            session: 7,
+            identity: "agent".into(),
+            target: "shop".into(),
+            client_addr: "127.0.0.1:5000".into(),
+            application_name: None,
+            credential: None,
+            tls: false,
+        }
+        .into()])
+        .unwrap()[0]
+        .seq;
+    let closed = ledger
+        .append_blocking(&[SessionClosed {
+            session: 7,
+            identity: "agent".into(),
+            reason: "client disconnected".into(),
+            statements: 0,
+        }
+        .into()])
+        .unwrap()[0]
+        .seq;
+    ledger.close();
+    let files = segment_files(&path).unwrap();
+    let second_starts = LedgerReader::open(&files[1].1).unwrap().first();
+    assert_ne!(second_starts % 1024, 0, "the seal cuts a bucket");
+    assert_eq!(
+        opened / 1024,
+        second_starts / 1024,
+        "same bucket as the seal"
+    );
+    let reader = LedgerReader::open(&path).unwrap();
+    assert_eq!(
+        reader.session_hint(7).unwrap(),
+        Some((opened, Some(closed)))
+    );
+    assert_eq!(reader.events_by_session(7).unwrap().count(), 2);
+}

@@ -226,7 +226,7 @@ pub fn verify_segments(
         .transpose()?;
     let mut total: Option<Report> = None;
     let mut key_now = key.clone();
-    let mut previous: Option<(u64, PathBuf, String, u64)> = None;
+    let mut previous: Option<Sealed> = None;
     for (i, (number, file)) in files.iter().enumerate() {
         let last = i + 1 == files.len();
         // A live segment a writer was stopped while creating holds nothing,
@@ -252,10 +252,11 @@ pub fn verify_segments(
         // The segment this file must be, and what it must start from.
         let start = match (&previous, &opening) {
             (None, None) => None,
-            (Some((n, prev, _, _)), None) => {
+            (Some(prev), None) => {
                 return Ok(fail(total, broken(0, format!(
-                    "{name} follows segment {n} ({}) but does not open with a SegmentOpened record: it is not that ledger's next segment",
-                    prev.display()
+                    "{name} follows segment {} ({}) but does not open with a SegmentOpened record: it is not that ledger's next segment",
+                    prev.number,
+                    prev.file.display()
                 ))))
             }
             (previous, Some(o)) => {
@@ -265,7 +266,7 @@ pub fn verify_segments(
                         o.segment
                     ))));
                 }
-                if let Some((n, prev, prev_note, _)) = previous {
+                if let Some(Sealed { number: n, file: prev, final_note: prev_note, .. }) = previous {
                     if o.segment != n + 1 {
                         return Ok(fail(total, broken(o.seq, format!(
                             "segment {} is missing: {name} (segment {}) follows {} (segment {n})",
@@ -311,7 +312,7 @@ pub fn verify_segments(
                 Some((o.previous_note.clone(), checkpoint, o.frontier.clone(), o.seq, o.ts))
             }
         };
-        let previous_ts = previous.as_ref().map_or(0, |p| p.3);
+        let previous_ts = previous.as_ref().map_or(0, |p| p.last_ts);
         // A trusted checkpoint is checked by the segment holding its last
         // event (the last segment also catches one beyond the log's end).
         let begins = start.as_ref().map_or(0, |s| s.3);
@@ -341,12 +342,12 @@ pub fn verify_segments(
         if !intact {
             return Ok(total.expect("merged"));
         }
-        previous = Some((
-            *number,
-            file.clone(),
-            final_note.unwrap_or_default(),
+        previous = Some(Sealed {
+            number: *number,
+            file: file.clone(),
+            final_note: final_note.unwrap_or_default(),
             last_ts,
-        ));
+        });
     }
     let mut total = total.unwrap_or_default();
     if let Some(t) = &trusted {
@@ -365,6 +366,16 @@ pub fn verify_segments(
         }
     }
     Ok(total)
+}
+
+/// The segment verified before the next: what the next must start from.
+struct Sealed {
+    number: u64,
+    file: PathBuf,
+    /// Its last checkpoint note.
+    final_note: String,
+    /// Its last event's time.
+    last_ts: u64,
 }
 
 fn fail(total: Option<Report>, failure: Failure) -> Report {

@@ -77,10 +77,7 @@ fn marker(segment: &Path) -> PathBuf {
 /// name, each quoted for the shell, and `%%` by `%`.
 pub fn expand(command: &str, segment: &Path) -> String {
     let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
-    let file = segment
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file = file_name(segment);
     let mut out = String::with_capacity(command.len() + 64);
     let mut chars = command.chars();
     while let Some(c) = chars.next() {
@@ -218,11 +215,14 @@ fn remove_archived(ledger: &Ledger, files: &[(u64, PathBuf)], keep: usize) {
             return;
         }
         // After removing it, the ledger on disk starts with the next file.
-        match snapshot_in_or_after(files, i + 1) {
+        match gatehouse_ledger::segment::snapshot_from(&files[i + 1..]) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
-                warn!("keeping ledger segment {}: {e}", file.display());
+                warn!(
+                    "keeping ledger segment {}: cannot look for a snapshot after it: {e}",
+                    file.display()
+                );
                 return;
             }
         }
@@ -249,36 +249,6 @@ fn remove_archived(ledger: &Ledger, files: &[(u64, PathBuf)], keep: usize) {
             "archived ledger segment removed from disk"
         );
     }
-}
-
-/// Whether the state can be rebuilt without the segments before `next`
-/// (the `i`th of `files`): a snapshot covering at least everything before
-/// `next` lies in `next` or a later segment. Reads the newest files first,
-/// where the newest snapshot is.
-fn snapshot_in_or_after(files: &[(u64, PathBuf)], i: usize) -> Result<bool, String> {
-    let open = |file: &Path| {
-        rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| format!("cannot read {}: {e}", file.display()))
-    };
-    let start: Option<i64> = open(&files[i].1)?
-        .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))
-        .map_err(|e| format!("cannot read {}: {e}", files[i].1.display()))?;
-    let Some(start) = start else {
-        return Ok(false);
-    };
-    for (_, file) in files[i..].iter().rev() {
-        let found: bool = open(file)?
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM snapshots WHERE covers >= ?1 AND seq >= ?1)",
-                [start],
-                |r| r.get(0),
-            )
-            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        if found {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 #[cfg(test)]
