@@ -157,7 +157,10 @@ impl GatewayState {
         }
         if let Some(s) = session {
             self.last_session = self.last_session.max(s);
-            if matches!(kind, EventKind::Statement | EventKind::QueryReceived) {
+            if matches!(
+                kind,
+                EventKind::Statement | EventKind::ShapedStatement | EventKind::QueryReceived
+            ) {
                 if let Some(open) = self.sessions.get_mut(&s) {
                     open.statements += 1;
                 }
@@ -172,6 +175,8 @@ impl GatewayState {
         !matches!(
             kind,
             EventKind::Statement
+                | EventKind::ShapedStatement
+                | EventKind::StatementShape
                 | EventKind::QueryReceived
                 | EventKind::Decision
                 | EventKind::MaskApplied

@@ -23,7 +23,7 @@ use thiserror::Error;
 use crate::cbor::{self, Bytes, DecodeError};
 use crate::cbor_struct;
 use crate::checkpoint::Checkpoint;
-use crate::event::{Event, EventBody, Nanos, SessionId};
+use crate::event::{Event, EventBody, EventKind, Nanos, RecordHead, SessionId};
 use crate::merkle::{self, leaf_hash, node_hash, Hash};
 use crate::note;
 use crate::reader::{LedgerReader, StoredEvent};
@@ -272,7 +272,8 @@ pub fn export(reader: &LedgerReader, request: &ExportRequest) -> Result<Bundle, 
             ))
         })?;
     let earlier = earlier_checkpoints(&request.consistent_with, &checkpoint)?;
-    let chosen = select(reader, request, size)?;
+    let mut chosen = select(reader, request, size)?;
+    chosen.add_shapes(reader)?;
 
     let seqs: Vec<u64> = chosen.seqs().collect();
     let sizes: Vec<u64> = earlier.iter().map(|(m, _, _)| *m).collect();
@@ -483,6 +484,40 @@ impl Chosen {
 
     fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
         self.all().map(|e| e.event.seq)
+    }
+
+    /// Adds the shapes of the statements chosen that were recorded
+    /// compactly (section 7.2), so that a bundle's statements can be read
+    /// whole: each goes among the events, in sequence order.
+    fn add_shapes(&mut self, reader: &LedgerReader) -> Result<(), BundleError> {
+        let mut shapes = std::collections::BTreeSet::new();
+        for stored in self.all() {
+            let damaged = |e: DecodeError| {
+                BundleError::Damaged(format!(
+                    "event {} cannot be decoded: {e}",
+                    stored.event.seq
+                ))
+            };
+            let head = RecordHead::parse(&stored.bytes).map_err(damaged)?;
+            if head.kind == EventKind::ShapedStatement {
+                if let EventBody::ShapedStatement(s) =
+                    Event::from_bytes(&stored.bytes).map_err(damaged)?.body
+                {
+                    shapes.insert(s.shape);
+                }
+            }
+        }
+        let held: std::collections::BTreeSet<u64> = self.seqs().collect();
+        for seq in shapes.difference(&held) {
+            let shape = reader.get(*seq)?.ok_or_else(|| {
+                BundleError::Damaged(format!(
+                    "event {seq}, a statement's shape, is not in the ledger"
+                ))
+            })?;
+            self.events.push(shape);
+        }
+        self.events.sort_by_key(|e| e.event.seq);
+        Ok(())
     }
 }
 

@@ -314,9 +314,53 @@ cbor_struct! {
         11 => truncated: bool,
         /// BLAKE3 of every DataRow message exactly as the database sent it
         /// (tag, length and body, in order), before masking; `None` when
-        /// no rows came back. Lets evidence be matched to the database
-        /// without the ledger holding unmasked values.
+        /// no rows came back, or when `result` holds exactly those rows
+        /// ([`Response::rows_digest`] then rebuilds it). Lets evidence be
+        /// matched to the database without the ledger holding unmasked
+        /// values.
         12 => result_digest: Option<Bytes>,
+    }
+}
+
+impl Response {
+    /// BLAKE3 of the DataRow messages that `result` spells (type byte `D`,
+    /// length, value count, each value's length or -1 and its bytes).
+    pub fn recorded_rows_digest(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new();
+        for row in &self.result {
+            let len: usize = row
+                .values
+                .iter()
+                .map(|v| 4 + v.as_ref().map_or(0, |b| b.0.len()))
+                .sum();
+            hasher.update(b"D");
+            hasher.update(&((4 + 2 + len) as u32).to_be_bytes());
+            hasher.update(&(row.values.len() as u16).to_be_bytes());
+            for value in &row.values {
+                match value {
+                    Some(b) => {
+                        hasher.update(&(b.0.len() as i32).to_be_bytes());
+                        hasher.update(&b.0);
+                    }
+                    None => {
+                        hasher.update(&(-1i32).to_be_bytes());
+                    }
+                }
+            }
+        }
+        *hasher.finalize().as_bytes()
+    }
+
+    /// The digest of the rows as the database sent them: `result_digest`,
+    /// or, where the writer left it out because `result` holds exactly
+    /// those rows (section 7), the digest of the rows `result` spells.
+    /// `None` when no rows came back.
+    pub fn rows_digest(&self) -> Option<Vec<u8>> {
+        match &self.result_digest {
+            Some(d) => Some(d.0.clone()),
+            None if !self.result.is_empty() => Some(self.recorded_rows_digest().to_vec()),
+            None => None,
+        }
     }
 }
 
@@ -642,6 +686,61 @@ cbor_struct! {
     }
 }
 
+cbor_struct! {
+    /// What statements of one shape share (format version 3, section 7.2):
+    /// their SQL with the literals cut out, and what policy made of them.
+    /// Written once per segment, before the first [`ShapedStatement`] that
+    /// refers to it; readers put the two back together into a
+    /// [`Statement`].
+    pub struct StatementShape {
+        /// The SQL text between the literals: one more piece than the
+        /// statement has literals.
+        0 => template: Vec<String>,
+        /// Class of the statement that decided.
+        1 => class: StatementClass,
+        /// Schema-qualified tables the statement touches.
+        2 => tables: Vec<String>,
+        /// `schema.table.column` references the statement names.
+        3 => columns: Vec<String>,
+        /// What policy decided.
+        4 => action: Action,
+        /// The rule that decided; `None` means the default (deny).
+        5 => rule: Option<String>,
+        /// The message shown to the client on denial.
+        6 => message: Option<String>,
+    }
+}
+
+cbor_struct! {
+    /// A [`Statement`] recorded as its literals and a reference to its
+    /// [`StatementShape`] (format version 3, section 7.2): the record
+    /// written ahead of forwarding a statement, at a fraction of the bytes.
+    pub struct ShapedStatement {
+        /// The session, numbered by the gateway.
+        0 => session: SessionId,
+        /// The identity the session authenticated as.
+        1 => identity: String,
+        /// Statement number within the session, from 1.
+        2 => query: u64,
+        /// The literals of the SQL text, exactly as sent, in order: the
+        /// text is the shape's template interleaved with them.
+        3 => literals: Vec<String>,
+        /// Bind parameters as sent (extended protocol; empty for simple queries).
+        4 => params: Vec<Param>,
+        /// Prepared statement name (extended protocol; empty = unnamed).
+        5 => statement: Option<String>,
+        /// Portal name (extended protocol; empty = unnamed).
+        6 => portal: Option<String>,
+        /// Simple or extended query protocol.
+        7 => protocol: Protocol,
+        /// Sequence number of the [`StatementShape`], earlier in the same segment.
+        8 => shape: u64,
+        /// The first 16 bytes of BLAKE3 of that shape's body encoding: the
+        /// record binds the shape's content, wherever a reader found it.
+        9 => shape_digest: Bytes,
+    }
+}
+
 macro_rules! event_kinds {
     ($( $code:literal => $variant:ident, )*) => {
         /// The kind of an event, as stored in its record's key 2.
@@ -736,6 +835,8 @@ event_kinds! {
     26 => SegmentOpened,
     27 => SegmentArchived,
     28 => SegmentRemoved,
+    29 => StatementShape,
+    30 => ShapedStatement,
 }
 
 impl EventBody {
@@ -748,6 +849,7 @@ impl EventBody {
             QueryReceived(b) => Some(b.session),
             Decision(b) => Some(b.session),
             Statement(b) => Some(b.session),
+            ShapedStatement(b) => Some(b.session),
             MaskApplied(b) => Some(b.session),
             Response(b) => Some(b.session),
             ApprovalRequested(b) => Some(b.session),
@@ -769,6 +871,7 @@ impl EventBody {
             QueryReceived(b) => Some(&b.identity),
             Decision(b) => Some(&b.identity),
             Statement(b) => Some(&b.identity),
+            ShapedStatement(b) => Some(&b.identity),
             MaskApplied(b) => Some(&b.identity),
             Response(b) => Some(&b.identity),
             ApprovalRequested(b) => Some(&b.identity),
@@ -813,7 +916,12 @@ impl EventBody {
 
     /// Encodes the body for [`crate::Ledger::append`]. Callers encode in their
     /// own task, so the single writer only frames and hashes.
+    /// A [`Statement`] is recorded compactly, as a [`ShapedStatement`] and
+    /// its shape (section 7.2).
     pub fn to_pending(&self) -> PendingEvent {
+        if let EventBody::Statement(statement) = self {
+            return statement.to_shaped_pending();
+        }
         let mut enc = Enc::default();
         self.encode(&mut enc);
         PendingEvent {
@@ -821,6 +929,7 @@ impl EventBody {
             session: self.session(),
             identity: self.identity().map(str::to_owned),
             body: enc.into_bytes(),
+            shape: None,
         }
     }
 }
@@ -834,8 +943,13 @@ pub struct PendingEvent {
     pub session: Option<SessionId>,
     /// Identity index value.
     pub identity: Option<String>,
-    /// The body's canonical CBOR.
+    /// The body's canonical CBOR; for a [`ShapedStatement`], without its
+    /// last two entries, the reference to its shape, which the writer
+    /// appends ([`crate::shape::reference`]).
     pub body: Vec<u8>,
+    /// For a [`ShapedStatement`]: its shape, which the writer records
+    /// first unless the segment has it already.
+    pub shape: Option<crate::shape::PendingShape>,
 }
 
 /// A whole event: envelope and body.
@@ -945,7 +1059,13 @@ impl RecordHead {
 
 /// Frames an encoded body into a record (docs/ledger-format.md, section 2).
 pub fn record_bytes(seq: u64, ts: Nanos, kind: EventKind, body: &[u8]) -> Vec<u8> {
-    let mut enc = Enc::with_buffer(Vec::with_capacity(body.len() + 24));
+    record_bytes_of(seq, ts, kind, &[body])
+}
+
+/// [`record_bytes`] of a body given in pieces, concatenated.
+pub fn record_bytes_of(seq: u64, ts: Nanos, kind: EventKind, body: &[&[u8]]) -> Vec<u8> {
+    let len: usize = body.iter().map(|b| b.len()).sum();
+    let mut enc = Enc::with_buffer(Vec::with_capacity(len + 24));
     enc.map(4);
     enc.uint(0);
     enc.uint(seq);
@@ -954,7 +1074,9 @@ pub fn record_bytes(seq: u64, ts: Nanos, kind: EventKind, body: &[u8]) -> Vec<u8
     enc.uint(2);
     enc.uint(kind.code());
     enc.uint(3);
-    enc.raw(body);
+    for piece in body {
+        enc.raw(piece);
+    }
     enc.into_bytes()
 }
 

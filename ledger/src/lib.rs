@@ -13,6 +13,7 @@
 //! * [`bundle`]: evidence bundles, selected events with inclusion proofs.
 //! * [`verified`]: events as the signed log vouches for them, for investigators' tools.
 //! * [`segment`]: sealed segments, the ledger cut into immutable files.
+//! * [`shape`]: statements recorded as literals and a shared shape, and read back whole.
 //! * [`tree_window`]: the tree rebuilt around a window from stored subtree hashes.
 
 #![warn(missing_docs)]
@@ -29,6 +30,7 @@ pub mod reader;
 pub mod rotation;
 pub mod schema;
 pub mod segment;
+pub mod shape;
 pub mod tree_window;
 pub mod verified;
 pub mod writer;

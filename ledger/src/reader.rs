@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::event::{Event, EventBody, Nanos, SessionId, Snapshot};
 use crate::schema;
+use crate::shape::ShapeResolver;
 use crate::LedgerError;
 
 const PAGE: i64 = 512;
@@ -28,6 +29,8 @@ pub struct LedgerReader {
     /// When the oldest file kept is a later segment (the earlier ones
     /// archived and removed): the tree before it, from its opening record.
     base: Option<crate::merkle::Frontier>,
+    /// Statement shapes read so far (section 7.2 of the format).
+    shapes: std::cell::RefCell<ShapeResolver>,
 }
 
 /// One file of the ledger.
@@ -99,6 +102,7 @@ impl LedgerReader {
             path,
             subtrees: std::cell::OnceCell::new(),
             base: None,
+            shapes: Default::default(),
         };
         reader.load_base()?;
         Ok(reader)
@@ -223,17 +227,40 @@ impl LedgerReader {
 
     /// One event by sequence number.
     pub fn get(&self, seq: u64) -> Result<Option<StoredEvent>, LedgerError> {
-        let row: Option<(i64, Vec<u8>)> = self
-            .part_of(seq)
+        self.record(seq)?
+            .map(|data| self.decode(seq, data))
+            .transpose()
+    }
+
+    /// The record bytes of one event, as stored (not checked).
+    pub fn record(&self, seq: u64) -> Result<Option<Vec<u8>>, LedgerError> {
+        self.part_of(seq)
             .conn
             .query_row(
-                "SELECT seq, data FROM events WHERE seq = ?1",
+                "SELECT data FROM events WHERE seq = ?1",
                 [seq as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| r.get(0),
             )
             .optional()
-            .map_err(|e| self.err(e))?;
-        row.map(|(seq, data)| decode(seq as u64, data)).transpose()
+            .map_err(|e| self.err(e))
+    }
+
+    /// `event` as the gateway recorded it: a statement recorded compactly
+    /// comes back whole, its shape found by sequence number and checked
+    /// against the digest its record carries.
+    pub fn resolve(&self, event: Event) -> Result<Event, LedgerError> {
+        let mut shapes = self.shapes.borrow_mut();
+        shapes.note(&event);
+        shapes.resolve(event, |seq| self.record(seq))
+    }
+
+    /// The stored event in row `seq`, decoded and resolved.
+    fn decode(&self, seq: u64, data: Vec<u8>) -> Result<StoredEvent, LedgerError> {
+        let stored = decode(seq, data)?;
+        Ok(StoredEvent {
+            event: self.resolve(stored.event)?,
+            bytes: stored.bytes,
+        })
     }
 
     /// Events with sequence numbers in `range`, in order.
@@ -596,17 +623,15 @@ impl LedgerReader {
         to: u64,
     ) -> Result<Vec<(i64, Vec<u8>)>, LedgerError> {
         let (sql, key): (&str, Option<rusqlite::types::Value>) = match filter {
-            Filter::All => (
-                "SELECT seq, data FROM events WHERE seq >= ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
-                None,
-            ),
             Filter::Session(s) => (
                 "SELECT seq, data FROM events WHERE seq >= ?1 AND seq < ?2 AND session = ?4 ORDER BY seq LIMIT ?3",
                 Some((*s as i64).into()),
             ),
-            Filter::Identity(i) => (
-                "SELECT seq, data FROM events WHERE seq >= ?1 AND seq < ?2 AND identity = ?4 ORDER BY seq LIMIT ?3",
-                Some(i.clone().into()),
+            // `events.identity` is empty in records written since format
+            // version 3: the iterator selects on the decoded records.
+            Filter::All | Filter::Identity(_) => (
+                "SELECT seq, data FROM events WHERE seq >= ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
+                None,
             ),
         };
         let to = to.min(i64::MAX as u64);
@@ -718,31 +743,41 @@ impl Iterator for EventIter<'_> {
     type Item = Result<StoredEvent, LedgerError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while !self.done && self.buf.is_empty() {
-            let Some(range) = self.ranges.front_mut() else {
-                self.done = true;
-                break;
-            };
-            match self.reader.page(&self.filter, range.start, range.end) {
-                Ok(rows) if rows.is_empty() => {
-                    self.ranges.pop_front();
-                }
-                Ok(rows) => {
-                    range.start = rows.last().map_or(range.end, |(seq, _)| *seq as u64 + 1);
-                    self.buf.extend(rows);
-                }
-                Err(e) => {
+        loop {
+            while !self.done && self.buf.is_empty() {
+                let Some(range) = self.ranges.front_mut() else {
                     self.done = true;
-                    return Some(Err(e));
+                    break;
+                };
+                match self.reader.page(&self.filter, range.start, range.end) {
+                    Ok(rows) if rows.is_empty() => {
+                        self.ranges.pop_front();
+                    }
+                    Ok(rows) => {
+                        range.start = rows.last().map_or(range.end, |(seq, _)| *seq as u64 + 1);
+                        self.buf.extend(rows);
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
                 }
             }
+            let (seq, data) = self.buf.pop_front()?;
+            let item = self.reader.decode(seq as u64, data);
+            match (&item, &self.filter) {
+                (Err(_), _) => {
+                    self.done = true;
+                    self.buf.clear();
+                }
+                (Ok(stored), Filter::Identity(i))
+                    if stored.event.body.identity() != Some(i.as_str()) =>
+                {
+                    continue;
+                }
+                _ => {}
+            }
+            return Some(item);
         }
-        let (seq, data) = self.buf.pop_front()?;
-        let item = decode(seq as u64, data);
-        if item.is_err() {
-            self.done = true;
-            self.buf.clear();
-        }
-        Some(item)
     }
 }

@@ -17,6 +17,12 @@ pub const FORMAT: &str = "gatehouse-ledger-v1";
 /// (docs/ledger-format.md, section 5.3).
 pub const FORMAT_V2: &str = "gatehouse-ledger-v2";
 
+/// Value of `ledger_meta.format` for version 3, what writers write:
+/// version 2 with statements recorded compactly (a `StatementShape` and
+/// `ShapedStatement`s, docs/ledger-format.md, section 7.2) and
+/// `events.identity` left empty.
+pub const FORMAT_V3: &str = "gatehouse-ledger-v3";
+
 /// Events per index bucket, as a power of two: `bucket = seq >> BUCKET_BITS`.
 ///
 /// A per-event index on (session, seq) would touch one B-tree page per
@@ -78,7 +84,6 @@ pub fn open_for_writing(
     path: &Path,
     origin: &str,
     durability: Durability,
-    delayed_signing: bool,
 ) -> Result<Connection, LedgerError> {
     let ctx = |e| LedgerError::sqlite(path, e);
     let mut conn = Connection::open(path).map_err(ctx)?;
@@ -112,22 +117,22 @@ pub fn open_for_writing(
         )
         .optional()
         .map_err(ctx)?;
-    // A writer that signs at a delay writes format 2; a format-1 ledger it
-    // opens becomes one (format 2 only allows more: an unsigned tail).
-    let wanted = if delayed_signing { FORMAT_V2 } else { FORMAT };
+    // Writers write format 3; a format-1 or -2 ledger one opens becomes
+    // one (each version only allows more: an unsigned tail, compact
+    // statements).
     match format.as_deref() {
         None => {
             tx.execute(
                 "INSERT INTO ledger_meta (key, value) VALUES ('format', ?1), ('origin', ?2)",
-                [wanted, origin],
+                [FORMAT_V3, origin],
             )
             .map_err(ctx)?;
         }
-        Some(FORMAT | FORMAT_V2) => {
-            if delayed_signing && format.as_deref() == Some(FORMAT) {
+        Some(FORMAT | FORMAT_V2 | FORMAT_V3) => {
+            if format.as_deref() != Some(FORMAT_V3) {
                 tx.execute(
                     "UPDATE ledger_meta SET value = ?1 WHERE key = 'format'",
-                    [FORMAT_V2],
+                    [FORMAT_V3],
                 )
                 .map_err(ctx)?;
             }
@@ -147,7 +152,7 @@ pub fn open_for_writing(
         }
         Some(other) => {
             return Err(LedgerError::Damaged(format!(
-                "{} has format {other:?}; this Gatehouse reads {FORMAT} and {FORMAT_V2}",
+                "{} has format {other:?}; this Gatehouse reads {FORMAT}, {FORMAT_V2} and {FORMAT_V3}",
                 path.display()
             )))
         }
@@ -268,9 +273,9 @@ pub fn open_read_only(path: &Path) -> Result<Connection, LedgerError> {
         )
         .optional()
         .map_err(|e| LedgerError::sqlite(path, e))?;
-    if !matches!(format.as_deref(), Some(FORMAT | FORMAT_V2)) {
+    if !matches!(format.as_deref(), Some(FORMAT | FORMAT_V2 | FORMAT_V3)) {
         return Err(LedgerError::Damaged(format!(
-            "{} is not a {FORMAT} or {FORMAT_V2} ledger",
+            "{} is not a {FORMAT}, {FORMAT_V2} or {FORMAT_V3} ledger",
             path.display()
         )));
     }

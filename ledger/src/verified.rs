@@ -15,6 +15,10 @@
 //! size plus one stored hash per level. [`read_selected`] tries the window
 //! and falls back to the whole pass whenever a hint disagrees.
 //!
+//! A statement recorded compactly (section 7.2 of the format) is handed
+//! over whole: its record, which the pass checks, binds its shape by digest,
+//! so the shape is checked against that digest wherever it lies.
+//!
 //! The file itself is opened with its schema pinned
 //! ([`crate::schema::check_pinned`]), so no planted index can answer the
 //! scan with other rows than the table's.
@@ -85,7 +89,7 @@ pub fn read_verified(
             frontier.push(leaf_hash(bytes));
             link = chain::link(&link, bytes);
         }
-        match decode(seq, bytes) {
+        match decode(seq, bytes).and_then(|event| reader.resolve(event)) {
             Ok(event) => {
                 if matches!(event.body, EventBody::KeyRotated(_)) {
                     rotated.push(seq);
@@ -155,7 +159,7 @@ pub fn read_window(
     let mut failure: Option<LedgerError> = None;
     let mut on_record = |seq: u64, bytes: &[u8], covered: bool| {
         if failure.is_none() && is_wanted(seq) {
-            match decode(seq, bytes) {
+            match decode(seq, bytes).and_then(|event| reader.resolve(event)) {
                 Ok(event) => visit(event, covered),
                 Err(e) => failure = Some(e),
             }

@@ -30,12 +30,13 @@ use tokio::sync::oneshot;
 
 use crate::chain::{self, Link};
 use crate::checkpoint::Checkpoint;
-use crate::event::{record_bytes, Event, EventBody, EventKind, Nanos, PendingEvent, Snapshot};
+use crate::event::{record_bytes, record_bytes_of, Event, EventBody, EventKind, Nanos, PendingEvent, Snapshot};
 use crate::merkle::{leaf_hash, Frontier, SUBTREE_MIN_LEVEL};
 use crate::note::{NoteSigner, VerifierKey};
 use crate::rotation::KeySchedule;
 use crate::schema;
 use crate::segment::{self, SegmentPolicy};
+use crate::shape;
 use crate::LedgerError;
 
 /// How hard a commit tries to survive failures.
@@ -739,6 +740,10 @@ pub const MAX_SIGNING_DELAY: Duration = Duration::from_secs(60);
 /// Commits between saves of the Merkle frontier (`writer_state`).
 const SAVE_FRONTIER_EVERY: u32 = 64;
 
+/// Statement shapes the writer remembers; past this it starts over, and
+/// records a shape again the next time a statement has it.
+const MAX_SHAPES: usize = 65_536;
+
 /// The writer thread's state: everything needed to extend the log.
 struct WriterState {
     /// Why the writer refuses appends: a failed commit it could not recover from.
@@ -774,6 +779,9 @@ struct WriterState {
     sessions: HashMap<u64, u64>,
     /// The last bucket each identity was indexed in (committed rows only).
     identities: HashMap<String, u64>,
+    /// The statement shapes recorded in the live segment since the writer
+    /// opened it (committed rows only), by digest: where each is.
+    shapes: HashMap<[u8; shape::DIGEST_LEN], u64>,
     /// Where the live segment starts and when it is sealed.
     segment: LiveSegment,
     durability: Durability,
@@ -821,7 +829,6 @@ impl WriterState {
             &segment.file,
             options.signer.name(),
             options.durability,
-            !options.sign_every.is_zero(),
         )?;
         let file = OpenedFile::open(&options.path)?;
         let mut state = WriterState {
@@ -846,6 +853,7 @@ impl WriterState {
             tail_recovered: false,
             sessions: HashMap::new(),
             identities: HashMap::new(),
+            shapes: HashMap::new(),
             segment,
             durability: options.durability,
         };
@@ -865,6 +873,7 @@ impl WriterState {
         let ctx = |e: rusqlite::Error| LedgerError::sqlite(&path, e);
         self.sessions.clear();
         self.identities.clear();
+        self.shapes.clear();
         let last: Option<(i64, String, Option<Vec<u8>>)> = self
             .conn
             .query_row(
@@ -882,14 +891,14 @@ impl WriterState {
                 r.get(0)
             })
             .map_err(ctx)?;
-        // Format 2 signs at a delay: events committed after the last
+        // Formats 2 and 3 sign at a delay: events committed after the last
         // checkpoint by a writer that stopped without signing them (a crash)
         // are signed now, in a checkpoint marked as recovered.
         let delayed: bool = self
             .conn
             .query_row(
-                "SELECT value = ?1 FROM ledger_meta WHERE key = 'format'",
-                [schema::FORMAT_V2],
+                "SELECT value IN (?1, ?2) FROM ledger_meta WHERE key = 'format'",
+                [schema::FORMAT_V2, schema::FORMAT_V3],
                 |r| r.get(0),
             )
             .map_err(ctx)?;
@@ -1158,6 +1167,7 @@ impl WriterState {
         // Index pairs this batch adds; cached only once the commit succeeds.
         let mut new_sessions: HashMap<u64, u64> = HashMap::new();
         let mut new_identities: HashMap<String, u64> = HashMap::new();
+        let mut new_shapes: HashMap<[u8; shape::DIGEST_LEN], u64> = HashMap::new();
         let tx = WriteTransaction::begin(&self.conn)?;
         {
             let mut insert = tx.prepare_cached(
@@ -1174,49 +1184,89 @@ impl WriterState {
             let mut store_subtree = tx.prepare_cached(SUBTREE_INSERT)?;
             let mut index_rotation =
                 tx.prepare_cached("INSERT OR IGNORE INTO rotations (seq) VALUES (?1)")?;
+            // Appends one record: hashed into the tree and the chain, stored,
+            // and indexed.
+            let mut put = |kind: EventKind,
+                           session: Option<u64>,
+                           identity: Option<&str>,
+                           record: &dyn Fn(u64) -> Vec<u8>|
+             -> rusqlite::Result<u64> {
+                let seq = frontier.size();
+                let bytes = record(seq);
+                written += bytes.len() as u64 + ROW_OVERHEAD;
+                let leaf = leaf_hash(&bytes);
+                leaves.push(leaf);
+                let mut closed = Ok(());
+                frontier.push_with(leaf, |level, idx, hash| {
+                    if level >= SUBTREE_MIN_LEVEL && closed.is_ok() {
+                        closed = store_subtree
+                            .execute(params![level, idx as i64, &hash[..]])
+                            .map(drop);
+                    }
+                });
+                closed?;
+                chain = chain::link(&chain, &bytes);
+                // `events.identity` stays empty (format version 3): readers
+                // select an identity's events on the decoded records.
+                insert.execute(params![
+                    seq as i64,
+                    ts as i64,
+                    kind.code() as i64,
+                    session.map(|s| s as i64),
+                    None::<String>,
+                    bytes
+                ])?;
+                let bucket = seq >> schema::BUCKET_BITS;
+                if let Some(session) = session {
+                    let known = self.sessions.get(&session) == Some(&bucket)
+                        || new_sessions.get(&session) == Some(&bucket);
+                    if !known {
+                        index_session.execute(params![session as i64, bucket as i64])?;
+                        new_sessions.insert(session, bucket);
+                    }
+                }
+                if let Some(identity) = identity {
+                    let known = self.identities.get(identity) == Some(&bucket)
+                        || new_identities.get(identity) == Some(&bucket);
+                    if !known {
+                        index_identity.execute(params![identity, bucket as i64])?;
+                        new_identities.insert(identity.to_owned(), bucket);
+                    }
+                }
+                Ok(seq)
+            };
             for req in batch {
                 let mut mine = Vec::with_capacity(req.events.len());
                 for ev in &req.events {
-                    let seq = frontier.size();
-                    let bytes = record_bytes(seq, ts, ev.kind, &ev.body);
-                    written += bytes.len() as u64 + ROW_OVERHEAD;
-                    let leaf = leaf_hash(&bytes);
-                    leaves.push(leaf);
-                    let mut closed = Ok(());
-                    frontier.push_with(leaf, |level, idx, hash| {
-                        if level >= SUBTREE_MIN_LEVEL && closed.is_ok() {
-                            closed = store_subtree
-                                .execute(params![level, idx as i64, &hash[..]])
-                                .map(drop);
+                    let shaped = match &ev.shape {
+                        None => None,
+                        Some(shape) => {
+                            let known = self
+                                .shapes
+                                .get(&shape.digest)
+                                .or_else(|| new_shapes.get(&shape.digest))
+                                .copied();
+                            let at = match known {
+                                Some(at) => at,
+                                None => {
+                                    let at = put(EventKind::StatementShape, None, None, &|seq| {
+                                        record_bytes(seq, ts, EventKind::StatementShape, &shape.body)
+                                    })?;
+                                    new_shapes.insert(shape.digest, at);
+                                    at
+                                }
+                            };
+                            Some(crate::shape::reference(at, &shape.digest))
                         }
-                    });
-                    closed?;
-                    chain = chain::link(&chain, &bytes);
-                    insert.execute(params![
-                        seq as i64,
-                        ts as i64,
-                        ev.kind.code() as i64,
-                        ev.session.map(|s| s as i64),
-                        ev.identity,
-                        bytes
-                    ])?;
-                    let bucket = seq >> schema::BUCKET_BITS;
-                    if let Some(session) = ev.session {
-                        let known = self.sessions.get(&session) == Some(&bucket)
-                            || new_sessions.get(&session) == Some(&bucket);
-                        if !known {
-                            index_session.execute(params![session as i64, bucket as i64])?;
-                            new_sessions.insert(session, bucket);
+                    };
+                    let seq = put(ev.kind, ev.session, ev.identity.as_deref(), &|seq| {
+                        match &shaped {
+                            None => record_bytes(seq, ts, ev.kind, &ev.body),
+                            Some(reference) => {
+                                record_bytes_of(seq, ts, ev.kind, &[&ev.body, reference])
+                            }
                         }
-                    }
-                    if let Some(identity) = &ev.identity {
-                        let known = self.identities.get(identity.as_str()) == Some(&bucket)
-                            || new_identities.get(identity.as_str()) == Some(&bucket);
-                        if !known {
-                            index_identity.execute(params![identity, bucket as i64])?;
-                            new_identities.insert(identity.clone(), bucket);
-                        }
-                    }
+                    })?;
                     if ev.kind == EventKind::KeyRotated {
                         index_rotation.execute([seq as i64])?;
                     }
@@ -1287,6 +1337,10 @@ impl WriterState {
         }
         self.sessions.extend(new_sessions);
         self.identities.extend(new_identities);
+        if self.shapes.len() + new_shapes.len() > MAX_SHAPES {
+            self.shapes.clear();
+        }
+        self.shapes.extend(new_shapes);
         self.segment.committed(ts, written);
         Ok(receipts)
     }
@@ -1624,7 +1678,6 @@ impl WriterState {
             &next,
             self.signer.name(),
             self.durability,
-            !self.sign_every.is_zero(),
         )?;
         // The sealed file is closed before its digest is taken. From here
         // on the writer holds the next file: if opening it fails, nothing
@@ -1667,6 +1720,9 @@ impl WriterState {
         self.signed_frontier = self.frontier.clone();
         self.sessions.clear();
         self.identities.clear();
+        // A segment's statements refer only to shapes in it, so that it
+        // reads whole when older segments are gone.
+        self.shapes.clear();
         self.write_opening(note, digest)?;
         segment::link_live(&self.path, &next)?;
         self.file = OpenedFile::open(&self.path)?;

@@ -349,7 +349,6 @@ fn a_writer_stopped_between_sealing_and_opening_the_next_segment_opens_it_at_sta
             &next,
             "gatehouse.test/segments",
             gatehouse_ledger::Durability::Os,
-            true,
         )
         .unwrap(),
     );

@@ -205,7 +205,7 @@ fn selection<'a>(c: &mut Cursor<'a>) -> Result<Selection<'a>, FormatError> {
 /// does not know concern no session and no identity.
 pub fn subject_keys(kind: u64) -> (Option<u64>, Option<u64>) {
     match kind {
-        1 | 2 | 4 | 5 | 6 | 7 | 18 | 25 => (Some(0), Some(1)),
+        1 | 2 | 4 | 5 | 6 | 7 | 18 | 25 | 30 => (Some(0), Some(1)),
         8 | 11 => (Some(1), Some(2)),
         9 | 10 => (Some(3), Some(4)),
         3 | 12..=14 | 23 => (None, Some(0)),
@@ -248,6 +248,57 @@ pub fn subject(record: &[u8]) -> Result<Subject<'_>, CborError> {
         }
     }
     Ok(subject)
+}
+
+/// Kind of a statement's shape (section 7.2).
+pub const STATEMENT_SHAPE: u64 = 29;
+
+/// Kind of a statement recorded as its literals and a reference to its shape.
+pub const SHAPED_STATEMENT: u64 = 30;
+
+/// Bytes of the shape digest a [`SHAPED_STATEMENT`] carries.
+pub const SHAPE_DIGEST_LEN: usize = 16;
+
+/// A record's kind and its body's bytes, for a record that
+/// [`cbor::check_record`] accepted.
+pub fn kind_and_body(record: &[u8]) -> Result<(u64, &[u8]), CborError> {
+    let mut c = Cursor::new(record);
+    c.map()?;
+    c.key(0)?;
+    c.uint()?;
+    c.key(1)?;
+    c.uint()?;
+    c.key(2)?;
+    let kind = c.uint()?;
+    c.key(3)?;
+    Ok((kind, &record[c.offset()..]))
+}
+
+/// The shape a [`SHAPED_STATEMENT`] record refers to: its sequence number
+/// (key 8) and digest (key 9). `None` for records of other kinds.
+pub fn shape_reference(record: &[u8]) -> Result<Option<(u64, &[u8])>, CborError> {
+    let (kind, body) = kind_and_body(record)?;
+    if kind != SHAPED_STATEMENT {
+        return Ok(None);
+    }
+    let mut c = Cursor::new(body);
+    let (mut seq, mut digest) = (None, None);
+    for _ in 0..c.map()? {
+        match c.uint()? {
+            8 => seq = Some(c.uint()?),
+            9 => digest = Some(c.bytes()?),
+            _ => c.skip()?,
+        }
+    }
+    Ok(seq.zip(digest))
+}
+
+/// The digest a [`SHAPED_STATEMENT`] carries of a shape whose body
+/// encoding is `body`: BLAKE3's first 16 bytes.
+pub fn shape_digest(body: &[u8]) -> [u8; SHAPE_DIGEST_LEN] {
+    let mut out = [0; SHAPE_DIGEST_LEN];
+    out.copy_from_slice(&blake3::hash(body).as_bytes()[..SHAPE_DIGEST_LEN]);
+    out
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! Nothing in the bundle is trusted because the bundle says so. The first
 //! failure stops the procedure, as for a ledger (section 6).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -61,6 +62,7 @@ pub fn verify_bundle_bytes(
             selection: None,
             events: 0,
             seqs: Vec::new(),
+            shapes: 0,
             first_ts: None,
             last_ts: None,
             checkpoint_size: None,
@@ -286,10 +288,21 @@ impl Run<'_> {
                 "the bundle holds no event and no boundary event, so it proves nothing".into(),
             ));
         }
+        // The shapes the disclosed statements refer to (section 7.2): a
+        // bundle holds them beside the events it selects, so that their SQL
+        // can be read. Each must be the one its statement names.
+        let mut references: BTreeMap<u64, (u64, &[u8])> = BTreeMap::new();
+        for entry in b.before.iter().chain(&b.events).chain(&b.after) {
+            if let Ok(Some((shape, digest))) = bundle::shape_reference(entry.record) {
+                references.entry(shape).or_insert((entry.seq, digest));
+            }
+        }
+        let mut last: Option<u64> = None;
         let mut previous: Option<(u64, u64)> = None;
+        let mut selected = Vec::new();
         for entry in &b.events {
             let seq = entry.seq;
-            if let Some((prev, _)) = previous {
+            if let Some(prev) = last {
                 if seq <= prev {
                     return Err(fail(
                         Some(seq),
@@ -300,6 +313,17 @@ impl Run<'_> {
                         ),
                     ));
                 }
+            }
+            last = Some(seq);
+            let envelope = authenticate(entry, checkpoint, "event")?;
+            if let Some((by, digest)) = references.remove(&seq) {
+                check_shape(entry, by, digest)?;
+                if matches_selection(entry, &envelope, b.selection).is_err() {
+                    self.report.shapes += 1;
+                    continue;
+                }
+            }
+            if let Some((prev, _)) = previous {
                 if time_range.is_some() && seq != prev + 1 {
                     return Err(fail(
                         Some(prev + 1),
@@ -312,7 +336,6 @@ impl Run<'_> {
                     ));
                 }
             }
-            let envelope = authenticate(entry, checkpoint, "event")?;
             if let Some((_, prev_ts)) = previous {
                 if envelope.ts < prev_ts {
                     return Err(fail(
@@ -330,14 +353,25 @@ impl Run<'_> {
             }
             matches_selection(entry, &envelope, b.selection)?;
             previous = Some((seq, envelope.ts));
+            selected.push(seq);
             self.report.events += 1;
             self.report.seqs.push(seq);
             self.report.first_ts.get_or_insert(envelope.ts);
             self.report.last_ts = Some(envelope.ts);
         }
+        if let Some((shape, (by, _))) = references.into_iter().next() {
+            return Err(fail(
+                Some(by),
+                BundleMalformed,
+                format!(
+                    "event {by} records a statement whose shape is event {shape}, which the bundle \
+                     does not hold: the statement cannot be read (docs/ledger-format.md, section 7.2)"
+                ),
+            ));
+        }
         self.report.completeness = Some(match time_range {
             None => Completeness::NotProvable,
-            Some((from, to)) => check_bounds(b, checkpoint, from, to)?,
+            Some((from, to)) => check_bounds(b, checkpoint, &selected, from, to)?,
         });
         Ok(())
     }
@@ -418,6 +452,23 @@ fn authenticate(
     Ok(envelope)
 }
 
+/// A shape the bundle holds for statement `by` (section 7.2): it must be a
+/// `StatementShape` whose body has the digest `by`'s record carries.
+fn check_shape(entry: &Entry<'_>, by: u64, digest: &[u8]) -> Result<(), BundleFailure> {
+    let seq = entry.seq;
+    match bundle::kind_and_body(entry.record) {
+        Ok((bundle::STATEMENT_SHAPE, body)) if bundle::shape_digest(body)[..] == *digest => Ok(()),
+        _ => Err(fail(
+            Some(seq),
+            FailureClass::NotSelected,
+            format!(
+                "event {seq} is held as the shape of the statement recorded in event {by}, but it is \
+                 not the shape that statement was recorded with"
+            ),
+        )),
+    }
+}
+
 fn matches_selection(
     entry: &Entry<'_>,
     envelope: &Envelope,
@@ -475,12 +526,13 @@ fn matches_selection(
 fn check_bounds(
     b: &bundle::Bundle<'_>,
     checkpoint: &Checkpoint,
+    selected: &[u64],
     from: u64,
     to: u64,
 ) -> Result<Completeness, BundleFailure> {
     use FailureClass::BoundaryInvalid;
-    let first = b.events.first().map(|e| e.seq);
-    let last = b.events.last().map(|e| e.seq);
+    let first = selected.first().copied();
+    let last = selected.last().copied();
     if let Some(before) = &b.before {
         let seq = before.seq;
         let envelope = authenticate(before, checkpoint, "boundary event")?;
@@ -545,9 +597,9 @@ fn check_bounds(
     let seqs = || {
         b.before
             .iter()
-            .chain(&b.events)
-            .chain(&b.after)
             .map(|e| e.seq)
+            .chain(selected.iter().copied())
+            .chain(b.after.iter().map(|e| e.seq))
     };
     let starts_proven = b.before.is_some() || seqs().min() == Some(0);
     let ends_proven = b.after.is_some() || seqs().max() == Some(checkpoint.size - 1);

@@ -37,6 +37,11 @@ pub const FORMAT: &str = "gatehouse-ledger-v1";
 /// unsigned tail, not a failure (section 5.3).
 pub const FORMAT_V2: &str = "gatehouse-ledger-v2";
 
+/// The value of `ledger_meta.format` of format version 3: version 2 with
+/// statements recorded compactly (section 7.2), which changes nothing a
+/// ledger's verification checks.
+pub const FORMAT_V3: &str = "gatehouse-ledger-v3";
+
 /// What every error about the file ends with: what to do about it.
 const HINT: &str = "pass the path of a Gatehouse ledger file or evidence bundle";
 
@@ -70,7 +75,7 @@ pub enum LedgerError {
     },
     /// The file is a ledger of another format version.
     #[error(
-        "{path} is a ledger of format {found:?}, but this verifier reads {FORMAT:?} and {FORMAT_V2:?} — \
+        "{path} is a ledger of format {found:?}, but this verifier reads {FORMAT:?}, {FORMAT_V2:?} and {FORMAT_V3:?} — \
          use the verifier released with that format"
     )]
     UnsupportedFormat {
@@ -343,7 +348,7 @@ impl Ledger {
             .map_err(|e| self.schema_error(e))?;
         match format {
             None => Err(self.not_a_ledger("ledger_meta has no format entry")),
-            Some(f) if f == FORMAT || f == FORMAT_V2 => Ok(()),
+            Some(f) if f == FORMAT || f == FORMAT_V2 || f == FORMAT_V3 => Ok(()),
             Some(found) => Err(LedgerError::UnsupportedFormat {
                 path: self.path.clone(),
                 found,
@@ -351,20 +356,20 @@ impl Ledger {
         }
     }
 
-    /// The format version `ledger_meta.format` names (1 or 2).
+    /// The format version `ledger_meta.format` names (1, 2 or 3).
     pub fn format_version(&self) -> u8 {
-        let v2 = self
+        let format = self
             .conn
             .query_row(
                 "SELECT value FROM ledger_meta WHERE key = 'format'",
                 [],
                 |row| row.get::<_, String>(0),
             )
-            .is_ok_and(|f| f == FORMAT_V2);
-        if v2 {
-            2
-        } else {
-            1
+            .unwrap_or_default();
+        match format.as_str() {
+            FORMAT_V3 => 3,
+            FORMAT_V2 => 2,
+            _ => 1,
         }
     }
 

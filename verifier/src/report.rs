@@ -404,6 +404,9 @@ pub struct BundleReport {
     pub events: u64,
     /// Their sequence numbers.
     pub seqs: Vec<u64>,
+    /// Statement shapes held beside them because disclosed statements
+    /// refer to them (section 7.2), each checked against its reference.
+    pub shapes: u64,
     /// Timestamp (Unix nanoseconds) of the first event checked.
     pub first_ts: Option<u64>,
     /// Timestamp (Unix nanoseconds) of the last event checked.
@@ -464,6 +467,13 @@ impl BundleReport {
         if !self.seqs.is_empty() {
             let _ = writeln!(out, "events: seq {}", seq_ranges(&self.seqs));
         }
+        if self.shapes > 0 {
+            let _ = writeln!(
+                out,
+                "statement shapes held for them: {} (each checked against its statement)",
+                self.shapes
+            );
+        }
         if let (None, Some(c)) = (&self.failure, self.completeness) {
             let _ = writeln!(out, "complete: {}", c.explain());
         }
@@ -502,7 +512,7 @@ impl BundleReport {
 
     /// The report for a script: `{"status", "input": "bundle", "selection":
     /// {"session"} | {"identity"} | {"from", "to"} | null, "events", "seqs",
-    /// "first_time", "last_time", "checkpoint_size", "checkpoint",
+    /// "shapes", "first_time", "last_time", "checkpoint_size", "checkpoint",
     /// "complete": "proven" | "contiguous" | "not_provable" | null,
     /// "consistent_with", "trusted_checkpoint", "digest", "failure": {"seq"
     /// (null for the bundle as a whole), "class", "message", "evidence"} |
@@ -521,6 +531,7 @@ impl BundleReport {
             "selection": selection,
             "events": self.events,
             "seqs": self.seqs,
+            "shapes": self.shapes,
             "first_time": self.first_ts.map(rfc3339),
             "last_time": self.last_ts.map(rfc3339),
             "checkpoint_size": self.checkpoint_size,

@@ -1207,7 +1207,7 @@ fn response(at: Stamp, b: &ev::Response) -> Response {
         columns,
         result,
         truncated: b.truncated,
-        result_digest: b.result_digest.as_ref().map(|d| value::hex(&d.0)),
+        result_digest: b.rows_digest().map(|d| value::hex(&d)),
     }
 }
 

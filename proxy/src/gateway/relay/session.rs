@@ -449,7 +449,7 @@ impl<C: Services> Context<C> {
             (None, Some((code, msg))) => (Some(code), Some(msg)),
             (None, None) => (None, None),
         };
-        EventBody::from(Response {
+        let mut response = Response {
             session: self.info.id,
             identity: self.info.identity.clone(),
             query: e.query,
@@ -462,12 +462,18 @@ impl<C: Services> Context<C> {
             columns: e.columns,
             result: e.result,
             truncated: e.truncated,
-            result_digest: e.digest.map(|mut h| {
-                h.update(&e.digest_pending);
-                CborBytes(h.finalize().as_bytes().to_vec())
-            }),
-        })
-        .to_pending()
+            result_digest: None,
+        };
+        // Left out where the recorded rows are the rows the database sent:
+        // readers rebuild it from them (docs/ledger-format.md, section 7).
+        if let Some(mut h) = e.digest {
+            h.update(&e.digest_pending);
+            let digest = h.finalize();
+            if e.truncated || response.recorded_rows_digest() != *digest.as_bytes() {
+                response.result_digest = Some(CborBytes(digest.as_bytes().to_vec()));
+            }
+        }
+        EventBody::from(response).to_pending()
     }
 }
 
