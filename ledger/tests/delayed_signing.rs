@@ -186,7 +186,7 @@ fn an_unsigned_row_edited_on_disk_is_caught_when_the_writer_signs() {
 }
 
 #[test]
-fn a_format_1_ledger_becomes_format_2_when_signed_at_a_delay() {
+fn a_format_1_ledger_becomes_format_3_when_a_writer_opens_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
     let v1 = open(&path, Duration::ZERO, 10);
@@ -202,11 +202,20 @@ fn a_format_1_ledger_becomes_format_2_when_signed_at_a_delay() {
             )
             .unwrap()
     };
-    assert_eq!(format(&path), "gatehouse-ledger-v1");
-    let v2 = open(&path, Duration::from_secs(3600), 10);
-    v2.append_blocking(&[action(1)]).unwrap();
-    assert_eq!(format(&path), "gatehouse-ledger-v2");
-    v2.close();
+    assert_eq!(format(&path), "gatehouse-ledger-v3");
+    // A ledger of an earlier version (a writer of its time) is upgraded:
+    // each version only allows more.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE ledger_meta SET value = 'gatehouse-ledger-v1' WHERE key = 'format'",
+            [],
+        )
+        .unwrap();
+    let v3 = open(&path, Duration::from_secs(3600), 10);
+    v3.append_blocking(&[action(1)]).unwrap();
+    assert_eq!(format(&path), "gatehouse-ledger-v3");
+    v3.close();
     assert!(verify(&path, true).is_intact());
 }
 

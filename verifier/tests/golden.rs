@@ -283,6 +283,21 @@ fn the_format_2_golden_ledger_has_a_recovered_checkpoint_and_an_unsigned_tail() 
     );
 }
 
+/// Format 3 (section 7.2): `golden-v3.ledger` records three statements as
+/// two shapes (events 4 and 6) and three shaped statements; nothing about
+/// them changes what verification checks, and its tail is as in format 2.
+#[test]
+fn the_format_3_golden_ledger_verifies_with_its_shapes() {
+    let text = std::fs::read_to_string(fixtures().join("golden-v3.pub")).unwrap();
+    let key = VerifierKey::parse(text.trim()).unwrap();
+    let path = fixtures().join("golden-v3.ledger");
+    let report = verify_ledger(&path, &key, None).unwrap();
+    assert!(report.is_intact(), "{}", report.to_text());
+    assert_eq!((report.events, report.checkpoints), (12, 4));
+    assert_eq!(report.recovered_checkpoints, vec![10]);
+    assert_eq!(report.unsigned_tail.as_ref().map(|t| t.events), Some(2));
+}
+
 /// Section 9: `golden-segments/` is one log in three segment files; the
 /// verifier reads them in order from the directory or the ledger's name,
 /// and names the file when one is missing, swapped or edited.

@@ -476,7 +476,7 @@ fn files_that_are_not_ledgers_are_errors() {
     );
 
     let f = Fixture::new();
-    f.sql("UPDATE ledger_meta SET value = 'gatehouse-ledger-v3' WHERE key = 'format'");
+    f.sql("UPDATE ledger_meta SET value = 'gatehouse-ledger-v4' WHERE key = 'format'");
     assert!(matches!(
         error_for(&f.path),
         VerifyError::Ledger(LedgerError::UnsupportedFormat { .. })
