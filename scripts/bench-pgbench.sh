@@ -33,6 +33,10 @@
 #                   `gatehouse init` writes, 50ms; "0" signs every commit)
 #   BENCH_SEGMENT_MAX  the gateway's [ledger] segment_max ("64 MiB"): the
 #                   ledger is cut into sealed segments while it runs
+#   BENCH_WORKLOAD  "select" (default: pgbench -S, one point select per
+#                   transaction) or "tpcb" (pgbench's built-in TPC-B-like
+#                   script: seven statements per transaction, three updates
+#                   and an insert among them)
 #   BENCH_PGBOUNCER=0  skip the pgbouncer leg (otherwise it runs when
 #                   pgbouncer is installed, or can be installed: as root with
 #                   apt-get)
@@ -49,6 +53,12 @@ BENCH_CLIENTS="${BENCH_CLIENTS:-1 8}"
 BENCH_MODES="${BENCH_MODES:-simple extended}"
 BENCH_WARMUP="${BENCH_WARMUP:-5}"
 BENCH_PGBOUNCER="${BENCH_PGBOUNCER:-1}"
+BENCH_WORKLOAD="${BENCH_WORKLOAD:-select}"
+case "$BENCH_WORKLOAD" in
+  select) WORKLOAD_ARGS=(-S) ;;
+  tpcb) WORKLOAD_ARGS=() ;;
+  *) echo "BENCH_WORKLOAD must be select or tpcb, not $BENCH_WORKLOAD" >&2; exit 2 ;;
+esac
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 GATEHOUSE_BIN="${GATEHOUSE_BIN:-}"
@@ -170,7 +180,7 @@ machine() {
   mem="$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo 2>/dev/null || true)"
   echo "Machine: $(nproc) CPUs (${cpu:-unknown CPU}), ${mem:-unknown} RAM, $(uname -sr)"
   echo "PostgreSQL: $("$BINDIR/postgres" --version) ($BINDIR), default durability settings"
-  echo "pgbench -S, scale $BENCH_SCALE, ${BENCH_SECONDS}s per run, -j = clients, clients and servers share the machine"
+  echo "pgbench ${WORKLOAD_ARGS[*]:-(TPC-B)}, scale $BENCH_SCALE, ${BENCH_SECONDS}s per run, -j = clients, clients and servers share the machine"
   echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 }
 machine >&2
@@ -382,7 +392,7 @@ run_pgbench() {
   [ -n "$PGBENCH_CPUS" ] && pin=(taskset -c "$PGBENCH_CPUS")
   # In the background and waited for, so that a signal to this script is
   # handled (and pgbench stopped) at once rather than after the run.
-  PGPASSWORD="${LEG_PASS[$leg]}" ${pin[@]+"${pin[@]}"} "$PGBENCH" -n -S -M "$mode" -c "$clients" -j "$clients" \
+  PGPASSWORD="${LEG_PASS[$leg]}" ${pin[@]+"${pin[@]}"} "$PGBENCH" -n ${WORKLOAD_ARGS[@]+"${WORKLOAD_ARGS[@]}"} -M "$mode" -c "$clients" -j "$clients" \
     -T "$secs" -h 127.0.0.1 -p "${LEG_PORT[$leg]}" -U "${LEG_USER[$leg]}" bench >"$out" 2>&1 &
   PGBENCH_PID=$!
   local perf_pid=""
@@ -618,8 +628,8 @@ for f in files:
     signed += db.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
     # The events of one commit share its timestamp.
     commits += db.execute("SELECT count(DISTINCT ts) FROM events").fetchone()[0]
-    # A statement's record: kind 25, or kind 4 (with a Decision) before it.
-    statements += db.execute("SELECT count(*) FROM events WHERE kind IN (4, 25)").fetchone()[0]
+    # A statement's record: kind 30 (format 3), 25, or 4 (with a Decision) before it.
+    statements += db.execute("SELECT count(*) FROM events WHERE kind IN (4, 25, 30)").fetchone()[0]
     size += os.path.getsize(f)
 if len(files) > 1:
     print(f"\ngatehouse ledger: {len(files)} segments")

@@ -493,10 +493,7 @@ impl Chosen {
         let mut shapes = std::collections::BTreeSet::new();
         for stored in self.all() {
             let damaged = |e: DecodeError| {
-                BundleError::Damaged(format!(
-                    "event {} cannot be decoded: {e}",
-                    stored.event.seq
-                ))
+                BundleError::Damaged(format!("event {} cannot be decoded: {e}", stored.event.seq))
             };
             let head = RecordHead::parse(&stored.bytes).map_err(damaged)?;
             if head.kind == EventKind::ShapedStatement {

@@ -88,14 +88,16 @@ fn literal_spans(b: &[u8]) -> Vec<Range<usize>> {
         let after_word = i > 0 && word(b[i - 1]);
         match b[i] {
             b'-' if b.get(i + 1) == Some(&b'-') => {
-                i = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p);
+                i = b[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(b.len(), |p| i + p);
             }
             b'/' if b.get(i + 1) == Some(&b'*') => i = comment_end(b, i),
             b'"' => i = quoted_end(b, i, b'"', false),
             b'\'' => {
-                let escapes = i > 0
-                    && matches!(b[i - 1], b'e' | b'E')
-                    && !(i > 1 && word(b[i - 2]));
+                let escapes =
+                    i > 0 && matches!(b[i - 1], b'e' | b'E') && !(i > 1 && word(b[i - 2]));
                 let end = quoted_end(b, i, b'\'', escapes);
                 spans.push(i..end);
                 i = end;

@@ -30,7 +30,9 @@ use tokio::sync::oneshot;
 
 use crate::chain::{self, Link};
 use crate::checkpoint::Checkpoint;
-use crate::event::{record_bytes, record_bytes_of, Event, EventBody, EventKind, Nanos, PendingEvent, Snapshot};
+use crate::event::{
+    record_bytes, record_bytes_of, Event, EventBody, EventKind, Nanos, PendingEvent, Snapshot,
+};
 use crate::merkle::{leaf_hash, Frontier, SUBTREE_MIN_LEVEL};
 use crate::note::{NoteSigner, VerifierKey};
 use crate::rotation::KeySchedule;
@@ -825,11 +827,8 @@ impl WriterState {
     fn open(options: &WriterOptions) -> Result<Self, LedgerError> {
         let lock = lock_exclusively(&options.path)?;
         let segment = LiveSegment::locate(&options.path, options.segments)?;
-        let conn = schema::open_for_writing(
-            &segment.file,
-            options.signer.name(),
-            options.durability,
-        )?;
+        let conn =
+            schema::open_for_writing(&segment.file, options.signer.name(), options.durability)?;
         let file = OpenedFile::open(&options.path)?;
         let mut state = WriterState {
             poisoned: None,
@@ -1250,7 +1249,12 @@ impl WriterState {
                                 Some(at) => at,
                                 None => {
                                     let at = put(EventKind::StatementShape, None, None, &|seq| {
-                                        record_bytes(seq, ts, EventKind::StatementShape, &shape.body)
+                                        record_bytes(
+                                            seq,
+                                            ts,
+                                            EventKind::StatementShape,
+                                            &shape.body,
+                                        )
                                     })?;
                                     new_shapes.insert(shape.digest, at);
                                     at
@@ -1259,14 +1263,17 @@ impl WriterState {
                             Some(crate::shape::reference(at, &shape.digest))
                         }
                     };
-                    let seq = put(ev.kind, ev.session, ev.identity.as_deref(), &|seq| {
-                        match &shaped {
+                    let seq = put(
+                        ev.kind,
+                        ev.session,
+                        ev.identity.as_deref(),
+                        &|seq| match &shaped {
                             None => record_bytes(seq, ts, ev.kind, &ev.body),
                             Some(reference) => {
                                 record_bytes_of(seq, ts, ev.kind, &[&ev.body, reference])
                             }
-                        }
-                    })?;
+                        },
+                    )?;
                     if ev.kind == EventKind::KeyRotated {
                         index_rotation.execute([seq as i64])?;
                     }
@@ -1674,11 +1681,7 @@ impl WriterState {
         // A key retired in this segment stays retired in every later one.
         let rotations = crate::rotation::recorded_rotations(&self.conn)?;
         let next = segment::segment_path(&self.path, self.segment.number + 1);
-        let conn = schema::open_for_writing(
-            &next,
-            self.signer.name(),
-            self.durability,
-        )?;
+        let conn = schema::open_for_writing(&next, self.signer.name(), self.durability)?;
         // The sealed file is closed before its digest is taken. From here
         // on the writer holds the next file: if opening it fails, nothing
         // more is appended until a restart opens it from the sealed one.

@@ -166,13 +166,16 @@ fn the_writer_reproduces_the_format_3_golden_ledger() {
         .iter()
         .map(|e| Event::from_bytes(e).unwrap().body.kind())
         .collect();
-    assert_eq!(kinds[4..9].to_vec(), [
-        EventKind::StatementShape,
-        EventKind::ShapedStatement,
-        EventKind::StatementShape,
-        EventKind::ShapedStatement,
-        EventKind::ShapedStatement,
-    ]);
+    assert_eq!(
+        kinds[4..9].to_vec(),
+        [
+            EventKind::StatementShape,
+            EventKind::ShapedStatement,
+            EventKind::StatementShape,
+            EventKind::ShapedStatement,
+            EventKind::ShapedStatement,
+        ]
+    );
     // Readers give back the statements as they were appended.
     let reader = LedgerReader::open(&built).unwrap();
     let statements: Vec<EventBody> = reader
