@@ -34,7 +34,7 @@ fn verifier_key() -> gatehouse_verify::VerifierKey {
 /// literals that differ every time.
 fn statement(i: u64) -> Statement {
     let session = 1 + i % 3;
-    let (sql, tables) = if i % 2 == 0 {
+    let (sql, tables) = if i.is_multiple_of(2) {
         (
             format!(
                 "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
@@ -59,7 +59,7 @@ fn statement(i: u64) -> Statement {
         protocol: Protocol::Simple,
         action: Action::Allow,
         rule: Some("allow-everything".into()),
-        class: if i % 2 == 0 {
+        class: if i.is_multiple_of(2) {
             StatementClass::Read
         } else {
             StatementClass::Write
