@@ -1161,6 +1161,46 @@ mod tests {
     }
 
     #[test]
+    fn the_rows_digest_is_rebuilt_from_the_recorded_rows() {
+        // DataRow of ("42", NULL) as PostgreSQL frames it.
+        let mut row = b"D".to_vec();
+        row.extend(16u32.to_be_bytes());
+        row.extend(2u16.to_be_bytes());
+        row.extend(2i32.to_be_bytes());
+        row.extend(b"42");
+        row.extend((-1i32).to_be_bytes());
+        let mut response = Response {
+            session: 1,
+            identity: "a".into(),
+            query: 1,
+            command_tag: Some("SELECT 2".into()),
+            rows: 2,
+            duration_ns: 5,
+            sqlstate: None,
+            error: None,
+            bytes: 60,
+            columns: vec![],
+            result: vec![
+                ResultRow {
+                    values: vec![Some(Bytes(b"42".to_vec())), None],
+                };
+                2
+            ],
+            truncated: false,
+            result_digest: None,
+        };
+        let both = [row.clone(), row].concat();
+        let expected = blake3::hash(&both).as_bytes().to_vec();
+        assert_eq!(response.recorded_rows_digest().to_vec(), expected);
+        assert_eq!(response.rows_digest(), Some(expected));
+        response.result_digest = Some(Bytes(vec![7; 32]));
+        assert_eq!(response.rows_digest(), Some(vec![7; 32]));
+        response.result_digest = None;
+        response.result.clear();
+        assert_eq!(response.rows_digest(), None);
+    }
+
+    #[test]
     fn record_round_trips() {
         let event = Event {
             seq: 7,
