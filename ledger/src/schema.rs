@@ -150,10 +150,12 @@ pub fn open_for_writing(
                 )));
             }
         }
-        Some(other) => return Err(LedgerError::Damaged(format!(
+        Some(other) => {
+            return Err(LedgerError::Damaged(format!(
             "{} has format {other:?}; this Gatehouse reads {FORMAT}, {FORMAT_V2} and {FORMAT_V3}",
             path.display()
-        ))),
+        )))
+        }
     }
     tx.commit().map_err(ctx)?;
     Ok(conn)

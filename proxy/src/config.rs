@@ -454,6 +454,11 @@ pub struct LedgerSection {
     /// (masked). Rows beyond it are counted and digested, not stored.
     #[serde(default = "default_record_rows")]
     pub record_rows: usize,
+    /// Most bytes of result values recorded per statement (`"64 KiB"`):
+    /// recording stops at the first row that would pass it, so a few wide
+    /// rows cannot bloat the ledger; the rest are counted and digested.
+    #[serde(default = "default_record_bytes")]
+    pub record_bytes: String,
     /// A snapshot of the gateway's state every this many events, so start-up
     /// and `gatehouse state --at` fold at most about this many events after
     /// one snapshot; 0 writes none.
@@ -562,6 +567,10 @@ fn default_durability() -> String {
 
 fn default_record_rows() -> usize {
     100
+}
+
+fn default_record_bytes() -> String {
+    "64 KiB".into()
 }
 
 fn default_snapshot_every() -> u64 {
@@ -699,6 +708,12 @@ impl Config {
         Ok(options)
     }
 
+    /// `[ledger] record_bytes` in bytes.
+    pub fn record_bytes(&self) -> Result<usize> {
+        let bytes = parse_size(&self.ledger.record_bytes).context("[ledger] record_bytes")?;
+        usize::try_from(bytes).context("[ledger] record_bytes is too large for this machine")
+    }
+
     /// When the ledger writer seals a segment (`[ledger] segment_max`,
     /// `segment_every`).
     pub fn segment_policy(&self) -> Result<gatehouse_ledger::SegmentPolicy> {
@@ -735,6 +750,9 @@ pub fn initial(ledger: &str, signing_key: &str, masking_key: &str) -> String {
          snapshot_every = 10000\n\
          # Checkpoints are signed at most this long after their events commit (0: every commit).\n\
          sign_every = \"50ms\"\n\
+         # Result rows recorded per statement, as the client saw them, and their most bytes:\n\
+         # record_rows = 100\n\
+         # record_bytes = \"64 KiB\"\n\
          # Cut the ledger into sealed segments, archive them, keep the newest N on disk\n\
          # (docs/deployment.md):\n\
          # segment_max = \"1 GiB\"\n\
@@ -849,7 +867,7 @@ mod tests {
     }
 
     #[test]
-    fn the_initial_configs_segment_lines_parse_once_uncommented() {
+    fn the_initial_configs_commented_ledger_lines_parse_once_uncommented() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gatehouse.toml");
         let text = initial("ledger.db", "signing.key", "masking.key");
@@ -857,7 +875,10 @@ mod tests {
         let c = Config::load(&path).unwrap();
         assert!(!c.segment_policy().unwrap().enabled());
         assert_eq!(c.archive_policy().unwrap(), None);
+        assert_eq!(c.record_bytes().unwrap(), 64 << 10);
         let text = [
+            "record_rows",
+            "record_bytes",
             "segment_max",
             "segment_every",
             "archive_command",
@@ -875,6 +896,10 @@ mod tests {
         let archive = c.archive_policy().unwrap().unwrap();
         assert_eq!(archive.command, "cp %p /mnt/archive/%f");
         assert_eq!(archive.retain_local, Some(7));
+        assert_eq!(
+            (c.ledger.record_rows, c.record_bytes().unwrap()),
+            (100, 64 << 10)
+        );
         // Retention removes archived segments only.
         std::fs::write(
             &path,

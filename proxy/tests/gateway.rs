@@ -1403,6 +1403,45 @@ async fn responses_record_the_result_formats_bind_asked_for() {
     assert_eq!(simple.result[0].values[0].as_ref().unwrap().0, b"7");
 }
 
+/// `[ledger] record_bytes` bounds the recorded result however few rows it
+/// has: a few wide rows are counted and digested, not stored, and what is
+/// stored is a prefix of what the client got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_results_stop_at_the_byte_budget() {
+    let env = Env::start_ledger(POLICY, "record_bytes = \"1 KiB\"").await;
+    let client = env.connect("agent").await;
+    let wide = "SELECT repeat('x', 300) || g FROM generate_series(1, 10) g";
+    let rows = client.simple_query(wide).await.unwrap();
+    let got = rows
+        .iter()
+        .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+        .count();
+    assert_eq!(got, 10, "every row reaches the client");
+    let narrow = "SELECT g FROM generate_series(1, 10) g";
+    client.simple_query(narrow).await.unwrap();
+    env.settle().await;
+    let responses: Vec<_> = env
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            gatehouse_ledger::EventBody::Response(r) if r.rows == 10 => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(responses.len(), 2);
+    let (wide, narrow) = (&responses[0], &responses[1]);
+    // 301-302 bytes a row: three fit in 1,024.
+    assert_eq!(wide.result.len(), 3);
+    assert!(wide.truncated);
+    let first = wide.result[0].values[0].as_ref().unwrap();
+    assert_eq!(first.0, format!("{}1", "x".repeat(300)).as_bytes());
+    // The rows the ledger does not hold are still digested.
+    assert_eq!(wide.result_digest.as_ref().map(|d| d.0.len()), Some(32));
+    assert_eq!(narrow.result.len(), 10);
+    assert!(!narrow.truncated);
+    assert!(env.verify().is_intact());
+}
+
 /// The gateway judges SQL as UTF-8 text, so the database must read the same
 /// bytes as UTF-8. In Shift-JIS, `0x81 0x5C` is one character: a backslash
 /// that escapes a quote in the gateway's view is swallowed in the

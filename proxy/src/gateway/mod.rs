@@ -144,6 +144,7 @@ impl Gateway {
             shared::Limits {
                 max_frame: config.listen.max_frame_bytes,
                 record_rows: config.ledger.record_rows,
+                record_bytes: config.record_bytes()?,
                 login_timeout: config.listen.login_timeout()?,
                 max_connections: config.listen.max_connections,
                 max_pending_logins_per_address: config.listen.max_pending_logins_per_address,

@@ -91,12 +91,17 @@ impl Env {
         target_extra: &str,
         prepare: impl FnOnce(&PgCluster) + Send + 'static,
     ) -> Env {
-        Self::start_inner(policy, listen_extra, target_extra, "", prepare, &[]).await
+        Self::start_inner(policy, listen_extra, target_extra, "", "", prepare, &[]).await
     }
 
     /// Like [`Env::start`], with extra `[admin]` lines (e.g. TLS files).
     pub async fn start_admin(policy: &str, admin_extra: &str) -> Env {
-        Self::start_inner(policy, "", "", admin_extra, |_| {}, &[]).await
+        Self::start_inner(policy, "", "", admin_extra, "", |_| {}, &[]).await
+    }
+
+    /// Like [`Env::start`], with extra `[ledger]` lines (e.g. `record_bytes`).
+    pub async fn start_ledger(policy: &str, ledger_extra: &str) -> Env {
+        Self::start_inner(policy, "", "", "", ledger_extra, |_| {}, &[]).await
     }
 
     /// Like [`Env::start`], with `config_extra` appended to the config file
@@ -109,6 +114,7 @@ impl Env {
             policy,
             "",
             config_extra,
+            "",
             "",
             |_| {},
             &[
@@ -125,10 +131,12 @@ impl Env {
         listen_extra: &str,
         target_extra: &str,
         admin_extra: &str,
+        ledger_extra: &str,
         prepare: impl FnOnce(&PgCluster) + Send + 'static,
         operators: &[(&str, &[gatehouse_engine::operators::Role])],
     ) -> Env {
         let admin_extra = admin_extra.to_owned();
+        let ledger_extra = ledger_extra.to_owned();
         let operators: Vec<(String, Vec<gatehouse_engine::operators::Role>)> = operators
             .iter()
             .map(|(n, r)| (n.to_string(), r.to_vec()))
@@ -158,7 +166,9 @@ impl Env {
             };
             let var = format!("GH_TEST_PW_{}", pg.port());
             std::env::set_var(&var, pg.password());
-            let mut text = std::fs::read_to_string(&out.config).unwrap();
+            let mut text = std::fs::read_to_string(&out.config)
+                .unwrap()
+                .replace("[ledger]\n", &format!("[ledger]\n{ledger_extra}\n"));
             text.push_str(&format!(
                 "\n[admin]\naddress = \"127.0.0.1:0\"\n{admin_extra}\n\n[listen]\naddress = \"127.0.0.1:0\"\nmax_frame_bytes = 1048576\n{listen_extra}\n\n[[target]]\nname = \"shop\"\nurl = \"postgres://{}@127.0.0.1:{}/shop\"\npassword_env = \"{var}\"\n{target_extra}\n",
                 pg.superuser(),

@@ -125,6 +125,8 @@ pub struct Limits {
     pub max_frame: usize,
     /// Result rows recorded per statement.
     pub record_rows: usize,
+    /// Bytes of result values recorded per statement.
+    pub record_bytes: usize,
     /// How long a connection may take to log in.
     pub login_timeout: std::time::Duration,
     /// Most client connections open at once.
@@ -189,6 +191,8 @@ pub struct Shared {
     pub max_frame: usize,
     /// Result rows recorded per statement.
     pub record_rows: usize,
+    /// Bytes of result values recorded per statement.
+    pub record_bytes: usize,
     /// How long a connection may take to log in.
     pub login_timeout: std::time::Duration,
     /// Client connections open now, at most `[listen] max_connections`.
@@ -315,6 +319,7 @@ impl Shared {
             cancel_keys: Mutex::new(HashMap::new()),
             max_frame: limits.max_frame,
             record_rows: limits.record_rows,
+            record_bytes: limits.record_bytes,
             login_timeout: limits.login_timeout,
             connection_slots: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
             max_connections: limits.max_connections,
@@ -679,6 +684,10 @@ impl crate::gateway::relay::services::Services for Shared {
 
     fn record_rows(&self) -> usize {
         self.record_rows
+    }
+
+    fn record_bytes(&self) -> usize {
+        self.record_bytes
     }
 
     fn shutdown(&self) -> tokio::sync::watch::Receiver<bool> {

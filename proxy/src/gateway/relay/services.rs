@@ -59,6 +59,8 @@ pub trait Services: Send + Sync + 'static {
     fn max_frame(&self) -> usize;
     /// Result rows recorded per statement.
     fn record_rows(&self) -> usize;
+    /// Most bytes of result values recorded per statement.
+    fn record_bytes(&self) -> usize;
     /// Becomes true when the gateway stops.
     fn shutdown(&self) -> tokio::sync::watch::Receiver<bool>;
     /// The operators who may approve held statements, by name.

@@ -250,6 +250,8 @@ struct Exec {
     columns: Vec<ResultColumn>,
     result: Vec<ResultRow>,
     truncated: bool,
+    /// Bytes of values in `result`.
+    recorded_bytes: usize,
     digest: Option<Box<blake3::Hasher>>,
     /// DataRow bytes not yet hashed: BLAKE3 hashes large inputs several
     /// times faster than one small row at a time.
@@ -283,6 +285,7 @@ impl Exec {
             columns: Vec::new(),
             result: Vec::new(),
             truncated: false,
+            recorded_bytes: 0,
             digest: None,
             digest_pending: Vec::new(),
             mask: None,
@@ -322,8 +325,9 @@ impl Exec {
 
     /// Records one DataRow: the bytes the database sent go into the digest,
     /// the values the client received into the recorded result while the
-    /// cap allows.
-    fn data_row(&mut self, original: &[u8], delivered: &[u8], cap: usize) {
+    /// cap allows. The result stays a prefix of the rows: once one is left
+    /// out, so is every later one.
+    fn data_row(&mut self, original: &[u8], delivered: &[u8], cap: RecordCap) {
         let digest = self.digest.get_or_insert_with(Box::default);
         if self.digest_pending.len() + original.len() >= DIGEST_BATCH {
             digest.update(&self.digest_pending);
@@ -334,20 +338,38 @@ impl Exec {
         } else {
             self.digest_pending.extend_from_slice(original);
         }
-        if self.result.len() >= cap {
+        if self.truncated || self.result.len() >= cap.rows {
             self.truncated = true;
             return;
         }
         match frame::data_row_values(&delivered[5..]) {
-            Some(values) => self.result.push(ResultRow {
-                values: values
-                    .into_iter()
-                    .map(|v| v.map(|v| CborBytes(v.to_vec())))
-                    .collect(),
-            }),
+            Some(values)
+                if self.recorded_bytes
+                    + values.iter().flatten().map(|v| v.len()).sum::<usize>()
+                    > cap.bytes =>
+            {
+                self.truncated = true;
+            }
+            Some(values) => {
+                self.recorded_bytes += values.iter().flatten().map(|v| v.len()).sum::<usize>();
+                self.result.push(ResultRow {
+                    values: values
+                        .into_iter()
+                        .map(|v| v.map(|v| CborBytes(v.to_vec())))
+                        .collect(),
+                })
+            }
             None => self.truncated = true,
         }
     }
+}
+
+/// How much of a statement's result is recorded (`[ledger] record_rows`
+/// and `record_bytes`).
+#[derive(Debug, Clone, Copy)]
+struct RecordCap {
+    rows: usize,
+    bytes: usize,
 }
 
 /// What the two directions of the relay share.
@@ -2305,7 +2327,10 @@ fn observe<C: Services>(
             None
         }
         b'D' => {
-            let cap = ctx.shared.record_rows();
+            let cap = RecordCap {
+                rows: ctx.shared.record_rows(),
+                bytes: ctx.shared.record_bytes(),
+            };
             if let Some(Pending::Exec(e)) = t.pending.front_mut() {
                 if e.columns.is_empty() && e.result.is_empty() {
                     e.set_columns(t.last_description.clone());
