@@ -303,6 +303,75 @@ fn one_segment_verifies_alone_from_the_checkpoint_its_predecessor_ended_on() {
     assert!(refused.contains("not after the kept one"), "{refused}");
 }
 
+/// An auditor who verified the ledger up to a kept checkpoint verifies a
+/// ledger in segments from it: the segments before it are not read.
+#[test]
+fn a_ledger_in_segments_verifies_from_a_kept_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segmented(dir.path());
+    let files = segment_files(&path).unwrap();
+    assert!(files.len() >= 3);
+    let from = |note: &str| {
+        verify_ledger_with(
+            &path,
+            &key(),
+            VerifyOptions {
+                from_checkpoint: Some(note),
+                ..VerifyOptions::default()
+            },
+        )
+    };
+    let first_ended_on = LedgerReader::open(&files[0].1)
+        .unwrap()
+        .latest_checkpoint()
+        .unwrap()
+        .unwrap();
+    let second = LedgerReader::open(&files[1].1).unwrap();
+    let second_starts = second.first();
+    let second_ends = second.len().unwrap();
+    let mid_second = second
+        .checkpoints()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.size > second_starts && c.size < second_ends)
+        .expect("a checkpoint inside the second segment");
+    let total = LedgerReader::open(&path).unwrap().len().unwrap();
+    // A note the same key signed for another log (a fork) is caught in
+    // the segment that must hold it.
+    let other = tempfile::tempdir().unwrap();
+    let forked = other.path().join("other.db");
+    let foreign = open(&forked);
+    fill(&foreign, 100, 10);
+    foreign.close();
+    let note = LedgerReader::open(&forked)
+        .unwrap()
+        .latest_checkpoint()
+        .unwrap()
+        .unwrap()
+        .note;
+    let (class, _) = failure(&from(&note).unwrap());
+    assert_eq!(class, FailureClass::Forked);
+    // The first segment edited after it was verified (and sealed): a
+    // verification from a later checkpoint does not read it.
+    let sealed = &files[0].1;
+    std::fs::set_permissions(sealed, std::fs::Permissions::from_mode(0o644)).unwrap();
+    rusqlite::Connection::open(sealed)
+        .unwrap()
+        .execute("UPDATE events SET data = x'00' WHERE seq = 3", [])
+        .unwrap();
+    let report = from(&first_ended_on.note).unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.from, Some(first_ended_on.size));
+    assert_eq!(report.from.unwrap() + report.events, total);
+    // A checkpoint inside the second segment: that segment is read whole
+    // and must still hold what the note signs.
+    let report = from(&mid_second.note).unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.from, Some(second_starts));
+    // The whole ledger, by contrast, shows the edit.
+    assert!(!verify(&path, None).is_intact());
+}
+
 #[test]
 fn segment_every_seals_by_the_age_of_the_first_event() {
     let dir = tempfile::tempdir().unwrap();

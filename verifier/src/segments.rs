@@ -202,6 +202,56 @@ fn broken(seq: u64, message: String) -> Failure {
     }
 }
 
+/// Verifies a ledger in segments from a checkpoint the auditor kept
+/// (section 6.2), reading only the segments after it: from the segment
+/// that opens right after the kept checkpoint when one does (the kept note
+/// is then the one its opening record must carry), otherwise from the
+/// segment holding the kept checkpoint's last event, which is read whole
+/// and must still hold exactly what the note signs (it is checked there as
+/// a trusted checkpoint). The segments before it are not read.
+pub fn verify_segments_from(
+    files: &[(u64, PathBuf)],
+    key: &VerifierKey,
+    note: &str,
+    options: VerifyOptions<'_>,
+) -> Result<Report, VerifyError> {
+    let kept = Trusted::open(note, key)?;
+    let size = kept.checkpoint.size;
+    // Where each segment starts: its opening record's sequence number, or
+    // 0 for the first segment of a ledger.
+    let mut start = None;
+    for (i, (_, file)) in files.iter().enumerate() {
+        if i > 0 && i + 1 == files.len() && unwritten(file) {
+            break;
+        }
+        let first = Ledger::open(file)?.first_seq()?;
+        match first {
+            Some(first) if first <= size => start = Some((i, first)),
+            _ => break,
+        }
+    }
+    let Some((i, first)) = start else {
+        return Err(VerifyError::TrustedCheckpoint(format!(
+            "the kept checkpoint covers {size} events, before the oldest segment on disk starts: \
+             fetch the archived segment that holds event {} and verify from there",
+            size.saturating_sub(1)
+        )));
+    };
+    let options = if first == size && first > 0 {
+        VerifyOptions {
+            trusted_checkpoint: None,
+            ..options
+        }
+    } else {
+        VerifyOptions {
+            trusted_checkpoint: Some(note),
+            from_checkpoint: None,
+            ..options
+        }
+    };
+    verify_segments(&files[i..], key, options)
+}
+
 /// Verifies every segment in `files` (by number) as one log: the first
 /// from its first event (or from its opening record when the ledger's
 /// earlier segments were archived away: then from the checkpoint that

@@ -131,13 +131,8 @@ pub fn verify_ledger_with(
     // A ledger cut into segments (section 9): its files verified in turn.
     let segments = crate::segments::segment_files(path)?;
     if !segments.is_empty() {
-        if options.from_checkpoint.is_some() {
-            return Err(VerifyError::TrustedCheckpoint(
-                "--from-checkpoint applies to one ledger file; for a ledger in segments, verify the segment \
-                 that follows the kept checkpoint (its file, with the checkpoint its predecessor ended on), \
-                 or pass the note as a trusted checkpoint"
-                    .into(),
-            ));
+        if let Some(note) = options.from_checkpoint {
+            return crate::segments::verify_segments_from(&segments, key, note, options);
         }
         return crate::segments::verify_segments(&segments, key, options);
     }
