@@ -549,13 +549,14 @@ async fn a_removed_ledger_file_stops_statements_before_the_database() {
     assert!(env.verify().is_intact());
 }
 
-/// Makes the ledger refuse every statement record (kind 25) as a full disk
+/// Makes the ledger refuse every statement record (kind 30, its shape 29,
+/// or kind 25 as written before format 3) as a full disk
 /// would, until the returned connection drops the trigger `refuse`.
 fn refuse_statement_records(env: &Env) -> rusqlite::Connection {
     let saboteur = rusqlite::Connection::open(env.ledger()).unwrap();
     saboteur
         .execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.kind = 25 \
+            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.kind IN (25, 29, 30) \
              BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END;",
         )
         .unwrap();
