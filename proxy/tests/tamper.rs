@@ -184,6 +184,45 @@ fn edit_record(ledger: &Path, text: &str) {
     .unwrap();
 }
 
+/// Changes one byte of the record of the statement whose SQL is `sql`,
+/// inside its last literal (format 3 records a statement's literals apart
+/// from the text around them).
+fn edit_statement(ledger: &Path, sql: &str) {
+    let seq = gatehouse_ledger::LedgerReader::open(ledger)
+        .unwrap()
+        .events(0..u64::MAX)
+        .map(Result::unwrap)
+        .find(
+            |e| matches!(&e.event.body, gatehouse_ledger::EventBody::Statement(s) if s.sql == sql),
+        )
+        .map(|e| e.event.seq)
+        .expect("the statement's record");
+    let literal = gatehouse_ledger::shape::split(sql)
+        .1
+        .pop()
+        .expect("a literal");
+    let conn = rusqlite::Connection::open(ledger).unwrap();
+    let mut data: Vec<u8> = conn
+        .query_row(
+            "SELECT data FROM events WHERE seq = ?1",
+            [seq as i64],
+            |r| r.get(0),
+        )
+        .unwrap();
+    // The literal as CBOR text: its head byte (short text) and its bytes.
+    let encoded = [&[0x60 + literal.len() as u8][..], literal.as_bytes()].concat();
+    let at = data
+        .windows(encoded.len())
+        .position(|w| w == encoded)
+        .unwrap();
+    data[at + encoded.len() - 1] = b'p';
+    conn.execute(
+        "UPDATE events SET data = ?1 WHERE seq = ?2",
+        rusqlite::params![data, seq as i64],
+    )
+    .unwrap();
+}
+
 /// A change to a copy of the ledger file.
 type Tamper = Box<dyn Fn(&Path)>;
 
@@ -522,7 +561,7 @@ async fn a_session_is_read_from_its_window() {
     assert!(text.contains("stored subtree hashes"), "{text}");
 
     // (Mid-log: the last, partial block of 256 events is always hashed.)
-    edit_record(&ledger, &format!("SELECT {}", BULK / 2));
+    edit_statement(&ledger, &format!("SELECT {}", BULK / 2));
     assert!(!intact(&ledger, &key), "the verifier reports the edit");
     let after = session(&ledger).expect("session 1's window is intact");
     assert_eq!(after.timeline, before.timeline);
