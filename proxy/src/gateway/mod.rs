@@ -225,7 +225,12 @@ impl Gateway {
         let stopped = async move {
             let _ = stopping.wait_for(|stop| *stop).await;
         };
-        let router = admin::router(shared.clone());
+        let console = Arc::new(control::console::Console::new(
+            admin_tls.is_some(),
+            gatehouse_ledger::writer::system_clock(),
+        ));
+        let router =
+            admin::router(shared.clone()).merge(control::console::router(shared.clone(), console));
         let api = match admin_tls {
             None => tokio::spawn(std::future::IntoFuture::into_future(
                 axum::serve(admin, router).with_graceful_shutdown(stopped),

@@ -131,7 +131,7 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 /// A refused or failed request: a status and a sentence saying why.
-pub struct Refusal(StatusCode, String);
+pub struct Refusal(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -148,7 +148,7 @@ fn error(status: StatusCode, text: impl Into<String>) -> Refusal {
 }
 
 /// Records an operator action (or a refused attempt).
-async fn record(
+pub(crate) async fn record(
     shared: &Shared,
     operator: &str,
     action: &str,
@@ -187,7 +187,6 @@ async fn authorize_any(
     target: Option<&str>,
     roles: &[Role],
 ) -> Result<String, Refusal> {
-    let role = roles[0];
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -198,10 +197,49 @@ async fn authorize_any(
             .read()
             .expect("operators lock")
             .authenticate(t)
-            .map(|o| (o.name.clone(), roles.iter().any(|r| o.roles.contains(r))))
+            .map(|o| o.name.clone())
     });
-    match operator {
-        None => {
+    permit(shared, operator.as_deref(), action, target, roles).await
+}
+
+/// Whether `operator` (`None`: nobody authenticated) may take `action`,
+/// holding any of `roles` now (the first is reported). A refusal is
+/// recorded as an operator action, as every action taken is. The admin API
+/// and the console share it, so a click and a request are judged alike.
+pub(crate) async fn permit(
+    shared: &Shared,
+    operator: Option<&str>,
+    action: &str,
+    target: Option<&str>,
+    roles: &[Role],
+) -> Result<String, Refusal> {
+    let role = roles[0];
+    let holds = operator.and_then(|name| {
+        shared
+            .operators
+            .read()
+            .expect("operators lock")
+            .get(name)
+            .map(|o| roles.iter().any(|r| o.roles.contains(r)))
+    });
+    match (operator, holds) {
+        (Some(name), Some(true)) => Ok(name.to_owned()),
+        (Some(name), Some(false)) => {
+            record(
+                shared,
+                name,
+                action,
+                target,
+                "forbidden",
+                Some(format!("needs role {}", role.name())),
+            )
+            .await;
+            Err(error(
+                StatusCode::FORBIDDEN,
+                format!("operator {name} lacks the {} role this needs", role.name()),
+            ))
+        }
+        _ => {
             record(
                 shared,
                 "(unauthenticated)",
@@ -216,22 +254,6 @@ async fn authorize_any(
                 "a valid operator token is required: send Authorization: Bearer <token>",
             ))
         }
-        Some((name, false)) => {
-            record(
-                shared,
-                &name,
-                action,
-                target,
-                "forbidden",
-                Some(format!("needs role {}", role.name())),
-            )
-            .await;
-            Err(error(
-                StatusCode::FORBIDDEN,
-                format!("operator {name} lacks the {} role this needs", role.name()),
-            ))
-        }
-        Some((name, true)) => Ok(name),
     }
 }
 
@@ -1008,7 +1030,7 @@ pub struct Approve {
     pub duration: Option<String>,
 }
 
-fn desk_refusal(e: DeskError) -> Refusal {
+pub(crate) fn desk_refusal(e: DeskError) -> Refusal {
     let status = match &e {
         DeskError::Vote(VoteError::Unknown(_)) => StatusCode::NOT_FOUND,
         DeskError::Vote(VoteError::SelfApproval(_)) => StatusCode::FORBIDDEN,
@@ -1164,7 +1186,7 @@ async fn grant_revoke(
 }
 
 /// The ledger refused the action's event: nothing was done (fail closed).
-fn unrecorded(what: &str, e: gatehouse_ledger::AppendError) -> Refusal {
+pub(crate) fn unrecorded(what: &str, e: gatehouse_ledger::AppendError) -> Refusal {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("the {what} could not be recorded, so it was not applied: {e}"),

@@ -51,6 +51,9 @@ pub struct ApprovalDesk {
     webhooks: Option<Webhooks>,
     /// Counts how requests end.
     metrics: Arc<Metrics>,
+    /// The sequence number of the newest event the desk recorded: the
+    /// console's live inbox follows it.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl ApprovalDesk {
@@ -63,7 +66,14 @@ impl ApprovalDesk {
             waiting: Mutex::new(HashMap::new()),
             webhooks,
             metrics,
+            changed: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// Follows the desk's changes: the sequence number of the newest
+    /// request or decision it recorded.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// At shutdown, before the ledger closes: see [`Webhooks::finish`].
@@ -84,6 +94,7 @@ impl ApprovalDesk {
         if let Some(w) = &self.webhooks {
             w.notify(&event);
         }
+        self.changed.send_replace(receipt.seq);
         Ok(())
     }
 

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod admin_tls;
 pub mod approvals;
 pub mod archive;
+pub mod console;
 pub mod ledger_thread;
 pub mod metrics;
 pub mod pending_logins;

@@ -1,0 +1,812 @@
+//! The approvers' and responders' console: `/console` on the admin
+//! listener (issue 18).
+//!
+//! Every action goes through the code the `/v1` API uses: the same role
+//! check ([`admin::permit`], which records refusals), the same approval
+//! desk, the same containment, so every click is an operator action in the
+//! ledger. What is different is how the operator is known: an operator
+//! token is exchanged once for a server-side session ([`signin`]); its
+//! cookie is `HttpOnly`, `SameSite=Strict`, and `__Host-`/`Secure` when the
+//! listener has TLS. A POST is refused unless the browser says it comes
+//! from this origin (`Sec-Fetch-Site`, else `Origin`) and it carries the
+//! session's form token. Pages are rendered on the server ([`pages`]) with
+//! escaping on, and served under a Content-Security-Policy that runs only
+//! the console's own scripts.
+
+pub mod pages;
+pub mod signin;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use gatehouse_engine::operators::Role;
+use gatehouse_ledger::writer::Clock;
+use gatehouse_ledger::{EventBody, LedgerReader};
+use serde::Deserialize;
+
+use crate::gateway::control::admin::{self, Refusal};
+use crate::gateway::control::shared::Shared;
+use pages::{HeldView, SessionRow, Viewer};
+use signin::{ConsoleSessions, SignedIn};
+
+/// The vendored htmx (2.0.4, Zero-Clause BSD; see assets/console/).
+const HTMX: &str = include_str!("../../../../assets/console/htmx.min.js");
+const SCRIPT: &str = include_str!("../../../../assets/console/console.js");
+const STYLE: &str = include_str!("../../../../assets/console/console.css");
+
+/// Pages run the console's own script and style sheet, nothing else.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// A replay is the self-contained page `gatehouse replay --html` writes:
+/// its styles are inline, and it runs no script at all.
+const REPLAY_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// Statements of a session shown with a held one.
+const RECENT: usize = 10;
+
+/// The console's own state beside the gateway's.
+pub struct Console {
+    sessions: ConsoleSessions,
+    /// The admin listener has TLS: the cookie is `__Host-` and `Secure`.
+    tls: bool,
+    clock: Clock,
+}
+
+impl Console {
+    /// A console with no session yet.
+    pub fn new(tls: bool, clock: Clock) -> Self {
+        Console {
+            sessions: ConsoleSessions::new(clock.clone()),
+            tls,
+            clock,
+        }
+    }
+
+    fn cookie_name(&self) -> &'static str {
+        if self.tls {
+            "__Host-gatehouse"
+        } else {
+            "gatehouse_console"
+        }
+    }
+
+    fn set_cookie(&self, value: &str) -> String {
+        let secure = if self.tls { "; Secure" } else { "" };
+        format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Strict{secure}",
+            self.cookie_name()
+        )
+    }
+
+    fn cookie<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        let name = self.cookie_name();
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+#[derive(Clone)]
+struct Ctx {
+    shared: Arc<Shared>,
+    console: Arc<Console>,
+}
+
+/// The console's routes, to merge into the admin router.
+pub fn router(shared: Arc<Shared>, console: Arc<Console>) -> Router {
+    Router::new()
+        .route("/console", get(|| async { Redirect::to("/console/inbox") }))
+        .route("/console/signin", get(signin_page).post(signin_submit))
+        .route("/console/signout", post(signout))
+        .route("/console/inbox", get(inbox))
+        .route("/console/inbox/items", get(inbox_items))
+        .route("/console/events", get(events))
+        .route("/console/approvals/{approval}/approve", post(approve))
+        .route("/console/approvals/{approval}/deny", post(deny))
+        .route("/console/sessions", get(sessions))
+        .route("/console/sessions/rows", get(session_rows))
+        .route("/console/sessions/{session}/kill", post(kill))
+        .route("/console/identities/{identity}/block", post(block))
+        .route("/console/replay", get(replay))
+        .route("/console/assets/{name}", get(asset))
+        .layer(axum::middleware::map_response(hardened))
+        .with_state(Ctx { shared, console })
+}
+
+/// Headers every console response carries.
+async fn hardened(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// A console request that cannot go on: a page saying why, or the way to
+/// sign in.
+enum Stop {
+    SignIn,
+    Page(StatusCode, String, Option<Viewer>),
+}
+
+impl IntoResponse for Stop {
+    fn into_response(self) -> Response {
+        match self {
+            Stop::SignIn => Redirect::to("/console/signin").into_response(),
+            Stop::Page(status, message, viewer) => {
+                let title = match status {
+                    StatusCode::FORBIDDEN => "Not allowed",
+                    StatusCode::NOT_FOUND => "Not found",
+                    StatusCode::BAD_REQUEST => "Cannot do that",
+                    StatusCode::CONFLICT => "Already decided",
+                    _ => "Not done",
+                };
+                (
+                    status,
+                    Html(pages::problem(viewer.as_ref(), title, &message).into_string()),
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+impl From<Refusal> for Stop {
+    fn from(r: Refusal) -> Self {
+        Stop::Page(r.0, r.1, None)
+    }
+}
+
+impl Ctx {
+    /// The signed-in operator behind this request, with what they may do
+    /// now (roles are read fresh: a removed operator is signed out).
+    fn viewer(&self, headers: &HeaderMap) -> Result<Viewer, Stop> {
+        let key = self.console.cookie(headers).ok_or(Stop::SignIn)?;
+        let SignedIn {
+            operator,
+            form_token,
+        } = self.console.sessions.find(key).ok_or(Stop::SignIn)?;
+        let operators = self.shared.operators.read().expect("operators lock");
+        let Some(o) = operators.get(&operator) else {
+            self.console.sessions.end(key);
+            return Err(Stop::SignIn);
+        };
+        Ok(Viewer {
+            approver: o.roles.contains(&Role::Approver),
+            responder: o.roles.contains(&Role::Responder),
+            operator,
+            form_token,
+        })
+    }
+
+    /// The viewer of a POST: from this origin, with the session's form
+    /// token; otherwise refused (and recorded) before anything is done.
+    async fn poster(&self, headers: &HeaderMap, token: &str, action: &str) -> Result<Viewer, Stop> {
+        if !same_origin(headers) {
+            admin::record(
+                &self.shared,
+                "(unauthenticated)",
+                action,
+                None,
+                "forbidden",
+                Some("cross-origin console request".into()),
+            )
+            .await;
+            return Err(Stop::Page(
+                StatusCode::FORBIDDEN,
+                "this request did not come from the console's own pages, so it was refused".into(),
+                None,
+            ));
+        }
+        let viewer = self.viewer(headers)?;
+        if !signin::same_token(token, &viewer.form_token) {
+            admin::record(
+                &self.shared,
+                &viewer.operator,
+                action,
+                None,
+                "forbidden",
+                Some("missing or wrong console form token".into()),
+            )
+            .await;
+            return Err(Stop::Page(
+                StatusCode::FORBIDDEN,
+                "the form is stale or was not sent by the console: reload the page and try again"
+                    .into(),
+                Some(viewer),
+            ));
+        }
+        Ok(viewer)
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.console.clock)() / 1_000_000
+    }
+}
+
+/// Whether the browser says the request comes from this origin. Browsers
+/// send `Sec-Fetch-Site`; older ones `Origin`, compared with `Host`.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    match text(header::HeaderName::from_static("sec-fetch-site")) {
+        Some(site) => site == "same-origin",
+        None => match (text(header::ORIGIN), text(header::HOST)) {
+            (Some(origin), Some(host)) => origin
+                .split_once("://")
+                .is_some_and(|(_, rest)| rest.trim_end_matches('/') == host),
+            _ => false,
+        },
+    }
+}
+
+async fn signin_page() -> Html<String> {
+    Html(pages::signin(None).into_string())
+}
+
+#[derive(Deserialize)]
+struct SigninForm {
+    token: String,
+}
+
+async fn signin_submit(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Form(form): Form<SigninForm>,
+) -> Response {
+    if !same_origin(&headers) {
+        return Stop::Page(
+            StatusCode::FORBIDDEN,
+            "sign in from the console's own page".into(),
+            None,
+        )
+        .into_response();
+    }
+    let operator = ctx
+        .shared
+        .operators
+        .read()
+        .expect("operators lock")
+        .authenticate(form.token.trim())
+        .map(|o| o.name.clone());
+    let Some(operator) = operator else {
+        admin::record(
+            &ctx.shared,
+            "(unauthenticated)",
+            "console.signin",
+            None,
+            "unauthenticated",
+            None,
+        )
+        .await;
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(pages::signin(Some("That is not a valid operator token.")).into_string()),
+        )
+            .into_response();
+    };
+    let (key, _) = ctx.console.sessions.start(&operator);
+    admin::record(&ctx.shared, &operator, "console.signin", None, "ok", None).await;
+    let mut response = Redirect::to("/console/inbox").into_response();
+    if let Ok(v) = HeaderValue::from_str(&ctx.console.set_cookie(&key)) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    #[serde(default)]
+    form_token: String,
+}
+
+async fn signout(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Result<Response, Stop> {
+    let viewer = ctx
+        .poster(&headers, &form.form_token, "console.signout")
+        .await?;
+    if let Some(key) = ctx.console.cookie(&headers) {
+        ctx.console.sessions.end(key);
+    }
+    admin::record(
+        &ctx.shared,
+        &viewer.operator,
+        "console.signout",
+        None,
+        "ok",
+        None,
+    )
+    .await;
+    let mut response = Redirect::to("/console/signin").into_response();
+    let cleared = format!("{}; Max-Age=0", ctx.console.set_cookie(""));
+    if let Ok(v) = HeaderValue::from_str(&cleared) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(response)
+}
+
+async fn inbox(State(ctx): State<Ctx>, headers: HeaderMap) -> Result<Html<String>, Stop> {
+    let viewer = ctx.viewer(&headers)?;
+    let held = held(&ctx.shared).await;
+    Ok(Html(
+        pages::inbox(&viewer, &held, ctx.now_ms()).into_string(),
+    ))
+}
+
+async fn inbox_items(State(ctx): State<Ctx>, headers: HeaderMap) -> Result<Html<String>, Stop> {
+    let viewer = ctx.viewer(&headers)?;
+    let held = held(&ctx.shared).await;
+    Ok(Html(
+        pages::inbox_items(&viewer, &held, ctx.now_ms()).into_string(),
+    ))
+}
+
+/// The pending requests with their context: the session's application and
+/// client while it runs, and from the ledger the held statement's
+/// judgement and the session's recent statements.
+async fn held(shared: &Arc<Shared>) -> Vec<HeldView> {
+    let rfc3339 = gatehouse_verify::report::rfc3339;
+    let pending = shared.approvals.list(true);
+    let live: Vec<(Option<String>, Option<String>)> = {
+        let sessions = shared.sessions.lock().expect("sessions lock");
+        pending
+            .iter()
+            .map(|(_, a)| match sessions.get(&a.session) {
+                Some(c) => (c.application_name.clone(), Some(c.client_addr.clone())),
+                None => (None, None),
+            })
+            .collect()
+    };
+    let path = shared.ledger.path().to_owned();
+    let wanted: Vec<(u64, u64)> = pending.iter().map(|(_, a)| (a.session, a.query)).collect();
+    let context = tokio::task::spawn_blocking(move || session_context(&path, &wanted))
+        .await
+        .unwrap_or_default();
+    pending
+        .into_iter()
+        .zip(live)
+        .enumerate()
+        .map(|(i, ((id, a), (application_name, client_addr)))| {
+            let (judged, recent) = context.get(i).cloned().unwrap_or_default();
+            let judged = judged.as_ref();
+            HeldView {
+                approval: id,
+                identity: a.identity,
+                session: a.session,
+                application_name,
+                client_addr,
+                sql: a.sql,
+                params: a
+                    .params
+                    .iter()
+                    .map(|p| {
+                        p.value
+                            .clone()
+                            .map(|v| if p.binary { format!("\\x{v}") } else { v })
+                    })
+                    .collect(),
+                class: judged.map(|s| format!("{:?}", s.class).to_lowercase()),
+                tables: judged.map(|s| s.tables.clone()).unwrap_or_default(),
+                columns: judged.map(|s| s.columns.clone()).unwrap_or_default(),
+                rule: a.rule,
+                message: judged.and_then(|s| s.message.clone()),
+                fingerprint: a.fingerprint,
+                quorum: a.quorum,
+                approvers: a.approvers,
+                requested_at: rfc3339(a.requested_at),
+                expires_at: rfc3339(a.expires_at),
+                expires_ms: a.expires_at / 1_000_000,
+                recent,
+            }
+        })
+        .collect()
+}
+
+type Judged = (
+    Option<gatehouse_ledger::event::Statement>,
+    Vec<(String, String)>,
+);
+
+/// For each (session, query): that statement's record and the session's
+/// last statements with what policy did, read from the gateway's own
+/// ledger (empty where it cannot be read: the inbox still shows the
+/// request).
+fn session_context(path: &std::path::Path, wanted: &[(u64, u64)]) -> Vec<Judged> {
+    let Ok(reader) = LedgerReader::open(path) else {
+        return Vec::new();
+    };
+    wanted
+        .iter()
+        .map(|&(session, query)| {
+            let mut judged = None;
+            let mut recent = VecDeque::with_capacity(RECENT);
+            let Ok(events) = reader.events_by_session(session) else {
+                return (None, Vec::new());
+            };
+            for stored in events.flatten() {
+                if let EventBody::Statement(s) = stored.event.body {
+                    if recent.len() == RECENT {
+                        recent.pop_front();
+                    }
+                    recent.push_back((s.sql.clone(), format!("{:?}", s.action).to_lowercase()));
+                    if s.query == query {
+                        judged = Some(s);
+                    }
+                }
+            }
+            (judged, recent.into())
+        })
+        .collect()
+}
+
+/// Server-sent events: one whenever the approval desk records something,
+/// with the ledger sequence number as its id, so a browser that
+/// reconnects (sending `Last-Event-ID`) is told at once of what it missed.
+async fn events(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>>, Stop> {
+    ctx.viewer(&headers)?;
+    let last: u64 = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let rx = ctx.shared.approvals.changes();
+    let stream = futures_util::stream::unfold((rx, last), |(mut rx, last)| async move {
+        loop {
+            let now = *rx.borrow_and_update();
+            if now > last {
+                let event = SseEvent::default()
+                    .id(now.to_string())
+                    .event("changed")
+                    .data(now.to_string());
+                return Some((Ok(event), (rx, now)));
+            }
+            rx.changed().await.ok()?;
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[derive(Deserialize)]
+struct ApproveForm {
+    #[serde(default)]
+    form_token: String,
+    #[serde(default)]
+    duration: String,
+}
+
+async fn approve(
+    State(ctx): State<Ctx>,
+    Path(approval): Path<u64>,
+    headers: HeaderMap,
+    Form(form): Form<ApproveForm>,
+) -> Result<Response, Stop> {
+    let viewer = ctx
+        .poster(&headers, &form.form_token, "approval.approve")
+        .await?;
+    let target = approval.to_string();
+    let operator = admin::permit(
+        &ctx.shared,
+        Some(&viewer.operator),
+        "approval.approve",
+        Some(&target),
+        &[Role::Approver],
+    )
+    .await?;
+    let grant_until = match form.duration.trim() {
+        "" => None,
+        text => {
+            let d = crate::commands::parse_duration(text).map_err(|e| {
+                Stop::Page(StatusCode::BAD_REQUEST, e.to_string(), Some(viewer.clone()))
+            })?;
+            Some((ctx.console.clock)() + d.as_nanos() as u64)
+        }
+    };
+    ctx.shared
+        .approvals
+        .approve(&ctx.shared.ledger, approval, &operator, grant_until)
+        .await
+        .map_err(|e| {
+            let r = admin::desk_refusal(e);
+            Stop::Page(r.0, r.1, Some(viewer.clone()))
+        })?;
+    Ok(Redirect::to("/console/inbox").into_response())
+}
+
+#[derive(Deserialize)]
+struct ReasonForm {
+    #[serde(default)]
+    form_token: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// A reason the form must carry; refused (400) when blank.
+fn reason(form: &ReasonForm, viewer: &Viewer) -> Result<String, Stop> {
+    let reason = form.reason.trim();
+    if reason.is_empty() {
+        return Err(Stop::Page(
+            StatusCode::BAD_REQUEST,
+            "a reason is required: it is recorded and shown to the client".into(),
+            Some(viewer.clone()),
+        ));
+    }
+    Ok(reason.to_owned())
+}
+
+async fn deny(
+    State(ctx): State<Ctx>,
+    Path(approval): Path<u64>,
+    headers: HeaderMap,
+    Form(form): Form<ReasonForm>,
+) -> Result<Response, Stop> {
+    let viewer = ctx
+        .poster(&headers, &form.form_token, "approval.deny")
+        .await?;
+    let target = approval.to_string();
+    let operator = admin::permit(
+        &ctx.shared,
+        Some(&viewer.operator),
+        "approval.deny",
+        Some(&target),
+        &[Role::Approver],
+    )
+    .await?;
+    let reason = reason(&form, &viewer)?;
+    ctx.shared
+        .approvals
+        .deny(&ctx.shared.ledger, approval, Some(&operator), &reason)
+        .await
+        .map_err(|e| {
+            let r = admin::desk_refusal(e);
+            Stop::Page(r.0, r.1, Some(viewer.clone()))
+        })?;
+    Ok(Redirect::to("/console/inbox").into_response())
+}
+
+fn rows(shared: &Shared) -> Vec<SessionRow> {
+    let mut rows: Vec<SessionRow> = shared
+        .sessions
+        .lock()
+        .expect("sessions lock")
+        .iter()
+        .map(|(id, c)| SessionRow {
+            session: *id,
+            identity: c.identity.clone(),
+            target: c.target.clone(),
+            client_addr: c.client_addr.clone(),
+            application_name: c.application_name.clone(),
+            started: gatehouse_verify::report::rfc3339(c.started),
+            statements: c.activity.statements(),
+            current: c
+                .activity
+                .current()
+                .map(|(sql, ran)| (sql, ran.as_millis() as u64)),
+        })
+        .collect();
+    rows.sort_by_key(|r| r.session);
+    rows
+}
+
+async fn sessions(State(ctx): State<Ctx>, headers: HeaderMap) -> Result<Html<String>, Stop> {
+    let viewer = ctx.viewer(&headers)?;
+    Ok(Html(
+        pages::sessions(&viewer, &rows(&ctx.shared)).into_string(),
+    ))
+}
+
+async fn session_rows(State(ctx): State<Ctx>, headers: HeaderMap) -> Result<Html<String>, Stop> {
+    let viewer = ctx.viewer(&headers)?;
+    Ok(Html(
+        pages::session_rows(&viewer, &rows(&ctx.shared)).into_string(),
+    ))
+}
+
+async fn kill(
+    State(ctx): State<Ctx>,
+    Path(session): Path<u64>,
+    headers: HeaderMap,
+    Form(form): Form<ReasonForm>,
+) -> Result<Response, Stop> {
+    let viewer = ctx
+        .poster(&headers, &form.form_token, "session.kill")
+        .await?;
+    let target = session.to_string();
+    let operator = admin::permit(
+        &ctx.shared,
+        Some(&viewer.operator),
+        "session.kill",
+        Some(&target),
+        &[Role::Responder],
+    )
+    .await?;
+    let reason = reason(&form, &viewer)?;
+    if !ctx.shared.kill(session, &operator, &reason) {
+        return Err(Stop::Page(
+            StatusCode::NOT_FOUND,
+            format!("session {session} is not running"),
+            Some(viewer),
+        ));
+    }
+    Ok(Redirect::to("/console/sessions").into_response())
+}
+
+async fn block(
+    State(ctx): State<Ctx>,
+    Path(identity): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ReasonForm>,
+) -> Result<Response, Stop> {
+    let viewer = ctx
+        .poster(&headers, &form.form_token, "identity.block")
+        .await?;
+    let operator = admin::permit(
+        &ctx.shared,
+        Some(&viewer.operator),
+        "identity.block",
+        Some(&identity),
+        &[Role::Responder],
+    )
+    .await?;
+    let reason = reason(&form, &viewer)?;
+    ctx.shared
+        .block(&identity, &operator, &reason, None)
+        .await
+        .map_err(|e| {
+            let r = admin::unrecorded("block", e);
+            Stop::Page(r.0, r.1, Some(viewer.clone()))
+        })?;
+    Ok(Redirect::to("/console/sessions").into_response())
+}
+
+#[derive(Deserialize)]
+struct ReplayQuery {
+    session: u64,
+}
+
+/// The replay of one session, as `gatehouse replay --html` renders it,
+/// from the events the signed log vouches for.
+async fn replay(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Query(query): Query<ReplayQuery>,
+) -> Result<Response, Stop> {
+    let viewer = ctx.viewer(&headers)?;
+    let target = query.session.to_string();
+    admin::permit(
+        &ctx.shared,
+        Some(&viewer.operator),
+        "replay.session",
+        Some(&target),
+        &[Role::Auditor, Role::Approver, Role::Responder, Role::Admin],
+    )
+    .await?;
+    let path = ctx.shared.ledger.path().to_owned();
+    let loaded = tokio::task::spawn_blocking(move || {
+        crate::replay::load(
+            &path,
+            crate::replay::Selection::Session(query.session),
+            crate::replay::Window::default(),
+            None,
+        )
+        .map(|r| crate::replay::html::render(&r))
+    })
+    .await
+    .map_err(|e| Stop::Page(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    match loaded {
+        Ok(page) => {
+            let mut response = Html(page).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(REPLAY_CSP),
+            );
+            Ok(response)
+        }
+        Err(e) => Err(Stop::Page(
+            StatusCode::NOT_FOUND,
+            format!("no replay of session {}: {e}", query.session),
+            Some(viewer),
+        )),
+    }
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    let (body, kind) = match name.as_str() {
+        "htmx.min.js" => (HTMX, "text/javascript; charset=utf-8"),
+        "console.js" => (SCRIPT, "text/javascript; charset=utf-8"),
+        "console.css" => (STYLE, "text/css; charset=utf-8"),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn only_same_origin_posts_pass() {
+        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")])));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "cross-site")])));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "same-site")])));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "none")])));
+        assert!(same_origin(&headers(&[
+            ("origin", "http://127.0.0.1:9000"),
+            ("host", "127.0.0.1:9000")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("origin", "http://evil.example"),
+            ("host", "127.0.0.1:9000")
+        ])));
+        assert!(!same_origin(&headers(&[("host", "127.0.0.1:9000")])));
+        assert!(!same_origin(&headers(&[("origin", "null"), ("host", "x")])));
+    }
+
+    #[test]
+    fn the_cookie_is_found_among_others_and_named_for_the_transport() {
+        let clock: Clock = Arc::new(|| 0);
+        let plain = Console::new(false, clock.clone());
+        let h = headers(&[("cookie", "a=1; gatehouse_console=abc; b=2")]);
+        assert_eq!(plain.cookie(&h), Some("abc"));
+        assert!(plain.set_cookie("v").contains("HttpOnly; SameSite=Strict"));
+        assert!(!plain.set_cookie("v").contains("Secure"));
+        let tls = Console::new(true, clock);
+        assert_eq!(tls.cookie(&h), None);
+        assert!(tls
+            .set_cookie("v")
+            .starts_with("__Host-gatehouse=v; Path=/;"));
+        assert!(tls.set_cookie("v").ends_with("; Secure"));
+    }
+}
