@@ -40,6 +40,7 @@ use signin::{ConsoleSessions, SignedIn};
 const HTMX: &str = include_str!("../../../../assets/console/htmx.min.js");
 const SCRIPT: &str = include_str!("../../../../assets/console/console.js");
 const STYLE: &str = include_str!("../../../../assets/console/console.css");
+const ICON: &str = include_str!("../../../../assets/console/favicon.svg");
 
 /// Pages run the console's own script and style sheet, nothing else.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
@@ -752,6 +753,7 @@ async fn asset(Path(name): Path<String>) -> Response {
         "htmx.min.js" => (HTMX, "text/javascript; charset=utf-8"),
         "console.js" => (SCRIPT, "text/javascript; charset=utf-8"),
         "console.css" => (STYLE, "text/css; charset=utf-8"),
+        "favicon.svg" => (ICON, "image/svg+xml"),
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     (

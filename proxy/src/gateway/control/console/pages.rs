@@ -100,6 +100,7 @@ fn layout(title: &str, viewer: Option<&Viewer>, active: &str, body: Markup) -> M
                 // No inline styles from htmx, no eval: the CSP allows neither.
                 meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false}"#;
                 title { (title) " · Gatehouse" }
+                link rel="icon" href="/console/assets/favicon.svg" type="image/svg+xml";
                 link rel="stylesheet" href="/console/assets/console.css";
                 script src="/console/assets/htmx.min.js" {}
                 script src="/console/assets/console.js" {}
