@@ -587,3 +587,99 @@ async fn kill_and_block_from_the_sessions_page_end_the_client_and_are_recorded()
     assert!(replay.body.contains("SELECT 1"), "{}", replay.body);
     assert!(!replay.csp.unwrap().contains("script-src"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_page_dry_runs_statements_and_the_audit_view_lists_decisions() {
+    let env = Env::start_approvals(POLICY, "").await;
+    let alice = signed_in(&env, "alice").await;
+    let page = alice.get("/console/policy").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("name = &quot;delete-orders&quot;"),
+        "{}",
+        page.body
+    );
+    let form_token = alice.form_token("/console/policy").await;
+    let judged = |sql: &'static str| {
+        let token = form_token.clone();
+        let alice = &alice;
+        async move {
+            alice
+                .post(
+                    "/console/policy",
+                    &[
+                        ("form_token", &token),
+                        ("identity", "agent"),
+                        ("target", "shop"),
+                        ("sql", sql),
+                    ],
+                )
+                .await
+        }
+    };
+    let held = judged("DELETE FROM orders WHERE id = 1").await;
+    assert_eq!(held.status, 200, "{}", held.body);
+    assert!(
+        held.body
+            .contains("<strong class=\"verdict\">require_approval</strong>"),
+        "{}",
+        held.body
+    );
+    assert!(held.body.contains("delete-orders"));
+    let denied = judged("DELETE FROM customers").await;
+    assert!(
+        denied
+            .body
+            .contains("<strong class=\"verdict\">deny</strong>"),
+        "{}",
+        denied.body
+    );
+    // Nothing ran: a dry run only judges.
+    assert_eq!(
+        env.pg
+            .psql("shop", "SELECT count(*) FROM orders WHERE id = 1")
+            .trim(),
+        "1"
+    );
+    // Decisions and containment show in the audit view, with reasons,
+    // once their checkpoint is signed.
+    let client = Arc::new(env.connect("agent").await);
+    let held = spawn_query(&client, "DELETE FROM orders WHERE id = 2");
+    let page = inbox_with(&alice, 1).await;
+    let id = page
+        .split("data-approval=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_owned();
+    let token = alice.form_token("/console/inbox").await;
+    let answer = alice
+        .post(
+            &format!("/console/approvals/{id}/deny"),
+            &[("form_token", &token), ("reason", "needs a change ticket")],
+        )
+        .await;
+    assert_eq!(answer.status, 303);
+    assert!(held.await.unwrap().is_err());
+    let viewer = signed_in(&env, "viewer").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let audit = viewer.get("/console/audit").await;
+        assert_eq!(audit.status, 200, "{}", audit.body);
+        if audit.body.contains("needs a change ticket") {
+            assert!(
+                audit.body.contains("<td class=\"operator\">alice</td>"),
+                "{}",
+                audit.body
+            );
+            assert!(
+                audit.body.contains("<td class=\"action\">denied</td>"),
+                "{}",
+                audit.body
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", audit.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

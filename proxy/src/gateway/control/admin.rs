@@ -495,7 +495,7 @@ pub struct PolicyView {
     pub warnings: Vec<String>,
 }
 
-fn policy_view(policy: &gatehouse_engine::policy::Policy) -> PolicyView {
+pub(crate) fn policy_view(policy: &gatehouse_engine::policy::Policy) -> PolicyView {
     PolicyView {
         source: policy.source().to_owned(),
         rules: policy.rules().len(),
@@ -581,13 +581,23 @@ async fn policy_explain(
     )
     .await?;
     let body: ExplainRequest = parse_body(&raw)?;
+    Ok(Json(explain(&shared, &body).await?).into_response())
+}
+
+/// What the gateway's decision pipeline would do with `body`'s statement
+/// (the one its sessions use), without running or recording it: shared by
+/// `POST /v1/policy/explain` and the console's dry run.
+pub(crate) async fn explain(
+    shared: &Arc<Shared>,
+    body: &ExplainRequest,
+) -> Result<crate::commands::Explanation, Refusal> {
     let target = match &body.target {
         Some(name) => shared.targets.get(name).cloned().ok_or_else(|| {
             error(
                 StatusCode::NOT_FOUND,
                 format!(
                     "no target {name:?}; the gateway's targets: {}",
-                    target_names(&shared)
+                    target_names(shared)
                 ),
             )
         })?,
@@ -597,7 +607,7 @@ async fn policy_explain(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "name the target (--target): one of {}",
-                    target_names(&shared)
+                    target_names(shared)
                 ),
             ))
         }
@@ -632,7 +642,7 @@ async fn policy_explain(
         read_only: policy.read_only(&body.identity, &target.name),
         pipeline: "gateway".into(),
     };
-    Ok(Json(explanation).into_response())
+    Ok(explanation)
 }
 
 fn target_names(shared: &Shared) -> String {

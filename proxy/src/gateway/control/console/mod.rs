@@ -54,6 +54,12 @@ const REPLAY_CSP: &str =
 /// Statements of a session shown with a held one.
 const RECENT: usize = 10;
 
+/// The audit view reads the log's newest events, this many at most.
+const AUDIT_WINDOW: u64 = 50_000;
+
+/// Entries the audit view shows, newest first.
+const AUDIT_SHOWN: usize = 500;
+
 /// The console's own state beside the gateway's.
 pub struct Console {
     sessions: ConsoleSessions,
@@ -123,6 +129,8 @@ pub fn router(shared: Arc<Shared>, console: Arc<Console>) -> Router {
         .route("/console/sessions/{session}/kill", post(kill))
         .route("/console/identities/{identity}/block", post(block))
         .route("/console/replay", get(replay))
+        .route("/console/policy", get(policy_page).post(policy_dry_run))
+        .route("/console/audit", get(audit))
         .route("/console/assets/{name}", get(asset))
         .layer(axum::middleware::map_response(hardened))
         .with_state(Ctx { shared, console })
@@ -745,6 +753,238 @@ async fn replay(
             format!("no replay of session {}: {e}", query.session),
             Some(viewer),
         )),
+    }
+}
+
+/// Who may read the policy and judge a statement with it (as the API's
+/// `policy.explain`).
+const POLICY_READERS: &[Role] = &[Role::Auditor, Role::Approver, Role::Admin];
+
+fn target_names(shared: &Shared) -> Vec<String> {
+    let mut names: Vec<String> = shared.targets.keys().cloned().collect();
+    names.sort();
+    names
+}
+
+async fn policy_page(State(ctx): State<Ctx>, headers: HeaderMap) -> Result<Html<String>, Stop> {
+    let viewer = ctx.viewer(&headers)?;
+    admin::permit(
+        &ctx.shared,
+        Some(&viewer.operator),
+        "policy.show",
+        None,
+        POLICY_READERS,
+    )
+    .await?;
+    let view = admin::policy_view(&ctx.shared.policy());
+    let targets = target_names(&ctx.shared);
+    let form = pages::DryRun {
+        target: targets.first().cloned().unwrap_or_default(),
+        ..Default::default()
+    };
+    Ok(Html(
+        pages::policy(&viewer, &view.source, &view.digest, &targets, &form, None).into_string(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct DryRunForm {
+    #[serde(default)]
+    form_token: String,
+    #[serde(default)]
+    identity: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    sql: String,
+}
+
+/// The dry run: the API's `policy.explain` on the form's statement.
+async fn policy_dry_run(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Form(form): Form<DryRunForm>,
+) -> Result<Html<String>, Stop> {
+    let viewer = ctx
+        .poster(&headers, &form.form_token, "policy.explain")
+        .await?;
+    admin::permit(
+        &ctx.shared,
+        Some(&viewer.operator),
+        "policy.explain",
+        None,
+        POLICY_READERS,
+    )
+    .await?;
+    let request = admin::ExplainRequest {
+        identity: form.identity.trim().to_owned(),
+        target: Some(form.target.clone()),
+        sql: form.sql.clone(),
+        policy: None,
+    };
+    let result = admin::explain(&ctx.shared, &request).await;
+    let view = admin::policy_view(&ctx.shared.policy());
+    let shown = pages::DryRun {
+        identity: form.identity,
+        target: form.target,
+        sql: form.sql,
+    };
+    let result = match &result {
+        Ok(e) => Some(Ok(e)),
+        Err(r) => Some(Err(r.1.as_str())),
+    };
+    Ok(Html(
+        pages::policy(
+            &viewer,
+            &view.source,
+            &view.digest,
+            &target_names(&ctx.shared),
+            &shown,
+            result,
+        )
+        .into_string(),
+    ))
+}
+
+/// Recent decisions and containment, from the newest events of the log as
+/// the signed log vouches for them (a window checked against the newest
+/// checkpoint); events not yet signed are counted, not shown.
+async fn audit(State(ctx): State<Ctx>, headers: HeaderMap) -> Result<Html<String>, Stop> {
+    let viewer = ctx.viewer(&headers)?;
+    admin::permit(
+        &ctx.shared,
+        Some(&viewer.operator),
+        "audit.read",
+        None,
+        &[Role::Auditor, Role::Approver, Role::Responder, Role::Admin],
+    )
+    .await?;
+    let path = ctx.shared.ledger.path().to_owned();
+    let key = ctx.shared.ledger.verifier_key().clone();
+    let read = tokio::task::spawn_blocking(move || audit_entries(&path, &key))
+        .await
+        .map_err(|e| Stop::Page(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    match read {
+        Ok((entries, note)) => Ok(Html(pages::audit(&viewer, &entries, &note).into_string())),
+        Err(e) => Err(Stop::Page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the ledger cannot be read as its signatures vouch for it: {e}"),
+            Some(viewer),
+        )),
+    }
+}
+
+fn audit_entries(
+    path: &std::path::Path,
+    key: &gatehouse_ledger::note::VerifierKey,
+) -> Result<(Vec<pages::AuditEntry>, String), gatehouse_ledger::LedgerError> {
+    let reader = LedgerReader::open(path)?;
+    let len = reader.len()?;
+    let from = len.saturating_sub(AUDIT_WINDOW).max(reader.first());
+    let mut unsigned = 0u64;
+    let window = from..len;
+    let (entries, coverage) = gatehouse_ledger::verified::read_selected(
+        &reader,
+        Some(key),
+        Some(std::slice::from_ref(&window)),
+        |_| Vec::new(),
+        |entries: &mut Vec<pages::AuditEntry>, event, covered| {
+            if event.seq < from {
+                return;
+            }
+            if !covered {
+                unsigned += 1;
+                return;
+            }
+            if let Some(entry) = audit_entry(&event) {
+                entries.push(entry);
+            }
+        },
+        |_, _| true,
+    )?;
+    let mut entries = entries;
+    entries.reverse();
+    entries.truncate(AUDIT_SHOWN);
+    let mut note = format!(
+        "Events {from} to {} of the ledger, checked against its newest signed checkpoint (size {}).",
+        len.saturating_sub(1),
+        coverage.covered
+    );
+    if unsigned > 0 {
+        note.push_str(&format!(
+            " {unsigned} newer events wait for their signature and are not shown yet."
+        ));
+    }
+    Ok((entries, note))
+}
+
+/// The audit entry an event makes, if it is a decision or containment.
+fn audit_entry(event: &gatehouse_ledger::Event) -> Option<pages::AuditEntry> {
+    let entry = |operator: &str, action: &str, target: String, reason: Option<String>| {
+        Some(pages::AuditEntry {
+            time: gatehouse_verify::report::rfc3339(event.ts),
+            seq: event.seq,
+            operator: operator.to_owned(),
+            action: action.to_owned(),
+            target,
+            reason,
+        })
+    };
+    match &event.body {
+        EventBody::ApprovalGranted(g) => entry(
+            &g.operator,
+            if g.grant_until.is_some() {
+                "approved for a duration"
+            } else {
+                "approved"
+            },
+            format!("request {} ({})", g.approval, g.identity),
+            None,
+        ),
+        EventBody::ApprovalDenied(d) => entry(
+            d.operator.as_deref().unwrap_or("gateway"),
+            "denied",
+            format!("request {} ({})", d.approval, d.identity),
+            Some(d.reason.clone()),
+        ),
+        EventBody::ApprovalExpired(x) => entry(
+            "gateway",
+            "expired",
+            format!("request {} ({})", x.approval, x.identity),
+            None,
+        ),
+        EventBody::IdentityBlocked(b) => entry(
+            &b.operator,
+            "blocked",
+            b.identity.clone(),
+            Some(b.reason.clone()),
+        ),
+        EventBody::IdentityUnblocked(u) => entry(
+            &u.operator,
+            "unblocked",
+            u.identity.clone(),
+            u.reason.clone(),
+        ),
+        EventBody::SessionTerminated(t) => entry(
+            t.operator.as_deref().unwrap_or("gateway"),
+            "ended session",
+            format!("session {} ({})", t.session, t.identity),
+            Some(t.reason.clone()),
+        ),
+        EventBody::CredentialRevoked(c) => entry(
+            &c.operator,
+            "revoked credential",
+            format!("{} ({})", c.credential, c.identity),
+            Some(c.reason.clone()),
+        ),
+        EventBody::PolicyChanged(p) => entry(&p.operator, "changed policy", String::new(), None),
+        EventBody::OperatorAction(a) if a.outcome != "ok" => entry(
+            &a.operator,
+            &format!("{} ({})", a.action, a.outcome),
+            a.target.clone().unwrap_or_default(),
+            a.detail.clone(),
+        ),
+        _ => None,
     }
 }
 

@@ -112,6 +112,8 @@ fn layout(title: &str, viewer: Option<&Viewer>, active: &str, body: Markup) -> M
                         nav {
                             a href="/console/inbox" class=[(active == "inbox").then_some("active")] { "Held statements" }
                             a href="/console/sessions" class=[(active == "sessions").then_some("active")] { "Sessions" }
+                            a href="/console/policy" class=[(active == "policy").then_some("active")] { "Policy" }
+                            a href="/console/audit" class=[(active == "audit").then_some("active")] { "Audit" }
                         }
                         form method="post" action="/console/signout" class="signout" {
                             input type="hidden" name="form_token" value=(v.form_token);
@@ -309,6 +311,127 @@ pub fn session_rows(viewer: &Viewer, rows: &[SessionRow]) -> Markup {
             }
         }
     }
+}
+
+/// The dry-run form's fields, as last submitted.
+#[derive(Debug, Clone, Default)]
+pub struct DryRun {
+    /// The identity asking.
+    pub identity: String,
+    /// The target.
+    pub target: String,
+    /// The SQL to judge.
+    pub sql: String,
+}
+
+/// The policy page: the policy in force and a dry run.
+pub fn policy(
+    viewer: &Viewer,
+    source: &str,
+    digest: &str,
+    targets: &[String],
+    form: &DryRun,
+    result: Option<Result<&crate::commands::Explanation, &str>>,
+) -> Markup {
+    layout(
+        "Policy",
+        Some(viewer),
+        "policy",
+        html! {
+            h1 { "Policy" }
+            section class="dry-run" {
+                h2 { "Dry run" }
+                p class="hint" { "What the gateway would do with a statement, through the pipeline its sessions use (views, catalog, masking, grants, blocks), without running or recording it." }
+                form method="post" action="/console/policy" {
+                    input type="hidden" name="form_token" value=(viewer.form_token);
+                    label { "Identity " input type="text" name="identity" value=(form.identity) required; }
+                    label { "Target "
+                        select name="target" {
+                            @for t in targets { option value=(t) selected[*t == form.target] { (t) } }
+                        }
+                    }
+                    label class="sql" { "SQL" textarea name="sql" rows="4" required { (form.sql) } }
+                    button type="submit" { "Explain" }
+                }
+                @match result {
+                    Some(Ok(e)) => {
+                        div class="explanation" {
+                            p { "Verdict: " strong class="verdict" { (e.action) }
+                                @if let Some(r) = &e.rule { " by rule " code { (r) } }
+                                @if e.read_only { " (the identity's upstream session is read-only)" } }
+                            @if let Some(m) = &e.message { p class="message" { (m) } }
+                            table class="statements" {
+                                thead { tr { th { "Command" } th { "Class" } th { "Action" } th { "Rule" } th { "Tables" } th { "Columns" } th { "Functions" } th { "Why" } th { "Masks" } } }
+                                tbody {
+                                    @for st in &e.statements {
+                                        tr {
+                                            td { (st.command) } td { (st.class) } td { (st.action) }
+                                            td { (st.rule.as_deref().unwrap_or("—")) }
+                                            td { (list(&st.tables)) } td { (list(&st.columns)) } td { (list(&st.functions)) }
+                                            td { (st.reason.as_deref().unwrap_or("")) } td { (list(&st.masks)) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Some(Err(why)) => { p class="error" { (why) } }
+                    None => {}
+                }
+            }
+            section {
+                h2 { "In force" }
+                p class="hint" { "BLAKE3 " code { (digest) } }
+                pre class="policy" { code { (source) } }
+            }
+        },
+    )
+}
+
+/// One operator decision or containment, as the audit view lists it.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    /// When it was recorded, RFC 3339.
+    pub time: String,
+    /// The ledger sequence number.
+    pub seq: u64,
+    /// Who (an operator, or `gateway` for the gateway's own decisions).
+    pub operator: String,
+    /// What was done.
+    pub action: String,
+    /// To what (an approval request, identity or session).
+    pub target: String,
+    /// The reason given, if any.
+    pub reason: Option<String>,
+}
+
+/// The audit view: recent decisions and containment, newest first, from
+/// the events the signed log vouches for.
+pub fn audit(viewer: &Viewer, entries: &[AuditEntry], note: &str) -> Markup {
+    layout(
+        "Audit",
+        Some(viewer),
+        "audit",
+        html! {
+            h1 { "Audit" }
+            p class="hint" { (note) }
+            @if entries.is_empty() { p class="empty" { "Nothing to show yet." } }
+            @else {
+                table class="audit" {
+                    thead { tr { th { "Time" } th { "Event" } th { "Operator" } th { "Action" } th { "On" } th { "Reason" } } }
+                    tbody {
+                        @for e in entries {
+                            tr {
+                                td { (e.time) } td { (e.seq) }
+                                td class="operator" { (e.operator) } td class="action" { (e.action) }
+                                td { (e.target) } td class="reason" { (e.reason.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
 }
 
 /// An error page: what happened and what to do.
