@@ -126,11 +126,17 @@ pub struct AdminSection {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// The console's base URL as approvers reach it (e.g.
+    /// `https://gatehouse.internal:9443`): notifications link to each
+    /// request in the console when it is set.
+    #[serde(default)]
+    pub console_url: Option<String>,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
         AdminSection {
+            console_url: None,
             tls_cert: None,
             tls_key: None,
             address: default_admin_address(),
@@ -613,6 +619,14 @@ impl Config {
 
     /// The webhook targets, checked.
     pub fn webhook_targets(&self) -> Result<Vec<crate::gateway::webhooks::WebhookTarget>> {
+        if let Some(url) = &self.admin.console_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                anyhow::bail!(
+                    "[admin] console_url {url:?} must start with http:// or https:// \
+                     (the console's address as approvers' browsers reach it)"
+                );
+            }
+        }
         self.webhooks
             .iter()
             .map(|w| {
@@ -651,6 +665,7 @@ impl Config {
                     timeout: std::time::Duration::from_millis(w.timeout_ms.max(1)),
                     secret,
                     slack: w.format == WebhookFormat::Slack,
+                    console_url: self.admin.console_url.clone(),
                 })
             })
             .collect()

@@ -49,6 +49,9 @@ pub struct WebhookTarget {
     pub secret: Option<Vec<u8>>,
     /// Sends a Slack-compatible message instead of the JSON payload.
     pub slack: bool,
+    /// The console's address as approvers reach it (`[admin] console_url`):
+    /// each notification then links to its request in the console's inbox.
+    pub console_url: Option<String>,
 }
 
 impl std::fmt::Debug for WebhookTarget {
@@ -106,7 +109,10 @@ pub fn slack_message(payload: &Value) -> Value {
                 d["rule"].as_str().unwrap_or("?"),
                 d["approvers_required"],
                 d["expires_at"].as_str().unwrap_or("?"),
-            )
+            ) + &d["link"]
+                .as_str()
+                .map(|l| format!("\n<{l}|Open in the console>"))
+                .unwrap_or_default()
         }
         Some("approval.granted") => format!(
             ":white_check_mark: Gatehouse approval {id} for `{}` approved by {}",
@@ -192,6 +198,19 @@ impl Webhooks {
             let _ = thread.join();
         }
     }
+}
+
+/// `payload` with `detail.link`, the request's place in the console's
+/// inbox, when the console's address is configured.
+pub fn with_link(payload: &Value, console_url: Option<&str>) -> Value {
+    let mut payload = payload.clone();
+    if let (Some(base), Some(id)) = (console_url, payload["detail"]["approval"].as_u64()) {
+        let link = format!("{}/console/inbox#approval-{id}", base.trim_end_matches('/'));
+        if let Some(detail) = payload["detail"].as_object_mut() {
+            detail.insert("link".into(), Value::String(link));
+        }
+    }
+    payload
 }
 
 /// The JSON document for an approval event.
@@ -323,10 +342,11 @@ impl Delivery {
             .http_status_as_error(false)
             .build()
             .into();
+        let payload = with_link(payload, target.console_url.as_deref());
         let body = if target.slack {
-            slack_message(payload)
+            slack_message(&payload)
         } else {
-            payload.clone()
+            payload
         }
         .to_string()
         .into_bytes();
@@ -376,5 +396,39 @@ fn record(ledger: &Ledger, url: Option<&str>, detail: String) {
     };
     if let Err(e) = ledger.append_blocking(&[event.into()]) {
         warn!("cannot record a webhook failure: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configured_console_links_each_notification_to_its_request() {
+        let payload = json!({
+            "event": "approval.requested",
+            "seq": 9,
+            "detail": {
+                "approval": 7, "session": 3, "identity": "agent", "sql": "DELETE FROM t",
+                "params": [], "rule": "hold", "approvers_required": 1, "expires_at": "later",
+            },
+        });
+        assert_eq!(with_link(&payload, None), payload);
+        let linked = with_link(&payload, Some("https://gh.internal:9443/"));
+        assert_eq!(
+            linked["detail"]["link"],
+            "https://gh.internal:9443/console/inbox#approval-7"
+        );
+        let slack = slack_message(&linked)["text"].as_str().unwrap().to_owned();
+        assert!(
+            slack.ends_with(
+                "<https://gh.internal:9443/console/inbox#approval-7|Open in the console>"
+            ),
+            "{slack}"
+        );
+        assert!(!slack_message(&payload)["text"]
+            .as_str()
+            .unwrap()
+            .contains("console"));
     }
 }
