@@ -586,6 +586,37 @@ async fn kill_and_block_from_the_sessions_page_end_the_client_and_are_recorded()
     assert_eq!(replay.status, 200);
     assert!(replay.body.contains("SELECT 1"), "{}", replay.body);
     assert!(!replay.csp.unwrap().contains("script-src"));
+    // Byte for byte what `gatehouse replay --html` writes for the session
+    // (read again if a checkpoint was signed between the two reads).
+    let number: u64 = session.parse().unwrap();
+    let written = || {
+        let ledger = env.ledger();
+        tokio::task::spawn_blocking(move || {
+            let loaded = gatehouse::replay::load(
+                &ledger,
+                gatehouse::replay::Selection::Session(number),
+                gatehouse::replay::Window::default(),
+                None,
+            )
+            .unwrap();
+            gatehouse::replay::html::render(&loaded)
+        })
+    };
+    for attempt in 0.. {
+        let before = written().await.unwrap();
+        let shown = admin
+            .get(&format!("/console/replay?session={session}"))
+            .await
+            .body;
+        let after = written().await.unwrap();
+        if shown == before || shown == after {
+            break;
+        }
+        assert!(
+            before != after && attempt < 5,
+            "the console's replay differs:\n{shown}\n---\n{after}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
