@@ -54,6 +54,10 @@ const REPLAY_CSP: &str =
 /// Statements of a session shown with a held one.
 const RECENT: usize = 10;
 
+/// Events read before a held request for its statement and the session's
+/// recent ones.
+const CONTEXT_WINDOW: u64 = 5_000;
+
 /// The audit view reads the log's newest events, this many at most.
 const AUDIT_WINDOW: u64 = 50_000;
 
@@ -402,7 +406,10 @@ async fn held(shared: &Arc<Shared>) -> Vec<HeldView> {
             .collect()
     };
     let path = shared.ledger.path().to_owned();
-    let wanted: Vec<(u64, u64)> = pending.iter().map(|(_, a)| (a.session, a.query)).collect();
+    let wanted: Vec<(u64, u64, u64)> = pending
+        .iter()
+        .map(|(_, a)| (a.session, a.query, a.requested_at))
+        .collect();
     let context = tokio::task::spawn_blocking(move || session_context(&path, &wanted))
         .await
         .unwrap_or_default();
@@ -451,31 +458,37 @@ type Judged = (
     Vec<(String, String)>,
 );
 
-/// For each (session, query): that statement's record and the session's
-/// last statements with what policy did, read from the gateway's own
-/// ledger (empty where it cannot be read: the inbox still shows the
-/// request).
-fn session_context(path: &std::path::Path, wanted: &[(u64, u64)]) -> Vec<Judged> {
+/// For each held request (session, query, when it was requested): that
+/// statement's record and the session's last statements with what policy
+/// did, read from the gateway's own ledger in the [`CONTEXT_WINDOW`]
+/// events up to the request (the statement's record is committed just
+/// before it), so a long-lived session costs no more than a short one.
+/// Empty where the ledger cannot be read: the inbox still shows the request.
+fn session_context(path: &std::path::Path, wanted: &[(u64, u64, u64)]) -> Vec<Judged> {
     let Ok(reader) = LedgerReader::open(path) else {
         return Vec::new();
     };
     wanted
         .iter()
-        .map(|&(session, query)| {
-            let mut judged = None;
-            let mut recent = VecDeque::with_capacity(RECENT);
-            let Ok(events) = reader.events_by_session(session) else {
+        .map(|&(session, query, requested_at)| {
+            let Ok(end) = reader.first_at_or_after(requested_at.saturating_add(1)) else {
                 return (None, Vec::new());
             };
-            for stored in events.flatten() {
-                if let EventBody::Statement(s) = stored.event.body {
-                    if recent.len() == RECENT {
-                        recent.pop_front();
+            let start = end.saturating_sub(CONTEXT_WINDOW).max(reader.first());
+            let mut judged = None;
+            let mut recent = VecDeque::with_capacity(RECENT);
+            for stored in reader.events(start..end).flatten() {
+                match stored.event.body {
+                    EventBody::Statement(s) if s.session == session => {
+                        if recent.len() == RECENT {
+                            recent.pop_front();
+                        }
+                        recent.push_back((s.sql.clone(), format!("{:?}", s.action).to_lowercase()));
+                        if s.query == query {
+                            judged = Some(s);
+                        }
                     }
-                    recent.push_back((s.sql.clone(), format!("{:?}", s.action).to_lowercase()));
-                    if s.query == query {
-                        judged = Some(s);
-                    }
+                    _ => {}
                 }
             }
             (judged, recent.into())
