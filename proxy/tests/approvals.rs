@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use gatehouse::gateway::admin::ApprovalView;
 use gatehouse_ledger::event::EventBody;
 use serde_json::Value;
-use support::Env;
+use support::{spawn_query, Env};
 
 const POLICY: &str = r#"
 [[rule]]
@@ -121,16 +121,6 @@ async fn deny(env: &Env, who: &str, id: u64, reason: &str) -> (u16, Value) {
 
 fn upstream_count(env: &Env, sql: &str) -> i64 {
     env.pg.psql("shop", sql).trim().parse().unwrap()
-}
-
-/// Runs `sql` as a simple query in the background.
-fn spawn_query(
-    client: &std::sync::Arc<tokio_postgres::Client>,
-    sql: &str,
-) -> tokio::task::JoinHandle<Result<u64, tokio_postgres::Error>> {
-    let client = client.clone();
-    let sql = sql.to_owned();
-    tokio::spawn(async move { client.execute(sql.as_str(), &[]).await })
 }
 
 fn sqlstate(e: &tokio_postgres::Error) -> (String, String) {

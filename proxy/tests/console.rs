@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gatehouse_ledger::event::EventBody;
-use support::Env;
+use support::{spawn_query, Env};
 
 const POLICY: &str = r#"
 [[rule]]
@@ -192,15 +192,6 @@ async fn inbox_with(b: &Browser, n: usize) -> String {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn spawn_query(
-    client: &Arc<tokio_postgres::Client>,
-    sql: &str,
-) -> tokio::task::JoinHandle<Result<u64, tokio_postgres::Error>> {
-    let client = client.clone();
-    let sql = sql.to_owned();
-    tokio::spawn(async move { client.execute(sql.as_str(), &[]).await })
 }
 
 fn operator_actions(env: &Env) -> Vec<(String, String, String)> {

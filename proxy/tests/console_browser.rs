@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::FutureExt;
-use support::Env;
+use support::{spawn_query, Env};
 
 const POLICY: &str = r#"
 [[rule]]
@@ -218,15 +218,6 @@ where
 
 fn operator_token(env: &Env, who: &str) -> String {
     env.secret(&format!("operator:{who}")).to_owned()
-}
-
-fn spawn_query(
-    client: &Arc<tokio_postgres::Client>,
-    sql: &str,
-) -> tokio::task::JoinHandle<Result<u64, tokio_postgres::Error>> {
-    let client = client.clone();
-    let sql = sql.to_owned();
-    tokio::spawn(async move { client.execute(sql.as_str(), &[]).await })
 }
 
 /// What the CLI does: the admin API with an operator's token.

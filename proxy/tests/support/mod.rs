@@ -821,3 +821,13 @@ async fn try_read_message(stream: &mut tokio::net::TcpStream) -> Option<(u8, Vec
 async fn read_message(stream: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
     try_read_message(stream).await.expect("the gateway answers")
 }
+
+/// Runs `sql` in the background (a statement that may be held).
+pub fn spawn_query(
+    client: &std::sync::Arc<tokio_postgres::Client>,
+    sql: &str,
+) -> tokio::task::JoinHandle<Result<u64, tokio_postgres::Error>> {
+    let client = client.clone();
+    let sql = sql.to_owned();
+    tokio::spawn(async move { client.execute(sql.as_str(), &[]).await })
+}

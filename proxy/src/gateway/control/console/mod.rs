@@ -199,6 +199,11 @@ impl From<Refusal> for Stop {
     }
 }
 
+/// A refusal shown as a page to `viewer`.
+fn refused(viewer: &Viewer) -> impl Fn(Refusal) -> Stop + '_ {
+    move |r| Stop::Page(r.0, r.1, Some(viewer.clone()))
+}
+
 impl Ctx {
     /// The signed-in operator behind this request, with what they may do
     /// now (roles are read fresh: a removed operator is signed out).
@@ -259,6 +264,22 @@ impl Ctx {
             ));
         }
         Ok(viewer)
+    }
+
+    /// The operator taking `action` on `target` from a console form:
+    /// [`Ctx::poster`]'s checks, then the admin API's role check.
+    async fn actor(
+        &self,
+        headers: &HeaderMap,
+        token: &str,
+        action: &str,
+        target: Option<&str>,
+        roles: &[Role],
+    ) -> Result<(Viewer, String), Stop> {
+        let viewer = self.poster(headers, token, action).await?;
+        let operator =
+            admin::permit(&self.shared, Some(&viewer.operator), action, target, roles).await?;
+        Ok((viewer, operator))
     }
 
     fn now_ms(&self) -> u64 {
@@ -540,18 +561,16 @@ async fn approve(
     headers: HeaderMap,
     Form(form): Form<ApproveForm>,
 ) -> Result<Response, Stop> {
-    let viewer = ctx
-        .poster(&headers, &form.form_token, "approval.approve")
-        .await?;
     let target = approval.to_string();
-    let operator = admin::permit(
-        &ctx.shared,
-        Some(&viewer.operator),
-        "approval.approve",
-        Some(&target),
-        &[Role::Approver],
-    )
-    .await?;
+    let (viewer, operator) = ctx
+        .actor(
+            &headers,
+            &form.form_token,
+            "approval.approve",
+            Some(&target),
+            &[Role::Approver],
+        )
+        .await?;
     let grant_until = match form.duration.trim() {
         "" => None,
         text => {
@@ -565,10 +584,7 @@ async fn approve(
         .approvals
         .approve(&ctx.shared.ledger, approval, &operator, grant_until)
         .await
-        .map_err(|e| {
-            let r = admin::desk_refusal(e);
-            Stop::Page(r.0, r.1, Some(viewer.clone()))
-        })?;
+        .map_err(|e| refused(&viewer)(admin::desk_refusal(e)))?;
     Ok(Redirect::to("/console/inbox").into_response())
 }
 
@@ -599,27 +615,22 @@ async fn deny(
     headers: HeaderMap,
     Form(form): Form<ReasonForm>,
 ) -> Result<Response, Stop> {
-    let viewer = ctx
-        .poster(&headers, &form.form_token, "approval.deny")
-        .await?;
     let target = approval.to_string();
-    let operator = admin::permit(
-        &ctx.shared,
-        Some(&viewer.operator),
-        "approval.deny",
-        Some(&target),
-        &[Role::Approver],
-    )
-    .await?;
+    let (viewer, operator) = ctx
+        .actor(
+            &headers,
+            &form.form_token,
+            "approval.deny",
+            Some(&target),
+            &[Role::Approver],
+        )
+        .await?;
     let reason = reason(&form, &viewer)?;
     ctx.shared
         .approvals
         .deny(&ctx.shared.ledger, approval, Some(&operator), &reason)
         .await
-        .map_err(|e| {
-            let r = admin::desk_refusal(e);
-            Stop::Page(r.0, r.1, Some(viewer.clone()))
-        })?;
+        .map_err(|e| refused(&viewer)(admin::desk_refusal(e)))?;
     Ok(Redirect::to("/console/inbox").into_response())
 }
 
@@ -667,18 +678,16 @@ async fn kill(
     headers: HeaderMap,
     Form(form): Form<ReasonForm>,
 ) -> Result<Response, Stop> {
-    let viewer = ctx
-        .poster(&headers, &form.form_token, "session.kill")
-        .await?;
     let target = session.to_string();
-    let operator = admin::permit(
-        &ctx.shared,
-        Some(&viewer.operator),
-        "session.kill",
-        Some(&target),
-        &[Role::Responder],
-    )
-    .await?;
+    let (viewer, operator) = ctx
+        .actor(
+            &headers,
+            &form.form_token,
+            "session.kill",
+            Some(&target),
+            &[Role::Responder],
+        )
+        .await?;
     let reason = reason(&form, &viewer)?;
     if !ctx.shared.kill(session, &operator, &reason) {
         return Err(Stop::Page(
@@ -696,25 +705,20 @@ async fn block(
     headers: HeaderMap,
     Form(form): Form<ReasonForm>,
 ) -> Result<Response, Stop> {
-    let viewer = ctx
-        .poster(&headers, &form.form_token, "identity.block")
+    let (viewer, operator) = ctx
+        .actor(
+            &headers,
+            &form.form_token,
+            "identity.block",
+            Some(&identity),
+            &[Role::Responder],
+        )
         .await?;
-    let operator = admin::permit(
-        &ctx.shared,
-        Some(&viewer.operator),
-        "identity.block",
-        Some(&identity),
-        &[Role::Responder],
-    )
-    .await?;
     let reason = reason(&form, &viewer)?;
     ctx.shared
         .block(&identity, &operator, &reason, None)
         .await
-        .map_err(|e| {
-            let r = admin::unrecorded("block", e);
-            Stop::Page(r.0, r.1, Some(viewer.clone()))
-        })?;
+        .map_err(|e| refused(&viewer)(admin::unrecorded("block", e)))?;
     Ok(Redirect::to("/console/sessions").into_response())
 }
 
@@ -818,17 +822,15 @@ async fn policy_dry_run(
     headers: HeaderMap,
     Form(form): Form<DryRunForm>,
 ) -> Result<Html<String>, Stop> {
-    let viewer = ctx
-        .poster(&headers, &form.form_token, "policy.explain")
+    let (viewer, _) = ctx
+        .actor(
+            &headers,
+            &form.form_token,
+            "policy.explain",
+            None,
+            POLICY_READERS,
+        )
         .await?;
-    admin::permit(
-        &ctx.shared,
-        Some(&viewer.operator),
-        "policy.explain",
-        None,
-        POLICY_READERS,
-    )
-    .await?;
     let request = admin::ExplainRequest {
         identity: form.identity.trim().to_owned(),
         target: Some(form.target.clone()),
