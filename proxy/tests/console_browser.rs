@@ -623,7 +623,26 @@ async fn kill_and_block_from_the_sessions_page() {
                 .is_err(),
             "a blocked identity cannot log in"
         );
-        let _ = chrome.text("main").await;
+        // Both show in the audit view with the operator and the reason,
+        // once their checkpoint is signed.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            chrome
+                .client
+                .goto(&format!("http://{}/console/audit", env.admin))
+                .await
+                .unwrap();
+            let audit = chrome.text("main").await;
+            if audit.contains("exfiltration") && audit.contains("runaway agent") {
+                assert!(
+                    audit.contains("ended session") && audit.contains("blocked"),
+                    "{audit}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "{audit}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     })
     .await;
 }
