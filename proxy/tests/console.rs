@@ -705,3 +705,30 @@ async fn the_policy_page_dry_runs_statements_and_the_audit_view_lists_decisions(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A browser holding the console's event stream open must not keep the
+/// gateway from stopping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_console_does_not_hold_up_the_gateways_shutdown() {
+    let mut env = Env::start_approvals(POLICY, "").await;
+    let alice = signed_in(&env, "alice").await;
+    let url = format!("{}/console/events", alice.base);
+    let cookie = alice.cookie.clone().unwrap();
+    let (opened, is_open) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let r = Browser::agent()
+            .get(&url)
+            .header("Cookie", &cookie)
+            .call()
+            .unwrap();
+        let _ = opened.send(());
+        let mut body = r.into_body().into_reader();
+        let _ = std::io::Read::read_to_end(&mut body, &mut Vec::new());
+    });
+    is_open
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the stream opened");
+    tokio::time::timeout(Duration::from_secs(15), env.stop())
+        .await
+        .expect("the gateway stopped with a console open");
+}

@@ -531,19 +531,29 @@ async fn events(
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let rx = ctx.shared.approvals.changes();
-    let stream = futures_util::stream::unfold((rx, last), |(mut rx, last)| async move {
-        loop {
-            let now = *rx.borrow_and_update();
-            if now > last {
-                let event = SseEvent::default()
-                    .id(now.to_string())
-                    .event("changed")
-                    .data(now.to_string());
-                return Some((Ok(event), (rx, now)));
+    // The stream ends when the gateway stops: an open console must not
+    // hold up its shutdown (the listener waits for its connections).
+    let stop = ctx.shared.shutdown.subscribe();
+    let stream =
+        futures_util::stream::unfold((rx, stop, last), |(mut rx, mut stop, last)| async move {
+            loop {
+                if *stop.borrow() {
+                    return None;
+                }
+                let now = *rx.borrow_and_update();
+                if now > last {
+                    let event = SseEvent::default()
+                        .id(now.to_string())
+                        .event("changed")
+                        .data(now.to_string());
+                    return Some((Ok(event), (rx, stop, now)));
+                }
+                tokio::select! {
+                    changed = rx.changed() => changed.ok()?,
+                    _ = stop.wait_for(|stopping| *stopping) => return None,
+                }
             }
-            rx.changed().await.ok()?;
-        }
-    });
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
