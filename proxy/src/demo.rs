@@ -188,15 +188,17 @@ pub fn run(dir: Option<PathBuf>) -> Result<PathBuf> {
         "6. Compliance exports the evidence",
         &format!(
             "gatehouse export --ledger {} --session 1 --out {}\n\
-             {} events of the agent's session, each with an inclusion proof against the signed checkpoint\n\
+             {} events of the agent's session and the {} statement shapes they refer to, each with an\n\
+             inclusion proof against the signed checkpoint\n\
              of size {}; the other {} events of the log are not disclosed ({} bytes, {}).\n\
              gatehouse-verify {} --key verifier.pub --trusted-checkpoint trusted-checkpoint.note: {}\n\
              A copy with the SSN query rewritten ({}): {}",
             ledger_path.display(),
             bundle_path.display(),
             exported.events,
+            exported.shapes,
             exported.checkpoint_size,
-            exported.checkpoint_size - exported.events as u64,
+            exported.checkpoint_size - (exported.events + exported.shapes) as u64,
             exported.bytes,
             exported.digest,
             bundle_path.display(),

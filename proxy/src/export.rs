@@ -37,8 +37,12 @@ pub struct ExportOptions {
 pub struct Exported {
     /// What the bundle selects.
     pub selection: Selection,
-    /// Events disclosed (not counting boundary events).
+    /// Events disclosed that the selection names (not counting boundary
+    /// events or statement shapes).
     pub events: usize,
+    /// Statement shapes disclosed beside them so that their statements can
+    /// be read (docs/ledger-format.md, section 7.2).
+    pub shapes: usize,
     /// Boundary events disclosed to prove a time range complete.
     pub boundary_events: usize,
     /// Size of the checkpoint the proofs lead to.
@@ -64,6 +68,13 @@ impl std::fmt::Display for Exported {
                 f,
                 " and {} boundary events proving the range complete",
                 self.boundary_events
+            )?;
+        }
+        if self.shapes > 0 {
+            write!(
+                f,
+                " (and the {} statement shapes they refer to)",
+                self.shapes
             )?;
         }
         write!(
@@ -159,9 +170,22 @@ pub fn export(options: &ExportOptions) -> Result<Exported> {
         .with_context(|| format!("cannot export from {}", options.ledger.display()))?;
     let bytes = bundle.to_bytes();
     write_new(&options.out, &bytes)?;
+    // Shapes held as context: outside a time range's span, or any shape of
+    // a session's or an identity's bundle (they concern no subject).
+    let shapes = bundle
+        .events
+        .iter()
+        .filter_map(|e| gatehouse_ledger::event::RecordHead::parse(&e.record.0).ok())
+        .filter(|head| head.kind == gatehouse_ledger::EventKind::StatementShape)
+        .filter(|head| match &selection {
+            Selection::TimeRange { from, to } => !(*from..*to).contains(&head.ts),
+            _ => true,
+        })
+        .count();
     Ok(Exported {
         selection,
-        events: bundle.events.len(),
+        events: bundle.events.len() - shapes,
+        shapes,
         boundary_events: usize::from(bundle.before.is_some()) + usize::from(bundle.after.is_some()),
         checkpoint_size: bundle.checkpoint_size(),
         consistent_with: bundle.consistency_sizes(),
@@ -227,5 +251,70 @@ mod tests {
         assert!(selection(&o).is_err(), "empty range");
         o.to = Some("yesterday".into());
         assert!(selection(&o).unwrap_err().to_string().contains("RFC 3339"));
+    }
+
+    use gatehouse_ledger::event::{Action, Protocol, SessionOpened, Statement, StatementClass};
+    use gatehouse_ledger::note::NoteSigner;
+    use gatehouse_ledger::{EventBody, Ledger, WriterOptions};
+
+    fn statement(query: u64) -> EventBody {
+        Statement {
+            session: 1,
+            identity: "agent".into(),
+            query,
+            sql: format!("SELECT * FROM orders WHERE id = {query}"),
+            params: vec![],
+            statement: None,
+            portal: None,
+            protocol: Protocol::Simple,
+            action: Action::Allow,
+            rule: Some("reads".into()),
+            class: StatementClass::Read,
+            tables: vec!["public.orders".into()],
+            columns: vec![],
+            message: None,
+        }
+        .into()
+    }
+
+    #[test]
+    fn shapes_are_counted_apart_from_the_selected_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let mut writer = WriterOptions::new(
+            &path,
+            NoteSigner::from_seed("gatehouse.test/export", [3; 32]).unwrap(),
+        );
+        writer.sign_every = std::time::Duration::ZERO;
+        let ledger = Ledger::open(writer).unwrap();
+        let opened: EventBody = SessionOpened {
+            session: 1,
+            identity: "agent".into(),
+            target: "shop".into(),
+            client_addr: "127.0.0.1:1".into(),
+            application_name: None,
+            credential: None,
+            tls: false,
+        }
+        .into();
+        ledger
+            .append_blocking(&[opened, statement(1), statement(2)])
+            .unwrap();
+        ledger.close();
+        let exported = export(&ExportOptions {
+            ledger: path,
+            session: Some(1),
+            identity: None,
+            from: None,
+            to: None,
+            out: dir.path().join("session.bundle"),
+            consistent_with: vec![],
+            prove_complete: false,
+        })
+        .unwrap();
+        assert_eq!((exported.events, exported.shapes), (3, 1));
+        assert!(exported
+            .to_string()
+            .starts_with("exported 3 events of session 1 (and the 1 statement shapes"));
     }
 }
