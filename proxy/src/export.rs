@@ -217,6 +217,9 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatehouse_ledger::event::{Action, Protocol, SessionOpened, Statement, StatementClass};
+    use gatehouse_ledger::note::NoteSigner;
+    use gatehouse_ledger::{EventBody, Ledger, WriterOptions};
 
     fn options() -> ExportOptions {
         ExportOptions {
@@ -252,10 +255,6 @@ mod tests {
         o.to = Some("yesterday".into());
         assert!(selection(&o).unwrap_err().to_string().contains("RFC 3339"));
     }
-
-    use gatehouse_ledger::event::{Action, Protocol, SessionOpened, Statement, StatementClass};
-    use gatehouse_ledger::note::NoteSigner;
-    use gatehouse_ledger::{EventBody, Ledger, WriterOptions};
 
     fn statement(query: u64) -> EventBody {
         Statement {
