@@ -338,6 +338,17 @@ impl ShownParam {
             },
         }
     }
+
+    /// The value as one line of text: text as sent, binary as `\x` and
+    /// hex; `None` for SQL NULL.
+    pub fn text(&self) -> Option<String> {
+        let value = self.value.as_ref()?;
+        Some(if self.binary {
+            format!("\\x{value}")
+        } else {
+            value.clone()
+        })
+    }
 }
 
 /// The grant a quorum leaves: the earliest end if every approver gave one.

@@ -95,10 +95,8 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     let ledger = shared.ledger.health();
     let mut targets = serde_json::Map::new();
     let mut all = ledger.is_ok();
-    let mut names: Vec<&String> = shared.targets.keys().collect();
-    names.sort();
-    for name in names {
-        let target = &shared.targets[name];
+    for name in shared.target_names() {
+        let target = &shared.targets[&name];
         let addr = format!("{}:{}", target.host, target.port);
         let reached = tokio::time::timeout(
             std::time::Duration::from_secs(1),
@@ -288,11 +286,9 @@ pub struct SessionView {
     pub running_ms: Option<u64>,
 }
 
-async fn sessions(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-) -> Result<Response, Refusal> {
-    authorize(&shared, &headers, "sessions.list", None, Role::Auditor).await?;
+/// The running sessions, by number: what `GET /v1/sessions` lists and the
+/// console's sessions page shows.
+pub(crate) fn session_views(shared: &Shared) -> Vec<SessionView> {
     let mut list: Vec<SessionView> = shared
         .sessions
         .lock()
@@ -318,6 +314,15 @@ async fn sessions(
         })
         .collect();
     list.sort_by_key(|s| s.session);
+    list
+}
+
+async fn sessions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    authorize(&shared, &headers, "sessions.list", None, Role::Auditor).await?;
+    let list = session_views(&shared);
     Ok(Json(list).into_response())
 }
 
@@ -646,9 +651,7 @@ pub(crate) async fn explain(
 }
 
 fn target_names(shared: &Shared) -> String {
-    let mut names: Vec<&str> = shared.targets.keys().map(String::as_str).collect();
-    names.sort();
-    names.join(", ")
+    shared.target_names().join(", ")
 }
 
 /// The body of `POST /v1/identities`.

@@ -284,6 +284,13 @@ pub enum CommandError {
 }
 
 impl Shared {
+    /// The targets' names, sorted.
+    pub fn target_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.targets.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// Builds the shared state from the state rebuilt from the ledger.
     pub fn new(
         ledger: Ledger,

@@ -274,13 +274,7 @@ pub fn payload(event: &Event) -> Option<Value> {
 
 /// A parameter in a notification: text as sent, binary as `\x` and hex.
 fn param_text(p: &gatehouse_ledger::event::Param) -> Option<String> {
-    let shown = gatehouse_engine::approvals::ShownParam::of(p);
-    let value = shown.value?;
-    Some(if shown.binary {
-        format!("\\x{value}")
-    } else {
-        value
-    })
+    gatehouse_engine::approvals::ShownParam::of(p).text()
 }
 
 /// The delivery thread's side.

@@ -26,6 +26,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use gatehouse_engine::approvals::ShownParam;
 use gatehouse_engine::operators::Role;
 use gatehouse_ledger::writer::Clock;
 use gatehouse_ledger::{EventBody, LedgerReader};
@@ -33,7 +34,7 @@ use serde::Deserialize;
 
 use crate::gateway::control::admin::{self, Refusal};
 use crate::gateway::control::shared::Shared;
-use pages::{HeldView, SessionRow, Viewer};
+use pages::{HeldView, Viewer};
 use signin::{ConsoleSessions, SignedIn};
 
 /// The vendored htmx (2.0.4, Zero-Clause BSD; see assets/console/).
@@ -448,15 +449,7 @@ async fn held(shared: &Arc<Shared>) -> Vec<HeldView> {
                 application_name,
                 client_addr,
                 sql: a.sql,
-                params: a
-                    .params
-                    .iter()
-                    .map(|p| {
-                        p.value
-                            .clone()
-                            .map(|v| if p.binary { format!("\\x{v}") } else { v })
-                    })
-                    .collect(),
+                params: a.params.iter().map(ShownParam::text).collect(),
                 class: judged.map(|s| format!("{:?}", s.class).to_lowercase()),
                 tables: judged.map(|s| s.tables.clone()).unwrap_or_default(),
                 columns: judged.map(|s| s.columns.clone()).unwrap_or_default(),
@@ -644,41 +637,17 @@ async fn deny(
     Ok(Redirect::to("/console/inbox").into_response())
 }
 
-fn rows(shared: &Shared) -> Vec<SessionRow> {
-    let mut rows: Vec<SessionRow> = shared
-        .sessions
-        .lock()
-        .expect("sessions lock")
-        .iter()
-        .map(|(id, c)| SessionRow {
-            session: *id,
-            identity: c.identity.clone(),
-            target: c.target.clone(),
-            client_addr: c.client_addr.clone(),
-            application_name: c.application_name.clone(),
-            started: gatehouse_verify::report::rfc3339(c.started),
-            statements: c.activity.statements(),
-            current: c
-                .activity
-                .current()
-                .map(|(sql, ran)| (sql, ran.as_millis() as u64)),
-        })
-        .collect();
-    rows.sort_by_key(|r| r.session);
-    rows
-}
-
 async fn sessions(State(ctx): State<Ctx>, headers: HeaderMap) -> Result<Html<String>, Stop> {
     let viewer = ctx.viewer(&headers)?;
     Ok(Html(
-        pages::sessions(&viewer, &rows(&ctx.shared)).into_string(),
+        pages::sessions(&viewer, &admin::session_views(&ctx.shared)).into_string(),
     ))
 }
 
 async fn session_rows(State(ctx): State<Ctx>, headers: HeaderMap) -> Result<Html<String>, Stop> {
     let viewer = ctx.viewer(&headers)?;
     Ok(Html(
-        pages::session_rows(&viewer, &rows(&ctx.shared)).into_string(),
+        pages::session_rows(&viewer, &admin::session_views(&ctx.shared)).into_string(),
     ))
 }
 
@@ -787,12 +756,6 @@ async fn replay(
 /// `policy.explain`).
 const POLICY_READERS: &[Role] = &[Role::Auditor, Role::Approver, Role::Admin];
 
-fn target_names(shared: &Shared) -> Vec<String> {
-    let mut names: Vec<String> = shared.targets.keys().cloned().collect();
-    names.sort();
-    names
-}
-
 async fn policy_page(State(ctx): State<Ctx>, headers: HeaderMap) -> Result<Html<String>, Stop> {
     let viewer = ctx.viewer(&headers)?;
     admin::permit(
@@ -804,7 +767,7 @@ async fn policy_page(State(ctx): State<Ctx>, headers: HeaderMap) -> Result<Html<
     )
     .await?;
     let view = admin::policy_view(&ctx.shared.policy());
-    let targets = target_names(&ctx.shared);
+    let targets = ctx.shared.target_names();
     let form = pages::DryRun {
         target: targets.first().cloned().unwrap_or_default(),
         ..Default::default()
@@ -863,7 +826,7 @@ async fn policy_dry_run(
             &viewer,
             &view.source,
             &view.digest,
-            &target_names(&ctx.shared),
+            &ctx.shared.target_names(),
             &shown,
             result,
         )

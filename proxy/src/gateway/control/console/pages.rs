@@ -9,6 +9,8 @@
 
 use maud::{html, Markup, DOCTYPE};
 
+use crate::gateway::control::admin::SessionView;
+
 /// Who is looking, and what they may do.
 #[derive(Debug, Clone)]
 pub struct Viewer {
@@ -64,27 +66,6 @@ pub struct HeldView {
     pub expires_ms: u64,
     /// The session's recent statements: SQL and what policy did.
     pub recent: Vec<(String, String)>,
-}
-
-/// A running session, as the sessions page shows it.
-#[derive(Debug, Clone)]
-pub struct SessionRow {
-    /// Session number.
-    pub session: u64,
-    /// Identity.
-    pub identity: String,
-    /// Target.
-    pub target: String,
-    /// Client address.
-    pub client_addr: String,
-    /// application_name.
-    pub application_name: Option<String>,
-    /// When it started, RFC 3339.
-    pub started: String,
-    /// Statements so far.
-    pub statements: u64,
-    /// The statement running now and for how long, in milliseconds.
-    pub current: Option<(String, u64)>,
 }
 
 /// Grant durations offered with "approve for".
@@ -255,7 +236,7 @@ fn decision_forms(viewer: &Viewer, h: &HeldView) -> Markup {
 }
 
 /// The running sessions; the table refreshes itself.
-pub fn sessions(viewer: &Viewer, rows: &[SessionRow]) -> Markup {
+pub fn sessions(viewer: &Viewer, rows: &[SessionView]) -> Markup {
     layout(
         "Sessions",
         Some(viewer),
@@ -270,7 +251,7 @@ pub fn sessions(viewer: &Viewer, rows: &[SessionRow]) -> Markup {
 }
 
 /// The sessions table.
-pub fn session_rows(viewer: &Viewer, rows: &[SessionRow]) -> Markup {
+pub fn session_rows(viewer: &Viewer, rows: &[SessionView]) -> Markup {
     html! {
         @if rows.is_empty() { p class="empty" { "No session is open." } }
         @else {
@@ -290,7 +271,7 @@ pub fn session_rows(viewer: &Viewer, rows: &[SessionRow]) -> Markup {
                             td class="application" { (r.application_name.as_deref().unwrap_or("—")) }
                             td { (r.started) }
                             td { (r.statements) }
-                            td { @if let Some((sql, ms)) = &r.current { code { (sql) } " (" (ms) " ms)" } }
+                            td { @if let Some(sql) = &r.current { code { (sql) } " (" (r.running_ms.unwrap_or(0)) " ms)" } }
                             @if viewer.responder {
                                 td class="contain" {
                                     form method="post" action={ "/console/sessions/" (r.session) "/kill" } {
