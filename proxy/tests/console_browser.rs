@@ -165,6 +165,26 @@ impl Chrome {
             .expect("signed in");
     }
 
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .send_keys(text)
+            .await
+            .unwrap();
+    }
+
     async fn text(&self, css: &str) -> String {
         self.client
             .find(Locator::Css(css))
@@ -329,13 +349,7 @@ async fn a_quorum_of_two_shows_progress_and_the_second_approval_releases_the_cli
             .await
             .unwrap()
             .is_empty());
-        a.client
-            .find(Locator::Css("form.approve button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        a.click("form.approve button").await;
         let progress = b
             .wait_text("#inbox", "1 of 2 approvals", Duration::from_secs(2))
             .await;
@@ -346,13 +360,7 @@ async fn a_quorum_of_two_shows_progress_and_the_second_approval_releases_the_cli
             Duration::from_secs(2),
         )
         .await;
-        b.client
-            .find(Locator::Css("form.approve button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        b.click("form.approve button").await;
         let ran = tokio::time::timeout(Duration::from_secs(5), held)
             .await
             .expect("released")
@@ -388,14 +396,7 @@ async fn approving_for_a_duration_lets_the_fingerprint_run_and_a_denial_reaches_
             .select_by_value("30m")
             .await
             .unwrap();
-        chrome
-            .client
-            .find(Locator::Css("form.approve-for button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        chrome.click("form.approve-for button").await;
         assert_eq!(held.await.unwrap().unwrap(), 1);
         // The same fingerprint now runs without being held.
         let unheld = tokio::time::timeout(
@@ -412,32 +413,13 @@ async fn approving_for_a_duration_lets_the_fingerprint_run_and_a_denial_reaches_
         chrome
             .wait_text("#inbox", "id IN (7, 8)", Duration::from_secs(2))
             .await;
-        chrome
-            .client
-            .find(Locator::Css("form.deny button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        chrome.click("form.deny button").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!other.is_finished(), "a denial without a reason was sent");
         chrome
-            .client
-            .find(Locator::Css("form.deny input[name=reason]"))
-            .await
-            .unwrap()
-            .send_keys("bulk deletes need a ticket")
-            .await
-            .unwrap();
-        chrome
-            .client
-            .find(Locator::Css("form.deny button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+            .type_into("form.deny input[name=reason]", "bulk deletes need a ticket")
+            .await;
+        chrome.click("form.deny button").await;
         let e = other.await.unwrap().unwrap_err();
         let message = e.as_db_error().unwrap().message().to_owned();
         assert!(message.contains("bulk deletes need a ticket"), "{message}");
@@ -561,23 +543,15 @@ async fn kill_and_block_from_the_sessions_page() {
         chrome
             .wait_text("#sessions", "agent", Duration::from_secs(5))
             .await;
-        let kill = chrome
-            .client
-            .find(Locator::Css("td.contain form[action$='/kill']"))
-            .await
-            .unwrap();
-        kill.find(Locator::Css("input[name=reason]"))
-            .await
-            .unwrap()
-            .send_keys("runaway agent")
-            .await
-            .unwrap();
-        kill.find(Locator::Css("button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        chrome
+            .type_into(
+                "td.contain form[action$='/kill'] input[name=reason]",
+                "runaway agent",
+            )
+            .await;
+        chrome
+            .click("td.contain form[action$='/kill'] button")
+            .await;
         let deadline = Instant::now() + Duration::from_secs(5);
         while victim.simple_query("SELECT 1").await.is_ok() {
             assert!(Instant::now() < deadline, "the killed session still runs");
@@ -593,25 +567,15 @@ async fn kill_and_block_from_the_sessions_page() {
         chrome
             .wait_text("#sessions", "agent", Duration::from_secs(5))
             .await;
-        let block = chrome
-            .client
-            .find(Locator::Css("td.contain form[action$='/block']"))
-            .await
-            .unwrap();
-        block
-            .find(Locator::Css("input[name=reason]"))
-            .await
-            .unwrap()
-            .send_keys("exfiltration")
-            .await
-            .unwrap();
-        block
-            .find(Locator::Css("button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        chrome
+            .type_into(
+                "td.contain form[action$='/block'] input[name=reason]",
+                "exfiltration",
+            )
+            .await;
+        chrome
+            .click("td.contain form[action$='/block'] button")
+            .await;
         let deadline = Instant::now() + Duration::from_secs(5);
         while other.simple_query("SELECT 1").await.is_ok() {
             assert!(Instant::now() < deadline, "the blocked session still runs");
