@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use gatehouse_ledger::cbor::{Bytes, Cbor, Dec, DecodeError, Enc};
 use gatehouse_ledger::cbor_record;
-use gatehouse_ledger::event::EventBody;
+use gatehouse_ledger::event::{ChatUserLinked, EventBody};
 use serde::Serialize;
 
 /// What an operator may do.
@@ -53,7 +53,35 @@ pub struct Operator {
     pub roles: BTreeSet<Role>,
     /// Who added the operator.
     pub added_by: String,
+    /// Chat users whose button presses act as this operator, in order.
+    pub chat: Vec<ChatLink>,
 }
+
+/// A chat user linked to an operator (`ChatUserLinked`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ChatLink {
+    /// The chat service (`slack`).
+    pub service: String,
+    /// The service's workspace (Slack's team id).
+    pub workspace: String,
+    /// The user's id there.
+    pub user: String,
+    /// The user's name as shown when linked.
+    pub display: Option<String>,
+}
+
+impl ChatLink {
+    fn key(&self) -> ChatKey {
+        (
+            self.service.clone(),
+            self.workspace.clone(),
+            self.user.clone(),
+        )
+    }
+}
+
+/// (service, workspace, user): how a chat user is looked up.
+type ChatKey = (String, String, String);
 
 /// Every operator, and the index from token hash to operator.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -62,6 +90,8 @@ pub struct Operators {
     by_name: BTreeMap<String, Operator>,
     #[serde(skip)]
     by_token: HashMap<Vec<u8>, String>,
+    #[serde(skip)]
+    by_chat: HashMap<ChatKey, String>,
 }
 
 /// The hash under which a token is recorded.
@@ -72,24 +102,69 @@ pub fn token_hash(token: &str) -> Vec<u8> {
 impl Operators {
     /// Folds one event in. Adding an existing operator replaces its roles
     /// and token (how a token is rotated).
+    /// A removed operator's chat links go with it; a chat user linked
+    /// anew leaves its older link.
     pub fn apply(&mut self, body: &EventBody) {
-        if let EventBody::OperatorRemoved(e) = body {
-            self.by_token.retain(|_, name| name != &e.operator);
-            self.by_name.remove(&e.operator);
+        match body {
+            EventBody::OperatorRemoved(e) => {
+                self.by_token.retain(|_, name| name != &e.operator);
+                self.by_chat.retain(|_, name| name != &e.operator);
+                self.by_name.remove(&e.operator);
+            }
+            EventBody::OperatorAdded(e) => {
+                self.by_token.retain(|_, name| name != &e.operator);
+                self.by_token
+                    .insert(e.token_hash.0.clone(), e.operator.clone());
+                let chat = self
+                    .by_name
+                    .remove(&e.operator)
+                    .map(|o| o.chat)
+                    .unwrap_or_default();
+                self.by_name.insert(
+                    e.operator.clone(),
+                    Operator {
+                        name: e.operator.clone(),
+                        roles: e.roles.iter().filter_map(|r| Role::parse(r)).collect(),
+                        added_by: e.added_by.clone(),
+                        chat,
+                    },
+                );
+            }
+            EventBody::ChatUserLinked(e) => self.link(e),
+            EventBody::ChatUserUnlinked(e) => {
+                self.unlink(&(e.service.clone(), e.workspace.clone(), e.user.clone()))
+            }
+            _ => {}
         }
-        if let EventBody::OperatorAdded(e) = body {
-            self.by_token.retain(|_, name| name != &e.operator);
-            self.by_token
-                .insert(e.token_hash.0.clone(), e.operator.clone());
-            self.by_name.insert(
-                e.operator.clone(),
-                Operator {
-                    name: e.operator.clone(),
-                    roles: e.roles.iter().filter_map(|r| Role::parse(r)).collect(),
-                    added_by: e.added_by.clone(),
-                },
-            );
+    }
+
+    fn link(&mut self, e: &ChatUserLinked) {
+        let link = ChatLink {
+            service: e.service.clone(),
+            workspace: e.workspace.clone(),
+            user: e.user.clone(),
+            display: e.display.clone(),
+        };
+        self.unlink(&link.key());
+        if let Some(operator) = self.by_name.get_mut(&e.operator) {
+            self.by_chat.insert(link.key(), e.operator.clone());
+            operator.chat.push(link);
+            operator.chat.sort();
         }
+    }
+
+    fn unlink(&mut self, key: &ChatKey) {
+        if let Some(name) = self.by_chat.remove(key) {
+            if let Some(operator) = self.by_name.get_mut(&name) {
+                operator.chat.retain(|l| &l.key() != key);
+            }
+        }
+    }
+
+    /// The operator a chat user acts as, if it is linked to one.
+    pub fn chat_operator(&self, service: &str, workspace: &str, user: &str) -> Option<&Operator> {
+        let key = (service.to_owned(), workspace.to_owned(), user.to_owned());
+        self.by_name.get(self.by_chat.get(&key)?)
     }
 
     /// The operator holding `token`, if any.
@@ -155,6 +230,14 @@ cbor_record!(Operator {
     0 => name,
     1 => roles,
     2 => added_by,
+    3 => chat,
+});
+
+cbor_record!(ChatLink {
+    0 => service,
+    1 => workspace,
+    2 => user,
+    3 => display,
 });
 
 /// `{0: operators by name, 1: [token hash, operator] pairs by hash}`.
@@ -189,9 +272,14 @@ impl Cbor for Operators {
         let by_name = BTreeMap::decode(dec)?;
         dec.key(1)?;
         let tokens = BTreeMap::<Bytes, String>::decode(dec)?;
+        let by_chat = by_name
+            .values()
+            .flat_map(|o: &Operator| o.chat.iter().map(|l| (l.key(), o.name.clone())))
+            .collect();
         Ok(Operators {
             by_name,
             by_token: tokens.into_iter().map(|(h, n)| (h.0, n)).collect(),
+            by_chat,
         })
     }
 }
@@ -200,7 +288,7 @@ impl Cbor for Operators {
 mod tests {
     use super::*;
     use gatehouse_ledger::cbor::Bytes;
-    use gatehouse_ledger::event::OperatorAdded;
+    use gatehouse_ledger::event::{ChatUserUnlinked, OperatorAdded, OperatorRemoved};
 
     fn added(name: &str, roles: &[&str], token: &str) -> EventBody {
         OperatorAdded {
@@ -231,5 +319,65 @@ mod tests {
             BTreeSet::from([Role::Auditor])
         );
         assert_eq!(ops.authenticate("t2").unwrap().name, "bob");
+    }
+
+    fn linked(operator: &str, user: &str) -> EventBody {
+        ChatUserLinked {
+            operator: operator.into(),
+            service: "slack".into(),
+            workspace: "T1".into(),
+            user: user.into(),
+            display: Some(format!("{user}'s name")),
+            linked_by: operator.into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_chat_user_acts_for_one_operator_until_unlinked_or_the_operator_goes() {
+        let mut ops = Operators::default();
+        ops.apply(&added("alice", &["approver"], "t1"));
+        ops.apply(&added("bob", &["approver"], "t2"));
+        ops.apply(&linked("nobody", "U0"));
+        assert!(
+            ops.chat_operator("slack", "T1", "U0").is_none(),
+            "a link to an unknown operator links nothing"
+        );
+        ops.apply(&linked("alice", "U1"));
+        assert_eq!(ops.chat_operator("slack", "T1", "U1").unwrap().name, "alice");
+        assert!(ops.chat_operator("slack", "T2", "U1").is_none(), "another workspace");
+        // Relinked to bob: alice no longer has it.
+        ops.apply(&linked("bob", "U1"));
+        assert_eq!(ops.chat_operator("slack", "T1", "U1").unwrap().name, "bob");
+        assert!(ops.get("alice").unwrap().chat.is_empty());
+        // A token rotation keeps the links; a removal drops them.
+        ops.apply(&added("bob", &["approver"], "t3"));
+        assert_eq!(ops.chat_operator("slack", "T1", "U1").unwrap().name, "bob");
+        let encoded = gatehouse_ledger::cbor::to_vec(&ops);
+        let decoded: Operators = gatehouse_ledger::cbor::decode_canonical(&encoded).unwrap();
+        assert_eq!(decoded, ops);
+        assert_eq!(decoded.chat_operator("slack", "T1", "U1").unwrap().name, "bob");
+        ops.apply(&linked("alice", "U2"));
+        ops.apply(
+            &ChatUserUnlinked {
+                operator: "alice".into(),
+                service: "slack".into(),
+                workspace: "T1".into(),
+                user: "U2".into(),
+                unlinked_by: "alice".into(),
+                reason: "left the team".into(),
+            }
+            .into(),
+        );
+        assert!(ops.chat_operator("slack", "T1", "U2").is_none());
+        ops.apply(
+            &OperatorRemoved {
+                operator: "bob".into(),
+                removed_by: "alice".into(),
+                reason: "gone".into(),
+            }
+            .into(),
+        );
+        assert!(ops.chat_operator("slack", "T1", "U1").is_none());
     }
 }

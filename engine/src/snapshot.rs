@@ -54,7 +54,7 @@ use gatehouse_ledger::event::Snapshot;
 use crate::state::GatewayState;
 
 /// The encoding version this build writes and reads.
-pub const VERSION: u64 = 4;
+pub const VERSION: u64 = 5;
 
 /// BLAKE3 of a state's snapshot encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -713,10 +713,10 @@ mod tests {
 
     #[test]
     fn the_empty_state_has_a_fixed_encoding() {
-        // {0: 4, 1: {0: [], 1: {0: [], 1: []}, 2: null, 3: [], 4: [],
+        // {0: 5, 1: {0: [], 1: {0: [], 1: []}, 2: null, 3: [], 4: [],
         //  5: {0: [], 1: []}, 6: 0, 7: 0, 8: null, 9: []}}
         let expected = [
-            0xa2, 0x00, 0x04, 0x01, 0xaa, 0x00, 0xa1, 0x00, 0x80, 0x01, 0xa2, 0x00, 0x80, 0x01,
+            0xa2, 0x00, 0x05, 0x01, 0xaa, 0x00, 0xa1, 0x00, 0x80, 0x01, 0xa2, 0x00, 0x80, 0x01,
             0x80, 0x02, 0xf6, 0x03, 0x80, 0x04, 0x80, 0x05, 0xa2, 0x00, 0x80, 0x01, 0x80, 0x06,
             0x00, 0x07, 0x00, 0x08, 0xf6, 0x09, 0x80,
         ];

@@ -636,6 +636,48 @@ cbor_struct! {
 }
 
 cbor_struct! {
+    /// A chat user (for example a Slack user) was linked to an operator:
+    /// buttons that user presses in chat act as that operator. Recorded
+    /// from the operator's own signed-in console session, after the chat
+    /// user opened a one-time link the chat service showed only to them.
+    /// A chat user is linked to at most one operator; a new link replaces
+    /// an older one.
+    pub struct ChatUserLinked {
+        /// The operator the chat user now acts as.
+        0 => operator: String,
+        /// The chat service (`slack`).
+        1 => service: String,
+        /// The service's workspace (Slack's team id).
+        2 => workspace: String,
+        /// The user's id in that workspace.
+        3 => user: String,
+        /// The user's name as the service showed it when linked.
+        4 => display: Option<String>,
+        /// Who recorded the link (the operator, from the console).
+        5 => linked_by: String,
+    }
+}
+
+cbor_struct! {
+    /// A chat user's link to an operator was removed: that user's buttons
+    /// no longer act for anyone.
+    pub struct ChatUserUnlinked {
+        /// The operator the chat user acted as.
+        0 => operator: String,
+        /// The chat service (`slack`).
+        1 => service: String,
+        /// The service's workspace.
+        2 => workspace: String,
+        /// The user's id in that workspace.
+        3 => user: String,
+        /// Who removed the link.
+        4 => unlinked_by: String,
+        /// Why.
+        5 => reason: String,
+    }
+}
+
+cbor_struct! {
     /// The first record of every ledger segment after the first
     /// (docs/ledger-format.md, section 9): what a verifier of this segment
     /// alone needs from its predecessor, which was sealed before it opened.
@@ -837,6 +879,8 @@ event_kinds! {
     28 => SegmentRemoved,
     29 => StatementShape,
     30 => ShapedStatement,
+    31 => ChatUserLinked,
+    32 => ChatUserUnlinked,
 }
 
 impl EventBody {
@@ -910,6 +954,8 @@ impl EventBody {
             OperatorAdded(b) => Some(&b.added_by),
             IdentityDisabled(b) => Some(&b.operator),
             OperatorRemoved(b) => Some(&b.removed_by),
+            ChatUserLinked(b) => Some(&b.linked_by),
+            ChatUserUnlinked(b) => Some(&b.unlinked_by),
             _ => None,
         }
     }

@@ -29,6 +29,8 @@ pub struct Config {
     /// Where approval requests and decisions are announced.
     #[serde(default, rename = "webhook")]
     pub webhooks: Vec<WebhookSection>,
+    /// Approvals in Slack, with buttons, over Socket Mode.
+    pub slack: Option<SlackSection>,
     /// Masking secrets.
     #[serde(default)]
     pub masking: MaskingSection,
@@ -90,6 +92,29 @@ pub struct WebhookSection {
     /// incoming-webhook message (`{"text": ...}`).
     #[serde(default)]
     pub format: WebhookFormat,
+}
+
+/// `[slack]`: held statements posted to a Slack channel with "Approve
+/// once" and "Deny" buttons, received over Socket Mode (an outbound
+/// WebSocket: the gateway needs no public address). See docs/console.md.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSection {
+    /// The channel's id (e.g. `C0123456789`) the bot posts requests in.
+    pub channel: String,
+    /// Environment variable holding the bot token (`xoxb-...`; scopes
+    /// `chat:write`).
+    pub bot_token_env: String,
+    /// Environment variable holding the app-level token (`xapp-...`; scope
+    /// `connections:write`) that opens the Socket Mode connection.
+    pub app_token_env: String,
+    /// Slack's Web API (changed only for tests against a stand-in).
+    #[serde(default = "default_slack_api_url")]
+    pub api_url: String,
+}
+
+fn default_slack_api_url() -> String {
+    "https://slack.com/api".into()
 }
 
 /// What a webhook receives.
@@ -669,6 +694,44 @@ impl Config {
                 })
             })
             .collect()
+    }
+
+    /// The Slack integration, checked: its tokens read from the
+    /// environment. Slack users link to operators in the console, so the
+    /// console's address must be known.
+    pub fn slack(&self) -> Result<Option<crate::gateway::control::slack::SlackConfig>> {
+        let Some(slack) = &self.slack else {
+            return Ok(None);
+        };
+        let console_url = self.admin.console_url.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "[slack] needs [admin] console_url: Slack users link themselves to operators \
+                 by opening a console link, so set console_url to the console's address as \
+                 approvers' browsers reach it"
+            )
+        })?;
+        let token = |var: &str, prefix: &str, what: &str| -> Result<String> {
+            let token = std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("[slack] {what}: the environment variable {var} is not set; export the token there")
+            })?;
+            if !token.starts_with(prefix) {
+                bail!("[slack] {what}: the token in {var} does not start with {prefix}; check that the bot and app tokens are not swapped");
+            }
+            Ok(token)
+        };
+        if !(slack.api_url.starts_with("http://") || slack.api_url.starts_with("https://")) {
+            bail!("[slack] api_url {:?} must start with http:// or https://", slack.api_url);
+        }
+        if slack.channel.trim().is_empty() {
+            bail!("[slack] channel is empty: give the channel's id (e.g. C0123456789)");
+        }
+        Ok(Some(crate::gateway::control::slack::SlackConfig {
+            channel: slack.channel.clone(),
+            bot_token: token(&slack.bot_token_env, "xoxb-", "bot_token_env")?,
+            app_token: token(&slack.app_token_env, "xapp-", "app_token_env")?,
+            api_url: slack.api_url.trim_end_matches('/').to_owned(),
+            console_url: console_url.trim_end_matches('/').to_owned(),
+        }))
     }
 
     /// The configured durability.

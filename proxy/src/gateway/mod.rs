@@ -36,6 +36,7 @@ pub struct Gateway {
     tls: Option<tokio_rustls::TlsAcceptor>,
     snapshots: Option<snapshots::Snapshotter>,
     archiver: Option<archive::Archiver>,
+    slack: Option<control::slack::SlackConfig>,
 }
 
 impl Gateway {
@@ -43,6 +44,7 @@ impl Gateway {
     /// listener.
     pub async fn bind(config: &Config) -> Result<Gateway> {
         config.listen.check_limits()?;
+        let slack = config.slack()?;
         let targets = config.resolve_targets()?;
         if targets.is_empty() {
             anyhow::bail!("the config has no [[target]]: add the database clients should reach");
@@ -185,6 +187,7 @@ impl Gateway {
             tls,
             snapshots,
             archiver,
+            slack,
         })
     }
 
@@ -220,6 +223,7 @@ impl Gateway {
             tls,
             snapshots,
             archiver,
+            slack,
         } = self;
         let mut stopping = shared.shutdown.subscribe();
         let stopped = async move {
@@ -229,6 +233,8 @@ impl Gateway {
             admin_tls.is_some(),
             gatehouse_ledger::writer::system_clock(),
         ));
+        let slack = slack
+            .map(|config| control::slack::start(shared.clone(), config, console.chat_links()));
         let router =
             admin::router(shared.clone()).merge(control::console::router(shared.clone(), console));
         let api = match admin_tls {
@@ -249,6 +255,9 @@ impl Gateway {
         )
         .await?;
         let _ = api.await;
+        if let Some(slack) = slack {
+            let _ = slack.await;
+        }
         if let Some(snapshots) = snapshots {
             tokio::task::spawn_blocking(move || snapshots.stop()).await?;
         }

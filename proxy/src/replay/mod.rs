@@ -995,6 +995,22 @@ impl TimelineBuilder {
                         "operator {} removed by {}: {}",
                         r.operator, r.removed_by, r.reason
                     )),
+                    EventBody::ChatUserLinked(l) => Some(format!(
+                        "{} user {}{} of workspace {} linked to operator {} by {}",
+                        l.service,
+                        l.user,
+                        l.display
+                            .as_deref()
+                            .map(|d| format!(" ({d})"))
+                            .unwrap_or_default(),
+                        l.workspace,
+                        l.operator,
+                        l.linked_by
+                    )),
+                    EventBody::ChatUserUnlinked(u) => Some(format!(
+                        "{} user {} of workspace {} unlinked from operator {} by {}: {}",
+                        u.service, u.user, u.workspace, u.operator, u.unlinked_by, u.reason
+                    )),
                     _ => other.operator().map(|o| format!("by operator {o}")),
                 },
             }),

@@ -353,6 +353,33 @@ impl ApprovalDesk {
             .cloned()
     }
 
+    /// One request as it stands.
+    pub fn get(&self, id: u64) -> Option<Approval> {
+        self.state
+            .lock()
+            .expect("approvals lock")
+            .requests
+            .get(&id)
+            .cloned()
+    }
+
+    /// The requests numbered after `id`, oldest first (numbers increase
+    /// with time, so this is what was asked since `id`).
+    pub fn newer_than(&self, id: u64) -> Vec<(u64, Approval)> {
+        let state = self.state.lock().expect("approvals lock");
+        state
+            .requests
+            .range(id.saturating_add(1)..)
+            .map(|(id, a)| (*id, a.clone()))
+            .collect()
+    }
+
+    /// The newest request's number (0 before the first).
+    pub fn newest(&self) -> u64 {
+        let state = self.state.lock().expect("approvals lock");
+        state.requests.keys().next_back().copied().unwrap_or(0)
+    }
+
     /// Every request, optionally only the pending ones.
     pub fn list(&self, pending_only: bool) -> Vec<(u64, Approval)> {
         let state = self.state.lock().expect("approvals lock");

@@ -33,6 +33,7 @@ use gatehouse_ledger::{EventBody, LedgerReader};
 use serde::Deserialize;
 
 use crate::gateway::control::admin::{self, Refusal};
+use crate::gateway::control::chat_links::ChatLinkCodes;
 use crate::gateway::control::shared::Shared;
 use pages::{HeldView, Viewer};
 use signin::{ConsoleSessions, SignedIn};
@@ -71,6 +72,8 @@ pub struct Console {
     /// The admin listener has TLS: the cookie is `__Host-` and `Secure`.
     tls: bool,
     clock: Clock,
+    /// Codes chat users open here to link themselves to an operator.
+    chat_links: Arc<ChatLinkCodes>,
 }
 
 impl Console {
@@ -79,8 +82,15 @@ impl Console {
         Console {
             sessions: ConsoleSessions::new(clock.clone()),
             tls,
+            chat_links: Arc::new(ChatLinkCodes::new(clock.clone())),
             clock,
         }
+    }
+
+    /// The codes chat integrations offer unlinked users (opened at
+    /// `/console/link/CODE`).
+    pub fn chat_links(&self) -> Arc<ChatLinkCodes> {
+        self.chat_links.clone()
     }
 
     fn cookie_name(&self) -> &'static str {
@@ -136,6 +146,9 @@ pub fn router(shared: Arc<Shared>, console: Arc<Console>) -> Router {
         .route("/console/replay", get(replay))
         .route("/console/policy", get(policy_page).post(policy_dry_run))
         .route("/console/audit", get(audit))
+        .route("/console/link/{code}", get(link_page).post(link_submit))
+        .route("/console/account", get(account))
+        .route("/console/account/unlink", post(unlink))
         .route("/console/assets/{name}", get(asset))
         .layer(axum::middleware::map_response(hardened))
         .with_state(Ctx { shared, console })
@@ -169,6 +182,8 @@ async fn hardened(mut response: Response) -> Response {
 /// sign in.
 enum Stop {
     SignIn,
+    /// Sign in, then come back to this console path.
+    SignInThen(String),
     Page(StatusCode, String, Option<Viewer>),
 }
 
@@ -176,6 +191,9 @@ impl IntoResponse for Stop {
     fn into_response(self) -> Response {
         match self {
             Stop::SignIn => Redirect::to("/console/signin").into_response(),
+            Stop::SignInThen(next) => {
+                Redirect::to(&format!("/console/signin?next={next}")).into_response()
+            }
             Stop::Page(status, message, viewer) => {
                 let title = match status {
                     StatusCode::FORBIDDEN => "Not allowed",
@@ -307,13 +325,31 @@ fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
-async fn signin_page() -> Html<String> {
-    Html(pages::signin(None).into_string())
+#[derive(Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+/// `next` if it is a console page to return to after sign-in: a path
+/// under `/console/` in plain characters, so it can neither leave the
+/// console nor break the header it goes in.
+fn console_path(next: &str) -> Option<&str> {
+    let plain = next
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
+    (plain && next.starts_with("/console/") && !next.contains("//") && !next.contains(".."))
+        .then_some(next)
+}
+
+async fn signin_page(Query(q): Query<NextQuery>) -> Html<String> {
+    Html(pages::signin(None, q.next.as_deref().and_then(console_path)).into_string())
 }
 
 #[derive(Deserialize)]
 struct SigninForm {
     token: String,
+    #[serde(default)]
+    next: String,
 }
 
 async fn signin_submit(
@@ -348,13 +384,20 @@ async fn signin_submit(
         .await;
         return (
             StatusCode::UNAUTHORIZED,
-            Html(pages::signin(Some("That is not a valid operator token.")).into_string()),
+            Html(
+                pages::signin(
+                    Some("That is not a valid operator token."),
+                    console_path(&form.next),
+                )
+                .into_string(),
+            ),
         )
             .into_response();
     };
     let (key, _) = ctx.console.sessions.start(&operator);
     admin::record(&ctx.shared, &operator, "console.signin", None, "ok", None).await;
-    let mut response = Redirect::to("/console/inbox").into_response();
+    let mut response =
+        Redirect::to(console_path(&form.next).unwrap_or("/console/inbox")).into_response();
     if let Ok(v) = HeaderValue::from_str(&ctx.console.set_cookie(&key)) {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -635,6 +678,157 @@ async fn deny(
         .await
         .map_err(|e| refused(&viewer)(admin::desk_refusal(e)))?;
     Ok(Redirect::to("/console/inbox").into_response())
+}
+
+/// A link code as chat integrations issue them (base64url of 32 bytes);
+/// anything else is no code.
+fn link_code(code: &str) -> Result<&str, Stop> {
+    let plain = code
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if plain && (16..=64).contains(&code.len()) {
+        Ok(code)
+    } else {
+        Err(Stop::Page(
+            StatusCode::NOT_FOUND,
+            "this is not a link Gatehouse gave out".into(),
+            None,
+        ))
+    }
+}
+
+/// The link has expired or was used.
+fn stale_link(viewer: &Viewer) -> Stop {
+    Stop::Page(
+        StatusCode::NOT_FOUND,
+        format!(
+            "this link has expired or was already used: press the button in chat again for a new one (links work once, within {} minutes)",
+            crate::gateway::control::chat_links::TTL.as_secs() / 60
+        ),
+        Some(viewer.clone()),
+    )
+}
+
+async fn link_page(
+    State(ctx): State<Ctx>,
+    Path(code): Path<String>,
+    headers: HeaderMap,
+) -> Result<Html<String>, Stop> {
+    let code = link_code(&code)?;
+    let viewer = match ctx.viewer(&headers) {
+        Err(Stop::SignIn) => return Err(Stop::SignInThen(format!("/console/link/{code}"))),
+        other => other?,
+    };
+    let user = ctx
+        .console
+        .chat_links
+        .peek(code)
+        .ok_or_else(|| stale_link(&viewer))?;
+    let linked_to = ctx
+        .shared
+        .operators
+        .read()
+        .expect("operators lock")
+        .chat_operator(&user.service, &user.workspace, &user.user)
+        .map(|o| o.name.clone());
+    Ok(Html(
+        pages::chat_link(&viewer, &user, code, linked_to.as_deref()).into_string(),
+    ))
+}
+
+async fn link_submit(
+    State(ctx): State<Ctx>,
+    Path(code): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Result<Response, Stop> {
+    let code = link_code(&code)?;
+    let viewer = ctx.poster(&headers, &form.form_token, "chat.link").await?;
+    let user = ctx
+        .console
+        .chat_links
+        .take(code)
+        .ok_or_else(|| stale_link(&viewer))?;
+    let event = crate::gateway::control::slack::link_event(&viewer.operator, user);
+    ctx.shared
+        .execute(|_| Ok((event.into(), ())))
+        .await
+        .map_err(|e| {
+            Stop::Page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+                Some(viewer.clone()),
+            )
+        })?;
+    Ok(Redirect::to("/console/account?linked=1").into_response())
+}
+
+#[derive(Deserialize)]
+struct AccountQuery {
+    linked: Option<String>,
+}
+
+async fn account(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Query(q): Query<AccountQuery>,
+) -> Result<Html<String>, Stop> {
+    let viewer = ctx.viewer(&headers)?;
+    let links = ctx
+        .shared
+        .operators
+        .read()
+        .expect("operators lock")
+        .get(&viewer.operator)
+        .map(|o| o.chat.clone())
+        .unwrap_or_default();
+    let notice = q.linked.is_some().then_some(
+        "Linked: the buttons that chat user presses now act as you, and are recorded as yours.",
+    );
+    Ok(Html(pages::account(&viewer, &links, notice).into_string()))
+}
+
+#[derive(Deserialize)]
+struct UnlinkForm {
+    #[serde(default)]
+    form_token: String,
+    service: String,
+    workspace: String,
+    user: String,
+}
+
+async fn unlink(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Form(form): Form<UnlinkForm>,
+) -> Result<Response, Stop> {
+    let viewer = ctx.poster(&headers, &form.form_token, "chat.unlink").await?;
+    let operator = viewer.operator.clone();
+    ctx.shared
+        .execute(|_| {
+            let linked = ctx
+                .shared
+                .operators
+                .read()
+                .expect("operators lock")
+                .chat_operator(&form.service, &form.workspace, &form.user)
+                .is_some_and(|o| o.name == operator);
+            if !linked {
+                anyhow::bail!("that chat user is not linked to you");
+            }
+            let event = gatehouse_ledger::event::ChatUserUnlinked {
+                operator: operator.clone(),
+                service: form.service.clone(),
+                workspace: form.workspace.clone(),
+                user: form.user.clone(),
+                unlinked_by: operator.clone(),
+                reason: "unlinked by the operator in the console".into(),
+            };
+            Ok((event.into(), ()))
+        })
+        .await
+        .map_err(|e| Stop::Page(StatusCode::CONFLICT, e.to_string(), Some(viewer.clone())))?;
+    Ok(Redirect::to("/console/account").into_response())
 }
 
 async fn sessions(State(ctx): State<Ctx>, headers: HeaderMap) -> Result<Html<String>, Stop> {
@@ -966,6 +1160,27 @@ fn audit_entry(event: &gatehouse_ledger::Event) -> Option<pages::AuditEntry> {
             Some(c.reason.clone()),
         ),
         EventBody::PolicyChanged(p) => entry(&p.operator, "changed policy", String::new(), None),
+        EventBody::ChatUserLinked(l) => entry(
+            &l.linked_by,
+            &format!("linked a {} user", l.service),
+            format!(
+                "{}{} in {} to {}",
+                l.user,
+                l.display
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default(),
+                l.workspace,
+                l.operator
+            ),
+            None,
+        ),
+        EventBody::ChatUserUnlinked(u) => entry(
+            &u.unlinked_by,
+            &format!("unlinked a {} user", u.service),
+            format!("{} in {} from {}", u.user, u.workspace, u.operator),
+            Some(u.reason.clone()),
+        ),
         EventBody::OperatorAction(a) if a.outcome != "ok" => entry(
             &a.operator,
             &format!("{} ({})", a.action, a.outcome),

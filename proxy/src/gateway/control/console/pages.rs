@@ -9,7 +9,10 @@
 
 use maud::{html, Markup, DOCTYPE};
 
+use gatehouse_engine::operators::ChatLink;
+
 use crate::gateway::control::admin::SessionView;
+use crate::gateway::control::chat_links::ChatUser;
 
 /// Who is looking, and what they may do.
 #[derive(Debug, Clone)]
@@ -95,6 +98,7 @@ fn layout(title: &str, viewer: Option<&Viewer>, active: &str, body: Markup) -> M
                             a href="/console/sessions" class=[(active == "sessions").then_some("active")] { "Sessions" }
                             a href="/console/policy" class=[(active == "policy").then_some("active")] { "Policy" }
                             a href="/console/audit" class=[(active == "audit").then_some("active")] { "Audit" }
+                            a href="/console/account" class=[(active == "account").then_some("active")] { "Account" }
                         }
                         form method="post" action="/console/signout" class="signout" {
                             input type="hidden" name="form_token" value=(v.form_token);
@@ -110,7 +114,7 @@ fn layout(title: &str, viewer: Option<&Viewer>, active: &str, body: Markup) -> M
 }
 
 /// The sign-in form; `error` says why the last attempt failed.
-pub fn signin(error: Option<&str>) -> Markup {
+pub fn signin(error: Option<&str>, next: Option<&str>) -> Markup {
     layout(
         "Sign in",
         None,
@@ -119,6 +123,7 @@ pub fn signin(error: Option<&str>) -> Markup {
             h1 { "Sign in" }
             @if let Some(e) = error { p class="error" { (e) } }
             form method="post" action="/console/signin" {
+                @if let Some(next) = next { input type="hidden" name="next" value=(next); }
                 label for="token" { "Operator token" }
                 input id="token" type="password" name="token" autocomplete="off" required;
                 button type="submit" { "Sign in" }
@@ -406,6 +411,71 @@ pub fn audit(viewer: &Viewer, entries: &[AuditEntry], note: &str) -> Markup {
                                 td { (e.time) } td { (e.seq) }
                                 td class="operator" { (e.operator) } td class="action" { (e.action) }
                                 td { (e.target) } td class="reason" { (e.reason.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A chat user asking to be linked to the signed-in operator: who they
+/// are, what linking means, and the confirmation form.
+pub fn chat_link(viewer: &Viewer, user: &ChatUser, code: &str, linked_to: Option<&str>) -> Markup {
+    layout(
+        "Link a chat user",
+        Some(viewer),
+        "account",
+        html! {
+            h1 { "Link a " (user.service) " user to your operator" }
+            dl class="context" {
+                dt { "User" } dd class="chat-user" { (user.display.as_deref().unwrap_or("(no name given)")) " (" (user.user) ")" }
+                dt { "Workspace" } dd { (user.workspace) }
+                dt { "Operator" } dd class="operator" { (viewer.operator) }
+                @if let Some(other) = linked_to { dt { "Linked now to" } dd { (other) } }
+            }
+            p {
+                "Buttons this user presses in " (user.service) " will act as " strong { (viewer.operator) }
+                ", with your roles, and are recorded as yours. Link only your own account."
+            }
+            form method="post" action=(format!("/console/link/{code}")) {
+                input type="hidden" name="form_token" value=(viewer.form_token);
+                button type="submit" class="approve" { "Link to " (viewer.operator) }
+            }
+        },
+    )
+}
+
+/// The signed-in operator's chat links, each with its unlink form.
+pub fn account(viewer: &Viewer, links: &[ChatLink], notice: Option<&str>) -> Markup {
+    layout(
+        "Account",
+        Some(viewer),
+        "account",
+        html! {
+            h1 { "Account: " (viewer.operator) }
+            @if let Some(n) = notice { p class="notice" { (n) } }
+            h2 { "Linked chat users" }
+            @if links.is_empty() {
+                p class="empty" { "No chat user is linked to you. Press a button on a Gatehouse message in Slack to get a link." }
+            } @else {
+                table {
+                    thead { tr { th { "Service" } th { "Workspace" } th { "User" } th {} } }
+                    tbody {
+                        @for l in links {
+                            tr class="chat-link" {
+                                td { (l.service) } td { (l.workspace) }
+                                td { (l.display.as_deref().unwrap_or("")) " (" (l.user) ")" }
+                                td {
+                                    form method="post" action="/console/account/unlink" {
+                                        input type="hidden" name="form_token" value=(viewer.form_token);
+                                        input type="hidden" name="service" value=(l.service);
+                                        input type="hidden" name="workspace" value=(l.workspace);
+                                        input type="hidden" name="user" value=(l.user);
+                                        button type="submit" class="deny" { "Unlink" }
+                                    }
+                                }
                             }
                         }
                     }
