@@ -344,8 +344,14 @@ mod tests {
             "a link to an unknown operator links nothing"
         );
         ops.apply(&linked("alice", "U1"));
-        assert_eq!(ops.chat_operator("slack", "T1", "U1").unwrap().name, "alice");
-        assert!(ops.chat_operator("slack", "T2", "U1").is_none(), "another workspace");
+        assert_eq!(
+            ops.chat_operator("slack", "T1", "U1").unwrap().name,
+            "alice"
+        );
+        assert!(
+            ops.chat_operator("slack", "T2", "U1").is_none(),
+            "another workspace"
+        );
         // Relinked to bob: alice no longer has it.
         ops.apply(&linked("bob", "U1"));
         assert_eq!(ops.chat_operator("slack", "T1", "U1").unwrap().name, "bob");
@@ -356,7 +362,10 @@ mod tests {
         let encoded = gatehouse_ledger::cbor::to_vec(&ops);
         let decoded: Operators = gatehouse_ledger::cbor::decode_canonical(&encoded).unwrap();
         assert_eq!(decoded, ops);
-        assert_eq!(decoded.chat_operator("slack", "T1", "U1").unwrap().name, "bob");
+        assert_eq!(
+            decoded.chat_operator("slack", "T1", "U1").unwrap().name,
+            "bob"
+        );
         ops.apply(&linked("alice", "U2"));
         ops.apply(
             &ChatUserUnlinked {

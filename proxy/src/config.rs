@@ -720,7 +720,10 @@ impl Config {
             Ok(token)
         };
         if !(slack.api_url.starts_with("http://") || slack.api_url.starts_with("https://")) {
-            bail!("[slack] api_url {:?} must start with http:// or https://", slack.api_url);
+            bail!(
+                "[slack] api_url {:?} must start with http:// or https://",
+                slack.api_url
+            );
         }
         if slack.channel.trim().is_empty() {
             bail!("[slack] channel is empty: give the channel's id (e.g. C0123456789)");
@@ -931,6 +934,46 @@ mod tests {
         assert!(parse_sign_every("2m").is_err());
         assert!(parse_sign_every("61s").is_err());
         assert!(parse_sign_every("fast").is_err());
+    }
+
+    #[test]
+    fn slack_needs_the_console_and_both_tokens_in_their_places() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gatehouse.toml");
+        let load = |admin: &str, slack: &str| {
+            let text = format!(
+                "{}\n[admin]\n{admin}\n[slack]\n{slack}\n",
+                initial("ledger.db", "signing.key", "masking.key")
+            );
+            std::fs::write(&path, text).unwrap();
+            Config::load(&path).unwrap().slack()
+        };
+        std::env::set_var("GH_CONFIG_TEST_BOT", "xoxb-1");
+        std::env::set_var("GH_CONFIG_TEST_APP", "xapp-1");
+        let slack = "channel = \"C1\"\nbot_token_env = \"GH_CONFIG_TEST_BOT\"\napp_token_env = \"GH_CONFIG_TEST_APP\"";
+        let console = "console_url = \"https://gh.internal/\"";
+        let error = load("", slack).unwrap_err().to_string();
+        assert!(error.contains("console_url"), "{error}");
+        let ok = load(console, slack).unwrap().unwrap();
+        assert_eq!(ok.console_url, "https://gh.internal");
+        assert_eq!(ok.api_url, "https://slack.com/api");
+        assert_eq!(
+            (ok.bot_token.as_str(), ok.app_token.as_str()),
+            ("xoxb-1", "xapp-1")
+        );
+        assert!(
+            !format!("{ok:?}").contains("xoxb-1"),
+            "tokens stay out of logs"
+        );
+        let swapped = slack
+            .replace("GH_CONFIG_TEST_BOT", "GH_CONFIG_TEST_X")
+            .replace("GH_CONFIG_TEST_APP", "GH_CONFIG_TEST_BOT")
+            .replace("GH_CONFIG_TEST_X", "GH_CONFIG_TEST_APP");
+        let error = load(console, &swapped).unwrap_err().to_string();
+        assert!(error.contains("swapped"), "{error}");
+        let unset = slack.replace("GH_CONFIG_TEST_APP", "GH_CONFIG_TEST_UNSET");
+        let error = load(console, &unset).unwrap_err().to_string();
+        assert!(error.contains("GH_CONFIG_TEST_UNSET is not set"), "{error}");
     }
 
     #[test]

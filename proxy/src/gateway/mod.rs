@@ -233,8 +233,8 @@ impl Gateway {
             admin_tls.is_some(),
             gatehouse_ledger::writer::system_clock(),
         ));
-        let slack = slack
-            .map(|config| control::slack::start(shared.clone(), config, console.chat_links()));
+        let slack =
+            slack.map(|config| control::slack::start(shared.clone(), config, console.chat_links()));
         let router =
             admin::router(shared.clone()).merge(control::console::router(shared.clone(), console));
         let api = match admin_tls {

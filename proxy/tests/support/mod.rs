@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod console_http;
+pub mod fake_slack;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -109,12 +112,17 @@ impl Env {
     /// `agent` (named like the identity, to test self-approval); their
     /// tokens are secrets `operator:NAME`.
     pub async fn start_approvals(policy: &str, config_extra: &str) -> Env {
+        Self::start_approvals_with(policy, "", config_extra).await
+    }
+
+    /// Like [`Env::start_approvals`], with extra `[admin]` lines too.
+    pub async fn start_approvals_with(policy: &str, admin_extra: &str, config_extra: &str) -> Env {
         let approver = [gatehouse_engine::operators::Role::Approver];
         Self::start_inner(
             policy,
             "",
             config_extra,
-            "",
+            admin_extra,
             "",
             |_| {},
             &[

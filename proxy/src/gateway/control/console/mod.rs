@@ -802,7 +802,9 @@ async fn unlink(
     headers: HeaderMap,
     Form(form): Form<UnlinkForm>,
 ) -> Result<Response, Stop> {
-    let viewer = ctx.poster(&headers, &form.form_token, "chat.unlink").await?;
+    let viewer = ctx
+        .poster(&headers, &form.form_token, "chat.unlink")
+        .await?;
     let operator = viewer.operator.clone();
     ctx.shared
         .execute(|_| {

@@ -143,7 +143,10 @@ impl WebApi {
             }
             return Err(SlackError::Refused {
                 method: method.to_owned(),
-                error: answer["error"].as_str().unwrap_or("unknown_error").to_owned(),
+                error: answer["error"]
+                    .as_str()
+                    .unwrap_or("unknown_error")
+                    .to_owned(),
             });
         }
         Err(transport(format!("{last} after {ATTEMPTS} attempts")))

@@ -128,7 +128,9 @@ pub fn request_message(cx: &Context<'_>, a: &Approval) -> Value {
     } else {
         json!([open])
     };
-    blocks.push(json!({"type": "actions", "block_id": format!("gatehouse-{id}"), "elements": actions}));
+    blocks.push(
+        json!({"type": "actions", "block_id": format!("gatehouse-{id}"), "elements": actions}),
+    );
     json!({
         "text": format!(
             "Gatehouse approval {id}: {} wants to run {} ({})",
@@ -200,9 +202,7 @@ pub fn status_line(a: &Approval) -> String {
                 escape(a.reason.as_deref().unwrap_or(""))
             ),
         },
-        ApprovalStatus::Expired => {
-            ":hourglass: *Timed out*: the statement was not run".to_owned()
-        }
+        ApprovalStatus::Expired => ":hourglass: *Timed out*: the statement was not run".to_owned(),
     }
 }
 
@@ -384,12 +384,18 @@ mod tests {
     #[test]
     fn a_pending_request_shows_its_context_and_both_buttons_and_nothing_it_says_is_markup() {
         let m = request_message(&cx(), &pending());
-        let text = m.to_string();
+        // Outside the plain_text SQL block, nothing the agent wrote is markup.
+        let mut marked = m.clone();
+        marked["blocks"][1] = Value::Null;
+        let text = marked.to_string();
         assert!(!text.contains("<@U999>") && !text.contains("<!channel>") && !text.contains("<b>"));
         assert!(text.contains("agent&lt;@U999&gt;"));
         let sql = &m["blocks"][1]["text"];
         assert_eq!(sql["type"], "plain_text", "SQL is never mrkdwn");
-        assert_eq!(sql["text"], "DELETE FROM t WHERE note = '<!channel> & <script>'");
+        assert_eq!(
+            sql["text"],
+            "DELETE FROM t WHERE note = '<!channel> & <script>'"
+        );
         assert!(text.contains("1 of 2 approvals (alice)"), "{text}");
         assert!(text.contains("<!date^1000000060^{time_secs}|"));
         assert!(text.contains("report-bot") && text.contains("$1 = &lt;b&gt;"));
@@ -483,7 +489,10 @@ mod tests {
                 reason: "too wide".into()
             }
         );
-        assert_eq!(interaction(&json!({"type": "shortcut"})), Interaction::Other);
+        assert_eq!(
+            interaction(&json!({"type": "shortcut"})),
+            Interaction::Other
+        );
         assert_eq!(
             dialog_error("needed")["errors"]["reason"],
             "needed",

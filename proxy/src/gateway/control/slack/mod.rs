@@ -143,7 +143,10 @@ impl Slack {
                             );
                         }
                     }
-                    Err(e) => self.failed(id, format!("request {id} not posted: {e}")).await,
+                    Err(e) => {
+                        self.failed(id, format!("request {id} not posted: {e}"))
+                            .await
+                    }
                 }
             }
             let mut done = Vec::new();
@@ -223,7 +226,9 @@ impl Slack {
                     self.clone().serve(ws, &mut stop).await
                 }
                 Err(e) => {
-                    warn!("Slack: cannot open a Socket Mode connection: {e}; retrying in {backoff:?}");
+                    warn!(
+                        "Slack: cannot open a Socket Mode connection: {e}; retrying in {backoff:?}"
+                    );
                     Ended::Reconnect { healthy: false }
                 }
             };
@@ -244,7 +249,9 @@ impl Slack {
     async fn connect(
         &self,
     ) -> Result<
-        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
         String,
     > {
         let answer = self
@@ -350,7 +357,9 @@ impl Slack {
             reason,
         } = interaction
         {
-            let answer = self.deny(approval, &user, channel.as_deref(), &reason).await;
+            let answer = self
+                .deny(approval, &user, channel.as_deref(), &reason)
+                .await;
             let mut ack = json!({"envelope_id": id});
             if let Some(payload) = answer {
                 ack["payload"] = payload;
@@ -401,7 +410,13 @@ impl Slack {
     }
 
     /// An unlinked user pressed a button: recorded, and offered a link.
-    async fn offer_link(&self, user: &SlackUser, channel: Option<&str>, action: &str, approval: u64) {
+    async fn offer_link(
+        &self,
+        user: &SlackUser,
+        channel: Option<&str>,
+        action: &str,
+        approval: u64,
+    ) {
         admin::record(
             &self.shared,
             &format!("(slack user {} in {})", user.id, user.workspace),
@@ -433,7 +448,9 @@ impl Slack {
 
     async fn approve(&self, approval: u64, user: &SlackUser, channel: Option<&str>) {
         let Some(operator) = self.operator_of(user) else {
-            return self.offer_link(user, channel, "approval.approve", approval).await;
+            return self
+                .offer_link(user, channel, "approval.approve", approval)
+                .await;
         };
         let target = approval.to_string();
         let outcome = match admin::permit(
@@ -473,9 +490,12 @@ impl Slack {
         trigger_id: &str,
     ) {
         if self.operator_of(user).is_none() {
-            return self.offer_link(user, channel, "approval.deny", approval).await;
+            return self
+                .offer_link(user, channel, "approval.deny", approval)
+                .await;
         }
-        let body = json!({"trigger_id": trigger_id, "view": blocks::deny_dialog(approval, channel)});
+        let body =
+            json!({"trigger_id": trigger_id, "view": blocks::deny_dialog(approval, channel)});
         if let Err(e) = self.api.call("views.open", Token::Bot, body).await {
             self.tell(
                 user,
@@ -501,7 +521,8 @@ impl Slack {
             ));
         }
         let Some(operator) = self.operator_of(user) else {
-            self.offer_link(user, channel, "approval.deny", approval).await;
+            self.offer_link(user, channel, "approval.deny", approval)
+                .await;
             return Some(blocks::dialog_error(
                 "Your Slack user is not linked to an operator: see the link sent to you.",
             ));
