@@ -1199,10 +1199,21 @@ fn operators_table(list: &serde_json::Value) -> String {
                 .flatten()
                 .filter_map(|r| r.as_str())
                 .collect();
-            vec![field(o, "operator"), roles.join(", "), field(o, "added_by")]
+            let chat: Vec<&str> = o["chat"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.as_str())
+                .collect();
+            vec![
+                field(o, "operator"),
+                roles.join(", "),
+                field(o, "added_by"),
+                chat.join(", "),
+            ]
         })
         .collect();
-    table(&["OPERATOR", "ROLES", "ADDED BY"], rows)
+    table(&["OPERATOR", "ROLES", "ADDED BY", "CHAT USERS"], rows)
 }
 
 fn approvals_table(list: &serde_json::Value) -> String {

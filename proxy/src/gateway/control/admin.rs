@@ -912,6 +912,9 @@ pub struct OperatorView {
     pub roles: Vec<String>,
     /// Who added it.
     pub added_by: String,
+    /// Chat users whose buttons act as it, as `service:workspace/user`.
+    #[serde(default)]
+    pub chat: Vec<String>,
 }
 
 async fn operators(
@@ -928,6 +931,11 @@ async fn operators(
             operator: o.name.clone(),
             roles: o.roles.iter().map(|r| r.name().to_owned()).collect(),
             added_by: o.added_by.clone(),
+            chat: o
+                .chat
+                .iter()
+                .map(|l| format!("{}:{}/{}", l.service, l.workspace, l.user))
+                .collect(),
         })
         .collect();
     Ok(Json(list).into_response())
