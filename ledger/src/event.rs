@@ -658,6 +658,16 @@ cbor_struct! {
     }
 }
 
+impl ChatUserLinked {
+    /// The user as people read it: the id, and the name Slack gave.
+    pub fn shown_user(&self) -> String {
+        match &self.display {
+            Some(name) => format!("{} ({name})", self.user),
+            None => self.user.clone(),
+        }
+    }
+}
+
 cbor_struct! {
     /// A chat user's link to an operator was removed: that user's buttons
     /// no longer act for anyone.

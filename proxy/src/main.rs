@@ -1193,23 +1193,20 @@ fn operators_table(list: &serde_json::Value) -> String {
     let rows = items(list)
         .iter()
         .map(|o| {
-            let roles: Vec<&str> = o["roles"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r.as_str())
-                .collect();
-            let chat: Vec<&str> = o["chat"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c.as_str())
-                .collect();
+            let joined = |key: &str| -> String {
+                let texts: Vec<&str> = o[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.as_str())
+                    .collect();
+                texts.join(", ")
+            };
             vec![
                 field(o, "operator"),
-                roles.join(", "),
+                joined("roles"),
                 field(o, "added_by"),
-                chat.join(", "),
+                joined("chat"),
             ]
         })
         .collect();

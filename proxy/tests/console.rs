@@ -10,36 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gatehouse_ledger::event::EventBody;
-use support::console_http::{signed_in, token, Browser};
+use support::console_http::{signed_in, token, Browser, POLICY};
 use support::{spawn_query, Env};
-
-const POLICY: &str = r#"
-[[rule]]
-name = "agent-reads"
-identity = "agent"
-classes = ["read", "transaction"]
-action = "allow"
-
-[[rule]]
-name = "delete-orders"
-identity = "agent"
-classes = ["write"]
-commands = ["DELETE"]
-tables = ["public.orders"]
-action = "require_approval"
-message = "deletes need a human"
-approval_timeout_seconds = 60
-
-[[rule]]
-name = "update-orders-two"
-identity = "agent"
-classes = ["write"]
-commands = ["UPDATE"]
-tables = ["public.orders"]
-action = "require_approval"
-approvers = 2
-approval_timeout_seconds = 60
-"#;
 
 /// Waits until the inbox shows `n` requests.
 async fn inbox_with(b: &Browser, n: usize) -> String {

@@ -12,37 +12,9 @@ use std::time::Duration;
 
 use gatehouse_ledger::event::EventBody;
 use serde_json::Value;
-use support::console_http::{token, Browser};
+use support::console_http::{token, Browser, POLICY};
 use support::fake_slack::{press, submit, FakeSlack};
 use support::{spawn_query, Env};
-
-const POLICY: &str = r#"
-[[rule]]
-name = "agent-reads"
-identity = "agent"
-classes = ["read", "transaction"]
-action = "allow"
-
-[[rule]]
-name = "delete-orders"
-identity = "agent"
-classes = ["write"]
-commands = ["DELETE"]
-tables = ["public.orders"]
-action = "require_approval"
-message = "deletes need a human"
-approval_timeout_seconds = 60
-
-[[rule]]
-name = "update-orders-two"
-identity = "agent"
-classes = ["write"]
-commands = ["UPDATE"]
-tables = ["public.orders"]
-action = "require_approval"
-approvers = 2
-approval_timeout_seconds = 60
-"#;
 
 const APPROVE: &str = "gatehouse.approve";
 const DENY: &str = "gatehouse.deny";
@@ -150,6 +122,16 @@ async fn link(env: &Env, slack: &FakeSlack, user: &str, who: &str) {
     );
 }
 
+/// What became of a held statement's client, within 10 s.
+async fn ran(
+    held: tokio::task::JoinHandle<Result<u64, tokio_postgres::Error>>,
+) -> Result<u64, tokio_postgres::Error> {
+    tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("the client got an answer")
+        .unwrap()
+}
+
 fn text(v: &Value) -> String {
     v.to_string()
 }
@@ -183,15 +165,7 @@ async fn a_linked_slack_user_approves_and_every_decision_updates_the_message() {
     link(&env, &slack, "UALICE", "alice").await;
     let ack = slack.interact(press(APPROVE, 1, "UALICE")).await;
     assert!(ack.get("payload").is_none());
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(10), held)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap(),
-        1,
-        "the client's statement ran"
-    );
+    assert_eq!(ran(held).await.unwrap(), 1, "the client's statement ran");
     let updated = slack
         .call_showing("chat.update", "*Approved* by alice")
         .await;
@@ -231,14 +205,7 @@ async fn a_linked_slack_user_approves_and_every_decision_updates_the_message() {
         .approve(&env.shared().ledger, 2, "bob", None)
         .await
         .unwrap();
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(10), held)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap(),
-        1
-    );
+    assert_eq!(ran(held).await.unwrap(), 1);
     slack
         .call_showing("chat.update", "*Approved* by alice, bob")
         .await;
@@ -283,11 +250,7 @@ async fn self_approval_is_refused_and_a_denial_from_slack_needs_a_reason() {
         .interact(submit(&view, "UALICE", "not on a Friday"))
         .await;
     assert!(ack.get("payload").is_none(), "{ack}");
-    let error = tokio::time::timeout(Duration::from_secs(10), held)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err();
+    let error = ran(held).await.unwrap_err();
     assert!(
         error.to_string().contains("not on a Friday")
             || format!("{error:?}").contains("not on a Friday"),

@@ -996,13 +996,9 @@ impl TimelineBuilder {
                         r.operator, r.removed_by, r.reason
                     )),
                     EventBody::ChatUserLinked(l) => Some(format!(
-                        "{} user {}{} of workspace {} linked to operator {} by {}",
+                        "{} user {} of workspace {} linked to operator {} by {}",
                         l.service,
-                        l.user,
-                        l.display
-                            .as_deref()
-                            .map(|d| format!(" ({d})"))
-                            .unwrap_or_default(),
+                        l.shown_user(),
                         l.workspace,
                         l.operator,
                         l.linked_by

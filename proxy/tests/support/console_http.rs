@@ -3,6 +3,36 @@
 
 use super::Env;
 
+/// Agent reads run; its deletes of orders need one approver, its updates
+/// of orders two.
+pub const POLICY: &str = r#"
+[[rule]]
+name = "agent-reads"
+identity = "agent"
+classes = ["read", "transaction"]
+action = "allow"
+
+[[rule]]
+name = "delete-orders"
+identity = "agent"
+classes = ["write"]
+commands = ["DELETE"]
+tables = ["public.orders"]
+action = "require_approval"
+message = "deletes need a human"
+approval_timeout_seconds = 60
+
+[[rule]]
+name = "update-orders-two"
+identity = "agent"
+classes = ["write"]
+commands = ["UPDATE"]
+tables = ["public.orders"]
+action = "require_approval"
+approvers = 2
+approval_timeout_seconds = 60
+"#;
+
 /// What a browser keeps for one console: its session cookie.
 pub struct Browser {
     pub base: String,

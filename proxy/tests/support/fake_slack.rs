@@ -136,18 +136,7 @@ impl FakeSlack {
 
     /// Waits (up to 10 s) for the `n`th call (counting from 1) of `method`.
     pub async fn nth_call(&self, method: &str, n: usize) -> Call {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(c) = self.calls(method).get(n - 1) {
-                return c.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no call {n} of {method}; calls: {:?}",
-                self.recorded.calls.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.nth_call_where(method, |_| true, n).await
     }
 
     /// Waits (up to 10 s) for the `n`th call (counting from 1) of `method`
@@ -158,44 +147,28 @@ impl FakeSlack {
         which: impl Fn(&Call) -> bool,
         n: usize,
     ) -> Call {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(c) = self
-                .calls(method)
-                .into_iter()
-                .filter(|c| which(c))
-                .nth(n - 1)
-            {
-                return c;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no call {n} of {method} of that kind; calls: {:#?}",
+        within_10s(
+            || {
                 self.calls(method)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                    .into_iter()
+                    .filter(|c| which(c))
+                    .nth(n - 1)
+            },
+            || {
+                format!(
+                    "no call {n} of {method} of that kind; calls: {:#?}",
+                    self.calls(method)
+                )
+            },
+        )
+        .await
     }
 
     /// Waits (up to 10 s) for a call of `method` whose body's text shows
     /// `needle`.
     pub async fn call_showing(&self, method: &str, needle: &str) -> Call {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(c) = self
-                .calls(method)
-                .into_iter()
-                .find(|c| c.body.to_string().contains(needle))
-            {
-                return c;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {method} showing {needle:?}; calls: {:#?}",
-                self.calls(method)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.nth_call_where(method, |c| c.body.to_string().contains(needle), 1)
+            .await
     }
 
     /// How many Socket Mode connections the gateway has opened.
@@ -205,15 +178,16 @@ impl FakeSlack {
 
     /// Waits (up to 10 s) until the gateway has opened `n` connections.
     pub async fn connected(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.connections() < n {
-            assert!(
-                Instant::now() < deadline,
-                "the gateway opened {} Socket Mode connections, not {n}",
-                self.connections()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        within_10s(
+            || (self.connections() >= n).then_some(()),
+            || {
+                format!(
+                    "the gateway opened {} Socket Mode connections, not {n}",
+                    self.connections()
+                )
+            },
+        )
+        .await
     }
 
     /// Sends an envelope down the open socket.
@@ -240,26 +214,31 @@ impl FakeSlack {
                 "payload": payload,
             }));
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let acks: Vec<Value> = self
-                .recorded
-                .acks
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|a| a["envelope_id"] == id.as_str())
-                .cloned()
-                .collect();
-            if acks.len() >= times {
-                return acks[times - 1].clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "envelope {id} was not acknowledged {times} times"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        within_10s(
+            || {
+                let acks = self.recorded.acks.lock().unwrap();
+                let mine: Vec<&Value> = acks
+                    .iter()
+                    .filter(|a| a["envelope_id"] == id.as_str())
+                    .collect();
+                (mine.len() >= times).then(|| mine[times - 1].clone())
+            },
+            || format!("envelope {id} was not acknowledged {times} times"),
+        )
+        .await
+    }
+}
+
+/// `found()` once it finds something, polling for up to 10 s; then fails
+/// saying `missing()`.
+async fn within_10s<T>(mut found: impl FnMut() -> Option<T>, missing: impl Fn() -> String) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(t) = found() {
+            return t;
         }
+        assert!(Instant::now() < deadline, "{}", missing());
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -1165,16 +1165,7 @@ fn audit_entry(event: &gatehouse_ledger::Event) -> Option<pages::AuditEntry> {
         EventBody::ChatUserLinked(l) => entry(
             &l.linked_by,
             &format!("linked a {} user", l.service),
-            format!(
-                "{}{} in {} to {}",
-                l.user,
-                l.display
-                    .as_deref()
-                    .map(|d| format!(" ({d})"))
-                    .unwrap_or_default(),
-                l.workspace,
-                l.operator
-            ),
+            format!("{} in {} to {}", l.shown_user(), l.workspace, l.operator),
             None,
         ),
         EventBody::ChatUserUnlinked(u) => entry(
