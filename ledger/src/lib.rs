@@ -31,6 +31,7 @@ pub mod rotation;
 pub mod schema;
 pub mod segment;
 pub mod shape;
+pub mod shared_log;
 pub mod tree_window;
 pub mod verified;
 pub mod writer;

@@ -220,6 +220,21 @@ impl LedgerReader {
         Ok(())
     }
 
+    /// The ledger's path, as opened.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// SQLite's `PRAGMA data_version` of the live file on this reader's
+    /// connection: it changes when another connection commits, so a
+    /// follower knows, at the cost of one pragma, whether to read on.
+    pub fn data_version(&self) -> Result<i64, LedgerError> {
+        let live = self.live();
+        live.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| LedgerError::sqlite(&live.path, e))
+    }
+
     /// Whether the ledger holds no events.
     pub fn is_empty(&self) -> Result<bool, LedgerError> {
         Ok(self.len()? == 0)
