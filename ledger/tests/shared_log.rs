@@ -95,7 +95,7 @@ fn decide(who: usize) -> impl FnOnce(&[gatehouse_ledger::Event]) -> Result<Vec<E
         if decided {
             return Err("request 1 is already decided".into());
         }
-        Ok(vec![if who % 2 == 0 {
+        Ok(vec![if who.is_multiple_of(2) {
             ApprovalGranted {
                 approval: 1,
                 operator: format!("approver-{who}"),
