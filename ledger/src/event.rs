@@ -688,6 +688,26 @@ cbor_struct! {
 }
 
 cbor_struct! {
+    /// This gateway applied the cluster's control log up to `through`
+    /// (docs/cluster.md): policy, identities, credentials, operators and
+    /// blocks from then on are those of the control log's first `through`
+    /// events. Recorded in the gateway's own log each time it applies
+    /// control events, so what judged a statement, and how late a change
+    /// reached each gateway, is provable from the logs.
+    pub struct ControlApplied {
+        /// The gateway's name in the cluster.
+        0 => gateway: String,
+        /// Control events applied: `0..through`.
+        1 => through: u64,
+        /// How many of them this step applied.
+        2 => applied: u64,
+        /// The control log's newest signed checkpoint note when they were
+        /// read (it covers them); `None` for an empty control log.
+        3 => checkpoint: Option<String>,
+    }
+}
+
+cbor_struct! {
     /// The first record of every ledger segment after the first
     /// (docs/ledger-format.md, section 9): what a verifier of this segment
     /// alone needs from its predecessor, which was sealed before it opened.
@@ -891,6 +911,7 @@ event_kinds! {
     30 => ShapedStatement,
     31 => ChatUserLinked,
     32 => ChatUserUnlinked,
+    33 => ControlApplied,
 }
 
 impl EventBody {

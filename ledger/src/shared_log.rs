@@ -226,4 +226,10 @@ impl Follower {
     pub fn position(&self) -> u64 {
         self.after
     }
+
+    /// The log's newest signed checkpoint note, as this follower's
+    /// connection sees it (it covers what [`Follower::poll`] returned).
+    pub fn checkpoint(&self) -> Result<Option<String>, LedgerError> {
+        Ok(self.reader.latest_checkpoint()?.map(|c| c.note))
+    }
 }

@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use gatehouse_engine::classify::classify;
+use gatehouse_ledger::shared_log::SharedAppendError;
 use gatehouse_engine::identities::Identities;
 use gatehouse_engine::operators::{token_hash, Operators, Role};
 use gatehouse_engine::policy::{Policy, Subject};
@@ -54,14 +55,76 @@ fn valid_name(what: &str, name: &str) -> Result<()> {
 /// Records `event` in the ledger of a stopped gateway.
 /// Builds an event from the ledger's current state (the gateway is
 /// stopped) and records it: the offline form of an operator command.
+/// In a cluster (`[cluster]`), the state is the control log's and the
+/// event goes there, built under its append lock: running gateways go on
+/// serving, and a command built on a state another appender changed
+/// meanwhile cannot land.
 fn record_from_state<T>(
     config: &Config,
     build: impl FnOnce(&gatehouse_engine::state::GatewayState) -> Result<(EventBody, T)>,
 ) -> Result<T> {
+    if let Some(control) = config.control_log()? {
+        let mut answer = None;
+        control
+            .append_with(0, |events| {
+                let mut state = gatehouse_engine::state::GatewayState::default();
+                for e in events {
+                    state.apply(e);
+                }
+                let (event, a) = build(&state)?;
+                answer = Some(a);
+                Ok(vec![event])
+            })
+            .map_err(control_error)?;
+        return answer.context("the control log took no event");
+    }
     let state = load_state(&config.ledger.path)?;
     let (event, answer) = build(&state)?;
     record_offline(config, event)?;
     Ok(answer)
+}
+
+fn control_error(e: SharedAppendError<anyhow::Error>) -> anyhow::Error {
+    match e {
+        SharedAppendError::Refused(e) => e,
+        other => anyhow::Error::new(other).context("cannot record in the control log"),
+    }
+}
+
+/// The state policy, identities, credentials and operators are read from:
+/// the control log's in a cluster, else the ledger's.
+pub fn load_control_state(config: &Config) -> Result<gatehouse_engine::state::GatewayState> {
+    let Some(control) = config.control_log()? else {
+        return load_state(&config.ledger.path);
+    };
+    let mut state = gatehouse_engine::state::GatewayState::default();
+    for e in control.follow(0)?.poll()? {
+        state.apply(&e);
+    }
+    Ok(state)
+}
+
+/// `gatehouse cluster init`: the control log's signing key (unless the
+/// file exists: a copy from another gateway) and the control log itself.
+/// Returns the key's verifier line, for `gatehouse-verify`.
+pub fn cluster_init(config: &Config, origin: &str) -> Result<String> {
+    let cluster = config
+        .cluster
+        .as_ref()
+        .context("the config has no [cluster] section: add one (docs/cluster.md)")?;
+    if !cluster.control_key.exists() {
+        let signer = gatehouse_ledger::note::NoteSigner::generate(origin)
+            .context("cannot generate the control log's key")?;
+        gatehouse_ledger::keyfile::write_signing_key(&cluster.control_key, &signer)?;
+    }
+    let control = config.control_log()?.context("[cluster] is set")?;
+    Ok(control.verifier_key().to_string())
+}
+
+/// Records `event` where control events go: the control log in a cluster,
+/// else the ledger of a stopped gateway.
+fn record_control(config: &Config, event: EventBody) -> Result<()> {
+    record_from_state(config, |_| Ok((event, ())))
 }
 
 fn record_offline(config: &Config, event: EventBody) -> Result<()> {
@@ -362,7 +425,7 @@ pub fn operator_add_offline(
     added_by: String,
 ) -> Result<String> {
     let (event, token) = operator_add(name, roles, added_by)?;
-    record_offline(config, event)?;
+    record_control(config, event)?;
     Ok(token)
 }
 
@@ -471,13 +534,13 @@ pub fn policy_apply(
     let warnings = check
         .verdict(allow_missing)
         .with_context(|| format!("{}", file.display()))?;
-    record_offline(config, event)?;
+    record_control(config, event)?;
     Ok(warnings)
 }
 
 /// The policy in force according to the ledger.
 pub fn current_policy(config: &Config) -> Result<Policy> {
-    let state = load_state(&config.ledger.path)?;
+    let state = load_control_state(config)?;
     match state.policy_source() {
         Some(s) => {
             Policy::parse(s).map_err(|e| anyhow::anyhow!("the policy in force does not load: {e}"))

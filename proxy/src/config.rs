@@ -31,6 +31,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookSection>,
     /// Approvals in Slack, with buttons, over Socket Mode.
     pub slack: Option<SlackSection>,
+    /// This gateway shares its control state with others (docs/cluster.md).
+    pub cluster: Option<ClusterSection>,
     /// Masking secrets.
     #[serde(default)]
     pub masking: MaskingSection,
@@ -92,6 +94,29 @@ pub struct WebhookSection {
     /// incoming-webhook message (`{"text": ...}`).
     #[serde(default)]
     pub format: WebhookFormat,
+}
+
+/// `[cluster]`: gateways sharing one control log (docs/cluster.md). Policy,
+/// identities, credentials, operators and blocks are then read from and
+/// recorded in the control log; each gateway keeps its own ledger for its
+/// sessions.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This gateway's name, unique in the cluster.
+    pub gateway: String,
+    /// The control log: a ledger file the gateways of one host share.
+    pub control: PathBuf,
+    /// The control log's signing key file (a copy on every gateway).
+    pub control_key: PathBuf,
+    /// How often, in milliseconds, the control log is checked for the other
+    /// gateways' changes.
+    #[serde(default = "default_cluster_poll_ms")]
+    pub poll_ms: u64,
+}
+
+fn default_cluster_poll_ms() -> u64 {
+    100
 }
 
 /// `[slack]`: held statements posted to a Slack channel with "Approve
@@ -631,6 +656,10 @@ impl Config {
             config.listen.tls_cert = Some(base.join(c));
             config.listen.tls_key = Some(base.join(k));
         }
+        if let Some(c) = &mut config.cluster {
+            c.control = base.join(&c.control);
+            c.control_key = base.join(&c.control_key);
+        }
         if let Some(k) = &config.masking.key_file {
             config.masking.key_file = Some(base.join(k));
         }
@@ -735,6 +764,42 @@ impl Config {
             api_url: slack.api_url.trim_end_matches('/').to_owned(),
             console_url: console_url.trim_end_matches('/').to_owned(),
         }))
+    }
+
+    /// The cluster's control log, when this gateway is one of several
+    /// (`[cluster]`), opened for appending and following.
+    pub fn control_log(&self) -> Result<Option<gatehouse_ledger::shared_log::SharedLog>> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        if cluster.gateway.is_empty()
+            || !cluster
+                .gateway
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            bail!(
+                "[cluster] gateway {:?} must be a name of letters, digits, '_', '.' or '-'",
+                cluster.gateway
+            );
+        }
+        if !(10..=10_000).contains(&cluster.poll_ms) {
+            bail!("[cluster] poll_ms must be between 10 and 10000");
+        }
+        let signer = gatehouse_ledger::keyfile::load_signing_key(&cluster.control_key)
+            .with_context(|| {
+                format!(
+                    "[cluster] control_key {}: create it with `gatehouse cluster init`, or copy the one the other gateways use",
+                    cluster.control_key.display()
+                )
+            })?;
+        let mut options = WriterOptions::new(&cluster.control, signer);
+        options.durability = self.durability()?;
+        Ok(Some(
+            gatehouse_ledger::shared_log::SharedLog::open(options).with_context(|| {
+                format!("cannot open the control log {}", cluster.control.display())
+            })?,
+        ))
     }
 
     /// The configured durability.

@@ -58,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Gateways sharing one control log (docs/cluster.md).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Block an identity on the running gateway: its statements are
     /// cancelled, its sessions end, its logins are refused.
     Block {
@@ -260,6 +265,21 @@ enum Command {
         /// Directory for the demo's files (default: ./gatehouse-demo-<time>).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Create the control log named by `[cluster]`, and its signing key
+    /// unless the key file exists (a copy from another gateway). Prints
+    /// the control log's verifier key.
+    Init {
+        /// The gateway's configuration file.
+        #[arg(long, default_value = "gatehouse.toml")]
+        config: PathBuf,
+        /// The control log's name in its checkpoints (a new key only).
+        #[arg(long, default_value = "gatehouse/control")]
+        origin: String,
     },
 }
 
@@ -796,6 +816,15 @@ fn run(command: Command) -> Result<()> {
                 "the ledger's signing key is now {} (it was {}); auditors keep pinning the key the ledger started with (verifier.pub): gatehouse-verify follows the rotation. Bundles exported from now on are signed by the new key: verify them with it",
                 rotated.new.label(),
                 rotated.old.label()
+            );
+        }
+        Command::Cluster {
+            command: ClusterCommand::Init { config, origin },
+        } => {
+            let config = Config::load(&config)?;
+            println!("{}", commands::cluster_init(&config, &origin)?);
+            eprintln!(
+                "the control log is ready; give every gateway of the cluster the same [cluster] control and a copy of control_key"
             );
         }
         Command::Identities { json, admin } => {
