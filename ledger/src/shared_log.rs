@@ -227,6 +227,13 @@ impl Follower {
         self.after
     }
 
+    /// Moves past events the caller read another way (through
+    /// [`SharedLog::append_with`], which shows what others appended and
+    /// places the caller's own events).
+    pub fn skip_to(&mut self, position: u64) {
+        self.after = self.after.max(position);
+    }
+
     /// The log's newest signed checkpoint note, as this follower's
     /// connection sees it (it covers what [`Follower::poll`] returned).
     pub fn checkpoint(&self) -> Result<Option<String>, LedgerError> {

@@ -56,7 +56,29 @@ impl Gateway {
         let metrics = Arc::new(metrics::Metrics::new());
         let mut writer_options = config.writer_options()?;
         writer_options.on_commit = Some(metrics.commit_observer());
-        let state = load_state_verified(&config.ledger.path, &writer_options.signer.verifier())?;
+        let mut state =
+            load_state_verified(&config.ledger.path, &writer_options.signer.verifier())?;
+        // In a cluster, policy, identities, credentials, operators and blocks
+        // are the control log's: applied up to its end before any login.
+        let control = match config.control_log()? {
+            Some(log) => {
+                let events = log
+                    .follow(0)
+                    .and_then(|mut f| f.poll())
+                    .context("cannot read the cluster's control log")?;
+                let mut control_state = gatehouse_engine::state::GatewayState::default();
+                for e in &events {
+                    control_state.apply(e);
+                    state.approvals.apply(e);
+                }
+                state.identities = control_state.identities;
+                state.operators = control_state.operators;
+                state.policy = control_state.policy;
+                state.blocks = control_state.blocks;
+                Some((log, events.len() as u64))
+            }
+            None => None,
+        };
         let policy = match state.policy_source() {
             Some(source) => Policy::parse(source).map_err(|e| {
                 anyhow::anyhow!("the policy in force in the ledger does not load ({e}); apply a corrected policy")
@@ -155,7 +177,30 @@ impl Gateway {
             metrics,
         );
         shared.masking.key = config.masking_key()?;
+        if let (Some((log, position)), Some(cluster)) = (control, &config.cluster) {
+            shared.control = Some(control::cluster::ControlLink::new(
+                cluster.gateway.clone(),
+                log,
+                position,
+                std::time::Duration::from_millis(cluster.poll_ms),
+            )?);
+        }
         let shared = Arc::new(shared);
+        if let Some(link) = &shared.control {
+            let applied = gatehouse_ledger::event::ControlApplied {
+                gateway: link.gateway.clone(),
+                through: link.position(),
+                applied: link.position(),
+                checkpoint: shared
+                    .control_checkpoint()
+                    .context("cannot read the control log's checkpoint")?,
+            };
+            shared
+                .ledger
+                .append(&applied.into())
+                .await
+                .context("cannot record the control state this gateway starts from")?;
+        }
         let refused = shared
             .approvals
             .deny_where(
@@ -235,6 +280,7 @@ impl Gateway {
         ));
         let slack =
             slack.map(|config| control::slack::start(shared.clone(), config, console.chat_links()));
+        let follower = control::cluster::follow(shared.clone());
         let router =
             admin::router(shared.clone()).merge(control::console::router(shared.clone(), console));
         let api = match admin_tls {
@@ -257,6 +303,9 @@ impl Gateway {
         let _ = api.await;
         if let Some(slack) = slack {
             let _ = slack.await;
+        }
+        if let Some(follower) = follower {
+            let _ = follower.await;
         }
         if let Some(snapshots) = snapshots {
             tokio::task::spawn_blocking(move || snapshots.stop()).await?;

@@ -9,6 +9,7 @@ pub mod admin_tls;
 pub mod approvals;
 pub mod archive;
 pub mod chat_links;
+pub mod cluster;
 pub mod console;
 pub mod ledger_thread;
 pub mod metrics;

@@ -228,6 +228,22 @@ pub struct Shared {
     /// Serializes operator commands: each is checked against the state it
     /// changes, then recorded, then applied, before the next is checked.
     commands: tokio::sync::Mutex<()>,
+    /// In a cluster: the shared control log, where commands are recorded
+    /// and from which the other gateways' commands are applied.
+    pub control: Option<crate::gateway::control::cluster::ControlLink>,
+}
+
+/// What is left to do after a control event is applied to the live state.
+pub enum ControlEffect {
+    /// Nothing.
+    Done,
+    /// Refuse the held statements of `identity`, telling them `reason`.
+    RefuseHeld {
+        /// The identity blocked or disabled.
+        identity: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// One log line per recorded operator command: who did what to whom, never
@@ -268,6 +284,15 @@ fn log_command(event: &EventBody) {
             o.reason
         ),
         EventBody::PolicyChanged(_) => tracing::info!(operator, "policy applied"),
+        EventBody::IdentityBlocked(b) => tracing::info!(
+            operator,
+            identity = b.identity,
+            "identity blocked: {}",
+            b.reason
+        ),
+        EventBody::IdentityUnblocked(u) => {
+            tracing::info!(operator, identity = u.identity, "identity unblocked")
+        }
         other => tracing::info!(operator, "{} recorded", other.kind().name()),
     }
 }
@@ -281,6 +306,20 @@ pub enum CommandError {
     /// Its event could not be recorded, so nothing changed.
     #[error("the change could not be recorded, so it was not made: {0}")]
     Unrecorded(#[from] AppendError),
+    /// The cluster's control log could not be read or written, so nothing
+    /// changed.
+    #[error("the cluster's control log cannot be used, so the change was not made: {0}")]
+    Control(String),
+}
+
+impl From<CommandError> for AppendError {
+    /// For callers that only record: a command error as a failed commit.
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Unrecorded(e) => e,
+            other => AppendError::Commit(other.to_string()),
+        }
+    }
 }
 
 impl Shared {
@@ -346,6 +385,7 @@ impl Shared {
             metrics,
             masking: crate::gateway::relay::masking::Masking::default(),
             commands: tokio::sync::Mutex::new(()),
+            control: None,
         }
     }
 
@@ -358,27 +398,120 @@ impl Shared {
         build: impl FnOnce(&Identities) -> anyhow::Result<(EventBody, T)>,
     ) -> Result<T, CommandError> {
         let _one_at_a_time = self.commands.lock().await;
-        let (event, answer) = {
+        if self.control.is_some() {
+            let recorded = self
+                .record_control(|shared| {
+                    let identities = shared.identities.read().expect("identities lock");
+                    build(&identities).map(Some)
+                })
+                .await?;
+            return Ok(recorded.expect("execute always records").1);
+        }
+        let (body, answer) = {
             let identities = self.identities.read().expect("identities lock");
             build(&identities).map_err(CommandError::Invalid)?
         };
-        self.ledger.append(&event).await?;
-        log_command(&event);
+        let receipt = self.ledger.append(&body).await?;
+        let event = gatehouse_ledger::Event {
+            seq: receipt.seq,
+            ts: receipt.ts,
+            body,
+        };
+        let effect = self.apply_control(&event);
+        self.follow_up(effect).await?;
+        Ok(answer)
+    }
+
+    /// Applies a recorded control event (a command's, or in a cluster
+    /// another gateway's) to the live state: identities, operators, policy,
+    /// blocks, grants; the sessions it ends are told at once. Returns what
+    /// is left to do (see [`Shared::follow_up`]).
+    pub fn apply_control(&self, event: &gatehouse_ledger::Event) -> ControlEffect {
+        let body = &event.body;
+        log_command(body);
         self.identities
             .write()
             .expect("identities lock")
-            .apply(&event);
+            .apply(body);
         self.operators
             .write()
             .expect("operators lock")
-            .apply(&event);
-        if let EventBody::PolicyChanged(p) = &event {
-            match Policy::parse(&p.source) {
+            .apply(body);
+        self.approvals.observe(event);
+        let stop = |identity: &str, credential: Option<&str>, termination: Termination| {
+            let sessions = self.sessions.lock().expect("sessions lock");
+            for control in sessions.values().filter(|c| {
+                c.identity == identity && credential.is_none_or(|k| c.credential == k)
+            }) {
+                control.terminate(termination.clone());
+            }
+        };
+        match body {
+            EventBody::PolicyChanged(p) => match Policy::parse(&p.source) {
                 Ok(policy) => *self.policy.write().expect("policy lock") = Arc::new(policy),
                 Err(e) => warn!("a recorded policy does not load: {e}"),
+            },
+            EventBody::IdentityBlocked(b) => {
+                self.blocks
+                    .write()
+                    .expect("blocks lock")
+                    .insert(b.identity.clone(), b.reason.clone());
+                self.metrics.blocked();
+                let reason = format!("identity {} was blocked: {}", b.identity, b.reason);
+                stop(
+                    &b.identity,
+                    None,
+                    Termination {
+                        operator: Some(b.operator.clone()),
+                        reason: reason.clone(),
+                    },
+                );
+                return ControlEffect::RefuseHeld {
+                    identity: b.identity.clone(),
+                    reason,
+                };
             }
+            EventBody::IdentityUnblocked(u) => {
+                self.blocks.write().expect("blocks lock").remove(&u.identity);
+                self.denials.lock().expect("denials lock").remove(&u.identity);
+            }
+            EventBody::IdentityDisabled(d) => {
+                let reason = format!("identity {} was disabled: {}", d.identity, d.reason);
+                stop(
+                    &d.identity,
+                    None,
+                    Termination {
+                        operator: Some(d.operator.clone()),
+                        reason: reason.clone(),
+                    },
+                );
+                return ControlEffect::RefuseHeld {
+                    identity: d.identity.clone(),
+                    reason,
+                };
+            }
+            EventBody::CredentialRevoked(c) => stop(
+                &c.identity,
+                Some(&c.credential),
+                Termination {
+                    operator: Some(c.operator.clone()),
+                    reason: format!("credential {} was revoked: {}", c.credential, c.reason),
+                },
+            ),
+            _ => {}
         }
-        Ok(answer)
+        ControlEffect::Done
+    }
+
+    /// Finishes what [`Shared::apply_control`] left: held statements of a
+    /// blocked or disabled identity are refused (recorded).
+    pub async fn follow_up(&self, effect: ControlEffect) -> Result<(), AppendError> {
+        if let ControlEffect::RefuseHeld { identity, reason } = effect {
+            self.approvals
+                .deny_where(&self.ledger, |a| a.identity == identity, &reason)
+                .await?;
+        }
+        Ok(())
     }
 
     /// A new session number, unique within the ledger.
@@ -420,60 +553,37 @@ impl Shared {
             .write()
             .expect("blocks lock")
             .insert(identity.to_owned(), reason.to_owned());
-        let event = IdentityBlocked {
+        let body: EventBody = IdentityBlocked {
             identity: identity.to_owned(),
             operator: operator.to_owned(),
             reason: reason.to_owned(),
             trigger,
-        };
-        let body: gatehouse_ledger::EventBody = event.into();
-        match self.ledger.append(&body).await {
-            Ok(receipt) => {
-                tracing::info!(identity, operator, "identity blocked: {reason}");
-                self.metrics.blocked();
-                self.approvals.observe(&gatehouse_ledger::Event {
-                    seq: receipt.seq,
-                    ts: receipt.ts,
-                    body,
-                })
-            }
-            Err(e) => {
-                self.blocks.write().expect("blocks lock").remove(identity);
-                return Err(e);
-            }
         }
-        self.stop_identity(
-            identity,
-            Termination {
-                operator: Some(operator.to_owned()),
-                reason: format!("identity {identity} was blocked: {reason}"),
-            },
-        )
-        .await
+        .into();
+        let recorded = match self.control {
+            Some(_) => self
+                .record_control(|_| Ok(Some((body, ()))))
+                .await
+                .map(|_| ())
+                .map_err(AppendError::from),
+            None => self.record_local(body).await,
+        };
+        if recorded.is_err() {
+            self.blocks.write().expect("blocks lock").remove(identity);
+        }
+        recorded
     }
 
-    /// After a block or a disable is recorded: ends every session of
-    /// `identity` (cancelling what runs), with `termination` told to each
-    /// client and recorded, and refuses its held statements.
-    async fn stop_identity(
-        &self,
-        identity: &str,
-        termination: Termination,
-    ) -> Result<(), AppendError> {
-        {
-            let sessions = self.sessions.lock().expect("sessions lock");
-            for control in sessions.values().filter(|c| c.identity == identity) {
-                control.terminate(termination.clone());
-            }
-        }
-        self.approvals
-            .deny_where(
-                &self.ledger,
-                |a| a.identity == identity,
-                &termination.reason,
-            )
-            .await?;
-        Ok(())
+    /// Records a control event in this gateway's own ledger (no cluster),
+    /// then applies it and what follows from it.
+    async fn record_local(&self, body: EventBody) -> Result<(), AppendError> {
+        let receipt = self.ledger.append(&body).await?;
+        let effect = self.apply_control(&gatehouse_ledger::Event {
+            seq: receipt.seq,
+            ts: receipt.ts,
+            body,
+        });
+        self.follow_up(effect).await
     }
 
     /// Why `identity` is disabled (retired), if it is.
@@ -497,16 +607,7 @@ impl Shared {
             crate::commands::identity_disable(ids, identity, reason.to_owned(), operator.to_owned())
                 .map(|e| (e, ()))
         })
-        .await?;
-        self.stop_identity(
-            identity,
-            Termination {
-                operator: Some(operator.to_owned()),
-                reason: format!("identity {identity} was disabled: {reason}"),
-            },
-        )
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Removes an operator: recorded, then its token stops working.
@@ -540,15 +641,20 @@ impl Shared {
         if self.blocked(identity).is_none() {
             return Ok(false);
         }
-        let event = IdentityUnblocked {
+        let body: EventBody = IdentityUnblocked {
             identity: identity.to_owned(),
             operator: operator.to_owned(),
             reason,
-        };
-        self.ledger.append(&event.into()).await?;
-        tracing::info!(identity, operator, "identity unblocked");
-        self.blocks.write().expect("blocks lock").remove(identity);
-        self.denials.lock().expect("denials lock").remove(identity);
+        }
+        .into();
+        if self.control.is_some() {
+            // Another gateway may have lifted it meanwhile.
+            let recorded = self
+                .record_control(|shared| Ok(shared.blocked(identity).map(|_| (body, ()))))
+                .await?;
+            return Ok(recorded.is_some());
+        }
+        self.record_local(body).await?;
         Ok(true)
     }
 
@@ -586,6 +692,16 @@ impl Shared {
             .map(|c| c.expires_at)
     }
 
+    /// The identity holding `credential`, if it exists.
+    fn credential_owner(&self, credential: &str) -> Option<String> {
+        let ids = self.identities.read().expect("identities lock");
+        let owner = ids
+            .iter()
+            .find(|i| i.credentials.contains_key(credential))
+            .map(|i| i.name.clone());
+        owner
+    }
+
     /// Revokes a credential: it can no longer log in, and the sessions that
     /// logged in with it end at once. Returns whether it existed.
     pub async fn revoke(
@@ -594,15 +710,7 @@ impl Shared {
         operator: &str,
         reason: &str,
     ) -> Result<bool, AppendError> {
-        let owner = {
-            let ids = self.identities.read().expect("identities lock");
-            let name = ids
-                .iter()
-                .find(|i| i.credentials.contains_key(credential))
-                .map(|i| i.name.clone());
-            name
-        };
-        let Some(identity) = owner else {
+        let Some(identity) = self.credential_owner(credential) else {
             return Ok(false);
         };
         let event: gatehouse_ledger::EventBody = CredentialRevoked {
@@ -612,25 +720,18 @@ impl Shared {
             reason: reason.to_owned(),
         }
         .into();
-        let receipt = self.ledger.append(&event).await?;
-        log_command(&event);
-        self.identities
-            .write()
-            .expect("identities lock")
-            .apply(&event);
-        self.approvals.observe(&gatehouse_ledger::Event {
-            seq: receipt.seq,
-            ts: receipt.ts,
-            body: event,
-        });
-        let termination = Termination {
-            operator: Some(operator.to_owned()),
-            reason: format!("credential {credential} was revoked: {reason}"),
-        };
-        let sessions = self.sessions.lock().expect("sessions lock");
-        for control in sessions.values().filter(|c| c.credential == credential) {
-            control.terminate(termination.clone());
+        if self.control.is_some() {
+            let recorded = self
+                .record_control(|shared| {
+                    let exists = shared
+                        .credential_owner(credential)
+                        .is_some();
+                    Ok(exists.then_some((event, ())))
+                })
+                .await?;
+            return Ok(recorded.is_some());
         }
+        self.record_local(event).await?;
         Ok(true)
     }
 
