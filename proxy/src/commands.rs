@@ -14,7 +14,6 @@ use anyhow::{bail, Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use gatehouse_engine::classify::classify;
-use gatehouse_ledger::shared_log::SharedAppendError;
 use gatehouse_engine::identities::Identities;
 use gatehouse_engine::operators::{token_hash, Operators, Role};
 use gatehouse_engine::policy::{Policy, Subject};
@@ -23,6 +22,7 @@ use gatehouse_ledger::event::{
     CredentialIssued, CredentialRevoked, IdentityCreated, IdentityDisabled, KeyRotated,
     OperatorAdded, OperatorRemoved, PolicyChanged,
 };
+use gatehouse_ledger::shared_log::SharedAppendError;
 use gatehouse_ledger::{EventBody, Ledger};
 
 use crate::config::Config;

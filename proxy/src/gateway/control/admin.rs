@@ -481,7 +481,9 @@ fn parse_body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, Refusal> 
 fn command_refusal(e: CommandError) -> Refusal {
     match e {
         CommandError::Invalid(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
-        CommandError::Unrecorded(_) | CommandError::Control(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        CommandError::Unrecorded(_) | CommandError::Control(_) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
     }
 }
 

@@ -433,16 +433,14 @@ impl Shared {
             .write()
             .expect("identities lock")
             .apply(body);
-        self.operators
-            .write()
-            .expect("operators lock")
-            .apply(body);
+        self.operators.write().expect("operators lock").apply(body);
         self.approvals.observe(event);
         let stop = |identity: &str, credential: Option<&str>, termination: Termination| {
             let sessions = self.sessions.lock().expect("sessions lock");
-            for control in sessions.values().filter(|c| {
-                c.identity == identity && credential.is_none_or(|k| c.credential == k)
-            }) {
+            for control in sessions
+                .values()
+                .filter(|c| c.identity == identity && credential.is_none_or(|k| c.credential == k))
+            {
                 control.terminate(termination.clone());
             }
         };
@@ -472,8 +470,14 @@ impl Shared {
                 };
             }
             EventBody::IdentityUnblocked(u) => {
-                self.blocks.write().expect("blocks lock").remove(&u.identity);
-                self.denials.lock().expect("denials lock").remove(&u.identity);
+                self.blocks
+                    .write()
+                    .expect("blocks lock")
+                    .remove(&u.identity);
+                self.denials
+                    .lock()
+                    .expect("denials lock")
+                    .remove(&u.identity);
             }
             EventBody::IdentityDisabled(d) => {
                 let reason = format!("identity {} was disabled: {}", d.identity, d.reason);
@@ -723,10 +727,14 @@ impl Shared {
         if self.control.is_some() {
             let recorded = self
                 .record_control(|shared| {
-                    let exists = shared
-                        .credential_owner(credential)
-                        .is_some();
-                    Ok(exists.then_some((event, ())))
+                    // Another gateway may have revoked it meanwhile.
+                    let ids = shared.identities.read().expect("identities lock");
+                    let live = ids.iter().any(|i| {
+                        i.credentials
+                            .get(credential)
+                            .is_some_and(|c| c.revoked.is_none())
+                    });
+                    Ok(live.then_some((event, ())))
                 })
                 .await?;
             return Ok(recorded.is_some());

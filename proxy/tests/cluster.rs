@@ -1,0 +1,386 @@
+//! Several gateways, one control log (issue 19, embedded store): two
+//! gateways in front of one real PostgreSQL, each with its own ledger,
+//! sharing a control log file. A block, a policy change, a new credential
+//! or a revocation made through one takes effect on the other within its
+//! poll interval; a command decided against a stale state cannot land;
+//! each gateway records what control state it applied.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatehouse::config::Config;
+use gatehouse::gateway::shared::Shared;
+use gatehouse::gateway::Gateway;
+use gatehouse::{commands, init};
+use gatehouse_ledger::event::EventBody;
+use gatehouse_ledger::LedgerReader;
+use gatehouse_pgtest::PgCluster;
+use tokio_postgres::error::SqlState;
+
+/// One gateway of the cluster.
+struct Member {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    ledger: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct TwoGateways {
+    _pg: PgCluster,
+    dir: tempfile::TempDir,
+    members: Vec<Member>,
+    configs: Vec<Config>,
+    secret: String,
+}
+
+impl TwoGateways {
+    async fn start() -> TwoGateways {
+        let pg = tokio::task::spawn_blocking(|| {
+            let pg = PgCluster::start();
+            pg.create_database("shop");
+            pg.psql("shop", support::SCHEMA);
+            pg
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let var = format!("GH_TEST_PW_{}", pg.port());
+        std::env::set_var(&var, pg.password());
+        let (pg_port, superuser) = (pg.port(), pg.superuser().to_owned());
+        let root = dir.path().to_owned();
+        let configs = tokio::task::spawn_blocking(move || {
+            let mut configs = Vec::new();
+            for i in 0..2 {
+                let home = root.join(format!("gw{i}"));
+                let out = init::init(&home, Some(&format!("gatehouse.test/gw{i}"))).unwrap();
+                let mut text = std::fs::read_to_string(&out.config).unwrap();
+                text.push_str(&format!(
+                    "\n[admin]\naddress = \"127.0.0.1:0\"\n\n[listen]\naddress = \"127.0.0.1:0\"\n\n\
+                     [[target]]\nname = \"shop\"\nurl = \"postgres://{superuser}@127.0.0.1:{pg_port}/shop\"\npassword_env = \"{var}\"\n\
+                     accept_read_only_without_role = true\n\n\
+                     [cluster]\ngateway = \"gw{i}\"\ncontrol = \"{}\"\ncontrol_key = \"{}\"\npoll_ms = 50\n",
+                    root.join("control.ledger").display(),
+                    root.join("control.key").display(),
+                ));
+                std::fs::write(&out.config, text).unwrap();
+                configs.push(Config::load(&out.config).unwrap());
+            }
+            configs
+        })
+        .await
+        .unwrap();
+        let secret = tokio::task::spawn_blocking({
+            let dir = dir.path().to_owned();
+            move || {
+                let config = Config::load(&dir.join("gw0/gatehouse.toml")).unwrap();
+                commands::cluster_init(&config, "gatehouse.test/control").unwrap();
+                // Offline commands through gateway 0's config land in the
+                // control log both gateways read.
+                let policy = dir.join("policy.toml");
+                std::fs::write(&policy, support::POLICY).unwrap();
+                commands::policy_apply(&config, &policy, "tester".into(), true).unwrap();
+                commands::identity_create_offline(&config, "agent", None, "tester".into()).unwrap();
+                commands::credential_issue_offline(
+                    &config,
+                    "agent",
+                    Duration::from_secs(3600),
+                    "tester".into(),
+                )
+                .unwrap()
+                .secret
+            }
+        })
+        .await
+        .unwrap();
+        let mut members = Vec::new();
+        for config in &configs {
+            let gateway = Gateway::bind(config).await.unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let addr = gateway.local_addr().unwrap();
+            let shared = gateway.shared();
+            let task = tokio::spawn(async move {
+                gateway
+                    .run_until(async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+            members.push(Member {
+                addr,
+                shared,
+                ledger: config.ledger.path.clone(),
+                stop: Some(stop),
+                task,
+            });
+        }
+        TwoGateways {
+            _pg: pg,
+            dir,
+            members,
+            configs,
+            secret,
+        }
+    }
+
+    fn conn_str(&self, gw: usize, secret: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=agent password={secret} dbname=shop application_name=gh-test",
+            self.members[gw].addr.port()
+        )
+    }
+
+    async fn connect(
+        &self,
+        gw: usize,
+        secret: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) =
+            tokio_postgres::connect(&self.conn_str(gw, secret), tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    fn shared(&self, gw: usize) -> &Shared {
+        &self.members[gw].shared
+    }
+
+    async fn stop(&mut self) {
+        for m in &mut self.members {
+            if let Some(stop) = m.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+        for m in &mut self.members {
+            (&mut m.task).await.unwrap();
+        }
+    }
+
+    fn events(&self, gw: usize) -> Vec<EventBody> {
+        let reader = LedgerReader::open(&self.members[gw].ledger).unwrap();
+        let n = reader.len().unwrap();
+        reader.events(0..n).map(|e| e.unwrap().event.body).collect()
+    }
+
+    fn control_events(&self) -> Vec<EventBody> {
+        let path = self.dir.path().join("control.ledger");
+        let reader = LedgerReader::open(&path).unwrap();
+        let n = reader.len().unwrap();
+        reader.events(0..n).map(|e| e.unwrap().event.body).collect()
+    }
+}
+
+/// Waits up to `limit` for `check` to hold.
+async fn within(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_through_one_gateway_ends_the_identitys_sessions_on_the_other() {
+    let mut cluster = TwoGateways::start().await;
+    let secret = cluster.secret.clone();
+    // Both gateways start from the control log: the policy, the identity
+    // and its credential were recorded there, not in their ledgers.
+    let on_gw1 = cluster.connect(1, &secret).await.unwrap();
+    on_gw1.simple_query("SELECT 1").await.unwrap();
+    let sleeping = {
+        let c = cluster.connect(1, &secret).await.unwrap();
+        tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster
+        .shared(0)
+        .block("agent", "alice", "rogue agent", None)
+        .await
+        .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(5), sleeping)
+        .await
+        .expect("the sleeping session on gateway 1 ended")
+        .unwrap()
+        .unwrap_err();
+    match error.as_db_error() {
+        Some(db) => {
+            assert_eq!(db.code(), &SqlState::ADMIN_SHUTDOWN, "{db:?}");
+            assert!(db.message().contains("rogue agent"), "{db:?}");
+        }
+        None => assert!(error.is_closed(), "{error}"),
+    }
+    let Err(refused) = cluster.connect(1, &secret).await else {
+        panic!("gateway 1 admitted the blocked identity");
+    };
+    assert!(
+        refused.to_string().contains("blocked") || format!("{refused:?}").contains("blocked"),
+        "{refused:?}"
+    );
+    assert!(cluster.shared(1).blocked("agent").is_some());
+    // Lifted through gateway 1: gateway 0 admits the identity again.
+    assert!(cluster
+        .shared(1)
+        .unblock("agent", "bob", None)
+        .await
+        .unwrap());
+    within(
+        Duration::from_secs(5),
+        "the unblock reaching gateway 0",
+        async || cluster.shared(0).blocked("agent").is_none(),
+    )
+    .await;
+    cluster.connect(0, &secret).await.unwrap();
+    // A second unblock, decided against the control log, records nothing.
+    assert!(!cluster
+        .shared(0)
+        .unblock("agent", "bob", None)
+        .await
+        .unwrap());
+    cluster.stop().await;
+    let control = cluster.control_events();
+    assert_eq!(
+        control
+            .iter()
+            .filter(|e| matches!(e, EventBody::IdentityBlocked(_)))
+            .count(),
+        1
+    );
+    assert_eq!(
+        control
+            .iter()
+            .filter(|e| matches!(e, EventBody::IdentityUnblocked(_)))
+            .count(),
+        1
+    );
+    // Each gateway's ledger says what control state it applied; neither
+    // holds the control events themselves.
+    for gw in 0..2 {
+        let events = cluster.events(gw);
+        let applied: Vec<u64> = events
+            .iter()
+            .filter_map(|e| match e {
+                EventBody::ControlApplied(a) => Some(a.through),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            applied.windows(2).all(|w| w[0] < w[1]),
+            "gw{gw}: {applied:?}"
+        );
+        assert_eq!(
+            applied.last(),
+            Some(&(control.len() as u64)),
+            "gw{gw}: {applied:?}"
+        );
+        assert!(!events.iter().any(|e| matches!(
+            e,
+            EventBody::IdentityBlocked(_) | EventBody::PolicyChanged(_)
+        )));
+        assert!(events.iter().any(|e| matches!(e,
+            EventBody::ControlApplied(a) if a.gateway == format!("gw{gw}") && a.checkpoint.as_deref().is_some_and(|n| n.starts_with("gatehouse.test/control\n")))));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_and_policy_changed_on_one_gateway_hold_on_the_other_and_a_race_is_decided_once(
+) {
+    let mut cluster = TwoGateways::start().await;
+    // A credential issued through gateway 0 logs in through gateway 1.
+    let issued = cluster
+        .shared(0)
+        .execute(|ids| {
+            commands::credential_issue(ids, "agent", Duration::from_secs(600), "alice".into())
+        })
+        .await
+        .unwrap();
+    let fresh = within(
+        Duration::from_secs(5),
+        "the credential reaching gateway 1",
+        async || cluster.connect(1, &issued.secret).await.is_ok(),
+    )
+    .await;
+    eprintln!("a new credential reached gateway 1 after {fresh:?}");
+    let on_gw1 = cluster.connect(1, &issued.secret).await.unwrap();
+    // A policy applied through gateway 1 judges gateway 0's statements.
+    let (policy_event, _) = commands::policy_change(
+        format!("{}\n[[rule]]\nname = \"no-orders\"\nidentity = \"agent\"\ntables = [\"public.orders\"]\naction = \"deny\"\nmessage = \"orders are closed\"\n", support::POLICY),
+        "bob".into(),
+    )
+    .unwrap();
+    cluster
+        .shared(1)
+        .execute(|_| Ok((policy_event, ())))
+        .await
+        .unwrap();
+    let on_gw0 = cluster.connect(0, &cluster.secret.clone()).await.unwrap();
+    within(
+        Duration::from_secs(5),
+        "the policy reaching gateway 0",
+        async || {
+            on_gw0
+                .simple_query("SELECT count(*) FROM orders")
+                .await
+                .is_err_and(|e| format!("{e:?}").contains("orders are closed"))
+        },
+    )
+    .await;
+    // Both gateways revoke the same credential at once: one records it,
+    // the other finds it already revoked; the session using it ends.
+    let (a, b) = tokio::join!(
+        cluster.shared(0).revoke(&issued.id, "alice", "leaked"),
+        cluster.shared(1).revoke(&issued.id, "bob", "leaked too"),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a ^ b, "exactly one gateway records the revocation: {a} {b}");
+    within(
+        Duration::from_secs(5),
+        "the session of the revoked credential ending",
+        async || on_gw1.simple_query("SELECT 1").await.is_err(),
+    )
+    .await;
+    cluster.stop().await;
+    let revoked = cluster
+        .control_events()
+        .into_iter()
+        .filter(|e| matches!(e, EventBody::CredentialRevoked(r) if r.credential == issued.id))
+        .count();
+    assert_eq!(
+        revoked, 1,
+        "decided once, against the control log under its lock"
+    );
+    // Every log verifies: the control log with its own key.
+    let key = std::fs::read_to_string(cluster.dir.path().join("gw0/verifier.pub")).unwrap();
+    let key = gatehouse_verify::VerifierKey::parse(key.trim()).unwrap();
+    assert!(
+        gatehouse_verify::verify_ledger(&cluster.members[0].ledger, &key, None)
+            .unwrap()
+            .is_intact()
+    );
+    let control_key = gatehouse_ledger::keyfile::load_signing_key(
+        &cluster.configs[0].cluster.as_ref().unwrap().control_key,
+    )
+    .unwrap()
+    .verifier()
+    .to_string();
+    let control_key = gatehouse_verify::VerifierKey::parse(&control_key).unwrap();
+    assert!(gatehouse_verify::verify_ledger(
+        &cluster.dir.path().join("control.ledger"),
+        &control_key,
+        None
+    )
+    .unwrap()
+    .is_intact());
+}
