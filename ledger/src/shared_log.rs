@@ -209,6 +209,14 @@ impl Follower {
     /// The events appended since the last call (or since `after`),
     /// verified; empty, at the cost of one `PRAGMA`, when nothing changed.
     pub fn poll(&mut self) -> Result<Vec<Event>, LedgerError> {
+        // A connection keeps reading a file that was removed or replaced:
+        // the path is what the appenders write to.
+        if let Err(e) = std::fs::metadata(self.reader.path()) {
+            return Err(LedgerError::Io(format!(
+                "the shared log {} cannot be read: {e}",
+                self.reader.path().display()
+            )));
+        }
         let version = self.reader.data_version()?;
         if self.version == Some(version) {
             return Ok(Vec::new());

@@ -113,6 +113,30 @@ pub struct ClusterSection {
     /// gateways' changes.
     #[serde(default = "default_cluster_poll_ms")]
     pub poll_ms: u64,
+    /// How long the gateway may go without reading the control log before
+    /// it stops vouching for identities (e.g. `30s`, the default).
+    #[serde(default = "default_max_staleness")]
+    pub max_staleness: String,
+    /// `strict` (the default): past `max_staleness`, every session ends
+    /// and logins are refused until the control log can be read again.
+    /// `best_effort`: keep serving on the last state applied.
+    #[serde(default)]
+    pub mode: ClusterMode,
+}
+
+/// See [`ClusterSection::mode`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterMode {
+    /// Fail closed.
+    #[default]
+    Strict,
+    /// Serve on the last state applied.
+    BestEffort,
+}
+
+fn default_max_staleness() -> String {
+    "30s".into()
 }
 
 fn default_cluster_poll_ms() -> u64 {

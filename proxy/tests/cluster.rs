@@ -40,6 +40,12 @@ struct TwoGateways {
 
 impl TwoGateways {
     async fn start() -> TwoGateways {
+        Self::start_with("").await
+    }
+
+    /// With extra `[cluster]` lines.
+    async fn start_with(cluster_extra: &str) -> TwoGateways {
+        let cluster_extra = cluster_extra.to_owned();
         let pg = tokio::task::spawn_blocking(|| {
             let pg = PgCluster::start();
             pg.create_database("shop");
@@ -63,7 +69,7 @@ impl TwoGateways {
                     "\n[admin]\naddress = \"127.0.0.1:0\"\n\n[listen]\naddress = \"127.0.0.1:0\"\n\n\
                      [[target]]\nname = \"shop\"\nurl = \"postgres://{superuser}@127.0.0.1:{pg_port}/shop\"\npassword_env = \"{var}\"\n\
                      accept_read_only_without_role = true\n\n\
-                     [cluster]\ngateway = \"gw{i}\"\ncontrol = \"{}\"\ncontrol_key = \"{}\"\npoll_ms = 50\n",
+                     [cluster]\ngateway = \"gw{i}\"\ncontrol = \"{}\"\ncontrol_key = \"{}\"\npoll_ms = 50\n{cluster_extra}\n",
                     root.join("control.ledger").display(),
                     root.join("control.key").display(),
                 ));
@@ -383,4 +389,47 @@ async fn credentials_and_policy_changed_on_one_gateway_hold_on_the_other_and_a_r
     )
     .unwrap()
     .is_intact());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_cannot_read_the_control_log_stops_vouching_and_resumes_when_it_can() {
+    let mut cluster = TwoGateways::start_with("max_staleness = \"1s\"").await;
+    let secret = cluster.secret.clone();
+    let session = cluster.connect(1, &secret).await.unwrap();
+    session.simple_query("SELECT 1").await.unwrap();
+    // The control log disappears from under the gateways.
+    let control = cluster.dir.path().join("control.ledger");
+    let away = cluster.dir.path().join("control.ledger.away");
+    std::fs::rename(&control, &away).unwrap();
+    let ended = within(Duration::from_secs(5), "the session ending", async || {
+        session.simple_query("SELECT 1").await.is_err()
+    })
+    .await;
+    assert!(
+        ended >= Duration::from_millis(900),
+        "not before max_staleness: {ended:?}"
+    );
+    let Err(refused) = cluster.connect(1, &secret).await else {
+        panic!("a gateway that cannot read the control log admitted a login");
+    };
+    assert!(
+        format!("{refused:?}").contains("control log"),
+        "{refused:?}"
+    );
+    // Back: logins are admitted again.
+    std::fs::rename(&away, &control).unwrap();
+    within(Duration::from_secs(5), "logins resuming", async || {
+        cluster.connect(1, &secret).await.is_ok()
+    })
+    .await;
+    cluster.stop().await;
+    let outcomes: Vec<String> = cluster
+        .events(1)
+        .into_iter()
+        .filter_map(|e| match e {
+            EventBody::OperatorAction(a) if a.action == "cluster.control" => Some(a.outcome),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outcomes, ["failed", "ok"]);
 }

@@ -182,7 +182,12 @@ impl Gateway {
                 cluster.gateway.clone(),
                 log,
                 position,
-                std::time::Duration::from_millis(cluster.poll_ms),
+                control::cluster::Timing {
+                    poll: std::time::Duration::from_millis(cluster.poll_ms),
+                    max_staleness: crate::config::parse_duration(&cluster.max_staleness)
+                        .context("[cluster] max_staleness")?,
+                    strict: cluster.mode == crate::config::ClusterMode::Strict,
+                },
             )?);
         }
         let shared = Arc::new(shared);

@@ -17,6 +17,7 @@ use gatehouse_ledger::shared_log::{Follower, SharedAppendError, SharedLog};
 use gatehouse_ledger::{Event, LedgerError};
 use tracing::warn;
 
+use crate::gateway::control::admin;
 use crate::gateway::control::shared::{CommandError, ControlEffect, Shared};
 
 /// The control log, and how far this gateway has applied it.
@@ -30,6 +31,14 @@ pub struct ControlLink {
     applying: tokio::sync::Mutex<()>,
     /// How often the follower looks for other gateways' changes.
     pub poll: Duration,
+    /// How long the log may go unread before the gateway stops vouching
+    /// for identities (strict mode only).
+    max_staleness: Duration,
+    strict: bool,
+    /// When the log was last read through.
+    read_at: std::sync::Mutex<std::time::Instant>,
+    /// Set, with why, while the gateway cannot vouch for any identity.
+    stale: std::sync::RwLock<Option<String>>,
 }
 
 impl ControlLink {
@@ -39,7 +48,7 @@ impl ControlLink {
         gateway: String,
         log: SharedLog,
         position: u64,
-        poll: Duration,
+        timing: Timing,
     ) -> Result<ControlLink, LedgerError> {
         let follower = log.follow(position)?;
         Ok(ControlLink {
@@ -47,8 +56,18 @@ impl ControlLink {
             log,
             follower: std::sync::Mutex::new(follower),
             applying: tokio::sync::Mutex::new(()),
-            poll,
+            poll: timing.poll,
+            max_staleness: timing.max_staleness,
+            strict: timing.strict,
+            read_at: std::sync::Mutex::new(std::time::Instant::now()),
+            stale: std::sync::RwLock::new(None),
         })
+    }
+
+    /// Why the gateway vouches for no identity now, if it does not: in
+    /// strict mode, the control log has gone unread past `max_staleness`.
+    pub fn stale(&self) -> Option<String> {
+        self.stale.read().expect("control staleness").clone()
     }
 
     /// Control events applied so far.
@@ -69,6 +88,17 @@ impl ControlLink {
             }
         }
     }
+}
+
+/// How a gateway follows the control log.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Between reads.
+    pub poll: Duration,
+    /// Longest time unread before the gateway stops vouching (strict).
+    pub max_staleness: Duration,
+    /// Fail closed past `max_staleness`.
+    pub strict: bool,
 }
 
 /// Runs control-log I/O (file locks, SQLite) from async code: on a
@@ -171,6 +201,58 @@ impl Shared {
         Ok(own)
     }
 
+    /// The control log was read through: the clock of staleness restarts,
+    /// and a gateway that had stopped vouching for identities resumes.
+    async fn control_read(&self) {
+        let Some(link) = self.link() else { return };
+        *link.read_at.lock().expect("control read time") = std::time::Instant::now();
+        let was = link.stale.write().expect("control staleness").take();
+        if was.is_some() {
+            tracing::info!("the control log can be read again: logins are admitted");
+            admin::record(
+                self,
+                "gatehouse",
+                "cluster.control",
+                None,
+                "ok",
+                Some("the control log can be read again; logins are admitted".into()),
+            )
+            .await;
+        }
+    }
+
+    /// The control log could not be read. Past `max_staleness` in strict
+    /// mode, the gateway cannot know whether any identity was blocked or
+    /// any credential revoked meanwhile: it ends every session and refuses
+    /// logins ([`Shared::blocked`] answers for every identity) until it can
+    /// read the log again. Recorded once per episode.
+    async fn control_unread(&self, error: &CommandError) {
+        let Some(link) = self.link() else { return };
+        let unread = link.read_at.lock().expect("control read time").elapsed();
+        if !link.strict || unread <= link.max_staleness || link.stale().is_some() {
+            return;
+        }
+        let why = format!(
+            "the gateway has not been able to read the cluster's control log for {} s ({error}); it cannot vouch for any identity until it can",
+            unread.as_secs()
+        );
+        *link.stale.write().expect("control staleness") = Some(why.clone());
+        warn!("{why}: ending every session and refusing logins");
+        self.end_every_session(crate::gateway::relay::session::Termination {
+            operator: None,
+            reason: why.clone(),
+        });
+        admin::record(
+            self,
+            "gatehouse",
+            "cluster.control",
+            None,
+            "failed",
+            Some(why),
+        )
+        .await;
+    }
+
     /// After applying `applied` control events: their follow-ups (held
     /// statements of blocked or disabled identities are refused), then the
     /// step recorded in this gateway's ledger.
@@ -207,8 +289,12 @@ pub fn follow(shared: Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> {
                 _ = tokio::time::sleep(poll) => {}
                 _ = async { let _ = stop.wait_for(|stopping| *stopping).await; } => return,
             }
-            if let Err(e) = shared.catch_up().await {
-                warn!("cannot apply the control log: {e}");
+            match shared.catch_up().await {
+                Ok(_) => shared.control_read().await,
+                Err(e) => {
+                    warn!("cannot apply the control log: {e}");
+                    shared.control_unread(&e).await;
+                }
             }
         }
     }))

@@ -528,8 +528,13 @@ impl Shared {
         self.policy.read().expect("policy lock").clone()
     }
 
-    /// Why `identity` is blocked, if it is.
+    /// Why `identity` is blocked, if it is. A cluster member that has lost
+    /// sight of the control log in strict mode treats every identity as
+    /// blocked (docs/cluster.md).
     pub fn blocked(&self, identity: &str) -> Option<String> {
+        if let Some(why) = self.control.as_ref().and_then(|c| c.stale()) {
+            return Some(why);
+        }
         self.blocks
             .read()
             .expect("blocks lock")
@@ -660,6 +665,15 @@ impl Shared {
         }
         self.record_local(body).await?;
         Ok(true)
+    }
+
+    /// Ends every running session, each told and recorded with
+    /// `termination`.
+    pub fn end_every_session(&self, termination: Termination) {
+        let sessions = self.sessions.lock().expect("sessions lock");
+        for control in sessions.values() {
+            control.terminate(termination.clone());
+        }
     }
 
     /// Ends one session; returns whether it was running.
