@@ -80,6 +80,8 @@ pub struct Approval {
     pub denied_by: Option<String>,
     /// Why it was denied.
     pub reason: Option<String>,
+    /// In a cluster, the gateway holding the statement (`ApprovalHeld`).
+    pub holder: Option<String>,
 }
 
 /// Permission for an identity to run one statement fingerprint until a time.
@@ -164,8 +166,14 @@ impl Approvals {
                         expires_at: a.expires_at,
                         denied_by: None,
                         reason: None,
+                        holder: None,
                     },
                 );
+            }
+            EventBody::ApprovalHeld(h) => {
+                if let Some(a) = self.requests.get_mut(&h.approval) {
+                    a.holder = Some(h.gateway.clone());
+                }
             }
             EventBody::ApprovalGranted(g) => {
                 let Some(a) = self.requests.get_mut(&g.approval) else {
@@ -405,6 +413,7 @@ cbor_record!(Approval {
     12 => denied_by,
     13 => reason,
     14 => params,
+    15 => holder,
 });
 
 cbor_record!(ShownParam {

@@ -708,6 +708,19 @@ cbor_struct! {
 }
 
 cbor_struct! {
+    /// In a cluster's control log, with its `ApprovalRequested`: which
+    /// gateway holds the statement (its session waits there), so that
+    /// gateway alone withdraws it when the session ends or at a restart,
+    /// and announces it.
+    pub struct ApprovalHeld {
+        /// The approval request.
+        0 => approval: u64,
+        /// The holding gateway's name in the cluster.
+        1 => gateway: String,
+    }
+}
+
+cbor_struct! {
     /// The first record of every ledger segment after the first
     /// (docs/ledger-format.md, section 9): what a verifier of this segment
     /// alone needs from its predecessor, which was sealed before it opened.
@@ -912,6 +925,7 @@ event_kinds! {
     31 => ChatUserLinked,
     32 => ChatUserUnlinked,
     33 => ControlApplied,
+    34 => ApprovalHeld,
 }
 
 impl EventBody {

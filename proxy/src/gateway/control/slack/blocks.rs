@@ -370,6 +370,7 @@ mod tests {
             expires_at: 1_000_000_060_000_000_000,
             denied_by: None,
             reason: None,
+            holder: None,
         }
     }
 
