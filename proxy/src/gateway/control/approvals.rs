@@ -7,12 +7,13 @@
 //! under one async lock, around its append: a request can be decided once,
 //! and a decision that cannot be recorded is not taken.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use gatehouse_engine::approvals::{Approval, ApprovalStatus, Approvals, Grant, Vote, VoteError};
 use gatehouse_ledger::event::{
-    ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalRequested, EventBody, Nanos,
+    ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalHeld, ApprovalRequested, EventBody,
+    Nanos,
 };
 use gatehouse_ledger::{AppendError, Event, Ledger};
 use tokio::sync::oneshot;
@@ -47,13 +48,30 @@ pub struct ApprovalDesk {
     state: Mutex<Approvals>,
     /// The sessions waiting, by request id.
     waiting: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
-    /// Told of every event the desk records.
+    /// In a cluster: this gateway's name, and the requests it holds (the
+    /// others' are in the projection too, from the control log). Alone,
+    /// every request is this gateway's.
+    gateway: std::sync::OnceLock<String>,
+    mine: Mutex<HashSet<u64>>,
+    /// Told of every event of a request this gateway holds.
     webhooks: Option<Webhooks>,
     /// Counts how requests end.
     metrics: Arc<Metrics>,
-    /// The sequence number of the newest event the desk recorded: the
-    /// console's live inbox follows it.
+    /// Increases with each request or decision applied: the console's live
+    /// inbox follows it.
     changed: tokio::sync::watch::Sender<u64>,
+}
+
+/// The approval request an event is about, if it is one of theirs.
+fn approval_of(body: &EventBody) -> Option<u64> {
+    match body {
+        EventBody::ApprovalRequested(a) => Some(a.approval),
+        EventBody::ApprovalGranted(g) => Some(g.approval),
+        EventBody::ApprovalDenied(d) => Some(d.approval),
+        EventBody::ApprovalExpired(e) => Some(e.approval),
+        EventBody::ApprovalHeld(h) => Some(h.approval),
+        _ => None,
+    }
 }
 
 impl ApprovalDesk {
@@ -64,14 +82,43 @@ impl ApprovalDesk {
             decide: tokio::sync::Mutex::new(()),
             state: Mutex::new(state),
             waiting: Mutex::new(HashMap::new()),
+            gateway: std::sync::OnceLock::new(),
+            mine: Mutex::new(HashSet::new()),
             webhooks,
             metrics,
             changed: tokio::sync::watch::channel(0).0,
         }
     }
 
-    /// Follows the desk's changes: the sequence number of the newest
-    /// request or decision it recorded.
+    /// Makes this the desk of gateway `name` in a cluster: it then holds
+    /// only the requests it makes ([`ApprovalDesk::request_events`]) and
+    /// those the control log says it holds.
+    pub fn join_cluster(&self, name: &str) {
+        let _ = self.gateway.set(name.to_owned());
+    }
+
+    /// This gateway's name in a cluster, if it is in one.
+    pub fn gateway(&self) -> Option<&str> {
+        self.gateway.get().map(String::as_str)
+    }
+
+    /// Whether this gateway holds request `id` (alone: every request).
+    pub fn holds(&self, id: u64) -> bool {
+        let Some(me) = self.gateway.get() else {
+            return true;
+        };
+        self.mine.lock().expect("mine lock").contains(&id)
+            || self
+                .state
+                .lock()
+                .expect("approvals lock")
+                .requests
+                .get(&id)
+                .is_some_and(|a| a.holder.as_ref() == Some(me))
+    }
+
+    /// Follows the desk's changes: a number that increases with each
+    /// request or decision applied.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changed.subscribe()
     }
@@ -83,18 +130,14 @@ impl ApprovalDesk {
         }
     }
 
-    async fn append(&self, ledger: &Ledger, body: EventBody) -> Result<(), AppendError> {
+    /// Records `body` in this gateway's ledger, then applies it.
+    async fn record(&self, ledger: &Ledger, body: EventBody) -> Result<(), AppendError> {
         let receipt = ledger.append(&body).await?;
-        let event = Event {
+        self.observe(&Event {
             seq: receipt.seq,
             ts: receipt.ts,
             body,
-        };
-        self.state.lock().expect("approvals lock").apply(&event);
-        if let Some(w) = &self.webhooks {
-            w.notify(&event);
-        }
-        self.changed.send_replace(receipt.seq);
+        });
         Ok(())
     }
 
@@ -104,11 +147,86 @@ impl ApprovalDesk {
         }
     }
 
-    /// Folds in an event recorded elsewhere that ends grants (a block of an
-    /// identity, a revocation of one of its credentials), so no statement
-    /// runs on such a grant after the event commits.
+    /// Applies a recorded event: one this desk recorded, or one applied
+    /// from elsewhere (a block or a revocation ends grants; in a cluster,
+    /// every approval event of the control log). For a request this
+    /// gateway holds, webhooks are told, and a final decision releases or
+    /// refuses the waiting session and is counted.
     pub fn observe(&self, event: &Event) {
+        let id = approval_of(&event.body);
+        let was_pending = id.is_some_and(|id| {
+            self.state
+                .lock()
+                .expect("approvals lock")
+                .requests
+                .get(&id)
+                .is_some_and(|a| a.status == ApprovalStatus::Pending)
+        });
         self.state.lock().expect("approvals lock").apply(event);
+        let Some(id) = id else { return };
+        self.changed
+            .send_modify(|n| *n = if event.seq > *n { event.seq } else { *n + 1 });
+        if !self.holds(id) {
+            return;
+        }
+        if let Some(w) = &self.webhooks {
+            w.notify(event);
+        }
+        if !was_pending {
+            return;
+        }
+        match &event.body {
+            EventBody::ApprovalGranted(g) => {
+                let vote = self
+                    .state
+                    .lock()
+                    .expect("approvals lock")
+                    .vote_outcome(id);
+                info!(
+                    approval = id,
+                    session = g.session,
+                    identity = g.identity,
+                    operator = g.operator,
+                    "approval vote recorded"
+                );
+                if matches!(vote, Some(Vote::Released { .. })) {
+                    info!(approval = id, "approval granted: the statement runs");
+                    self.metrics.approval_ended(ApprovalOutcome::Granted);
+                    self.wake(id, Outcome::Approved);
+                }
+            }
+            EventBody::ApprovalDenied(d) => {
+                info!(
+                    approval = id,
+                    session = d.session,
+                    identity = d.identity,
+                    operator = d.operator.as_deref().unwrap_or("gatehouse"),
+                    "approval denied: {}",
+                    d.reason
+                );
+                self.metrics.approval_ended(match d.operator {
+                    Some(_) => ApprovalOutcome::Denied,
+                    None => ApprovalOutcome::Withdrawn,
+                });
+                self.wake(
+                    id,
+                    match &d.operator {
+                        Some(o) => Outcome::Refused(format!("denied by {o}: {}", d.reason)),
+                        None => Outcome::Withdrawn(d.reason.clone()),
+                    },
+                );
+            }
+            EventBody::ApprovalExpired(e) => {
+                info!(
+                    approval = id,
+                    session = e.session,
+                    "approval timed out: the statement did not run"
+                );
+                self.metrics.approval_ended(ApprovalOutcome::Expired);
+                self.waiting.lock().expect("waiting lock").remove(&id);
+            }
+            _ => {}
+        }
     }
 
     /// Every grant in force at `now`: (approval, identity, fingerprint,
@@ -131,6 +249,172 @@ impl ApprovalDesk {
         grants
     }
 
+    // Each decision is built against the projection as it stands (in a
+    // cluster, caught up under the control log's lock), then recorded,
+    // then applied by `observe`.
+
+    /// The event ending the grant request `id` left: a denial of the
+    /// granted request.
+    pub fn revocation_event(
+        &self,
+        id: u64,
+        operator: &str,
+        reason: &str,
+        now: Nanos,
+    ) -> Result<EventBody, DeskError> {
+        let state = self.state.lock().expect("approvals lock");
+        let a = state.grant_of(id, now).ok_or(DeskError::NoGrant(id))?;
+        Ok(ApprovalDenied {
+            approval: id,
+            operator: Some(operator.to_owned()),
+            reason: reason.to_owned(),
+            session: a.session,
+            identity: a.identity.clone(),
+        }
+        .into())
+    }
+
+    /// The events of a new request: it is numbered after every request in
+    /// the projection; in a cluster it is marked as this gateway's.
+    pub fn request_events(&self, mut request: ApprovalRequested) -> (u64, Vec<EventBody>) {
+        let id = self.state.lock().expect("approvals lock").next_id();
+        request.approval = id;
+        let mut events = vec![EventBody::from(request)];
+        if let Some(me) = self.gateway.get() {
+            self.mine.lock().expect("mine lock").insert(id);
+            events.push(
+                ApprovalHeld {
+                    approval: id,
+                    gateway: me.clone(),
+                }
+                .into(),
+            );
+        }
+        (id, events)
+    }
+
+    /// The event of `operator`'s approval of request `id`.
+    pub fn vote_event(
+        &self,
+        id: u64,
+        operator: &str,
+        grant_until: Option<Nanos>,
+    ) -> Result<EventBody, DeskError> {
+        let state = self.state.lock().expect("approvals lock");
+        state.check_vote(id, operator)?;
+        let a = &state.requests[&id];
+        Ok(ApprovalGranted {
+            approval: id,
+            operator: operator.to_owned(),
+            grant_until,
+            session: a.session,
+            identity: a.identity.clone(),
+        }
+        .into())
+    }
+
+    /// The event refusing pending request `id`.
+    pub fn denial_event(
+        &self,
+        id: u64,
+        operator: Option<&str>,
+        reason: &str,
+    ) -> Result<EventBody, DeskError> {
+        let state = self.state.lock().expect("approvals lock");
+        let a = state.requests.get(&id).ok_or(VoteError::Unknown(id))?;
+        if a.status != ApprovalStatus::Pending {
+            return Err(VoteError::Closed {
+                id,
+                status: a.status.name(),
+            }
+            .into());
+        }
+        Ok(ApprovalDenied {
+            approval: id,
+            operator: operator.map(str::to_owned),
+            reason: reason.to_owned(),
+            session: a.session,
+            identity: a.identity.clone(),
+        }
+        .into())
+    }
+
+    /// The event timing request `id` out, unless it was decided.
+    pub fn expiry_event(&self, id: u64) -> Option<EventBody> {
+        let state = self.state.lock().expect("approvals lock");
+        let a = state.requests.get(&id)?;
+        (a.status == ApprovalStatus::Pending).then(|| {
+            ApprovalExpired {
+                approval: id,
+                session: a.session,
+                identity: a.identity.clone(),
+            }
+            .into()
+        })
+    }
+
+    /// What the session waiting on request `id` should do once it was
+    /// decided (or timed out).
+    pub fn outcome(&self, id: u64) -> Outcome {
+        let state = self.state.lock().expect("approvals lock");
+        match state.requests.get(&id).map(|a| (a.status, a)) {
+            Some((ApprovalStatus::Granted, _)) => Outcome::Approved,
+            Some((ApprovalStatus::Expired, _)) => Outcome::Expired,
+            Some((ApprovalStatus::Denied, a)) => match &a.denied_by {
+                Some(o) => Outcome::Refused(format!(
+                    "denied by {o}: {}",
+                    a.reason.as_deref().unwrap_or("")
+                )),
+                None => Outcome::Withdrawn(a.reason.clone().unwrap_or_default()),
+            },
+            _ => Outcome::Refused("the request was decided while it timed out".into()),
+        }
+    }
+
+    /// How the vote count on request `id` stands.
+    pub fn vote_outcome(&self, id: u64) -> Result<Vote, DeskError> {
+        self.state
+            .lock()
+            .expect("approvals lock")
+            .vote_outcome(id)
+            .ok_or_else(|| VoteError::Unknown(id).into())
+    }
+
+    /// A channel for the outcome of request `id`, which this gateway holds:
+    /// answered at once if the request was decided already.
+    pub fn wait_for(&self, id: u64) -> oneshot::Receiver<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        let pending = self
+            .state
+            .lock()
+            .expect("approvals lock")
+            .requests
+            .get(&id)
+            .is_some_and(|a| a.status == ApprovalStatus::Pending);
+        if pending {
+            self.waiting.lock().expect("waiting lock").insert(id, tx);
+        } else {
+            let _ = tx.send(self.outcome(id));
+        }
+        rx
+    }
+
+    /// The pending requests this gateway holds that `which` picks.
+    pub fn pending_here(&self, which: impl Fn(&Approval) -> bool) -> Vec<u64> {
+        let ids: Vec<u64> = self
+            .state
+            .lock()
+            .expect("approvals lock")
+            .pending()
+            .filter(|(_, a)| which(a))
+            .map(|(id, _)| id)
+            .collect();
+        ids.into_iter().filter(|id| self.holds(*id)).collect()
+    }
+
+    // This gateway's own ledger (no cluster): decisions serialized by the
+    // desk, recorded, applied.
+
     /// Ends the grant request `id` left, before its time: recorded as a
     /// denial of the granted request, by `operator`, with `reason`.
     pub async fn revoke_grant(
@@ -142,19 +426,8 @@ impl ApprovalDesk {
         now: Nanos,
     ) -> Result<(), DeskError> {
         let _decide = self.decide.lock().await;
-        let (session, identity) = {
-            let state = self.state.lock().expect("approvals lock");
-            let a = state.grant_of(id, now).ok_or(DeskError::NoGrant(id))?;
-            (a.session, a.identity.clone())
-        };
-        let event = ApprovalDenied {
-            approval: id,
-            operator: Some(operator.to_owned()),
-            reason: reason.to_owned(),
-            session,
-            identity,
-        };
-        self.append(ledger, event.into()).await?;
+        let body = self.revocation_event(id, operator, reason, now)?;
+        self.record(ledger, body).await?;
         Ok(())
     }
 
@@ -164,15 +437,14 @@ impl ApprovalDesk {
     pub async fn request(
         &self,
         ledger: &Ledger,
-        mut request: ApprovalRequested,
+        request: ApprovalRequested,
     ) -> Result<(u64, oneshot::Receiver<Outcome>), AppendError> {
         let _decide = self.decide.lock().await;
-        let id = self.state.lock().expect("approvals lock").next_id();
-        request.approval = id;
-        self.append(ledger, request.into()).await?;
-        let (tx, rx) = oneshot::channel();
-        self.waiting.lock().expect("waiting lock").insert(id, tx);
-        Ok((id, rx))
+        let (id, events) = self.request_events(request);
+        for body in events {
+            self.record(ledger, body).await?;
+        }
+        Ok((id, self.wait_for(id)))
     }
 
     /// An approver's approval; `grant_until` asks for a grant of the
@@ -185,36 +457,9 @@ impl ApprovalDesk {
         grant_until: Option<Nanos>,
     ) -> Result<Vote, DeskError> {
         let _decide = self.decide.lock().await;
-        let (session, identity) = {
-            let state = self.state.lock().expect("approvals lock");
-            state.check_vote(id, operator)?;
-            let a = &state.requests[&id];
-            (a.session, a.identity.clone())
-        };
-        let event = ApprovalGranted {
-            approval: id,
-            operator: operator.to_owned(),
-            grant_until,
-            session,
-            identity: identity.clone(),
-        };
-        self.append(ledger, event.into()).await?;
-        let vote = self
-            .state
-            .lock()
-            .expect("approvals lock")
-            .vote_outcome(id)
-            .ok_or(VoteError::Unknown(id))?;
-        info!(
-            approval = id,
-            session, identity, operator, "approval vote recorded"
-        );
-        if matches!(vote, Vote::Released { .. }) {
-            info!(approval = id, "approval granted: the statement runs");
-            self.metrics.approval_ended(ApprovalOutcome::Granted);
-            self.wake(id, Outcome::Approved);
-        }
-        Ok(vote)
+        let body = self.vote_event(id, operator, grant_until)?;
+        self.record(ledger, body).await?;
+        self.vote_outcome(id)
     }
 
     /// Refuses a pending request. `operator` is `None` when the gateway
@@ -227,54 +472,8 @@ impl ApprovalDesk {
         reason: &str,
     ) -> Result<(), DeskError> {
         let _decide = self.decide.lock().await;
-        self.deny_locked(ledger, id, operator, reason).await
-    }
-
-    async fn deny_locked(
-        &self,
-        ledger: &Ledger,
-        id: u64,
-        operator: Option<&str>,
-        reason: &str,
-    ) -> Result<(), DeskError> {
-        let (session, identity) = {
-            let state = self.state.lock().expect("approvals lock");
-            let a = state.requests.get(&id).ok_or(VoteError::Unknown(id))?;
-            if a.status != ApprovalStatus::Pending {
-                return Err(VoteError::Closed {
-                    id,
-                    status: a.status.name(),
-                }
-                .into());
-            }
-            (a.session, a.identity.clone())
-        };
-        let event = ApprovalDenied {
-            approval: id,
-            operator: operator.map(str::to_owned),
-            reason: reason.to_owned(),
-            session,
-            identity: identity.clone(),
-        };
-        self.append(ledger, event.into()).await?;
-        info!(
-            approval = id,
-            session,
-            identity,
-            operator = operator.unwrap_or("gatehouse"),
-            "approval denied: {reason}"
-        );
-        self.metrics.approval_ended(match operator {
-            Some(_) => ApprovalOutcome::Denied,
-            None => ApprovalOutcome::Withdrawn,
-        });
-        self.wake(
-            id,
-            match operator {
-                Some(o) => Outcome::Refused(format!("denied by {o}: {reason}")),
-                None => Outcome::Withdrawn(reason.to_owned()),
-            },
-        );
+        let body = self.denial_event(id, operator, reason)?;
+        self.record(ledger, body).await?;
         Ok(())
     }
 
@@ -282,40 +481,10 @@ impl ApprovalDesk {
     /// outcome the waiting session should act on.
     pub async fn expire(&self, ledger: &Ledger, id: u64) -> Result<Outcome, AppendError> {
         let _decide = self.decide.lock().await;
-        let pending = {
-            let state = self.state.lock().expect("approvals lock");
-            state.requests.get(&id).and_then(|a| {
-                (a.status == ApprovalStatus::Pending).then(|| (a.session, a.identity.clone()))
-            })
-        };
-        let Some((session, identity)) = pending else {
-            // Decided while the timer fired: the decision's outcome is
-            // already on its way (or was just taken).
-            let status = self
-                .state
-                .lock()
-                .expect("approvals lock")
-                .requests
-                .get(&id)
-                .map(|a| a.status);
-            return Ok(match status {
-                Some(ApprovalStatus::Granted) => Outcome::Approved,
-                _ => Outcome::Refused("the request was decided while it timed out".into()),
-            });
-        };
-        let event = ApprovalExpired {
-            approval: id,
-            session,
-            identity,
-        };
-        self.append(ledger, event.into()).await?;
-        info!(
-            approval = id,
-            session, "approval timed out: the statement did not run"
-        );
-        self.metrics.approval_ended(ApprovalOutcome::Expired);
-        self.waiting.lock().expect("waiting lock").remove(&id);
-        Ok(Outcome::Expired)
+        if let Some(body) = self.expiry_event(id) {
+            self.record(ledger, body).await?;
+        }
+        Ok(self.outcome(id))
     }
 
     /// Denies every pending request matching `which` (the gateway's own
@@ -327,18 +496,11 @@ impl ApprovalDesk {
         reason: &str,
     ) -> Result<usize, AppendError> {
         let _decide = self.decide.lock().await;
-        let ids: Vec<u64> = self
-            .state
-            .lock()
-            .expect("approvals lock")
-            .pending()
-            .filter(|(_, a)| which(a))
-            .map(|(id, _)| id)
-            .collect();
+        let ids = self.pending_here(which);
         for id in &ids {
-            match self.deny_locked(ledger, *id, None, reason).await {
-                Ok(()) | Err(DeskError::Vote(_) | DeskError::NoGrant(_)) => {}
-                Err(DeskError::Unrecorded(e)) => return Err(e),
+            match self.denial_event(*id, None, reason) {
+                Ok(body) => self.record(ledger, body).await?,
+                Err(_) => continue,
             }
         }
         Ok(ids.len())
