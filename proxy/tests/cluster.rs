@@ -40,12 +40,13 @@ struct TwoGateways {
 
 impl TwoGateways {
     async fn start() -> TwoGateways {
-        Self::start_with("").await
+        Self::start_with(support::POLICY, "").await
     }
 
-    /// With extra `[cluster]` lines.
-    async fn start_with(cluster_extra: &str) -> TwoGateways {
+    /// With `policy` and extra `[cluster]` lines.
+    async fn start_with(policy: &str, cluster_extra: &str) -> TwoGateways {
         let cluster_extra = cluster_extra.to_owned();
+        let policy_text = policy.to_owned();
         let pg = tokio::task::spawn_blocking(|| {
             let pg = PgCluster::start();
             pg.create_database("shop");
@@ -88,7 +89,7 @@ impl TwoGateways {
                 // Offline commands through gateway 0's config land in the
                 // control log both gateways read.
                 let policy = dir.join("policy.toml");
-                std::fs::write(&policy, support::POLICY).unwrap();
+                std::fs::write(&policy, policy_text).unwrap();
                 commands::policy_apply(&config, &policy, "tester".into(), true).unwrap();
                 commands::identity_create_offline(&config, "agent", None, "tester".into()).unwrap();
                 commands::credential_issue_offline(
@@ -393,7 +394,7 @@ async fn credentials_and_policy_changed_on_one_gateway_hold_on_the_other_and_a_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_that_cannot_read_the_control_log_stops_vouching_and_resumes_when_it_can() {
-    let mut cluster = TwoGateways::start_with("max_staleness = \"1s\"").await;
+    let mut cluster = TwoGateways::start_with(support::POLICY, "max_staleness = \"1s\"").await;
     let secret = cluster.secret.clone();
     let session = cluster.connect(1, &secret).await.unwrap();
     session.simple_query("SELECT 1").await.unwrap();
@@ -432,4 +433,103 @@ async fn a_gateway_that_cannot_read_the_control_log_stops_vouching_and_resumes_w
         })
         .collect();
     assert_eq!(outcomes, ["failed", "ok"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_held_on_one_gateway_is_decided_once_from_either_and_a_grant_holds_on_both() {
+    let mut cluster = TwoGateways::start_with(support::console_http::POLICY, "").await;
+    let secret = cluster.secret.clone();
+    let client = Arc::new(cluster.connect(1, &secret).await.unwrap());
+    let mut approved = 0;
+    for round in 1..=8u64 {
+        let held = support::spawn_query(&client, &format!("DELETE FROM orders WHERE id = {round}"));
+        // The request, held on gateway 1, reaches gateway 0's desk.
+        within(
+            Duration::from_secs(5),
+            "the request reaching gateway 0",
+            async || cluster.shared(0).approvals.get(round).is_some(),
+        )
+        .await;
+        let (a, d) = tokio::join!(
+            cluster.shared(0).approve_request(round, "alice", None),
+            cluster.shared(1).deny_request(round, Some("bob"), "raced"),
+        );
+        assert!(
+            a.is_ok() ^ d.is_ok(),
+            "round {round}: exactly one decision: {a:?} {d:?}"
+        );
+        let ran = tokio::time::timeout(Duration::from_secs(5), held)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ran.is_ok(),
+            a.is_ok(),
+            "round {round}: the statement runs only if granted: {ran:?}"
+        );
+        approved += a.is_ok() as u64;
+    }
+    eprintln!("{approved} of 8 races went to the approval");
+    // A grant for a duration, given through gateway 0 for a statement
+    // held on gateway 1, lets the same fingerprint run unheld on both.
+    let held = support::spawn_query(&client, "DELETE FROM orders WHERE id = 100");
+    within(
+        Duration::from_secs(5),
+        "request 9 reaching gateway 0",
+        async || cluster.shared(0).approvals.get(9).is_some(),
+    )
+    .await;
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        + 600_000_000_000;
+    cluster
+        .shared(0)
+        .approve_request(9, "alice", Some(until))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let on_gw0 = cluster.connect(0, &secret).await.unwrap();
+    within(
+        Duration::from_secs(5),
+        "the grant reaching gateway 0",
+        async || {
+            cluster
+                .shared(0)
+                .approvals
+                .active_grant("agent", "delete from orders where id=?", until - 1)
+                .is_some()
+        },
+    )
+    .await;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        on_gw0.execute("DELETE FROM orders WHERE id = 101", &[]),
+    )
+    .await
+    .expect("granted: not held")
+    .unwrap();
+    cluster.stop().await;
+    // Each request has exactly one decision in the control log, and the
+    // holder of each is gateway 1.
+    let control = cluster.control_events();
+    for id in 1..=9u64 {
+        let decisions = control
+            .iter()
+            .filter(|e| match e {
+                EventBody::ApprovalGranted(g) => g.approval == id,
+                EventBody::ApprovalDenied(d) => d.approval == id,
+                _ => false,
+            })
+            .count();
+        assert_eq!(decisions, 1, "request {id}");
+        assert!(control.iter().any(
+            |e| matches!(e, EventBody::ApprovalHeld(h) if h.approval == id && h.gateway == "gw1")
+        ));
+    }
 }

@@ -69,9 +69,9 @@ impl Gateway {
                 let mut control_state = gatehouse_engine::state::GatewayState::default();
                 for e in &events {
                     control_state.apply(e);
-                    state.approvals.apply(e);
                 }
                 state.identities = control_state.identities;
+                state.approvals = control_state.approvals;
                 state.operators = control_state.operators;
                 state.policy = control_state.policy;
                 state.blocks = control_state.blocks;
@@ -178,6 +178,7 @@ impl Gateway {
         );
         shared.masking.key = config.masking_key()?;
         if let (Some((log, position)), Some(cluster)) = (control, &config.cluster) {
+            shared.approvals.join_cluster(&cluster.gateway);
             shared.control = Some(control::cluster::ControlLink::new(
                 cluster.gateway.clone(),
                 log,
@@ -207,9 +208,7 @@ impl Gateway {
                 .context("cannot record the control state this gateway starts from")?;
         }
         let refused = shared
-            .approvals
-            .deny_where(
-                &shared.ledger,
+            .withdraw_where(
                 |_| true,
                 "the gateway restarted while the statement was held; it was not run",
             )

@@ -1091,8 +1091,7 @@ async fn approve(
         }
     };
     let vote = shared
-        .approvals
-        .approve(&shared.ledger, approval, &operator, grant_until)
+        .approve_request(approval, &operator, grant_until)
         .await
         .map_err(desk_refusal)?;
     let body = match vote {
@@ -1120,8 +1119,7 @@ async fn deny(
     let (operator, reason) =
         approver_with_reason(&shared, &headers, "approval.deny", approval, body).await?;
     shared
-        .approvals
-        .deny(&shared.ledger, approval, Some(&operator), &reason)
+        .deny_request(approval, Some(&operator), &reason)
         .await
         .map_err(desk_refusal)?;
     Ok(Json(serde_json::json!({ "approval": approval, "status": "denied" })).into_response())
@@ -1195,9 +1193,7 @@ async fn grant_revoke(
     let (operator, reason) =
         approver_with_reason(&shared, &headers, "grant.revoke", approval, body).await?;
     shared
-        .approvals
         .revoke_grant(
-            &shared.ledger,
             approval,
             &operator,
             &reason,

@@ -177,11 +177,7 @@ impl ApprovalDesk {
         }
         match &event.body {
             EventBody::ApprovalGranted(g) => {
-                let vote = self
-                    .state
-                    .lock()
-                    .expect("approvals lock")
-                    .vote_outcome(id);
+                let vote = self.state.lock().expect("approvals lock").vote_outcome(id);
                 info!(
                     approval = id,
                     session = g.session,

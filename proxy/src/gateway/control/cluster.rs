@@ -12,12 +12,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_ledger::event::{ControlApplied, EventBody};
+use gatehouse_engine::approvals::{Approval, Vote};
+use gatehouse_ledger::event::{ApprovalRequested, ControlApplied, EventBody, Nanos};
 use gatehouse_ledger::shared_log::{Follower, SharedAppendError, SharedLog};
+use gatehouse_ledger::AppendError;
 use gatehouse_ledger::{Event, LedgerError};
 use tracing::warn;
 
 use crate::gateway::control::admin;
+use crate::gateway::control::approvals::{ApprovalDesk, DeskError, Outcome};
 use crate::gateway::control::shared::{CommandError, ControlEffect, Shared};
 
 /// The control log, and how far this gateway has applied it.
@@ -90,6 +93,29 @@ impl ControlLink {
     }
 }
 
+/// Control events applied in one step, and what is left to do for them.
+struct Step {
+    applied: u64,
+    through: u64,
+    checkpoint: Option<String>,
+    effects: Vec<ControlEffect>,
+}
+
+impl Step {
+    fn taken(link: &ControlLink, applied: u64, effects: Vec<ControlEffect>) -> Step {
+        Step {
+            applied,
+            through: link.position(),
+            checkpoint: if applied == 0 {
+                None
+            } else {
+                link.checkpoint_or_none()
+            },
+            effects,
+        }
+    }
+}
+
 /// How a gateway follows the control log.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -134,71 +160,248 @@ impl Shared {
         let Some(link) = self.link() else {
             return Ok(0);
         };
-        let _applying = link.applying.lock().await;
-        let events = blocking(|| link.follower.lock().expect("control follower").poll())
-            .map_err(control_failed)?;
-        let effects: Vec<ControlEffect> = events.iter().map(|e| self.apply_control(e)).collect();
-        self.control_applied(link, events.len() as u64, effects)
-            .await?;
-        Ok(events.len() as u64)
+        let step = {
+            let _applying = link.applying.lock().await;
+            let events = blocking(|| link.follower.lock().expect("control follower").poll())
+                .map_err(control_failed)?;
+            let effects: Vec<ControlEffect> =
+                events.iter().map(|e| self.apply_control(e)).collect();
+            Step::taken(link, events.len() as u64, effects)
+        };
+        let applied = step.applied;
+        self.finish_step(link, step).await?;
+        Ok(applied)
     }
 
-    /// Records an operator command in the control log: `build` decides it
-    /// against the live state once every event already in the log is
-    /// applied, under the log's append lock, so what it checked still holds
-    /// when its event lands. `Ok(None)`: `build` chose to record nothing.
+    /// Records events in the control log: `build` decides them against the
+    /// live state once every event already in the log is applied, under
+    /// the log's append lock, so what it checked still holds when they
+    /// land. `Ok(None)`: `build` chose to record nothing.
     pub(crate) async fn record_control<T>(
         &self,
-        build: impl FnOnce(&Shared) -> anyhow::Result<Option<(EventBody, T)>>,
-    ) -> Result<Option<(Event, T)>, CommandError> {
+        build: impl FnOnce(&Shared) -> anyhow::Result<Option<(Vec<EventBody>, T)>>,
+    ) -> Result<Option<(Vec<Event>, T)>, CommandError> {
         let link = self.link().expect("record_control is for cluster members");
-        let _applying = link.applying.lock().await;
-        let position = link.position();
-        let mut effects = Vec::new();
-        let mut built = None;
-        let appended = blocking(|| {
-            link.log.append_with(position, |new| {
-                for e in new {
-                    effects.push(self.apply_control(e));
-                }
-                match build(self)? {
-                    Some((event, answer)) => {
-                        built = Some((event.clone(), answer));
-                        Ok(vec![event])
+        let (step, outcome) = {
+            let _applying = link.applying.lock().await;
+            let position = link.position();
+            let mut effects = Vec::new();
+            let mut built = None;
+            let appended = blocking(|| {
+                link.log.append_with(position, |new| {
+                    for e in new {
+                        effects.push(self.apply_control(e));
                     }
-                    None => Ok(Vec::new()),
+                    match build(self)? {
+                        Some((events, answer)) => {
+                            built = Some((events.clone(), answer));
+                            Ok(events)
+                        }
+                        None => Ok(Vec::new()),
+                    }
+                })
+            });
+            match appended {
+                Ok(appended) => {
+                    let seen = appended.seen.len() as u64;
+                    let own = built.map(|(bodies, answer)| {
+                        let events: Vec<Event> = bodies
+                            .into_iter()
+                            .zip(&appended.receipts)
+                            .map(|(body, receipt)| Event {
+                                seq: receipt.seq,
+                                ts: receipt.ts,
+                                body,
+                            })
+                            .collect();
+                        for event in &events {
+                            effects.push(self.apply_control(event));
+                        }
+                        (events, answer)
+                    });
+                    let step = seen + appended.receipts.len() as u64;
+                    link.follower
+                        .lock()
+                        .expect("control follower")
+                        .skip_to(position + step);
+                    (Step::taken(link, step, effects), Ok(own))
                 }
+                Err(SharedAppendError::Refused(e)) => {
+                    let seen = effects.len() as u64;
+                    link.follower
+                        .lock()
+                        .expect("control follower")
+                        .skip_to(position + seen);
+                    (
+                        Step::taken(link, seen, effects),
+                        Err(CommandError::Invalid(e)),
+                    )
+                }
+                Err(e) => return Err(control_failed(e)),
+            }
+        };
+        self.finish_step(link, step).await?;
+        outcome
+    }
+
+    /// After a step of applying control events, outside the applying lock
+    /// (refusing held statements may itself record in the control log):
+    /// the follow-ups, then the step recorded in this gateway's ledger.
+    async fn finish_step(&self, link: &ControlLink, step: Step) -> Result<(), CommandError> {
+        if step.applied == 0 {
+            return Ok(());
+        }
+        for effect in step.effects {
+            // Boxed: refusing held statements records through
+            // `record_control`, which finishes its own step here.
+            Box::pin(self.follow_up(effect)).await?;
+        }
+        let event = ControlApplied {
+            gateway: link.gateway.clone(),
+            through: step.through,
+            applied: step.applied,
+            checkpoint: step.checkpoint,
+        };
+        self.ledger.append(&event.into()).await?;
+        Ok(())
+    }
+
+    // Approvals. In a cluster, requests and decisions are control events:
+    // any gateway's approvers decide any request, exactly once, and the
+    // gateway holding the statement learns the outcome from the log.
+    // Alone, the desk records them in this gateway's ledger.
+
+    /// Records approval events the desk builds against the projection.
+    async fn record_desk(
+        &self,
+        build: impl FnOnce(&ApprovalDesk) -> Result<Vec<EventBody>, DeskError>,
+    ) -> Result<(), DeskError> {
+        let recorded = self
+            .record_control(|shared| {
+                build(&shared.approvals)
+                    .map(|events| Some((events, ())))
+                    .map_err(anyhow::Error::from)
             })
-        });
-        let appended = match appended {
-            Ok(a) => a,
-            Err(SharedAppendError::Refused(e)) => {
-                self.control_applied(link, effects.len() as u64, effects)
-                    .await?;
-                return Err(CommandError::Invalid(e));
+            .await;
+        match recorded {
+            Ok(_) => Ok(()),
+            Err(CommandError::Invalid(e)) => Err(e
+                .downcast::<DeskError>()
+                .unwrap_or_else(|e| DeskError::Unrecorded(AppendError::Commit(format!("{e:#}"))))),
+            Err(e) => Err(DeskError::Unrecorded(e.into())),
+        }
+    }
+
+    /// Holds a statement for approval: the request is numbered and
+    /// recorded; returns its number and where its outcome arrives.
+    pub async fn hold_for_approval(
+        &self,
+        request: ApprovalRequested,
+    ) -> Result<(u64, tokio::sync::oneshot::Receiver<Outcome>), AppendError> {
+        if self.control.is_none() {
+            return self.approvals.request(&self.ledger, request).await;
+        }
+        let mut id = None;
+        self.record_desk(|desk| {
+            let (n, events) = desk.request_events(request);
+            id = Some(n);
+            Ok(events)
+        })
+        .await
+        .map_err(desk_append_error)?;
+        let id = id.expect("the request was numbered");
+        Ok((id, self.approvals.wait_for(id)))
+    }
+
+    /// An approver's approval of request `id` (see [`ApprovalDesk::approve`]).
+    pub async fn approve_request(
+        &self,
+        id: u64,
+        operator: &str,
+        grant_until: Option<Nanos>,
+    ) -> Result<Vote, DeskError> {
+        if self.control.is_none() {
+            return self
+                .approvals
+                .approve(&self.ledger, id, operator, grant_until)
+                .await;
+        }
+        self.record_desk(|desk| desk.vote_event(id, operator, grant_until).map(|e| vec![e]))
+            .await?;
+        self.approvals.vote_outcome(id)
+    }
+
+    /// Refuses pending request `id` (see [`ApprovalDesk::deny`]).
+    pub async fn deny_request(
+        &self,
+        id: u64,
+        operator: Option<&str>,
+        reason: &str,
+    ) -> Result<(), DeskError> {
+        if self.control.is_none() {
+            return self
+                .approvals
+                .deny(&self.ledger, id, operator, reason)
+                .await;
+        }
+        self.record_desk(|desk| desk.denial_event(id, operator, reason).map(|e| vec![e]))
+            .await
+    }
+
+    /// Ends the grant request `id` left (see [`ApprovalDesk::revoke_grant`]).
+    pub async fn revoke_grant(
+        &self,
+        id: u64,
+        operator: &str,
+        reason: &str,
+        now: Nanos,
+    ) -> Result<(), DeskError> {
+        if self.control.is_none() {
+            return self
+                .approvals
+                .revoke_grant(&self.ledger, id, operator, reason, now)
+                .await;
+        }
+        self.record_desk(|desk| {
+            desk.revocation_event(id, operator, reason, now)
+                .map(|e| vec![e])
+        })
+        .await
+    }
+
+    /// Times request `id` out unless it was decided; the outcome its
+    /// session acts on.
+    pub async fn expire_request(&self, id: u64) -> Result<Outcome, AppendError> {
+        if self.control.is_none() {
+            return self.approvals.expire(&self.ledger, id).await;
+        }
+        self.record_desk(|desk| Ok(desk.expiry_event(id).into_iter().collect()))
+            .await
+            .map_err(desk_append_error)?;
+        Ok(self.approvals.outcome(id))
+    }
+
+    /// Refuses, as the gateway, the pending requests this gateway holds
+    /// that `which` picks; returns how many.
+    pub async fn withdraw_where(
+        &self,
+        which: impl Fn(&Approval) -> bool,
+        reason: &str,
+    ) -> Result<usize, AppendError> {
+        if self.control.is_none() {
+            return self.approvals.deny_where(&self.ledger, which, reason).await;
+        }
+        let ids = self.approvals.pending_here(which);
+        for id in &ids {
+            match self
+                .record_desk(|desk| desk.denial_event(*id, None, reason).map(|e| vec![e]))
+                .await
+            {
+                Ok(()) | Err(DeskError::Vote(_) | DeskError::NoGrant(_)) => {}
+                Err(DeskError::Unrecorded(e)) => return Err(e),
             }
-            Err(e) => return Err(control_failed(e)),
-        };
-        let mut step = appended.seen.len() as u64;
-        let own = match (built, appended.receipts.first()) {
-            (Some((body, answer)), Some(receipt)) => {
-                let event = Event {
-                    seq: receipt.seq,
-                    ts: receipt.ts,
-                    body,
-                };
-                effects.push(self.apply_control(&event));
-                step += 1;
-                Some((event, answer))
-            }
-            _ => None,
-        };
-        link.follower
-            .lock()
-            .expect("control follower")
-            .skip_to(position + step);
-        self.control_applied(link, step, effects).await?;
-        Ok(own)
+        }
+        Ok(ids.len())
     }
 
     /// The control log was read through: the clock of staleness restarts,
@@ -252,30 +455,12 @@ impl Shared {
         )
         .await;
     }
+}
 
-    /// After applying `applied` control events: their follow-ups (held
-    /// statements of blocked or disabled identities are refused), then the
-    /// step recorded in this gateway's ledger.
-    async fn control_applied(
-        &self,
-        link: &ControlLink,
-        applied: u64,
-        effects: Vec<ControlEffect>,
-    ) -> Result<(), CommandError> {
-        if applied == 0 {
-            return Ok(());
-        }
-        for effect in effects {
-            self.follow_up(effect).await?;
-        }
-        let event = ControlApplied {
-            gateway: link.gateway.clone(),
-            through: link.position(),
-            applied,
-            checkpoint: link.checkpoint_or_none(),
-        };
-        self.ledger.append(&event.into()).await?;
-        Ok(())
+fn desk_append_error(e: DeskError) -> AppendError {
+    match e {
+        DeskError::Unrecorded(e) => e,
+        other => AppendError::Commit(other.to_string()),
     }
 }
 

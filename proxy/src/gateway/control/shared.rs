@@ -402,7 +402,7 @@ impl Shared {
             let recorded = self
                 .record_control(|shared| {
                     let identities = shared.identities.read().expect("identities lock");
-                    build(&identities).map(Some)
+                    build(&identities).map(|(event, answer)| Some((vec![event], answer)))
                 })
                 .await?;
             return Ok(recorded.expect("execute always records").1);
@@ -511,8 +511,7 @@ impl Shared {
     /// blocked or disabled identity are refused (recorded).
     pub async fn follow_up(&self, effect: ControlEffect) -> Result<(), AppendError> {
         if let ControlEffect::RefuseHeld { identity, reason } = effect {
-            self.approvals
-                .deny_where(&self.ledger, |a| a.identity == identity, &reason)
+            self.withdraw_where(|a| a.identity == identity, &reason)
                 .await?;
         }
         Ok(())
@@ -571,7 +570,7 @@ impl Shared {
         .into();
         let recorded = match self.control {
             Some(_) => self
-                .record_control(|_| Ok(Some((body, ()))))
+                .record_control(|_| Ok(Some((vec![body], ()))))
                 .await
                 .map(|_| ())
                 .map_err(AppendError::from),
@@ -659,7 +658,7 @@ impl Shared {
         if self.control.is_some() {
             // Another gateway may have lifted it meanwhile.
             let recorded = self
-                .record_control(|shared| Ok(shared.blocked(identity).map(|_| (body, ()))))
+                .record_control(|shared| Ok(shared.blocked(identity).map(|_| (vec![body], ()))))
                 .await?;
             return Ok(recorded.is_some());
         }
@@ -748,7 +747,7 @@ impl Shared {
                             .get(credential)
                             .is_some_and(|c| c.revoked.is_none())
                     });
-                    Ok(live.then_some((event, ())))
+                    Ok(live.then_some((vec![event], ())))
                 })
                 .await?;
             return Ok(recorded.is_some());
@@ -853,16 +852,15 @@ impl crate::gateway::relay::services::Services for Shared {
         ),
         AppendError,
     > {
-        self.approvals.request(&self.ledger, request).await
+        self.hold_for_approval(request).await
     }
 
     async fn expire_approval(&self, id: u64) -> Result<super::approvals::Outcome, AppendError> {
-        self.approvals.expire(&self.ledger, id).await
+        self.expire_request(id).await
     }
 
     async fn withdraw_approval(&self, id: u64, reason: &str) -> Result<(), String> {
-        self.approvals
-            .deny(&self.ledger, id, None, reason)
+        self.deny_request(id, None, reason)
             .await
             .map_err(|e| e.to_string())
     }
@@ -872,9 +870,7 @@ impl crate::gateway::relay::services::Services for Shared {
         session: u64,
         reason: &str,
     ) -> Result<usize, AppendError> {
-        self.approvals
-            .deny_where(&self.ledger, |a| a.session == session, reason)
-            .await
+        self.withdraw_where(|a| a.session == session, reason).await
     }
 
     fn note_denial(&self, identity: &str) -> Option<String> {

@@ -627,8 +627,7 @@ async fn approve(
         }
     };
     ctx.shared
-        .approvals
-        .approve(&ctx.shared.ledger, approval, &operator, grant_until)
+        .approve_request(approval, &operator, grant_until)
         .await
         .map_err(|e| refused(&viewer)(admin::desk_refusal(e)))?;
     Ok(Redirect::to("/console/inbox").into_response())
@@ -673,8 +672,7 @@ async fn deny(
         .await?;
     let reason = reason(&form, &viewer)?;
     ctx.shared
-        .approvals
-        .deny(&ctx.shared.ledger, approval, Some(&operator), &reason)
+        .deny_request(approval, Some(&operator), &reason)
         .await
         .map_err(|e| refused(&viewer)(admin::desk_refusal(e)))?;
     Ok(Redirect::to("/console/inbox").into_response())

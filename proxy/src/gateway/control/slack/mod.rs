@@ -124,6 +124,10 @@ impl Slack {
         loop {
             for (id, a) in desk.newer_than(last) {
                 last = id;
+                // In a cluster, the gateway holding the statement posts it.
+                if !desk.holds(id) {
+                    continue;
+                }
                 let message = self.message(id, &a);
                 let mut body = message.clone();
                 body["channel"] = json!(self.config.channel);
@@ -465,8 +469,7 @@ impl Slack {
             Err(refusal) => Err(refusal.1),
             Ok(operator) => self
                 .shared
-                .approvals
-                .approve(&self.shared.ledger, approval, &operator, None)
+                .approve_request(approval, &operator, None)
                 .await
                 .map_err(|e| admin::desk_refusal(e).1),
         };
@@ -542,8 +545,7 @@ impl Slack {
         };
         match self
             .shared
-            .approvals
-            .deny(&self.shared.ledger, approval, Some(&operator), reason)
+            .deny_request(approval, Some(&operator), reason)
             .await
         {
             Ok(()) => None,
