@@ -90,6 +90,13 @@ impl SharedLog {
         self.options.signer.verifier()
     }
 
+    /// A secret every holder of the log's signing key derives alike, for
+    /// `context` (BLAKE3's key derivation): what the members of a cluster
+    /// must agree on without sending it anywhere.
+    pub fn derived_secret(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, self.options.signer.to_secret_string().as_bytes())
+    }
+
     /// Waits for this process's turn to append.
     fn turn(&self) -> Result<File, LedgerError> {
         let file = std::fs::OpenOptions::new()

@@ -533,3 +533,76 @@ async fn a_statement_held_on_one_gateway_is_decided_once_from_either_and_a_grant
         ));
     }
 }
+
+/// The salt a gateway's SCRAM exchange offers `user` (its server-first
+/// message), read with a raw client.
+async fn offered_salt(addr: SocketAddr, user: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut params = Vec::new();
+    for (k, v) in [("user", user), ("database", "shop")] {
+        params.extend_from_slice(k.as_bytes());
+        params.push(0);
+        params.extend_from_slice(v.as_bytes());
+        params.push(0);
+    }
+    params.push(0);
+    let mut startup = ((params.len() + 8) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&196_608u32.to_be_bytes());
+    startup.extend_from_slice(&params);
+    tcp.write_all(&startup).await.unwrap();
+    async fn message(tcp: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+        let tag = tcp.read_u8().await.unwrap();
+        let len = tcp.read_u32().await.unwrap() as usize;
+        let mut body = vec![0; len - 4];
+        tcp.read_exact(&mut body).await.unwrap();
+        (tag, body)
+    }
+    let (tag, body) = message(&mut tcp).await;
+    assert_eq!(
+        (tag, &body[..4]),
+        (b'R', &10u32.to_be_bytes()[..]),
+        "SASL offered"
+    );
+    let first = b"n,,n=,r=clientnonce123";
+    let mut sasl = b"SCRAM-SHA-256\0".to_vec();
+    sasl.extend_from_slice(&(first.len() as u32).to_be_bytes());
+    sasl.extend_from_slice(first);
+    let mut msg = vec![b'p'];
+    msg.extend_from_slice(&((sasl.len() + 4) as u32).to_be_bytes());
+    msg.extend_from_slice(&sasl);
+    tcp.write_all(&msg).await.unwrap();
+    let (tag, body) = message(&mut tcp).await;
+    assert_eq!(
+        (tag, &body[..4]),
+        (b'R', &11u32.to_be_bytes()[..]),
+        "SASL continue"
+    );
+    let text = String::from_utf8(body[4..].to_vec()).unwrap();
+    text.split(',')
+        .find_map(|p| p.strip_prefix("s="))
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_gateway_offers_an_unknown_identity_the_same_fake_salt() {
+    let mut cluster = TwoGateways::start().await;
+    let (a0, a1) = (cluster.members[0].addr, cluster.members[1].addr);
+    let ghost = (
+        offered_salt(a0, "ghost").await,
+        offered_salt(a1, "ghost").await,
+    );
+    assert_eq!(ghost.0, ghost.1, "the same fake salt on both gateways");
+    assert_ne!(
+        ghost.0,
+        offered_salt(a0, "phantom").await,
+        "one per identity"
+    );
+    // The real identity's salt is its credential's, the same everywhere.
+    assert_eq!(
+        offered_salt(a0, "agent").await,
+        offered_salt(a1, "agent").await
+    );
+    cluster.stop().await;
+}

@@ -179,6 +179,10 @@ impl Gateway {
         shared.masking.key = config.masking_key()?;
         if let (Some((log, position)), Some(cluster)) = (control, &config.cluster) {
             shared.approvals.join_cluster(&cluster.gateway);
+            // Every gateway answers a login for an unknown identity with
+            // the same fake salt, or comparing two would tell which
+            // identities exist.
+            shared.salt_secret = log.derived_secret("gatehouse 2026 cluster fake SCRAM salts");
             shared.control = Some(control::cluster::ControlLink::new(
                 cluster.gateway.clone(),
                 log,
