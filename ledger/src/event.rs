@@ -721,6 +721,31 @@ cbor_struct! {
 }
 
 cbor_struct! {
+    /// In a cluster's control log: a gateway joined, with the key its own
+    /// ledger is signed with. `gatehouse-verify --cluster` expects a
+    /// ledger from every enrolled gateway, verified with this key.
+    pub struct GatewayEnrolled {
+        /// The gateway's name in the cluster.
+        0 => gateway: String,
+        /// Its ledger's verifier key, `<name>+<key id>+<base64 key>`.
+        1 => key: String,
+    }
+}
+
+cbor_struct! {
+    /// In a cluster's control log: a gateway's newest signed checkpoint,
+    /// recorded every few seconds and at its shutdown. Its ledger must
+    /// still hold what the latest anchor covers: a ledger rolled back or
+    /// rewritten below it fails `gatehouse-verify --cluster`.
+    pub struct GatewayAnchored {
+        /// The gateway's name in the cluster.
+        0 => gateway: String,
+        /// The checkpoint note of its ledger.
+        1 => checkpoint: String,
+    }
+}
+
+cbor_struct! {
     /// The first record of every ledger segment after the first
     /// (docs/ledger-format.md, section 9): what a verifier of this segment
     /// alone needs from its predecessor, which was sealed before it opened.
@@ -926,6 +951,8 @@ event_kinds! {
     32 => ChatUserUnlinked,
     33 => ControlApplied,
     34 => ApprovalHeld,
+    35 => GatewayEnrolled,
+    36 => GatewayAnchored,
 }
 
 impl EventBody {

@@ -75,7 +75,7 @@ impl Gateway {
                 state.operators = control_state.operators;
                 state.policy = control_state.policy;
                 state.blocks = control_state.blocks;
-                Some((log, events.len() as u64))
+                Some((log, events))
             }
             None => None,
         };
@@ -177,7 +177,10 @@ impl Gateway {
             metrics,
         );
         shared.masking.key = config.masking_key()?;
-        if let (Some((log, position)), Some(cluster)) = (control, &config.cluster) {
+        let mut control_events = Vec::new();
+        if let (Some((log, events)), Some(cluster)) = (control, &config.cluster) {
+            let position = events.len() as u64;
+            control_events = events;
             shared.approvals.join_cluster(&cluster.gateway);
             // Every gateway answers a login for an unknown identity with
             // the same fake salt, or comparing two would tell which
@@ -210,6 +213,10 @@ impl Gateway {
                 .append(&applied.into())
                 .await
                 .context("cannot record the control state this gateway starts from")?;
+            shared
+                .enrol(&control_events)
+                .await
+                .context("cannot enrol this gateway in the control log")?;
         }
         let refused = shared
             .withdraw_where(
@@ -327,8 +334,14 @@ impl Gateway {
         let desk = shared.clone();
         tokio::task::spawn_blocking(move || desk.approvals.finish_webhooks(WEBHOOK_GRACE)).await?;
         let ledger = shared.ledger.clone();
-        drop(shared);
         tokio::task::spawn_blocking(move || ledger.close()).await?;
+        // The ledger's tail is signed now: its final checkpoint is anchored
+        // in the cluster's control log.
+        let member = shared.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || member.anchor_final()).await? {
+            tracing::warn!("cannot anchor the final checkpoint in the control log: {e}");
+        }
+        drop(shared);
         Ok(())
     }
 }

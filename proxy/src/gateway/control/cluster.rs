@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_engine::approvals::{Approval, Vote};
-use gatehouse_ledger::event::{ApprovalRequested, ControlApplied, EventBody, Nanos};
+use gatehouse_ledger::event::{
+    ApprovalRequested, ControlApplied, EventBody, GatewayAnchored, GatewayEnrolled, Nanos,
+};
 use gatehouse_ledger::shared_log::{Follower, SharedAppendError, SharedLog};
 use gatehouse_ledger::AppendError;
 use gatehouse_ledger::{Event, LedgerError};
@@ -42,7 +44,12 @@ pub struct ControlLink {
     read_at: std::sync::Mutex<std::time::Instant>,
     /// Set, with why, while the gateway cannot vouch for any identity.
     stale: std::sync::RwLock<Option<String>>,
+    /// The size of this gateway's checkpoint last anchored, and when.
+    anchored: std::sync::Mutex<(u64, std::time::Instant)>,
 }
+
+/// How often a gateway anchors its newest checkpoint in the control log.
+pub const ANCHOR_EVERY: Duration = Duration::from_secs(5);
 
 impl ControlLink {
     /// A link whose first `position` control events are already applied
@@ -64,6 +71,7 @@ impl ControlLink {
             strict: timing.strict,
             read_at: std::sync::Mutex::new(std::time::Instant::now()),
             stale: std::sync::RwLock::new(None),
+            anchored: std::sync::Mutex::new((0, std::time::Instant::now())),
         })
     }
 
@@ -404,6 +412,84 @@ impl Shared {
         Ok(ids.len())
     }
 
+    /// Enrols this gateway in the control log with its ledger's key, unless
+    /// it is enrolled already.
+    pub async fn enrol(&self, events: &[Event]) -> Result<(), CommandError> {
+        let Some(link) = self.link() else {
+            return Ok(());
+        };
+        let enrolled = events.iter().any(
+            |e| matches!(&e.body, EventBody::GatewayEnrolled(g) if g.gateway == link.gateway),
+        );
+        if enrolled {
+            return Ok(());
+        }
+        let event = GatewayEnrolled {
+            gateway: link.gateway.clone(),
+            key: self.ledger.verifier_key().to_string(),
+        };
+        self.record_control(|_| Ok(Some((vec![event.into()], ()))))
+            .await?;
+        Ok(())
+    }
+
+    /// This gateway's newest signed checkpoint note, from its ledger.
+    fn own_checkpoint(&self) -> Result<Option<(u64, String)>, LedgerError> {
+        let path = self.ledger.path().to_owned();
+        blocking(|| {
+            Ok(gatehouse_ledger::LedgerReader::open(&path)?
+                .latest_checkpoint()?
+                .map(|c| (c.size, c.note)))
+        })
+    }
+
+    /// Anchors this gateway's newest checkpoint in the control log when it
+    /// grew and [`ANCHOR_EVERY`] has passed since the last anchor.
+    pub async fn anchor_if_due(&self) -> Result<(), CommandError> {
+        let Some(link) = self.link() else {
+            return Ok(());
+        };
+        let (size, at) = *link.anchored.lock().expect("anchor");
+        if at.elapsed() < ANCHOR_EVERY && size > 0 {
+            return Ok(());
+        }
+        let Some((now_size, note)) = self.own_checkpoint().map_err(control_failed)? else {
+            return Ok(());
+        };
+        if now_size <= size {
+            return Ok(());
+        }
+        let event = GatewayAnchored {
+            gateway: link.gateway.clone(),
+            checkpoint: note,
+        };
+        self.record_control(|_| Ok(Some((vec![event.into()], ()))))
+            .await?;
+        *link.anchored.lock().expect("anchor") = (now_size, std::time::Instant::now());
+        Ok(())
+    }
+
+    /// At shutdown, once this gateway's ledger is closed (its tail signed):
+    /// anchors its final checkpoint, appended as is (nothing else is
+    /// applied any more).
+    pub fn anchor_final(&self) -> Result<(), String> {
+        let Some(link) = self.link() else {
+            return Ok(());
+        };
+        let Some((_, note)) = self.own_checkpoint().map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let event: EventBody = GatewayAnchored {
+            gateway: link.gateway.clone(),
+            checkpoint: note,
+        }
+        .into();
+        link.log
+            .append_with(link.position(), |_| Ok::<_, String>(vec![event]))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// The control log was read through: the clock of staleness restarts,
     /// and a gateway that had stopped vouching for identities resumes.
     async fn control_read(&self) {
@@ -475,7 +561,12 @@ pub fn follow(shared: Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> {
                 _ = async { let _ = stop.wait_for(|stopping| *stopping).await; } => return,
             }
             match shared.catch_up().await {
-                Ok(_) => shared.control_read().await,
+                Ok(_) => {
+                    shared.control_read().await;
+                    if let Err(e) = shared.anchor_if_due().await {
+                        warn!("cannot anchor this gateway's checkpoint in the control log: {e}");
+                    }
+                }
                 Err(e) => {
                     warn!("cannot apply the control log: {e}");
                     shared.control_unread(&e).await;
