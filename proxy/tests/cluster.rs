@@ -611,3 +611,99 @@ async fn every_gateway_offers_an_unknown_identity_the_same_fake_salt() {
     );
     cluster.stop().await;
 }
+
+/// Copies a closed ledger (with its write-ahead log, if any) to `to`.
+fn copy_ledger(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::copy(from, to).unwrap();
+    let wal = PathBuf::from(format!("{}-wal", from.display()));
+    if wal.exists() {
+        std::fs::copy(&wal, format!("{}-wal", to.display())).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_verifies_and_a_missing_or_rolled_back_ledger_fails() {
+    let mut cluster = TwoGateways::start().await;
+    let secret = cluster.secret.clone();
+    for gw in 0..2 {
+        let c = cluster.connect(gw, &secret).await.unwrap();
+        for i in 0..5 {
+            c.simple_query(&format!("SELECT {i}")).await.unwrap();
+        }
+    }
+    cluster.stop().await;
+    let control = cluster.dir.path().join("control.ledger");
+    let key = gatehouse_ledger::keyfile::load_signing_key(
+        &cluster.configs[0].cluster.as_ref().unwrap().control_key,
+    )
+    .unwrap()
+    .verifier()
+    .to_string();
+    let key = gatehouse_verify::VerifierKey::parse(&key).unwrap();
+    let members: Vec<(String, PathBuf)> = (0..2)
+        .map(|gw| (format!("gw{gw}"), cluster.members[gw].ledger.clone()))
+        .collect();
+    let report = gatehouse_verify::verify_cluster(&control, &key, &members).unwrap();
+    assert!(report.is_intact(), "{}", report.to_text());
+    assert_eq!(report.members.len(), 2);
+    assert!(
+        report.members.iter().all(|m| m.anchor.is_some()),
+        "{}",
+        report.to_text()
+    );
+    // A gateway's ledger left out.
+    let report = gatehouse_verify::verify_cluster(&control, &key, &members[..1]).unwrap();
+    assert!(!report.is_intact());
+    assert!(
+        report
+            .to_text()
+            .contains("gateway gw1: FAILED: no ledger given"),
+        "{}",
+        report.to_text()
+    );
+    // gw1's ledger rolled back: its last events and checkpoints removed.
+    // Alone it still verifies (a shorter log); against its anchor it fails.
+    let rolled = cluster.dir.path().join("gw1-rolled-back.db");
+    copy_ledger(&cluster.members[1].ledger, &rolled);
+    {
+        let conn = rusqlite::Connection::open(&rolled).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        let keep = n - 4;
+        conn.execute("DELETE FROM events WHERE seq >= ?1", [keep])
+            .unwrap();
+        conn.execute("DELETE FROM checkpoints WHERE size > ?1", [keep])
+            .unwrap();
+        conn.execute("DELETE FROM subtrees", []).ok();
+        conn.execute("DELETE FROM writer_state", []).ok();
+    }
+    let gw1_key = std::fs::read_to_string(cluster.dir.path().join("gw1/verifier.pub")).unwrap();
+    let gw1_key = gatehouse_verify::VerifierKey::parse(gw1_key.trim()).unwrap();
+    let alone = gatehouse_verify::verify_ledger(&rolled, &gw1_key, None).unwrap();
+    assert!(alone.is_intact(), "{:?}", alone.failure);
+    let with_rolled = vec![members[0].clone(), ("gw1".to_owned(), rolled)];
+    let report = gatehouse_verify::verify_cluster(&control, &key, &with_rolled).unwrap();
+    assert!(!report.is_intact());
+    assert!(report.members[1].failure.is_some(), "{}", report.to_text());
+    // A ledger for a gateway never enrolled.
+    let mut extra = members.clone();
+    extra.push(("gw9".into(), cluster.members[0].ledger.clone()));
+    assert!(!gatehouse_verify::verify_cluster(&control, &key, &extra)
+        .unwrap()
+        .is_intact());
+    // An edited control event fails the control log first.
+    {
+        let conn = rusqlite::Connection::open(&control).unwrap();
+        let data: Vec<u8> = conn
+            .query_row("SELECT data FROM events WHERE seq = 0", [], |r| r.get(0))
+            .unwrap();
+        let mut edited = data.clone();
+        let last = edited.len() - 1;
+        edited[last] ^= 1;
+        conn.execute("UPDATE events SET data = ?1 WHERE seq = 0", [edited])
+            .unwrap();
+    }
+    let report = gatehouse_verify::verify_cluster(&control, &key, &members).unwrap();
+    assert!(!report.control.is_intact() && !report.is_intact());
+}

@@ -30,6 +30,7 @@ pub mod bundle;
 pub mod bundle_verify;
 pub mod cbor;
 pub mod chain;
+pub mod cluster;
 pub mod ledger;
 pub mod merkle;
 pub mod note;
@@ -40,6 +41,7 @@ pub mod segments;
 pub mod verify;
 
 pub use bundle_verify::{verify_bundle, verify_bundle_bytes};
+pub use cluster::{verify_cluster, ClusterReport};
 pub use note::{Checkpoint, KeyError, NoteError, VerifierKey};
 pub use report::{
     BundleFailure, BundleReport, Completeness, Failure, FailureClass, Report, UnsignedTail,

@@ -1,4 +1,5 @@
 //! `gatehouse-verify LEDGER|BUNDLE --key KEYFILE [--trusted-checkpoint NOTEFILE] [--save-checkpoint NOTEFILE] [--json]`
+//! `gatehouse-verify --cluster CONTROL --key CONTROLKEY --member NAME=LEDGER ...`
 //!
 //! The input is a ledger file or an evidence bundle (`gatehouse export`);
 //! which one is told from the file's first bytes, or forced with `--bundle`.
@@ -67,12 +68,21 @@ struct Args {
     /// removed from a session or identity selection still verifies.
     #[arg(long, value_name = "DIGEST")]
     expect_digest: Option<String>,
+    /// The input is a cluster's control log (docs/cluster.md), verified
+    /// with --key; then the ledger of every gateway it enrolled, given with
+    /// --member, is verified with its enrolled key against its last anchor.
+    #[arg(long)]
+    cluster: bool,
+    /// With --cluster: a gateway's ledger, `NAME=PATH` (repeat for each).
+    #[arg(long, value_name = "NAME=PATH", requires = "cluster")]
+    member: Vec<String>,
 }
 
 /// What was verified.
 enum Outcome {
     Ledger(Report),
     Bundle(BundleReport),
+    Cluster(gatehouse_verify::ClusterReport),
 }
 
 impl Outcome {
@@ -80,6 +90,7 @@ impl Outcome {
         match self {
             Outcome::Ledger(r) => r.is_intact(),
             Outcome::Bundle(r) => r.is_intact(),
+            Outcome::Cluster(r) => r.is_intact(),
         }
     }
 
@@ -87,6 +98,7 @@ impl Outcome {
         match self {
             Outcome::Ledger(r) => r.to_text(),
             Outcome::Bundle(r) => r.to_text(),
+            Outcome::Cluster(r) => r.to_text(),
         }
     }
 
@@ -94,6 +106,7 @@ impl Outcome {
         match self {
             Outcome::Ledger(r) => r.to_json(),
             Outcome::Bundle(r) => r.to_json(),
+            Outcome::Cluster(r) => r.to_json(),
         }
     }
 }
@@ -234,6 +247,31 @@ fn run(args: &Args) -> Result<Outcome> {
                  printed it, sha256: followed by 64 hex digits"
             );
         }
+    }
+    if args.cluster {
+        if trusted.is_some() || from.is_some() || args.save_checkpoint.is_some() || args.bundle {
+            anyhow::bail!(
+                "--cluster verifies each gateway against the anchors in the control log; \
+                 drop --trusted-checkpoint, --from-checkpoint, --save-checkpoint and --bundle"
+            );
+        }
+        let members = args
+            .member
+            .iter()
+            .map(|m| {
+                m.split_once('=')
+                    .filter(|(name, path)| !name.is_empty() && !path.is_empty())
+                    .map(|(name, path)| (name.to_owned(), PathBuf::from(path)))
+                    .with_context(|| {
+                        format!("--member {m:?} must be NAME=PATH, a gateway's name and its ledger")
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Outcome::Cluster(gatehouse_verify::verify_cluster(
+            &args.input,
+            &key,
+            &members,
+        )?));
     }
     let is_bundle = args.bundle || looks_like_bundle(&args.input);
     if let Some(path) = &args.save_checkpoint {

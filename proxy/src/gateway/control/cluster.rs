@@ -418,9 +418,9 @@ impl Shared {
         let Some(link) = self.link() else {
             return Ok(());
         };
-        let enrolled = events.iter().any(
-            |e| matches!(&e.body, EventBody::GatewayEnrolled(g) if g.gateway == link.gateway),
-        );
+        let enrolled = events
+            .iter()
+            .any(|e| matches!(&e.body, EventBody::GatewayEnrolled(g) if g.gateway == link.gateway));
         if enrolled {
             return Ok(());
         }
