@@ -211,6 +211,22 @@ pub fn check_record(data: &[u8]) -> Result<Envelope, CborError> {
     Ok(Envelope { seq, ts, kind })
 }
 
+/// A canonical event record's kind, and a cursor at its body (key 3);
+/// `None` if it is not one.
+pub fn record_body(record: &[u8]) -> Option<(u64, Cursor<'_>)> {
+    check_record(record).ok()?;
+    let mut c = Cursor::new(record);
+    c.map().ok()?;
+    c.key(0).ok()?;
+    c.uint().ok()?;
+    c.key(1).ok()?;
+    c.uint().ok()?;
+    c.key(2).ok()?;
+    let kind = c.uint().ok()?;
+    c.key(3).ok()?;
+    Some((kind, c))
+}
+
 /// Checks that `data` is exactly one data item in the canonical subset, of
 /// any type. Useful for verifying canonical CBOR that is not an event record
 /// (for example, pieces of a future evidence bundle).

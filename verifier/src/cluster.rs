@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use crate::cbor::{self, Cursor};
+use crate::cbor;
 use crate::ledger::Ledger;
 use crate::note::VerifierKey;
 use crate::report::Report;
@@ -116,19 +116,10 @@ impl ClusterReport {
 /// A record's kind and its body's two text fields, for kinds 35 and 36
 /// (body `{0: gateway, 1: key or checkpoint}`).
 fn gateway_record(record: &[u8]) -> Option<(u64, String, String)> {
-    cbor::check_record(record).ok()?;
-    let mut c = Cursor::new(record);
-    c.map().ok()?;
-    c.key(0).ok()?;
-    c.uint().ok()?;
-    c.key(1).ok()?;
-    c.uint().ok()?;
-    c.key(2).ok()?;
-    let kind = c.uint().ok()?;
+    let (kind, mut c) = cbor::record_body(record)?;
     if kind != GATEWAY_ENROLLED && kind != GATEWAY_ANCHORED {
         return None;
     }
-    c.key(3).ok()?;
     if c.map().ok()? != 2 {
         return None;
     }

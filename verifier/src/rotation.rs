@@ -8,7 +8,7 @@
 //! an auditor pins any key of it (normally K0, the key the log started
 //! with) and the verifier follows the chain.
 
-use crate::cbor::{self, Cursor};
+use crate::cbor;
 use crate::note::VerifierKey;
 
 /// The kind code of `KeyRotated`.
@@ -29,18 +29,10 @@ impl Rotation {
     /// Reads a `KeyRotated` record (body `{0: operator, 1: old_key, 2:
     /// new_key}`); `None` if it is not one.
     pub fn from_record(seq: u64, record: &[u8]) -> Option<Rotation> {
-        cbor::check_record(record).ok()?;
-        let mut c = Cursor::new(record);
-        c.map().ok()?;
-        c.key(0).ok()?;
-        c.uint().ok()?;
-        c.key(1).ok()?;
-        c.uint().ok()?;
-        c.key(2).ok()?;
-        if c.uint().ok()? != KEY_ROTATED {
+        let (kind, mut c) = cbor::record_body(record)?;
+        if kind != KEY_ROTATED {
             return None;
         }
-        c.key(3).ok()?;
         if c.map().ok()? != 3 {
             return None;
         }
