@@ -746,6 +746,19 @@ cbor_struct! {
 }
 
 cbor_struct! {
+    /// In a cluster's control log: a gateway left the cluster for good,
+    /// stopped, its ledger ending at `checkpoint`. It may not start again
+    /// under this name, and `gatehouse-verify --cluster` requires its
+    /// ledger to end exactly there.
+    pub struct GatewayRetired {
+        /// The gateway's name in the cluster.
+        0 => gateway: String,
+        /// The final checkpoint note of its ledger.
+        1 => checkpoint: String,
+    }
+}
+
+cbor_struct! {
     /// The first record of every ledger segment after the first
     /// (docs/ledger-format.md, section 9): what a verifier of this segment
     /// alone needs from its predecessor, which was sealed before it opened.
@@ -953,6 +966,7 @@ event_kinds! {
     34 => ApprovalHeld,
     35 => GatewayEnrolled,
     36 => GatewayAnchored,
+    37 => GatewayRetired,
 }
 
 impl EventBody {

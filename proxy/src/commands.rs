@@ -121,6 +121,42 @@ pub fn cluster_init(config: &Config, origin: &str) -> Result<String> {
     Ok(control.verifier_key().to_string())
 }
 
+/// `gatehouse cluster retire`, with the gateway stopped: its ledger's tail
+/// is signed (the writer is opened and closed, which also proves no gateway
+/// holds it), and its final checkpoint is recorded in the control log as
+/// `GatewayRetired`. Returns that checkpoint note.
+pub fn cluster_retire(config: &Config) -> Result<String> {
+    let cluster = config
+        .cluster
+        .as_ref()
+        .context("the config has no [cluster] section: this gateway is in no cluster")?;
+    Ledger::open(config.writer_options()?)
+        .context("cannot open the ledger for writing; stop the gateway before retiring it")?
+        .close();
+    let note = gatehouse_ledger::LedgerReader::open(&config.ledger.path)?
+        .latest_checkpoint()?
+        .map(|c| c.note)
+        .context("the ledger has no signed checkpoint to end at")?;
+    let gateway = cluster.gateway.clone();
+    let event = gatehouse_ledger::event::GatewayRetired {
+        gateway: gateway.clone(),
+        checkpoint: note.clone(),
+    };
+    let control = config.control_log()?.context("[cluster] is set")?;
+    control
+        .append_with(0, |events| {
+            let retired = events
+                .iter()
+                .any(|e| matches!(&e.body, EventBody::GatewayRetired(r) if r.gateway == gateway));
+            if retired {
+                bail!("gateway {gateway} is retired already");
+            }
+            Ok(vec![event.into()])
+        })
+        .map_err(control_error)?;
+    Ok(note)
+}
+
 /// Records `event` where control events go: the control log in a cluster,
 /// else the ledger of a stopped gateway.
 fn record_control(config: &Config, event: EventBody) -> Result<()> {

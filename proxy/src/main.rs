@@ -281,6 +281,15 @@ enum ClusterCommand {
         #[arg(long, default_value = "gatehouse/control")]
         origin: String,
     },
+    /// Retire this gateway for good, with it stopped: its ledger's final
+    /// checkpoint is recorded in the control log; it may not start again
+    /// under its name, and `gatehouse-verify --cluster` requires its ledger
+    /// to end there. Prints that checkpoint.
+    Retire {
+        /// The gateway's configuration file.
+        #[arg(long, default_value = "gatehouse.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -826,6 +835,12 @@ fn run(command: Command) -> Result<()> {
             eprintln!(
                 "the control log is ready; give every gateway of the cluster the same [cluster] control and a copy of control_key"
             );
+        }
+        Command::Cluster {
+            command: ClusterCommand::Retire { config },
+        } => {
+            print!("{}", commands::cluster_retire(&Config::load(&config)?)?);
+            eprintln!("the gateway is retired: keep its ledger for gatehouse-verify --cluster");
         }
         Command::Identities { json, admin } => {
             let list = admin.client()?.identities()?;

@@ -24,7 +24,9 @@ use tokio_postgres::error::SqlState;
 /// One gateway of the cluster.
 struct Member {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    /// Let go at stop, so the gateway's ledger is free like a stopped
+    /// process's.
+    shared: Option<Arc<Shared>>,
     ledger: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -120,7 +122,7 @@ impl TwoGateways {
             });
             members.push(Member {
                 addr,
-                shared,
+                shared: Some(shared),
                 ledger: config.ledger.path.clone(),
                 stop: Some(stop),
                 task,
@@ -156,7 +158,10 @@ impl TwoGateways {
     }
 
     fn shared(&self, gw: usize) -> &Shared {
-        &self.members[gw].shared
+        self.members[gw]
+            .shared
+            .as_ref()
+            .expect("the gateway is running")
     }
 
     async fn stop(&mut self) {
@@ -167,6 +172,7 @@ impl TwoGateways {
         }
         for m in &mut self.members {
             (&mut m.task).await.unwrap();
+            m.shared = None;
         }
     }
 
@@ -706,4 +712,74 @@ async fn the_cluster_verifies_and_a_missing_or_rolled_back_ledger_fails() {
     }
     let report = gatehouse_verify::verify_cluster(&control, &key, &members).unwrap();
     assert!(!report.control.is_intact() && !report.is_intact());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_gateway_does_not_start_again_and_its_ledger_must_end_at_its_final_note() {
+    let mut cluster = TwoGateways::start().await;
+    let c = cluster.connect(1, &cluster.secret.clone()).await.unwrap();
+    c.simple_query("SELECT 1").await.unwrap();
+    // Retiring a running gateway is refused: its ledger is held.
+    let running = cluster.configs[1].ledger.path.clone();
+    assert!(running.exists());
+    let config = Config::load(&cluster.dir.path().join("gw1/gatehouse.toml")).unwrap();
+    let refused = tokio::task::spawn_blocking(move || commands::cluster_retire(&config))
+        .await
+        .unwrap();
+    assert!(format!("{:#}", refused.unwrap_err()).contains("stop the gateway"));
+    cluster.stop().await;
+    let config = Config::load(&cluster.dir.path().join("gw1/gatehouse.toml")).unwrap();
+    let note = tokio::task::spawn_blocking(move || commands::cluster_retire(&config))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(note.starts_with("gatehouse.test/gw1\n"), "{note}");
+    let err = Gateway::bind(&cluster.configs[1]).await.err().unwrap();
+    assert!(format!("{err:#}").contains("retired"), "{err:#}");
+    let control = cluster.dir.path().join("control.ledger");
+    let key = gatehouse_ledger::keyfile::load_signing_key(
+        &cluster.configs[0].cluster.as_ref().unwrap().control_key,
+    )
+    .unwrap()
+    .verifier()
+    .to_string();
+    let key = gatehouse_verify::VerifierKey::parse(&key).unwrap();
+    let members: Vec<(String, PathBuf)> = (0..2)
+        .map(|gw| (format!("gw{gw}"), cluster.members[gw].ledger.clone()))
+        .collect();
+    let report = gatehouse_verify::verify_cluster(&control, &key, &members).unwrap();
+    assert!(report.is_intact(), "{}", report.to_text());
+    assert!(
+        report.to_text().contains("gateway gw1: intact") && report.to_text().contains("retired")
+    );
+    // The retired ledger written to afterwards: it no longer ends where
+    // the cluster was told it ends.
+    let options = cluster.configs[1].writer_options().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let ledger = gatehouse_ledger::Ledger::open(options).unwrap();
+        ledger
+            .append_blocking(&[gatehouse_ledger::event::OperatorAction {
+                operator: "mallory".into(),
+                action: "afterthought".into(),
+                target: None,
+                outcome: "ok".into(),
+                detail: None,
+            }
+            .into()])
+            .unwrap();
+        ledger.close();
+    })
+    .await
+    .unwrap();
+    let report = gatehouse_verify::verify_cluster(&control, &key, &members).unwrap();
+    assert!(!report.is_intact());
+    assert!(
+        report.members[1]
+            .failure
+            .as_deref()
+            .unwrap()
+            .contains("goes on after it"),
+        "{}",
+        report.to_text()
+    );
 }

@@ -24,6 +24,8 @@ use crate::verify::{verify_ledger_with, VerifyError, VerifyOptions};
 pub const GATEWAY_ENROLLED: u64 = 35;
 /// The kind code of `GatewayAnchored`.
 pub const GATEWAY_ANCHORED: u64 = 36;
+/// The kind code of `GatewayRetired`.
+pub const GATEWAY_RETIRED: u64 = 37;
 
 /// One enrolled gateway and what became of its ledger.
 #[derive(Debug, Clone)]
@@ -34,6 +36,8 @@ pub struct MemberReport {
     pub key: String,
     /// Its latest anchor (checkpoint note), if it anchored any.
     pub anchor: Option<String>,
+    /// Its final checkpoint note, if it was retired.
+    pub retired: Option<String>,
     /// The ledger verified, if one was given.
     pub ledger: Option<PathBuf>,
     /// The ledger's report, when it could be verified.
@@ -73,7 +77,9 @@ impl ClusterReport {
                     "gateway {}: intact, {} events{}\n",
                     m.gateway,
                     m.report.as_ref().map_or(0, |r| r.events),
-                    if m.anchor.is_some() {
+                    if m.retired.is_some() {
+                        ", retired, ending at its final note"
+                    } else if m.anchor.is_some() {
                         ", holding its last anchor"
                     } else {
                         ", no anchor yet"
@@ -104,6 +110,7 @@ impl ClusterReport {
                 "gateway": m.gateway,
                 "key": m.key,
                 "anchor": m.anchor,
+                "retired": m.retired.is_some(),
                 "ledger": m.ledger.as_ref().map(|p| p.display().to_string()),
                 "report": m.report.as_ref().map(Report::to_json),
                 "failure": m.failure,
@@ -113,11 +120,11 @@ impl ClusterReport {
     }
 }
 
-/// A record's kind and its body's two text fields, for kinds 35 and 36
-/// (body `{0: gateway, 1: key or checkpoint}`).
+/// A record's kind and its body's two text fields, for kinds 35, 36 and
+/// 37 (body `{0: gateway, 1: key or checkpoint}`).
 fn gateway_record(record: &[u8]) -> Option<(u64, String, String)> {
     let (kind, mut c) = cbor::record_body(record)?;
-    if kind != GATEWAY_ENROLLED && kind != GATEWAY_ANCHORED {
+    if ![GATEWAY_ENROLLED, GATEWAY_ANCHORED, GATEWAY_RETIRED].contains(&kind) {
         return None;
     }
     if c.map().ok()? != 2 {
@@ -140,6 +147,7 @@ pub fn verify_cluster(
     let control_report = verify_ledger_with(control, key, VerifyOptions::default())?;
     let mut enrolled: Vec<(String, String)> = Vec::new();
     let mut anchors: BTreeMap<String, String> = BTreeMap::new();
+    let mut retired: BTreeMap<String, String> = BTreeMap::new();
     if control_report.is_intact() {
         let log = Ledger::open(control)?;
         log.for_each_event(|row| {
@@ -148,6 +156,8 @@ pub fn verify_cluster(
                     if !enrolled.iter().any(|(g, _)| *g == gateway) {
                         enrolled.push((gateway, value));
                     }
+                } else if kind == GATEWAY_RETIRED {
+                    retired.insert(gateway, value);
                 } else {
                     anchors.insert(gateway, value);
                 }
@@ -158,7 +168,9 @@ pub fn verify_cluster(
     let members = enrolled
         .into_iter()
         .map(|(gateway, key)| {
-            let anchor = anchors.get(&gateway).cloned();
+            // A retired gateway's final note is its last anchor.
+            let end = retired.get(&gateway).cloned();
+            let anchor = end.clone().or_else(|| anchors.get(&gateway).cloned());
             let ledger = ledgers
                 .iter()
                 .find(|(name, _)| *name == gateway)
@@ -167,6 +179,7 @@ pub fn verify_cluster(
                 gateway: gateway.clone(),
                 key: key.clone(),
                 anchor: anchor.clone(),
+                retired: end.clone(),
                 ledger: ledger.clone(),
                 report: None,
                 failure: None,
@@ -200,6 +213,16 @@ pub fn verify_cluster(
                             f.seq,
                             f.message
                         ));
+                    } else if let Some(end) = &end {
+                        if report.final_checkpoint.as_deref() != Some(end.as_str())
+                            || report.unsigned_tail.is_some()
+                        {
+                            member.failure = Some(format!(
+                                "{gateway} was retired with its ledger ending at the checkpoint of size {}, but the ledger goes on after it ({} events)",
+                                end.lines().nth(1).unwrap_or("?"),
+                                report.events
+                            ));
+                        }
                     }
                     member.report = Some(report);
                 }

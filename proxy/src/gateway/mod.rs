@@ -180,6 +180,14 @@ impl Gateway {
         let mut control_events = Vec::new();
         if let (Some((log, events)), Some(cluster)) = (control, &config.cluster) {
             let position = events.len() as u64;
+            if events.iter().any(
+                |e| matches!(&e.body, EventBody::GatewayRetired(r) if r.gateway == cluster.gateway),
+            ) {
+                anyhow::bail!(
+                    "gateway {} was retired from the cluster and may not start again; give this gateway a new [cluster] gateway name and a new ledger",
+                    cluster.gateway
+                );
+            }
             control_events = events;
             shared.approvals.join_cluster(&cluster.gateway);
             // Every gateway answers a login for an unknown identity with
