@@ -27,7 +27,7 @@
 
 use std::fs::File;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::event::{Event, EventBody};
@@ -78,11 +78,6 @@ impl SharedLog {
         let _turn = log.turn()?;
         Ledger::open(log.options.clone())?.close();
         Ok(log)
-    }
-
-    /// The log's file.
-    pub fn path(&self) -> &Path {
-        &self.options.path
     }
 
     /// The key its checkpoints are signed with.

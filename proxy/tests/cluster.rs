@@ -182,6 +182,22 @@ impl TwoGateways {
         reader.events(0..n).map(|e| e.unwrap().event.body).collect()
     }
 
+    /// The control log's verifier key.
+    fn control_key(&self) -> gatehouse_verify::VerifierKey {
+        let signer = gatehouse_ledger::keyfile::load_signing_key(
+            &self.configs[0].cluster.as_ref().unwrap().control_key,
+        )
+        .unwrap();
+        gatehouse_verify::VerifierKey::parse(&signer.verifier().to_string()).unwrap()
+    }
+
+    /// `(gateway name, ledger)` of every member, for `verify_cluster`.
+    fn member_ledgers(&self) -> Vec<(String, PathBuf)> {
+        (0..self.members.len())
+            .map(|gw| (format!("gw{gw}"), self.members[gw].ledger.clone()))
+            .collect()
+    }
+
     fn control_events(&self) -> Vec<EventBody> {
         let path = self.dir.path().join("control.ledger");
         let reader = LedgerReader::open(&path).unwrap();
@@ -387,13 +403,7 @@ async fn credentials_and_policy_changed_on_one_gateway_hold_on_the_other_and_a_r
             .unwrap()
             .is_intact()
     );
-    let control_key = gatehouse_ledger::keyfile::load_signing_key(
-        &cluster.configs[0].cluster.as_ref().unwrap().control_key,
-    )
-    .unwrap()
-    .verifier()
-    .to_string();
-    let control_key = gatehouse_verify::VerifierKey::parse(&control_key).unwrap();
+    let control_key = cluster.control_key();
     assert!(gatehouse_verify::verify_ledger(
         &cluster.dir.path().join("control.ledger"),
         &control_key,
@@ -639,16 +649,8 @@ async fn the_cluster_verifies_and_a_missing_or_rolled_back_ledger_fails() {
     }
     cluster.stop().await;
     let control = cluster.dir.path().join("control.ledger");
-    let key = gatehouse_ledger::keyfile::load_signing_key(
-        &cluster.configs[0].cluster.as_ref().unwrap().control_key,
-    )
-    .unwrap()
-    .verifier()
-    .to_string();
-    let key = gatehouse_verify::VerifierKey::parse(&key).unwrap();
-    let members: Vec<(String, PathBuf)> = (0..2)
-        .map(|gw| (format!("gw{gw}"), cluster.members[gw].ledger.clone()))
-        .collect();
+    let key = cluster.control_key();
+    let members = cluster.member_ledgers();
     let report = gatehouse_verify::verify_cluster(&control, &key, &members).unwrap();
     assert!(report.is_intact(), "{}", report.to_text());
     assert_eq!(report.members.len(), 2);
@@ -737,16 +739,8 @@ async fn a_retired_gateway_does_not_start_again_and_its_ledger_must_end_at_its_f
     let err = Gateway::bind(&cluster.configs[1]).await.err().unwrap();
     assert!(format!("{err:#}").contains("retired"), "{err:#}");
     let control = cluster.dir.path().join("control.ledger");
-    let key = gatehouse_ledger::keyfile::load_signing_key(
-        &cluster.configs[0].cluster.as_ref().unwrap().control_key,
-    )
-    .unwrap()
-    .verifier()
-    .to_string();
-    let key = gatehouse_verify::VerifierKey::parse(&key).unwrap();
-    let members: Vec<(String, PathBuf)> = (0..2)
-        .map(|gw| (format!("gw{gw}"), cluster.members[gw].ledger.clone()))
-        .collect();
+    let key = cluster.control_key();
+    let members = cluster.member_ledgers();
     let report = gatehouse_verify::verify_cluster(&control, &key, &members).unwrap();
     assert!(report.is_intact(), "{}", report.to_text());
     assert!(

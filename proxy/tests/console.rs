@@ -13,6 +13,16 @@ use gatehouse_ledger::event::EventBody;
 use support::console_http::{signed_in, token, Browser, POLICY};
 use support::{spawn_query, Env};
 
+/// The value that follows the first `marker` in `html`, up to its closing
+/// quote (an attribute's value).
+fn attribute_after(html: &str, marker: &str) -> String {
+    html.split(marker)
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("no {marker} in {html}"))
+        .to_owned()
+}
+
 /// Waits until the inbox shows `n` requests.
 async fn inbox_with(b: &Browser, n: usize) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -131,12 +141,7 @@ async fn a_held_statement_shows_its_context_and_an_approval_from_the_console_rel
     ] {
         assert!(page.contains(field), "{field:?} missing in\n{page}");
     }
-    let id = page
-        .split("data-approval=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .to_owned();
+    let id = attribute_after(&page, "data-approval=\"");
     let form_token = alice.form_token("/console/inbox").await;
     let answer = alice
         .post(
@@ -167,12 +172,7 @@ async fn forged_cross_origin_and_unentitled_decisions_are_refused() {
     let held = spawn_query(&client, "UPDATE orders SET total = 0 WHERE id = 3");
     let alice = signed_in(&env, "alice").await;
     let page = inbox_with(&alice, 1).await;
-    let id = page
-        .split("data-approval=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .to_owned();
+    let id = attribute_after(&page, "data-approval=\"");
     let approve = format!("/console/approvals/{id}/approve");
     let deny = format!("/console/approvals/{id}/deny");
     let alice_token = alice.form_token("/console/inbox").await;
@@ -346,13 +346,7 @@ async fn kill_and_block_from_the_sessions_page_end_the_client_and_are_recorded()
         "{}",
         page.body
     );
-    let session = page
-        .body
-        .split("id=\"session-")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .to_owned();
+    let session = attribute_after(&page.body, "id=\"session-");
     let form_token = admin.form_token("/console/sessions").await;
     // A reason is required.
     let page = admin
@@ -505,12 +499,7 @@ async fn the_policy_page_dry_runs_statements_and_the_audit_view_lists_decisions(
     let client = Arc::new(env.connect("agent").await);
     let held = spawn_query(&client, "DELETE FROM orders WHERE id = 2");
     let page = inbox_with(&alice, 1).await;
-    let id = page
-        .split("data-approval=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .to_owned();
+    let id = attribute_after(&page, "data-approval=\"");
     let token = alice.form_token("/console/inbox").await;
     let answer = alice
         .post(

@@ -527,6 +527,37 @@ async fn hostile_text_renders_as_text_and_cross_origin_posts_and_auditors_are_re
     .await;
 }
 
+/// On the sessions page, fills in the reason of the agent's `action`
+/// (`kill` or `block`) form and submits it.
+async fn contain(chrome: &Chrome, env: &Env, action: &str, reason: &str) {
+    chrome
+        .client
+        .goto(&format!("http://{}/console/sessions", env.admin))
+        .await
+        .unwrap();
+    chrome
+        .wait_text("#sessions", "agent", Duration::from_secs(5))
+        .await;
+    chrome
+        .type_into(
+            &format!("td.contain form[action$='/{action}'] input[name=reason]"),
+            reason,
+        )
+        .await;
+    chrome
+        .click(&format!("td.contain form[action$='/{action}'] button"))
+        .await;
+}
+
+/// Waits up to 5 s for `client`'s session to end.
+async fn ended(client: &tokio_postgres::Client, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client.simple_query("SELECT 1").await.is_ok() {
+        assert!(Instant::now() < deadline, "{what} still runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_and_block_from_the_sessions_page() {
     let env = Env::start_approvals(POLICY, "").await;
@@ -535,52 +566,12 @@ async fn kill_and_block_from_the_sessions_page() {
         chrome.sign_in(&env, &env.admin_token()).await;
         let victim = env.connect("agent").await;
         victim.simple_query("SELECT 1").await.unwrap();
-        chrome
-            .client
-            .goto(&format!("http://{}/console/sessions", env.admin))
-            .await
-            .unwrap();
-        chrome
-            .wait_text("#sessions", "agent", Duration::from_secs(5))
-            .await;
-        chrome
-            .type_into(
-                "td.contain form[action$='/kill'] input[name=reason]",
-                "runaway agent",
-            )
-            .await;
-        chrome
-            .click("td.contain form[action$='/kill'] button")
-            .await;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while victim.simple_query("SELECT 1").await.is_ok() {
-            assert!(Instant::now() < deadline, "the killed session still runs");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        contain(&chrome, &env, "kill", "runaway agent").await;
+        ended(&victim, "the killed session").await;
         let other = env.connect("agent").await;
         other.simple_query("SELECT 1").await.unwrap();
-        chrome
-            .client
-            .goto(&format!("http://{}/console/sessions", env.admin))
-            .await
-            .unwrap();
-        chrome
-            .wait_text("#sessions", "agent", Duration::from_secs(5))
-            .await;
-        chrome
-            .type_into(
-                "td.contain form[action$='/block'] input[name=reason]",
-                "exfiltration",
-            )
-            .await;
-        chrome
-            .click("td.contain form[action$='/block'] button")
-            .await;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while other.simple_query("SELECT 1").await.is_ok() {
-            assert!(Instant::now() < deadline, "the blocked session still runs");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        contain(&chrome, &env, "block", "exfiltration").await;
+        ended(&other, "the blocked session").await;
         assert!(
             tokio_postgres::connect(&env.conn_str("agent"), tokio_postgres::NoTls)
                 .await

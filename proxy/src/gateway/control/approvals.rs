@@ -97,11 +97,6 @@ impl ApprovalDesk {
         let _ = self.gateway.set(name.to_owned());
     }
 
-    /// This gateway's name in a cluster, if it is in one.
-    pub fn gateway(&self) -> Option<&str> {
-        self.gateway.get().map(String::as_str)
-    }
-
     /// Whether this gateway holds request `id` (alone: every request).
     pub fn holds(&self, id: u64) -> bool {
         let Some(me) = self.gateway.get() else {

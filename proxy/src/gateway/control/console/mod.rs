@@ -641,17 +641,30 @@ struct ReasonForm {
     reason: String,
 }
 
-/// A reason the form must carry; refused (400) when blank.
-fn reason(form: &ReasonForm, viewer: &Viewer) -> Result<String, Stop> {
-    let reason = form.reason.trim();
-    if reason.is_empty() {
-        return Err(Stop::Page(
-            StatusCode::BAD_REQUEST,
-            "a reason is required: it is recorded and shown to the client".into(),
-            Some(viewer.clone()),
-        ));
+impl Ctx {
+    /// [`Ctx::actor`] for a form that must carry a reason: the viewer, the
+    /// operator and the reason; refused (400) when the reason is blank.
+    async fn actor_with_reason(
+        &self,
+        headers: &HeaderMap,
+        form: &ReasonForm,
+        action: &str,
+        target: &str,
+        roles: &[Role],
+    ) -> Result<(Viewer, String, String), Stop> {
+        let (viewer, operator) = self
+            .actor(headers, &form.form_token, action, Some(target), roles)
+            .await?;
+        let reason = form.reason.trim();
+        if reason.is_empty() {
+            return Err(Stop::Page(
+                StatusCode::BAD_REQUEST,
+                "a reason is required: it is recorded and shown to the client".into(),
+                Some(viewer),
+            ));
+        }
+        Ok((viewer, operator, reason.to_owned()))
     }
-    Ok(reason.to_owned())
 }
 
 async fn deny(
@@ -660,17 +673,15 @@ async fn deny(
     headers: HeaderMap,
     Form(form): Form<ReasonForm>,
 ) -> Result<Response, Stop> {
-    let target = approval.to_string();
-    let (viewer, operator) = ctx
-        .actor(
+    let (viewer, operator, reason) = ctx
+        .actor_with_reason(
             &headers,
-            &form.form_token,
+            &form,
             "approval.deny",
-            Some(&target),
+            &approval.to_string(),
             &[Role::Approver],
         )
         .await?;
-    let reason = reason(&form, &viewer)?;
     ctx.shared
         .deny_request(approval, Some(&operator), &reason)
         .await
@@ -851,17 +862,15 @@ async fn kill(
     headers: HeaderMap,
     Form(form): Form<ReasonForm>,
 ) -> Result<Response, Stop> {
-    let target = session.to_string();
-    let (viewer, operator) = ctx
-        .actor(
+    let (viewer, operator, reason) = ctx
+        .actor_with_reason(
             &headers,
-            &form.form_token,
+            &form,
             "session.kill",
-            Some(&target),
+            &session.to_string(),
             &[Role::Responder],
         )
         .await?;
-    let reason = reason(&form, &viewer)?;
     if !ctx.shared.kill(session, &operator, &reason) {
         return Err(Stop::Page(
             StatusCode::NOT_FOUND,
@@ -878,16 +887,15 @@ async fn block(
     headers: HeaderMap,
     Form(form): Form<ReasonForm>,
 ) -> Result<Response, Stop> {
-    let (viewer, operator) = ctx
-        .actor(
+    let (viewer, operator, reason) = ctx
+        .actor_with_reason(
             &headers,
-            &form.form_token,
+            &form,
             "identity.block",
-            Some(&identity),
+            &identity,
             &[Role::Responder],
         )
         .await?;
-    let reason = reason(&form, &viewer)?;
     ctx.shared
         .block(&identity, &operator, &reason, None)
         .await
